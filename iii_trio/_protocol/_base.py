@@ -1,0 +1,88 @@
+"""The base of every wire model: frozen, strict, tolerant of unknown keys, and
+serialised with the engine's rule for absent optional fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Final
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, JsonValue, SkipValidation, Strict, model_serializer
+
+__all__ = ["WRITE_NULL", "Json", "Uuid", "WireModel"]
+
+#: Any JSON value (object, array, string, number, boolean or null). Not walked when a
+#: model is built: a decoded frame holds what the JSON parser made, which is JSON by
+#: construction, and walking a large payload twice doubled the cost of decoding.
+#: Anything else put here by hand is refused by ``encode`` with a ProtocolError.
+Json = Annotated[JsonValue, SkipValidation]
+
+#: A UUID; on the wire a string, written lowercase and hyphenated. Any form
+#: Python's ``uuid.UUID`` accepts is read, as the engine's uuid crate does.
+Uuid = Annotated[UUID, Strict(False)]
+
+
+class _WriteNull:
+    def __repr__(self) -> str:
+        return "WRITE_NULL"
+
+
+#: Field marker: the engine writes this optional field as ``null`` when it has no
+#: value, instead of leaving the key out (a serde ``Option`` without
+#: ``skip_serializing_if``).
+WRITE_NULL: Final = _WriteNull()
+
+
+class WireModel(BaseModel):
+    """An object on the wire.
+
+    Optional fields (default ``None``) are left out when they are ``None`` unless
+    marked ``WRITE_NULL``; required fields are always written, ``null`` included.
+    On input an absent key and ``null`` both mean "no value". Types are checked
+    strictly (a number is not a string), and unknown keys are ignored so newer
+    peers can add fields.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        strict=True,
+        extra="ignore",
+        # Keep NaN and infinities as floats when dumping, so the encoder refuses
+        # them instead of pydantic silently turning them into null.
+        ser_json_inf_nan="constants",
+    )
+
+    __omitted_when_none__: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.__omitted_when_none__ = frozenset(
+            name
+            for name, field in cls.model_fields.items()
+            if not field.is_required()
+            and field.default is None
+            and not any(meta is WRITE_NULL for meta in field.metadata)
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object for this model, keys in declaration order, ready for ``json``.
+
+        JSON-valued fields are passed through as they are; only the model's own
+        fields are walked, so the cost does not grow with the payload.
+        """
+        wire: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None and name in self.__omitted_when_none__:
+                continue
+            if isinstance(value, WireModel):
+                value = value.to_wire()
+            elif isinstance(value, UUID):
+                value = str(value)
+            wire[name] = value
+        return wire
+
+    @model_serializer(mode="plain")
+    def _serialize(self) -> dict[str, Any]:
+        # model_dump() follows the same omission rule as the wire.
+        return self.to_wire()

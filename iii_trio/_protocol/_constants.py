@@ -1,0 +1,28 @@
+"""Names and codes the protocol fixes (PROTOCOL.md §8 and §9)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "FUNCTION_NAMESPACE_CONFLICT",
+    "INVALID_NAMESPACE",
+    "WORKER_NAMESPACE_CONFLICT",
+    "is_blank_namespace",
+]
+
+#: Where functions, workers and triggers live when nothing else is said.
+DEFAULT_NAMESPACE: Final = "default"
+
+#: ``registrationrejected`` codes.
+FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
+WORKER_NAMESPACE_CONFLICT: Final = "WORKER_NAMESPACE_CONFLICT"
+
+#: A namespace field that is present but blank; never read as "absent".
+INVALID_NAMESPACE: Final = "INVALID_NAMESPACE"
+
+
+def is_blank_namespace(namespace: str | None) -> bool:
+    """A namespace that was given but holds only whitespace (refused, not defaulted)."""
+    return namespace is not None and not namespace.strip()
