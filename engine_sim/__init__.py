@@ -6,6 +6,6 @@ table (``WORKER_STATUS_LIFECYCLE``), so a simulated engine and the SDK can never
 disagree about what a frame or a state is.
 """
 
-from iii_trio._lifecycle import WORKER_STATUS_LIFECYCLE, WorkerStatus
+from iii_trio.lifecycle import WORKER_STATUS_LIFECYCLE, WorkerStatus
 
 __all__ = ["WORKER_STATUS_LIFECYCLE", "WorkerStatus"]

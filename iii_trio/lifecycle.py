@@ -5,6 +5,6 @@ See ``iii_trio._lifecycle`` for how the tables and the machine fit together.
 
 from ._exceptions import IllegalTransition
 from ._lifecycle import *  # noqa: F403
-from ._lifecycle import __all__ as _names
+from ._lifecycle import __all__ as _lifecycle_names
 
-__all__ = ["IllegalTransition", *_names]
+__all__ = ["IllegalTransition", *_lifecycle_names]

@@ -7,7 +7,20 @@ its subclass ``UnknownMessageType``, which readers skip) for anything else.
 """
 
 from ._exceptions import FrameTooLarge, ProtocolError, UnknownMessageType
-from ._protocol import *  # noqa: F403
-from ._protocol import __all__ as _models
+from ._protocol import _base, _codec, _constants, _messages, _types
+from ._protocol._base import *  # noqa: F403
+from ._protocol._codec import *  # noqa: F403
+from ._protocol._constants import *  # noqa: F403
+from ._protocol._messages import *  # noqa: F403
+from ._protocol._types import *  # noqa: F403
 
-__all__ = ["FrameTooLarge", "ProtocolError", "UnknownMessageType", *_models]
+__all__ = [
+    "FrameTooLarge",
+    "ProtocolError",
+    "UnknownMessageType",
+    *_base.__all__,
+    *_codec.__all__,
+    *_constants.__all__,
+    *_messages.__all__,
+    *_types.__all__,
+]

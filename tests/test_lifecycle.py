@@ -185,31 +185,39 @@ def test_random_walks_move_only_along_edges(
             assert machine.in_flight == frozenset()
 
 
-@given(st.lists(st.sampled_from(IDS), max_size=20))
-def test_worker_is_executing_exactly_while_a_handler_runs(toggles: list[str]) -> None:
-    machine = replay(
-        lc.WORKER_LIFECYCLE,
-        [lc.SocketOpened(), lc.RegistrationStarted(), lc.RegistrationCompleted()],
-    )
+@pytest.mark.parametrize(
+    ("lifecycle", "opening", "idle", "busy"),
+    [
+        (
+            lc.WORKER_LIFECYCLE,
+            [lc.SocketOpened(), lc.RegistrationStarted(), lc.RegistrationCompleted()],
+            lc.WorkerState.READY,
+            lc.WorkerState.EXECUTING,
+        ),
+        (
+            lc.WORKER_STATUS_LIFECYCLE,
+            [lc.HandshakeCompleted(), lc.NamespaceResolved()],
+            lc.WorkerStatus.AVAILABLE,
+            lc.WorkerStatus.BUSY,
+        ),
+    ],
+    ids=["worker-executing", "status-busy"],
+)
+@given(toggles=st.lists(st.sampled_from(IDS), max_size=20))
+def test_busy_exactly_while_an_invocation_runs(
+    lifecycle: lc.Lifecycle[Any],
+    opening: list[lc.Event],
+    idle: enum.Enum,
+    busy: enum.Enum,
+    toggles: list[str],
+) -> None:
+    machine = replay(lifecycle, opening)
     for invocation_id in toggles:
         if invocation_id in machine.in_flight:
             machine.apply(lc.InvocationFinished(invocation_id))
         else:
             machine.apply(lc.InvocationStarted(invocation_id))
-        expected = lc.WorkerState.EXECUTING if machine.in_flight else lc.WorkerState.READY
-        assert machine.state == expected
-
-
-@given(st.lists(st.sampled_from(IDS), max_size=20))
-def test_engine_status_is_busy_exactly_while_an_invocation_runs(toggles: list[str]) -> None:
-    machine = replay(lc.WORKER_STATUS_LIFECYCLE, [lc.HandshakeCompleted(), lc.NamespaceResolved()])
-    for invocation_id in toggles:
-        if invocation_id in machine.in_flight:
-            machine.apply(lc.InvocationFinished(invocation_id))
-        else:
-            machine.apply(lc.InvocationStarted(invocation_id))
-        expected = lc.WorkerStatus.BUSY if machine.in_flight else lc.WorkerStatus.AVAILABLE
-        assert machine.state == expected
+        assert machine.state == (busy if machine.in_flight else idle)
 
 
 def _executing_worker() -> lc.StateMachine[lc.WorkerState]:

@@ -225,11 +225,16 @@ def test_cases_cover_every_message_type() -> None:
     assert seen == set(p.MESSAGE_TYPES) - {"registerservice"}
 
 
-def test_uuid_fields_are_written_lowercase_and_hyphenated() -> None:
-    frame = (
-        '{"type":"invocationresult","invocation_id":"7C9E6679742540DE944BE07FC1F90AE7",'
-        '"function_id":"f"}'
-    )
+@pytest.mark.parametrize(
+    "written",
+    [
+        "7C9E6679742540DE944BE07FC1F90AE7",
+        "{7c9e6679-7425-40de-944b-e07fc1f90ae7}",
+        "urn:uuid:7c9e6679-7425-40de-944b-e07fc1f90ae7",
+    ],
+)
+def test_uuid_fields_are_read_in_any_form_and_written_lowercase_hyphenated(written: str) -> None:
+    frame = f'{{"type":"invocationresult","invocation_id":"{written}","function_id":"f"}}'
     assert p.encode(p.decode(frame)) == (
         f'{{"type":"invocationresult","invocation_id":"{INV}","function_id":"f"}}'
     )

@@ -16,8 +16,8 @@ __all__ = ["WRITE_NULL", "Json", "Uuid", "WireModel"]
 #: Anything else put here by hand is refused by ``encode`` with a ProtocolError.
 Json = Annotated[JsonValue, SkipValidation]
 
-#: A UUID; on the wire a string, written lowercase and hyphenated. Any form
-#: Python's ``uuid.UUID`` accepts is read, as the engine's uuid crate does.
+#: A UUID; on the wire a string, written lowercase and hyphenated. The hyphenated,
+#: simple, braced and ``urn:uuid:`` forms are all read, as the engine's uuid crate does.
 Uuid = Annotated[UUID, Strict(False)]
 
 
@@ -42,14 +42,7 @@ class WireModel(BaseModel):
     peers can add fields.
     """
 
-    model_config = ConfigDict(
-        frozen=True,
-        strict=True,
-        extra="ignore",
-        # Keep NaN and infinities as floats when dumping, so the encoder refuses
-        # them instead of pydantic silently turning them into null.
-        ser_json_inf_nan="constants",
-    )
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
     __omitted_when_none__: ClassVar[frozenset[str]] = frozenset()
 
