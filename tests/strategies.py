@@ -11,7 +11,8 @@ from iii_trio import protocol as p
 json_scalars: st.SearchStrategy[Any] = (
     st.none()
     | st.booleans()
-    | st.integers()
+    # serde_json reads integers outside i64/u64 as doubles, so they do not round-trip.
+    | st.integers(-(2**63), 2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text()
 )

@@ -3,7 +3,8 @@ re-encode byte for byte to the engine's canonical form.
 
 Each case is ``(frame as the document writes it, canonical JSON)``. The canonical
 form is what serde_json writes: ``type`` first, then the fields in declaration
-order, optional fields left out or written as ``null`` per §4. Symbolic ids in §20
+order, optional fields left out or written as ``null`` per §4, and the keys of
+JSON payloads sorted (the engine holds them as ``serde_json::Value``). Symbolic ids in §20
 (``I``) are replaced by concrete UUIDs where the field is a UUID.
 """
 
@@ -24,6 +25,11 @@ ANNOUNCE = (
     '"os":"Linux 6.1 (x86_64)","isolation":null,"namespace":null,'
     '"telemetry":{"framework":"iii-py"}}'
 )
+# Payloads are serde_json Values, whose object keys the engine writes sorted.
+ANNOUNCE_SORTED = (
+    '{"isolation":null,"name":"calc","namespace":null,"os":"Linux 6.1 (x86_64)",'
+    '"pid":4242,"runtime":"python","telemetry":{"framework":"iii-py"},"version":"0.25.0"}'
+)
 
 CASES: dict[str, tuple[str, str]] = {
     # Appendix A, in session order.
@@ -40,7 +46,8 @@ CASES: dict[str, tuple[str, str]] = {
         '{"type":"invokefunction","function_id":"engine::workers::register",'
         f'"action":{{"type":"void"}},"data":{ANNOUNCE}}}',
         '{"type":"invokefunction","invocation_id":null,'
-        f'"function_id":"engine::workers::register","data":{ANNOUNCE},"action":{{"type":"void"}}}}',
+        f'"function_id":"engine::workers::register","data":{ANNOUNCE_SORTED},'
+        '"action":{"type":"void"}}',
     ),
     "A: W2 calls math::add": (
         f'{{"type":"invokefunction","invocation_id":"{INV}",'
@@ -52,7 +59,7 @@ CASES: dict[str, tuple[str, str]] = {
         f'{{"type":"invokefunction","invocation_id":"{INV}",'
         f'"function_id":"math::add","data":{{"a":2,"b":3,"_caller_worker_id":"{W2}"}}}}',
         f'{{"type":"invokefunction","invocation_id":"{INV}",'
-        f'"function_id":"math::add","data":{{"a":2,"b":3,"_caller_worker_id":"{W2}"}}}}',
+        f'"function_id":"math::add","data":{{"_caller_worker_id":"{W2}","a":2,"b":3}}}}',
     ),
     "A: result": (
         f'{{"type":"invocationresult","invocation_id":"{INV}",'
@@ -103,10 +110,11 @@ CASES: dict[str, tuple[str, str]] = {
         '"trigger_type":"cron","function_id":"jobs::cleanup",'
         '"config":{"expression":"0 0 2 * * *"},"namespace":"orders"}',
     ),
-    # §2.2: the frame sent before closing a connection that failed authentication.
+    # §2.2: the frame sent before closing a connection that failed authentication;
+    # the engine builds it with json!, so its keys come out sorted.
     "2.2 auth error": (
         '{"type":"error","error":{"code":"AUTH_ERROR","message":"denied"}}',
-        '{"type":"error","error":{"code":"AUTH_ERROR","message":"denied"}}',
+        '{"error":{"code":"AUTH_ERROR","message":"denied"},"type":"error"}',
     ),
     # §20 checklist.
     "20.2 ping": ('{"type":"ping"}', '{"type":"ping"}'),

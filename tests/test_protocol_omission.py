@@ -68,7 +68,7 @@ RULES: dict[str, tuple[Any, str]] = {
     ),
     "errorbody leaves out a missing stacktrace": (
         p.EngineError(error=p.ErrorBody(code="c", message="m")),
-        '{"type":"error","error":{"code":"c","message":"m"}}',
+        '{"error":{"code":"c","message":"m"},"type":"error"}',
     ),
     "http invocation writes method, timeout_ms, headers and auth": (
         p.RegisterFunction(id="f", invocation=p.HttpInvocationRef(url="http://x")),

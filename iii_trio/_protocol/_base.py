@@ -3,10 +3,13 @@ serialised with the engine's rule for absent optional fields."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Final
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, JsonValue, SkipValidation, Strict, model_serializer
+
+from . import _json
 
 __all__ = ["WRITE_NULL", "Json", "Uuid", "WireModel"]
 
@@ -57,17 +60,36 @@ class WireModel(BaseModel):
             and not any(meta is WRITE_NULL for meta in field.metadata)
         )
 
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON object for this model, keys in declaration order, ready for ``json``.
-
-        JSON-valued fields are passed through as they are; only the model's own
-        fields are walked, so the cost does not grow with the payload.
-        """
-        wire: dict[str, Any] = {}
+    def _present(self) -> Iterator[tuple[str, Any]]:
+        # The one place the omission rule is applied; fields in declaration order.
         for name in type(self).model_fields:
             value = getattr(self, name)
             if value is None and name in self.__omitted_when_none__:
                 continue
+            yield name, value
+
+    def to_json(self) -> str:
+        """This model as compact JSON text, byte for byte as the engine writes it.
+
+        The model's own fields keep their declaration order (serde writes struct
+        fields in order); JSON values inside them get sorted keys (serde_json's
+        ``Value`` map is sorted). Raises ProtocolError for a value that is not JSON.
+        """
+        parts = []
+        for name, value in self._present():
+            if isinstance(value, WireModel):
+                text = value.to_json()
+            elif isinstance(value, UUID):
+                text = f'"{value}"'
+            else:
+                text = _json.dumps(value)
+            parts.append(f'"{name}":{text}')
+        return "{" + ",".join(parts) + "}"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The same object as ``to_json`` writes, as Python values (UUIDs as strings)."""
+        wire: dict[str, Any] = {}
+        for name, value in self._present():
             if isinstance(value, WireModel):
                 value = value.to_wire()
             elif isinstance(value, UUID):

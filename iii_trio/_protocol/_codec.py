@@ -28,8 +28,12 @@ TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
 
 
 def encode(message: Message) -> str:
-    """Compact JSON text of ``message``, byte for byte as the engine writes it."""
-    return _json.dumps(message.to_wire())
+    """Compact JSON text of ``message``, byte for byte as the engine writes it.
+
+    Raises ProtocolError if a JSON-valued field holds something JSON cannot carry
+    (NaN, an infinity, a lone surrogate, a Python object).
+    """
+    return message.to_json()
 
 
 def is_telemetry_frame(frame: bytes) -> bool:

@@ -184,11 +184,12 @@ class RegistrationRejected(WireModel):
 class EngineError(WireModel):
     """E→W, then a close: the connection was refused (authentication failed).
 
-    Not part of the engine's message enum; it is written only before closing.
+    Not part of the engine's message enum: the engine builds it as a JSON value,
+    whose keys are sorted, so ``error`` is written before ``type``.
     """
 
-    type: Literal["error"] = "error"
     error: ErrorBody
+    type: Literal["error"] = "error"
 
 
 #: Any protocol message; ``message.type`` tells which.
