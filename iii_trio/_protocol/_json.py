@@ -28,7 +28,7 @@ __all__ = ["dumps", "loads", "serde_float"]
 # that text such as "1e-05" inside a string value is never touched.
 _STRING_OR_NEGATIVE_EXPONENT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+)?e-\d+')
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-# Cheap pre-checks on frame text; a match only means "look closer".
+# A cheap pre-check on frame text: a match only means "walk the value and look closer".
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _U64_MAX = 2**64 - 1
 _I64_MIN = -(2**63)
