@@ -4,8 +4,38 @@ It speaks the wire protocol through the very models the SDK uses
 (``iii_trio.protocol``) and tracks each worker connection with the engine status
 table (``WORKER_STATUS_LIFECYCLE``), so a simulated engine and the SDK can never
 disagree about what a frame or a state is.
+
+* ``open_engine(config)`` runs one inside your Trio program (WebSocket listener
+  and/or in-memory connections through ``engine.connect()``);
+* ``run_in_thread(config)`` runs one on its own thread, for code that is not Trio;
+* ``EngineCore`` is the engine without I/O, for driving it step by step;
+* ``iii-sim serve`` (or ``python -m engine_sim serve``) runs one from a shell.
 """
 
 from iii_trio.lifecycle import WORKER_STATUS_LIFECYCLE, WorkerStatus
 
-__all__ = ["WORKER_STATUS_LIFECYCLE", "WorkerStatus"]
+from ._config import DEFAULT_PORT, EngineConfig
+from ._core import EngineCore
+from ._effects import Close, Effect, Send
+from ._engine import BindingView, Engine, FrameRecord, WorkerView, open_engine
+from ._peers import MemoryConnection
+from ._thread import ThreadedEngine, run_in_thread
+
+__all__ = [
+    "DEFAULT_PORT",
+    "WORKER_STATUS_LIFECYCLE",
+    "BindingView",
+    "Close",
+    "Effect",
+    "Engine",
+    "EngineConfig",
+    "EngineCore",
+    "FrameRecord",
+    "MemoryConnection",
+    "Send",
+    "ThreadedEngine",
+    "WorkerStatus",
+    "WorkerView",
+    "open_engine",
+    "run_in_thread",
+]

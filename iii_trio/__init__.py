@@ -5,6 +5,7 @@ The wire protocol lives in ``iii_trio.protocol`` and the lifecycle tables in
 """
 
 from ._exceptions import (
+    ConnectionClosed,
     FrameTooLarge,
     IIIError,
     IllegalTransition,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "WORKER_LIFECYCLE",
     "WORKER_STATUS_LIFECYCLE",
+    "ConnectionClosed",
     "FrameTooLarge",
     "IIIError",
     "IllegalTransition",

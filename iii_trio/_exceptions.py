@@ -8,6 +8,8 @@
     │   ├── UnknownMessageType    a well-formed JSON object whose ``type`` this protocol
     │   │                         does not define; readers log it and keep going
     │   └── FrameTooLarge         a frame over the size limit, refused before parsing
+    ├── ConnectionClosed          the other end closed the connection (or it broke);
+    │                             carries the WebSocket close ``code`` and ``reason``
     └── IllegalTransition         (also a RuntimeError) a lifecycle event that the
                                   current state does not allow; names state and event
 
@@ -19,6 +21,7 @@ bug in the code driving the state machine, never a peer's fault.
 from __future__ import annotations
 
 __all__ = [
+    "ConnectionClosed",
     "FrameTooLarge",
     "IIIError",
     "IllegalTransition",
@@ -54,6 +57,15 @@ class FrameTooLarge(ProtocolError):
         super().__init__(f"frame of {size} bytes exceeds the {limit}-byte limit")
         self.size = size
         self.limit = limit
+
+
+class ConnectionClosed(IIIError):
+    """The connection is closed; ``code`` is the WebSocket close code (1006 if it broke)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
 
 
 class IllegalTransition(IIIError, RuntimeError):

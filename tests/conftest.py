@@ -1,8 +1,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 
+import pytest
+import trio.testing
 from hypothesis import HealthCheck, settings
+
+from engine_sim import Engine, open_engine
+from tests.raw_worker import Connect, raw_workers
 
 # "ci" is derandomized, so a run is reproducible; "dev" explores new examples
 # each time; "thorough" is for a long local run. Pick with HYPOTHESIS_PROFILE.
@@ -15,3 +21,25 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# -- the simulated engine, on a virtual clock ---------------------------------------------
+
+
+@pytest.fixture
+async def engine(autojump_clock: trio.testing.MockClock) -> AsyncIterator[Engine]:
+    """An in-process engine with no listener; time is virtual and jumps when idle.
+
+    pytest-trio only runs a test on the virtual clock when the test itself takes
+    ``autojump_clock`` as an argument, so every engine test does.
+    """
+    assert trio.lowlevel.current_clock() is autojump_clock, "add autojump_clock to the test"
+    async with open_engine() as engine:
+        yield engine
+
+
+@pytest.fixture
+async def connect(engine: Engine) -> AsyncIterator[Connect]:
+    """Open ``RawWorker`` connections to ``engine`` (see ``tests/raw_worker.py``)."""
+    async with raw_workers(engine) as factory:
+        yield factory

@@ -1,0 +1,525 @@
+"""The engine's own functions and trigger types (PROTOCOL.md §5.3, §11).
+
+Each built-in reads its input through a small pydantic model, as the engine's
+serde structs do: unknown keys (such as the injected ``_caller_worker_id``) are
+ignored, a wrong shape is a ``deserialization_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+
+from iii_trio.protocol import DEFAULT_NAMESPACE, INVALID_NAMESPACE, is_blank_namespace
+
+from ._core import (
+    DEFERRED,
+    ENQUEUE_FUNCTION,
+    BuiltinError,
+    BuiltinHandler,
+    CallContext,
+    Deferred,
+    EngineCore,
+    sanitize,
+)
+from ._discovery import (
+    ENGINE_WORKER_NAME,
+    binding_summary,
+    binding_worker_name,
+    engine_worker_summary,
+    function_detail,
+    function_summary,
+    function_worker_name,
+    trigger_type_info,
+    trigger_type_summary,
+    worker_summary,
+)
+from ._records import Binding, FunctionEntry, NoReply, WorkerRecord
+
+__all__ = ["install"]
+
+log = logging.getLogger("engine_sim")
+_MAX_BATCH = 32
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+def _parse(model: type[M], ctx: CallContext) -> M:
+    data = {} if ctx.data is None else ctx.data
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "input"
+        raise BuiltinError(
+            "deserialization_error",
+            f"Failed to deserialize input for {ctx.function_id}: {where}: {first['msg']}",
+        ) from None
+
+
+def _not_found(message: str) -> BuiltinError:
+    return BuiltinError("NOT_FOUND", message)
+
+
+# -- functions ----------------------------------------------------------------------------
+
+
+class _FunctionsList(_Input):
+    search: str | None = None
+    prefix: str | None = None
+    worker: str | None = None
+    workers: list[str] | None = None
+    include_internal: bool = False
+
+
+def _hidden_function(entry: FunctionEntry) -> bool:
+    engine_owned = entry.id.startswith("engine::") and not entry.id.startswith("engine::queue::")
+    return engine_owned or entry.internal
+
+
+def _search_rank(entry: FunctionEntry, needle: str) -> int | None:
+    identifier = entry.id.lower()
+    if identifier.startswith(needle) or needle in identifier.split("::"):
+        return 0
+    if needle in identifier:
+        return 1
+    if entry.description and needle in entry.description.lower():
+        return 2
+    return None
+
+
+def functions_list(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_FunctionsList, ctx)
+    names = set(query.workers or []) | ({query.worker} if query.worker else set())
+    needle = query.search.lower() if query.search else None
+    ranked: list[tuple[int, str, str, FunctionEntry]] = []
+    for entry in core.all_functions():
+        if not query.include_internal and _hidden_function(entry):
+            continue
+        if query.prefix and not entry.id.startswith(query.prefix):
+            continue
+        if names and function_worker_name(core, entry) not in names:
+            continue
+        rank = 0
+        if needle is not None:
+            found = _search_rank(entry, needle)
+            if found is None:
+                continue
+            rank = found
+        ranked.append((rank, entry.id, entry.namespace, entry))
+    ranked.sort(key=lambda item: item[:3])
+    return {"functions": [function_summary(core, item[3]) for item in ranked]}
+
+
+class _FunctionsInfo(_Input):
+    function_id: str | None = None
+    function_ids: list[str] | None = None
+    namespace: str | None = None
+
+
+def _resolve_function(core: EngineCore, function_id: str, namespace: str | None) -> FunctionEntry:
+    if namespace is not None:
+        entry = core.lookup(namespace, function_id)
+        if entry is None:
+            raise _not_found(f"Function '{function_id}' not found in namespace '{namespace}'.")
+        return entry
+    matches = [e for e in core.all_functions() if e.id == function_id]
+    for entry in matches:
+        if entry.namespace == DEFAULT_NAMESPACE:
+            return entry
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        spaces = ", ".join(sorted(e.namespace for e in matches))
+        raise _not_found(f"Function '{function_id}' is ambiguous: registered in {spaces}.")
+    raise _not_found(f"Function '{function_id}' not found.")
+
+
+def functions_info(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_FunctionsInfo, ctx)
+    if (query.function_id is None) == (query.function_ids is None):
+        raise BuiltinError("INVALID_ARGUMENTS", "Give exactly one of function_id or function_ids.")
+    if query.function_id is not None:
+        return function_detail(core, _resolve_function(core, query.function_id, query.namespace))
+    ids = query.function_ids or []
+    if not ids or len(ids) > _MAX_BATCH or len(set(ids)) != len(ids):
+        raise BuiltinError(
+            "INVALID_ARGUMENTS", f"function_ids must hold 1 to {_MAX_BATCH} distinct ids."
+        )
+    details: list[JsonValue] = []
+    for function_id in ids:
+        try:
+            details.append(
+                function_detail(core, _resolve_function(core, function_id, query.namespace))
+            )
+        except BuiltinError:
+            details.append({"function_id": function_id, "error": "not_found"})
+    return {"functions": details}
+
+
+# -- trigger types ----------------------------------------------------------------------
+
+
+class _TriggersList(_Input):
+    search: str | None = None
+    prefix: str | None = None
+    worker: str | None = None
+    include_internal: bool = False
+
+
+def triggers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_TriggersList, ctx)
+    needle = query.search.lower() if query.search else None
+    found = []
+    for entry in sorted(core.trigger_types.values(), key=lambda e: (e.id, e.namespace)):
+        if not query.include_internal and entry.id.startswith("engine::"):
+            continue
+        if query.prefix and not entry.id.startswith(query.prefix):
+            continue
+        summary = trigger_type_summary(core, entry)
+        if query.worker and summary["worker_name"] != query.worker:  # type: ignore[index, call-overload]
+            continue
+        if needle and needle not in entry.id.lower() and needle not in entry.description.lower():
+            continue
+        found.append(summary)
+    return {"triggers": found}
+
+
+def trigger_types_list(core: EngineCore, ctx: CallContext) -> JsonValue:
+    """The pre-0.19.4 name the seeds use: trigger types with their schemas (§11.9)."""
+    query = _parse(_TriggersList, ctx)
+    found: list[JsonValue] = []
+    for entry in sorted(core.trigger_types.values(), key=lambda e: (e.id, e.namespace)):
+        if not query.include_internal and entry.id.startswith("engine::"):
+            continue
+        item: dict[str, JsonValue] = {"id": entry.id, "description": entry.description}
+        if entry.trigger_request_format is not None:
+            item["trigger_request_format"] = entry.trigger_request_format
+        if entry.call_request_format is not None:
+            item["call_request_format"] = entry.call_request_format
+        found.append(item)
+    return {"trigger_types": found}
+
+
+class _TriggerInfo(_Input):
+    id: str
+    namespace: str | None = None
+
+
+def triggers_info(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_TriggerInfo, ctx)
+    entry = core.trigger_types.get((query.namespace or DEFAULT_NAMESPACE, query.id))
+    if entry is None:
+        raise _not_found(f"Trigger type '{query.id}' not found.")
+    return trigger_type_info(core, entry)
+
+
+# -- registered triggers (bindings) ---------------------------------------------------------
+
+
+class _BindingsList(_Input):
+    search: str | None = None
+    trigger_type: str | None = None
+    function_id: str | None = None
+    worker: str | None = None
+    include_internal: bool = False
+
+
+def _bindings_matching(core: EngineCore, query: _BindingsList) -> Iterable[Binding]:
+    needle = query.search.lower() if query.search else None
+    for binding in sorted(core.bindings.values(), key=lambda b: b.id):
+        if not binding.live:
+            continue
+        if not query.include_internal and binding.function_id.startswith("engine::"):
+            continue
+        if query.trigger_type and binding.trigger_type != query.trigger_type:
+            continue
+        if query.function_id and binding.function_id != query.function_id:
+            continue
+        if query.worker and binding_worker_name(core, binding) != query.worker:
+            continue
+        texts = (binding.id, binding.trigger_type, binding.function_id)
+        if needle and not any(needle in text.lower() for text in texts):
+            continue
+        yield binding
+
+
+def registered_triggers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_BindingsList, ctx)
+    return {
+        "registered_triggers": [binding_summary(core, b) for b in _bindings_matching(core, query)]
+    }
+
+
+class _BindingInfo(_Input):
+    id: str
+
+
+def registered_triggers_info(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_BindingInfo, ctx)
+    binding = core.bindings.get(query.id)
+    if binding is None or not binding.live:
+        raise _not_found(f"Trigger '{query.id}' not found.")
+    assert binding.provider is not None
+    provider = core.trigger_types.get(binding.provider)
+    target = core.lookup(binding.target_namespace, binding.function_id)
+    info: dict[str, JsonValue] = {
+        "id": binding.id,
+        "trigger_type": binding.trigger_type,
+        "function_id": binding.function_id,
+        "worker_name": binding_worker_name(core, binding),
+        "config": binding.config,
+    }
+    if binding.metadata is not None:
+        info["metadata"] = binding.metadata
+    info["trigger"] = trigger_type_info(core, provider) if provider else None
+    info["function"] = function_detail(core, target) if target else None
+    return info
+
+
+# -- workers -------------------------------------------------------------------------------
+
+
+class _WorkersList(_Input):
+    search: str | None = None
+    runtime: str | None = None
+    status: str | None = None
+
+
+def workers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_WorkersList, ctx)
+    summaries = [worker_summary(core, w) for w in core.workers.values() if w.listed]
+    summaries.append(engine_worker_summary(core))
+    needle = query.search.lower() if query.search else None
+    kept: list[dict[str, JsonValue]] = []
+    for summary in summaries:
+        name = summary["name"]
+        if needle and not (isinstance(name, str) and needle in name.lower()):
+            continue
+        if query.runtime and summary["runtime"] != query.runtime:
+            continue
+        if query.status and summary["status"] != query.status:
+            continue
+        kept.append(summary)
+    kept.sort(key=lambda s: (str(s["name"] or s["id"]), str(s["id"])))
+    return {"workers": list[JsonValue](kept)}
+
+
+class _WorkerInfo(_Input):
+    name: str
+    namespace: str | None = None
+
+
+def workers_info(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_WorkerInfo, ctx)
+    if query.name == ENGINE_WORKER_NAME and query.namespace in (None, DEFAULT_NAMESPACE):
+        summary = engine_worker_summary(core)
+        own = list(core.builtins.values())
+        return {
+            "worker": {**summary, "internal": True},
+            "functions": [function_summary(core, e) for e in own],
+            "trigger_types": [
+                trigger_type_summary(core, t)
+                for t in core.trigger_types.values()
+                if t.provider is None
+            ],
+            "registered_triggers": [],
+        }
+    matches = [w for w in core.workers.values() if w.listed and w.name == query.name]
+    if query.namespace is not None:
+        matches = [w for w in matches if w.namespace == query.namespace]
+    worker = _pick_worker(matches, query.name)
+    summary = worker_summary(core, worker)
+    summary["pid"] = worker.pid
+    summary["internal"] = False
+    return {
+        "worker": summary,
+        "functions": [
+            function_summary(core, e)
+            for e in sorted(core.functions.values(), key=lambda e: e.id)
+            if e.owner == worker.id
+        ],
+        "trigger_types": [
+            trigger_type_summary(core, t)
+            for t in sorted(core.trigger_types.values(), key=lambda t: t.id)
+            if t.provider == worker.id
+        ],
+        "registered_triggers": [
+            binding_summary(core, b)
+            for b in sorted(core.bindings.values(), key=lambda b: b.id)
+            if b.live and b.owner == worker.id
+        ],
+    }
+
+
+def _pick_worker(matches: list[WorkerRecord], name: str) -> WorkerRecord:
+    for worker in matches:
+        if worker.namespace == DEFAULT_NAMESPACE:
+            return worker
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise _not_found(f"Worker '{name}' is ambiguous: it is connected in several namespaces.")
+    raise _not_found(f"Worker '{name}' is not connected.")
+
+
+class _RegisterWorker(_Input):
+    runtime: str | None = None
+    version: str | None = None
+    name: str | None = None
+    description: str | None = None
+    os: str | None = None
+    pid: int | None = None
+    isolation: str | None = None
+    namespace: str | None = None
+    telemetry: JsonValue = None
+
+
+def workers_register(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_RegisterWorker, ctx)
+    caller_id = ctx.data.get("_caller_worker_id") if isinstance(ctx.data, dict) else None
+    worker = core.workers.get(caller_id) if isinstance(caller_id, str) else None
+    if worker is None:
+        raise BuiltinError(
+            "INVALID_ARGUMENTS", "engine::workers::register must be called by a worker."
+        )
+    if is_blank_namespace(query.namespace):
+        raise BuiltinError(INVALID_NAMESPACE, "namespace must not be blank")
+    namespace = worker.namespace or query.namespace or DEFAULT_NAMESPACE
+    name = sanitize(query.name)
+    if name is not None:
+        holder = core.claim_name(worker, namespace, name)
+        if holder is not None:
+            core.reject_worker(worker, namespace, name, holder, ctx.now)
+            return {"success": False}
+        worker.name = name
+    description = sanitize(query.description)
+    if description is not None:
+        worker.description = description
+    for field in ("os", "pid", "isolation"):
+        value = getattr(query, field)
+        if value is not None:
+            setattr(worker, field, value)
+    worker.runtime = query.runtime or "unknown"
+    worker.version = query.version
+    worker.telemetry = query.telemetry
+    log.info(
+        "%s announced itself (%s %s, pid %s)%s",
+        core.who(worker),
+        worker.runtime,
+        worker.version or "?",
+        worker.pid,
+        "" if namespace == DEFAULT_NAMESPACE else f" in {namespace}",
+    )
+    core.announce(worker, namespace, ctx.now)
+    core.fire_trigger_type(
+        "engine::workers-available", {"event": "worker_metadata_updated", "worker_id": worker.id}
+    )
+    return {"success": True}
+
+
+# -- durable bindings ----------------------------------------------------------------------
+
+
+class _RegisterTrigger(_Input):
+    trigger_type: str
+    function_id: str
+    config: JsonValue = None
+    metadata: JsonValue = None
+    trigger_namespace: str | None = None
+
+
+def register_trigger(core: EngineCore, ctx: CallContext) -> Deferred:
+    query = _parse(_RegisterTrigger, ctx)
+    if is_blank_namespace(query.trigger_namespace):
+        raise BuiltinError(INVALID_NAMESPACE, "trigger_namespace must not be blank")
+    binding = Binding(
+        id=core.new_id(),
+        trigger_type=query.trigger_type,
+        function_id=query.function_id,
+        config=query.config,
+        metadata=query.metadata,
+        trigger_namespace=query.trigger_namespace,
+    )
+    core.register_binding(binding, ctx.reply, ctx.now)
+    return DEFERRED
+
+
+class _UnregisterTrigger(_Input):
+    id: str
+    trigger_type: str | None = None
+
+
+def unregister_trigger(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_UnregisterTrigger, ctx)
+    return {"removed": core.unregister_binding(query.id)}
+
+
+# -- the in-process queue (opt-in) ---------------------------------------------------------
+
+
+class _Enqueue(_Input):
+    queue: str
+    function_id: str
+    data: JsonValue = None
+    messageReceiptId: str
+    namespace: str | None = None
+
+
+def queue_enqueue(core: EngineCore, ctx: CallContext) -> JsonValue:
+    query = _parse(_Enqueue, ctx)
+    core.invoke(
+        query.namespace or DEFAULT_NAMESPACE,
+        query.function_id,
+        query.data,
+        reply=NoReply(),
+        now=ctx.now,
+    )
+    return {"queued": True, "messageReceiptId": query.messageReceiptId}
+
+
+def _any_config(config: JsonValue) -> None:
+    """The discovery trigger types take any config (``{}`` by convention)."""
+
+
+_FUNCTIONS: dict[str, tuple[BuiltinHandler, str]] = {
+    "engine::functions::list": (functions_list, "List registered functions"),
+    "engine::functions::info": (functions_info, "Describe one or more functions"),
+    "engine::triggers::list": (triggers_list, "List trigger types"),
+    "engine::triggers::info": (triggers_info, "Describe one trigger type"),
+    "engine::trigger-types::list": (trigger_types_list, "List trigger types (legacy name)"),
+    "engine::registered-triggers::list": (registered_triggers_list, "List registered triggers"),
+    "engine::registered-triggers::info": (
+        registered_triggers_info,
+        "Describe one registered trigger",
+    ),
+    "engine::workers::list": (workers_list, "List connected workers"),
+    "engine::workers::info": (workers_info, "Describe one worker"),
+    "engine::workers::register": (workers_register, "Announce a worker's metadata"),
+    "engine::register_trigger": (register_trigger, "Register a durable trigger"),
+    "engine::unregister_trigger": (unregister_trigger, "Remove a trigger"),
+}
+
+
+def install(core: EngineCore) -> None:
+    """Give ``core`` the built-ins every engine has (and the queue if configured)."""
+    for function_id, (handler, description) in _FUNCTIONS.items():
+        core.add_builtin(function_id, handler, description)
+    if core.config.builtin_queue:
+        core.add_builtin(ENQUEUE_FUNCTION, queue_enqueue, "Enqueue a call (in-process queue)")
+    core.add_builtin_trigger_type(
+        "engine::workers-available",
+        "Fires when a worker connects, announces itself or leaves",
+        _any_config,
+    )
+    core.add_builtin_trigger_type(
+        "engine::functions-available",
+        "Fires when the set of registered functions changes",
+        _any_config,
+    )

@@ -1,0 +1,81 @@
+"""``iii-sim``: run the simulated engine from a shell."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from ._config import DEFAULT_PORT, EngineConfig
+from ._engine import open_engine
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iii-sim", description="A simulated iii engine.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve workers over WebSocket until Ctrl-C")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port, 0 for any (default %(default)s)"
+    )
+    serve.add_argument(
+        "--namespace-grace-ms",
+        type=int,
+        default=5000,
+        help="wait for a worker's namespace (default %(default)s)",
+    )
+    serve.add_argument(
+        "--functions-poll-ms",
+        type=int,
+        default=5000,
+        help="functions-available check period (default %(default)s)",
+    )
+    serve.add_argument(
+        "--builtin-queue", action="store_true", help="serve engine::queue::enqueue in process"
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="also log every frame")
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    """Readable lines on stderr: time, then what happened."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("trio-websocket").setLevel(logging.WARNING)
+
+
+async def serve(config: EngineConfig) -> None:
+    """Serve until SIGINT or SIGTERM, then close every connection (1001) and return."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_engine(config) as engine:
+            print(f"iii-sim listening on {engine.url} (Ctrl-C stops)", flush=True)
+            async for _ in signals:
+                break
+    logging.getLogger("engine_sim").info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.verbose)
+    config = EngineConfig(
+        host=args.host,
+        port=args.port,
+        namespace_grace_ms=args.namespace_grace_ms,
+        functions_poll_ms=args.functions_poll_ms,
+        builtin_queue=args.builtin_queue,
+    )
+    trio.run(serve, config)
+    return 0

@@ -1,0 +1,975 @@
+"""The engine itself, without I/O: registries in, messages in, effects out.
+
+``EngineCore`` is what the real engine's router does for every frame (PROTOCOL.md
+§5 to §11), written as plain method calls. It never reads a socket, sleeps or reads a
+clock: each call gets the current time and returns the frames to send and the
+connections to close, in order. ``engine_sim.open_engine`` drives it with Trio;
+property tests can drive it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+from uuid import UUID
+
+from pydantic import JsonValue
+
+from iii_trio.lifecycle import (
+    ConnectionLost,
+    HandshakeCompleted,
+    InvocationFinished,
+    InvocationStarted,
+    NamespaceResolved,
+)
+from iii_trio.protocol import (
+    DEFAULT_NAMESPACE,
+    FUNCTION_NAMESPACE_CONFLICT,
+    INVALID_NAMESPACE,
+    WORKER_NAMESPACE_CONFLICT,
+    EnqueueAction,
+    ErrorBody,
+    InvocationResult,
+    InvokeFunction,
+    Message,
+    Ping,
+    Pong,
+    Reattach,
+    RegisterFunction,
+    RegisterService,
+    RegisterTrigger,
+    RegisterTriggerType,
+    RegistrationRejected,
+    TriggerRegistrationResult,
+    UnregisterFunction,
+    UnregisterTrigger,
+    VoidAction,
+    WorkerRegistered,
+    is_blank_namespace,
+)
+
+from ._config import EngineConfig
+from ._effects import Close, Effect, Send
+from ._records import (
+    Binding,
+    EnqueueReply,
+    FunctionEntry,
+    FunctionKey,
+    NoReply,
+    Pending,
+    Reply,
+    ReplyTo,
+    TriggerTypeEntry,
+    TypeKey,
+    WorkerRecord,
+)
+
+__all__ = [
+    "DEFERRED",
+    "ENQUEUE_FUNCTION",
+    "BuiltinError",
+    "BuiltinHandler",
+    "CallContext",
+    "Deferred",
+    "EngineCore",
+    "sanitize",
+]
+
+log = logging.getLogger("engine_sim")
+
+#: Frames the engine holds until the connection's namespace is known (§5.4).
+_REGISTRATIONS: Final = (
+    RegisterFunction,
+    UnregisterFunction,
+    RegisterService,
+    RegisterTriggerType,
+    RegisterTrigger,
+    UnregisterTrigger,
+)
+ENQUEUE_FUNCTION: Final = "engine::queue::enqueue"
+_MAX_NAME_CHARS: Final = 280
+
+
+class BuiltinError(Exception):
+    """A built-in function failed; the caller gets ``code`` and ``message``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.body = ErrorBody(code=code, message=message)
+
+
+class Deferred:
+    def __repr__(self) -> str:
+        return "DEFERRED"
+
+
+#: Returned by a built-in that will answer later through ``EngineCore.complete``.
+DEFERRED: Final = Deferred()
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a built-in function is called with."""
+
+    function_id: str
+    data: JsonValue
+    caller: str | None
+    reply: Reply
+    now: float
+
+
+#: A built-in function: returns its result, raises ``BuiltinError``, or returns
+#: ``DEFERRED`` after arranging to answer ``ctx.reply`` itself.
+BuiltinHandler = Callable[["EngineCore", CallContext], "JsonValue | Deferred"]
+#: Checks a binding's config for a trigger type the engine provides; raises
+#: ``BuiltinError`` to refuse it.
+ConfigCheck = Callable[[JsonValue], None]
+
+
+@dataclass(eq=False)
+class _AckWait:
+    """An ``engine::register_trigger`` call waiting for its worker provider's verdict."""
+
+    reply: Reply
+    function_id: str
+    deadline: float
+
+
+class EngineCore:
+    """Registries and routing of one engine. Every method returns the effects to apply."""
+
+    def __init__(self, config: EngineConfig | None = None, *, now: float = 0.0) -> None:
+        self.config = config or EngineConfig()
+        self.workers: dict[str, WorkerRecord] = {}
+        #: Functions registered by workers.
+        self.functions: dict[FunctionKey, FunctionEntry] = {}
+        #: Functions built into the engine (a worker's registration shadows one).
+        self.builtins: dict[FunctionKey, FunctionEntry] = {}
+        self.trigger_types: dict[TypeKey, TriggerTypeEntry] = {}
+        self.bindings: dict[str, Binding] = {}
+        self.pending: dict[UUID, Pending] = {}
+        self.services: dict[tuple[str, str], RegisterService] = {}
+        self.names: dict[tuple[str, str], str] = {}
+        self._handlers: dict[FunctionKey, BuiltinHandler] = {}
+        self._config_checks: dict[TypeKey, ConfigCheck] = {}
+        self._ack_waits: dict[str, _AckWait] = {}
+        self._rng = random.Random(self.config.seed)
+        # Wall-clock milliseconds for ``connected_at_ms``, anchored once so that a
+        # virtual clock still gives consistent, increasing values.
+        self._epoch = time.time() - now
+        self.started_at_ms = int(time.time() * 1000)
+        self._effects: list[Effect] = []
+        self._function_keys = frozenset[FunctionKey]()
+        self._next_poll = now + self.config.functions_poll_ms / 1000
+        from ._builtins import install
+
+        install(self)
+        self._function_keys = self._current_function_keys()
+
+    # -- the driver's entry points -----------------------------------------------------
+
+    def connect(self, now: float, ip_address: str | None = None) -> tuple[str, list[Effect]]:
+        """A socket finished its upgrade: create the worker and greet it (§5.1)."""
+        worker = WorkerRecord(
+            id=self.new_id(),
+            reattach_token=self.new_id(),
+            connected_at_ms=int((self._epoch + now) * 1000),
+            ip_address=ip_address,
+            grace_deadline=now + self.config.namespace_grace_ms / 1000,
+        )
+        self.workers[worker.id] = worker
+        self._send(
+            worker.id, WorkerRegistered(worker_id=worker.id, reattach_token=worker.reattach_token)
+        )
+        worker.status.apply(HandshakeCompleted())
+        log.info("%s connected%s", _short(worker.id), f" from {ip_address}" if ip_address else "")
+        self.fire_trigger_type(
+            "engine::workers-available", {"event": "worker_connected", "worker_id": worker.id}
+        )
+        return worker.id, self._take()
+
+    def receive(self, worker_id: str, message: Message, now: float) -> list[Effect]:
+        """One decoded frame from a connection, processed completely (§2.5)."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return []  # it was closed while the frame was in flight
+        if isinstance(message, _REGISTRATIONS):
+            if worker.resolved:
+                self._apply_registration(worker, message, now)
+            else:
+                worker.buffered.append(message)
+        else:
+            self._dispatch(worker, message, now)
+        return self._take()
+
+    def disconnect(self, worker_id: str, now: float) -> list[Effect]:
+        """The connection ended (closed, failed, evicted): clean up after it (§5.7)."""
+        if worker_id in self.workers:
+            self._cleanup(self.workers[worker_id], now)
+        return self._take()
+
+    def tick(self, now: float) -> list[Effect]:
+        """Run every timer that is due at ``now``."""
+        for worker in list(self.workers.values()):
+            if worker.grace_deadline is not None and worker.grace_deadline <= now:
+                log.info(
+                    "%s sent no namespace in time; using %s", self.who(worker), DEFAULT_NAMESPACE
+                )
+                self._resolve_namespace(worker, DEFAULT_NAMESPACE, now)
+        for binding_id, wait in list(self._ack_waits.items()):
+            if wait.deadline <= now:
+                # No verdict in time counts as acceptance (§10.4).
+                del self._ack_waits[binding_id]
+                self.complete(wait.reply, wait.function_id, {"id": binding_id}, None)
+        if self._next_poll <= now:
+            period = self.config.functions_poll_ms / 1000
+            while self._next_poll <= now:
+                self._next_poll += period
+            self._poll_functions()
+        return self._take()
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has something to do."""
+        deadlines = [self._next_poll]
+        deadlines += [w.grace_deadline for w in self.workers.values() if w.grace_deadline]
+        deadlines += [wait.deadline for wait in self._ack_waits.values()]
+        return min(deadlines)
+
+    # -- helpers the built-ins use -------------------------------------------------------
+
+    def new_id(self) -> str:
+        return str(UUID(int=self._rng.getrandbits(128), version=4))
+
+    def who(self, worker: WorkerRecord) -> str:
+        return f"{_short(worker.id)} ({worker.name})" if worker.name else _short(worker.id)
+
+    def add_builtin(self, function_id: str, handler: BuiltinHandler, description: str) -> None:
+        key = (DEFAULT_NAMESPACE, function_id)
+        self.builtins[key] = FunctionEntry(DEFAULT_NAMESPACE, function_id, description)
+        self._handlers[key] = handler
+
+    def add_builtin_trigger_type(self, type_id: str, description: str, check: ConfigCheck) -> None:
+        key = (DEFAULT_NAMESPACE, type_id)
+        self.trigger_types[key] = TriggerTypeEntry(DEFAULT_NAMESPACE, type_id, description)
+        self._config_checks[key] = check
+
+    def lookup(self, namespace: str, function_id: str) -> FunctionEntry | None:
+        key = (namespace, function_id)
+        return self.functions.get(key) or self.builtins.get(key)
+
+    def all_functions(self) -> list[FunctionEntry]:
+        merged = {**self.builtins, **self.functions}
+        return list(merged.values())
+
+    def complete(
+        self, reply: Reply, function_id: str, result: JsonValue, error: ErrorBody | None
+    ) -> None:
+        """Deliver an invocation's outcome to whoever waits for it."""
+        if isinstance(reply, EnqueueReply):
+            if error is not None:
+                error = ErrorBody(code="enqueue_error", message=f"{error.code}: {error.message}")
+                result = None
+            else:
+                result = {"messageReceiptId": reply.receipt_id}
+            function_id, reply = reply.function_id, reply.reply
+        if isinstance(reply, NoReply):
+            return
+        caller = self.workers.get(reply.worker_id)
+        if caller is None:
+            return  # the caller left; its answer is dropped (§7.6)
+        caller.issued.discard(reply.invocation_id)
+        self._send(
+            caller.id,
+            InvocationResult(
+                invocation_id=reply.invocation_id,
+                function_id=function_id,
+                result=None if error is not None else result,
+                error=error,
+            ),
+        )
+
+    def invoke(
+        self,
+        namespace: str,
+        function_id: str,
+        data: JsonValue,
+        *,
+        reply: Reply,
+        now: float,
+        caller: str | None = None,
+        invocation_id: UUID | None = None,
+        metadata: JsonValue = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> None:
+        """Run ``function_id`` in ``namespace``: in process, or on the worker that owns it."""
+        entry = self.lookup(namespace, function_id)
+        if entry is None:
+            self.complete(reply, function_id, None, self._not_found(namespace, function_id))
+            return
+        if entry.owner is None:
+            self._run_builtin(entry, data, caller=caller, reply=reply, now=now)
+            return
+        executor = self.workers[entry.owner]
+        invocation_id = invocation_id or UUID(self.new_id())
+        if invocation_id in self.pending:
+            self.complete(
+                reply,
+                function_id,
+                None,
+                ErrorBody(
+                    code="invocation_error",
+                    message=f"Invocation {invocation_id} is already in flight.",
+                ),
+            )
+            return
+        self.pending[invocation_id] = Pending(invocation_id, function_id, executor.id, reply)
+        executor.status.apply(InvocationStarted(str(invocation_id)))
+        self._send(
+            executor.id,
+            InvokeFunction(
+                invocation_id=invocation_id,
+                function_id=function_id,
+                data=data,
+                metadata=metadata,
+                traceparent=traceparent,
+                baggage=baggage,
+            ),
+        )
+        log.info(
+            "call %s %s → %s%s",
+            function_id,
+            _short(str(invocation_id)),
+            self.who(executor),
+            "" if isinstance(reply, ReplyTo) else " (no reply wanted)",
+        )
+
+    def fire_trigger_type(self, type_id: str, data: JsonValue) -> None:
+        """Call every live binding of an engine-provided trigger type (fire and forget)."""
+        for binding in list(self.bindings.values()):
+            if binding.live and binding.trigger_type == type_id:
+                self.invoke(
+                    binding.target_namespace,
+                    binding.function_id,
+                    data,
+                    reply=NoReply(),
+                    now=0.0,
+                    metadata=binding.metadata,
+                )
+
+    def register_binding(self, binding: Binding, reply: Reply | None, now: float) -> None:
+        """File a binding with its provider, or park it (§10.3); ``reply`` hears failures.
+
+        ``reply`` set means a durable ``engine::register_trigger`` call that waits for a
+        worker provider's verdict; ``None`` means a ``registertrigger`` frame, whose
+        failures go back to the owner as ``triggerregistrationresult``.
+        """
+        old = self.bindings.get(binding.id)
+        if old is not None:
+            self._drop_binding(old, tell_provider=old.provider != self._resolve_provider(binding))
+        key = self._resolve_provider(binding)
+        if key is None:
+            log.warning(
+                "trigger %s: no provider of %r yet; it waits for one",
+                binding.id,
+                binding.trigger_type,
+            )
+            self.bindings[binding.id] = binding
+            if reply is not None:
+                self.complete(reply, "engine::register_trigger", {"id": binding.id}, None)
+            return
+        check = self._config_checks.get(key)
+        if check is not None:
+            try:
+                check(binding.config)
+            except BuiltinError as exc:
+                self._refuse_binding(binding, exc.body, reply)
+                return
+            binding.provider = key
+            self.bindings[binding.id] = binding
+            if reply is not None:
+                self.complete(reply, "engine::register_trigger", {"id": binding.id}, None)
+            return
+        binding.provider = key
+        self.bindings[binding.id] = binding
+        self._deliver_binding(binding)
+        if reply is not None:
+            self._ack_waits[binding.id] = _AckWait(
+                reply, "engine::register_trigger", now + self.config.trigger_ack_timeout_ms / 1000
+            )
+
+    def unregister_binding(self, binding_id: str) -> bool:
+        binding = self.bindings.get(binding_id)
+        if binding is None:
+            return False
+        self._drop_binding(binding, tell_provider=True)
+        return True
+
+    # -- frames that are never buffered ----------------------------------------------------
+
+    def _dispatch(self, worker: WorkerRecord, message: Message, now: float) -> None:
+        match message:
+            case InvokeFunction():
+                self._on_invoke(worker, message, now)
+            case InvocationResult():
+                self._on_result(worker, message)
+            case TriggerRegistrationResult():
+                self._on_trigger_verdict(worker, message)
+            case Reattach():
+                self._on_reattach(worker, message, now)
+            case Ping():
+                self._send(worker.id, Pong())
+            case _:
+                # Engine-to-worker messages sent back to us: the engine ignores them too.
+                log.debug(
+                    "%s sent %s, which only the engine sends; ignored",
+                    self.who(worker),
+                    message.type,
+                )
+
+    def _on_invoke(self, worker: WorkerRecord, message: InvokeFunction, now: float) -> None:
+        wants_reply = message.invocation_id is not None and not isinstance(
+            message.action, VoidAction
+        )
+        caller_reply: ReplyTo | NoReply = (
+            ReplyTo(worker.id, message.invocation_id)
+            if wants_reply and message.invocation_id is not None
+            else NoReply()
+        )
+        if is_blank_namespace(message.namespace):
+            self.complete(
+                caller_reply,
+                message.function_id,
+                None,
+                ErrorBody(code=INVALID_NAMESPACE, message="namespace must not be blank"),
+            )
+            return
+        namespace = message.namespace or DEFAULT_NAMESPACE
+        if isinstance(caller_reply, ReplyTo):
+            worker.issued.add(caller_reply.invocation_id)
+        if isinstance(message.action, EnqueueAction):
+            self._enqueue(worker, message, namespace, caller_reply, now)
+            return
+        data = message.data
+        if isinstance(data, dict):
+            # The engine tells the callee who called, overwriting any such key (§7.2).
+            data = {**data, "_caller_worker_id": worker.id}
+        self.invoke(
+            namespace,
+            message.function_id,
+            data,
+            reply=caller_reply,
+            now=now,
+            caller=worker.id,
+            invocation_id=message.invocation_id if wants_reply else None,
+            metadata=message.metadata,
+            traceparent=message.traceparent,
+            baggage=message.baggage,
+        )
+
+    def _enqueue(
+        self,
+        worker: WorkerRecord,
+        message: InvokeFunction,
+        namespace: str,
+        caller_reply: ReplyTo | NoReply,
+        now: float,
+    ) -> None:
+        assert isinstance(message.action, EnqueueAction)
+        receipt = self.new_id()
+        payload: dict[str, JsonValue] = {
+            "queue": message.action.queue,
+            "function_id": message.function_id,
+            "data": message.data,
+            "messageReceiptId": receipt,
+            "traceparent": message.traceparent,
+            "baggage": message.baggage,
+        }
+        if namespace != DEFAULT_NAMESPACE:
+            payload["namespace"] = namespace
+        reply = EnqueueReply(caller_reply, receipt, message.function_id)
+        if self.lookup(DEFAULT_NAMESPACE, ENQUEUE_FUNCTION) is None:
+            self.complete(
+                reply,
+                message.function_id,
+                None,
+                ErrorBody(
+                    code="enqueue_error",
+                    message=(
+                        f"No provider for {ENQUEUE_FUNCTION}: install and start the `queue` "
+                        "worker (or start the simulator with builtin_queue=True)."
+                    ),
+                ),
+            )
+            return
+        self.invoke(
+            DEFAULT_NAMESPACE, ENQUEUE_FUNCTION, payload, reply=reply, now=now, caller=worker.id
+        )
+
+    def _on_result(self, worker: WorkerRecord, message: InvocationResult) -> None:
+        pending = self.pending.pop(message.invocation_id, None)
+        if pending is None:
+            log.debug(
+                "%s answered unknown invocation %s; ignored",
+                self.who(worker),
+                message.invocation_id,
+            )
+            return
+        executor = self.workers.get(pending.executor)
+        if executor is not None:
+            executor.status.apply(InvocationFinished(str(message.invocation_id)))
+        outcome = f"error {message.error.code}" if message.error else "ok"
+        log.info(
+            "result %s %s: %s", message.function_id, _short(str(message.invocation_id)), outcome
+        )
+        self.complete(pending.reply, message.function_id, message.result, message.error)
+
+    def _on_trigger_verdict(self, worker: WorkerRecord, message: TriggerRegistrationResult) -> None:
+        binding = self.bindings.get(message.id)
+        if binding is None or binding.provider is None:
+            return
+        provider = self.trigger_types.get(binding.provider)
+        if provider is None or provider.provider != worker.id:
+            log.debug(
+                "%s reported on trigger %s it does not provide; ignored",
+                self.who(worker),
+                message.id,
+            )
+            return
+        wait = self._ack_waits.pop(message.id, None)
+        if message.error is None:
+            if wait is not None:
+                self.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
+            return
+        log.warning(
+            "trigger %s refused by its provider: %s: %s",
+            binding.id,
+            message.error.code,
+            message.error.message,
+        )
+        binding.provider = None  # parked until a provider registers the type again
+        if wait is not None:
+            self._refuse_binding(binding, message.error, wait.reply)
+        elif binding.owner in self.workers:
+            self._send(binding.owner, message)
+
+    def _on_reattach(self, worker: WorkerRecord, message: Reattach, now: float) -> None:
+        try:
+            previous_id = str(UUID(message.previous_worker_id))
+        except ValueError:
+            return
+        previous = self.workers.get(previous_id)
+        if previous is None or previous is worker:
+            return
+        if message.reattach_token is None or message.reattach_token != previous.reattach_token:
+            log.warning(
+                "%s: reattach to %s with a wrong token; ignored",
+                self.who(worker),
+                _short(previous_id),
+            )
+            return
+        log.info("%s reattaches; retiring %s", self.who(worker), self.who(previous))
+        self._effects.append(Close(previous.id, 1000, "replaced by a reattaching connection"))
+        self._cleanup(previous, now)
+
+    # -- registrations, applied once the namespace is known ---------------------------------
+
+    def _apply_registration(self, worker: WorkerRecord, message: Message, now: float) -> None:
+        namespace = worker.namespace or DEFAULT_NAMESPACE
+        match message:
+            case RegisterFunction():
+                self._register_function(worker, namespace, message)
+            case UnregisterFunction():
+                entry = self.functions.get((namespace, message.id))
+                if entry is not None and entry.owner == worker.id:
+                    self._remove_function(entry)
+            case RegisterService():
+                self.services[(namespace, message.name or message.id)] = message
+            case RegisterTriggerType():
+                self._register_trigger_type(worker, namespace, message)
+            case RegisterTrigger():
+                self._register_trigger(worker, namespace, message, now)
+            case UnregisterTrigger():
+                if self.unregister_binding(message.id):
+                    log.info("%s unregistered trigger %s", self.who(worker), message.id)
+
+    def _register_function(
+        self, worker: WorkerRecord, namespace: str, message: RegisterFunction
+    ) -> None:
+        if message.invocation is not None:
+            log.warning(
+                "%s: %s is an HTTP-invoked function; the simulator has no HTTP module, so it is "
+                "not registered",
+                self.who(worker),
+                message.id,
+            )
+            return
+        owner_id: str | None = None
+        if message.id.startswith("engine::") and namespace != DEFAULT_NAMESPACE:
+            owner_id = ""
+        else:
+            current = self.functions.get((namespace, message.id))
+            if current is not None and current.owner not in (None, worker.id):
+                owner_id = current.owner
+        if owner_id is not None:
+            log.warning(
+                "%s: function %s is taken in %s%s",
+                self.who(worker),
+                message.id,
+                namespace,
+                f" by {_short(owner_id)}" if owner_id else "",
+            )
+            self._send(
+                worker.id,
+                RegistrationRejected(
+                    code=FUNCTION_NAMESPACE_CONFLICT,
+                    namespace=namespace,
+                    function_id=message.id,
+                    owner_worker_id=owner_id,
+                ),
+            )
+            return
+        self.functions[(namespace, message.id)] = FunctionEntry(
+            namespace=namespace,
+            id=message.id,
+            description=message.description,
+            request_format=message.request_format,
+            response_format=message.response_format,
+            metadata=message.metadata,
+            owner=worker.id,
+        )
+        worker.functions.add(message.id)
+        log.info("%s registered function %s%s", self.who(worker), message.id, _in(namespace))
+
+    def _remove_function(self, entry: FunctionEntry) -> None:
+        del self.functions[entry.key]
+        if entry.owner in self.workers:
+            self.workers[entry.owner].functions.discard(entry.id)
+        log.info("function %s%s removed", entry.id, _in(entry.namespace))
+
+    def _register_trigger_type(
+        self, worker: WorkerRecord, home: str, message: RegisterTriggerType
+    ) -> None:
+        if is_blank_namespace(message.namespace):
+            log.warning(
+                "%s: trigger type %s has a blank namespace; refused", self.who(worker), message.id
+            )
+            return
+        namespace = message.namespace or home
+        key = (namespace, message.id)
+        self.trigger_types[key] = TriggerTypeEntry(
+            namespace=namespace,
+            id=message.id,
+            description=message.description,
+            trigger_request_format=message.trigger_request_format,
+            call_request_format=message.call_request_format,
+            provider=worker.id,
+        )
+        self._config_checks.pop(key, None)  # a worker may replace an engine-provided type
+        log.info("%s provides trigger type %s%s", self.who(worker), message.id, _in(namespace))
+        for binding in list(self.bindings.values()):
+            if binding.provider == key:
+                self._deliver_binding(binding)  # replay to the new provider
+            elif binding.provider is None and self._resolve_provider(binding) == key:
+                binding.provider = key
+                log.info("trigger %s activated by its new provider", binding.id)
+                self._deliver_binding(binding)
+            elif (
+                namespace != DEFAULT_NAMESPACE
+                and binding.provider == (DEFAULT_NAMESPACE, message.id)
+                and binding.trigger_namespace is None
+                and binding.home_namespace == namespace
+            ):
+                # It had fallen back to the default provider; its home now has one.
+                self._tell_provider_unregister(binding)
+                binding.provider = key
+                self._deliver_binding(binding)
+
+    def _register_trigger(
+        self, worker: WorkerRecord, home: str, message: RegisterTrigger, now: float
+    ) -> None:
+        for field, value in (
+            ("namespace", message.namespace),
+            ("trigger_namespace", message.trigger_namespace),
+        ):
+            if is_blank_namespace(value):
+                self._send(
+                    worker.id,
+                    TriggerRegistrationResult(
+                        id=message.id,
+                        trigger_type=message.trigger_type,
+                        function_id=message.function_id,
+                        error=ErrorBody(
+                            code=INVALID_NAMESPACE, message=f"{field} must not be blank"
+                        ),
+                    ),
+                )
+                return
+        binding = Binding(
+            id=message.id,
+            trigger_type=message.trigger_type,
+            function_id=message.function_id,
+            config=message.config,
+            metadata=message.metadata,
+            namespace=message.namespace,
+            trigger_namespace=message.trigger_namespace,
+            home_namespace=home,
+            owner=worker.id,
+        )
+        log.info(
+            "%s registered trigger %s (%s → %s)",
+            self.who(worker),
+            binding.id,
+            binding.trigger_type,
+            binding.function_id,
+        )
+        self.register_binding(binding, None, now)
+
+    # -- triggers -------------------------------------------------------------------------
+
+    def _resolve_provider(self, binding: Binding) -> TypeKey | None:
+        if binding.trigger_namespace is not None:
+            key = (binding.trigger_namespace, binding.trigger_type)
+            return key if key in self.trigger_types else None
+        for namespace in (binding.home_namespace, DEFAULT_NAMESPACE):
+            if (namespace, binding.trigger_type) in self.trigger_types:
+                return (namespace, binding.trigger_type)
+        return None
+
+    def _deliver_binding(self, binding: Binding) -> None:
+        assert binding.provider is not None
+        provider = self.trigger_types[binding.provider].provider
+        if provider is None:
+            return
+        self._send(
+            provider,
+            RegisterTrigger(
+                id=binding.id,
+                trigger_type=binding.trigger_type,
+                function_id=binding.function_id,
+                config=binding.config,
+                metadata=binding.metadata,
+                namespace=_unless_default(binding.namespace),
+                trigger_namespace=_unless_default(binding.provider[0]),
+            ),
+        )
+
+    def _tell_provider_unregister(self, binding: Binding) -> None:
+        if binding.provider is None:
+            return
+        entry = self.trigger_types.get(binding.provider)
+        if entry is not None and entry.provider is not None:
+            self._send(
+                entry.provider, UnregisterTrigger(id=binding.id, trigger_type=binding.trigger_type)
+            )
+
+    def _drop_binding(self, binding: Binding, *, tell_provider: bool) -> None:
+        if tell_provider:
+            self._tell_provider_unregister(binding)
+        self.bindings.pop(binding.id, None)
+        self._ack_waits.pop(binding.id, None)
+
+    def _refuse_binding(self, binding: Binding, error: ErrorBody, reply: Reply | None) -> None:
+        if reply is not None:
+            self.bindings.pop(binding.id, None)
+            self.complete(
+                reply,
+                "engine::register_trigger",
+                None,
+                ErrorBody(
+                    code="trigger_registration_failed", message=f"{error.code}: {error.message}"
+                ),
+            )
+            return
+        self.bindings.pop(binding.id, None)
+        if binding.owner in self.workers:
+            self._send(
+                binding.owner,
+                TriggerRegistrationResult(
+                    id=binding.id,
+                    trigger_type=binding.trigger_type,
+                    function_id=binding.function_id,
+                    error=ErrorBody(code="trigger_registration_failed", message=error.message),
+                ),
+            )
+
+    # -- namespaces ---------------------------------------------------------------------
+
+    def announce(self, worker: WorkerRecord, namespace: str, now: float) -> None:
+        """``engine::workers::register`` fixed the namespace (unless the grace timer did)."""
+        if worker.resolved:
+            if namespace != worker.namespace:
+                log.warning(
+                    "%s announced namespace %s, but it was already fixed to %s",
+                    self.who(worker),
+                    namespace,
+                    worker.namespace,
+                )
+            return
+        self._resolve_namespace(worker, namespace, now)
+
+    def claim_name(self, worker: WorkerRecord, namespace: str, name: str) -> str | None:
+        """Take ``(namespace, name)`` for ``worker``; the live holder's id if it is taken."""
+        holder = self.names.get((namespace, name))
+        if holder is not None and holder != worker.id and holder in self.workers:
+            return holder
+        if (
+            worker.name is not None
+            and self.names.get((worker.namespace or namespace, worker.name)) == worker.id
+        ):
+            del self.names[(worker.namespace or namespace, worker.name)]
+        self.names[(namespace, name)] = worker.id
+        return None
+
+    def reject_worker(
+        self, worker: WorkerRecord, namespace: str, name: str, holder: str, now: float
+    ) -> None:
+        log.warning(
+            "%s: worker name %r is taken in %s by %s; closing",
+            self.who(worker),
+            name,
+            namespace,
+            _short(holder),
+        )
+        self._send(
+            worker.id,
+            RegistrationRejected(
+                code=WORKER_NAMESPACE_CONFLICT,
+                namespace=namespace,
+                worker_name=name,
+                owner_worker_id=holder,
+            ),
+        )
+        self._effects.append(Close(worker.id, 1000, WORKER_NAMESPACE_CONFLICT))
+        self._cleanup(worker, now)
+
+    def _resolve_namespace(self, worker: WorkerRecord, namespace: str, now: float) -> None:
+        worker.namespace = namespace
+        worker.grace_deadline = None
+        buffered, worker.buffered = worker.buffered, []
+        for message in buffered:
+            if worker.id not in self.workers:
+                return  # a drained frame ended the connection
+            self._apply_registration(worker, message, now)
+        worker.status.apply(NamespaceResolved())
+
+    # -- cleanup ----------------------------------------------------------------------------
+
+    def _cleanup(self, worker: WorkerRecord, now: float) -> None:
+        # The order is the engine's (§5.7).
+        del self.workers[worker.id]
+        worker.buffered.clear()
+        worker.grace_deadline = None
+        for function_id in sorted(worker.functions):
+            entry = self.functions.get((worker.namespace or DEFAULT_NAMESPACE, function_id))
+            if entry is not None and entry.owner == worker.id:
+                self._remove_function(entry)
+        for invocation_id, pending in list(self.pending.items()):
+            if pending.executor == worker.id:
+                del self.pending[invocation_id]
+                self.complete(
+                    pending.reply,
+                    pending.function_id,
+                    None,
+                    ErrorBody(code="invocation_stopped", message="Invocation stopped"),
+                )
+        worker.issued.clear()
+        for binding in list(self.bindings.values()):
+            if binding.owner == worker.id:
+                self._drop_binding(binding, tell_provider=True)
+        for key, provided in list(self.trigger_types.items()):
+            if provided.provider == worker.id:
+                del self.trigger_types[key]
+                for binding in self.bindings.values():
+                    if binding.provider == key:
+                        binding.provider = self._resolve_provider(binding)
+                        if binding.provider is not None:
+                            self._deliver_binding(binding)
+        for name_key, holder in list(self.names.items()):
+            if holder == worker.id:
+                del self.names[name_key]
+        worker.status.apply(ConnectionLost("closed"))
+        log.info("%s disconnected", self.who(worker))
+        self.fire_trigger_type(
+            "engine::workers-available", {"event": "worker_disconnected", "worker_id": worker.id}
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _run_builtin(
+        self, entry: FunctionEntry, data: JsonValue, *, caller: str | None, reply: Reply, now: float
+    ) -> None:
+        handler = self._handlers[entry.key]
+        ctx = CallContext(entry.id, data, caller, reply, now)
+        try:
+            result = handler(self, ctx)
+        except BuiltinError as exc:
+            self.complete(reply, entry.id, None, exc.body)
+            return
+        if not isinstance(result, Deferred):
+            self.complete(reply, entry.id, result, None)
+
+    def _not_found(self, namespace: str, function_id: str) -> ErrorBody:
+        message = f"Function {function_id} not found in namespace {namespace}."
+        elsewhere = sorted(ns for ns, fid in self._current_function_keys() if fid == function_id)
+        if elsewhere:
+            message += f" It is registered in namespace(s): {', '.join(elsewhere)}."
+        return ErrorBody(code="function_not_found", message=message)
+
+    def _current_function_keys(self) -> frozenset[FunctionKey]:
+        return frozenset(self.functions) | frozenset(self.builtins)
+
+    def _poll_functions(self) -> None:
+        keys = self._current_function_keys()
+        if keys == self._function_keys:
+            return
+        self._function_keys = keys
+        from ._discovery import function_summary
+
+        summaries: list[JsonValue] = [
+            function_summary(self, entry) for entry in self.all_functions()
+        ]
+        log.info("functions changed; telling engine::functions-available subscribers")
+        self.fire_trigger_type(
+            "engine::functions-available", {"event": "functions_changed", "functions": summaries}
+        )
+
+    def _send(self, worker_id: str, message: Message) -> None:
+        self._effects.append(Send(worker_id, message))
+
+    def _take(self) -> list[Effect]:
+        effects, self._effects = self._effects, []
+        return effects
+
+
+def sanitize(text: str | None) -> str | None:
+    """A worker-supplied name or description as the engine stores it (§5.3)."""
+    if text is None:
+        return None
+    kept = "".join(
+        ch
+        for ch in text
+        if unicodedata.category(ch) != "Cc" and unicodedata.bidirectional(ch) not in _BIDI_CONTROLS
+    )
+    kept = kept.strip()[:_MAX_NAME_CHARS]
+    return kept or None
+
+
+_BIDI_CONTROLS: Final = frozenset({"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"})
+
+
+def _short(identifier: str) -> str:
+    return identifier[:8]
+
+
+def _in(namespace: str) -> str:
+    return "" if namespace == DEFAULT_NAMESPACE else f" in {namespace}"
+
+
+def _unless_default(namespace: str | None) -> str | None:
+    return None if namespace in (None, DEFAULT_NAMESPACE) else namespace

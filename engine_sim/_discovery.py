@@ -1,0 +1,195 @@
+"""The shapes discovery functions return (PROTOCOL.md §11.1), built from the registries."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Final
+
+from pydantic import JsonValue
+
+from iii_trio._protocol import _json
+from iii_trio.protocol import DEFAULT_NAMESPACE
+
+from ._config import ENGINE_VERSION
+from ._records import Binding, FunctionEntry, TriggerTypeEntry, WorkerRecord
+
+if TYPE_CHECKING:
+    from ._core import EngineCore
+
+__all__ = [
+    "ENGINE_WORKER_ID",
+    "ENGINE_WORKER_NAME",
+    "binding_summary",
+    "engine_worker_summary",
+    "function_detail",
+    "function_summary",
+    "trigger_type_info",
+    "trigger_type_summary",
+    "worker_summary",
+]
+
+#: The engine's in-process worker that serves every ``engine::*`` built-in.
+ENGINE_WORKER_NAME: Final = "iii-engine-functions"
+ENGINE_WORKER_ID: Final = str(uuid.uuid5(uuid.NAMESPACE_URL, "iii-sim:" + ENGINE_WORKER_NAME))
+#: Who provides the engine's well-known trigger types, when no worker does (§11.1).
+_KNOWN_PROVIDERS: Final = {
+    "http": "iii-http",
+    "cron": "iii-cron",
+    "subscribe": "iii-pubsub",
+    "state": "iii-state",
+    "durable:subscriber": "queue",
+    "stream": "iii-stream",
+    "stream:join": "iii-stream",
+    "stream:leave": "iii-stream",
+    "log": "iii-observability",
+    "trace": "iii-observability",
+    "configuration": "configuration",
+}
+_SUMMARY_CHARS: Final = 80
+
+
+def _prefix(identifier: str) -> str:
+    return identifier.split("::", 1)[0]
+
+
+def _omit_none(fields: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def function_worker_name(core: EngineCore, entry: FunctionEntry) -> str:
+    if entry.owner is None:
+        return ENGINE_WORKER_NAME
+    owner = core.workers.get(entry.owner)
+    if owner is not None and owner.name:
+        return owner.name
+    return _prefix(entry.id)
+
+
+def function_summary(core: EngineCore, entry: FunctionEntry) -> JsonValue:
+    return {
+        "function_id": entry.id,
+        "namespace": entry.namespace,
+        "worker_name": function_worker_name(core, entry),
+        **_omit_none({"description": entry.description, "metadata": entry.metadata}),
+    }
+
+
+def function_detail(core: EngineCore, entry: FunctionEntry) -> JsonValue:
+    triggers: list[JsonValue] = [
+        {"id": b.id, "trigger_type": b.trigger_type, "config": b.config}
+        for b in sorted(core.bindings.values(), key=lambda b: b.id)
+        if b.live and b.function_id == entry.id and b.target_namespace == entry.namespace
+    ]
+    return {
+        "function_id": entry.id,
+        "namespace": entry.namespace,
+        "worker_name": function_worker_name(core, entry),
+        **_omit_none(
+            {
+                "description": entry.description,
+                "request_schema": entry.request_format,
+                "response_schema": entry.response_format,
+                "metadata": entry.metadata,
+            }
+        ),
+        "registered_triggers": triggers,
+    }
+
+
+def trigger_type_worker_name(core: EngineCore, entry: TriggerTypeEntry) -> str:
+    if entry.provider is None:
+        return ENGINE_WORKER_NAME
+    provider = core.workers.get(entry.provider)
+    if provider is not None and provider.name:
+        return provider.name
+    return _KNOWN_PROVIDERS.get(entry.id, _prefix(entry.id))
+
+
+def trigger_type_summary(core: EngineCore, entry: TriggerTypeEntry) -> JsonValue:
+    return {
+        "id": entry.id,
+        "namespace": entry.namespace,
+        "worker_name": trigger_type_worker_name(core, entry),
+        "description": entry.description,
+    }
+
+
+def trigger_type_info(core: EngineCore, entry: TriggerTypeEntry) -> JsonValue:
+    return {
+        "id": entry.id,
+        "namespace": entry.namespace,
+        "worker_name": trigger_type_worker_name(core, entry),
+        "description": entry.description,
+        **_omit_none(
+            {
+                "configuration_schema": entry.trigger_request_format,
+                "request_schema": entry.call_request_format,
+            }
+        ),
+        "instance_count": sum(
+            1 for b in core.bindings.values() if b.live and b.trigger_type == entry.id
+        ),
+    }
+
+
+def binding_worker_name(core: EngineCore, binding: Binding) -> str | None:
+    owner = core.workers.get(binding.owner) if binding.owner else None
+    if owner is not None:
+        return owner.name
+    if binding.provider in core.trigger_types:
+        return trigger_type_worker_name(core, core.trigger_types[binding.provider])
+    return None
+
+
+def binding_summary(core: EngineCore, binding: Binding) -> JsonValue:
+    text = _json.dumps(binding.config)
+    if len(text) > _SUMMARY_CHARS:
+        text = text[:_SUMMARY_CHARS] + "…"
+    return {
+        "id": binding.id,
+        "trigger_type": binding.trigger_type,
+        "function_id": binding.function_id,
+        "worker_name": binding_worker_name(core, binding),
+        "config": binding.config,
+        "config_summary": text,
+    }
+
+
+def worker_summary(core: EngineCore, worker: WorkerRecord) -> dict[str, JsonValue]:
+    return {
+        "name": worker.name,
+        "description": worker.description,
+        "version": worker.version,
+        "id": worker.id,
+        "namespace": worker.namespace,
+        "runtime": worker.runtime,
+        "os": worker.os,
+        "status": worker.status.state.value,
+        "function_count": len(worker.functions),
+        # The seeds list the ids themselves too (the pre-0.19.4 shape, §11.9).
+        "functions": list[JsonValue](sorted(worker.functions)),
+        "connected_at_ms": worker.connected_at_ms,
+        "active_invocations": worker.active_invocations,
+        "isolation": worker.isolation,
+        "ip_address": worker.ip_address,
+    }
+
+
+def engine_worker_summary(core: EngineCore) -> dict[str, JsonValue]:
+    own = sorted(fid for (ns, fid), e in core.builtins.items() if ns == DEFAULT_NAMESPACE)
+    return {
+        "name": ENGINE_WORKER_NAME,
+        "description": None,
+        "version": ENGINE_VERSION,
+        "id": ENGINE_WORKER_ID,
+        "namespace": DEFAULT_NAMESPACE,
+        "runtime": "engine",
+        "os": None,
+        "status": "available",
+        "function_count": len(own),
+        "functions": list[JsonValue](own),
+        "connected_at_ms": core.started_at_ms,
+        "active_invocations": 0,
+        "isolation": "in-process",
+        "ip_address": None,
+    }

@@ -1,0 +1,188 @@
+"""The engine's registries, as plain records (PROTOCOL.md §19)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from pydantic import JsonValue
+
+from iii_trio.lifecycle import WORKER_STATUS_LIFECYCLE, StateMachine, WorkerStatus
+from iii_trio.protocol import DEFAULT_NAMESPACE, Message
+
+__all__ = [
+    "Binding",
+    "EnqueueReply",
+    "FunctionEntry",
+    "FunctionKey",
+    "NoReply",
+    "Pending",
+    "Reply",
+    "ReplyTo",
+    "TriggerTypeEntry",
+    "TypeKey",
+    "WorkerRecord",
+]
+
+#: ``(namespace, function_id)``
+FunctionKey = tuple[str, str]
+#: ``(namespace, trigger_type_id)``
+TypeKey = tuple[str, str]
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    """One WebSocket connection, from accept to cleanup."""
+
+    id: str
+    reattach_token: str
+    connected_at_ms: int
+    ip_address: str | None
+    status: StateMachine[WorkerStatus] = field(
+        default_factory=lambda: StateMachine(WORKER_STATUS_LIFECYCLE)
+    )
+    # What engine::workers::register told us; None until then.
+    name: str | None = None
+    description: str | None = None
+    version: str | None = None
+    runtime: str = "unknown"
+    os: str | None = None
+    pid: int | None = None
+    isolation: str | None = None
+    telemetry: JsonValue = None
+    #: The connection's namespace once it is known (§5.4).
+    namespace: str | None = None
+    #: Registration frames held until the namespace is known.
+    buffered: list[Message] = field(default_factory=list)
+    #: When the namespace falls back to ``default`` if nobody announced one.
+    grace_deadline: float | None = None
+    #: Function ids this connection registered (in its namespace).
+    functions: set[str] = field(default_factory=set)
+    #: Ids of sync calls this connection issued and is waiting on.
+    issued: set[UUID] = field(default_factory=set)
+
+    @property
+    def resolved(self) -> bool:
+        return self.namespace is not None
+
+    @property
+    def executing(self) -> frozenset[str]:
+        """Ids of the invocations this worker is running (the status machine counts them)."""
+        return self.status.in_flight
+
+    @property
+    def active_invocations(self) -> int:
+        # The engine counts both the calls a worker runs and the ones it waits on.
+        return len(self.executing) + len(self.issued)
+
+    @property
+    def listed(self) -> bool:
+        """Discovery shows a connection only once it announced a pid (§11.5)."""
+        return self.pid is not None
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+@dataclass(eq=False)
+class FunctionEntry:
+    """A function in the registry: owned by a connection, or built into the engine."""
+
+    namespace: str
+    id: str
+    description: str | None = None
+    request_format: JsonValue = None
+    response_format: JsonValue = None
+    metadata: JsonValue = None
+    #: The connection that serves it; ``None`` for a built-in.
+    owner: str | None = None
+
+    @property
+    def key(self) -> FunctionKey:
+        return (self.namespace, self.id)
+
+    @property
+    def internal(self) -> bool:
+        return isinstance(self.metadata, dict) and self.metadata.get("internal") is True
+
+
+@dataclass(eq=False)
+class TriggerTypeEntry:
+    """A trigger type and who provides it: a connection, or the engine itself."""
+
+    namespace: str
+    id: str
+    description: str
+    trigger_request_format: JsonValue = None
+    call_request_format: JsonValue = None
+    #: The providing connection; ``None`` for a type the engine provides in process.
+    provider: str | None = None
+
+    @property
+    def key(self) -> TypeKey:
+        return (self.namespace, self.id)
+
+
+@dataclass(eq=False)
+class Binding:
+    """One registered trigger: a trigger type + config bound to a target function."""
+
+    id: str
+    trigger_type: str
+    function_id: str
+    config: JsonValue
+    metadata: JsonValue = None
+    #: Namespace the target function is looked up in (``None`` = default).
+    namespace: str | None = None
+    #: Provider namespace the registrant asked for; ``None`` = its own, then default.
+    trigger_namespace: str | None = None
+    #: Namespace of the connection that registered it.
+    home_namespace: str = DEFAULT_NAMESPACE
+    #: The registering connection; ``None`` for a durable ``engine::register_trigger``.
+    owner: str | None = None
+    #: The trigger type serving it; ``None`` while parked (no provider, or rejected).
+    provider: TypeKey | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.provider is not None
+
+    @property
+    def target_namespace(self) -> str:
+        return self.namespace or DEFAULT_NAMESPACE
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTo:
+    """Answer connection ``worker_id`` with an ``invocationresult`` for ``invocation_id``."""
+
+    worker_id: str
+    invocation_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class NoReply:
+    """Nobody waits for the outcome (void calls, id-less calls, trigger fires)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueReply:
+    """The caller of an ``action: enqueue`` waits for a receipt, not for the function."""
+
+    reply: ReplyTo | NoReply
+    receipt_id: str
+    function_id: str
+
+
+Reply = ReplyTo | NoReply | EnqueueReply
+
+
+@dataclass(eq=False)
+class Pending:
+    """An invocation the engine forwarded to a worker and has not seen answered."""
+
+    invocation_id: UUID
+    function_id: str
+    executor: str
+    reply: Reply

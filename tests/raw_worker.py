@@ -1,0 +1,149 @@
+"""A hand-driven worker for engine tests: it sends and expects single frames.
+
+Tests run on Trio's autojump clock, so "nothing arrives within 10 s" is a
+deterministic statement about virtual time: the clock only jumps once every task,
+the engine's included, is idle.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+import trio
+
+from engine_sim import Engine, MemoryConnection
+from iii_trio.protocol import (
+    InvocationResult,
+    InvokeFunction,
+    Message,
+    RegisterFunction,
+    VoidAction,
+    WorkerRegistered,
+)
+
+M = TypeVar("M")
+
+_pids = itertools.count(1000)
+
+
+class RawWorker:
+    """One in-memory connection, with the handful of moves the checklist uses."""
+
+    def __init__(self, engine: Engine, conn: MemoryConnection, hello: WorkerRegistered) -> None:
+        self.engine = engine
+        self.conn = conn
+        self.id = hello.worker_id
+        assert hello.reattach_token is not None
+        self.token = hello.reattach_token
+
+    async def send(self, message: Message) -> None:
+        await self.conn.send_message(message)
+
+    async def next(self, within: float = 10) -> Message:
+        with trio.fail_after(within):
+            return await self.conn.receive_message()
+
+    async def expect(self, kind: type[M], within: float = 10) -> M:
+        message = await self.next(within)
+        assert isinstance(message, kind), f"expected {kind.__name__}, got {message!r}"
+        return message
+
+    async def silent(self, within: float = 10) -> None:
+        """Assert that nothing arrives for ``within`` (virtual) seconds."""
+        with trio.move_on_after(within):
+            message = await self.conn.receive_message()
+            raise AssertionError(f"expected no frame, got {message!r}")
+
+    async def announce(self, name: str | None = None, **fields: Any) -> None:
+        data: dict[str, Any] = {"runtime": "python", "version": "test", "pid": next(_pids)}
+        if name is not None:
+            data["name"] = name
+        data.update(fields)
+        await self.send(
+            InvokeFunction(function_id="engine::workers::register", data=data, action=VoidAction())
+        )
+
+    async def register(self, function_id: str, **fields: Any) -> None:
+        await self.send(RegisterFunction(id=function_id, **fields))
+
+    async def call(
+        self,
+        function_id: str,
+        data: Any = None,
+        *,
+        invocation_id: UUID | None = None,
+        **fields: Any,
+    ) -> UUID:
+        invocation_id = invocation_id or uuid4()
+        await self.send(
+            InvokeFunction(
+                invocation_id=invocation_id, function_id=function_id, data=data, **fields
+            )
+        )
+        return invocation_id
+
+    async def result(
+        self, function_id: str, data: Any = None, *, within: float = 10, **fields: Any
+    ) -> InvocationResult:
+        """Call and wait for the answer (failing on anything else in between)."""
+        invocation_id = await self.call(function_id, data, **fields)
+        answer = await self.expect(InvocationResult, within)
+        assert answer.invocation_id == invocation_id
+        return answer
+
+    async def ok(self, function_id: str, data: Any = None) -> Any:
+        """Call, expect success, and return the result (typed loosely, as JSON is)."""
+        answer = await self.result(function_id, {} if data is None else data)
+        assert answer.error is None, answer.error
+        return answer.result
+
+    async def answer(self, call: InvokeFunction, result: Any) -> None:
+        """Reply to ``call`` with ``result``."""
+        assert call.invocation_id is not None
+        await self.send(
+            InvocationResult(
+                invocation_id=call.invocation_id, function_id=call.function_id, result=result
+            )
+        )
+
+    async def serve_once(self, result: Any) -> InvokeFunction:
+        """Answer the next invocation with ``result``; return what was asked."""
+        call = await self.expect(InvokeFunction)
+        await self.answer(call, result)
+        return call
+
+    async def close(self) -> None:
+        await self.conn.aclose()
+        await self.engine.wait_for(lambda: self.id not in {w.id for w in self.engine.workers()})
+
+
+Connect = Callable[..., Awaitable[RawWorker]]
+
+
+@asynccontextmanager
+async def raw_workers(engine: Engine) -> AsyncIterator[Connect]:
+    """A factory of connected ``RawWorker``s, closed when the block ends.
+
+    ``await connect("w1")`` announces the name ``w1`` (with a pid, in ``default``)
+    and waits until the engine applied it; ``await connect()`` leaves the worker
+    unannounced; extra keywords go into the announcement.
+    """
+    async with AsyncExitStack() as stack:
+
+        async def connect(name: str | None = None, **announce: Any) -> RawWorker:
+            conn = await stack.enter_async_context(engine.connect())
+            hello = await conn.receive_message()
+            assert isinstance(hello, WorkerRegistered)
+            worker = RawWorker(engine, conn, hello)
+            if name is not None or announce:
+                await worker.announce(name, **announce)
+                await engine.wait_for(
+                    lambda: (view := engine.worker(worker.id)) is not None and view.pid is not None
+                )
+            return worker
+
+        yield connect
