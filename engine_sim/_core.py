@@ -153,7 +153,8 @@ class EngineCore:
         self.trigger_types: dict[TypeKey, TriggerTypeEntry] = {}
         self.bindings: dict[str, Binding] = {}
         self.pending: dict[UUID, Pending] = {}
-        self.services: dict[tuple[str, str], RegisterService] = {}
+        #: Explicit services (bookkeeping only, §15), with the connection that declared them.
+        self.services: dict[tuple[str, str], tuple[str, RegisterService]] = {}
         self.names: dict[tuple[str, str], str] = {}
         self._handlers: dict[FunctionKey, BuiltinHandler] = {}
         self._config_checks: dict[TypeKey, ConfigCheck] = {}
@@ -433,6 +434,28 @@ class EngineCore:
                 )
 
     def _on_invoke(self, worker: WorkerRecord, message: InvokeFunction, now: float) -> None:
+        if message.invocation_id is not None and (
+            is_blank_namespace(message.namespace) or message.invocation_id in self.pending
+        ):
+            # Refused before routing, whatever the action (§7.1 step 1); an id that is
+            # already in flight must not disturb the call that owns it.
+            blank = is_blank_namespace(message.namespace)
+            self._send(
+                worker.id,
+                InvocationResult(
+                    invocation_id=message.invocation_id,
+                    function_id=message.function_id,
+                    error=ErrorBody(
+                        code=INVALID_NAMESPACE if blank else "invocation_error",
+                        message="namespace must not be blank"
+                        if blank
+                        else f"Invocation {message.invocation_id} is already in flight.",
+                    ),
+                ),
+            )
+            return
+        if is_blank_namespace(message.namespace):
+            return  # no id: nobody to tell
         wants_reply = message.invocation_id is not None and not isinstance(
             message.action, VoidAction
         )
@@ -441,14 +464,6 @@ class EngineCore:
             if wants_reply and message.invocation_id is not None
             else NoReply()
         )
-        if is_blank_namespace(message.namespace):
-            self.complete(
-                caller_reply,
-                message.function_id,
-                None,
-                ErrorBody(code=INVALID_NAMESPACE, message="namespace must not be blank"),
-            )
-            return
         namespace = message.namespace or DEFAULT_NAMESPACE
         if isinstance(caller_reply, ReplyTo):
             worker.issued.add(caller_reply.invocation_id)
@@ -589,7 +604,7 @@ class EngineCore:
                 if entry is not None and entry.owner == worker.id:
                     self._remove_function(entry)
             case RegisterService():
-                self.services[(namespace, message.name or message.id)] = message
+                self.services[(namespace, message.name or message.id)] = (worker.id, message)
             case RegisterTriggerType():
                 self._register_trigger_type(worker, namespace, message)
             case RegisterTrigger():
@@ -772,7 +787,10 @@ class EngineCore:
         if tell_provider:
             self._tell_provider_unregister(binding)
         self.bindings.pop(binding.id, None)
-        self._ack_waits.pop(binding.id, None)
+        wait = self._ack_waits.pop(binding.id, None)
+        if wait is not None:
+            # Removed before its provider answered: the registration itself happened.
+            self.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
 
     def _refuse_binding(self, binding: Binding, error: ErrorBody, reply: Reply | None) -> None:
         if reply is not None:
@@ -893,6 +911,9 @@ class EngineCore:
         for name_key, holder in list(self.names.items()):
             if holder == worker.id:
                 del self.names[name_key]
+        for service_key, (declared_by, _) in list(self.services.items()):
+            if declared_by == worker.id:
+                del self.services[service_key]
         worker.status.apply(ConnectionLost("closed"))
         log.info("%s disconnected", self.who(worker))
         self.fire_trigger_type(

@@ -261,6 +261,22 @@ async def test_a_reused_in_flight_id_is_refused(
     assert refused.error is not None
     assert refused.error.code == "invocation_error"
     await w1.silent(1)
+    # The first call is untouched: answered once, and then nothing is in flight.
+    await w1.send(InvocationResult(invocation_id=invocation_id, function_id="slow::op", result=1))
+    assert (await w2.expect(InvocationResult)).result == 1
+    listing = await w2.ok("engine::workers::list", {"search": "w2"})
+    assert listing["workers"][0]["active_invocations"] == 1  # only this listing call
+
+
+async def test_blank_namespace_is_refused_even_on_a_void_call_with_an_id(
+    autojump_clock: MockClock, connect: Connect
+) -> None:
+    w2 = await connect("w2")
+    invocation_id = await w2.call("a::f", {}, namespace=" ", action=VoidAction())
+    answer = await w2.expect(InvocationResult)
+    assert answer.invocation_id == invocation_id
+    assert answer.error is not None
+    assert answer.error.code == "INVALID_NAMESPACE"
 
 
 @pytest.mark.parametrize("namespace", ["orders", None])

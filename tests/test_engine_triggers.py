@@ -319,3 +319,17 @@ async def test_namespaced_provider_takes_over_bindings_from_default(
     assert moved.id == "t6"
     assert moved.namespace == "orders"
     assert moved.trigger_namespace == "orders"
+
+
+async def test_durable_binding_removed_before_its_verdict_is_still_answered(
+    autojump_clock: MockClock, connect: Connect
+) -> None:
+    provider, w1 = await connect("P"), await connect("W1")
+    await provider.send(RegisterTriggerType(id="webhook", description="d"))
+    await w1.call("engine::register_trigger", {"trigger_type": "webhook", "function_id": "h::f"})
+    delivered = await provider.expect(RegisterTrigger)
+    await provider.send(UnregisterTrigger(id=delivered.id))
+    answer = await w1.expect(InvocationResult)
+    assert answer.result == {"id": delivered.id}
+    listing = await w1.ok("engine::workers::list", {"search": "W1"})
+    assert listing["workers"][0]["active_invocations"] == 1  # only this listing call
