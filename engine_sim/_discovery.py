@@ -56,13 +56,17 @@ def _omit_none(fields: dict[str, JsonValue]) -> dict[str, JsonValue]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def function_worker_name(core: EngineCore, entry: FunctionEntry) -> str:
-    if entry.owner is None:
+def _served_by(core: EngineCore, worker_id: str | None, fallback: str) -> str:
+    """The name of the worker serving something: the engine's own for ``None``, the
+    connection's announced name, else ``fallback``."""
+    if worker_id is None:
         return ENGINE_WORKER_NAME
-    owner = core.workers.get(entry.owner)
-    if owner is not None and owner.name:
-        return owner.name
-    return _prefix(entry.id)
+    worker = core.workers.get(worker_id)
+    return worker.name if worker is not None and worker.name else fallback
+
+
+def function_worker_name(core: EngineCore, entry: FunctionEntry) -> str:
+    return _served_by(core, entry.owner, _prefix(entry.id))
 
 
 def function_summary(core: EngineCore, entry: FunctionEntry) -> JsonValue:
@@ -97,12 +101,7 @@ def function_detail(core: EngineCore, entry: FunctionEntry) -> JsonValue:
 
 
 def trigger_type_worker_name(core: EngineCore, entry: TriggerTypeEntry) -> str:
-    if entry.provider is None:
-        return ENGINE_WORKER_NAME
-    provider = core.workers.get(entry.provider)
-    if provider is not None and provider.name:
-        return provider.name
-    return _KNOWN_PROVIDERS.get(entry.id, _prefix(entry.id))
+    return _served_by(core, entry.provider, _KNOWN_PROVIDERS.get(entry.id, _prefix(entry.id)))
 
 
 def trigger_type_summary(core: EngineCore, entry: TriggerTypeEntry) -> JsonValue:

@@ -301,15 +301,23 @@ def test_function_not_found(workers: Workers) -> None:
     assert caught.value.message.startswith("Function missing::fn not found in namespace default")
 
 
+class Blocking:
+    """A sync handler that reports when it starts and returns only once released."""
+
+    def __init__(self, result: str) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.result = result
+
+    def __call__(self, data: Json) -> str:
+        self.started.set()
+        self.release.wait(WAIT)
+        return self.result
+
+
 def test_executor_lost_mid_call_stops_the_invocation(workers: Workers) -> None:
-    started = threading.Event()
-    release = threading.Event()
-
-    def block(data: Json) -> str:
-        started.set()
-        release.wait(WAIT)
-        return "too late"
-
+    block = Blocking("too late")
+    started, release = block.started, block.release
     executor = workers.start("executor", {"slow::op": block})
     caller = workers.start("caller")
     try:
@@ -368,14 +376,8 @@ def test_workers_list_shows_available_then_busy_as_the_docs_describe(
     # The seeds' lifecycle (available while idle, busy while running a call), which
     # engine_sim tracks on purpose where the real engine leaves every worker
     # "connected" (PROTOCOL.md §5.8; README, "Where it chooses differently").
-    started = threading.Event()
-    release = threading.Event()
-
-    def block(data: Json) -> str:
-        started.set()
-        release.wait(WAIT)
-        return "done"
-
+    block = Blocking("done")
+    started, release = block.started, block.release
     executor = workers.start("executor", {"slow::op": block})
     lister = workers.start("lister")
 
