@@ -33,11 +33,13 @@ from ._discovery import (
     function_detail,
     function_summary,
     function_worker_name,
+    legacy_trigger_type,
     trigger_type_info,
     trigger_type_summary,
+    trigger_type_worker_name,
     worker_summary,
 )
-from ._records import Binding, FunctionEntry, NoReply, WorkerRecord
+from ._records import Binding, FunctionEntry, NoReply, TriggerTypeEntry, WorkerRecord
 
 __all__ = ["install"]
 
@@ -173,38 +175,38 @@ class _TriggersList(_Input):
     include_internal: bool = False
 
 
+def _trigger_types(core: EngineCore, include_internal: bool) -> list[TriggerTypeEntry]:
+    """Trigger types sorted by id, without the engine's own unless asked for."""
+    return [
+        entry
+        for entry in sorted(core.trigger_types.values(), key=lambda e: (e.id, e.namespace))
+        if include_internal or not entry.id.startswith("engine::")
+    ]
+
+
 def triggers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
     query = _parse(_TriggersList, ctx)
     needle = query.search.lower() if query.search else None
     found = []
-    for entry in sorted(core.trigger_types.values(), key=lambda e: (e.id, e.namespace)):
-        if not query.include_internal and entry.id.startswith("engine::"):
-            continue
+    for entry in _trigger_types(core, query.include_internal):
         if query.prefix and not entry.id.startswith(query.prefix):
             continue
-        summary = trigger_type_summary(core, entry)
-        if query.worker and summary["worker_name"] != query.worker:  # type: ignore[index, call-overload]
+        if query.worker and trigger_type_worker_name(core, entry) != query.worker:
             continue
         if needle and needle not in entry.id.lower() and needle not in entry.description.lower():
             continue
-        found.append(summary)
+        found.append(trigger_type_summary(core, entry))
     return {"triggers": found}
 
 
 def trigger_types_list(core: EngineCore, ctx: CallContext) -> JsonValue:
     """The pre-0.19.4 name the seeds use: trigger types with their schemas (§11.9)."""
     query = _parse(_TriggersList, ctx)
-    found: list[JsonValue] = []
-    for entry in sorted(core.trigger_types.values(), key=lambda e: (e.id, e.namespace)):
-        if not query.include_internal and entry.id.startswith("engine::"):
-            continue
-        item: dict[str, JsonValue] = {"id": entry.id, "description": entry.description}
-        if entry.trigger_request_format is not None:
-            item["trigger_request_format"] = entry.trigger_request_format
-        if entry.call_request_format is not None:
-            item["call_request_format"] = entry.call_request_format
-        found.append(item)
-    return {"trigger_types": found}
+    return {
+        "trigger_types": [
+            legacy_trigger_type(entry) for entry in _trigger_types(core, query.include_internal)
+        ]
+    }
 
 
 class _TriggerInfo(_Input):
@@ -419,7 +421,9 @@ def workers_register(core: EngineCore, ctx: CallContext) -> JsonValue:
     )
     core.announce(worker, namespace, ctx.now)
     core.fire_trigger_type(
-        "engine::workers-available", {"event": "worker_metadata_updated", "worker_id": worker.id}
+        "engine::workers-available",
+        {"event": "worker_metadata_updated", "worker_id": worker.id},
+        ctx.now,
     )
     return {"success": True}
 

@@ -54,6 +54,7 @@ from iii_trio.protocol import (
 )
 
 from ._config import EngineConfig
+from ._discovery import function_summary
 from ._effects import Close, Effect, Send
 from ._records import (
     Binding,
@@ -163,7 +164,7 @@ class EngineCore:
         # Wall-clock milliseconds for ``connected_at_ms``, anchored once so that a
         # virtual clock still gives consistent, increasing values.
         self._epoch = time.time() - now
-        self.started_at_ms = int(time.time() * 1000)
+        self.started_at_ms = int((self._epoch + now) * 1000)
         self._effects: list[Effect] = []
         self._function_keys = frozenset[FunctionKey]()
         self._next_poll = now + self.config.functions_poll_ms / 1000
@@ -190,7 +191,7 @@ class EngineCore:
         worker.status.apply(HandshakeCompleted())
         log.info("%s connected%s", _short(worker.id), f" from {ip_address}" if ip_address else "")
         self.fire_trigger_type(
-            "engine::workers-available", {"event": "worker_connected", "worker_id": worker.id}
+            "engine::workers-available", {"event": "worker_connected", "worker_id": worker.id}, now
         )
         return worker.id, self._take()
 
@@ -231,7 +232,7 @@ class EngineCore:
             period = self.config.functions_poll_ms / 1000
             while self._next_poll <= now:
                 self._next_poll += period
-            self._poll_functions()
+            self._poll_functions(now)
         return self._take()
 
     def next_deadline(self) -> float | None:
@@ -317,18 +318,8 @@ class EngineCore:
             self._run_builtin(entry, data, caller=caller, reply=reply, now=now)
             return
         executor = self.workers[entry.owner]
+        # A caller's id was checked against ``pending`` by ``_on_invoke``.
         invocation_id = invocation_id or UUID(self.new_id())
-        if invocation_id in self.pending:
-            self.complete(
-                reply,
-                function_id,
-                None,
-                ErrorBody(
-                    code="invocation_error",
-                    message=f"Invocation {invocation_id} is already in flight.",
-                ),
-            )
-            return
         self.pending[invocation_id] = Pending(invocation_id, function_id, executor.id, reply)
         executor.status.apply(InvocationStarted(str(invocation_id)))
         self._send(
@@ -350,7 +341,7 @@ class EngineCore:
             "" if isinstance(reply, ReplyTo) else " (no reply wanted)",
         )
 
-    def fire_trigger_type(self, type_id: str, data: JsonValue) -> None:
+    def fire_trigger_type(self, type_id: str, data: JsonValue, now: float) -> None:
         """Call every live binding of an engine-provided trigger type (fire and forget)."""
         for binding in list(self.bindings.values()):
             if binding.live and binding.trigger_type == type_id:
@@ -359,7 +350,7 @@ class EngineCore:
                     binding.function_id,
                     data,
                     reply=NoReply(),
-                    now=0.0,
+                    now=now,
                     metadata=binding.metadata,
                 )
 
@@ -370,39 +361,36 @@ class EngineCore:
         worker provider's verdict; ``None`` means a ``registertrigger`` frame, whose
         failures go back to the owner as ``triggerregistrationresult``.
         """
+        key = self._resolve_provider(binding)
         old = self.bindings.get(binding.id)
         if old is not None:
-            self._drop_binding(old, tell_provider=old.provider != self._resolve_provider(binding))
-        key = self._resolve_provider(binding)
-        if key is None:
-            log.warning(
-                "trigger %s: no provider of %r yet; it waits for one",
-                binding.id,
-                binding.trigger_type,
-            )
-            self.bindings[binding.id] = binding
-            if reply is not None:
-                self.complete(reply, "engine::register_trigger", {"id": binding.id}, None)
-            return
-        check = self._config_checks.get(key)
+            self._drop_binding(old, tell_provider=old.provider != key)
+        check = self._config_checks.get(key) if key is not None else None
         if check is not None:
             try:
                 check(binding.config)
             except BuiltinError as exc:
                 self._refuse_binding(binding, exc.body, reply)
                 return
-            binding.provider = key
-            self.bindings[binding.id] = binding
-            if reply is not None:
-                self.complete(reply, "engine::register_trigger", {"id": binding.id}, None)
-            return
         binding.provider = key
         self.bindings[binding.id] = binding
-        self._deliver_binding(binding)
-        if reply is not None:
-            self._ack_waits[binding.id] = _AckWait(
-                reply, "engine::register_trigger", now + self.config.trigger_ack_timeout_ms / 1000
+        if key is None:
+            log.warning(
+                "trigger %s: no provider of %r yet; it waits for one",
+                binding.id,
+                binding.trigger_type,
             )
+        elif self.trigger_types[key].provider is not None:
+            self._deliver_binding(binding)
+            if reply is not None:
+                self._ack_waits[binding.id] = _AckWait(
+                    reply,
+                    "engine::register_trigger",
+                    now + self.config.trigger_ack_timeout_ms / 1000,
+                )
+            return
+        if reply is not None:
+            self.complete(reply, "engine::register_trigger", {"id": binding.id}, None)
 
     def unregister_binding(self, binding_id: str) -> bool:
         binding = self.bindings.get(binding_id)
@@ -434,34 +422,30 @@ class EngineCore:
                 )
 
     def _on_invoke(self, worker: WorkerRecord, message: InvokeFunction, now: float) -> None:
-        if message.invocation_id is not None and (
-            is_blank_namespace(message.namespace) or message.invocation_id in self.pending
-        ):
-            # Refused before routing, whatever the action (§7.1 step 1); an id that is
-            # already in flight must not disturb the call that owns it.
-            blank = is_blank_namespace(message.namespace)
-            self._send(
-                worker.id,
-                InvocationResult(
-                    invocation_id=message.invocation_id,
-                    function_id=message.function_id,
-                    error=ErrorBody(
-                        code=INVALID_NAMESPACE if blank else "invocation_error",
-                        message="namespace must not be blank"
-                        if blank
-                        else f"Invocation {message.invocation_id} is already in flight.",
-                    ),
-                ),
-            )
-            return
+        refusal: ErrorBody | None = None
         if is_blank_namespace(message.namespace):
-            return  # no id: nobody to tell
-        wants_reply = message.invocation_id is not None and not isinstance(
-            message.action, VoidAction
-        )
+            refusal = ErrorBody(code=INVALID_NAMESPACE, message="namespace must not be blank")
+        elif message.invocation_id in self.pending:
+            refusal = ErrorBody(
+                code="invocation_error",
+                message=f"Invocation {message.invocation_id} is already in flight.",
+            )
+        if refusal is not None:
+            # Refused before routing, whatever the action (§7.1 step 1), and without
+            # touching the bookkeeping of a live call that owns the same id.
+            if message.invocation_id is not None:
+                self._send(
+                    worker.id,
+                    InvocationResult(
+                        invocation_id=message.invocation_id,
+                        function_id=message.function_id,
+                        error=refusal,
+                    ),
+                )
+            return
         caller_reply: ReplyTo | NoReply = (
             ReplyTo(worker.id, message.invocation_id)
-            if wants_reply and message.invocation_id is not None
+            if message.invocation_id is not None and not isinstance(message.action, VoidAction)
             else NoReply()
         )
         namespace = message.namespace or DEFAULT_NAMESPACE
@@ -481,7 +465,7 @@ class EngineCore:
             reply=caller_reply,
             now=now,
             caller=worker.id,
-            invocation_id=message.invocation_id if wants_reply else None,
+            invocation_id=caller_reply.invocation_id if isinstance(caller_reply, ReplyTo) else None,
             metadata=message.metadata,
             traceparent=message.traceparent,
             baggage=message.baggage,
@@ -793,8 +777,8 @@ class EngineCore:
             self.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
 
     def _refuse_binding(self, binding: Binding, error: ErrorBody, reply: Reply | None) -> None:
+        self.bindings.pop(binding.id, None)
         if reply is not None:
-            self.bindings.pop(binding.id, None)
             self.complete(
                 reply,
                 "engine::register_trigger",
@@ -804,7 +788,6 @@ class EngineCore:
                 ),
             )
             return
-        self.bindings.pop(binding.id, None)
         if binding.owner in self.workers:
             self._send(
                 binding.owner,
@@ -917,7 +900,9 @@ class EngineCore:
         worker.status.apply(ConnectionLost("closed"))
         log.info("%s disconnected", self.who(worker))
         self.fire_trigger_type(
-            "engine::workers-available", {"event": "worker_disconnected", "worker_id": worker.id}
+            "engine::workers-available",
+            {"event": "worker_disconnected", "worker_id": worker.id},
+            now,
         )
 
     # -- internals ----------------------------------------------------------------------------
@@ -945,19 +930,19 @@ class EngineCore:
     def _current_function_keys(self) -> frozenset[FunctionKey]:
         return frozenset(self.functions) | frozenset(self.builtins)
 
-    def _poll_functions(self) -> None:
+    def _poll_functions(self, now: float) -> None:
         keys = self._current_function_keys()
         if keys == self._function_keys:
             return
         self._function_keys = keys
-        from ._discovery import function_summary
-
         summaries: list[JsonValue] = [
             function_summary(self, entry) for entry in self.all_functions()
         ]
         log.info("functions changed; telling engine::functions-available subscribers")
         self.fire_trigger_type(
-            "engine::functions-available", {"event": "functions_changed", "functions": summaries}
+            "engine::functions-available",
+            {"event": "functions_changed", "functions": summaries},
+            now,
         )
 
     def _send(self, worker_id: str, message: Message) -> None:

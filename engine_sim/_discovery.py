@@ -23,6 +23,7 @@ __all__ = [
     "engine_worker_summary",
     "function_detail",
     "function_summary",
+    "legacy_trigger_type",
     "trigger_type_info",
     "trigger_type_summary",
     "worker_summary",
@@ -110,6 +111,20 @@ def trigger_type_summary(core: EngineCore, entry: TriggerTypeEntry) -> JsonValue
         "namespace": entry.namespace,
         "worker_name": trigger_type_worker_name(core, entry),
         "description": entry.description,
+    }
+
+
+def legacy_trigger_type(entry: TriggerTypeEntry) -> JsonValue:
+    """A trigger type in the pre-0.19.4 shape of ``engine::trigger-types::list`` (§11.9)."""
+    return {
+        "id": entry.id,
+        "description": entry.description,
+        **_omit_none(
+            {
+                "trigger_request_format": entry.trigger_request_format,
+                "call_request_format": entry.call_request_format,
+            }
+        ),
     }
 
 

@@ -260,8 +260,7 @@ class Engine:
                 link.closing = True
                 item = _CloseRequest(effect.code, effect.reason)
             link.outbox.send_nowait(item)
-        self._changed.set()
-        self._changed = trio.Event()
+        self._notify()
 
     def _stalled(self, link: _Link) -> bool:
         """Whether the worker stopped reading: its queue is over the limit, and was
@@ -281,6 +280,10 @@ class Engine:
 
     def _record(self, worker_id: str, direction: Literal["in", "out"], frame: str | bytes) -> None:
         self._frames[worker_id].append(FrameRecord(direction, trio.current_time(), frame))
+        self._notify()
+
+    def _notify(self) -> None:
+        """Wake whoever waits for a change (``wait_for``, the timer task)."""
         self._changed.set()
         self._changed = trio.Event()
 

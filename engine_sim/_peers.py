@@ -7,6 +7,7 @@ engine reads and writes them through one code path.
 from __future__ import annotations
 
 import math
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -125,7 +126,11 @@ class _MemoryEnd:
     async def _close(self, code: int, reason: str, grace: float) -> None:
         if self.closed is None:
             self.closed = ConnectionClosed(code, reason)
-            with trio.move_on_after(grace), _quietly():
+            # A worker that went away meanwhile cannot take the close frame; fine.
+            with (
+                trio.move_on_after(grace),
+                suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+            ):
                 await self._out.send(_CloseFrame(code, reason))
         await self._abort()
 
@@ -134,18 +139,6 @@ class _MemoryEnd:
             self.closed = ConnectionClosed(ABNORMAL_CLOSURE)
         await self._out.aclose()
         await self._in.aclose()
-
-
-class _quietly:
-    """Ignore a peer that already went away while we were closing."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is not None and issubclass(
-            kind, trio.BrokenResourceError | trio.ClosedResourceError
-        )
 
 
 class _EngineEnd(_MemoryEnd):
