@@ -17,7 +17,14 @@ from iii_trio.lifecycle import WORKER_STATUS_LIFECYCLE, WorkerStatus
 from ._config import DEFAULT_PORT, EngineConfig
 from ._core import EngineCore
 from ._effects import Close, Effect, Send
-from ._engine import BindingView, Engine, FrameRecord, WorkerView, open_engine
+from ._engine import (
+    BindingView,
+    Engine,
+    EngineTransport,
+    FrameRecord,
+    WorkerView,
+    open_engine,
+)
 from ._peers import MemoryConnection
 from ._thread import ThreadedEngine, run_in_thread
 
@@ -30,6 +37,7 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineCore",
+    "EngineTransport",
     "FrameRecord",
     "MemoryConnection",
     "Send",

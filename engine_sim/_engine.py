@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,7 +21,13 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from iii_trio import ConnectionClosed, FrameTooLarge, ProtocolError, UnknownMessageType
+from iii_trio import (
+    Connection,
+    ConnectionClosed,
+    FrameTooLarge,
+    ProtocolError,
+    UnknownMessageType,
+)
 from iii_trio._groups import unwrap_single
 from iii_trio.lifecycle import WorkerStatus
 from iii_trio.protocol import DEFAULT_NAMESPACE, Message, decode, encode, is_telemetry_frame
@@ -31,7 +37,14 @@ from ._core import EngineCore
 from ._effects import Close, Effect, Send
 from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
 
-__all__ = ["BindingView", "Engine", "FrameRecord", "WorkerView", "open_engine"]
+__all__ = [
+    "BindingView",
+    "Engine",
+    "EngineTransport",
+    "FrameRecord",
+    "WorkerView",
+    "open_engine",
+]
 
 log = logging.getLogger("engine_sim")
 T = TypeVar("T")
@@ -139,6 +152,12 @@ class Engine:
         finally:
             with trio.CancelScope(shield=True):
                 await worker_end.abort()
+
+    @property
+    def transport(self) -> EngineTransport:
+        """An ``iii_trio`` transport whose connections are in-memory ones to this engine:
+        ``register_worker(transport=engine.transport)`` runs a worker with no socket."""
+        return EngineTransport(self)
 
     async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
         path = urlsplit(request.path).path
@@ -359,6 +378,26 @@ class Engine:
             if value:
                 return value
             await changed.wait()
+
+
+class EngineTransport:
+    """Connects ``iii_trio`` workers to an ``Engine`` in memory (``engine.transport``).
+
+    The URL and headers are ignored; every connection is a fresh in-memory one, so
+    a worker's reconnects each reach the engine as a new connection.
+    """
+
+    def __init__(self, engine: Engine, *, buffer: int = 16) -> None:
+        self.engine = engine
+        self.buffer = buffer
+        #: Every connection made so far, oldest first (tests drop them to cut the link).
+        self.connections: list[MemoryConnection] = []
+
+    @asynccontextmanager
+    async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
+        async with self.engine.connect(buffer=self.buffer) as connection:
+            self.connections.append(connection)
+            yield connection
 
 
 @asynccontextmanager

@@ -1,16 +1,37 @@
 """iii_trio: a Trio worker SDK for the iii engine, built on structured concurrency.
 
+::
+
+    async with iii_trio.register_worker(options=iii_trio.InitOptions(worker_name="calc")) as worker:
+
+        @worker.function("math::add")
+        async def add(data: AddInput) -> AddOutput:
+            return AddOutput(c=data.a + data.b)
+
+        await worker.serve_forever()
+
 The wire protocol lives in ``iii_trio.protocol`` and the lifecycle tables in
-``iii_trio.lifecycle``; every exception is listed in ``iii_trio._exceptions``.
+``iii_trio.lifecycle``; every exception is listed in ``iii_trio._exceptions``. For
+code that is not async, ``iii_trio.sync`` has the same API behind a blocking portal.
 """
 
+from ._context import InvocationContext, current_invocation
 from ._exceptions import (
     ConnectionClosed,
+    ConnectionLost,
     FrameTooLarge,
+    FunctionNotFound,
     IIIError,
     IllegalTransition,
+    InvocationError,
+    InvocationStopped,
+    InvocationTimeout,
     ProtocolError,
+    ReconnectFailed,
+    RegistrationRejected,
+    SendBufferFull,
     UnknownMessageType,
+    WorkerClosed,
 )
 from ._lifecycle import (
     WORKER_LIFECYCLE,
@@ -20,21 +41,50 @@ from ._lifecycle import (
     WorkerState,
     WorkerStatus,
 )
-
-__version__ = "0.1.0"
+from ._options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig, resolve_url
+from ._registry import Registration, TriggerConfig, TriggerTypeProvider
+from ._transport import Connection, Transport, WebSocketTransport
+from ._version import __version__
+from ._worker import ConnectionState, EnqueueReceipt, TransitionStream, Worker, register_worker
 
 __all__ = [
+    "DEFAULT_ENGINE_URL",
     "WORKER_LIFECYCLE",
     "WORKER_STATUS_LIFECYCLE",
+    "Connection",
     "ConnectionClosed",
+    "ConnectionLost",
+    "ConnectionState",
+    "EnqueueReceipt",
     "FrameTooLarge",
+    "FunctionNotFound",
     "IIIError",
     "IllegalTransition",
+    "InitOptions",
+    "InvocationContext",
+    "InvocationError",
+    "InvocationStopped",
+    "InvocationTimeout",
     "ProtocolError",
+    "ReconnectFailed",
+    "ReconnectionConfig",
+    "Registration",
+    "RegistrationRejected",
+    "SendBufferFull",
     "StateMachine",
     "Transition",
+    "TransitionStream",
+    "Transport",
+    "TriggerConfig",
+    "TriggerTypeProvider",
     "UnknownMessageType",
+    "WebSocketTransport",
+    "Worker",
+    "WorkerClosed",
     "WorkerState",
     "WorkerStatus",
     "__version__",
+    "current_invocation",
+    "register_worker",
+    "resolve_url",
 ]

@@ -9,24 +9,56 @@
     │   │                         does not define; readers log it and keep going
     │   └── FrameTooLarge         a frame over the size limit, refused before parsing
     ├── ConnectionClosed          the other end closed the connection (or it broke);
-    │                             carries the WebSocket close ``code`` and ``reason``
-    └── IllegalTransition         (also a RuntimeError) a lifecycle event that the
-                                  current state does not allow; names state and event
+    │   │                         carries the WebSocket close ``code`` and ``reason``
+    │   └── ConnectionLost        a ``trigger()`` was waiting for an answer on a
+    │                             connection that ended; the call may or may not have
+    │                             run, and a reconnect will not bring its answer
+    ├── IllegalTransition         (also a RuntimeError) a lifecycle event that the
+    │                             current state does not allow; names state and event
+    ├── InvocationError           a called function failed; ``code``, ``message`` and
+    │   │                         ``stacktrace`` are the error the engine relayed
+    │   ├── FunctionNotFound      ``function_not_found``: nobody serves that id there
+    │   ├── InvocationStopped     ``invocation_stopped``: the worker running it left
+    │   └── InvocationTimeout     (also a ``trio.TooSlowError``) code ``TIMEOUT``: no
+    │                             answer within the call's timeout
+    ├── RegistrationRejected      the engine refused a registration (``registrationrejected``);
+    │                             for ``WORKER_NAMESPACE_CONFLICT`` the worker has failed
+    ├── ReconnectFailed           ``reconnection_config.max_retries`` attempts failed; the
+    │                             worker has failed (``__cause__`` is the last error)
+    ├── SendBufferFull            the bounded offline buffer is full; the frame was
+    │                             refused, not queued, and nothing older was dropped
+    └── WorkerClosed              the worker has shut down (or failed): nothing can be
+                                  sent through it any more
 
 A peer that sends bad frames is expected (a version skew, a buggy client), so the
 protocol errors carry enough to log and skip. An ``IllegalTransition`` is always a
 bug in the code driving the state machine, never a peer's fault.
+
+Only the errors a worker cannot recover from leave ``async with register_worker()``:
+``RegistrationRejected`` for a worker-name conflict and ``ReconnectFailed``. They come
+out as themselves, never inside an exception group.
 """
 
 from __future__ import annotations
 
+import trio
+
 __all__ = [
     "ConnectionClosed",
+    "ConnectionLost",
     "FrameTooLarge",
+    "FunctionNotFound",
     "IIIError",
     "IllegalTransition",
+    "InvocationError",
+    "InvocationStopped",
+    "InvocationTimeout",
     "ProtocolError",
+    "ReconnectFailed",
+    "RegistrationRejected",
+    "SendBufferFull",
     "UnknownMessageType",
+    "WorkerClosed",
 ]
 
 
@@ -68,6 +100,16 @@ class ConnectionClosed(IIIError):
         self.reason = reason
 
 
+class ConnectionLost(ConnectionClosed):
+    """A call was waiting on a connection that ended; its answer can never arrive."""
+
+    def __init__(self, code: int, reason: str = "", *, function_id: str = "") -> None:
+        super().__init__(code, reason)
+        self.function_id = function_id
+        what = f"call to {function_id}" if function_id else "call"
+        self.args = (f"{what} lost with its connection ({code}{': ' + reason if reason else ''})",)
+
+
 class IllegalTransition(IIIError, RuntimeError):
     """A lifecycle event was applied in a state whose table has no edge for it."""
 
@@ -77,3 +119,73 @@ class IllegalTransition(IIIError, RuntimeError):
         self.machine = machine
         self.state = state
         self.event = event
+
+
+class InvocationError(IIIError):
+    """The called function (or the engine, on its behalf) answered with an error."""
+
+    def __init__(
+        self, code: str, message: str, stacktrace: str | None = None, *, function_id: str = ""
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.stacktrace = stacktrace
+        self.function_id = function_id
+
+
+class FunctionNotFound(InvocationError):
+    """``function_not_found``: no worker serves the id in the addressed namespace."""
+
+
+class InvocationStopped(InvocationError):
+    """``invocation_stopped``: the worker running the call disconnected mid-call.
+
+    Treat it as a cancellation: retrying fails until a worker serves the id again.
+    """
+
+
+class InvocationTimeout(InvocationError, trio.TooSlowError):
+    """No answer within the call's timeout (code ``TIMEOUT``); the call was given up."""
+
+
+class RegistrationRejected(IIIError):
+    """The engine refused a function id or this worker's name (``registrationrejected``)."""
+
+    def __init__(
+        self,
+        code: str,
+        namespace: str,
+        *,
+        worker_name: str | None = None,
+        function_id: str | None = None,
+        owner_worker_id: str = "",
+    ) -> None:
+        what = f"function {function_id!r}" if function_id else f"worker name {worker_name!r}"
+        owner = f" (owned by {owner_worker_id})" if owner_worker_id else ""
+        super().__init__(f"{code}: {what} in namespace {namespace!r} refused{owner}")
+        self.code = code
+        self.namespace = namespace
+        self.worker_name = worker_name
+        self.function_id = function_id
+        self.owner_worker_id = owner_worker_id
+
+
+class ReconnectFailed(IIIError):
+    """Every connection attempt allowed by ``max_retries`` failed."""
+
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"gave up after {attempts} failed connection attempts")
+        self.attempts = attempts
+
+
+class SendBufferFull(IIIError):
+    """The worker is offline and its bounded send buffer is full; the frame was refused."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(f"offline send buffer is full ({capacity} frames); nothing was sent")
+        self.capacity = capacity
+
+
+class WorkerClosed(IIIError):
+    """The worker has shut down or failed; ``__cause__`` says why when it failed."""

@@ -1,0 +1,137 @@
+"""How a worker is configured (``InitOptions``) and how the environment fills the gaps.
+
+The option names follow the iii docs' ``registerWorker()`` init options, in the
+Python SDK's snake_case; the environment variables are the official SDKs'.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = ["DEFAULT_ENGINE_URL", "InitOptions", "ReconnectionConfig", "resolve_url"]
+
+#: Where a worker connects when neither the argument nor ``III_URL`` says.
+DEFAULT_ENGINE_URL: Final = "ws://127.0.0.1:49134"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconnectionConfig:
+    """Exponential backoff between connection attempts.
+
+    The n-th retry waits ``min(initial_delay_ms * backoff_multiplier**(n-1), max_delay_ms)``
+    give or take ``jitter_factor`` of it; ``max_retries=-1`` retries forever.
+    """
+
+    initial_delay_ms: float = 1000
+    max_delay_ms: float = 30000
+    backoff_multiplier: float = 2.0
+    jitter_factor: float = 0.3
+    max_retries: int = -1
+
+    def __post_init__(self) -> None:
+        if self.initial_delay_ms < 0 or self.max_delay_ms < 0:
+            raise ValueError("reconnection delays must not be negative")
+        if self.backoff_multiplier < 1:
+            raise ValueError("backoff_multiplier must be at least 1")
+        if not 0 <= self.jitter_factor <= 1:
+            raise ValueError("jitter_factor must be between 0 and 1")
+        if self.max_retries < -1:
+            raise ValueError("max_retries must be -1 (forever) or a count")
+
+    def delay_ms(self, retry: int, rng: random.Random) -> float:
+        """How long to wait before retry number ``retry`` (1-based)."""
+        base = min(
+            self.initial_delay_ms * self.backoff_multiplier ** (retry - 1), self.max_delay_ms
+        )
+        return max(0.0, base * (1 + rng.uniform(-self.jitter_factor, self.jitter_factor)))
+
+    def exhausted(self, retries: int) -> bool:
+        """Whether ``retries`` reconnect attempts since the last good connection are all."""
+        return self.max_retries != -1 and retries >= self.max_retries
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitOptions:
+    """Everything a worker can be told; every field has a production default.
+
+    * ``worker_name``: shown by ``engine::workers::list``; ``III_WORKER_NAME`` wins over
+      it (the orchestrator's name), and ``"<hostname>:<pid>"`` is used when neither is set.
+    * ``invocation_timeout_ms``: default timeout of ``trigger()``; ``None`` waits forever.
+    * ``enable_metrics_reporting``: send CPU/memory/loop-lag gauges to the engine as
+      OTLP ``MTRC`` frames every ``metrics_interval_ms``.
+    * ``namespace``: the worker's namespace (else ``III_NAMESPACE``; else the engine's
+      ``default``). Calls and triggers default to it, ``engine::*`` calls to ``default``.
+    * ``headers``: extra upgrade headers; ``III_TOKEN`` adds ``Authorization: Bearer``
+      unless an ``Authorization`` header is given.
+    * ``propagate_trace_context``: carry ``traceparent``/``baggage`` from an invocation
+      into the calls its handler makes and into its result (off by default).
+    * ``max_concurrent_invocations``: handlers running at once; when they are all busy
+      the worker stops reading from the socket until one finishes.
+    * ``sync_handler_threads``: threads that run plain ``def`` handlers at once.
+    * ``send_buffer_frames``: frames that may wait to be written, per connection and
+      while offline; beyond it callers wait (online) or get ``SendBufferFull`` (offline).
+    * ``drain_timeout_ms``: how long shutdown lets running handlers finish before
+      cancelling them.
+    """
+
+    worker_name: str | None = None
+    description: str | None = None
+    invocation_timeout_ms: float | None = 30000
+    enable_metrics_reporting: bool = True
+    metrics_interval_ms: float = 10000
+    reconnection_config: ReconnectionConfig = field(default_factory=ReconnectionConfig)
+    namespace: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    propagate_trace_context: bool = False
+    max_concurrent_invocations: int = 100
+    sync_handler_threads: int = 8
+    send_buffer_frames: int = 1000
+    drain_timeout_ms: float = 10000
+    connect_timeout_ms: float = 10000
+    max_message_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.namespace is not None and not self.namespace.strip():
+            raise ValueError(
+                f"namespace is blank ({self.namespace!r}): give it a name, or leave it "
+                "unset to use III_NAMESPACE or the engine's default"
+            )
+        for name in ("max_concurrent_invocations", "sync_handler_threads", "send_buffer_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.invocation_timeout_ms is not None and self.invocation_timeout_ms <= 0:
+            raise ValueError("invocation_timeout_ms must be positive, or None for no timeout")
+
+    def resolved_name(self) -> str:
+        return os.environ.get("III_WORKER_NAME") or self.worker_name or default_worker_name()
+
+    def resolved_namespace(self) -> str | None:
+        if self.namespace is not None:
+            return self.namespace
+        # ``III_NAMESPACE=`` is how a shell says "unset", so a blank one is absent.
+        env = os.environ.get("III_NAMESPACE", "")
+        return env if env.strip() else None
+
+    def resolved_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        token = os.environ.get("III_TOKEN", "").strip()
+        if token and not any(key.lower() == "authorization" for key in headers):
+            headers["Authorization"] = f"Bearer {token}"
+        return headers
+
+
+def default_worker_name() -> str:
+    return f"{platform.node()}:{os.getpid()}"
+
+
+def resolve_url(url: str | None) -> str:
+    """The engine URL: the argument, else ``III_URL``, else ``ws://127.0.0.1:49134``."""
+    if url:
+        return url
+    env = os.environ.get("III_URL", "").strip()
+    return env or DEFAULT_ENGINE_URL

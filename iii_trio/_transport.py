@@ -1,0 +1,124 @@
+"""The seam between a worker and the network: swap the transport, keep the worker.
+
+A ``Transport`` opens one ``Connection`` per attempt, as an async context manager
+that owns whatever tasks and sockets the link needs. ``WebSocketTransport`` is
+the real one; ``engine_sim``'s ``engine.transport`` connects in memory, so a
+worker can be tested on Trio's virtual clock with no socket at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final, Protocol
+
+import trio
+import trio_websocket
+
+from ._exceptions import ConnectionClosed
+
+__all__ = ["Connection", "Transport", "WebSocketTransport"]
+
+#: Close code of a link that ended without a closing handshake.
+ABNORMAL_CLOSURE: Final = 1006
+
+
+class Connection(Protocol):
+    """One open link to the engine carrying whole WebSocket messages."""
+
+    async def send(self, frame: str | bytes) -> None:
+        """Send one message; raises ``ConnectionClosed`` once the link is gone."""
+        ...
+
+    async def receive(self) -> str | bytes:
+        """The next message; raises ``ConnectionClosed`` once the link is gone."""
+        ...
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close with a closing handshake."""
+        ...
+
+
+class Transport(Protocol):
+    """Opens connections to an engine URL."""
+
+    def connect(
+        self, url: str, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[Connection]:
+        """An async context manager holding one open connection.
+
+        Raises ``OSError``, ``ConnectionClosed`` or ``trio.TooSlowError`` (or any
+        ``IIIError``) when the connection cannot be made; the worker retries.
+        """
+        ...
+
+
+class _WebSocketConnection:
+    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+        self._ws = ws
+
+    async def send(self, frame: str | bytes) -> None:
+        try:
+            await self._ws.send_message(frame)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ConnectionClosed(ABNORMAL_CLOSURE, "link broken") from None
+
+    async def receive(self) -> str | bytes:
+        try:
+            return await self._ws.get_message()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.aclose(code, reason)
+
+
+def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
+    reason = exc.reason
+    if reason is None:
+        return ConnectionClosed(ABNORMAL_CLOSURE)
+    return ConnectionClosed(reason.code, reason.reason or "")
+
+
+class WebSocketTransport:
+    """Connects over WebSocket with trio-websocket.
+
+    ``connect_timeout`` bounds the TCP connect and upgrade, ``close_timeout`` the
+    closing handshake (seconds). Messages up to ``max_message_bytes`` are read.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 10.0,
+        close_timeout: float = 10.0,
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
+        self.max_message_bytes = max_message_bytes
+
+    @asynccontextmanager
+    async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
+        stream: trio.abc.Stream | None = None
+        try:
+            async with trio_websocket.open_websocket_url(
+                url,
+                extra_headers=[(k.encode(), v.encode()) for k, v in headers.items()],
+                message_queue_size=1,
+                max_message_size=self.max_message_bytes,
+                connect_timeout=self.connect_timeout,
+                disconnect_timeout=self.close_timeout,
+            ) as ws:
+                stream = ws._stream
+                yield _WebSocketConnection(ws)
+        except trio_websocket.HandshakeError as exc:
+            raise ConnectionClosed(ABNORMAL_CLOSURE, f"upgrade failed: {exc}") from exc
+        finally:
+            # trio-websocket leaves its TCP stream open when the engine closes first
+            # (it waits for a TCP close that never comes), so close it here.
+            if stream is not None:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()

@@ -1,0 +1,1152 @@
+"""The worker: one object that registers, calls and serves, across connections.
+
+Structure (every task lives in a nursery that bounds it):
+
+* ``register_worker`` owns a nursery running the *manager*. The manager makes one
+  connection attempt at a time, each in its own cancel scope; between attempts it
+  waits out the backoff of ``reconnection_config``.
+* Each open connection has a nursery of its own holding its writer, its reader,
+  its shutdown watcher, its metrics reporter and one task per inbound invocation,
+  each invocation in its own cancel scope. When the connection ends the nursery is
+  cancelled, so every handler of that connection is cancelled (its ``finally``
+  runs) and nothing it would have answered is sent on a later connection.
+* Frames go out through one bounded ``Outbox`` per connection, drained by its
+  writer; calls made while offline wait in a bounded offline ``Outbox`` and are
+  flushed by the next handshake. A caller that gives up takes its frame back.
+
+The only source of ``worker.state`` is ``WORKER_LIFECYCLE``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import random
+import traceback
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeVar, overload
+from uuid import UUID, uuid4
+
+import trio
+from pydantic import JsonValue, TypeAdapter
+
+from ._context import InvocationContext, _current
+from ._exceptions import (
+    ConnectionClosed,
+    ConnectionLost,
+    FunctionNotFound,
+    IIIError,
+    InvocationError,
+    InvocationStopped,
+    InvocationTimeout,
+    ProtocolError,
+    ReconnectFailed,
+    RegistrationRejected,
+    UnknownMessageType,
+    WorkerClosed,
+)
+from ._groups import unwrap_single
+from ._handlers import Handler, HandlerInputError, adapt_handler, to_json
+from ._lifecycle import (
+    WORKER_LIFECYCLE,
+    Event,
+    InvocationFinished,
+    InvocationStarted,
+    ReconnectScheduled,
+    RegistrationCompleted,
+    RegistrationStarted,
+    Rejected,
+    RetriesExhausted,
+    ShutdownCompleted,
+    ShutdownRequested,
+    SocketOpened,
+    StateMachine,
+    Transition,
+    WorkerState,
+)
+from ._lifecycle import (
+    ConnectionLost as LinkLost,
+)
+from ._metrics import report_metrics
+from ._options import InitOptions, resolve_url
+from ._outbox import Outbox, Outgoing
+from ._protocol._codec import decode, encode
+from ._protocol._constants import FUNCTION_NAMESPACE_CONFLICT
+from ._protocol._messages import (
+    EngineError,
+    InvocationResult,
+    InvokeFunction,
+    Message,
+    Reattach,
+    RegisterFunction,
+    RegisterTrigger,
+    RegisterTriggerType,
+    TriggerRegistrationResult,
+    UnregisterFunction,
+    UnregisterTrigger,
+    WorkerRegistered,
+)
+from ._protocol._messages import (
+    RegistrationRejected as RejectedMessage,
+)
+from ._protocol._types import EnqueueAction, ErrorBody, TriggerAction, VoidAction
+from ._registry import (
+    FunctionRegistration,
+    Registration,
+    Registry,
+    TriggerConfig,
+    TriggerRegistration,
+    TriggerTypeProvider,
+    TriggerTypeRegistration,
+)
+from ._transport import Connection, Transport, WebSocketTransport
+from ._version import __version__
+
+__all__ = ["ConnectionState", "EnqueueReceipt", "TransitionStream", "Worker", "register_worker"]
+
+log = logging.getLogger("iii_trio")
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Handler)
+
+#: What ``connection_state`` reports (the official SDKs' connection states).
+ConnectionState = Literal["connecting", "connected", "disconnected", "reconnecting", "failed"]
+
+_CONNECTION_STATE: Final[dict[WorkerState, ConnectionState]] = {
+    WorkerState.CONNECTING: "connecting",
+    WorkerState.CONNECTED: "connected",
+    WorkerState.REGISTERING: "connected",
+    WorkerState.READY: "connected",
+    WorkerState.EXECUTING: "connected",
+    WorkerState.DISCONNECTED: "disconnected",
+    WorkerState.RECONNECTING: "reconnecting",
+    WorkerState.FAILED: "failed",
+    WorkerState.SHUTTING_DOWN: "disconnected",
+    WorkerState.EXITED: "disconnected",
+}
+
+_ERRORS: Final[dict[str, type[InvocationError]]] = {
+    "function_not_found": FunctionNotFound,
+    "invocation_stopped": InvocationStopped,
+}
+
+#: Ids that resolve in ``default`` unless a call names another namespace.
+_ENGINE_PREFIXES: Final = ("engine::", "configuration::")
+
+_USE_DEFAULT: Final = object()
+
+
+@dataclass(frozen=True)
+class EnqueueReceipt:
+    """The engine's receipt for a durable ``enqueue``."""
+
+    message_receipt_id: str
+
+
+class TransitionStream:
+    """Lifecycle transitions as they happen: ``async for t in worker.transitions()``.
+
+    It ends after a terminal state. It buffers ``buffer`` transitions for a slow
+    reader; one that falls further behind gets ``trio.TooSlowError`` rather than a
+    silently incomplete history.
+    """
+
+    def __init__(self, buffer: int) -> None:
+        self._items: deque[Transition[WorkerState]] = deque()
+        self._buffer = buffer
+        self._overflow = False
+        self._ended = False
+        self._changed = trio.Event()
+
+    def _push(self, transition: Transition[WorkerState]) -> None:
+        if len(self._items) >= self._buffer:
+            self._overflow = True
+        else:
+            self._items.append(transition)
+        if transition.target in WORKER_LIFECYCLE.terminal:
+            self._ended = True
+        self._changed.set()
+
+    def __aiter__(self) -> TransitionStream:
+        return self
+
+    async def __anext__(self) -> Transition[WorkerState]:
+        while not self._items:
+            if self._overflow:
+                raise trio.TooSlowError("the transition stream fell behind its buffer")
+            if self._ended:
+                raise StopAsyncIteration
+            await self._changed.wait()
+            self._changed = trio.Event()
+        return self._items.popleft()
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A ``trigger()`` waiting for its answer."""
+
+    function_id: str
+    done: trio.Event = field(default_factory=trio.Event)
+    live: _Live | None = None
+    answer: InvocationResult | None = None
+    error: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+@dataclass(eq=False)
+class _Live:
+    """One open connection and what is scoped to it."""
+
+    connection: Connection
+    outbox: Outbox
+    nursery: trio.Nursery | None = None
+    send_lock: trio.Lock = field(default_factory=trio.Lock)
+    invocations: dict[str, trio.CancelScope] = field(default_factory=dict)
+    changed: trio.Event = field(default_factory=trio.Event)
+    lost: ConnectionClosed | None = None
+    fatal: RegistrationRejected | None = None
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def end(self) -> None:
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+
+class Worker:
+    """A worker connected (or connecting) to an iii engine. Get one from ``register_worker``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        options: InitOptions | None = None,
+        *,
+        transport: Transport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.options = options = options or InitOptions()
+        self.url = resolve_url(url)
+        self.name = options.resolved_name()
+        self.namespace = options.resolved_namespace()
+        self._headers = options.resolved_headers()
+        self._transport: Transport = transport or WebSocketTransport(
+            connect_timeout=options.connect_timeout_ms / 1000,
+            close_timeout=options.connect_timeout_ms / 1000,
+            max_message_bytes=options.max_message_bytes,
+        )
+        self._rng = rng or random.Random()
+        self._machine = StateMachine(WORKER_LIFECYCLE)
+        self._state_changed = trio.Event()
+        self._streams: weakref.WeakSet[TransitionStream] = weakref.WeakSet()
+        self._listeners: list[Callable[[ConnectionState], None]] = []
+        self._registry = Registry()
+        self._pending: dict[str, _Pending] = {}
+        self._offline = Outbox(options.send_buffer_frames)
+        self._live: _Live | None = None
+        self._handler_slots = trio.CapacityLimiter(options.max_concurrent_invocations)
+        self._threads = trio.CapacityLimiter(options.sync_handler_threads)
+        self._attempt_scope: trio.CancelScope | None = None
+        self._shutdown_requested = trio.Event()
+        self._stopped = trio.Event()
+        self._failure: IIIError | None = None
+        #: The engine's id for this worker's current (or last) connection.
+        self.worker_id: str | None = None
+        self._reattach_token: str | None = None
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> WorkerState:
+        """Where the worker is in ``WORKER_LIFECYCLE``."""
+        return self._machine.state
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        return _CONNECTION_STATE[self._machine.state]
+
+    def transitions(self, *, buffer: int = 1024) -> TransitionStream:
+        """An async iterator over every lifecycle transition from now on."""
+        stream = TransitionStream(buffer)
+        self._streams.add(stream)
+        return stream
+
+    def on_connection_state(
+        self, listener: Callable[[ConnectionState], None]
+    ) -> Callable[[], None]:
+        """Call ``listener(state)`` on each change of ``connection_state``; returns an unsubscribe."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _apply(self, event: Event) -> None:
+        before = self.connection_state
+        transition = self._machine.apply(event)
+        log.debug("worker %s: %s", self.name, transition)
+        self._state_changed.set()
+        self._state_changed = trio.Event()
+        for stream in list(self._streams):
+            stream._push(transition)
+        after = self.connection_state
+        if after != before:
+            for listener in list(self._listeners):
+                try:
+                    listener(after)
+                except Exception:
+                    log.exception("connection state listener failed")
+
+    async def ready(self) -> None:
+        """Wait until the worker is connected and registered (``ready`` or ``executing``).
+
+        Raises the failure if the worker fails, ``WorkerClosed`` if it has shut down.
+        """
+        while True:
+            state = self.state
+            if state in (WorkerState.READY, WorkerState.EXECUTING):
+                return
+            self._raise_if_closed()
+            await self._state_changed.wait()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled; raises the worker's failure if it fails."""
+        while True:
+            self._raise_if_closed()
+            await self._state_changed.wait()
+
+    def _raise_if_closed(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        if self.state in (WorkerState.EXITED, WorkerState.SHUTTING_DOWN) and self._live is None:
+            raise WorkerClosed("the worker has shut down")
+
+    # -- registration -----------------------------------------------------------------------
+
+    def function(
+        self, function_id: str, *, description: str | None = None, metadata: JsonValue = None
+    ) -> Callable[[F], F]:
+        """Decorator form of ``register_function``; returns the handler unchanged."""
+
+        def decorate(handler: F) -> F:
+            self.register_function(function_id, handler, description=description, metadata=metadata)
+            return handler
+
+        return decorate
+
+    def register_function(
+        self,
+        function_id: str,
+        handler: Handler,
+        *,
+        description: str | None = None,
+        metadata: JsonValue = None,
+        request_format: JsonValue = None,
+        response_format: JsonValue = None,
+    ) -> Registration:
+        """Serve ``function_id`` with ``handler`` (async or plain; see ``iii_trio``'s docs).
+
+        The formats default to the JSON schemas of the handler's pydantic models.
+        """
+        if not function_id:
+            raise ValueError("function_id must not be empty")
+        if function_id in self._registry.functions:
+            raise ValueError(f"function {function_id!r} is already registered on this worker")
+        adapted = adapt_handler(handler, self._threads)
+        message = RegisterFunction(
+            id=function_id,
+            description=description,
+            request_format=request_format if request_format is not None else adapted.request_format,
+            response_format=(
+                response_format if response_format is not None else adapted.response_format
+            ),
+            metadata=metadata,
+        )
+        encode(message)  # refuse a non-JSON description or metadata now, not on connect
+        registration = FunctionRegistration(message, adapted)
+        self._registry.functions[function_id] = registration
+        self._send_control(message)
+
+        def remove() -> None:
+            if self._registry.functions.get(function_id) is registration:
+                del self._registry.functions[function_id]
+                self._send_control(UnregisterFunction(id=function_id))
+
+        return Registration("function", function_id, remove)
+
+    def register_trigger_type(
+        self,
+        trigger_type_id: str,
+        provider: TriggerTypeProvider,
+        *,
+        description: str = "",
+        trigger_request_format: JsonValue = None,
+        call_request_format: JsonValue = None,
+    ) -> Registration:
+        """Provide a trigger type: the engine sends ``provider`` the bindings to run.
+
+        The engine has no message to withdraw a trigger type, so ``unregister()``
+        stops answering for it here and stops re-registering it on reconnect.
+        """
+        if not trigger_type_id:
+            raise ValueError("trigger_type_id must not be empty")
+        if trigger_type_id in self._registry.trigger_types:
+            raise ValueError(f"trigger type {trigger_type_id!r} is already registered")
+        message = RegisterTriggerType(
+            id=trigger_type_id,
+            description=description,
+            trigger_request_format=trigger_request_format,
+            call_request_format=call_request_format,
+            namespace=self.namespace,
+        )
+        encode(message)
+        registration = TriggerTypeRegistration(message, provider)
+        self._registry.trigger_types[trigger_type_id] = registration
+        self._send_control(message)
+
+        def remove() -> None:
+            if self._registry.trigger_types.get(trigger_type_id) is registration:
+                del self._registry.trigger_types[trigger_type_id]
+
+        return Registration("trigger type", trigger_type_id, remove)
+
+    def register_trigger(
+        self,
+        trigger_type: str,
+        function_id: str,
+        config: JsonValue = None,
+        *,
+        id: str | None = None,
+        metadata: JsonValue = None,
+        namespace: str | None = None,
+        trigger_namespace: str | None = None,
+    ) -> Registration:
+        """Bind ``function_id`` (in ``namespace``, default the worker's) to a trigger type."""
+        trigger_id = id or str(uuid4())
+        if trigger_id in self._registry.triggers:
+            raise ValueError(f"trigger {trigger_id!r} is already registered")
+        message = RegisterTrigger(
+            id=trigger_id,
+            trigger_type=trigger_type,
+            function_id=function_id,
+            config=to_json(config),
+            metadata=metadata,
+            namespace=self._home_namespace(namespace),
+            trigger_namespace=trigger_namespace,
+        )
+        encode(message)
+        registration = TriggerRegistration(message)
+        self._registry.triggers[trigger_id] = registration
+
+        def remove() -> None:
+            if self._registry.triggers.get(trigger_id) is registration:
+                del self._registry.triggers[trigger_id]
+                self._send_control(UnregisterTrigger(id=trigger_id, trigger_type=trigger_type))
+
+        self._send_control(message)
+        return Registration("trigger", trigger_id, remove)
+
+    def _send_control(self, message: Message) -> None:
+        """Send a registration change on the live connection; offline, the replay covers it."""
+        live = self._live
+        if live is not None and live.lost is None:
+            live.outbox.put_nowait(Outgoing(encode(message)), control=True)
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    @overload
+    async def trigger(
+        self,
+        function_id: str,
+        data: Any = None,
+        *,
+        result_type: type[T],
+        timeout: float | object | None = _USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        namespace: str | None = None,
+        metadata: JsonValue = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> T: ...
+
+    @overload
+    async def trigger(
+        self,
+        function_id: str,
+        data: Any = None,
+        *,
+        result_type: None = None,
+        timeout: float | object | None = _USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        namespace: str | None = None,
+        metadata: JsonValue = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> JsonValue: ...
+
+    async def trigger(
+        self,
+        function_id: str,
+        data: Any = None,
+        *,
+        result_type: type[Any] | None = None,
+        timeout: float | object | None = _USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        namespace: str | None = None,
+        metadata: JsonValue = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> Any:
+        """Call ``function_id`` and return its result (validated into ``result_type``).
+
+        ``timeout`` is in seconds (default ``invocation_timeout_ms``; ``None`` waits
+        forever). ``data`` may be a pydantic model. Raises an ``InvocationError``
+        (``FunctionNotFound``, ``InvocationStopped``, ``InvocationTimeout``) for a
+        failed call, ``ConnectionLost`` if the connection drops while it waits.
+        """
+        answer = await self._call(
+            function_id, data, None, timeout, namespace, metadata, traceparent, baggage
+        )
+        if result_type is None:
+            return answer
+        return TypeAdapter(result_type).validate_python(answer)
+
+    async def trigger_void(
+        self,
+        function_id: str,
+        data: Any = None,
+        *,
+        namespace: str | None = None,
+        metadata: JsonValue = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> None:
+        """Fire and forget: returns once the call is queued; nobody answers it."""
+        self._raise_if_closed()
+        message = self._invoke_message(
+            function_id, data, None, VoidAction(), namespace, metadata, traceparent, baggage
+        )
+        await self._submit(Outgoing(encode(message)), None)
+
+    async def enqueue(
+        self,
+        function_id: str,
+        data: Any = None,
+        *,
+        queue: str,
+        timeout: float | object | None = _USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        namespace: str | None = None,
+        metadata: JsonValue = None,
+    ) -> EnqueueReceipt:
+        """Hand the call to the engine's durable queue ``queue``; returns its receipt."""
+        answer = await self._call(
+            function_id, data, EnqueueAction(queue=queue), timeout, namespace, metadata, None, None
+        )
+        if not isinstance(answer, dict) or not isinstance(answer.get("messageReceiptId"), str):
+            raise InvocationError("invalid_response", f"not an enqueue receipt: {answer!r}")
+        return EnqueueReceipt(str(answer["messageReceiptId"]))
+
+    def _home_namespace(self, explicit: str | None) -> str | None:
+        if explicit is not None and not explicit.strip():
+            raise ValueError(f"namespace is blank ({explicit!r}); leave it unset instead")
+        return explicit if explicit is not None else self.namespace
+
+    def _invoke_message(
+        self,
+        function_id: str,
+        data: Any,
+        invocation_id: UUID | None,
+        action: TriggerAction | None,
+        namespace: str | None,
+        metadata: JsonValue,
+        traceparent: str | None,
+        baggage: str | None,
+    ) -> InvokeFunction:
+        resolved = self._home_namespace(namespace)
+        if namespace is None and function_id.startswith(_ENGINE_PREFIXES):
+            resolved = "default"
+        current = _current.get()
+        if self.options.propagate_trace_context and current is not None:
+            traceparent = traceparent or current.traceparent
+            baggage = baggage or current.baggage
+        return InvokeFunction(
+            invocation_id=invocation_id,
+            function_id=function_id,
+            data=to_json(data),
+            traceparent=traceparent,
+            baggage=baggage,
+            action=action,
+            metadata=metadata,
+            namespace=resolved,
+        )
+
+    async def _call(
+        self,
+        function_id: str,
+        data: Any,
+        action: TriggerAction | None,
+        timeout: float | object | None,  # noqa: ASYNC109
+        namespace: str | None,
+        metadata: JsonValue,
+        traceparent: str | None,
+        baggage: str | None,
+    ) -> JsonValue:
+        self._raise_if_closed()
+        invocation_id = uuid4()
+        key = str(invocation_id)
+        message = self._invoke_message(
+            function_id, data, invocation_id, action, namespace, metadata, traceparent, baggage
+        )
+        item = Outgoing(encode(message))
+        pending = _Pending(function_id)
+        item.tag = pending
+        seconds = self._timeout(timeout)
+        self._pending[key] = pending
+        try:
+            with trio.move_on_after(seconds) as scope:
+                await self._submit(item, pending)
+                await pending.done.wait()
+        finally:
+            # Whatever ended the wait, the call is over for us: nothing stale may follow.
+            del self._pending[key]
+            item.withdraw()
+        if scope.cancelled_caught and not pending.done.is_set():
+            millis = round(seconds * 1000)
+            raise InvocationTimeout(
+                "TIMEOUT", f"invocation timed out after {millis}ms", function_id=function_id
+            )
+        if pending.error is not None:
+            raise pending.error
+        answer = pending.answer
+        assert answer is not None
+        if answer.error is not None:
+            error = answer.error
+            kind = _ERRORS.get(error.code, InvocationError)
+            raise kind(error.code, error.message, error.stacktrace, function_id=function_id)
+        return answer.result
+
+    def _timeout(self, timeout: float | object | None) -> float:
+        if timeout is _USE_DEFAULT:
+            millis = self.options.invocation_timeout_ms
+            return math.inf if millis is None else millis / 1000
+        if timeout is None:
+            return math.inf
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds or None: {timeout!r}")
+        return float(timeout)
+
+    async def _submit(self, item: Outgoing, pending: _Pending | None) -> None:
+        """Queue a call frame on the live connection, else in the offline buffer."""
+        live = self._live
+        if live is not None and live.lost is None:
+            if pending is not None:
+                pending.live = live
+            await live.outbox.put(item)
+        else:
+            self._offline.put_nowait(item)
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    async def list_workers(self) -> list[dict[str, JsonValue]]:
+        """``engine::workers::list``: the connected workers that announced themselves."""
+        return await self._list("engine::workers::list", {}, "workers")
+
+    async def list_functions(self, *, include_internal: bool = False) -> list[dict[str, JsonValue]]:
+        """``engine::functions::list``: every registered function."""
+        return await self._list(
+            "engine::functions::list", {"include_internal": include_internal}, "functions"
+        )
+
+    async def list_trigger_types(
+        self, *, include_internal: bool = False
+    ) -> list[dict[str, JsonValue]]:
+        """``engine::triggers::list``: the trigger types on offer."""
+        return await self._list(
+            "engine::triggers::list", {"include_internal": include_internal}, "triggers"
+        )
+
+    async def list_triggers(self, *, include_internal: bool = False) -> list[dict[str, JsonValue]]:
+        """``engine::registered-triggers::list``: the bindings (trigger instances)."""
+        return await self._list(
+            "engine::registered-triggers::list", {"include_internal": include_internal}, "triggers"
+        )
+
+    async def _list(
+        self, function_id: str, data: JsonValue, key: str
+    ) -> list[dict[str, JsonValue]]:
+        answer = await self.trigger(function_id, data)
+        items = answer.get(key) if isinstance(answer, dict) else None
+        if not isinstance(items, list):
+            raise InvocationError("invalid_response", f"{function_id} answered {answer!r}")
+        return [item for item in items if isinstance(item, dict)]
+
+    @asynccontextmanager
+    async def watch_workers(
+        self, *, buffer: int = 100
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[JsonValue]]:
+        """``engine::workers-available`` events while the block runs (``async for``).
+
+        Registers a private function bound to the trigger type, and removes both on
+        exit. A slow reader holds up that function's invocations (backpressure).
+        """
+        async with self._watch("engine::workers-available", buffer) as events:
+            yield events
+
+    @asynccontextmanager
+    async def watch_functions(
+        self, *, buffer: int = 100
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[JsonValue]]:
+        """``engine::functions-available`` events (the engine polls, every 5 s by default)."""
+        async with self._watch("engine::functions-available", buffer) as events:
+            yield events
+
+    @asynccontextmanager
+    async def _watch(
+        self, trigger_type: str, buffer: int
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[JsonValue]]:
+        send, receive = trio.open_memory_channel[JsonValue](buffer)
+        function_id = f"iii_trio::watch::{uuid4()}"
+
+        async def deliver(data: JsonValue) -> None:
+            await send.send(data)
+
+        function = self.register_function(
+            function_id, deliver, description=f"{trigger_type} events"
+        )
+        binding = self.register_trigger(trigger_type, function_id, {}, namespace="default")
+        try:
+            async with receive:
+                yield receive
+        finally:
+            binding.unregister()
+            function.unregister()
+            send.close()
+
+    # -- running ----------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """The manager: connection attempts one after another, with backoff in between."""
+        config = self.options.reconnection_config
+        retries = 0
+        try:
+            while not self._shutdown_requested.is_set():
+                opened = await self._attempt()
+                if opened:
+                    retries = 0
+                if self._shutdown_requested.is_set():
+                    break
+                if config.exhausted(retries):
+                    self._apply(RetriesExhausted(attempts=retries + 1))
+                    raise self._fail(ReconnectFailed(retries + 1))
+                retries += 1
+                delay = config.delay_ms(retries, self._rng)
+                self._apply(ReconnectScheduled(attempt=retries, delay_ms=delay))
+                log.info("worker %s: reconnecting in %.0f ms (retry %d)", self.name, delay, retries)
+                with trio.CancelScope() as self._attempt_scope:
+                    if self._shutdown_requested.is_set():
+                        self._attempt_scope.cancel()
+                    await trio.sleep(delay / 1000)
+        finally:
+            self._stopped.set()
+
+    async def _attempt(self) -> bool:
+        """One connection, from dialling to its end; whether the handshake got through."""
+        opened = False
+        live: _Live | None = None
+        with trio.CancelScope() as self._attempt_scope:
+            if self._shutdown_requested.is_set():
+                self._attempt_scope.cancel()
+            try:
+                async with self._transport.connect(self.url, self._headers) as connection:
+                    # From here shutdown drains the connection instead of cancelling it.
+                    self._attempt_scope = None
+                    live = _Live(connection, Outbox(self.options.send_buffer_frames))
+                    self._apply(SocketOpened())
+                    opened = await self._serve(live)
+            except (OSError, ConnectionClosed, trio.TooSlowError) as exc:
+                log.info("worker %s: connection failed or lost: %s", self.name, exc)
+                if live is not None:
+                    self._lose(live, exc if isinstance(exc, ConnectionClosed) else None)
+        if live is not None:
+            self._lose(live, None)
+            if self._live is live:
+                self._live = None
+            if live.fatal is not None and self.state is not WorkerState.SHUTTING_DOWN:
+                self._apply(Rejected(live.fatal.code))
+                raise self._fail(live.fatal)
+        self._apply(LinkLost(reason=str(live.lost) if live and live.lost else "connect failed"))
+        return opened
+
+    def _fail(self, error: IIIError) -> IIIError:
+        """The worker cannot go on: every waiting call gets ``error``, which is returned."""
+        self._failure = error
+        for pending in self._pending.values():
+            pending.fail(error)
+        self._offline.take_all()
+        return error
+
+    def _lose(self, live: _Live, error: ConnectionClosed | None) -> None:
+        """The connection is gone: its calls fail now, its tasks are cancelled."""
+        if live.lost is None:
+            live.lost = error or ConnectionClosed(1006, "connection ended")
+        live.outbox.take_all()
+        for pending in self._pending.values():
+            if pending.live is live:
+                pending.fail(
+                    ConnectionLost(
+                        live.lost.code, live.lost.reason, function_id=pending.function_id
+                    )
+                )
+        live.end()
+
+    async def _serve(self, live: _Live) -> bool:
+        connection = live.connection
+        self._apply(RegistrationStarted())
+        first: list[Message] = []
+        if self.worker_id is not None:
+            first.append(
+                Reattach(previous_worker_id=self.worker_id, reattach_token=self._reattach_token)
+            )
+        first.extend(self._registry.replay())
+        # From this moment new registrations and calls queue on this connection.
+        self._live = live
+        queued = self._offline.take_all()
+        for message in first:
+            await connection.send(encode(message))
+        for item in queued:
+            if isinstance(item.tag, _Pending):
+                item.tag.live = live
+        for item in queued:
+            await connection.send(item.frame)
+        await connection.send(encode(self._announcement()))
+        self._apply(RegistrationCompleted())
+        async with trio.open_nursery() as nursery:
+            live.nursery = nursery
+            nursery.start_soon(self._write_loop, live)
+            nursery.start_soon(self._read_loop, live)
+            nursery.start_soon(self._drain_on_shutdown, live)
+            if self.options.enable_metrics_reporting:
+                nursery.start_soon(report_metrics, self, live.outbox)
+        return True
+
+    def _announcement(self) -> InvokeFunction:
+        data: dict[str, JsonValue] = {
+            "runtime": "python",
+            "version": __version__,
+            "name": self.name,
+            "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
+            "pid": os.getpid(),
+            "isolation": os.environ.get("III_ISOLATION") or None,
+            "namespace": self.namespace,
+            "telemetry": {
+                "language": os.environ.get("LANG", "").split(".")[0] or None,
+                "project_name": None,
+                "framework": "iii-trio",
+            },
+        }
+        if self.options.description:
+            data["description"] = self.options.description
+        return InvokeFunction(
+            function_id="engine::workers::register", data=data, action=VoidAction()
+        )
+
+    async def _write_loop(self, live: _Live) -> None:
+        try:
+            while True:
+                item = await live.outbox.get()
+                async with live.send_lock:
+                    await live.connection.send(item.frame)
+        except ConnectionClosed as exc:
+            self._lose(live, exc)
+
+    async def _read_loop(self, live: _Live) -> None:
+        try:
+            while True:
+                frame = await live.connection.receive()
+                try:
+                    message = decode(frame, max_size=self.options.max_message_bytes)
+                except UnknownMessageType as exc:
+                    log.debug("worker %s: skipped a frame: %s", self.name, exc)
+                    continue
+                except ProtocolError as exc:
+                    log.warning("worker %s: skipped a malformed frame: %s", self.name, exc)
+                    continue
+                await self._dispatch(live, message)
+        except ConnectionClosed as exc:
+            self._lose(live, exc)
+
+    async def _dispatch(self, live: _Live, message: Message) -> None:
+        match message:
+            case InvokeFunction():
+                if self._shutdown_requested.is_set():
+                    await self._refuse_during_shutdown(live, message)
+                    return
+                slot = object()
+                await self._handler_slots.acquire_on_behalf_of(slot)
+                assert live.nursery is not None
+                live.nursery.start_soon(self._invoke, live, message, slot)
+            case InvocationResult():
+                pending = self._pending.get(str(message.invocation_id))
+                if pending is not None and pending.live is live and not pending.done.is_set():
+                    pending.answer = message
+                    pending.done.set()
+            case WorkerRegistered():
+                self.worker_id = message.worker_id
+                self._reattach_token = message.reattach_token
+            case RegisterTrigger():
+                await self._provide(live, message, start=True)
+            case UnregisterTrigger():
+                await self._provide(live, message, start=False)
+            case TriggerRegistrationResult():
+                self._binding_refused(message)
+            case RejectedMessage():
+                self._rejected(live, message)
+            case EngineError():
+                log.error("worker %s: engine refused the connection: %s", self.name, message.error)
+            case _:
+                pass  # pong, and messages only an engine reads
+
+    def _rejected(self, live: _Live, message: RejectedMessage) -> None:
+        error = RegistrationRejected(
+            message.code,
+            message.namespace,
+            worker_name=message.worker_name,
+            function_id=message.function_id,
+            owner_worker_id=message.owner_worker_id,
+        )
+        if message.code == FUNCTION_NAMESPACE_CONFLICT and message.function_id is not None:
+            log.warning("worker %s: %s", self.name, error)
+            registration = self._registry.functions.get(message.function_id)
+            if registration is not None:
+                registration.rejected = error
+            return
+        log.error("worker %s: %s; giving up", self.name, error)
+        live.fatal = error
+        self._fail(error)
+        live.end()
+
+    def _binding_refused(self, message: TriggerRegistrationResult) -> None:
+        registration = self._registry.triggers.get(message.id)
+        if message.error is None or registration is None:
+            return
+        registration.error = message.error
+        log.error(
+            "worker %s: trigger %s (%s) refused: %s: %s",
+            self.name,
+            message.id,
+            message.trigger_type,
+            message.error.code,
+            message.error.message,
+        )
+
+    async def _provide(
+        self, live: _Live, message: RegisterTrigger | UnregisterTrigger, *, start: bool
+    ) -> None:
+        registration = self._registry.trigger_types.get(message.trigger_type or "")
+        if registration is None:
+            return  # as the official SDK: a type we do not provide gets no answer
+        slot = object()
+        await self._handler_slots.acquire_on_behalf_of(slot)
+        assert live.nursery is not None
+        live.nursery.start_soon(self._run_provider, live, registration, message, slot)
+
+    async def _run_provider(
+        self,
+        live: _Live,
+        registration: TriggerTypeRegistration,
+        message: RegisterTrigger | UnregisterTrigger,
+        slot: object,
+    ) -> None:
+        try:
+            if isinstance(message, UnregisterTrigger):
+                trigger = registration.bindings.pop(message.id, None) or TriggerConfig(
+                    id=message.id, trigger_type=registration.message.id, function_id="", config=None
+                )
+                try:
+                    await registration.provider.unregister_trigger(trigger)
+                except Exception:
+                    log.exception("worker %s: unregister hook failed for %s", self.name, message.id)
+                return
+            trigger = TriggerConfig(
+                id=message.id,
+                trigger_type=message.trigger_type,
+                function_id=message.function_id,
+                config=message.config,
+                metadata=message.metadata,
+                namespace=message.namespace,
+            )
+            error: ErrorBody | None = None
+            try:
+                await registration.provider.register_trigger(trigger)
+                registration.bindings[trigger.id] = trigger
+            except Exception as exc:
+                log.warning("worker %s: refused trigger %s: %s", self.name, message.id, exc)
+                error = ErrorBody(code="trigger_registration_failed", message=str(exc))
+            reply = TriggerRegistrationResult(
+                id=message.id,
+                trigger_type=message.trigger_type,
+                function_id=message.function_id,
+                error=error,
+            )
+            await live.outbox.put(Outgoing(encode(reply)))
+        finally:
+            self._handler_slots.release_on_behalf_of(slot)
+
+    async def _refuse_during_shutdown(self, live: _Live, message: InvokeFunction) -> None:
+        if message.invocation_id is None:
+            return
+        error = ErrorBody(code="invocation_stopped", message="Worker is shutting down")
+        reply = InvocationResult(
+            invocation_id=message.invocation_id, function_id=message.function_id, error=error
+        )
+        await live.outbox.put(Outgoing(encode(reply)))
+
+    async def _invoke(self, live: _Live, message: InvokeFunction, slot: object) -> None:
+        try:
+            if self._shutdown_requested.is_set():
+                # It waited for a handler slot while shutdown began.
+                await self._refuse_during_shutdown(live, message)
+                return
+            registration = self._registry.functions.get(message.function_id)
+            if registration is None:
+                missing = ErrorBody(
+                    code="function_not_found", message=f"Function '{message.function_id}' not found"
+                )
+                await self._answer(live, message, None, missing)
+                return
+            key = str(message.invocation_id or uuid4())
+            with trio.CancelScope() as scope:
+                live.invocations[key] = scope
+                self._apply(InvocationStarted(key))
+                try:
+                    result, error = await self._run_handler(registration, message)
+                finally:
+                    del live.invocations[key]
+                    live.notify()
+                    if key in self._machine.in_flight:
+                        self._apply(InvocationFinished(key))
+            if not scope.cancelled_caught:
+                await self._answer(live, message, result, error)
+        finally:
+            self._handler_slots.release_on_behalf_of(slot)
+
+    async def _run_handler(
+        self, registration: FunctionRegistration, message: InvokeFunction
+    ) -> tuple[JsonValue, ErrorBody | None]:
+        context = InvocationContext(
+            invocation_id=str(message.invocation_id) if message.invocation_id else None,
+            function_id=message.function_id,
+            metadata=message.metadata,
+            traceparent=message.traceparent,
+            baggage=message.baggage,
+        )
+        token = _current.set(context)
+        try:
+            return await registration.handler.run(message.data, message.metadata), None
+        except HandlerInputError as exc:
+            text = f"Failed to deserialize input for {message.function_id}: {exc}"
+            return None, ErrorBody(code="deserialization_error", message=text)
+        except Exception as exc:
+            log.debug("worker %s: handler %s raised", self.name, message.function_id, exc_info=True)
+            return None, ErrorBody(
+                code="invocation_failed", message=str(exc), stacktrace=traceback.format_exc()
+            )
+        finally:
+            _current.reset(token)
+
+    async def _answer(
+        self, live: _Live, message: InvokeFunction, result: JsonValue, error: ErrorBody | None
+    ) -> None:
+        if message.invocation_id is None:
+            return
+        trace = self.options.propagate_trace_context
+        reply = InvocationResult(
+            invocation_id=message.invocation_id,
+            function_id=message.function_id,
+            result=result,
+            error=error,
+            traceparent=message.traceparent if trace else None,
+            baggage=message.baggage if trace else None,
+        )
+        try:
+            frame = encode(reply)
+        except ProtocolError as exc:
+            failure = ErrorBody(code="serialization_error", message=f"result is not JSON: {exc}")
+            frame = encode(reply.model_copy(update={"result": None, "error": failure}))
+        await live.outbox.put(Outgoing(frame))
+
+    # -- shutdown ---------------------------------------------------------------------------------
+
+    async def _drain_on_shutdown(self, live: _Live) -> None:
+        await self._shutdown_requested.wait()
+        with trio.move_on_after(self.options.drain_timeout_ms / 1000):
+            while live.invocations:
+                await live.changed.wait()
+        for scope in live.invocations.values():
+            scope.cancel()
+        while live.invocations:
+            await live.changed.wait()
+        closed = WorkerClosed("the worker shut down while the call was waiting")
+        for pending in self._pending.values():
+            if pending.live is live:
+                pending.fail(closed)
+        with trio.move_on_after(self.options.connect_timeout_ms / 1000):
+            await live.outbox.wait_empty()
+            async with live.send_lock:
+                await live.connection.aclose(1000, "worker shutting down")
+        live.end()
+
+    async def _shutdown(self) -> None:
+        if self.state not in WORKER_LIFECYCLE.terminal:
+            self._apply(ShutdownRequested())
+        self._shutdown_requested.set()
+        if self._attempt_scope is not None:
+            self._attempt_scope.cancel()
+        await self._stopped.wait()
+        closed = WorkerClosed("the worker shut down while the call was waiting")
+        for pending in self._pending.values():
+            pending.fail(closed)
+        self._offline.take_all()
+        if self.state is WorkerState.SHUTTING_DOWN:
+            self._apply(ShutdownCompleted())
+
+
+@asynccontextmanager
+async def register_worker(
+    url: str | None = None,
+    options: InitOptions | None = None,
+    *,
+    transport: Transport | None = None,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Worker]:
+    """Connect a worker for the duration of the block; leaving it shuts the worker down.
+
+    ``url`` defaults to ``III_URL``, then ``ws://127.0.0.1:49134``. The block starts
+    at once: register functions and triggers in it and they are sent as soon as
+    the connection is up (``await worker.ready()`` waits for that). On leaving,
+    running handlers get ``drain_timeout_ms`` to finish and are then cancelled.
+    If the worker fails for good (``RegistrationRejected`` for its name,
+    ``ReconnectFailed``), the block is cancelled and that error is raised here.
+    ``transport`` replaces the WebSocket (``engine_sim``'s ``engine.transport``).
+    """
+    worker = Worker(url, options, transport=transport, rng=rng)
+    with unwrap_single():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker._run)
+            try:
+                yield worker
+            finally:
+                # Bounded by the drain and close timeouts; it must run even when the
+                # block was cancelled, or handlers would be abandoned mid-call.
+                with trio.CancelScope(shield=True):
+                    await worker._shutdown()
