@@ -141,6 +141,10 @@ _ENGINE_PREFIXES: Final = ("engine::", "configuration::")
 
 _USE_DEFAULT: Final = object()
 
+#: Why a call that arrives while the worker drains is refused (as ``invocation_stopped``,
+#: what its caller would get from the engine had the worker already left).
+_SHUTTING_DOWN: Final = "Worker is shutting down"
+
 
 @dataclass(frozen=True)
 class EnqueueReceipt:
@@ -285,7 +289,7 @@ class Worker:
     def on_connection_state(
         self, listener: Callable[[ConnectionState], None]
     ) -> Callable[[], None]:
-        """Call ``listener(state)`` on each change of ``connection_state``; returns an unsubscribe."""
+        """Call ``listener(state)`` when ``connection_state`` changes; returns an unsubscribe."""
         self._listeners.append(listener)
 
         def unsubscribe() -> None:
@@ -829,7 +833,8 @@ class Worker:
         for item in queued:
             await connection.send(item.frame)
         await connection.send(encode(self._announcement()))
-        self._apply(RegistrationCompleted())
+        # ``ready`` waits for the engine's ``workerregistered`` too (the engine's first
+        # frame on every connection), so a ready worker knows its ``worker_id``.
         async with trio.open_nursery() as nursery:
             live.nursery = nursery
             nursery.start_soon(self._write_loop, live)
@@ -888,8 +893,13 @@ class Worker:
     async def _dispatch(self, live: _Live, message: Message) -> None:
         match message:
             case InvokeFunction():
+                if self.state is WorkerState.REGISTERING:
+                    # Only an engine that skipped ``workerregistered`` gets here.
+                    log.warning("worker %s: call before workerregistered refused", self.name)
+                    await self._refuse(live, message, "invocation_failed", "Worker not registered")
+                    return
                 if self._shutdown_requested.is_set():
-                    await self._refuse_during_shutdown(live, message)
+                    await self._refuse(live, message, "invocation_stopped", _SHUTTING_DOWN)
                     return
                 slot = object()
                 await self._handler_slots.acquire_on_behalf_of(slot)
@@ -903,6 +913,8 @@ class Worker:
             case WorkerRegistered():
                 self.worker_id = message.worker_id
                 self._reattach_token = message.reattach_token
+                if self.state is WorkerState.REGISTERING:
+                    self._apply(RegistrationCompleted())
             case RegisterTrigger():
                 await self._provide(live, message, start=True)
             case UnregisterTrigger():
@@ -1002,20 +1014,14 @@ class Worker:
         finally:
             self._handler_slots.release_on_behalf_of(slot)
 
-    async def _refuse_during_shutdown(self, live: _Live, message: InvokeFunction) -> None:
-        if message.invocation_id is None:
-            return
-        error = ErrorBody(code="invocation_stopped", message="Worker is shutting down")
-        reply = InvocationResult(
-            invocation_id=message.invocation_id, function_id=message.function_id, error=error
-        )
-        await live.outbox.put(Outgoing(encode(reply)))
+    async def _refuse(self, live: _Live, message: InvokeFunction, code: str, text: str) -> None:
+        await self._answer(live, message, None, ErrorBody(code=code, message=text))
 
     async def _invoke(self, live: _Live, message: InvokeFunction, slot: object) -> None:
         try:
             if self._shutdown_requested.is_set():
                 # It waited for a handler slot while shutdown began.
-                await self._refuse_during_shutdown(live, message)
+                await self._refuse(live, message, "invocation_stopped", _SHUTTING_DOWN)
                 return
             registration = self._registry.functions.get(message.function_id)
             if registration is None:
