@@ -16,6 +16,7 @@ import trio
 import trio_websocket
 
 from ._exceptions import ConnectionClosed
+from ._groups import unwrap_single
 
 __all__ = ["Connection", "Transport", "WebSocketTransport"]
 
@@ -95,10 +96,34 @@ class WebSocketTransport:
         connect_timeout: float = 10.0,
         close_timeout: float = 10.0,
         max_message_bytes: int = 64 * 1024 * 1024,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float = 20.0,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
         self.max_message_bytes = max_message_bytes
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+
+    async def _keepalive(self, ws: trio_websocket.WebSocketConnection) -> None:
+        """Ping the engine; drop a link whose pong does not come back in time.
+
+        Without it a worker behind a half-open TCP connection (engine host gone,
+        NAT timeout) would wait forever instead of reconnecting.
+        """
+        assert self.ping_interval is not None
+        while True:
+            await trio.sleep(self.ping_interval)
+            with trio.move_on_after(self.ping_timeout) as scope:
+                try:
+                    await ws.ping()
+                except trio_websocket.ConnectionClosed:
+                    return
+            if scope.cancelled_caught:
+                with trio.CancelScope() as abort:
+                    abort.cancel()  # closing under a cancelled scope drops the TCP link
+                    await ws.aclose(1001, "keepalive timeout")
+                return
 
     @asynccontextmanager
     async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
@@ -113,7 +138,12 @@ class WebSocketTransport:
                 disconnect_timeout=self.close_timeout,
             ) as ws:
                 stream = ws._stream
-                yield _WebSocketConnection(ws)
+                with unwrap_single():
+                    async with trio.open_nursery() as nursery:
+                        if self.ping_interval is not None:
+                            nursery.start_soon(self._keepalive, ws)
+                        yield _WebSocketConnection(ws)
+                        nursery.cancel_scope.cancel()
         except trio_websocket.HandshakeError as exc:
             raise ConnectionClosed(ABNORMAL_CLOSURE, f"upgrade failed: {exc}") from exc
         finally:

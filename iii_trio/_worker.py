@@ -40,6 +40,7 @@ from ._context import InvocationContext, _current
 from ._exceptions import (
     ConnectionClosed,
     ConnectionLost,
+    FrameTooLarge,
     FunctionNotFound,
     IIIError,
     InvocationError,
@@ -140,6 +141,9 @@ _ERRORS: Final[dict[str, type[InvocationError]]] = {
 _ENGINE_PREFIXES: Final = ("engine::", "configuration::")
 
 _USE_DEFAULT: Final = object()
+
+#: The largest frame the engine reads (tungstenite's default frame limit).
+MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 #: Why a call that arrives while the worker drains is refused (as ``invocation_stopped``,
 #: what its caller would get from the engine had the worker already left).
@@ -540,7 +544,7 @@ class Worker:
         message = self._invoke_message(
             function_id, data, None, VoidAction(), namespace, metadata, traceparent, baggage
         )
-        await self._submit(Outgoing(encode(message)), None)
+        await self._submit(Outgoing(_check_size(encode(message))), None)
 
     async def enqueue(
         self,
@@ -611,7 +615,7 @@ class Worker:
         message = self._invoke_message(
             function_id, data, invocation_id, action, namespace, metadata, traceparent, baggage
         )
-        item = Outgoing(encode(message))
+        item = Outgoing(_check_size(encode(message)))
         pending = _Pending(function_id)
         item.tag = pending
         seconds = self._timeout(timeout)
@@ -1031,6 +1035,10 @@ class Worker:
                 await self._answer(live, message, None, missing)
                 return
             key = str(message.invocation_id or uuid4())
+            if key in live.invocations:
+                # The engine never reuses a live id; a peer that does must not crash us.
+                await self._refuse(live, message, "invocation_failed", "Duplicate invocation_id")
+                return
             with trio.CancelScope() as scope:
                 live.invocations[key] = scope
                 self._apply(InvocationStarted(key))
@@ -1086,6 +1094,10 @@ class Worker:
         )
         try:
             frame = encode(reply)
+            _check_size(frame)
+        except FrameTooLarge as exc:
+            failure = ErrorBody(code="payload_too_large", message=str(exc))
+            frame = encode(reply.model_copy(update={"result": None, "error": failure}))
         except ProtocolError as exc:
             failure = ErrorBody(code="serialization_error", message=f"result is not JSON: {exc}")
             frame = encode(reply.model_copy(update={"result": None, "error": failure}))
@@ -1125,6 +1137,15 @@ class Worker:
         self._offline.take_all()
         if self.state is WorkerState.SHUTTING_DOWN:
             self._apply(ShutdownCompleted())
+
+
+def _check_size(frame: str) -> str:
+    """Refuse a message the engine would refuse: it reads frames of at most 16 MiB, and
+    this SDK sends each message as one frame (the official SDK fragments larger ones)."""
+    size = len(frame.encode())
+    if size > MAX_FRAME_BYTES:
+        raise FrameTooLarge(size, MAX_FRAME_BYTES)
+    return frame
 
 
 @asynccontextmanager
