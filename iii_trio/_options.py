@@ -6,6 +6,7 @@ Python SDK's snake_case; the environment variables are the official SDKs'.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import random
@@ -63,7 +64,8 @@ class InitOptions:
       it (the orchestrator's name), and ``"<hostname>:<pid>"`` is used when neither is set.
     * ``invocation_timeout_ms``: default timeout of ``trigger()``; ``None`` waits forever.
     * ``enable_metrics_reporting``: send CPU/memory/loop-lag gauges to the engine as
-      OTLP ``MTRC`` frames every ``metrics_interval_ms``.
+      OTLP ``MTRC`` frames every ``metrics_interval_ms`` (60 s by default, as the
+      official SDKs export metrics).
     * ``namespace``: the worker's namespace (else ``III_NAMESPACE``; else the engine's
       ``default``). Calls and triggers default to it, ``engine::*`` calls to ``default``.
     * ``headers``: extra upgrade headers; ``III_TOKEN`` adds ``Authorization: Bearer``
@@ -83,7 +85,7 @@ class InitOptions:
     description: str | None = None
     invocation_timeout_ms: float | None = 30000
     enable_metrics_reporting: bool = True
-    metrics_interval_ms: float = 10000
+    metrics_interval_ms: float = 60000
     reconnection_config: ReconnectionConfig = field(default_factory=ReconnectionConfig)
     namespace: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -104,6 +106,10 @@ class InitOptions:
         for name in ("max_concurrent_invocations", "sync_handler_threads", "send_buffer_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("metrics_interval_ms", "drain_timeout_ms", "connect_timeout_ms"):
+            value = getattr(self, name)
+            if not (0 < value < math.inf):
+                raise ValueError(f"{name} must be a positive number of milliseconds: {value!r}")
         if self.invocation_timeout_ms is not None and self.invocation_timeout_ms <= 0:
             raise ValueError("invocation_timeout_ms must be positive, or None for no timeout")
 
