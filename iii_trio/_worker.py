@@ -24,11 +24,12 @@ import math
 import os
 import platform
 import random
+import tomllib
 import traceback
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar, overload
 from uuid import UUID, uuid4
@@ -859,7 +860,7 @@ class Worker:
             "namespace": self.namespace,
             "telemetry": {
                 "language": os.environ.get("LANG", "").split(".")[0] or None,
-                "project_name": None,
+                "project_name": _project_name(),
                 "framework": "iii-trio",
             },
         }
@@ -1139,6 +1140,17 @@ class Worker:
             self._apply(ShutdownCompleted())
 
 
+def _project_name() -> str | None:
+    """The ``[project] name`` of a ``pyproject.toml`` in the working directory, as the
+    official SDK reports it for telemetry."""
+    try:
+        with open("pyproject.toml", "rb") as file:
+            name = tomllib.load(file).get("project", {}).get("name")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def _check_size(frame: str) -> str:
     """Refuse a message the engine would refuse: it reads frames of at most 16 MiB, and
     this SDK sends each message as one frame (the official SDK fragments larger ones)."""
@@ -1146,6 +1158,19 @@ def _check_size(frame: str) -> str:
     if size > MAX_FRAME_BYTES:
         raise FrameTooLarge(size, MAX_FRAME_BYTES)
     return frame
+
+
+@contextmanager
+def _once_each() -> Iterator[None]:
+    """Drop repeats from an exception group: a block that re-raises the worker's
+    failure (``await worker.ready()`` does) would report it twice, with the manager's."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        unique = list({id(error): error for error in group.exceptions}.values())
+        if len(unique) == len(group.exceptions):
+            raise
+        raise group.derive(unique).with_traceback(group.__traceback__) from None
 
 
 @asynccontextmanager
@@ -1167,7 +1192,7 @@ async def register_worker(
     ``transport`` replaces the WebSocket (``engine_sim``'s ``engine.transport``).
     """
     worker = Worker(url, options, transport=transport, rng=rng)
-    with unwrap_single():
+    with unwrap_single(), _once_each():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker._run)
             try:
