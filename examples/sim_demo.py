@@ -1,10 +1,14 @@
-"""The README's main command: a simulated engine with two workers calling through it.
+"""The README's main command: a simulated engine with two iii_trio workers calling through it.
 
-The engine (``engine_sim``) runs on its own thread and logs every connection,
-registration and call. Two workers written with the official Python SDK
-(``iii-sdk``, unchanged) connect to it: ``calc`` serves ``math::add`` and
-``demo-caller`` calls it once a second, then lists the workers the engine knows.
-Point your own worker at the printed URL to join in; Ctrl-C stops everything.
+One Trio program holds everything, as one tree of nurseries: the engine
+(``engine_sim``, listening on a real WebSocket port and logging every connection,
+registration and call on stderr) and two ``iii_trio`` workers connected to it over
+that socket. ``calc`` serves ``math::add``; ``demo-caller`` calls it once per
+``--interval`` and, when ``--calls`` are done, lists the workers the engine knows.
+Point any worker of your own (any SDK) at the printed URL to join in.
+
+Ctrl-C or SIGTERM cancels the tree: the caller and then ``calc`` shut down (running
+calls finish, connections close with 1000), then the engine stops; exit code 0.
 
     python examples/sim_demo.py [--port 49134] [--calls N] [--interval 1.0]
 """
@@ -13,23 +17,82 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import time
-from collections.abc import Sequence
-from typing import Any
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
 
-from iii import InitOptions, register_worker
-from iii.iii import III
+import trio
+from pydantic import BaseModel
 
-from engine_sim import EngineConfig, run_in_thread
+import iii_trio
+from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim._cli import configure_logging
 
 
-def add(data: dict[str, Any]) -> dict[str, Any]:
-    return {"c": data["a"] + data["b"]}
+class AddInput(BaseModel):
+    a: int
+    b: int
 
 
-def _worker(url: str, name: str) -> III:
-    return register_worker(url, InitOptions(worker_name=name, otel={"enabled": False}))
+class AddOutput(BaseModel):
+    c: int
+
+
+async def add(data: AddInput) -> AddOutput:
+    return AddOutput(c=data.a + data.b)
+
+
+async def demo(engine: Engine, calls: int, interval: float) -> None:
+    """The two workers: ``calc`` serves, ``demo-caller`` calls, until done or cancelled."""
+    url = engine.url
+    assert url is not None  # the engine listens on a port
+    calc_options = iii_trio.InitOptions(worker_name="calc", description="serves math::add")
+    async with iii_trio.register_worker(url, calc_options) as calc:
+        calc.register_function("math::add", add, description="Add two numbers")
+        # Wait until the engine routes math::add (not just until calc sent it), so the
+        # first call cannot overtake the registration.
+        await engine.wait_for(lambda: "math::add" in engine.function_ids())
+
+        caller_options = iii_trio.InitOptions(worker_name="demo-caller")
+        async with iii_trio.register_worker(url, caller_options) as caller:
+            for n in itertools.count(1):
+                result = await caller.trigger(
+                    "math::add", AddInput(a=n, b=10), result_type=AddOutput
+                )
+                print(f"demo-caller: math::add(a={n}, b=10) = {result.c}", flush=True)
+                if n == calls:
+                    break
+                await trio.sleep(interval)
+            for entry in await caller.list_workers():
+                print(
+                    f"engine::workers::list: {entry['name']} ({entry['runtime']}, "
+                    f"{entry['status']}, functions {entry['functions']})",
+                    flush=True,
+                )
+
+
+async def cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        print("stopping", flush=True)
+        scope.cancel()
+        return
+
+
+async def run(port: int, calls: int, interval: float) -> int:
+    # The receiver is opened first, so a signal at any later point stops us cleanly.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_engine(EngineConfig(port=port)) as engine:
+            print(f"engine_sim is serving on {engine.url} (Ctrl-C stops)", flush=True)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(cancel_on_signal, signals, nursery.cancel_scope)
+                try:
+                    await demo(engine, calls, interval)
+                except iii_trio.IIIError as exc:  # e.g. a call failed, or a name was taken
+                    print(f"demo failed: {exc!r}", file=sys.stderr, flush=True)
+                    return 1
+                finally:
+                    nursery.cancel_scope.cancel()  # done: stop listening for signals
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,37 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between calls")
     args = parser.parse_args(argv)
     configure_logging(verbose=False)
-
-    with run_in_thread(EngineConfig(port=args.port)) as engine:
-        print(f"engine_sim is serving on {engine.url} (Ctrl-C stops)", flush=True)
-        workers: list[III] = []
-        try:
-            calc = _worker(engine.url, "calc")
-            workers.append(calc)
-            calc.register_function("math::add", add, description="Add two numbers")
-            caller = _worker(engine.url, "demo-caller")
-            workers.append(caller)
-            engine.wait_for(lambda e: "math::add" in e.function_ids())
-            for n in itertools.count(1):
-                result = caller.trigger({"function_id": "math::add", "payload": {"a": n, "b": 10}})
-                print(f"demo-caller: math::add(a={n}, b=10) = {result['c']}", flush=True)
-                if n == args.calls:
-                    break
-                time.sleep(args.interval)
-            listing = caller.trigger({"function_id": "engine::workers::list", "payload": {}})
-            for entry in listing["workers"]:
-                print(
-                    f"engine::workers::list: {entry['name']} ({entry['runtime']}, "
-                    f"{entry['status']}, functions {entry['functions']})",
-                    flush=True,
-                )
-        except KeyboardInterrupt:
-            print("stopping", flush=True)
-        finally:
-            for worker in workers:
-                worker.shutdown()
-                worker._loop.close()
-    return 0
+    return trio.run(run, args.port, args.calls, args.interval)
 
 
 if __name__ == "__main__":

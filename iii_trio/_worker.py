@@ -436,7 +436,7 @@ class Worker:
         self,
         trigger_type: str,
         function_id: str,
-        config: JsonValue = None,
+        config: Any = None,
         *,
         id: str | None = None,
         metadata: JsonValue = None,
