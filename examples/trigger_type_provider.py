@@ -8,9 +8,10 @@ config ``{"interval_ms": 500}`` calls its function every 500 ms with
 
 The provider (``Ticker``) owns a nursery; each binding's loop runs in it under
 its own cancel scope, which ``unregister_trigger`` cancels. When the connection
-drops every loop is cancelled too (the engine re-sends the bindings to the next
-connection), and when the provider's block ends they all are, before the worker
-shuts down: no loop outlives its binding, its connection or its worker.
+drops iii_trio calls ``unregister_trigger`` for each of its bindings (the engine
+re-sends them to the next connection), and when the provider's block ends they
+all are, before the worker shuts down: no loop outlives its binding, its
+connection or its worker.
 
 To show it working alone, the same worker also serves ``demo::on_tick`` and
 binds it to a ``ticker``; other workers can bind their own functions the same
@@ -60,8 +61,6 @@ class Ticker:
         self._nursery = nursery
         self._loops: dict[str, trio.CancelScope] = {}
         self._closed = False
-        # A binding belongs to the connection it came on: stop them all when it drops.
-        self._unsubscribe = worker.on_connection_state(self._on_connection_state)
 
     async def register_trigger(self, trigger: iii_trio.TriggerConfig) -> None:
         """Start a binding. Raising refuses it (the engine tells the binding's owner)."""
@@ -106,15 +105,9 @@ class Ticker:
         scope.cancel()
         return True
 
-    def _on_connection_state(self, state: iii_trio.ConnectionState) -> None:
-        if state != "connected":
-            for trigger_id in list(self._loops):
-                self._stop(trigger_id)
-
     def close(self) -> None:
         """Refuse new bindings and stop every loop."""
         self._closed = True
-        self._unsubscribe()
         self._nursery.cancel_scope.cancel()
 
 

@@ -790,6 +790,7 @@ class Worker:
             self._lose(live, None)
             if self._live is live:
                 self._live = None
+            await self._release_bindings()
             if live.fatal is not None and self.state is not WorkerState.SHUTTING_DOWN:
                 self._apply(Rejected(live.fatal.code))
                 raise self._fail(live.fatal)
@@ -1018,6 +1019,25 @@ class Worker:
             await live.outbox.put(Outgoing(encode(reply)))
         finally:
             self._handler_slots.release_on_behalf_of(slot)
+
+    async def _release_bindings(self) -> None:
+        """Stop what providers run for a connection that ended.
+
+        The engine forgets a provider's bindings with its connection and sends them
+        again to the next one, so a provider must not go on firing them meanwhile
+        (offline, its fires would pile up and go out late). Hooks get the drain
+        timeout, as handlers do on shutdown.
+        """
+        with trio.move_on_after(self.options.drain_timeout_ms / 1000):
+            for registration in list(self._registry.trigger_types.values()):
+                while registration.bindings:
+                    _, trigger = registration.bindings.popitem()
+                    try:
+                        await registration.provider.unregister_trigger(trigger)
+                    except Exception:
+                        log.exception(
+                            "worker %s: unregister hook failed for %s", self.name, trigger.id
+                        )
 
     async def _refuse(self, live: _Live, message: InvokeFunction, code: str, text: str) -> None:
         await self._answer(live, message, None, ErrorBody(code=code, message=text))

@@ -520,6 +520,36 @@ async def test_5_reconnect_reattaches_and_replays_every_registration_once(
     assert [m.id for m in second if m.type == "registertrigger"] == ["t1"]
 
 
+async def test_5_a_provider_is_told_to_stop_its_bindings_when_the_connection_ends(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The engine forgets them with the connection and re-sends them to the next one."""
+    events: list[tuple[str, str]] = []
+
+    class Provider:
+        async def register_trigger(self, trigger: iii_trio.TriggerConfig) -> None:
+            events.append(("start", trigger.id))
+
+        async def unregister_trigger(self, trigger: iii_trio.TriggerConfig) -> None:
+            events.append(("stop", trigger.id))
+
+    async with iii_trio.register_worker(options=options("p"), transport=engine.transport) as p:
+        p.register_trigger_type("webhook", Provider())
+        p.register_function("h::f", lambda data: data)
+        p.register_trigger("webhook", "h::f", {}, id="t1")
+        await p.ready()
+        await engine.wait_for(lambda: events == [("start", "t1")])
+        first_id = p.worker_id
+        assert first_id is not None
+        engine.disconnect(first_id)
+        await until(p, lambda: p.state is S.READY and p.worker_id != first_id)
+        await engine.wait_for(lambda: len(events) == 3)
+        assert events == [("start", "t1"), ("stop", "t1"), ("start", "t1")]
+    # Leaving the block stops it once more, before the worker is gone.
+    assert events[-1] == ("stop", "t1")
+    assert p.state is S.EXITED
+
+
 # -- 6. shutdown: drain, then cancel; every finally runs; no thread left -----------------------
 
 
