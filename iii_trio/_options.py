@@ -35,9 +35,9 @@ class ReconnectionConfig:
     max_retries: int = -1
 
     def __post_init__(self) -> None:
-        if self.initial_delay_ms < 0 or self.max_delay_ms < 0:
+        if not (self.initial_delay_ms >= 0 and self.max_delay_ms >= 0):  # NaN too
             raise ValueError("reconnection delays must not be negative")
-        if self.backoff_multiplier < 1:
+        if not self.backoff_multiplier >= 1:
             raise ValueError("backoff_multiplier must be at least 1")
         if not 0 <= self.jitter_factor <= 1:
             raise ValueError("jitter_factor must be between 0 and 1")

@@ -270,6 +270,8 @@ class Worker:
         self._shutdown_requested = trio.Event()
         self._stopped = trio.Event()
         self._failure: IIIError | None = None
+        #: Why the latest connection attempt failed (the cause of ``ReconnectFailed``).
+        self._last_error: Exception | None = None
         #: The engine's id for this worker's current (or last) connection.
         self.worker_id: str | None = None
         self._reattach_token: str | None = None
@@ -687,7 +689,9 @@ class Worker:
     async def list_triggers(self, *, include_internal: bool = False) -> list[dict[str, JsonValue]]:
         """``engine::registered-triggers::list``: the bindings (trigger instances)."""
         return await self._list(
-            "engine::registered-triggers::list", {"include_internal": include_internal}, "triggers"
+            "engine::registered-triggers::list",
+            {"include_internal": include_internal},
+            "registered_triggers",
         )
 
     async def _list(
@@ -756,7 +760,7 @@ class Worker:
                     break
                 if config.exhausted(retries):
                     self._apply(RetriesExhausted(attempts=retries + 1))
-                    raise self._fail(ReconnectFailed(retries + 1))
+                    raise self._fail(ReconnectFailed(retries + 1)) from self._last_error
                 retries += 1
                 delay = config.delay_ms(retries, self._rng)
                 self._apply(ReconnectScheduled(attempt=retries, delay_ms=delay))
@@ -784,6 +788,7 @@ class Worker:
                     opened = await self._serve(live)
             except (OSError, ConnectionClosed, trio.TooSlowError) as exc:
                 log.info("worker %s: connection failed or lost: %s", self.name, exc)
+                self._last_error = exc
                 if live is not None:
                     self._lose(live, exc if isinstance(exc, ConnectionClosed) else None)
         if live is not None:

@@ -434,6 +434,7 @@ async def test_5_retries_back_off_with_jitter_then_fail_after_max_retries(
         await run()
     # Not an exception group: the failure comes out as itself.
     assert type(info.value) is ReconnectFailed
+    assert isinstance(info.value.__cause__, OSError)  # the last attempt's error
     assert workers[0].state is S.FAILED
     assert len(gate.attempts) == 8  # the first attempt and 7 retries
     bases = [1000, 2000, 4000, 8000, 16000, 30000, 30000]
