@@ -927,9 +927,9 @@ class Worker:
                 if self.state is WorkerState.REGISTERING:
                     self._apply(RegistrationCompleted())
             case RegisterTrigger():
-                await self._provide(live, message, start=True)
+                await self._provide(live, message)
             case UnregisterTrigger():
-                await self._provide(live, message, start=False)
+                await self._provide(live, message)
             case TriggerRegistrationResult():
                 self._binding_refused(message)
             case RejectedMessage():
@@ -972,9 +972,7 @@ class Worker:
             message.error.message,
         )
 
-    async def _provide(
-        self, live: _Live, message: RegisterTrigger | UnregisterTrigger, *, start: bool
-    ) -> None:
+    async def _provide(self, live: _Live, message: RegisterTrigger | UnregisterTrigger) -> None:
         registration = self._registry.trigger_types.get(message.trigger_type or "")
         if registration is None:
             return  # as the official SDK: a type we do not provide gets no answer
