@@ -9,18 +9,15 @@ from __future__ import annotations
 import math
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Protocol
 
 import trio
-import trio_websocket
 
 from iii_trio import ConnectionClosed
+from iii_trio._transport import ABNORMAL_CLOSURE, WebSocketConnection
 from iii_trio.protocol import Message, decode, encode
 
 __all__ = ["MemoryConnection", "Peer", "WebSocketPeer", "memory_pair"]
-
-#: The close code of a connection that ended without a closing handshake.
-ABNORMAL_CLOSURE: Final = 1006
 
 
 class Peer(Protocol):
@@ -43,25 +40,9 @@ class Peer(Protocol):
         ...
 
 
-class WebSocketPeer:
-    """A worker connected over a real WebSocket (trio-websocket)."""
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
-        self._ws = ws
-
-    async def receive(self) -> str | bytes:
-        try:
-            return await self._ws.get_message()
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
-
-    async def send(self, frame: str) -> None:
-        try:
-            await self._ws.send_message(frame)
-        except trio_websocket.ConnectionClosed as exc:
-            raise _closed(exc) from None
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ConnectionClosed(ABNORMAL_CLOSURE, "link broken") from None
+class WebSocketPeer(WebSocketConnection):
+    """A worker connected over a real WebSocket: the SDK's connection wrapper (same
+    error mapping), plus the engine's bounded close and abort."""
 
     async def close(self, code: int, reason: str, grace: float) -> None:
         # trio-websocket closes the TCP stream itself if the handshake is cancelled.
@@ -73,13 +54,6 @@ class WebSocketPeer:
         with trio.CancelScope() as scope:
             scope.cancel()
             await self._ws.aclose(ABNORMAL_CLOSURE)
-
-
-def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
-    reason = exc.reason
-    if reason is None:
-        return ConnectionClosed(ABNORMAL_CLOSURE)
-    return ConnectionClosed(reason.code, reason.reason or "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,9 @@ class Transport(Protocol):
         ...
 
 
-class _WebSocketConnection:
+class WebSocketConnection:
+    """A ``Connection`` over trio-websocket, its errors turned into ``ConnectionClosed``."""
+
     def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
         self._ws = ws
 
@@ -142,7 +144,7 @@ class WebSocketTransport:
                     async with trio.open_nursery() as nursery:
                         if self.ping_interval is not None:
                             nursery.start_soon(self._keepalive, ws)
-                        yield _WebSocketConnection(ws)
+                        yield WebSocketConnection(ws)
                         nursery.cancel_scope.cancel()
         except trio_websocket.HandshakeError as exc:
             raise ConnectionClosed(ABNORMAL_CLOSURE, f"upgrade failed: {exc}") from exc
