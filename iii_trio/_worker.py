@@ -107,7 +107,7 @@ from ._registry import (
     TriggerTypeProvider,
     TriggerTypeRegistration,
 )
-from ._transport import Connection, Transport, WebSocketTransport
+from ._transport import ABNORMAL_CLOSURE, Connection, Transport, WebSocketTransport
 from ._version import __version__
 
 __all__ = ["ConnectionState", "EnqueueReceipt", "TransitionStream", "Worker", "register_worker"]
@@ -149,6 +149,7 @@ MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 #: Why a call that arrives while the worker drains is refused (as ``invocation_stopped``,
 #: what its caller would get from the engine had the worker already left).
 _SHUTTING_DOWN: Final = "Worker is shutting down"
+_CLOSED_WHILE_WAITING: Final = "the worker shut down while the call was waiting"
 
 
 @dataclass(frozen=True)
@@ -805,23 +806,29 @@ class Worker:
     def _fail(self, error: IIIError) -> IIIError:
         """The worker cannot go on: every waiting call gets ``error``, which is returned."""
         self._failure = error
-        for pending in self._pending.values():
-            pending.fail(error)
-        self._offline.take_all()
+        self._fail_waiting(lambda _: error)
         return error
+
+    def _fail_waiting(
+        self, error: Callable[[_Pending], BaseException], live: _Live | None = None
+    ) -> None:
+        """Fail the calls waiting on ``live``; with no ``live``, every call, queued ones too."""
+        for pending in self._pending.values():
+            if live is None or pending.live is live:
+                pending.fail(error(pending))
+        if live is None:
+            self._offline.take_all()
 
     def _lose(self, live: _Live, error: ConnectionClosed | None) -> None:
         """The connection is gone: its calls fail now, its tasks are cancelled."""
         if live.lost is None:
-            live.lost = error or ConnectionClosed(1006, "connection ended")
+            live.lost = error or ConnectionClosed(ABNORMAL_CLOSURE, "connection ended")
         live.outbox.take_all()
-        for pending in self._pending.values():
-            if pending.live is live:
-                pending.fail(
-                    ConnectionLost(
-                        live.lost.code, live.lost.reason, function_id=pending.function_id
-                    )
-                )
+        lost = live.lost
+        self._fail_waiting(
+            lambda pending: ConnectionLost(lost.code, lost.reason, function_id=pending.function_id),
+            live,
+        )
         live.end()
 
     async def _serve(self, live: _Live) -> bool:
@@ -1138,10 +1145,8 @@ class Worker:
             scope.cancel()
         while live.invocations:
             await live.changed.wait()
-        closed = WorkerClosed("the worker shut down while the call was waiting")
-        for pending in self._pending.values():
-            if pending.live is live:
-                pending.fail(closed)
+        closed = WorkerClosed(_CLOSED_WHILE_WAITING)
+        self._fail_waiting(lambda _: closed, live)
         with trio.move_on_after(self.options.connect_timeout_ms / 1000):
             await live.outbox.wait_empty()
             async with live.send_lock:
@@ -1155,10 +1160,8 @@ class Worker:
         if self._attempt_scope is not None:
             self._attempt_scope.cancel()
         await self._stopped.wait()
-        closed = WorkerClosed("the worker shut down while the call was waiting")
-        for pending in self._pending.values():
-            pending.fail(closed)
-        self._offline.take_all()
+        closed = WorkerClosed(_CLOSED_WHILE_WAITING)
+        self._fail_waiting(lambda _: closed)
         if self.state is WorkerState.SHUTTING_DOWN:
             self._apply(ShutdownCompleted())
 
