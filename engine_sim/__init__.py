@@ -9,6 +9,11 @@ disagree about what a frame or a state is.
   and/or in-memory connections through ``engine.connect()``);
 * ``run_in_thread(config)`` runs one on its own thread, for code that is not Trio;
 * ``EngineCore`` is the engine without I/O, for driving it step by step;
+* ``engine.faults`` injects faults, now or on a schedule (``engine_sim.faults``);
+  ``Trace`` tells a run one line per event; ``engine_sim.chaos`` runs seeded
+  fault scenarios and checks their properties; ``engine_sim.strategies`` holds
+  Hypothesis strategies (messages, malformed frames, fault schedules);
+* the pytest plugin (``engine_sim.pytest_plugin``) gives fixtures for all of it;
 * ``iii-sim serve`` (or ``python -m engine_sim serve``) runs one from a shell.
 """
 
@@ -25,8 +30,18 @@ from ._engine import (
     WorkerView,
     open_engine,
 )
+from ._events import (
+    EngineEvent,
+    FaultApplied,
+    FrameSeen,
+    LinkClosed,
+    LinkOpened,
+    StatusChanged,
+)
+from ._injector import FaultInjector
 from ._peers import MemoryConnection
 from ._thread import ThreadedEngine, run_in_thread
+from ._trace import Trace, TraceLine
 
 __all__ = [
     "DEFAULT_PORT",
@@ -37,11 +52,20 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EngineCore",
+    "EngineEvent",
     "EngineTransport",
+    "FaultApplied",
+    "FaultInjector",
     "FrameRecord",
+    "FrameSeen",
+    "LinkClosed",
+    "LinkOpened",
     "MemoryConnection",
     "Send",
+    "StatusChanged",
     "ThreadedEngine",
+    "Trace",
+    "TraceLine",
     "WorkerStatus",
     "WorkerView",
     "open_engine",

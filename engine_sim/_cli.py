@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import signal
 import sys
 from collections.abc import Sequence
@@ -42,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
         "--builtin-queue", action="store_true", help="serve engine::queue::enqueue in process"
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="also log every frame")
+    chaos = commands.add_parser(
+        "chaos",
+        help="run seeded chaos scenarios (two iii_trio workers under faults) and check them",
+    )
+    chaos.add_argument("--seed", type=int, default=0, help="seed (default %(default)s)")
+    chaos.add_argument(
+        "--schedule",
+        help="the fault schedule as JSON (from a failure report); default: drawn from the seed",
+    )
+    chaos.add_argument(
+        "--runs", type=int, default=1, help="run seeds SEED .. SEED+RUNS-1 (default %(default)s)"
+    )
+    chaos.add_argument("--trace", action="store_true", help="print each run's trace")
     return parser
 
 
@@ -67,8 +81,41 @@ async def serve(config: EngineConfig) -> None:
     logging.getLogger("engine_sim").info("stopped")
 
 
+def chaos(seed: int, runs: int, schedule_json: str | None, show_trace: bool) -> int:
+    """Run and check scenarios; print a report for each failing one. 1 if any failed."""
+    from ._chaos import SCHEDULE_TARGETS, WORK, run_scenario
+    from ._faults import random_schedule, schedule_from_json
+    from ._properties import rare_cases, violations
+
+    failed = 0
+    for run_seed in range(seed, seed + runs):
+        if schedule_json is not None:
+            schedule = schedule_from_json(schedule_json)
+        else:
+            schedule = random_schedule(
+                random.Random(run_seed), targets=SCHEDULE_TARGETS, function_ids=[WORK]
+            )
+        result = run_scenario(run_seed, schedule)
+        found = violations(result)
+        reached = ", ".join(sorted(rare_cases(result))) or "none"
+        if show_trace and not found:
+            print(result.trace)
+        if found:
+            failed += 1
+            print(result.report(found, limit=None))
+        print(
+            f"seed {run_seed}: {'FAILED' if found else 'ok'}; {len(schedule)} fault step(s); "
+            f"rare cases reached: {reached}",
+            flush=True,
+        )
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "chaos":
+        logging.basicConfig(level=logging.CRITICAL)
+        return chaos(args.seed, args.runs, args.schedule, args.trace)
     configure_logging(args.verbose)
     config = EngineConfig(
         host=args.host,

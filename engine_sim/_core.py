@@ -26,6 +26,8 @@ from iii_trio.lifecycle import (
     InvocationFinished,
     InvocationStarted,
     NamespaceResolved,
+    Transition,
+    WorkerStatus,
 )
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
@@ -166,6 +168,8 @@ class EngineCore:
         self._epoch = time.time() - now
         self.started_at_ms = int((self._epoch + now) * 1000)
         self._effects: list[Effect] = []
+        #: Told of every worker status transition: ``(worker_id, transition)``.
+        self.on_status: Callable[[str, Transition[WorkerStatus]], None] | None = None
         self._function_keys = frozenset[FunctionKey]()
         self._next_poll = now + self.config.functions_poll_ms / 1000
         from ._builtins import install
@@ -184,6 +188,7 @@ class EngineCore:
             ip_address=ip_address,
             grace_deadline=now + self.config.namespace_grace_ms / 1000,
         )
+        worker.status.on_transition = lambda transition: self._status_changed(worker.id, transition)
         self.workers[worker.id] = worker
         self._send(
             worker.id, WorkerRegistered(worker_id=worker.id, reattach_token=worker.reattach_token)
@@ -906,6 +911,10 @@ class EngineCore:
         )
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _status_changed(self, worker_id: str, transition: Transition[WorkerStatus]) -> None:
+        if self.on_status is not None:
+            self.on_status(worker_id, transition)
 
     def _run_builtin(
         self, entry: FunctionEntry, data: JsonValue, *, caller: str | None, reply: Reply, now: float

@@ -13,7 +13,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Final, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -29,13 +29,24 @@ from iii_trio import (
     UnknownMessageType,
 )
 from iii_trio._groups import unwrap_single
-from iii_trio.lifecycle import WorkerStatus
-from iii_trio.protocol import DEFAULT_NAMESPACE, Message, decode, encode, is_telemetry_frame
+from iii_trio._transport import keep_alive
+from iii_trio.lifecycle import Transition, WorkerStatus
+from iii_trio.protocol import (
+    DEFAULT_NAMESPACE,
+    Message,
+    Pong,
+    decode,
+    encode,
+    is_telemetry_frame,
+)
 
 from ._config import EngineConfig
 from ._core import EngineCore
 from ._effects import Close, Effect, Send
-from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
+from ._events import EngineEvent, FrameSeen, LinkClosed, LinkOpened, StatusChanged
+from ._faults import Direction
+from ._injector import FaultInjector, Gate
+from ._peers import MemoryConnection, Peer, WebSocketPeer, _MemoryEnd, memory_pair
 
 __all__ = [
     "BindingView",
@@ -105,18 +116,56 @@ class _CloseRequest:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    frame: str
+    message_type: str
+
+
+_Queued = _Outgoing | _CloseRequest
+
+
 @dataclass(eq=False)
 class _Link:
     worker_id: str
     peer: Peer
-    outbox: trio.MemorySendChannel[str | _CloseRequest]
-    pending: trio.MemoryReceiveChannel[str | _CloseRequest]
+    outbox: trio.MemorySendChannel[_Queued]
+    pending: trio.MemoryReceiveChannel[_Queued]
+    core: EngineCore
+    label: str | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     closing: bool = False
     aborted: bool = False
     #: Frames written so far, and the count when the queue was last seen too long.
     sent: int = 0
     stall_mark: int | None = None
+    # Faults (``engine.faults``): each direction's gate, reading pace, pings.
+    to_worker: Gate = field(default_factory=Gate)
+    to_engine: Gate = field(default_factory=Gate)
+    slow_read: float = 0.0
+    pings_muted: bool = False
+
+    @property
+    def name(self) -> str | None:
+        """The worker name this connection announced, if it did."""
+        worker = self.core.workers.get(self.worker_id)
+        return worker.name if worker else None
+
+    def gate(self, direction: Direction) -> Gate:
+        return self.to_worker if direction == "to_worker" else self.to_engine
+
+    def mute_pings(self, muted: bool) -> None:
+        self.pings_muted = muted
+        # WebSocket pings are answered inside trio-websocket, out of our reach; the
+        # in-memory link answers them itself and can be told not to.
+        if isinstance(self.peer, _MemoryEnd):
+            self.peer.answer_pings = not muted
+
+    def heal(self) -> None:
+        self.to_worker.set(held=False, delay=0.0)
+        self.to_engine.set(held=False, delay=0.0)
+        self.slow_read = 0.0
+        self.mute_pings(False)
 
 
 class Engine:
@@ -129,24 +178,59 @@ class Engine:
 
     def __init__(self, config: EngineConfig, nursery: trio.Nursery) -> None:
         self.config = config
-        self.core = EngineCore(config, now=trio.current_time())
         self.url: str | None = None
         self._nursery = nursery
         self._links: dict[str, _Link] = {}
         self._frames: dict[str, deque[FrameRecord]] = {}
         self._changed = trio.Event()
+        self._observers: list[Callable[[EngineEvent], None]] = []
+        self._restarts = 0
+        self.core = self._new_core()
+        #: Inject faults now or on a schedule (``engine_sim.faults``).
+        self.faults = FaultInjector(self)
+
+    def _new_core(self) -> EngineCore:
+        config = self.config
+        if config.seed is not None and self._restarts:
+            # A restarted engine must not hand out its first life's ids again.
+            config = replace(config, seed=config.seed * 1_000_003 + self._restarts)
+        core = EngineCore(config, now=trio.current_time())
+        core.on_status = self._status_changed
+        return core
+
+    def _status_changed(self, worker_id: str, transition: Transition[WorkerStatus]) -> None:
+        if self._observers:
+            self._emit(StatusChanged(trio.current_time(), worker_id, transition))
+
+    def observe(self, observer: Callable[[EngineEvent], None]) -> Callable[[], None]:
+        """Call ``observer(event)`` for every connection, frame, status change and
+        fault from now on (see ``engine_sim.Trace``); returns an unsubscribe."""
+        self._observers.append(observer)
+
+        def unsubscribe() -> None:
+            if observer in self._observers:
+                self._observers.remove(observer)
+
+        return unsubscribe
+
+    def _emit(self, event: EngineEvent) -> None:
+        for observer in list(self._observers):
+            observer(event)
 
     # -- ways in ------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def connect(self, *, buffer: int = 16) -> AsyncIterator[MemoryConnection]:
+    async def connect(
+        self, *, buffer: int = 16, label: str | None = None
+    ) -> AsyncIterator[MemoryConnection]:
         """An in-memory worker connection; the first frame it receives is ``workerregistered``.
 
         ``buffer`` is how many messages each direction holds before writes wait
-        (the socket buffer of a real connection).
+        (the socket buffer of a real connection). ``label`` names the connection
+        for faults' ``target`` and for traces.
         """
         engine_end, worker_end = memory_pair(buffer)
-        self._nursery.start_soon(self._serve, engine_end, None)
+        self._nursery.start_soon(self._serve, engine_end, None, label)
         try:
             yield worker_end
         finally:
@@ -158,6 +242,23 @@ class Engine:
         """An ``iii_trio`` transport whose connections are in-memory ones to this engine:
         ``register_worker(transport=engine.transport)`` runs a worker with no socket."""
         return EngineTransport(self)
+
+    def transport_for(
+        self,
+        label: str,
+        *,
+        buffer: int = 16,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float = 20.0,
+    ) -> EngineTransport:
+        """``transport``, its connections labelled ``label`` (a fault's ``target``)."""
+        return EngineTransport(
+            self,
+            label=label,
+            buffer=buffer,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+        )
 
     async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
         path = urlsplit(request.path).path
@@ -180,13 +281,15 @@ class Engine:
 
     # -- one connection ---------------------------------------------------------------------
 
-    async def _serve(self, peer: Peer, ip_address: str | None) -> None:
-        worker_id, effects = self.core.connect(trio.current_time(), ip_address)
+    async def _serve(self, peer: Peer, ip_address: str | None, label: str | None = None) -> None:
+        core = self.core
+        worker_id, effects = core.connect(trio.current_time(), ip_address)
         # Unbounded as a channel; ``_apply`` bounds it (see there).
-        outbox, pending = trio.open_memory_channel[str | _CloseRequest](math.inf)
-        link = _Link(worker_id, peer, outbox, pending)
+        outbox, pending = trio.open_memory_channel[_Queued](math.inf)
+        link = _Link(worker_id, peer, outbox, pending, core, label)
         self._links[worker_id] = link
         self._frames[worker_id] = deque(maxlen=_FRAME_LOG_LIMIT)
+        self._emit(LinkOpened(trio.current_time(), worker_id, label))
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
@@ -195,12 +298,15 @@ class Engine:
                     await self._read_loop(link)
         finally:
             del self._links[worker_id]
-            self._apply(self.core.disconnect(worker_id, trio.current_time()))
+            # After a restart the core that knew this connection is gone.
+            if core is self.core:
+                self._apply(core.disconnect(worker_id, trio.current_time()))
             with trio.CancelScope(shield=True):
                 if link.aborted:
                     await peer.abort()
                 else:
                     await peer.close(GOING_AWAY, "engine stopped", self._close_timeout)
+            self._emit(LinkClosed(trio.current_time(), worker_id, link.aborted))
 
     @property
     def _close_timeout(self) -> float:
@@ -209,6 +315,9 @@ class Engine:
     async def _read_loop(self, link: _Link) -> None:
         who = link.worker_id[:8]
         while True:
+            await link.to_engine.passage()
+            if link.slow_read:
+                await trio.sleep(link.slow_read)
             try:
                 frame = await link.peer.receive()
             except ConnectionClosed as closed:
@@ -221,35 +330,50 @@ class Engine:
                 link.scope.cancel()
                 return
             self._record(link.worker_id, "in", frame)
-            if isinstance(frame, bytes) and is_telemetry_frame(frame):
-                continue
-            if isinstance(frame, str) and not frame.strip():
-                continue  # the engine skips empty text frames
-            try:
-                message = decode(frame, max_size=self.config.max_message_bytes)
-            except FrameTooLarge as exc:
-                log.warning("%s: %s; closing with 1009", who, exc)
-                self._apply([Close(link.worker_id, MESSAGE_TOO_BIG, "message too big")])
+            message_type = self._handle(link, frame)
+            if message_type == "too big":
                 return
-            except UnknownMessageType as exc:
-                log.warning("%s sent a message of unknown type %r; ignored", who, exc.message_type)
-                continue
-            except ProtocolError as exc:
-                log.warning("%s sent a frame that is not a valid message (%s); ignored", who, exc)
-                continue
+            self.faults.frame_handled(message_type)
+
+    def _handle(self, link: _Link, frame: str | bytes) -> str | None:
+        """Process one frame from a worker; the message type, if it was a message."""
+        who = link.worker_id[:8]
+        if isinstance(frame, bytes) and is_telemetry_frame(frame):
+            return None
+        if isinstance(frame, str) and not frame.strip():
+            return None  # the engine skips empty text frames
+        try:
+            message = decode(frame, max_size=self.config.max_message_bytes)
+        except FrameTooLarge as exc:
+            log.warning("%s: %s; closing with 1009", who, exc)
+            self._apply([Close(link.worker_id, MESSAGE_TOO_BIG, "message too big")])
+            return "too big"
+        except UnknownMessageType as exc:
+            log.warning("%s sent a message of unknown type %r; ignored", who, exc.message_type)
+            return None
+        except ProtocolError as exc:
+            log.warning("%s sent a frame that is not a valid message (%s); ignored", who, exc)
+            return None
+        instead = self.faults.intercept(link, message)
+        if instead is not None:
+            self._apply(instead)
+        else:
             self._apply(self.core.receive(link.worker_id, message, trio.current_time()))
+        return message.type
 
     async def _write_loop(self, link: _Link) -> None:
         async for item in link.pending:
+            await link.to_worker.passage()
             if isinstance(item, _CloseRequest):
                 await link.peer.close(item.code, item.reason, self._close_timeout)
                 break
             try:
-                await link.peer.send(item)
+                await link.peer.send(item.frame)
             except ConnectionClosed:
                 break
             link.sent += 1
-            self._record(link.worker_id, "out", item)
+            self._record(link.worker_id, "out", item.frame)
+            self.faults.frame_handled(item.message_type)
         link.scope.cancel()
 
     def _apply(self, effects: Iterable[Effect]) -> None:
@@ -268,13 +392,14 @@ class Engine:
                         link.worker_id[:8],
                         self.config.send_buffer_frames,
                     )
-                    link.closing = link.aborted = True
-                    link.scope.cancel()
+                    self._drop(link)
                     queue.extend(self.core.disconnect(link.worker_id, trio.current_time()))
                     continue
-            item: str | _CloseRequest
+            item: _Queued
             if isinstance(effect, Send):
-                item = encode(effect.message)
+                if isinstance(effect.message, Pong) and link.pings_muted:
+                    continue
+                item = _Outgoing(encode(effect.message), effect.message.type)
             else:
                 link.closing = True
                 item = _CloseRequest(effect.code, effect.reason)
@@ -298,7 +423,24 @@ class Engine:
         return False
 
     def _record(self, worker_id: str, direction: Literal["in", "out"], frame: str | bytes) -> None:
-        self._frames[worker_id].append(FrameRecord(direction, trio.current_time(), frame))
+        now = trio.current_time()
+        self._frames[worker_id].append(FrameRecord(direction, now, frame))
+        if self._observers:
+            self._emit(FrameSeen(now, worker_id, direction, frame))
+        self._notify()
+
+    def _drop(self, link: _Link) -> None:
+        """Cut ``link`` without a closing handshake."""
+        if not link.aborted:
+            link.closing = link.aborted = True
+            link.scope.cancel()
+
+    def _restart(self) -> None:
+        """Drop every connection and start over with an empty core."""
+        for link in self._links.values():
+            self._drop(link)
+        self._restarts += 1
+        self.core = self._new_core()
         self._notify()
 
     def _notify(self) -> None:
@@ -384,20 +526,44 @@ class EngineTransport:
     """Connects ``iii_trio`` workers to an ``Engine`` in memory (``engine.transport``).
 
     The URL and headers are ignored; every connection is a fresh in-memory one, so
-    a worker's reconnects each reach the engine as a new connection.
+    a worker's reconnects each reach the engine as a new connection. Like
+    ``WebSocketTransport`` it pings the engine every ``ping_interval`` seconds and
+    drops a link whose pong is over ``ping_timeout`` late (``None``: no pings).
     """
 
-    def __init__(self, engine: Engine, *, buffer: int = 16) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        label: str | None = None,
+        buffer: int = 16,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float = 20.0,
+    ) -> None:
         self.engine = engine
+        self.label = label
         self.buffer = buffer
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         #: Every connection made so far, oldest first (tests drop them to cut the link).
         self.connections: list[MemoryConnection] = []
 
     @asynccontextmanager
     async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
-        async with self.engine.connect(buffer=self.buffer) as connection:
+        async with self.engine.connect(buffer=self.buffer, label=self.label) as connection:
             self.connections.append(connection)
-            yield connection
+            with unwrap_single():
+                async with trio.open_nursery() as nursery:
+                    if self.ping_interval is not None:
+                        nursery.start_soon(
+                            keep_alive,
+                            connection.ping,
+                            connection.abort,
+                            self.ping_interval,
+                            self.ping_timeout,
+                        )
+                    yield connection
+                    nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager

@@ -62,7 +62,17 @@ class _CloseFrame:
     reason: str
 
 
-_Item = str | bytes | _CloseFrame
+@dataclass(frozen=True, slots=True)
+class _PingFrame:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _PongFrame:
+    pass
+
+
+_Item = str | bytes | _CloseFrame | _PingFrame | _PongFrame
 
 
 class _MemoryEnd:
@@ -74,21 +84,40 @@ class _MemoryEnd:
         self._out = outgoing
         self._in = incoming
         self.closed: ConnectionClosed | None = None
+        #: Whether a ping is answered, as a WebSocket stack does while it reads.
+        self.answer_pings = True
+        self._pongs: list[trio.Event] = []
 
     async def _receive(self) -> str | bytes:
-        if self.closed is not None:
-            raise self.closed
-        try:
-            item = await self._in.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            item = _CloseFrame(ABNORMAL_CLOSURE, "")
-        if isinstance(item, _CloseFrame):
-            self.closed = ConnectionClosed(item.code, item.reason)
-            await self._out.aclose()
-            raise self.closed
-        return item
+        while True:
+            if self.closed is not None:
+                raise self.closed
+            try:
+                item = await self._in.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                item = _CloseFrame(ABNORMAL_CLOSURE, "")
+            if isinstance(item, _CloseFrame):
+                self.closed = ConnectionClosed(item.code, item.reason)
+                await self._out.aclose()
+                raise self.closed
+            if isinstance(item, _PingFrame):
+                if self.answer_pings:
+                    await self._send(_PongFrame())
+            elif isinstance(item, _PongFrame):
+                pongs, self._pongs = self._pongs, []
+                for pong in pongs:
+                    pong.set()
+            else:
+                return item
 
-    async def _send(self, frame: str | bytes) -> None:
+    async def _ping(self) -> None:
+        # Answered only while the other end reads, as on a real socket.
+        pong = trio.Event()
+        self._pongs.append(pong)
+        await self._send(_PingFrame())
+        await pong.wait()
+
+    async def _send(self, frame: _Item) -> None:
         if self.closed is not None:
             raise self.closed
         try:
@@ -161,6 +190,10 @@ class MemoryConnection(_MemoryEnd):
     async def abort(self) -> None:
         """Drop the connection without a close frame (a crashed worker)."""
         await self._abort()
+
+    async def ping(self) -> None:
+        """Ping the engine and wait for its pong (which needs this end to be read)."""
+        await self._ping()
 
 
 def memory_pair(buffer: int) -> tuple[Peer, MemoryConnection]:

@@ -20,7 +20,7 @@ after the event has been counted.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -220,8 +220,15 @@ class Lifecycle(Generic[S]):
 class StateMachine(Generic[S]):
     """The current state of one worker, changed only by ``apply``."""
 
-    def __init__(self, lifecycle: Lifecycle[S]) -> None:
+    def __init__(
+        self,
+        lifecycle: Lifecycle[S],
+        *,
+        on_transition: Callable[[Transition[S]], None] | None = None,
+    ) -> None:
         self.lifecycle = lifecycle
+        #: Told of every transition taken (a trace, a test); never of refused events.
+        self.on_transition = on_transition
         self._state = lifecycle.start
         self._in_flight: set[str] = set()
 
@@ -258,7 +265,10 @@ class StateMachine(Generic[S]):
             in_flight.clear()
         self._state = target
         self._in_flight = in_flight
-        return Transition(source, event, target)
+        transition = Transition(source, event, target)
+        if self.on_transition is not None:
+            self.on_transition(transition)
+        return transition
 
     def _illegal(self, event: Event, detail: str = "") -> IllegalTransition:
         return IllegalTransition(

@@ -8,8 +8,10 @@ worker can be tested on Trio's virtual clock with no socket at all.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import Final, Protocol
 
 import trio
@@ -18,7 +20,9 @@ import trio_websocket
 from ._exceptions import ConnectionClosed
 from ._groups import unwrap_single
 
-__all__ = ["Connection", "Transport", "WebSocketTransport"]
+__all__ = ["Connection", "Transport", "WebSocketTransport", "keep_alive"]
+
+log = logging.getLogger("iii_trio")
 
 #: Close code of a link that ended without a closing handshake.
 ABNORMAL_CLOSURE: Final = 1006
@@ -85,6 +89,30 @@ def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
     return ConnectionClosed(reason.code, reason.reason or "")
 
 
+async def keep_alive(
+    ping: Callable[[], Awaitable[None]],
+    drop: Callable[[], Awaitable[None]],
+    interval: float,
+    patience: float,
+) -> None:
+    """Ping every ``interval`` seconds; ``drop`` the link if a pong takes over ``patience``.
+
+    Without it a worker behind a half-open TCP connection (engine host gone, NAT
+    timeout) would wait forever instead of reconnecting. Returns when the link closes.
+    """
+    while True:
+        await trio.sleep(interval)
+        with trio.move_on_after(patience) as scope:
+            try:
+                await ping()
+            except ConnectionClosed:
+                return
+        if scope.cancelled_caught:
+            log.warning("no pong within %.0f s; dropping the connection", patience)
+            await drop()
+            return
+
+
 class WebSocketTransport:
     """Connects over WebSocket with trio-websocket.
 
@@ -107,25 +135,16 @@ class WebSocketTransport:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
 
-    async def _keepalive(self, ws: trio_websocket.WebSocketConnection) -> None:
-        """Ping the engine; drop a link whose pong does not come back in time.
+    async def _ping(self, ws: trio_websocket.WebSocketConnection) -> None:
+        try:
+            await ws.ping()
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
 
-        Without it a worker behind a half-open TCP connection (engine host gone,
-        NAT timeout) would wait forever instead of reconnecting.
-        """
-        assert self.ping_interval is not None
-        while True:
-            await trio.sleep(self.ping_interval)
-            with trio.move_on_after(self.ping_timeout) as scope:
-                try:
-                    await ws.ping()
-                except trio_websocket.ConnectionClosed:
-                    return
-            if scope.cancelled_caught:
-                with trio.CancelScope() as abort:
-                    abort.cancel()  # closing under a cancelled scope drops the TCP link
-                    await ws.aclose(1001, "keepalive timeout")
-                return
+    async def _drop(self, ws: trio_websocket.WebSocketConnection) -> None:
+        with trio.CancelScope() as abort:
+            abort.cancel()  # closing under a cancelled scope drops the TCP link
+            await ws.aclose(1001, "keepalive timeout")
 
     @asynccontextmanager
     async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
@@ -143,7 +162,13 @@ class WebSocketTransport:
                 with unwrap_single():
                     async with trio.open_nursery() as nursery:
                         if self.ping_interval is not None:
-                            nursery.start_soon(self._keepalive, ws)
+                            nursery.start_soon(
+                                keep_alive,
+                                partial(self._ping, ws),
+                                partial(self._drop, ws),
+                                self.ping_interval,
+                                self.ping_timeout,
+                            )
                         yield WebSocketConnection(ws)
                         nursery.cancel_scope.cancel()
         except trio_websocket.HandshakeError as exc:

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar, overload
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import trio
 from pydantic import JsonValue, TypeAdapter
@@ -277,6 +277,10 @@ class Worker:
         self.worker_id: str | None = None
         self._reattach_token: str | None = None
 
+    def _new_uuid(self) -> UUID:
+        # From the worker's own generator, so a seeded one makes a run replayable.
+        return UUID(int=self._rng.getrandbits(128), version=4)
+
     # -- state ------------------------------------------------------------------------------
 
     @property
@@ -447,7 +451,7 @@ class Worker:
         trigger_namespace: str | None = None,
     ) -> Registration:
         """Bind ``function_id`` (in ``namespace``, default the worker's) to a trigger type."""
-        trigger_id = id or str(uuid4())
+        trigger_id = id or str(self._new_uuid())
         if trigger_id in self._registry.triggers:
             raise ValueError(f"trigger {trigger_id!r} is already registered")
         message = RegisterTrigger(
@@ -614,7 +618,7 @@ class Worker:
         baggage: str | None,
     ) -> JsonValue:
         self._raise_if_closed()
-        invocation_id = uuid4()
+        invocation_id = self._new_uuid()
         key = str(invocation_id)
         message = self._invoke_message(
             function_id, data, invocation_id, action, namespace, metadata, traceparent, baggage
@@ -729,7 +733,7 @@ class Worker:
         self, trigger_type: str, buffer: int
     ) -> AsyncIterator[trio.MemoryReceiveChannel[JsonValue]]:
         send, receive = trio.open_memory_channel[JsonValue](buffer)
-        function_id = f"iii_trio::watch::{uuid4()}"
+        function_id = f"iii_trio::watch::{self._new_uuid()}"
 
         async def deliver(data: JsonValue) -> None:
             await send.send(data)
@@ -1065,7 +1069,7 @@ class Worker:
                 )
                 await self._answer(live, message, None, missing)
                 return
-            key = str(message.invocation_id or uuid4())
+            key = str(message.invocation_id or self._new_uuid())
             if key in live.invocations:
                 # The engine never reuses a live id; a peer that does must not crash us.
                 await self._refuse(live, message, "invocation_failed", "Duplicate invocation_id")
@@ -1216,6 +1220,8 @@ async def register_worker(
     If the worker fails for good (``RegistrationRejected`` for its name,
     ``ReconnectFailed``), the block is cancelled and that error is raised here.
     ``transport`` replaces the WebSocket (``engine_sim``'s ``engine.transport``).
+    ``rng`` draws the reconnect jitter and every id the worker makes up; a seeded
+    one makes a simulated run repeat exactly.
     """
     worker = Worker(url, options, transport=transport, rng=rng)
     with unwrap_single(), _once_each():

@@ -23,6 +23,22 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos-examples",
+        type=int,
+        default=60,
+        help="scenarios per chaos property test (default %(default)s; try 1000 for a soak)",
+    )
+
+
+@pytest.fixture
+def chaos_examples(request: pytest.FixtureRequest) -> int:
+    """How many generated fault schedules each chaos property test runs."""
+    value: int = request.config.getoption("--chaos-examples")
+    return value
+
+
 # -- the simulated engine, on a virtual clock ---------------------------------------------
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine_sim.strategies import json_objects, json_values, malformed_frames
 from iii_trio import protocol as p
-from tests.strategies import json_objects, json_values
 
 TEN_MB = 10 * 1024 * 1024
 
@@ -150,3 +150,12 @@ def test_telemetry_frames_are_recognised() -> None:
     assert p.is_telemetry_frame(b"OTLP{}")
     assert p.is_telemetry_frame(b"LOGS{}")
     assert not p.is_telemetry_frame(b'{"type":"ping"}')
+
+
+@given(malformed_frames)
+def test_every_shipped_malformed_frame_is_refused_with_a_reason(frame: str) -> None:
+    # The strategy users get from engine_sim.strategies must only produce frames
+    # the protocol layer refuses, never one it accepts or crashes on.
+    with pytest.raises(p.ProtocolError) as refused:
+        p.decode(frame)
+    assert str(refused.value)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine_sim.strategies import MESSAGES
 from iii_trio import protocol as p
-from tests.strategies import MESSAGES
 
 
 def test_every_message_type_has_a_strategy() -> None:
