@@ -70,6 +70,8 @@ PING: Final = "svc::ping"
 TICK: Final = "svc::tick"
 ON_TICK: Final = "client::on_tick"
 BINDING: Final = "tick-1"
+#: Virtual seconds the workers and the engine get to shut down at the end.
+_SHUTDOWN_BOUND: Final = 60.0
 #: Whom a schedule's faults may aim at (``None``: every connection).
 SCHEDULE_TARGETS: Final = (SERVICE, CLIENT, None)
 #: What each worker registers, as ``(frame type, id)``: replayed on every connection.
@@ -226,15 +228,35 @@ class _Run:
     async def main(self) -> None:
         result = self.result
         result.started_at = trio.current_time()
-        try:
-            async with open_engine(EngineConfig(seed=self.result.seed)) as engine:
-                self.trace.attach(engine)
-                engine.observe(self._on_engine_event)
-                engine.faults.schedule(result.schedule)
-                await self._with_workers(engine)
-        except Exception as exc:  # the run reports it; a property turns it into a failure
-            result.crash = f"{type(exc).__name__}: {exc}"
+        # Past this, something refuses to stop (a worker that never shuts down);
+        # without a bound the run would spin through virtual time forever.
+        end = self.heal_at + result.workload.settle_bound + _SHUTDOWN_BOUND
+        with trio.move_on_at(end) as limit:
+            try:
+                async with open_engine(EngineConfig(seed=self.result.seed)) as engine:
+                    self.trace.attach(engine)
+                    engine.observe(self._on_engine_event)
+                    engine.faults.schedule(result.schedule)
+                    try:
+                        await self._with_workers(engine)
+                    finally:
+                        for link in result.links.values():
+                            link.frames = engine.frames(link.worker_id)
+            except Exception as exc:  # the run reports it; a property turns it into a failure
+                result.crash = f"{type(exc).__name__}: {exc}"
+        if limit.cancelled_caught:
+            result.crash = f"the run did not end by {end - result.started_at:g} s (virtual)"
+        if result.crash is not None:
             self.trace.note("RUN", f"crashed: {result.crash}")
+
+    @property
+    def heal_at(self) -> float:
+        """When every fault ends: after the calls' horizon and the last timed step."""
+        result = self.result
+        last_step = max(
+            (when.seconds for when, _ in result.schedule if isinstance(when, At)), default=0.0
+        )
+        return result.started_at + max(result.workload.horizon, last_step) + 1.0
 
     def _on_engine_event(self, event: EngineEvent) -> None:
         links = self.result.links
@@ -274,7 +296,6 @@ class _Run:
                 nursery.cancel_scope.cancel()
 
     async def _with_workers(self, engine: Engine) -> None:
-        result = self.result
         async with (
             self._worker(engine, SERVICE) as svc,
             self._worker(engine, CLIENT) as client,
@@ -283,8 +304,6 @@ class _Run:
             client.register_function(ON_TICK, _ignore)
             client.register_trigger(TICK, ON_TICK, {"every_s": 1}, id=BINDING)
             await self._phases(engine, svc, client)
-        for link in result.links.values():
-            link.frames = engine.frames(link.worker_id)
 
     def _serve(self, svc: Worker) -> None:
         result = self.result
@@ -343,10 +362,6 @@ class _Run:
     async def _phases(self, engine: Engine, svc: Worker, client: Worker) -> None:
         result, workload, start = self.result, self.result.workload, self.result.started_at
         pending = _Countdown()
-        last_step = max(
-            (when.seconds for when, _ in result.schedule if isinstance(when, At)), default=0.0
-        )
-        heal_at = start + max(workload.horizon, last_step) + 1.0
         async with trio.open_nursery() as calls:
             for n in range(workload.calls):
                 record = CallRecord(
@@ -359,7 +374,7 @@ class _Run:
                 result.calls.append(record)
                 pending.add()
                 calls.start_soon(self._call, client, record, pending)
-            await trio.sleep_until(heal_at)
+            await trio.sleep_until(self.heal_at)
             # Phase 2: heal.
             engine.faults.cancel_pending()
             engine.faults.inject(Heal())
