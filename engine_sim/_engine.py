@@ -142,7 +142,6 @@ class _Link:
     # Faults (``engine.faults``): each direction's gate, reading pace, pings.
     to_worker: Gate = field(default_factory=Gate)
     to_engine: Gate = field(default_factory=Gate)
-    slow_read: float = 0.0
     pings_muted: bool = False
 
     @property
@@ -163,8 +162,7 @@ class _Link:
 
     def heal(self) -> None:
         self.to_worker.set(held=False, delay=0.0)
-        self.to_engine.set(held=False, delay=0.0)
-        self.slow_read = 0.0
+        self.to_engine.set(held=False, delay=0.0, pace=0.0)
         self.mute_pings(False)
 
 
@@ -185,6 +183,7 @@ class Engine:
         self._changed = trio.Event()
         self._observers: list[Callable[[EngineEvent], None]] = []
         self._restarts = 0
+        self._status_held: list[StatusChanged] | None = None
         self.core = self._new_core()
         #: Inject faults now or on a schedule (``engine_sim.faults``).
         self.faults = FaultInjector(self)
@@ -200,7 +199,11 @@ class Engine:
 
     def _status_changed(self, worker_id: str, transition: Transition[WorkerStatus]) -> None:
         if self._observers:
-            self._emit(StatusChanged(trio.current_time(), worker_id, transition))
+            event = StatusChanged(trio.current_time(), worker_id, transition)
+            if self._status_held is not None:
+                self._status_held.append(event)
+            else:
+                self._emit(event)
 
     def observe(self, observer: Callable[[EngineEvent], None]) -> Callable[[], None]:
         """Call ``observer(event)`` for every connection, frame, status change and
@@ -283,13 +286,22 @@ class Engine:
 
     async def _serve(self, peer: Peer, ip_address: str | None, label: str | None = None) -> None:
         core = self.core
-        worker_id, effects = core.connect(trio.current_time(), ip_address)
+        # The core reports the new connection's first status change from inside
+        # ``connect``; observers hear of the link itself first.
+        held: list[StatusChanged] = []
+        self._status_held = held
+        try:
+            worker_id, effects = core.connect(trio.current_time(), ip_address)
+        finally:
+            self._status_held = None
         # Unbounded as a channel; ``_apply`` bounds it (see there).
         outbox, pending = trio.open_memory_channel[_Queued](math.inf)
         link = _Link(worker_id, peer, outbox, pending, core, label)
         self._links[worker_id] = link
         self._frames[worker_id] = deque(maxlen=_FRAME_LOG_LIMIT)
         self._emit(LinkOpened(trio.current_time(), worker_id, label))
+        for event in held:
+            self._emit(event)
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
@@ -315,11 +327,8 @@ class Engine:
     async def _read_loop(self, link: _Link) -> None:
         who = link.worker_id[:8]
         while True:
-            await link.to_engine.passage()
-            if link.slow_read:
-                await trio.sleep(link.slow_read)
             try:
-                frame = await link.peer.receive()
+                frame = await link.to_engine.receive(link.peer.receive)
             except ConnectionClosed as closed:
                 if closed.code == MESSAGE_TOO_BIG:
                     log.warning(
@@ -329,6 +338,7 @@ class Engine:
                     )
                 link.scope.cancel()
                 return
+            await link.to_engine.passage()
             self._record(link.worker_id, "in", frame)
             message_type = self._handle(link, frame)
             if message_type == "too big":

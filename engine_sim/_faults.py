@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Final, Literal
 
+from pydantic import TypeAdapter
+
 __all__ = [
     "AfterFrame",
     "At",
@@ -204,14 +206,16 @@ def _encode(value: Any) -> dict[str, Any]:
 
 
 def _decode(data: Any, kinds: dict[str, type[Any]]) -> Any:
-    if not isinstance(data, dict) or data.get("kind") not in kinds:
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if not isinstance(kind, str) or kind not in kinds:
         raise ValueError(f"expected an object with kind in {sorted(kinds)}, got {data!r}")
-    cls = kinds[data["kind"]]
-    known = {f.name for f in fields(cls)}
-    extra = set(data) - known - {"kind"}
+    cls = kinds[kind]
+    extra = set(data) - {f.name for f in fields(cls)} - {"kind"}
     if extra:
-        raise ValueError(f"{cls.__name__} has no field(s) {sorted(extra)}")
-    return cls(**{k: v for k, v in data.items() if k != "kind"})
+        raise ValueError(f"{kind} has no field(s) {sorted(extra)}")
+    # pydantic checks each field against its annotation (a ValidationError is a
+    # ValueError), so a typo'd direction or a string for seconds is refused here.
+    return TypeAdapter(cls).validate_python({k: v for k, v in data.items() if k != "kind"})
 
 
 def schedule_to_json(schedule: Iterable[Step]) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -49,30 +49,66 @@ if TYPE_CHECKING:
 __all__ = ["FaultInjector", "Gate"]
 
 log = logging.getLogger("engine_sim")
+T = TypeVar("T")
 
 
 class Gate:
-    """One direction of one connection: open, held, or passing frames with a delay."""
+    """One direction of one connection: open, held, delaying frames, or (toward the
+    engine) reading at a slow pace. Every change takes effect at once, even on a
+    pause or a read already under way."""
 
     def __init__(self) -> None:
         self.held = False
         self.delay = 0.0
+        self.pace = 0.0
         self._changed = trio.Event()
+        self._reading: trio.CancelScope | None = None
 
-    def set(self, *, held: bool | None = None, delay: float | None = None) -> None:
+    def set(
+        self, *, held: bool | None = None, delay: float | None = None, pace: float | None = None
+    ) -> None:
         if held is not None:
             self.held = held
         if delay is not None:
             self.delay = delay
+        if pace is not None:
+            self.pace = pace
+        if self._reading is not None:
+            self._reading.cancel()  # the reader re-checks the gate before reading on
         self._changed.set()
         self._changed = trio.Event()
 
+    async def _wait(self, seconds: Callable[[], float]) -> None:
+        """Wait while held, then ``seconds()``; start over whenever the gate changes."""
+        while True:
+            changed = self._changed
+            if self.held:
+                await changed.wait()
+                continue
+            if seconds() <= 0:
+                return
+            with trio.move_on_after(seconds()):
+                await changed.wait()
+            if not changed.is_set():
+                return
+
     async def passage(self) -> None:
-        """Return when the next frame may pass."""
-        while self.held:
-            await self._changed.wait()
-        if self.delay > 0:
-            await trio.sleep(self.delay)
+        """Return when the next frame may pass (after ``delay``)."""
+        await self._wait(lambda: self.delay)
+
+    async def receive(self, receive: Callable[[], Awaitable[T]]) -> T:
+        """Read with ``receive`` at the gate's pace, never while held.
+
+        A hold arriving while the read waits cancels the read (reads are cancel-safe:
+        nothing is lost), so a held direction really takes nothing more.
+        """
+        while True:
+            await self._wait(lambda: self.pace)
+            try:
+                with trio.CancelScope() as self._reading:
+                    return await receive()
+            finally:
+                self._reading = None
 
 
 class FaultInjector:
@@ -115,7 +151,7 @@ class FaultInjector:
                     link.gate(direction).set(delay=seconds)
             case SlowReader(seconds=seconds):
                 for link in links:
-                    link.slow_read = seconds
+                    link.to_engine.set(pace=seconds)
             case MutePings():
                 for link in links:
                     link.mute_pings(True)
@@ -139,11 +175,16 @@ class FaultInjector:
         ``At`` counts from when the engine started. Steps due at the same moment
         run in the order given.
         """
+        timed: list[tuple[float, Fault]] = []
         for when, fault in steps:
             if isinstance(when, At):
-                self._engine._nursery.start_soon(self._at, self._start + when.seconds, fault)
+                timed.append((self._start + when.seconds, fault))
             else:
                 self._by_frame.append((when, fault))
+        if timed:
+            # One task for all of them (a stable sort keeps the given order among
+            # equal times); a task each would wake in Trio's arbitrary order.
+            self._engine._nursery.start_soon(self._at, sorted(timed, key=lambda step: step[0]))
         self.frame_handled(None, count=False)
 
     def cancel_pending(self) -> None:
@@ -152,9 +193,10 @@ class FaultInjector:
 
     # -- the engine's hooks ----------------------------------------------------------------
 
-    async def _at(self, deadline: float, fault: Fault) -> None:
-        await trio.sleep_until(deadline)
-        self.inject(fault)
+    async def _at(self, timed: list[tuple[float, Fault]]) -> None:
+        for deadline, fault in timed:
+            await trio.sleep_until(deadline)
+            self.inject(fault)
 
     def frame_handled(self, message_type: str | None, *, count: bool = True) -> None:
         """Count a frame, then run the frame steps now due."""

@@ -38,6 +38,7 @@ __all__ = [
     "PROPERTIES",
     "RARE_CASES",
     "calls_end_by_their_deadline",
+    "calls_fail_when_their_connection_ends",
     "liveness_after_the_last_fault",
     "no_handler_outlives_its_connection",
     "one_result_per_invocation",
@@ -51,6 +52,8 @@ __all__ = [
 
 Property = Callable[[ScenarioResult], list[str]]
 _REGISTRATION_TYPES: Final = (RegisterFunction, RegisterTriggerType, RegisterTrigger)
+#: The worker's announcement, the last frame of its handshake (after the replay).
+ANNOUNCE: Final = "engine::workers::register"
 
 
 def _messages(link: Link, direction: str) -> Iterator[tuple[FrameRecord, Any]]:
@@ -140,28 +143,26 @@ def reattach_precedes_the_replay(result: ScenarioResult) -> list[str]:
 
 
 def registrations_replayed_once_per_connection(result: ScenarioResult) -> list[str]:
-    """Each registration goes out at most once per connection, and all of them on
-    every connection where the worker became ready."""
+    """Each registration goes out at most once per connection, and all of them
+    before the worker announces itself (``engine::workers::register``) on it."""
     found: list[str] = []
     for name, expected in REGISTRATIONS.items():
-        ready = {worker_id for _, worker_id in result.ready_ids.get(name, [])}
         for link in result.links_of(name):
-            sent = Counter(
-                (m.type, m.id)
-                for _, m in _messages(link, "in")
-                if isinstance(m, _REGISTRATION_TYPES)
-            )
+            sent: Counter[tuple[str, str]] = Counter()
+            for _, m in _messages(link, "in"):
+                if isinstance(m, _REGISTRATION_TYPES):
+                    sent[(m.type, m.id)] += 1
+                elif isinstance(m, InvokeFunction) and m.function_id == ANNOUNCE:
+                    found += [
+                        f"{name} announced itself on {link.worker_id[:8]} before sending "
+                        f"{kind} {key}"
+                        for kind, key in sorted(expected - set(sent))
+                    ]
             found += [
                 f"{name} sent {kind} {key} {n} times on {link.worker_id[:8]}"
                 for (kind, key), n in sent.items()
                 if n > 1
             ]
-            if link.worker_id in ready:
-                missing = expected - set(sent)
-                found += [
-                    f"{name} became ready on {link.worker_id[:8]} without sending {kind} {key}"
-                    for kind, key in sorted(missing)
-                ]
     return found
 
 
@@ -224,6 +225,36 @@ def calls_end_by_their_deadline(result: ScenarioResult) -> list[str]:
     return found
 
 
+def calls_fail_when_their_connection_ends(result: ScenarioResult) -> list[str]:
+    """A call the engine received on a connection that then ended is over (answered,
+    or failed with ``ConnectionLost``) by the moment the connection closed: it
+    neither hangs nor waits out its timeout for an answer that cannot come."""
+    found: list[str] = []
+    calls = {call.n: call for call in result.calls}
+    for link in result.links_of(CLIENT):
+        if link.closed is None:
+            continue
+        for _, message in _messages(link, "in"):
+            if not (
+                isinstance(message, InvokeFunction)
+                and message.invocation_id is not None
+                and not isinstance(message.action, VoidAction)
+                and isinstance(message.data, dict)
+            ):
+                continue
+            call = calls.get(int(message.data.get("n", -1)))  # type: ignore[arg-type]
+            if call is not None and (call.ended is None or call.ended > link.closed):
+                ended = (
+                    "never" if call.ended is None else f"at {call.ended - result.started_at:g} s"
+                )
+                found.append(
+                    f"call #{call.n} was still waiting after its connection "
+                    f"{link.worker_id[:8]} closed at {link.closed - result.started_at:g} s "
+                    f"(it ended: {ended})"
+                )
+    return found
+
+
 def liveness_after_the_last_fault(result: ScenarioResult) -> list[str]:
     """After healing, both workers are ready, ``svc`` runs the binding again and
     fresh calls succeed, within the workload's recovery bound."""
@@ -247,6 +278,7 @@ PROPERTIES: Final[dict[str, Property]] = {
         no_handler_outlives_its_connection,
         states_follow_their_tables,
         calls_end_by_their_deadline,
+        calls_fail_when_their_connection_ends,
         liveness_after_the_last_fault,
     )
 }

@@ -28,6 +28,7 @@ from ._faults import (
     Drop,
     Fault,
     GracefulClose,
+    Heal,
     Hold,
     MutePings,
     RefuseReattach,
@@ -264,6 +265,7 @@ def faults(
         st.builds(MutePings, target),
         st.builds(RejectRegistration, st.sampled_from(list(function_ids)), target),
         st.builds(RefuseReattach, target),
+        st.builds(Heal, target),
     )
 
 
