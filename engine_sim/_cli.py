@@ -84,13 +84,20 @@ async def serve(config: EngineConfig) -> None:
 def chaos(seed: int, runs: int, schedule_json: str | None, show_trace: bool) -> int:
     """Run and check scenarios; print a report for each failing one. 1 if any failed."""
     from ._chaos import SCHEDULE_TARGETS, WORK, run_scenario
-    from ._faults import random_schedule, schedule_from_json
+    from ._faults import Step, random_schedule, schedule_from_json
     from ._properties import rare_cases, violations
 
+    given: list[Step] | None = None
+    if schedule_json is not None:
+        try:
+            given = schedule_from_json(schedule_json)
+        except ValueError as exc:
+            print(f"iii-sim chaos: bad --schedule: {exc}", file=sys.stderr)
+            return 2
     failed = 0
     for run_seed in range(seed, seed + runs):
-        if schedule_json is not None:
-            schedule = schedule_from_json(schedule_json)
+        if given is not None:
+            schedule = given
         else:
             schedule = random_schedule(
                 random.Random(run_seed), targets=SCHEDULE_TARGETS, function_ids=[WORK]

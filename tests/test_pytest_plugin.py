@@ -1,0 +1,110 @@
+"""The pytest plugin as a user meets it: a suite with no conftest, only our fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+INI = """
+[pytest]
+trio_mode = true
+filterwarnings = error
+"""
+
+TRIO_SUITE = """
+import trio
+import iii_trio
+from engine_sim.faults import Drop
+
+
+async def test_a_function_is_called(iii_clock, iii_engine, iii_worker):
+    async def double(data):
+        return data["x"] * 2
+
+    iii_worker.register_function("math::double", double)
+    options = iii_trio.InitOptions(worker_name="caller", enable_metrics_reporting=False)
+    async with iii_trio.register_worker(options=options, transport=iii_engine.transport) as caller:
+        await caller.ready()
+        assert await caller.trigger("math::double", {"x": 21}) == 42
+
+
+async def test_the_worker_comes_back_after_a_drop(iii_clock, iii_engine, iii_faults, iii_worker):
+    first = iii_worker.worker_id
+    iii_faults.inject(Drop("test-worker"))
+    with trio.fail_after(120):
+        await iii_engine.wait_for(lambda: iii_worker.worker_id not in (None, first))
+        await iii_worker.ready()
+    # Virtual time: the reconnect backoff (about a second) took no real time.
+    assert 0.5 < trio.current_time() < 5
+
+
+async def test_a_failure_shows_the_engine_trace(iii_clock, iii_engine, iii_worker, iii_trace):
+    iii_trace.note("test", "about to fail")
+    assert iii_worker.worker_id == "something else"
+"""
+
+THREAD_SUITE = """
+from iii import InitOptions, register_worker
+
+
+def test_the_official_sdk_is_served(iii_engine_thread):
+    worker = register_worker(
+        iii_engine_thread.url,
+        InitOptions(
+            worker_name="official", otel={"enabled": False}, enable_metrics_reporting=False
+        ),
+    )
+    try:
+        worker.register_function("greet", lambda data: {"hello": data["name"]})
+        iii_engine_thread.wait_for(lambda engine: "greet" in engine.function_ids())
+        reply = worker.trigger({"function_id": "greet", "payload": {"name": "ada"}})
+        assert reply == {"hello": "ada"}
+    finally:
+        worker.shutdown()
+        worker._loop.close()
+"""
+
+
+def test_trio_fixtures_engine_worker_faults_and_trace(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(test_user=TRIO_SUITE)
+    run = pytester.runpytest_subprocess("-q")
+    run.assert_outcomes(passed=2, failed=1)
+    # The failing test's report carries the trace: virtual times, named connections.
+    run.stdout.fnmatch_lines(
+        [
+            "*iii engine trace*",
+            "*0.000s  test-worker#1 link open*",
+            "*-> invokefunction function_id=engine::workers::register action=void*",
+            "*test       about to fail*",
+        ]
+    )
+    assert "iii engine trace" not in run.stdout.str().split("test_a_failure_shows")[0]
+
+
+def test_the_thread_backed_engine_serves_a_suite_that_is_not_trio(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(
+        INI.replace("filterwarnings = error", "filterwarnings = ignore::DeprecationWarning")
+    )
+    pytester.makepyfile(test_official=THREAD_SUITE)
+    pytester.runpytest_subprocess("-q").assert_outcomes(passed=1)
+
+
+def test_sim_only_checks_are_skipped_against_another_engine(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        test_marks="""
+import pytest
+
+@pytest.mark.sim_only
+def test_inspects_the_simulator(iii_engine_url):
+    assert iii_engine_url is None
+
+def test_runs_anywhere(iii_engine_url):
+    assert iii_engine_url in (None, "ws://engine.example:49134")
+"""
+    )
+    pytester.runpytest_subprocess("-q").assert_outcomes(passed=2)
+    elsewhere = pytester.runpytest_subprocess("-q", "--iii-engine-url", "ws://engine.example:49134")
+    elsewhere.assert_outcomes(passed=1, skipped=1)
