@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 INI = """
@@ -108,3 +111,12 @@ def test_runs_anywhere(iii_engine_url):
     pytester.runpytest_subprocess("-q").assert_outcomes(passed=2)
     elsewhere = pytester.runpytest_subprocess("-q", "--iii-engine-url", "ws://engine.example:49134")
     elsewhere.assert_outcomes(passed=1, skipped=1)
+
+
+def test_the_readme_example_passes(pytester: pytest.Pytester) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    example = next(block for block in blocks if "iii_faults" in block)
+    pytester.makeini(INI)
+    pytester.makepyfile(test_readme=example)
+    pytester.runpytest_subprocess("-q").assert_outcomes(passed=1)
