@@ -243,7 +243,9 @@ class EngineCore:
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do."""
         deadlines = [self._next_poll]
-        deadlines += [w.grace_deadline for w in self.workers.values() if w.grace_deadline]
+        deadlines += [
+            w.grace_deadline for w in self.workers.values() if w.grace_deadline is not None
+        ]
         deadlines += [wait.deadline for wait in self._ack_waits.values()]
         return min(deadlines)
 

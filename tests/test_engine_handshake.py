@@ -13,7 +13,7 @@ import trio
 from pydantic import JsonValue
 from trio.testing import MockClock
 
-from engine_sim import Engine, WorkerStatus
+from engine_sim import Engine, EngineConfig, EngineCore, WorkerStatus
 from iii_trio import ConnectionClosed
 from iii_trio.protocol import (
     FUNCTION_NAMESPACE_CONFLICT,
@@ -302,3 +302,10 @@ async def test_item_28_reattach_with_a_wrong_token_is_ignored(
     assert engine.worker(w1.id) is not None
     await w1.send(Ping())
     await w1.expect(Pong)
+
+
+def test_a_grace_timer_due_at_time_zero_is_the_next_deadline() -> None:
+    # A deadline of 0.0 is falsy; the timer task must still wake for it.
+    core = EngineCore(EngineConfig(namespace_grace_ms=0), now=0.0)
+    core.connect(0.0)
+    assert core.next_deadline() == 0.0
