@@ -340,36 +340,37 @@ class Engine:
                 return
             await link.to_engine.passage()
             self._record(link.worker_id, "in", frame)
-            message_type = self._handle(link, frame)
-            if message_type == "too big":
+            try:
+                message = self._decode(who, frame)
+            except FrameTooLarge as exc:
+                log.warning("%s: %s; closing with 1009", who, exc)
+                self._apply([Close(link.worker_id, MESSAGE_TOO_BIG, "message too big")])
                 return
-            self.faults.frame_handled(message_type)
+            if message is not None:
+                instead = self.faults.intercept(link, message)
+                if instead is None:
+                    instead = self.core.receive(link.worker_id, message, trio.current_time())
+                self._apply(instead)
+            self.faults.frame_handled(message.type if message is not None else None)
 
-    def _handle(self, link: _Link, frame: str | bytes) -> str | None:
-        """Process one frame from a worker; the message type, if it was a message."""
-        who = link.worker_id[:8]
+    def _decode(self, who: str, frame: str | bytes) -> Message | None:
+        """The message in a worker's frame; ``None`` (logged) for one the engine skips.
+
+        Raises ``FrameTooLarge``, which closes the connection.
+        """
         if isinstance(frame, bytes) and is_telemetry_frame(frame):
             return None
         if isinstance(frame, str) and not frame.strip():
             return None  # the engine skips empty text frames
         try:
-            message = decode(frame, max_size=self.config.max_message_bytes)
-        except FrameTooLarge as exc:
-            log.warning("%s: %s; closing with 1009", who, exc)
-            self._apply([Close(link.worker_id, MESSAGE_TOO_BIG, "message too big")])
-            return "too big"
+            return decode(frame, max_size=self.config.max_message_bytes)
+        except FrameTooLarge:
+            raise
         except UnknownMessageType as exc:
             log.warning("%s sent a message of unknown type %r; ignored", who, exc.message_type)
-            return None
         except ProtocolError as exc:
             log.warning("%s sent a frame that is not a valid message (%s); ignored", who, exc)
-            return None
-        instead = self.faults.intercept(link, message)
-        if instead is not None:
-            self._apply(instead)
-        else:
-            self._apply(self.core.receive(link.worker_id, message, trio.current_time()))
-        return message.type
+        return None
 
     async def _write_loop(self, link: _Link) -> None:
         async for item in link.pending:
