@@ -28,6 +28,7 @@ import shlex
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final
 
 import trio
@@ -45,6 +46,7 @@ from iii_trio import (
     Worker,
 )
 from iii_trio.lifecycle import Transition, WorkerState, WorkerStatus
+from iii_trio.protocol import Message
 
 from ._config import EngineConfig
 from ._engine import Engine, FrameRecord, open_engine
@@ -146,6 +148,12 @@ class Link:
     closed: float | None = None
     aborted: bool = False
     frames: list[FrameRecord] = field(default_factory=list)
+
+    @cached_property
+    def messages(self) -> list[tuple[FrameRecord, Message]]:
+        """The frames that are valid messages, decoded once (for every property)."""
+        decoded = ((record, record.message) for record in self.frames)
+        return [(record, message) for record, message in decoded if message is not None]
 
 
 @dataclass

@@ -57,11 +57,7 @@ ANNOUNCE: Final = "engine::workers::register"
 
 
 def _messages(link: Link, direction: str) -> Iterator[tuple[FrameRecord, Any]]:
-    for record in link.frames:
-        if record.direction == direction:
-            message = record.message
-            if message is not None:
-                yield record, message
+    return ((record, message) for record, message in link.messages if record.direction == direction)
 
 
 def one_result_per_invocation(result: ScenarioResult) -> list[str]:
