@@ -29,7 +29,7 @@ from iii_trio import (
     UnknownMessageType,
 )
 from iii_trio._groups import unwrap_single
-from iii_trio._transport import keep_alive
+from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT, keep_alive
 from iii_trio.lifecycle import Transition, WorkerStatus
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
@@ -64,6 +64,8 @@ T = TypeVar("T")
 MESSAGE_TOO_BIG: Final = 1009
 #: Close code when the engine shuts down.
 GOING_AWAY: Final = 1001
+#: Messages each direction of an in-memory link holds before writes wait.
+SOCKET_BUFFER: Final = 16
 #: How many frames of each connection the frame log keeps.
 _FRAME_LOG_LIMIT: Final = 10_000
 
@@ -224,7 +226,7 @@ class Engine:
 
     @asynccontextmanager
     async def connect(
-        self, *, buffer: int = 16, label: str | None = None
+        self, *, buffer: int = SOCKET_BUFFER, label: str | None = None
     ) -> AsyncIterator[MemoryConnection]:
         """An in-memory worker connection; the first frame it receives is ``workerregistered``.
 
@@ -246,22 +248,10 @@ class Engine:
         ``register_worker(transport=engine.transport)`` runs a worker with no socket."""
         return EngineTransport(self)
 
-    def transport_for(
-        self,
-        label: str,
-        *,
-        buffer: int = 16,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float = 20.0,
-    ) -> EngineTransport:
-        """``transport``, its connections labelled ``label`` (a fault's ``target``)."""
-        return EngineTransport(
-            self,
-            label=label,
-            buffer=buffer,
-            ping_interval=ping_interval,
-            ping_timeout=ping_timeout,
-        )
+    def transport_for(self, label: str) -> EngineTransport:
+        """``transport``, its connections labelled ``label`` (a fault's ``target``);
+        ``EngineTransport(engine, ...)`` takes the other options."""
+        return EngineTransport(self, label=label)
 
     async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
         path = urlsplit(request.path).path
@@ -547,9 +537,9 @@ class EngineTransport:
         engine: Engine,
         *,
         label: str | None = None,
-        buffer: int = 16,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float = 20.0,
+        buffer: int = SOCKET_BUFFER,
+        ping_interval: float | None = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
     ) -> None:
         self.engine = engine
         self.label = label

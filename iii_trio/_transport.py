@@ -24,6 +24,11 @@ __all__ = ["Connection", "Transport", "WebSocketTransport", "keep_alive"]
 
 log = logging.getLogger("iii_trio")
 
+#: Keepalive: seconds between pings, and how long a pong may take before the link
+#: is dropped; shared with engine_sim's in-memory transport, so a worker under test
+#: notices a silent engine exactly as it would over a socket.
+PING_INTERVAL: Final = 20.0
+PING_TIMEOUT: Final = 20.0
 #: Close code of a link that ended without a closing handshake.
 ABNORMAL_CLOSURE: Final = 1006
 
@@ -126,8 +131,8 @@ class WebSocketTransport:
         connect_timeout: float = 10.0,
         close_timeout: float = 10.0,
         max_message_bytes: int = 64 * 1024 * 1024,
-        ping_interval: float | None = 20.0,
-        ping_timeout: float = 20.0,
+        ping_interval: float | None = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
