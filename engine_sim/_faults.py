@@ -21,6 +21,9 @@ from typing import Any, Final, Literal
 from pydantic import TypeAdapter
 
 __all__ = [
+    "DELAYS",
+    "FRAME_TYPES",
+    "PACES",
     "AfterFrame",
     "At",
     "Delay",
@@ -246,8 +249,9 @@ def random_schedule(
     horizon: float = 40.0,
     max_steps: int = 4,
 ) -> list[Step]:
-    """A schedule drawn from ``rng`` alone (``iii-sim chaos --seed``), with the same
-    shape as ``engine_sim.strategies.fault_schedules`` draws."""
+    """A schedule drawn from ``rng`` alone (``iii-sim chaos --seed``): the faults and
+    values ``engine_sim.strategies.fault_schedules`` draws, except ``Heal`` (a chaos
+    run heals at its end anyway), with frame counts up to 8."""
 
     def target() -> str | None:
         return rng.choice(targets)
@@ -260,8 +264,8 @@ def random_schedule(
         lambda: GracefulClose(target()),
         lambda: Hold(direction(), target()),
         lambda: Release(direction(), target()),
-        lambda: Delay(direction(), rng.choice((0.1, 0.5, 2.0)), target()),
-        lambda: SlowReader(rng.choice((0.5, 2.0)), target()),
+        lambda: Delay(direction(), rng.choice(DELAYS), target()),
+        lambda: SlowReader(rng.choice(PACES), target()),
         lambda: MutePings(target()),
         lambda: RejectRegistration(rng.choice(function_ids), target()),
         lambda: RefuseReattach(target()),
@@ -278,6 +282,9 @@ def random_schedule(
     return steps
 
 
+#: Seconds a generated ``Delay`` or ``SlowReader`` takes (here and in the strategies).
+DELAYS: Final = (0.1, 0.5, 2.0)
+PACES: Final = (0.5, 2.0)
 #: Message types a frame-counted step most usefully waits for.
 FRAME_TYPES: Final = (
     None,

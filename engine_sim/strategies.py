@@ -21,7 +21,9 @@ from hypothesis import strategies as st
 from iii_trio import protocol as p
 
 from ._faults import (
+    DELAYS,
     FRAME_TYPES,
+    PACES,
     AfterFrame,
     At,
     Delay,
@@ -260,8 +262,8 @@ def faults(
         st.builds(RestartEngine),
         st.builds(Hold, direction, target),
         st.builds(Release, direction, target),
-        st.builds(Delay, direction, st.sampled_from([0.1, 0.5, 2.0]), target),
-        st.builds(SlowReader, st.sampled_from([0.5, 2.0]), target),
+        st.builds(Delay, direction, st.sampled_from(DELAYS), target),
+        st.builds(SlowReader, st.sampled_from(PACES), target),
         st.builds(MutePings, target),
         st.builds(RejectRegistration, st.sampled_from(list(function_ids)), target),
         st.builds(RefuseReattach, target),
