@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar, overload
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import trio
 from pydantic import JsonValue, TypeAdapter
@@ -256,7 +256,9 @@ class Worker:
             close_timeout=options.connect_timeout_ms / 1000,
             max_message_bytes=options.max_message_bytes,
         )
+        #: Draws the reconnect jitter; the ids too, but only when a seed was given.
         self._rng = rng or random.Random()
+        self._seeded_ids = rng is not None
         self._machine = StateMachine(WORKER_LIFECYCLE)
         self._state_changed = trio.Event()
         self._streams: weakref.WeakSet[TransitionStream] = weakref.WeakSet()
@@ -278,7 +280,11 @@ class Worker:
         self._reattach_token: str | None = None
 
     def _new_uuid(self) -> UUID:
-        # From the worker's own generator, so a seeded one makes a run replayable.
+        # A peer sees these ids (the engine forwards invocation ids to the callee); a
+        # Mersenne Twister's give away the ones to come, so they are random unless the
+        # caller asked for a replayable run by passing ``rng``.
+        if not self._seeded_ids:
+            return uuid4()
         return UUID(int=self._rng.getrandbits(128), version=4)
 
     # -- state ------------------------------------------------------------------------------
@@ -1220,8 +1226,11 @@ async def register_worker(
     If the worker fails for good (``RegistrationRejected`` for its name,
     ``ReconnectFailed``), the block is cancelled and that error is raised here.
     ``transport`` replaces the WebSocket (``engine_sim``'s ``engine.transport``).
-    ``rng`` draws the reconnect jitter and every id the worker makes up; a seeded
-    one makes a simulated run repeat exactly.
+    ``rng`` draws the reconnect jitter and every id the worker makes up (invocation,
+    trigger and watch ids); a seeded one makes a simulated run repeat exactly. Only
+    for tests and simulations: a peer that sees a few hundred ids of a
+    ``random.Random`` predicts the next ones. Without it, ids are ``uuid4()`` (from
+    the OS's secure source) and the jitter comes from an unseeded ``random.Random``.
     """
     worker = Worker(url, options, transport=transport, rng=rng)
     with unwrap_single(), _once_each():
