@@ -41,8 +41,22 @@ class EngineConfig:
     close_timeout_ms: int = 2000
     #: How long a client may take to finish the WebSocket upgrade.
     handshake_timeout_ms: int = 10_000
+    #: How long a worker may stay silent after the upgrade before it is closed (1008).
+    #: The real engine has no such limit; every SDK announces itself at once, so 30 s
+    #: (three handshake timeouts) never cuts an honest worker, even on a loaded CI
+    #: machine, and still frees a socket that sent half a frame and stalled.
+    first_message_timeout_ms: int = 30_000
+    #: Sockets held at once (workers, telemetry, upgrades in progress); one more is
+    #: answered HTTP 503 before the upgrade. The real engine has no limit; 900 keeps
+    #: clear of the common 1,024-descriptor limit, so a flood meets this answer
+    #: rather than a listener out of descriptors.
+    max_connections: int = 900
     #: Serve ``engine::queue::enqueue`` in process (no retries, no persistence) so
     #: ``action: enqueue`` works without the external queue worker.
     builtin_queue: bool = False
-    #: Seed for worker ids, tokens and invocation ids; ``None`` draws fresh UUIDs.
+    #: Seed for worker ids, reattach tokens, invocation and binding ids. ``None``
+    #: (the default) draws each from ``uuid.uuid4()``, which no peer can predict;
+    #: a seed makes them a ``random.Random`` stream, repeatable run after run (chaos
+    #: replays) and therefore predictable: never give one to an engine that
+    #: untrusted peers can reach.
     seed: int | None = None

@@ -10,7 +10,6 @@ property tests can drive it directly.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import unicodedata
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from iii_trio.protocol import (
 from ._config import EngineConfig
 from ._discovery import function_summary
 from ._effects import Close, Effect, Send
+from ._ids import IdSource
 from ._records import (
     Binding,
     EnqueueReply,
@@ -162,7 +162,7 @@ class EngineCore:
         self._handlers: dict[FunctionKey, BuiltinHandler] = {}
         self._config_checks: dict[TypeKey, ConfigCheck] = {}
         self._ack_waits: dict[str, _AckWait] = {}
-        self._rng = random.Random(self.config.seed)
+        self._ids = IdSource(self.config.seed)
         # Wall-clock milliseconds for ``connected_at_ms``, anchored once so that a
         # virtual clock still gives consistent, increasing values.
         self._epoch = time.time() - now
@@ -252,7 +252,7 @@ class EngineCore:
     # -- helpers the built-ins use -------------------------------------------------------
 
     def new_id(self) -> str:
-        return str(UUID(int=self._rng.getrandbits(128), version=4))
+        return self._ids.new_id()
 
     def who(self, worker: WorkerRecord) -> str:
         return f"{_short(worker.id)} ({worker.name})" if worker.name else _short(worker.id)
