@@ -19,6 +19,7 @@ import trio_websocket
 
 from ._exceptions import ConnectionClosed
 from ._groups import unwrap_single
+from ._upgrade import open_websocket
 
 __all__ = ["Connection", "Transport", "WebSocketTransport", "keep_alive"]
 
@@ -123,6 +124,9 @@ class WebSocketTransport:
 
     ``connect_timeout`` bounds the TCP connect and upgrade, ``close_timeout`` the
     closing handshake (seconds). Messages up to ``max_message_bytes`` are read.
+    A connection refused, reset or closed before the upgrade completes, or an
+    upgrade answered with an HTTP error, fails at once with ``ConnectionClosed``
+    (1006) saying which, so the worker goes straight to its backoff.
     """
 
     def __init__(
@@ -153,34 +157,36 @@ class WebSocketTransport:
 
     @asynccontextmanager
     async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
-        stream: trio.abc.Stream | None = None
         try:
-            async with trio_websocket.open_websocket_url(
-                url,
-                extra_headers=[(k.encode(), v.encode()) for k, v in headers.items()],
-                message_queue_size=1,
-                max_message_size=self.max_message_bytes,
-                connect_timeout=self.connect_timeout,
-                disconnect_timeout=self.close_timeout,
-            ) as ws:
-                stream = ws._stream
-                with unwrap_single():
-                    async with trio.open_nursery() as nursery:
-                        if self.ping_interval is not None:
-                            nursery.start_soon(
-                                keep_alive,
-                                partial(self._ping, ws),
-                                partial(self._drop, ws),
-                                self.ping_interval,
-                                self.ping_timeout,
-                            )
-                        yield WebSocketConnection(ws)
-                        nursery.cancel_scope.cancel()
-        except trio_websocket.HandshakeError as exc:
-            raise ConnectionClosed(ABNORMAL_CLOSURE, f"upgrade failed: {exc}") from exc
-        finally:
-            # trio-websocket leaves its TCP stream open when the engine closes first
-            # (it waits for a TCP close that never comes), so close it here.
-            if stream is not None:
-                with trio.CancelScope(shield=True):
-                    await stream.aclose()
+            with unwrap_single():
+                async with trio.open_nursery() as reader:
+                    ws, stream = await open_websocket(
+                        reader,
+                        url,
+                        headers,
+                        timeout=self.connect_timeout,
+                        max_message_bytes=self.max_message_bytes,
+                    )
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            if self.ping_interval is not None:
+                                nursery.start_soon(
+                                    keep_alive,
+                                    partial(self._ping, ws),
+                                    partial(self._drop, ws),
+                                    self.ping_interval,
+                                    self.ping_timeout,
+                                )
+                            yield WebSocketConnection(ws)
+                            nursery.cancel_scope.cancel()
+                    finally:
+                        with trio.move_on_after(self.close_timeout):
+                            await ws.aclose()
+                        # trio-websocket leaves its TCP stream open when the engine closes
+                        # first (it waits for a TCP close that never comes), so close it here.
+                        with trio.CancelScope(shield=True):
+                            await stream.aclose()
+        except trio_websocket.ConnectionRejected as exc:
+            body = (exc.body or b"")[:200].decode(errors="replace")
+            reason = f"{url}: the engine refused the upgrade: HTTP {exc.status_code} {body}"
+            raise ConnectionClosed(ABNORMAL_CLOSURE, reason.rstrip()) from exc

@@ -10,13 +10,18 @@
 from __future__ import annotations
 
 import random
+import socket
+import struct
 from uuid import UUID
 
+import pytest
+import trio
 from trio.testing import MockClock
 
 import iii_trio
 from engine_sim import Engine
-from iii_trio import InitOptions
+from iii_trio import InitOptions, ReconnectionConfig
+from iii_trio.lifecycle import ReconnectScheduled
 
 # -- item 4: unpredictable ids ---------------------------------------------------------------
 
@@ -112,3 +117,82 @@ async def test_a_seeded_worker_makes_the_same_ids_again(
     assert _predict_top_word(ids[:-1]) == ids[-1].int >> 96
     replay = random.Random(7)
     assert ids == [UUID(int=replay.getrandbits(128), version=4) for _ in ids]
+
+
+# -- item 10: a refused or reset connection goes to backoff at once --------------------------
+
+
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
+
+
+async def _reset_each_upgrade(listener: trio.SocketListener, how: str, dials: list[int]) -> None:
+    """Accept, read the whole upgrade request, then reset the connection (``SO_LINGER``
+    0) or close it (a FIN), answering nothing or an HTTP 503. Closes ``listener`` when cancelled."""
+    async with listener:
+        while True:
+            await _end_one_upgrade(await listener.accept(), how, dials)
+
+
+async def _end_one_upgrade(stream: trio.SocketStream, how: str, dials: list[int]) -> None:
+    with stream.socket:
+        dials.append(1)
+        request = b""
+        with trio.move_on_after(5):
+            while b"\r\n\r\n" not in request and len(request) < 65536:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    break
+                request += chunk
+        if how == "rejected":
+            await stream.send_all(_BUSY)
+        elif how == "reset":
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        stream.socket.close()
+
+
+async def _record_retries(url: str, options: InitOptions, scheduled: list[int]) -> None:
+    """Run a worker until it fails, noting each retry it schedules."""
+    async with iii_trio.register_worker(url, options) as worker:
+        async for transition in worker.transitions():
+            if isinstance(transition.event, ReconnectScheduled):
+                scheduled.append(transition.event.attempt)
+
+
+_FAST_RETRIES = ReconnectionConfig(initial_delay_ms=20, jitter_factor=0, max_retries=2)
+
+
+@pytest.mark.parametrize("how", ["reset", "close", "refused", "rejected"])
+async def test_a_link_that_ends_before_the_upgrade_goes_to_backoff_at_once(how: str) -> None:
+    dials: list[int] = []
+    async with trio.open_nursery() as nursery:
+        listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+        port = listener.socket.getsockname()[1]
+        if how == "refused":
+            await listener.aclose()
+        else:
+            nursery.start_soon(_reset_each_upgrade, listener, how, dials)
+        options = InitOptions(
+            worker_name="w",
+            enable_metrics_reporting=False,
+            reconnection_config=_FAST_RETRIES,
+            connect_timeout_ms=10_000,  # what a failed attempt used to wait out
+        )
+        scheduled: list[int] = []
+        # Real time: three attempts, 60 ms of backoff. The bound is generous for a
+        # loaded machine and far below the one connect timeout the old code waited.
+        with trio.fail_after(3), pytest.raises(iii_trio.ReconnectFailed) as failed:
+            await _record_retries(f"ws://127.0.0.1:{port}/", options, scheduled)
+        nursery.cancel_scope.cancel()
+    assert failed.value.attempts == 3
+    assert scheduled == [1, 2]
+    cause = failed.value.__cause__
+    assert isinstance(cause, iii_trio.ConnectionClosed)
+    assert cause.code == 1006
+    expected = {
+        "reset": "connection reset",
+        "close": "the engine closed the connection during the upgrade",
+        "refused": "cannot connect",
+        "rejected": "the engine refused the upgrade: HTTP 503 busy",
+    }[how]
+    assert expected in cause.reason
+    assert len(dials) == (0 if how == "refused" else 3)
