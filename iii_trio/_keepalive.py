@@ -1,0 +1,153 @@
+"""Keepalive that tells a dead link from a worker too busy to read.
+
+A pong is only seen by a peer that reads: trio-websocket and engine_sim's in-memory
+link both process it while receiving messages. A worker whose handler slots are all
+taken stops reading on purpose (backpressure), so the pong waits unread behind the
+calls it cannot take yet. Counting that wait against the link would make the worker's
+own keepalive drop a healthy connection and fail every call in flight on it.
+
+So the pong's deadline runs only while the link owes us something: while the worker
+waits in ``receive()`` (it reads, so a pong would be seen) or while a ``send()`` has
+not completed (the peer is not taking our bytes). While the worker neither reads nor
+writes, its silence is its own and the clock stops. A dead link is still noticed: at
+the latest when the busy handlers finish and the worker writes their answers or
+reads again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._exceptions import ConnectionClosed
+
+if TYPE_CHECKING:
+    from ._transport import Connection
+
+__all__ = ["LinkActivity", "WatchedConnection", "keep_alive"]
+
+log = logging.getLogger("iii_trio")
+
+
+class LinkActivity:
+    """Whether anyone is waiting on the peer: a ``receive()`` or a ``send()`` in progress."""
+
+    def __init__(self) -> None:
+        self._receiving = 0
+        self._sending = 0
+        self._changed = trio.Event()
+
+    @property
+    def waiting_on_peer(self) -> bool:
+        return self._receiving > 0 or self._sending > 0
+
+    @contextmanager
+    def receiving(self) -> Iterator[None]:
+        with self._counted("_receiving"):
+            yield
+
+    @contextmanager
+    def sending(self) -> Iterator[None]:
+        with self._counted("_sending"):
+            yield
+
+    @contextmanager
+    def _counted(self, name: str) -> Iterator[None]:
+        before = self.waiting_on_peer
+        setattr(self, name, getattr(self, name) + 1)
+        self._notify_if_changed(before)
+        try:
+            yield
+        finally:
+            before = self.waiting_on_peer
+            setattr(self, name, getattr(self, name) - 1)
+            self._notify_if_changed(before)
+
+    def _notify_if_changed(self, before: bool) -> None:
+        # Only a flip matters to the clock; waking it per frame would cost on a busy link.
+        if self.waiting_on_peer != before:
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def run_clock(self, deadline: trio.CancelScope, patience: float) -> None:
+        """Keep ``deadline`` at ``patience`` seconds of time spent waiting on the peer."""
+        left = patience
+        while True:
+            changed = self._changed
+            if self.waiting_on_peer:
+                since = trio.current_time()
+                deadline.deadline = since + left
+                await changed.wait()
+                left -= trio.current_time() - since
+            else:
+                deadline.deadline = math.inf
+                await changed.wait()
+
+
+class WatchedConnection:
+    """A ``Connection`` that records in ``activity`` when it is being read or written;
+    a transport passes that ``activity`` to ``keep_alive``."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.activity = LinkActivity()
+
+    async def send(self, frame: str | bytes) -> None:
+        with self.activity.sending():
+            await self.connection.send(frame)
+
+    async def receive(self) -> str | bytes:
+        with self.activity.receiving():
+            return await self.connection.receive()
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self.connection.aclose(code, reason)
+
+
+async def _pong_in_time(
+    ping: Callable[[], Awaitable[None]], patience: float, activity: LinkActivity | None
+) -> bool | None:
+    """Whether the pong came in time; ``None`` if the link closed meanwhile."""
+    closed = False
+    with trio.CancelScope(deadline=trio.current_time() + patience) as deadline:
+        async with trio.open_nursery() as nursery:
+            if activity is not None:
+                nursery.start_soon(activity.run_clock, deadline, patience)
+            try:
+                await ping()
+            except ConnectionClosed:
+                closed = True
+            nursery.cancel_scope.cancel()
+    if closed:
+        return None
+    return not deadline.cancelled_caught
+
+
+async def keep_alive(
+    ping: Callable[[], Awaitable[None]],
+    drop: Callable[[], Awaitable[None]],
+    interval: float,
+    patience: float,
+    activity: LinkActivity | None = None,
+) -> None:
+    """Ping every ``interval`` seconds; ``drop`` the link if a pong takes over ``patience``.
+
+    With ``activity``, only time spent waiting on the peer counts towards ``patience``
+    (see the module's docstring); without it, all time does. Without a keepalive a
+    worker behind a half-open TCP connection (engine host gone, NAT timeout) would
+    wait forever instead of reconnecting. Returns when the link closes.
+    """
+    while True:
+        await trio.sleep(interval)
+        answered = await _pong_in_time(ping, patience, activity)
+        if answered is None:
+            return
+        if not answered:
+            log.warning("no pong within %.0f s; dropping the connection", patience)
+            await drop()
+            return
