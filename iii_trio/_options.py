@@ -26,6 +26,12 @@ class ReconnectionConfig:
 
     The n-th retry waits ``min(initial_delay_ms * backoff_multiplier**(n-1), max_delay_ms)``
     give or take ``jitter_factor`` of it; ``max_retries=-1`` retries forever.
+
+    Retries are counted since the last *healthy* connection: one on which the worker
+    got registered (``ready``) and that stayed up ``initial_delay_ms`` after that. A
+    connection the engine drops sooner counts as a failed attempt, so an engine that
+    keeps accepting and dropping workers sees the delays grow (the official SDKs
+    start again from the first delay on every completed upgrade).
     """
 
     initial_delay_ms: float = 1000
@@ -52,7 +58,7 @@ class ReconnectionConfig:
         return max(0.0, base * (1 + rng.uniform(-self.jitter_factor, self.jitter_factor)))
 
     def exhausted(self, retries: int) -> bool:
-        """Whether ``retries`` reconnect attempts since the last good connection are all."""
+        """Whether ``retries`` reconnect attempts since the last healthy connection are all."""
         return self.max_retries != -1 and retries >= self.max_retries
 
 

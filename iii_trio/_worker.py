@@ -37,6 +37,7 @@ from uuid import UUID, uuid4
 import trio
 from pydantic import JsonValue, TypeAdapter
 
+from ._backoff import Backoff
 from ._context import InvocationContext, _current
 from ._exceptions import (
     ConnectionClosed,
@@ -259,7 +260,8 @@ class Worker:
         #: Draws the reconnect jitter; the ids too, but only when a seed was given.
         self._rng = rng or random.Random()
         self._seeded_ids = rng is not None
-        self._machine = StateMachine(WORKER_LIFECYCLE)
+        self._backoff = Backoff(options.reconnection_config, self._rng)
+        self._machine = StateMachine(WORKER_LIFECYCLE, on_transition=self._backoff.observe)
         self._state_changed = trio.Event()
         self._streams: weakref.WeakSet[TransitionStream] = weakref.WeakSet()
         self._listeners: list[Callable[[ConnectionState], None]] = []
@@ -760,20 +762,17 @@ class Worker:
 
     async def _run(self) -> None:
         """The manager: connection attempts one after another, with backoff in between."""
-        config = self.options.reconnection_config
-        retries = 0
+        backoff = self._backoff
         try:
             while not self._shutdown_requested.is_set():
-                opened = await self._attempt()
-                if opened:
-                    retries = 0
+                await self._attempt()
                 if self._shutdown_requested.is_set():
                     break
-                if config.exhausted(retries):
-                    self._apply(RetriesExhausted(attempts=retries + 1))
-                    raise self._fail(ReconnectFailed(retries + 1)) from self._last_error
-                retries += 1
-                delay = config.delay_ms(retries, self._rng)
+                if backoff.exhausted():
+                    self._apply(RetriesExhausted(attempts=backoff.retries + 1))
+                    raise self._fail(ReconnectFailed(backoff.retries + 1)) from self._last_error
+                delay = backoff.next_delay_ms()
+                retries = backoff.retries
                 self._apply(ReconnectScheduled(attempt=retries, delay_ms=delay))
                 log.info("worker %s: reconnecting in %.0f ms (retry %d)", self.name, delay, retries)
                 with trio.CancelScope() as self._attempt_scope:
@@ -783,10 +782,10 @@ class Worker:
         finally:
             self._stopped.set()
 
-    async def _attempt(self) -> bool:
-        """One connection, from dialling to its end; whether the handshake got through."""
-        opened = False
+    async def _attempt(self) -> None:
+        """One connection, from dialling to its end."""
         live: _Live | None = None
+        failed: Exception | None = None
         with trio.CancelScope() as self._attempt_scope:
             if self._shutdown_requested.is_set():
                 self._attempt_scope.cancel()
@@ -796,12 +795,13 @@ class Worker:
                     self._attempt_scope = None
                     live = _Live(connection, Outbox(self.options.send_buffer_frames))
                     self._apply(SocketOpened())
-                    opened = await self._serve(live)
+                    await self._serve(live)
             except (OSError, ConnectionClosed, trio.TooSlowError) as exc:
                 log.info("worker %s: connection failed or lost: %s", self.name, exc)
-                self._last_error = exc
+                self._last_error = failed = exc
                 if live is not None:
                     self._lose(live, exc if isinstance(exc, ConnectionClosed) else None)
+        self._backoff.connection_ended()
         if live is not None:
             self._lose(live, None)
             if self._live is live:
@@ -810,8 +810,11 @@ class Worker:
             if live.fatal is not None and self.state is not WorkerState.SHUTTING_DOWN:
                 self._apply(Rejected(live.fatal.code))
                 raise self._fail(live.fatal)
-        self._apply(LinkLost(reason=str(live.lost) if live and live.lost else "connect failed"))
-        return opened
+        if live is not None and live.lost is not None:
+            reason = str(live.lost)
+        else:
+            reason = f"connect failed: {failed}" if failed else "connect cancelled"
+        self._apply(LinkLost(reason=reason))
 
     def _fail(self, error: IIIError) -> IIIError:
         """The worker cannot go on: every waiting call gets ``error``, which is returned."""

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 import struct
+from contextlib import AbstractAsyncContextManager
 from uuid import UUID
 
 import pytest
@@ -20,8 +22,9 @@ from trio.testing import MockClock
 
 import iii_trio
 from engine_sim import Engine
-from iii_trio import InitOptions, ReconnectionConfig
-from iii_trio.lifecycle import ReconnectScheduled
+from engine_sim.faults import Drop
+from iii_trio import InitOptions, ReconnectionConfig, WorkerState
+from iii_trio.lifecycle import ReconnectScheduled, SocketOpened
 
 # -- item 4: unpredictable ids ---------------------------------------------------------------
 
@@ -196,3 +199,65 @@ async def test_a_link_that_ends_before_the_upgrade_goes_to_backoff_at_once(how: 
     }[how]
     assert expected in cause.reason
     assert len(dials) == (0 if how == "refused" else 3)
+
+
+# -- item 11: a flapping engine sees growing delays ----------------------------------------
+
+
+_BACKOFF = ReconnectionConfig(
+    initial_delay_ms=1000, max_delay_ms=30000, backoff_multiplier=2, jitter_factor=0
+)
+
+
+async def _flap(
+    engine: Engine, worker: iii_trio.Worker, stays: list[float]
+) -> tuple[list[ReconnectScheduled], list[float]]:
+    """The engine drops the worker's link ``stays[n]`` seconds after it got ready for
+    the n-th time; returns once it is ready after the last drop. Gives the retries
+    the worker scheduled and the virtual times its connections opened."""
+    retries: list[ReconnectScheduled] = []
+    opened: list[float] = []
+    dropped = 0
+    with trio.fail_after(600):
+        async for transition in worker.transitions():
+            event = transition.event
+            if isinstance(event, SocketOpened):
+                opened.append(trio.current_time())
+            elif isinstance(event, ReconnectScheduled):
+                retries.append(event)
+            elif transition.target is WorkerState.READY:
+                if dropped == len(stays):
+                    break
+                await trio.sleep(stays[dropped])
+                engine.faults.inject(Drop("w"))
+                dropped += 1
+    return retries, opened
+
+
+def _worker(engine: Engine) -> AbstractAsyncContextManager[iii_trio.Worker]:
+    options = InitOptions(
+        worker_name="w", enable_metrics_reporting=False, reconnection_config=_BACKOFF
+    )
+    return iii_trio.register_worker(options=options, transport=engine.transport_for("w"))
+
+
+@pytest.mark.parametrize("stay", [0.0, 0.9])
+async def test_an_engine_that_drops_each_connection_soon_sees_growing_delays(
+    autojump_clock: MockClock, engine: Engine, stay: float
+) -> None:
+    """Up for less than ``initial_delay_ms`` after getting ready is not healthy."""
+    async with _worker(engine) as worker:
+        retries, opened = await _flap(engine, worker, [stay] * 6)
+    assert [r.delay_ms for r in retries] == [1000, 2000, 4000, 8000, 16000, 30000]
+    assert [r.attempt for r in retries] == [1, 2, 3, 4, 5, 6]
+    gaps = [later - earlier - stay for earlier, later in itertools.pairwise(opened)]
+    assert gaps == pytest.approx([1, 2, 4, 8, 16, 30])
+
+
+async def test_a_drop_after_a_healthy_period_starts_from_the_initial_delay(
+    autojump_clock: MockClock, engine: Engine
+) -> None:
+    async with _worker(engine) as worker:
+        retries, _ = await _flap(engine, worker, [0, 0, 0, 1.0, 0])
+    assert [r.delay_ms for r in retries] == [1000, 2000, 4000, 1000, 2000]
+    assert [r.attempt for r in retries] == [1, 2, 3, 1, 2]
