@@ -42,6 +42,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--builtin-queue", action="store_true", help="serve engine::queue::enqueue in process"
     )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=EngineConfig.max_connections,
+        help="sockets held at once; one more is answered HTTP 503 (default %(default)s)",
+    )
+    serve.add_argument(
+        "--handshake-timeout-ms",
+        type=_positive,
+        default=EngineConfig.handshake_timeout_ms,
+        help="time to complete the WebSocket upgrade (default %(default)s)",
+    )
+    serve.add_argument(
+        "--first-message-timeout-ms",
+        type=_positive,
+        default=EngineConfig.first_message_timeout_ms,
+        help="time a worker may stay silent after the upgrade (default %(default)s)",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="also log every frame")
     chaos = commands.add_parser(
         "chaos",
@@ -57,6 +75,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     chaos.add_argument("--trace", action="store_true", help="print each run's trace")
     return parser
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
 
 
 def configure_logging(verbose: bool) -> None:
@@ -130,6 +159,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespace_grace_ms=args.namespace_grace_ms,
         functions_poll_ms=args.functions_poll_ms,
         builtin_queue=args.builtin_queue,
+        max_connections=args.max_connections,
+        handshake_timeout_ms=args.handshake_timeout_ms,
+        first_message_timeout_ms=args.first_message_timeout_ms,
     )
-    trio.run(serve, config)
+    try:
+        trio.run(serve, config)
+    except Exception as exc:
+        # No peer can get here (each connection is guarded); this is a port that
+        # cannot be bound or an engine bug, logged whole rather than dumped raw.
+        logging.getLogger("engine_sim").critical("iii-sim serve stopped: %s", exc, exc_info=True)
+        return 1
     return 0

@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -46,7 +45,8 @@ from ._effects import Close, Effect, Send
 from ._events import EngineEvent, FrameSeen, LinkClosed, LinkOpened, StatusChanged
 from ._faults import Direction
 from ._injector import FaultInjector, Gate
-from ._peers import MemoryConnection, Peer, WebSocketPeer, _MemoryEnd, memory_pair
+from ._listener import FirstMessagePeer, WebSocketListener, watch_first_message
+from ._peers import MemoryConnection, Peer, _MemoryEnd, memory_pair
 
 __all__ = [
     "BindingView",
@@ -253,13 +253,23 @@ class Engine:
         ``EngineTransport(engine, ...)`` takes the other options."""
         return EngineTransport(self, label=label)
 
-    async def _handle_request(self, request: trio_websocket.WebSocketRequest) -> None:
+    async def _handle_request(
+        self, request: trio_websocket.WebSocketRequest, ip: str | None
+    ) -> None:
+        """Answer one upgrade request (``WebSocketListener`` guards the connection)."""
         path = urlsplit(request.path).path
         if path == "/":
-            ws = await request.accept()
-            remote = ws.remote
-            ip = remote.address if isinstance(remote, trio_websocket.Endpoint) else None
-            await self._serve(WebSocketPeer(ws), str(ip) if ip is not None else None)
+            peer = FirstMessagePeer(await request.accept())
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    watch_first_message,
+                    peer,
+                    ip or "a peer",
+                    self.config.first_message_timeout_ms,
+                    self._close_timeout,
+                )
+                await self._serve(peer, ip)
+                nursery.cancel_scope.cancel()
         elif path == "/otel":
             # Telemetry: accepted and drained, never a worker (§2.1).
             ws = await request.accept()
@@ -582,21 +592,14 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
             engine = Engine(config, nursery)
             nursery.start_soon(engine._run_timers)
             if config.port is not None:
-                server: trio_websocket.WebSocketServer = await nursery.start(
-                    partial(
-                        trio_websocket.serve_websocket,
-                        engine._handle_request,
-                        config.host,
-                        config.port,
-                        None,
-                        handler_nursery=nursery,
-                        max_message_size=config.max_message_bytes,
-                        connect_timeout=config.handshake_timeout_ms / 1000,
-                        disconnect_timeout=config.close_timeout_ms / 1000,
-                    )
-                )
+                listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+                port = listeners[0].socket.getsockname()[1]
+                # Connections live in the listener's own nursery, each behind a guard:
+                # nothing a peer does reaches this one, which holds the engine.
+                listener = WebSocketListener(config, engine._handle_request)
+                await nursery.start(listener.serve, listeners)
                 host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
-                engine.url = f"ws://{host}:{server.port}"
+                engine.url = f"ws://{host}:{port}"
                 log.info("engine listening on %s", engine.url)
             try:
                 yield engine

@@ -1,0 +1,286 @@
+"""The engine's listener under hostile and unlucky peers (issue 11, items 1 and 8).
+
+Real loopback sockets throughout: what is under test is what a socket does (a
+reset, a half frame, a refused upgrade, a process out of descriptors). The
+timeout tests run on the autojump clock; loopback writes land in the peer's
+buffer before the writer resumes, so the clock only jumps once both ends wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import trio
+import trio_websocket
+from trio.testing import MockClock
+
+from engine_sim import EngineConfig, open_engine
+from iii_trio.protocol import Pong, WorkerRegistered, decode
+
+BIN = Path(sys.executable).parent
+_LIMIT = 5.0  # seconds any single wait may take, real or virtual
+
+
+def _upgrade_request(path: str = "/") -> bytes:
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def _port(url: str | None) -> int:
+    assert url is not None
+    return int(url.rsplit(":", 1)[1])
+
+
+async def _upgrade(port: int, path: str = "/") -> tuple[trio.SocketStream, bytes]:
+    """A raw connection that sent an upgrade request; returns it and the response head."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(_upgrade_request(path))
+    head = b""
+    with trio.fail_after(_LIMIT):
+        while b"\r\n\r\n" not in head:
+            chunk = await stream.receive_some()
+            assert chunk, f"closed before a response; got {head!r}"
+            head += chunk
+    return stream, head
+
+
+async def _until_closed(stream: trio.SocketStream) -> None:
+    """Read (and drop) everything until the engine closes the socket."""
+    for _ in range(1000):
+        if not await stream.receive_some():
+            return
+    raise AssertionError("the engine kept sending")
+
+
+async def _reset_after_upgrade_request(port: int) -> None:
+    """Send a whole upgrade request, then close with SO_LINGER 0: a TCP reset."""
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_STREAM)
+    await sock.connect(("127.0.0.1", port))
+    await sock.send(_upgrade_request())
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+async def _assert_healthy(ws: trio_websocket.WebSocketConnection) -> None:
+    await ws.send_message('{"type":"ping"}')
+    with trio.fail_after(_LIMIT):
+        assert decode(await ws.get_message()) == Pong()
+
+
+# -- item 1: a reset after the upgrade request ------------------------------------------
+
+
+async def test_a_reset_after_the_upgrade_request_leaves_the_engine_serving() -> None:
+    async with open_engine(EngineConfig(port=0)) as engine:
+        assert engine.url is not None
+        async with trio_websocket.open_websocket_url(engine.url) as healthy:
+            await healthy.get_message()
+            for _ in range(5):
+                await _reset_after_upgrade_request(_port(engine.url))
+            # Give the engine every chance to trip over the resets before checking.
+            await trio.testing.wait_all_tasks_blocked(0.05)
+            await _assert_healthy(healthy)
+            async with trio_websocket.open_websocket_url(engine.url) as newcomer:
+                with trio.fail_after(_LIMIT):
+                    assert isinstance(decode(await newcomer.get_message()), WorkerRegistered)
+            await _assert_healthy(healthy)
+
+
+class _Served:
+    """``iii-sim serve`` as a subprocess, its stderr read line by line on a thread."""
+
+    def __init__(self, args: Sequence[str] = (), nofile: int | None = None) -> None:
+        def limit_descriptors() -> None:
+            if nofile is not None:
+                _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
+        self.process = subprocess.Popen(
+            [str(BIN / "iii-sim"), "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=limit_descriptors,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stderr is not None
+        banner = self.process.stdout.readline()
+        assert banner.startswith("iii-sim listening on ws://"), banner
+        self.url = banner.split()[3]
+        self.port = _port(self.url)
+        self.log: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, args=(self.process.stderr,))
+        self._reader.start()
+
+    def _read(self, stream: Iterator[str]) -> None:
+        for line in stream:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    async def wait_for_log(self, text: str) -> None:
+        while not any(text in line for line in self.log):
+            line = await trio.to_thread.run_sync(self._lines.get, True, _LIMIT * 2)
+            assert line is not None, f"iii-sim exited before logging {text!r}: {self.log}"
+            self.log.append(line)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            code = self.process.wait(timeout=10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            self._reader.join(10)
+            for pipe in (self.process.stdout, self.process.stderr):
+                if pipe is not None:
+                    pipe.close()
+        while not self._lines.empty():
+            line = self._lines.get_nowait()
+            if line is not None:
+                self.log.append(line)
+        return code
+
+
+async def test_iii_sim_serve_stays_up_after_resets_after_upgrade_requests() -> None:
+    served = _Served()
+    try:
+        for _ in range(3):
+            await _reset_after_upgrade_request(served.port)
+        async with trio_websocket.open_websocket_url(served.url) as ws:
+            with trio.fail_after(_LIMIT):
+                assert isinstance(decode(await ws.get_message()), WorkerRegistered)
+            await _assert_healthy(ws)
+        assert served.process.poll() is None, "iii-sim serve exited"
+    finally:
+        code = served.stop()
+    assert code == 0, "".join(served.log)
+    assert not any("Traceback" in line for line in served.log), "".join(served.log)
+
+
+# -- item 8: connection limits ------------------------------------------------------------
+
+
+async def test_a_connection_over_the_limit_gets_503_before_the_upgrade_and_a_freed_slot_is_reused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_engine(EngineConfig(port=0, max_connections=2)) as engine:
+        port = _port(engine.url)
+        first, head = await _upgrade(port)
+        assert head.startswith(b"HTTP/1.1 101")
+        second, head = await _upgrade(port)
+        assert head.startswith(b"HTTP/1.1 101")
+
+        refused, head = await _upgrade(port)
+        assert head.startswith(b"HTTP/1.1 503"), head
+        await _until_closed(refused)
+        await refused.aclose()
+        assert any(
+            r.levelno == logging.WARNING
+            and "503" in r.getMessage()
+            and "max_connections 2" in r.getMessage()
+            for r in caplog.records
+        ), caplog.text
+
+        # One leaves; once the engine has closed its socket, the slot is free.
+        await first.send_eof()
+        with trio.fail_after(_LIMIT):
+            await _until_closed(first)
+        await first.aclose()
+        third, head = await _upgrade(port)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        await third.aclose()
+        await second.aclose()
+
+
+async def test_a_worker_that_sends_half_a_frame_and_stalls_is_closed(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = EngineConfig(port=0)
+    async with open_engine(config) as engine:
+        assert engine.url is not None
+        async with trio_websocket.open_websocket_url(engine.url) as honest:
+            await honest.get_message()
+            await _assert_healthy(honest)  # its first message
+            stalled, head = await _upgrade(_port(engine.url))
+            assert head.startswith(b"HTTP/1.1 101")
+            # A masked text frame announcing 100 bytes, of which 10 arrive.
+            await stalled.send_all(b"\x81\xe4" + b"\x00" * 4 + b"x" * 10)
+            started = trio.current_time()
+            with trio.fail_after(config.first_message_timeout_ms / 1000 + 10):
+                await _until_closed(stalled)
+            waited = trio.current_time() - started
+            await stalled.aclose()
+            timeout = config.first_message_timeout_ms / 1000
+            assert timeout <= waited <= timeout + config.close_timeout_ms / 1000 + 1
+            # The honest worker, silent all that time, is still connected.
+            await _assert_healthy(honest)
+            assert len(engine.workers()) == 1
+    assert any(
+        r.levelno == logging.WARNING and "no whole message within 30000 ms" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+
+
+async def test_a_half_sent_upgrade_request_is_closed_at_the_handshake_timeout(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = EngineConfig(port=0)
+    async with open_engine(config) as engine:
+        stalled = await trio.open_tcp_stream("127.0.0.1", _port(engine.url))
+        await stalled.send_all(_upgrade_request()[:40])
+        started = trio.current_time()
+        with trio.fail_after(config.handshake_timeout_ms / 1000 + 5):
+            await _until_closed(stalled)
+        assert trio.current_time() - started >= config.handshake_timeout_ms / 1000
+        await stalled.aclose()
+    assert any(
+        r.levelno == logging.WARNING and "upgrade not complete within 10000 ms" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+
+
+async def test_running_out_of_descriptors_pauses_accepting_and_recovers() -> None:
+    # 64 descriptors: the engine runs out after some 50 connections.
+    served = _Served(["--handshake-timeout-ms", "60000"], nofile=64)
+    idle: list[trio.SocketStream] = []
+    try:
+        for _ in range(80):
+            idle.append(await trio.open_tcp_stream("127.0.0.1", served.port))
+        await served.wait_for_log("EMFILE")
+        for stream in idle:
+            await stream.aclose()
+        idle.clear()
+        with trio.fail_after(_LIMIT * 2):
+            async with trio_websocket.open_websocket_url(served.url) as ws:
+                assert isinstance(decode(await ws.get_message()), WorkerRegistered)
+                await _assert_healthy(ws)
+        assert served.process.poll() is None, "iii-sim serve exited"
+    finally:
+        for stream in idle:
+            await stream.aclose()
+        code = served.stop()
+    log = "".join(served.log)
+    assert code == 0, log
+    emfile = [line for line in served.log if "EMFILE" in line]
+    # A warning from the engine, not a traceback ten times a second.
+    assert emfile, log
+    assert all(" engine_sim: " in line for line in emfile), log
+    assert len(emfile) <= 2, log
+    assert "Traceback" not in log, log
