@@ -810,10 +810,8 @@ class Worker:
             if live.fatal is not None and self.state is not WorkerState.SHUTTING_DOWN:
                 self._apply(Rejected(live.fatal.code))
                 raise self._fail(live.fatal)
-        if live is not None and live.lost is not None:
-            reason = str(live.lost)
-        else:
-            reason = f"connect failed: {failed}" if failed else "connect cancelled"
+        lost = live.lost if live is not None else None
+        reason = str(lost) if lost else f"connect failed: {failed or 'cancelled'}"
         self._apply(LinkLost(reason=reason))
 
     def _fail(self, error: IIIError) -> IIIError:

@@ -24,7 +24,8 @@ import iii_trio
 from engine_sim import Engine
 from engine_sim.faults import Drop
 from iii_trio import InitOptions, ReconnectionConfig, WorkerState
-from iii_trio.lifecycle import ReconnectScheduled, SocketOpened
+from iii_trio.lifecycle import ConnectionLost as LinkLost
+from iii_trio.lifecycle import Event, ReconnectScheduled, SocketOpened
 
 # -- item 4: unpredictable ids ---------------------------------------------------------------
 
@@ -153,12 +154,12 @@ async def _end_one_upgrade(stream: trio.SocketStream, how: str, dials: list[int]
         stream.socket.close()
 
 
-async def _record_retries(url: str, options: InitOptions, scheduled: list[int]) -> None:
-    """Run a worker until it fails, noting each retry it schedules."""
+async def _record_retries(url: str, options: InitOptions, events: list[Event]) -> None:
+    """Run a worker until it fails, noting each lost link and each retry it schedules."""
     async with iii_trio.register_worker(url, options) as worker:
         async for transition in worker.transitions():
-            if isinstance(transition.event, ReconnectScheduled):
-                scheduled.append(transition.event.attempt)
+            if isinstance(transition.event, ReconnectScheduled | LinkLost):
+                events.append(transition.event)
 
 
 _FAST_RETRIES = ReconnectionConfig(initial_delay_ms=20, jitter_factor=0, max_retries=2)
@@ -180,14 +181,15 @@ async def test_a_link_that_ends_before_the_upgrade_goes_to_backoff_at_once(how: 
             reconnection_config=_FAST_RETRIES,
             connect_timeout_ms=10_000,  # what a failed attempt used to wait out
         )
-        scheduled: list[int] = []
+        events: list[Event] = []
         # Real time: three attempts, 60 ms of backoff. The bound is generous for a
         # loaded machine and far below the one connect timeout the old code waited.
         with trio.fail_after(3), pytest.raises(iii_trio.ReconnectFailed) as failed:
-            await _record_retries(f"ws://127.0.0.1:{port}/", options, scheduled)
+            await _record_retries(f"ws://127.0.0.1:{port}/", options, events)
         nursery.cancel_scope.cancel()
     assert failed.value.attempts == 3
-    assert scheduled == [1, 2]
+    assert [type(event) for event in events] == [LinkLost, ReconnectScheduled] * 2 + [LinkLost]
+    assert [e.attempt for e in events if isinstance(e, ReconnectScheduled)] == [1, 2]
     cause = failed.value.__cause__
     assert isinstance(cause, iii_trio.ConnectionClosed)
     assert cause.code == 1006
@@ -198,6 +200,7 @@ async def test_a_link_that_ends_before_the_upgrade_goes_to_backoff_at_once(how: 
         "rejected": "the engine refused the upgrade: HTTP 503 busy",
     }[how]
     assert expected in cause.reason
+    assert all(expected in e.reason for e in events if isinstance(e, LinkLost))
     assert len(dials) == (0 if how == "refused" else 3)
 
 
