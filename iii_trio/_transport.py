@@ -9,7 +9,7 @@ worker can be tested on Trio's virtual clock with no socket at all.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Final, Protocol
@@ -19,6 +19,7 @@ import trio_websocket
 
 from ._exceptions import ConnectionClosed
 from ._groups import unwrap_single
+from ._keepalive import WatchedConnection, keep_alive
 from ._upgrade import open_websocket
 
 __all__ = ["Connection", "Transport", "WebSocketTransport", "keep_alive"]
@@ -95,30 +96,6 @@ def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:
     return ConnectionClosed(reason.code, reason.reason or "")
 
 
-async def keep_alive(
-    ping: Callable[[], Awaitable[None]],
-    drop: Callable[[], Awaitable[None]],
-    interval: float,
-    patience: float,
-) -> None:
-    """Ping every ``interval`` seconds; ``drop`` the link if a pong takes over ``patience``.
-
-    Without it a worker behind a half-open TCP connection (engine host gone, NAT
-    timeout) would wait forever instead of reconnecting. Returns when the link closes.
-    """
-    while True:
-        await trio.sleep(interval)
-        with trio.move_on_after(patience) as scope:
-            try:
-                await ping()
-            except ConnectionClosed:
-                return
-        if scope.cancelled_caught:
-            log.warning("no pong within %.0f s; dropping the connection", patience)
-            await drop()
-            return
-
-
 class WebSocketTransport:
     """Connects over WebSocket with trio-websocket.
 
@@ -169,6 +146,7 @@ class WebSocketTransport:
                     )
                     try:
                         async with trio.open_nursery() as nursery:
+                            connection = WatchedConnection(WebSocketConnection(ws))
                             if self.ping_interval is not None:
                                 nursery.start_soon(
                                     keep_alive,
@@ -176,8 +154,9 @@ class WebSocketTransport:
                                     partial(self._drop, ws),
                                     self.ping_interval,
                                     self.ping_timeout,
+                                    connection.activity,
                                 )
-                            yield WebSocketConnection(ws)
+                            yield connection
                             nursery.cancel_scope.cancel()
                     finally:
                         with trio.move_on_after(self.close_timeout):
