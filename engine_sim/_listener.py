@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import trio
@@ -149,13 +149,14 @@ class WebSocketListener:
         self.open_connections = 0
         self._refusing = 0
         self._warn_refused = _Throttled()
+        self._warn_unanswered = _Throttled()
         self._warn_accept = _Throttled()
         self._warn_accept_unknown = _Throttled(logging.ERROR)
         self._warn_handshake = _Throttled()
 
     async def serve(
         self,
-        listeners: list[trio.SocketListener],
+        listeners: Sequence[trio.abc.Listener[trio.SocketStream]],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -165,7 +166,9 @@ class WebSocketListener:
                 connections.start_soon(self._accept_loop, listener, connections)
             task_status.started()
 
-    async def _accept_loop(self, listener: trio.SocketListener, connections: trio.Nursery) -> None:
+    async def _accept_loop(
+        self, listener: trio.abc.Listener[trio.SocketStream], connections: trio.Nursery
+    ) -> None:
         backoff = ACCEPT_BACKOFF_FIRST
         async with listener:
             while True:
@@ -238,7 +241,7 @@ class WebSocketListener:
     async def _refuse(self, stream: _WatchedStream, ip: str) -> None:
         limit = self._config.max_connections
         if self._refusing >= MAX_REFUSING:
-            self._warn_refused(
+            self._warn_unanswered(
                 "closed a connection from %s unanswered: %d connections open "
                 "(max_connections %d) and %d already being refused",
                 ip,

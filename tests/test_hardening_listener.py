@@ -8,7 +8,9 @@ buffer before the writer resumes, so the clock only jumps once both ends wait.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import queue
 import resource
 import signal
@@ -25,8 +27,9 @@ import trio
 import trio_websocket
 from trio.testing import MockClock
 
-from engine_sim import EngineConfig, open_engine
-from iii_trio.protocol import Pong, WorkerRegistered, decode
+from engine_sim import Effect, EngineConfig, open_engine
+from engine_sim._listener import MAX_REFUSING, WebSocketListener
+from iii_trio.protocol import Message, Pong, WorkerRegistered, decode
 
 BIN = Path(sys.executable).parent
 _LIMIT = 5.0  # seconds any single wait may take, real or virtual
@@ -284,3 +287,114 @@ async def test_running_out_of_descriptors_pauses_accepting_and_recovers() -> Non
     assert all(" engine_sim: " in line for line in emfile), log
     assert len(emfile) <= 2, log
     assert "Traceback" not in log, log
+
+
+async def test_an_engine_bug_on_one_connection_is_logged_and_ends_that_connection_only(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_engine(EngineConfig(port=0)) as engine:
+        assert engine.url is not None
+        async with (
+            trio_websocket.open_websocket_url(engine.url) as healthy,
+            trio_websocket.open_websocket_url(engine.url) as doomed,
+        ):
+            await healthy.get_message()
+            hello = decode(await doomed.get_message())
+            assert isinstance(hello, WorkerRegistered)
+            receive = engine.core.receive
+
+            def buggy(worker_id: str, message: Message, now: float) -> list[Effect]:
+                if worker_id == hello.worker_id:
+                    raise RuntimeError("simulated engine bug")
+                return receive(worker_id, message, now)
+
+            monkeypatch.setattr(engine.core, "receive", buggy)
+            await doomed.send_message('{"type":"ping"}')
+            with pytest.raises(trio_websocket.ConnectionClosed), trio.fail_after(_LIMIT):
+                await doomed.get_message()
+            await doomed._stream.aclose()  # trio-websocket's client leaves it open
+            await _assert_healthy(healthy)
+            assert [w.id for w in engine.workers()] != [hello.worker_id]
+    bugs = [
+        r for r in caplog.records if r.levelno == logging.ERROR and "engine bug" in r.getMessage()
+    ]
+    assert len(bugs) == 1, caplog.text
+    assert bugs[0].exc_info is not None
+    assert "simulated engine bug" in caplog.text
+
+
+async def test_refusals_at_the_limit_are_bounded_and_the_rest_closed_unanswered(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    extra = 3
+    async with open_engine(EngineConfig(port=0, max_connections=1)) as engine:
+        port = _port(engine.url)
+        admitted, head = await _upgrade(port)
+        assert head.startswith(b"HTTP/1.1 101")
+        # Connections that never send their request: each refusal waits for it.
+        silent = [
+            await trio.open_tcp_stream("127.0.0.1", port) for _ in range(MAX_REFUSING + extra)
+        ]
+        closed_at_once = 0
+
+        async def closed_within_a_second(stream: trio.SocketStream) -> None:
+            nonlocal closed_at_once
+            with trio.move_on_after(1):
+                if not await stream.receive_some():
+                    closed_at_once += 1
+
+        async with trio.open_nursery() as nursery:
+            for stream in silent:
+                nursery.start_soon(closed_within_a_second, stream)
+        assert closed_at_once == extra
+        for stream in silent:
+            await stream.aclose()
+        await admitted.aclose()
+    assert "unanswered" in caplog.text
+
+
+class _FailingListener(trio.abc.Listener[trio.SocketStream]):
+    """A real listener whose ``accept`` first fails with the given errnos."""
+
+    def __init__(self, listener: trio.SocketListener, failures: list[int]) -> None:
+        self.listener = listener
+        self.failures = failures
+
+    async def accept(self) -> trio.SocketStream:
+        if self.failures:
+            await trio.lowlevel.checkpoint()
+            code = self.failures.pop(0)
+            raise OSError(code, os.strerror(code))
+        return await self.listener.accept()
+
+    async def aclose(self) -> None:
+        await self.listener.aclose()
+
+
+async def test_accept_errors_pause_the_listener_and_never_end_it(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    (real,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = real.socket.getsockname()[1]
+    listener = _FailingListener(real, [errno.EMFILE, errno.EMFILE, errno.EIO, errno.ENOBUFS])
+
+    async def greet(request: trio_websocket.WebSocketRequest, ip: str | None) -> None:
+        ws = await request.accept()
+        await ws.send_message(f"hello {ip}")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(WebSocketListener(EngineConfig(), greet).serve, [listener])
+        started = trio.current_time()
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            with trio.fail_after(_LIMIT):
+                assert await ws.get_message() == "hello 127.0.0.1"
+        waited = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+    # Paused 0.1 + 0.2 + 0.4 + 0.8 s; each kind of failure logged once, not four times.
+    assert 1.5 <= waited < 2.5
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(warnings) == 1, caplog.text
+    assert "EMFILE" in warnings[0].getMessage()
+    assert len(errors) == 1, caplog.text
+    assert "EIO" in errors[0].getMessage()
