@@ -23,7 +23,6 @@ from ._core import (
     CallContext,
     Deferred,
     EngineCore,
-    sanitize,
 )
 from ._discovery import (
     ENGINE_WORKER_NAME,
@@ -40,6 +39,7 @@ from ._discovery import (
     worker_summary,
 )
 from ._records import Binding, FunctionEntry, NoReply, TriggerTypeEntry, WorkerRecord
+from ._sanitize import sanitize
 
 __all__ = ["install"]
 

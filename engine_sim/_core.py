@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -80,7 +79,6 @@ __all__ = [
     "CallContext",
     "Deferred",
     "EngineCore",
-    "sanitize",
 ]
 
 log = logging.getLogger("engine_sim")
@@ -95,7 +93,6 @@ _REGISTRATIONS: Final = (
     UnregisterTrigger,
 )
 ENQUEUE_FUNCTION: Final = "engine::queue::enqueue"
-_MAX_NAME_CHARS: Final = 280
 
 
 class BuiltinError(Exception):
@@ -962,22 +959,6 @@ class EngineCore:
     def _take(self) -> list[Effect]:
         effects, self._effects = self._effects, []
         return effects
-
-
-def sanitize(text: str | None) -> str | None:
-    """A worker-supplied name or description as the engine stores it (§5.3)."""
-    if text is None:
-        return None
-    kept = "".join(
-        ch
-        for ch in text
-        if unicodedata.category(ch) != "Cc" and unicodedata.bidirectional(ch) not in _BIDI_CONTROLS
-    )
-    kept = kept.strip()[:_MAX_NAME_CHARS]
-    return kept or None
-
-
-_BIDI_CONTROLS: Final = frozenset({"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"})
 
 
 def _short(identifier: str) -> str:
