@@ -48,7 +48,7 @@ class _UpgradeWatch(trio.abc.Stream):
         try:
             data = await self.stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._end(f"connection reset ({exc.__cause__ or exc})")
+            self._end(f"the connection broke ({exc.__cause__ or exc})")
             raise
         if not data:
             self._end("the engine closed the connection")
@@ -58,7 +58,7 @@ class _UpgradeWatch(trio.abc.Stream):
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._end(f"connection reset ({exc.__cause__ or exc})")
+            self._end(f"the connection broke ({exc.__cause__ or exc})")
             raise
 
     async def wait_send_all_might_not_block(self) -> None:
