@@ -38,6 +38,7 @@ from ._discovery import (
     trigger_type_worker_name,
     worker_summary,
 )
+from ._ownership import unbinding_refusal
 from ._records import Binding, FunctionEntry, NoReply, TriggerTypeEntry, WorkerRecord
 from ._sanitize import sanitize
 
@@ -462,6 +463,9 @@ class _UnregisterTrigger(_Input):
 
 def unregister_trigger(core: EngineCore, ctx: CallContext) -> JsonValue:
     query = _parse(_UnregisterTrigger, ctx)
+    refused = unbinding_refusal(core, ctx.caller, query.id)
+    if refused is not None:
+        raise BuiltinError(refused.code, refused.message)
     return {"removed": core.unregister_binding(query.id)}
 
 

@@ -57,6 +57,13 @@ from ._config import EngineConfig
 from ._discovery import function_summary
 from ._effects import Close, Effect, Send
 from ._ids import IdSource
+from ._ownership import (
+    binding_refusal,
+    function_owner,
+    result_accepted,
+    trigger_type_refused,
+    unbinding_refusal,
+)
 from ._records import (
     Binding,
     EnqueueReply,
@@ -148,7 +155,7 @@ class EngineCore:
         self.workers: dict[str, WorkerRecord] = {}
         #: Functions registered by workers.
         self.functions: dict[FunctionKey, FunctionEntry] = {}
-        #: Functions built into the engine (a worker's registration shadows one).
+        #: Functions built into the engine (reserved: no worker may register one).
         self.builtins: dict[FunctionKey, FunctionEntry] = {}
         self.trigger_types: dict[TypeKey, TriggerTypeEntry] = {}
         self.bindings: dict[str, Binding] = {}
@@ -515,7 +522,7 @@ class EngineCore:
         )
 
     def _on_result(self, worker: WorkerRecord, message: InvocationResult) -> None:
-        pending = self.pending.pop(message.invocation_id, None)
+        pending = self.pending.get(message.invocation_id)
         if pending is None:
             log.debug(
                 "%s answered unknown invocation %s; ignored",
@@ -523,6 +530,9 @@ class EngineCore:
                 message.invocation_id,
             )
             return
+        if not result_accepted(self, worker, pending, message):
+            return  # the call stays pending for the worker it was routed to
+        del self.pending[message.invocation_id]
         executor = self.workers.get(pending.executor)
         if executor is not None:
             executor.status.apply(InvocationFinished(str(message.invocation_id)))
@@ -530,7 +540,7 @@ class EngineCore:
         log.info(
             "result %s %s: %s", message.function_id, _short(str(message.invocation_id)), outcome
         )
-        self.complete(pending.reply, message.function_id, message.result, message.error)
+        self.complete(pending.reply, pending.function_id, message.result, message.error)
 
     def _on_trigger_verdict(self, worker: WorkerRecord, message: TriggerRegistrationResult) -> None:
         binding = self.bindings.get(message.id)
@@ -598,7 +608,9 @@ class EngineCore:
             case RegisterTrigger():
                 self._register_trigger(worker, namespace, message, now)
             case UnregisterTrigger():
-                if self.unregister_binding(message.id):
+                # No reply exists for this frame: a refusal is only logged.
+                refused = unbinding_refusal(self, worker.id, message.id)
+                if refused is None and self.unregister_binding(message.id):
                     log.info("%s unregistered trigger %s", self.who(worker), message.id)
 
     def _register_function(
@@ -612,21 +624,8 @@ class EngineCore:
                 message.id,
             )
             return
-        owner_id: str | None = None
-        if message.id.startswith("engine::") and namespace != DEFAULT_NAMESPACE:
-            owner_id = ""
-        else:
-            current = self.functions.get((namespace, message.id))
-            if current is not None and current.owner not in (None, worker.id):
-                owner_id = current.owner
+        owner_id = function_owner(self, worker, namespace, message.id)
         if owner_id is not None:
-            log.warning(
-                "%s: function %s is taken in %s%s",
-                self.who(worker),
-                message.id,
-                namespace,
-                f" by {_short(owner_id)}" if owner_id else "",
-            )
             self._send(
                 worker.id,
                 RegistrationRejected(
@@ -665,6 +664,8 @@ class EngineCore:
             return
         namespace = message.namespace or home
         key = (namespace, message.id)
+        if trigger_type_refused(self, worker, key):
+            return
         self.trigger_types[key] = TriggerTypeEntry(
             namespace=namespace,
             id=message.id,
@@ -673,7 +674,6 @@ class EngineCore:
             call_request_format=message.call_request_format,
             provider=worker.id,
         )
-        self._config_checks.pop(key, None)  # a worker may replace an engine-provided type
         log.info("%s provides trigger type %s%s", self.who(worker), message.id, _in(namespace))
         for binding in list(self.bindings.values()):
             if binding.provider == key:
@@ -696,23 +696,30 @@ class EngineCore:
     def _register_trigger(
         self, worker: WorkerRecord, home: str, message: RegisterTrigger, now: float
     ) -> None:
-        for field, value in (
-            ("namespace", message.namespace),
-            ("trigger_namespace", message.trigger_namespace),
-        ):
-            if is_blank_namespace(value):
-                self._send(
-                    worker.id,
-                    TriggerRegistrationResult(
-                        id=message.id,
-                        trigger_type=message.trigger_type,
-                        function_id=message.function_id,
-                        error=ErrorBody(
-                            code=INVALID_NAMESPACE, message=f"{field} must not be blank"
-                        ),
-                    ),
-                )
-                return
+        blank = [
+            field
+            for field, value in (
+                ("namespace", message.namespace),
+                ("trigger_namespace", message.trigger_namespace),
+            )
+            if is_blank_namespace(value)
+        ]
+        error = (
+            ErrorBody(code=INVALID_NAMESPACE, message=f"{blank[0]} must not be blank")
+            if blank
+            else binding_refusal(self, worker, message.id)
+        )
+        if error is not None:
+            self._send(
+                worker.id,
+                TriggerRegistrationResult(
+                    id=message.id,
+                    trigger_type=message.trigger_type,
+                    function_id=message.function_id,
+                    error=error,
+                ),
+            )
+            return
         binding = Binding(
             id=message.id,
             trigger_type=message.trigger_type,

@@ -8,13 +8,30 @@ while the old link is held open.
 
 from __future__ import annotations
 
+import logging
 import random
+from typing import Any
 from uuid import UUID
 
 import pytest
+from trio.testing import MockClock
 
-from engine_sim import EngineConfig, EngineCore, Send
-from iii_trio.protocol import WorkerRegistered
+import iii_trio
+from engine_sim import Engine, EngineConfig, EngineCore, Send
+from iii_trio import InitOptions, TriggerConfig
+from iii_trio.protocol import (
+    DEFAULT_NAMESPACE,
+    FUNCTION_NAMESPACE_CONFLICT,
+    InvocationResult,
+    InvokeFunction,
+    RegisterTrigger,
+    RegisterTriggerType,
+    RegistrationRejected,
+    TriggerRegistrationResult,
+    UnregisterTrigger,
+    WorkerRegistered,
+)
+from tests.raw_worker import Connect, RawWorker
 
 
 def _hello(core: EngineCore) -> WorkerRegistered:
@@ -61,3 +78,276 @@ def test_seeded_ids_repeat_across_runs() -> None:
     # Chaos runs replay from a seed: the same seed gives the same ids.
     assert _ids(EngineCore(EngineConfig(seed=42))) == _ids(EngineCore(EngineConfig(seed=42)))
     assert _ids(EngineCore(EngineConfig(seed=42))) != _ids(EngineCore(EngineConfig(seed=43)))
+
+
+# -- item 5: only the routed worker answers a call ---------------------------------------
+
+
+async def _routed_call(connect: Connect) -> tuple[RawWorker, RawWorker, InvokeFunction]:
+    """Caller C calls ``svc::f`` on S; returns C, S and the call as S received it."""
+    svc, caller = await connect("S"), await connect("C")
+    await svc.register("svc::f")
+    await caller.call("svc::f", {"x": 1})
+    return caller, svc, await svc.expect(InvokeFunction)
+
+
+async def test_a_result_from_a_worker_the_call_was_not_routed_to_is_dropped(
+    autojump_clock: MockClock, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    caller, svc, call = await _routed_call(connect)
+    assert call.invocation_id is not None
+    forger = await connect("X")
+    await forger.answer(call, "forged")
+    await caller.silent()
+    assert any(
+        r.levelno == logging.WARNING
+        and forger.id[:8] in r.getMessage()
+        and str(call.invocation_id) in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+    # The call is still pending, and the worker it went to completes it.
+    await svc.answer(call, "genuine")
+    answer = await caller.expect(InvocationResult)
+    assert (answer.invocation_id, answer.result, answer.error) == (
+        call.invocation_id,
+        "genuine",
+        None,
+    )
+
+
+async def test_a_result_naming_another_function_is_dropped(
+    autojump_clock: MockClock, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    caller, svc, call = await _routed_call(connect)
+    assert call.invocation_id is not None
+    await svc.send(
+        InvocationResult(invocation_id=call.invocation_id, function_id="svc::other", result=1)
+    )
+    await caller.silent()
+    assert "svc::other" in caplog.text
+    await svc.answer(call, 2)
+    answer = await caller.expect(InvocationResult)
+    assert (answer.function_id, answer.result) == ("svc::f", 2)
+
+
+async def test_a_result_without_a_function_id_is_accepted_and_named_by_the_engine(
+    autojump_clock: MockClock, connect: Connect
+) -> None:
+    # ``function_id`` is echoed by every official SDK; a client that leaves it
+    # empty still gets its answer through, under the id the engine routed.
+    caller, svc, call = await _routed_call(connect)
+    assert call.invocation_id is not None
+    await svc.send(InvocationResult(invocation_id=call.invocation_id, function_id="", result=3))
+    answer = await caller.expect(InvocationResult)
+    assert (answer.function_id, answer.result) == ("svc::f", 3)
+
+
+# -- item 13: no worker takes over another's registrations, or the engine's -------------
+
+
+async def _provider_and_owner(connect: Connect) -> tuple[RawWorker, RawWorker]:
+    """P provides ``webhook``; A owns ``h::f`` and binding ``t1`` on it, with a secret."""
+    provider, owner = await connect("P"), await connect("A")
+    await provider.send(RegisterTriggerType(id="webhook", description="d"))
+    await owner.register("h::f")
+    await owner.send(_binding("t1", config={"path": "/secret"}))
+    assert (await provider.expect(RegisterTrigger)).id == "t1"
+    return provider, owner
+
+
+def _binding(binding_id: str, **fields: Any) -> RegisterTrigger:
+    fields.setdefault("trigger_type", "webhook")
+    fields.setdefault("function_id", "h::f")
+    fields.setdefault("config", {"path": "/x"})
+    return RegisterTrigger(id=binding_id, **fields)
+
+
+def _owners(engine: Engine) -> dict[str, tuple[str | None, str]]:
+    return {b.id: (b.owner, b.function_id) for b in engine.bindings()}
+
+
+async def test_a_worker_cannot_replace_another_workers_trigger(
+    autojump_clock: MockClock, engine: Engine, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider, owner = await _provider_and_owner(connect)
+    intruder = await connect("X")
+    await intruder.register("x::steal")
+    await intruder.send(_binding("t1", function_id="x::steal", config={"path": "/mine"}))
+    refused = await intruder.expect(TriggerRegistrationResult)
+    assert refused.id == "t1"
+    assert refused.error is not None
+    assert refused.error.code == "FORBIDDEN"
+    assert owner.id in refused.error.message
+    await provider.silent()  # the provider never hears of the intruder's version
+    assert _owners(engine) == {"t1": (owner.id, "h::f")}
+    assert any(r.levelno == logging.WARNING and "'t1'" in r.getMessage() for r in caplog.records)
+    # The owner itself may still update its own trigger.
+    await owner.send(_binding("t1", config={"path": "/v2"}))
+    assert (await provider.expect(RegisterTrigger)).config == {"path": "/v2"}
+
+
+async def test_a_worker_cannot_remove_another_workers_trigger(
+    autojump_clock: MockClock, engine: Engine, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider, owner = await _provider_and_owner(connect)
+    intruder = await connect("X")
+    await intruder.send(UnregisterTrigger(id="t1"))
+    answer = await intruder.result("engine::unregister_trigger", {"id": "t1"})
+    assert answer.error is not None
+    assert answer.error.code == "FORBIDDEN"
+    assert owner.id in answer.error.message
+    await provider.silent()
+    assert _owners(engine) == {"t1": (owner.id, "h::f")}
+    refusals = [
+        r for r in caplog.records if r.levelno == logging.WARNING and "'t1'" in r.getMessage()
+    ]
+    assert len(refusals) == 2  # the frame and the built-in
+    # The owner removes its own, either way.
+    assert (await owner.ok("engine::unregister_trigger", {"id": "t1"})) == {"removed": True}
+    assert (await provider.expect(UnregisterTrigger)).id == "t1"
+
+
+async def test_a_durable_trigger_is_not_taken_over_by_a_frame(
+    autojump_clock: MockClock, engine: Engine, connect: Connect
+) -> None:
+    provider, owner = await _provider_and_owner(connect)
+    await owner.call("engine::register_trigger", {"trigger_type": "webhook", "function_id": "h::f"})
+    durable = await provider.expect(RegisterTrigger)
+    await provider.send(
+        TriggerRegistrationResult(id=durable.id, trigger_type="webhook", function_id="h::f")
+    )
+    assert (await owner.expect(InvocationResult)).result == {"id": durable.id}
+    intruder = await connect("X")
+    await intruder.send(_binding(durable.id, function_id="x::steal"))
+    refused = await intruder.expect(TriggerRegistrationResult)
+    assert refused.error is not None
+    assert refused.error.code == "FORBIDDEN"
+    assert _owners(engine)[durable.id] == (None, "h::f")
+    # engine::unregister_trigger is how anyone removes a durable trigger.
+    assert (await intruder.ok("engine::unregister_trigger", {"id": durable.id})) == {
+        "removed": True
+    }
+
+
+async def test_a_worker_cannot_take_over_another_workers_trigger_type(
+    autojump_clock: MockClock, engine: Engine, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider, owner = await _provider_and_owner(connect)
+    intruder = await connect("X")
+    await intruder.send(RegisterTriggerType(id="webhook", description="mine"))
+    # It would have been handed every binding's config; it gets nothing.
+    await intruder.silent()
+    assert any(
+        r.levelno == logging.WARNING
+        and "webhook" in r.getMessage()
+        and provider.id[:8] in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+    # New bindings still go to the live provider.
+    await owner.send(_binding("t2"))
+    assert (await provider.expect(RegisterTrigger)).id == "t2"
+    await intruder.silent(1)
+    # Once the provider has left, the type is free.
+    await provider.close()
+    await intruder.send(RegisterTriggerType(id="webhook", description="mine"))
+    replayed = {(await intruder.expect(RegisterTrigger)).id for _ in range(2)}
+    assert replayed == {"t1", "t2"}
+
+
+async def test_a_worker_cannot_take_over_an_engine_trigger_type(
+    autojump_clock: MockClock, connect: Connect
+) -> None:
+    watcher = await connect("W")
+    await watcher.register("w::on")
+    await watcher.send(
+        _binding("t", trigger_type="engine::workers-available", function_id="w::on", config={})
+    )
+    intruder = await connect("X")
+    assert (await watcher.serve_once(None)).data == {
+        "event": "worker_connected",
+        "worker_id": intruder.id,
+    }
+    await watcher.serve_once(None)  # its announce
+    await intruder.send(RegisterTriggerType(id="engine::workers-available", description="x"))
+    await intruder.silent()
+    # The engine still fires it itself.
+    late = await connect()
+    assert (await watcher.serve_once(None)).data == {
+        "event": "worker_connected",
+        "worker_id": late.id,
+    }
+
+
+async def test_a_worker_cannot_shadow_an_engine_function(
+    autojump_clock: MockClock, engine: Engine, connect: Connect
+) -> None:
+    intruder = await connect("X")
+    await intruder.register("engine::workers::register")
+    rejected = await intruder.expect(RegistrationRejected)
+    assert (rejected.code, rejected.namespace, rejected.function_id, rejected.owner_worker_id) == (
+        FUNCTION_NAMESPACE_CONFLICT,
+        DEFAULT_NAMESPACE,
+        "engine::workers::register",
+        "",
+    )
+    # A newcomer's metadata still goes to the engine, not to the intruder.
+    newcomer = await connect("N", description="secret metadata")
+    await intruder.silent()
+    view = engine.worker(newcomer.id)
+    assert view is not None
+    assert view.name == "N"
+    # Ids under engine:: that the engine does not serve stay open in default, as in
+    # the real engine (the queue worker provides engine::queue::enqueue).
+    await intruder.register("engine::custom::probe")
+    await intruder.silent()
+    assert "engine::custom::probe" in engine.function_ids()
+
+
+class _Collect:
+    """A trigger-type provider that records the bindings it is handed."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, Any] = {}
+
+    async def register_trigger(self, trigger: TriggerConfig) -> None:
+        self.started[trigger.id] = trigger.config
+
+    async def unregister_trigger(self, trigger: TriggerConfig) -> None:
+        self.started.pop(trigger.id, None)
+
+
+async def test_what_an_iii_trio_worker_sees_when_it_is_refused(
+    autojump_clock: MockClock, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = _Collect()
+    options = InitOptions(worker_name="owner", enable_metrics_reporting=False)
+    async with iii_trio.register_worker(options=options, transport=engine.transport) as owner:
+        owner.register_function("h::f", _echo)
+        owner.register_trigger_type("webhook", provider)
+        owner.register_trigger("webhook", "h::f", {"path": "/secret"}, id="t1")
+        await owner.ready()
+        await engine.wait_for(lambda: "t1" in provider.started)
+        options = InitOptions(worker_name="intruder", enable_metrics_reporting=False)
+        async with iii_trio.register_worker(options=options, transport=engine.transport) as other:
+            other.register_function("x::f", _echo)
+            other.register_function("engine::workers::list", _echo)
+            other.register_trigger("webhook", "x::f", {"path": "/mine"}, id="t1")
+            await other.ready()
+            await engine.wait_for(
+                lambda: any("refused: FORBIDDEN" in r.getMessage() for r in caplog.records)
+            )
+            # Both refusals are logged by the worker, which keeps serving the rest.
+            assert any(
+                r.levelno == logging.WARNING and "engine::workers::list" in r.getMessage()
+                for r in caplog.records
+                if r.name.startswith("iii_trio")
+            ), caplog.text
+            assert await owner.trigger("x::f", {"n": 1}) == 1
+            listed = await owner.trigger("engine::workers::list", {})
+            assert isinstance(listed, dict)
+            assert "workers" in listed  # the engine's, not the intruder's echo
+            assert provider.started == {"t1": {"path": "/secret"}}
+
+
+async def _echo(data: dict[str, Any]) -> Any:
+    return data.get("n")
