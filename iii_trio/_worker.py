@@ -337,11 +337,19 @@ class Worker:
     async def ready(self) -> None:
         """Wait until the worker is connected and registered (``ready`` or ``executing``).
 
-        Raises the failure if the worker fails, ``WorkerClosed`` if it has shut down.
+        It returns only while the connection the worker is ready on is live: between
+        losing a link and reporting it lost (close handshake, unregister hooks) the
+        state still says ``ready``, and a caller told "ready" then would call into a
+        closed link. Raises the failure if the worker fails, ``WorkerClosed`` if it
+        has shut down.
         """
         while True:
-            state = self.state
-            if state in (WorkerState.READY, WorkerState.EXECUTING):
+            live = self._live
+            if (
+                self.state in (WorkerState.READY, WorkerState.EXECUTING)
+                and live is not None
+                and live.lost is None
+            ):
                 return
             self._raise_if_closed()
             await self._state_changed.wait()

@@ -224,3 +224,57 @@ async def test_6_time_spent_neither_reading_nor_writing_is_not_held_against_the_
         with alive.activity.receiving():
             await trio.sleep(PING_TIMEOUT)  # 15 s more of reading uses up the patience
     assert alive.dropped == [PING_INTERVAL + 5 + 1000 + PING_TIMEOUT - 5]
+
+
+# -- 12. ready() only for a live connection ---------------------------------------------
+
+
+class SlowToStop:
+    """A provider whose unregister hook holds the worker between losing its link and
+    reporting it lost (the hooks run before the ``ConnectionLost`` transition)."""
+
+    def __init__(self) -> None:
+        self.running = trio.Event()
+        self.stopping = trio.Event()
+        self.stopped = trio.Event()
+
+    async def register_trigger(self, trigger: iii_trio.TriggerConfig) -> None:
+        self.running.set()
+
+    async def unregister_trigger(self, trigger: iii_trio.TriggerConfig) -> None:
+        self.stopping.set()
+        await self.stopped.wait()
+
+
+async def test_12_ready_does_not_return_for_a_link_that_is_already_closed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    provider = SlowToStop()
+    async with (
+        open_engine() as engine,
+        iii_trio.register_worker(options=options("svc"), transport=engine.transport) as svc,
+    ):
+        svc.register_trigger_type("svc::tick", provider)
+        svc.register_trigger("svc::tick", "svc::on_tick", {}, id="tick-1")
+        await svc.ready()
+        await provider.running.wait()
+        first = svc.worker_id
+        assert first is not None
+        engine.disconnect(first)
+        await provider.stopping.wait()
+        # The link is gone; the worker has not reported it yet.
+        assert svc.state is WorkerState.READY
+        returned: list[tuple[float, str | None]] = []
+
+        async def wait_ready() -> None:
+            await svc.ready()
+            returned.append((trio.current_time(), svc.worker_id))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait_ready)
+            await trio.sleep(5)
+            assert returned == []
+            provider.stopped.set()
+        ((_, worker_id),) = returned
+        assert worker_id not in (None, first)
+        assert svc.state is WorkerState.READY
