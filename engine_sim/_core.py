@@ -572,6 +572,14 @@ class EngineCore:
             self._send(binding.owner, message)
 
     def _on_reattach(self, worker: WorkerRecord, message: Reattach, now: float) -> None:
+        """Retire the connection ``message`` names, before the replay behind it (§5.5).
+
+        Only the reattach token proves a newcomer is the worker behind a live
+        connection: ids and names are public. So, as in the real engine, a worker
+        that reconnects without the right token retires nothing; while its old
+        connection is held open, the replay meets that connection's functions and
+        name (``WORKER_NAMESPACE_CONFLICT``) until the engine finds it dead.
+        """
         try:
             previous_id = str(UUID(message.previous_worker_id))
         except ValueError:

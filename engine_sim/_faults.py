@@ -128,7 +128,13 @@ class RejectRegistration:
 
 @dataclass(frozen=True, slots=True)
 class RefuseReattach:
-    """Ignore the next ``reattach``, as the engine does with a stale token."""
+    """Ignore the next ``reattach``, as the engine does with a stale token.
+
+    If the engine still holds the connection it names but hears nothing from it
+    (its frames toward the engine are held: the worker has left it), that
+    connection is cut first, as when the engine finds a half-open socket dead;
+    the token would be stale only then. A connection it still hears from stays.
+    """
 
     target: str | None = None
 

@@ -11,6 +11,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
+from uuid import UUID
 
 import trio
 
@@ -237,8 +238,34 @@ class FaultInjector:
             if isinstance(fault, RefuseReattach) and isinstance(message, Reattach):
                 self._armed.remove(fault)
                 log.warning("fault: ignoring %s's reattach", link.name)
-                return []
+                return self._let_go_of(message.previous_worker_id)
         return None
+
+    def _let_go_of(self, previous_worker_id: str) -> list[Effect]:
+        """Cut the connection a refused ``reattach`` names if the engine hears nothing from it.
+
+        The engine ignores a reattach whose token does not match, and the token an
+        honest worker presents stops matching only once the connection it was
+        issued on is gone. A connection the worker has left but whose frames toward
+        the engine are held (a half-open socket: the worker's close never arrived)
+        is such a connection in all but the engine's knowledge, so the refusal
+        stands for the moment the engine finds it dead: it is cut without a closing
+        handshake and cleaned up before the frames after the reattach are read.
+        A connection the engine still hears from keeps running, reattach ignored.
+        The engine itself never retires a live connection without the token (see
+        ``EngineCore._on_reattach``); without this, the worker's own ghost would
+        refuse it its name (``WORKER_NAMESPACE_CONFLICT``, fatal) for good.
+        """
+        engine = self._engine
+        try:
+            held = engine._links.get(str(UUID(previous_worker_id)))
+        except ValueError:
+            return []
+        if held is None or not held.to_engine.held:
+            return []
+        log.warning("fault: %s is held open and counts as dead", held.name or held.worker_id[:8])
+        engine._drop(held)
+        return engine.core.disconnect(held.worker_id, trio.current_time())
 
     def _hits(self, link: _Link, fault: Fault) -> bool:
         target = getattr(fault, "target", None)

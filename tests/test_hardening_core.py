@@ -14,21 +14,26 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+import trio
 from trio.testing import MockClock
 
 import iii_trio
-from engine_sim import Engine, EngineConfig, EngineCore, Send
+from engine_sim import Close, Engine, EngineConfig, EngineCore, Send
+from engine_sim.faults import Hold, RefuseReattach
 from iii_trio import InitOptions, TriggerConfig
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
     FUNCTION_NAMESPACE_CONFLICT,
+    WORKER_NAMESPACE_CONFLICT,
     InvocationResult,
     InvokeFunction,
+    Reattach,
     RegisterTrigger,
     RegisterTriggerType,
     RegistrationRejected,
     TriggerRegistrationResult,
     UnregisterTrigger,
+    VoidAction,
     WorkerRegistered,
 )
 from tests.raw_worker import Connect, RawWorker
@@ -351,3 +356,62 @@ async def test_what_an_iii_trio_worker_sees_when_it_is_refused(
 
 async def _echo(data: dict[str, Any]) -> Any:
     return data.get("n")
+
+
+# -- item 12: a refused reattach while the old link is held open --------------------------
+
+
+async def test_a_refused_reattach_while_the_old_link_is_held_open_is_not_fatal(
+    autojump_clock: MockClock, engine: Engine
+) -> None:
+    # The worker's frames toward the engine are held: its keepalive gives the link
+    # up, but the engine never hears the close and keeps the link, its functions and
+    # its name. The reconnect's reattach is refused; the worker must still come back.
+    options = InitOptions(worker_name="svc", enable_metrics_reporting=False)
+    transport = engine.transport_for("svc")
+    async with (
+        iii_trio.register_worker(options=options, transport=transport) as svc,
+        iii_trio.register_worker(
+            options=InitOptions(worker_name="caller", enable_metrics_reporting=False),
+            transport=engine.transport,
+        ) as caller,
+    ):
+        svc.register_function("svc::f", _echo)
+        await svc.ready()
+        first = svc.worker_id
+        engine.faults.inject(Hold("to_engine", "svc"))
+        engine.faults.inject(RefuseReattach("svc"))
+        with trio.fail_after(300):
+            await engine.wait_for(
+                lambda: any(w.name == "svc" and w.id != first for w in engine.workers())
+            )
+            await svc.ready()
+            assert engine.worker(first) is None  # the held link was let go of
+            assert await caller.trigger("svc::f", {"n": 7}) == 7
+        assert svc.worker_id != first
+
+
+def test_without_the_token_a_newcomer_does_not_retire_a_live_worker() -> None:
+    # The decision behind the test above: the engine itself retires nobody without
+    # the reattach token, however much the newcomer looks like the old worker.
+    core = EngineCore()
+    old = _hello(core)
+    core.receive(old.worker_id, _announce("svc"), 0.0)
+    new = _hello(core)
+    core.receive(new.worker_id, Reattach(previous_worker_id=old.worker_id), 0.0)
+    effects = core.receive(new.worker_id, _announce("svc"), 0.0)
+    assert old.worker_id in core.workers
+    assert new.worker_id not in core.workers
+    sent = [e.message for e in effects if isinstance(e, Send)]
+    assert [m.code for m in sent if isinstance(m, RegistrationRejected)] == [
+        WORKER_NAMESPACE_CONFLICT
+    ]
+    assert Close(new.worker_id, 1000, WORKER_NAMESPACE_CONFLICT) in effects
+
+
+def _announce(name: str) -> InvokeFunction:
+    return InvokeFunction(
+        function_id="engine::workers::register",
+        data={"name": name, "pid": 1},
+        action=VoidAction(),
+    )
