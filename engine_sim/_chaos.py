@@ -13,7 +13,10 @@ The run has three phases:
 2. **heal**: at the end of the schedule every standing fault ends
    (``Heal``) and frame-counted steps not yet due are dropped;
 3. **liveness**: both workers must be ready again, ``svc`` must hold the binding,
-   and fresh calls must succeed, within ``Workload.recovery_bound`` seconds.
+   and fresh calls must succeed, within ``Workload.recovery_bound`` seconds. A
+   call that fails because a fault from before healing still lands (a held close:
+   ``ConnectionLost``, ``InvocationStopped``, or ``FunctionNotFound`` when the
+   engine dropped svc's functions before svc read the close) is retried.
 
 ``ScenarioResult`` holds what happened (frames per connection, SDK and engine
 transitions, calls, handler runs) and the trace; ``engine_sim.properties``
@@ -37,6 +40,7 @@ import trio.testing
 import iii_trio
 from iii_trio import (
     ConnectionLost,
+    FunctionNotFound,
     IIIError,
     InitOptions,
     InvocationStopped,
@@ -76,6 +80,11 @@ ON_TICK: Final = "client::on_tick"
 BINDING: Final = "tick-1"
 #: Virtual seconds the workers and the engine get to shut down at the end.
 _SHUTDOWN_BOUND: Final = 60.0
+#: Virtual seconds before retrying a liveness call answered ``function_not_found``:
+#: svc needs about its first reconnect delay (1 s) to register again, and without a
+#: pause a function that never comes back would spin at one virtual instant instead
+#: of running into ``Workload.recovery_bound``.
+_LIVENESS_RETRY_DELAY: Final = 1.0
 #: Whom a schedule's faults may aim at (``None``: every connection).
 SCHEDULE_TARGETS: Final = (SERVICE, CLIENT, None)
 #: What each worker registers, as ``(frame type, id)``: replayed on every connection.
@@ -433,9 +442,17 @@ class _Run:
                 # A fault injected just before healing can still land (a close
                 # that was held back); the call fails cleanly and recovery goes on.
                 record.outcome = type(exc).__name__
+            except FunctionNotFound as exc:
+                # The same late close can reach the engine before svc reads it: svc
+                # still looks ready while the engine has dropped its functions, until
+                # it reconnects and registers them again. Retried after a pause, so a
+                # function that never comes back ends in the recovery bound, not a spin.
+                record.outcome = type(exc).__name__
             finally:
                 record.ended = trio.current_time()
                 self.trace.note(CLIENT, f"liveness call #{record.n} -> {record.outcome}")
+            if record.outcome == FunctionNotFound.__name__:
+                await trio.sleep(_LIVENESS_RETRY_DELAY)
         result.recovered_at = trio.current_time()
         self.trace.note("RUN", f"recovered in {result.recovered_at - result.healed_at:g} s")
 

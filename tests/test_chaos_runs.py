@@ -9,6 +9,7 @@ import pytest
 from engine_sim._cli import main
 from engine_sim.chaos import SCHEDULE_TARGETS, WORK, run_scenario, violations
 from engine_sim.faults import AfterFrame, At, Drop, Hold, Release, Step, random_schedule
+from engine_sim.faults import schedule_from_json as from_json
 from engine_sim.faults import schedule_to_json as to_json
 
 SCHEDULE: list[Step] = [
@@ -71,3 +72,27 @@ def test_a_bad_schedule_is_refused_with_the_reason(capsys: pytest.CaptureFixture
     error = capsys.readouterr().err
     assert error.startswith("iii-sim chaos: bad --schedule:")
     assert "direction" in error
+
+
+# -- fixed regressions: seed and schedule of a run that once failed -------------------------
+
+#: Issue 11 item 12: svc's close and the frames before it are held until healing, so
+#: svc reads ``workerregistered`` (ready) on a link the engine has already closed; the
+#: first liveness call gets ``function_not_found`` and must be retried, not reported.
+LATE_CLOSE = (
+    '[[{"kind":"At","seconds":0.5},{"kind":"GracefulClose","target":"svc","code":1000,'
+    '"reason":"closed by a fault"}],[{"kind":"At","seconds":0.0},'
+    '{"kind":"Hold","direction":"to_worker","target":"svc"}]]'
+)
+
+
+def test_a_close_held_until_healing_is_not_a_liveness_failure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["chaos", "--seed", "0", "--schedule", LATE_CLOSE]) == 0
+    assert capsys.readouterr().out.startswith("seed 0: ok; 2 fault step(s)")
+    result = run_scenario(0, from_json(LATE_CLOSE))
+    liveness = [call.outcome for call in result.calls if call.liveness]
+    assert liveness == ["FunctionNotFound", "ok", "ok", "ok"]
+    assert result.recovered_at is not None
+    assert result.recovered_at - result.healed_at <= result.workload.recovery_bound
