@@ -1,11 +1,12 @@
 """Owner-only rules: which worker may answer a call, or replace or remove a registration.
 
-The real engine lets any connection answer any invocation id, replace or remove
-any trigger id, and take over any trigger type (last writer wins); only an RBAC
-session stops one worker from doing that to another's. engine_sim has no RBAC, so
-it applies to all of them the rule both engines already apply to functions: what
-a live worker registered is that worker's alone, and what the engine serves itself
-is the engine's. Each refusal is logged at WARNING, naming the worker and the id.
+The real engine takes a result for an invocation id from any connection, and lets
+any connection replace or remove any trigger id and take over any trigger type
+(last writer wins); only an RBAC session restrains the registrations. engine_sim
+has no RBAC, so it applies to all of them the rule both engines already apply to
+functions: what a live worker registered is that worker's alone, what the engine
+serves itself is the engine's, and a call is answered by the worker it went to.
+Each refusal is logged at WARNING, naming the worker and the id.
 
 Refusals use codes the engine already sends: ``FUNCTION_NAMESPACE_CONFLICT`` for
 functions (owner ``""`` when the engine itself holds the id), ``FORBIDDEN`` (the
@@ -79,10 +80,8 @@ def function_owner(
     ``engine::`` ids in ``default`` stay open (the ``queue`` worker provides
     ``engine::queue::enqueue``).
     """
-    if (function_id.startswith("engine::") and namespace != DEFAULT_NAMESPACE) or (
-        namespace,
-        function_id,
-    ) in core.builtins:
+    reserved = function_id.startswith("engine::") and namespace != DEFAULT_NAMESPACE
+    if reserved or (namespace, function_id) in core.builtins:
         owner: str | None = ""
     else:
         current = core.functions.get((namespace, function_id))
@@ -109,8 +108,8 @@ def binding_refusal(core: EngineCore, worker: WorkerRecord, binding_id: str) -> 
     if binding is None or binding.owner == worker.id:
         return None
     if binding.owner is None:
-        text = f"trigger '{binding_id}' was made with engine::register_trigger; only that API may"
-        return _refused(core.who(worker), f"{text} replace it")
+        text = f"trigger '{binding_id}' was made with engine::register_trigger"
+        return _refused(core.who(worker), f"{text}; remove it with engine::unregister_trigger")
     return _refused(core.who(worker), f"trigger '{binding_id}' belongs to worker {binding.owner}")
 
 

@@ -379,6 +379,7 @@ async def test_a_refused_reattach_while_the_old_link_is_held_open_is_not_fatal(
         svc.register_function("svc::f", _echo)
         await svc.ready()
         first = svc.worker_id
+        assert first is not None
         engine.faults.inject(Hold("to_engine", "svc"))
         engine.faults.inject(RefuseReattach("svc"))
         with trio.fail_after(300):
