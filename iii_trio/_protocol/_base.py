@@ -73,16 +73,24 @@ class WireModel(BaseModel):
 
         The model's own fields keep their declaration order (serde writes struct
         fields in order); JSON values inside them get sorted keys (serde_json's
-        ``Value`` map is sorted). Raises ProtocolError for a value that is not JSON.
+        ``Value`` map is sorted). Raises ProtocolError for a value that is not JSON,
+        or that nests deeper than the engine reads (``MAX_DEPTH``, this object
+        being the first level).
         """
+        text = self._json_text()
+        _json.check_depth(text, f"cannot encode {type(self).__name__} as JSON")
+        return text
+
+    def _json_text(self) -> str:
+        # Unchecked for depth: that is a property of the whole text, checked once.
         parts = []
         for name, value in self._present():
             if isinstance(value, WireModel):
-                text = value.to_json()
+                text = value._json_text()
             elif isinstance(value, UUID):
                 text = f'"{value}"'
             else:
-                text = _json.dumps(value)
+                text = _json.write(value)
             parts.append(f'"{name}":{text}')
         return "{" + ",".join(parts) + "}"
 

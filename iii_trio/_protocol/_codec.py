@@ -8,10 +8,12 @@ from pydantic import ValidationError
 
 from .._exceptions import FrameTooLarge, ProtocolError, UnknownMessageType
 from . import _json
+from ._json import MAX_DEPTH as MAX_JSON_DEPTH
 from ._messages import MESSAGE_TYPES, Message
 
 __all__ = [
     "MAX_FRAME_BYTES",
+    "MAX_JSON_DEPTH",
     "MAX_MESSAGE_BYTES",
     "TELEMETRY_PREFIXES",
     "decode",
@@ -19,9 +21,15 @@ __all__ = [
     "is_telemetry_frame",
 ]
 
-#: The engine's (and the official SDK's) limit for one message.
+# The engine takes tungstenite's defaults (axum's WebSocketUpgrade, no size set):
+# a frame payload over MAX_FRAME_BYTES, or a message reassembled from fragments
+# over MAX_MESSAGE_BYTES, fails the read and the engine drops the connection.
+# No SDK fragments a message (the official ones and this one send each as one
+# frame), so MAX_FRAME_BYTES is the limit a worker's message meets.
+
+#: The largest message the engine reassembles from fragments.
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
-#: The largest single WebSocket frame the engine accepts; bigger messages are fragmented.
+#: The largest WebSocket frame payload the engine reads.
 MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 #: Binary frames starting with these are telemetry (OTLP JSON), never messages.
 TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
@@ -31,7 +39,8 @@ def encode(message: Message) -> str:
     """Compact JSON text of ``message``, byte for byte as the engine writes it.
 
     Raises ProtocolError if a JSON-valued field holds something JSON cannot carry
-    (NaN, an infinity, a lone surrogate, a Python object).
+    (NaN, an infinity, a lone surrogate, a Python object) or is nested so deep that
+    the frame goes over ``MAX_JSON_DEPTH``.
     """
     return message.to_json()
 
@@ -46,7 +55,9 @@ def decode(frame: str | bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Message:
 
     Raises ``FrameTooLarge`` before parsing a frame over ``max_size`` bytes,
     ``UnknownMessageType`` for a JSON object with a ``type`` we do not define, and
-    ``ProtocolError`` for anything else that is not a valid message.
+    ``ProtocolError`` for anything else that is not a valid message, including
+    arrays and objects nested more than ``MAX_JSON_DEPTH`` deep (the frame's own
+    object is the first level), which the engine's JSON parser refuses.
     """
     _check_size(frame, max_size)
     if isinstance(frame, bytes):

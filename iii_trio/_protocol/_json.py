@@ -8,9 +8,10 @@ Floats differ: serde_json (zmij, ryu's successor) writes ``1e-7`` and ``0.00001`
 where Python writes ``1e-07`` and ``1e-05``; positive exponents (``1e+20``) agree.
 
 serde_json refuses lone surrogates (``"\\ud800"`` with no pair), numbers that
-overflow a double (``1e400``) and ``NaN``/``Infinity``; the engine then drops the
-whole frame. The reader refuses the same, and the writer refuses to produce them,
-so a bad value is a clear error here instead of a silently lost frame there.
+overflow a double (``1e400``), ``NaN``/``Infinity`` and arrays and objects nested
+more than ``MAX_DEPTH`` deep; the engine then drops the whole frame. The reader
+refuses the same, and the writer refuses to produce them, so a bad value is a clear
+error here instead of a silently lost frame there.
 """
 
 from __future__ import annotations
@@ -18,11 +19,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from itertools import accumulate
+from typing import Any, Final
 
 from .._exceptions import ProtocolError
 
-__all__ = ["dumps", "loads", "serde_float"]
+__all__ = ["MAX_DEPTH", "check_depth", "dumps", "loads", "serde_float", "write"]
+
+#: The deepest nesting of arrays and objects the engine reads, a whole frame's own
+#: object counting as the first level. serde_json's deserializer starts with 128
+#: levels to spend, spends one on entering each array or object (unknown fields
+#: included: the engine's internally tagged ``Message`` buffers every field) and
+#: fails once none is left, so the 128th level is refused and 127 is the most read.
+MAX_DEPTH: Final = 127
 
 # A JSON string, or a number with a negative exponent. Strings are matched first so
 # that text such as "1e-05" inside a string value is never touched.
@@ -32,6 +41,10 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _U64_MAX = 2**64 - 1
 _I64_MIN = -(2**63)
+# For measuring nesting on the text's brackets alone (see ``_deeper_than``).
+_ONE_KIND_OF_BRACKET = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET_OR_QUOTE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
+_DEPTH_STEP = tuple(1 if b == ord("[") else -1 if b == ord("]") else 0 for b in range(256))
 
 
 def serde_float(text: str) -> str:
@@ -54,7 +67,16 @@ def _fix_token(match: re.Match[str]) -> str:
 
 
 def dumps(value: Any) -> str:
-    """Encode a JSON value compactly with sorted keys; ProtocolError if it is not JSON."""
+    """Encode a JSON value compactly with sorted keys; ProtocolError if it is not JSON
+    or is nested deeper than the engine reads (``MAX_DEPTH``)."""
+    text = write(value)
+    check_depth(text, "cannot encode as JSON")
+    return text
+
+
+def write(value: Any) -> str:
+    """``dumps`` without the depth check, for a value that is part of a larger text
+    whose depth is checked as a whole (a message's field)."""
     try:
         text = json.dumps(
             value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True
@@ -93,19 +115,75 @@ def _serde_int(text: str) -> int | float:
 
 
 def _holds_lone_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        return _LONE_SURROGATE.search(value) is not None
-    if isinstance(value, list):
-        return any(_holds_lone_surrogate(item) for item in value)
-    if isinstance(value, dict):
-        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+    # A stack of its own rather than recursion: no value can exhaust Python's.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
     return False
+
+
+def check_depth(text: str, context: str) -> None:
+    """Raise ProtocolError (``context``: why) if ``text`` nests deeper than ``MAX_DEPTH``."""
+    if _deeper_than(MAX_DEPTH, text):
+        raise ProtocolError(
+            f"{context}: nested too deeply (arrays and objects more than {MAX_DEPTH} "
+            f"levels deep, which the engine's JSON parser refuses)"
+        )
+
+
+def _deeper_than(limit: int, text: str) -> bool:
+    """Whether JSON ``text`` nests arrays and objects more than ``limit`` deep.
+
+    Exact for valid JSON; for invalid text any answer will do, as it is refused
+    either way. Neither recursion nor a loop over characters in Python: bytes
+    methods (C loops) strip the text down to its brackets and then peel off the
+    innermost pairs, one level per pass. A shallow payload is done in a few
+    passes, as each removes a large share of what is left; one that peels slowly
+    (narrow and deep) is finished by a single running sum instead, so the cost
+    stays linear in the size of the text.
+    """
+    if len(text) <= 2 * limit:  # every level takes an opening and a closing bracket
+        return False
+    data = text.encode("utf-8", "surrogatepass")
+    if b"\\" in data:
+        # Escaped backslashes go first, so that the quote in ``\\"`` still ends
+        # its string; then escaped quotes, so that every quote left opens or closes one.
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = data.translate(_ONE_KIND_OF_BRACKET, _NOT_BRACKET_OR_QUOTE)
+    quotes = skeleton.count(b'"')
+    if quotes and 2 * skeleton.count(b'""') == quotes:
+        # Every run of quotes is even, so no string holds a bracket.
+        skeleton = skeleton.translate(None, b'"')
+    elif quotes:
+        # Between quotes the text alternates: outside a string, inside one.
+        skeleton = b"".join(skeleton.split(b'"')[::2])
+    for peeled in range(limit + 1):
+        if len(skeleton) <= 2 * (limit - peeled):
+            return False
+        inner = skeleton.replace(b"[]", b"")
+        if len(inner) == len(skeleton):
+            # Unbalanced: the opening brackets left over are nested in one another.
+            return peeled + inner.count(b"[") > limit
+        if 4 * len(inner) > 3 * len(skeleton):
+            return peeled + 1 + max(accumulate(map(_DEPTH_STEP.__getitem__, inner))) > limit
+        skeleton = inner
+    return True
 
 
 def loads(text: str) -> Any:
     """Parse strict JSON; raise ProtocolError with a short reason if it is not."""
     if not text.isascii() and _LONE_SURROGATE.search(text):
         raise ProtocolError("frame is not valid UTF-8 text: it holds a lone surrogate")
+    # Before parsing, so the parser and everything after it meet only shallow values.
+    check_depth(text, "frame is not usable JSON")
     try:
         value = json.loads(
             text,

@@ -1,0 +1,240 @@
+"""Issue 11, items 2 and 9: JSON depth and message size limits, as the real engine's.
+
+Item 2: one 1.2 KB frame (an array nested 600 deep around an escaped surrogate pair)
+used to make ``decode`` raise ``RecursionError``, which killed the engine and an
+iii_trio worker. Frames nested deeper than serde_json reads are now a
+``ProtocolError`` like any other bad frame: logged and skipped.
+
+Item 9: the engine's WebSocket refuses a frame over 16 MiB; engine_sim's default
+``max_message_bytes`` is that limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any, TypeVar
+from uuid import UUID
+
+import pytest
+from trio.testing import MockClock
+
+import iii_trio
+from engine_sim import Engine, EngineTransport, open_engine
+from iii_trio import InitOptions
+from iii_trio import protocol as p
+from iii_trio._protocol import _json
+from iii_trio._transport import Connection
+from tests.raw_worker import Connect, RawWorker, raw_workers
+
+T = TypeVar("T")
+
+INV = UUID("7c9e6679-7425-40de-944b-e07fc1f90ae7")
+
+#: The frame from the issue: 1,214 bytes, an array 600 deep holding "\ud83d\ude00".
+DEEP_FRAME = "[" * 600 + '"\\ud83d\\ude00"' + "]" * 600
+
+
+def _nested(levels: int, leaf: str = "1", *, opener: str = "[") -> str:
+    """``levels`` arrays (or objects) one inside the other around ``leaf``."""
+    if opener == "[":
+        return "[" * levels + leaf + "]" * levels
+    return '{"k":' * levels + leaf + "}" * levels
+
+
+def _result_frame(payload: str) -> str:
+    """An ``invocationresult`` whose result is ``payload``: one level more than it."""
+    head = f'{{"type":"invocationresult","invocation_id":"{INV}","function_id":"f"'
+    return head + f',"result":{payload}}}'
+
+
+async def _still_served(caller: RawWorker, executor: RawWorker) -> None:
+    invocation_id = await caller.call("math::add", {"a": 1})
+    await executor.serve_once(2)
+    answer = await caller.expect(p.InvocationResult)
+    assert (answer.invocation_id, answer.result) == (invocation_id, 2)
+
+
+# -- item 2: the codec ------------------------------------------------------------------------
+
+
+def test_the_frame_from_the_issue_is_a_protocol_error() -> None:
+    assert len(DEEP_FRAME.encode()) == 1214
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode(DEEP_FRAME)
+    assert type(caught.value) is p.ProtocolError
+    assert "nested too deeply" in str(caught.value)
+    assert "127" in str(caught.value)
+
+
+@pytest.mark.parametrize("opener", ["[", "{"])
+def test_127_levels_are_read_and_the_128th_is_refused(opener: str) -> None:
+    # serde_json's deserializer has 128 levels to spend and fails when none is left:
+    # the frame's own object is level 1, so the result may hold 126 more.
+    deepest = p.decode(_result_frame(_nested(126, opener=opener)))
+    assert isinstance(deepest, p.InvocationResult)
+    with pytest.raises(p.ProtocolError, match="nested too deeply"):
+        p.decode(_result_frame(_nested(127, opener=opener)))
+
+
+def test_depth_counts_structure_not_brackets_inside_strings() -> None:
+    # Brackets and escaped quotes inside strings are text, not nesting: closing ones
+    # before a deep value must not hide its depth, opening ones must not add to it.
+    closers = '"]]]]}}}} \\" \\\\",' * 10
+    deepest = _result_frame("[" + closers + _nested(125) + "]")
+    assert isinstance(p.decode(deepest), p.InvocationResult)
+    too_deep = _result_frame("[" + closers + _nested(126) + "]")
+    with pytest.raises(p.ProtocolError, match="nested too deeply"):
+        p.decode(too_deep)
+    openers = _nested(126, '"[[[[{{{{ \\" [[[["')
+    assert isinstance(p.decode(_result_frame(openers)), p.InvocationResult)
+
+
+def test_unknown_fields_count_towards_the_depth() -> None:
+    # The engine's Message enum is internally tagged: serde buffers every field,
+    # known or not, through the same depth-limited parser.
+    frame = '{"type":"ping","extra":' + _nested(127) + "}"
+    with pytest.raises(p.ProtocolError, match="nested too deeply"):
+        p.decode(frame)
+    assert p.decode('{"type":"ping","extra":' + _nested(126) + "}") == p.Ping()
+
+
+def _with_stack_headroom(headroom: int, fn: Callable[[], T]) -> T:
+    """Call ``fn`` with about ``headroom`` frames left under Python's recursion limit."""
+    depth = 0
+    frame: FrameType | None = sys._getframe()
+    while frame is not None:
+        depth, frame = depth + 1, frame.f_back
+
+    def descend(levels: int) -> T:
+        return fn() if levels <= 0 else descend(levels - 1)
+
+    return descend(sys.getrecursionlimit() - depth - headroom)
+
+
+def test_the_surrogate_check_of_the_deepest_value_does_not_recurse() -> None:
+    # The parser takes one level of the stack per level of nesting (127 at most);
+    # the check for unpaired surrogate escapes after it used to take two.
+    lone = _result_frame(_nested(126, '"\\ud800"'))
+    with pytest.raises(p.ProtocolError, match="unpaired"):
+        _with_stack_headroom(200, lambda: p.decode(lone))
+    paired = _result_frame(_nested(126, '"\\ud83d\\ude00"'))
+    message = _with_stack_headroom(200, lambda: p.decode(paired))
+    assert isinstance(message, p.InvocationResult)
+
+
+def _deep_value(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_encode_refuses_what_the_engine_would_refuse() -> None:
+    ok = p.InvocationResult(invocation_id=INV, function_id="f", result=_deep_value(126))
+    assert p.decode(p.encode(ok)) == ok
+    too_deep = p.InvocationResult(invocation_id=INV, function_id="f", result=_deep_value(127))
+    with pytest.raises(p.ProtocolError, match="nested too deeply"):
+        p.encode(too_deep)
+    # Far deeper than Python's own recursion limit: still the same clear error.
+    with pytest.raises(p.ProtocolError, match="nested too deeply"):
+        p.encode(p.InvocationResult(invocation_id=INV, function_id="f", result=_deep_value(600)))
+
+
+def test_dumps_refuses_a_value_nested_deeper_than_the_engine_reads() -> None:
+    assert _json.dumps(_deep_value(127)).startswith("[" * 127)
+    with pytest.raises(p.ProtocolError, match="nested too deeply"):
+        _json.dumps(_deep_value(128))
+    with pytest.raises(p.ProtocolError, match="nested too deeply"):
+        _json.loads(_json.write(_deep_value(128)))
+
+
+# -- item 2: the engine -----------------------------------------------------------------------
+
+
+async def test_the_engine_logs_and_skips_the_frame_and_serves_on(
+    autojump_clock: MockClock, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    executor, caller, sender = await connect("exec"), await connect("caller"), await connect("bad")
+    await executor.register("math::add")
+    with caplog.at_level(logging.WARNING, logger="engine_sim"):
+        await sender.conn.send(DEEP_FRAME)
+        await sender.silent(1)
+    (record,) = [r for r in caplog.records if sender.id[:8] in r.getMessage()]
+    assert "nested too deeply" in record.getMessage()
+    # The sender's own connection is still served, and so is everyone else.
+    await sender.send(p.Ping())
+    await sender.expect(p.Pong)
+    await _still_served(caller, executor)
+
+
+# -- item 2: an iii_trio worker -----------------------------------------------------------------
+
+
+class _SlipsInAFrame:
+    """A connection that hands the worker ``frame`` right after the engine's first one."""
+
+    def __init__(self, inner: Connection, frame: str) -> None:
+        self.inner = inner
+        self.frame: str | None = frame
+        self.first_seen = False
+
+    async def send(self, frame: str | bytes) -> None:
+        await self.inner.send(frame)
+
+    async def receive(self) -> str | bytes:
+        if self.first_seen and self.frame is not None:
+            frame, self.frame = self.frame, None
+            return frame
+        self.first_seen = True
+        return await self.inner.receive()
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await self.inner.aclose(code, reason)
+
+
+class _EngineSendingAFrame:
+    """``engine.transport``, except that the engine also sends ``frame`` on the first link."""
+
+    def __init__(self, inner: EngineTransport, frame: str) -> None:
+        self.inner = inner
+        self.frame = frame
+        self.links = 0
+
+    @asynccontextmanager
+    async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
+        async with self.inner.connect(url, headers) as connection:
+            self.links += 1
+            yield _SlipsInAFrame(connection, self.frame) if self.links == 1 else connection
+
+
+async def test_a_worker_sent_the_frame_logs_it_and_keeps_running(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_engine() as engine, raw_workers(engine) as connect:
+        transport = _EngineSendingAFrame(engine.transport, DEEP_FRAME)
+        options = InitOptions(worker_name="w", enable_metrics_reporting=False)
+        with caplog.at_level(logging.WARNING, logger="iii_trio"):
+            async with iii_trio.register_worker(options=options, transport=transport) as worker:
+
+                @worker.function("math::double")
+                async def double(data: Any) -> Any:
+                    return data["x"] * 2
+
+                await worker.ready()
+                await engine.wait_for(lambda: "math::double" in engine.function_ids())
+                caller = await connect("caller")
+                assert await caller.ok("math::double", {"x": 21}) == 42
+        assert transport.links == 1, "the worker kept its first connection"
+        assert any(
+            "malformed" in r.getMessage() and "nested too deeply" in r.getMessage()
+            for r in caplog.records
+        )
+        await _engine_has_no_worker_named(engine, "w")
+
+
+async def _engine_has_no_worker_named(engine: Engine, name: str) -> None:
+    await engine.wait_for(lambda: all(w.name != name for w in engine.workers()))
