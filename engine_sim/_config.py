@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from iii_trio.protocol import MAX_MESSAGE_BYTES
+from iii_trio.protocol import MAX_FRAME_BYTES
 
 __all__ = ["DEFAULT_PORT", "ENGINE_VERSION", "EngineConfig"]
 
@@ -34,7 +34,10 @@ class EngineConfig:
     #: How long ``engine::register_trigger`` waits for a worker provider's verdict.
     trigger_ack_timeout_ms: int = 10_000
     #: Largest message accepted from a worker; bigger ones close the socket with 1009.
-    max_message_bytes: int = MAX_MESSAGE_BYTES
+    #: 16 MiB, the engine's WebSocket frame limit, which every SDK's messages meet as
+    #: each is sent as one frame (the engine would take a fragmented message up to
+    #: 64 MiB; this limit applies to the whole message).
+    max_message_bytes: int = MAX_FRAME_BYTES
     #: Frames queued for one worker before it counts as not reading and is dropped.
     send_buffer_frames: int = 64
     #: How long a closing handshake may take before the socket is simply dropped.

@@ -20,11 +20,13 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import pytest
+import trio
+import trio_websocket
 from trio.testing import MockClock
 
 import iii_trio
-from engine_sim import Engine, EngineTransport, open_engine
-from iii_trio import InitOptions
+from engine_sim import Engine, EngineConfig, EngineTransport, open_engine
+from iii_trio import ConnectionClosed, InitOptions
 from iii_trio import protocol as p
 from iii_trio._protocol import _json
 from iii_trio._transport import Connection
@@ -238,3 +240,65 @@ async def test_a_worker_sent_the_frame_logs_it_and_keeps_running(
 
 async def _engine_has_no_worker_named(engine: Engine, name: str) -> None:
     await engine.wait_for(lambda: all(w.name != name for w in engine.workers()))
+
+
+# -- item 9: the message size limit -----------------------------------------------------------
+
+
+def test_the_default_limit_is_the_engines_frame_limit() -> None:
+    # axum 0.8's WebSocketUpgrade (the engine sets no size) uses tungstenite's
+    # defaults: a frame payload over 16 MiB, or a message over 64 MiB, is refused.
+    # Every SDK sends a message as one frame, so 16 MiB is the limit a peer meets.
+    assert EngineConfig().max_message_bytes == 16 * 1024 * 1024 == p.MAX_FRAME_BYTES
+
+
+def _ping_of_size(size: int) -> str:
+    head, tail = '{"type":"ping","pad":"', '"}'
+    return head + "x" * (size - len(head) - len(tail)) + tail
+
+
+async def test_a_message_one_byte_over_the_default_limit_closes_only_that_link(
+    autojump_clock: MockClock, connect: Connect, caplog: pytest.LogCaptureFixture, engine: Engine
+) -> None:
+    limit = 16 * 1024 * 1024  # the engine's, not whatever the default says
+    executor, caller = await connect("exec"), await connect("caller")
+    at_limit, over = await connect("at-limit"), await connect("over")
+    await executor.register("math::add")
+    await at_limit.conn.send(_ping_of_size(limit))
+    await at_limit.expect(p.Pong)
+    with caplog.at_level(logging.WARNING, logger="engine_sim"):
+        await over.conn.send(_ping_of_size(limit + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            await over.next()
+    assert closed.value.code == 1009
+    assert any(over.id[:8] in r.getMessage() for r in caplog.records)
+    await engine.wait_for(lambda: engine.worker(over.id) is None)
+    await _still_served(caller, executor)
+    await at_limit.send(p.Ping())
+    await at_limit.expect(p.Pong)
+
+
+async def test_over_a_real_socket_the_default_limit_is_the_engines() -> None:
+    # The listener is given the same limit: at it a ping is answered, one byte over
+    # it trio-websocket closes that socket with 1009, and another client is unaffected.
+    limit = 16 * 1024 * 1024
+    async with open_engine(EngineConfig(port=0)) as engine:
+        assert engine.url is not None
+        with trio.fail_after(30):
+            async with (
+                trio_websocket.open_websocket_url(engine.url) as bystander,
+                trio_websocket.open_websocket_url(engine.url, max_message_size=limit) as ws,
+            ):
+                await bystander.get_message()
+                await ws.get_message()
+                await ws.send_message(_ping_of_size(limit))
+                assert p.decode(await ws.get_message()) == p.Pong()
+                await ws.send_message(_ping_of_size(limit + 1))
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await ws.get_message()
+                # trio-websocket's client keeps its socket after a server's close.
+                await ws._stream.aclose()
+                assert closed.value.reason is not None
+                assert closed.value.reason.code == 1009
+                await bystander.send_message('{"type":"ping"}')
+                assert p.decode(await bystander.get_message()) == p.Pong()
