@@ -19,7 +19,8 @@ from trio.testing import MockClock
 
 import iii_trio
 from engine_sim import Close, Engine, EngineConfig, EngineCore, Send
-from engine_sim.faults import Hold, RefuseReattach
+from engine_sim.chaos import run_scenario, violations
+from engine_sim.faults import Hold, RefuseReattach, schedule_from_json
 from iii_trio import InitOptions, TriggerConfig
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
@@ -416,3 +417,17 @@ def _announce(name: str) -> InvokeFunction:
         data={"name": name, "pid": 1},
         action=VoidAction(),
     )
+
+
+def test_chaos_seed_7782304_refused_reattach_on_a_held_link_recovers() -> None:
+    # The run the issue reported: svc's link is held toward the engine from 2 s; at
+    # 40 s its keepalive gives up, and the reattach of its reconnect is refused.
+    schedule = schedule_from_json(
+        '[[{"kind":"At","seconds":2.0},{"kind":"RejectRegistration","function_id":"svc::work",'
+        '"target":null}],[{"kind":"At","seconds":9.5},{"kind":"SlowReader","seconds":0.5,'
+        '"target":null}],[{"kind":"At","seconds":40.0},{"kind":"RefuseReattach","target":"svc"}],'
+        '[{"kind":"At","seconds":2.0},{"kind":"Hold","direction":"to_engine","target":"svc"}]]'
+    )
+    result = run_scenario(7782304, schedule)
+    assert violations(result) == [], result.report(violations(result))
+    assert result.recovered_at is not None
