@@ -1,29 +1,18 @@
-"""The attacks of ``hostile_peers.py``: one coroutine per item of issue 11.
-
-Each takes a ``Target`` and returns ``Finding``s: what it did, what it saw, and the
-defect it saw, if any (``None`` when the engine behaved). An attack stops early
-once the engine is dead; ``hostile_peers.py`` notices the death and reports it.
-Every loop is bounded in count, every wait in time.
-"""
+"""Attacks through protocol messages: deep nesting (item 2), a call burst and a peer
+that never reads (item 3), id prediction (item 4), forged results (item 5), and
+takeovers of another worker's triggers and of ``engine::`` functions (item 13)."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import resource
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, TypeVar
 from uuid import UUID, uuid4
 
 import trio
-from _hostile_wire import GONE, Closed, PeerGone, RawPeer, frame_header, upgrade_request
 
 import iii_trio
-from engine_sim import EngineConfig
 from iii_trio.protocol import (
-    MAX_FRAME_BYTES,
     InvocationResult,
     InvokeFunction,
     Message,
@@ -35,126 +24,27 @@ from iii_trio.protocol import (
     UnregisterTrigger,
 )
 
+from .target import (
+    A_FUNCTION,
+    B_FUNCTION,
+    Finding,
+    Target,
+    answers,
+    await_message,
+    engine_default,
+    seconds,
+)
+from .wire import GONE, RawPeer
+
 __all__ = [
-    "A_FUNCTION",
-    "B_FUNCTION",
-    "Finding",
     "NeverReader",
-    "StalledConnections",
-    "Target",
     "call_burst",
-    "connect_cycles",
-    "connection_flood",
     "deep_nesting",
     "forged_results",
-    "huge_frame",
-    "large_frames",
     "mersenne_hits",
     "observe_ids",
     "takeovers",
-    "upgrade_then_reset",
 ]
-
-#: The honest pair's functions: honest-a serves A_FUNCTION and calls B_FUNCTION.
-A_FUNCTION: Final = "honest::a_echo"
-B_FUNCTION: Final = "honest::b_echo"
-MiB: Final = 1024 * 1024
-M = TypeVar("M", InvocationResult, InvokeFunction)
-
-
-@dataclass(frozen=True)
-class Target:
-    """The engine under attack: its port, whether it still runs, its RSS now."""
-
-    port: int
-    alive: Callable[[], bool]
-    rss: Callable[[], int | None]
-    #: Engine RSS growth (bytes) an attack may leave behind for good.
-    rss_slack: int
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-
-@dataclass(frozen=True)
-class Finding:
-    item: str
-    attack: str
-    outcome: str
-    #: What went wrong, in a few words; ``None`` when nothing did.
-    defect: str | None = None
-
-
-def _mib(size: int | None) -> str:
-    return "?" if size is None else f"{size / MiB:.1f} MiB"
-
-
-async def _answers(peer: RawPeer, within: float = 5.0) -> str | None:
-    """``None`` if the engine still answers this connection's ping message, else why not."""
-    try:
-        closed = await peer.sync(within)
-    except trio.TooSlowError:
-        return f"silent for {within:.0f} s"
-    except GONE:
-        return "the connection was lost"
-    return None if closed is None else f"the engine closed the connection ({closed.code})"
-
-
-async def _await(peer: RawPeer, kind: type[M], invocation: UUID, within: float) -> M | None:
-    """The first ``kind`` message about ``invocation`` within ``within`` s, else ``None``."""
-    for earlier in peer.seen:
-        if isinstance(earlier, kind) and earlier.invocation_id == invocation:
-            peer.seen.remove(earlier)
-            return earlier
-    with trio.move_on_after(within):
-        try:
-            while True:
-                message = await peer.receive()
-                if isinstance(message, Closed):
-                    return None
-                if isinstance(message, kind) and message.invocation_id == invocation:
-                    return message
-                if not isinstance(message, str):
-                    peer.seen.append(message)
-        except GONE:
-            return None
-    return None
-
-
-# -- 1 ------------------------------------------------------------------------------------
-
-
-async def upgrade_then_reset(target: Target, rounds: int = 20) -> list[Finding]:
-    """Send a complete upgrade request, then reset the socket: half the rounds before
-    the engine's ``101``, half after it."""
-    done = 0
-    for round_ in range(rounds):
-        if not target.alive():
-            break
-        try:
-            peer = await RawPeer.connect(target.port)
-        except OSError:
-            break  # nobody listens any more
-        try:
-            await peer.send_bytes(upgrade_request(target.port))
-            if round_ % 2:
-                with trio.move_on_after(2):
-                    await peer.read_upgrade_response()
-        except GONE:
-            pass
-        finally:
-            await peer.reset()
-        done += 1
-        # Let the engine see this reset before the next one, so a death is pinned to it.
-        await trio.sleep(0.05)
-    return [
-        Finding(
-            "1",
-            "upgrade request, then TCP reset (SO_LINGER 0)",
-            f"{done} of {rounds} rounds done (every other one after reading the 101)",
-        )
-    ]
 
 
 # -- 2 ------------------------------------------------------------------------------------
@@ -187,13 +77,13 @@ async def deep_nesting(target: Target) -> list[Finding]:
             ("as data", _call_frame(uuid4(), A_FUNCTION, _nested(600))),
         ):
             await peer.send_text(frame)
-            if (trouble := await _answers(peer)) is not None:
+            if (trouble := await answers(peer)) is not None:
                 outcome = f"after the one {kind}: {trouble}"
                 return [Finding("2", attack, outcome, "a frame ended its connection")]
         deep = Finding("2", attack, "ignored: the engine answered a ping after each")
         invocation = uuid4()
         await peer.send_text(_call_frame(invocation, A_FUNCTION, _nested(100)))
-        result = await _await(peer, InvocationResult, invocation, within=5)
+        result = await await_message(peer, InvocationResult, invocation, within=5)
         expected = json.loads(_nested(100))
         if result is None:
             outcome, defect = "no answer in 5 s", "honest-a did not answer a legal 100-deep call"
@@ -284,11 +174,17 @@ class NeverReader:
         held = trio.current_time() - self.started
         dropped = await self.peer.closed_by_engine(within=1.0)
         await self.peer.stream.aclose()
+        write_timeout = engine_default("write_timeout_ms")
+        # Dropping it sooner is right too: its answers may pass the send buffer's bound.
+        overdue = write_timeout is not None and held > write_timeout / 1000 + 5
         return Finding(
             "3",
             f"a peer that sent {self.calls} engine::workers::list calls and never read",
-            f"held {held:.0f} s; the engine {'dropped it' if dropped else 'kept it open'} "
-            "(either is right while its write timeout has not passed)",
+            f"held {held:.0f} s: the engine {'dropped it' if dropped else 'kept it open'} "
+            f"(write timeout {seconds(write_timeout)})",
+            "a peer that never reads was kept past the write timeout"
+            if overdue and not dropped
+            else None,
         )
 
 
@@ -393,7 +289,7 @@ async def forged_results(target: Target) -> list[Finding]:
                     result={"n": -1, "from": "forged"},
                 )
             )
-        trouble = await _answers(forger)
+        trouble = await answers(forger)
         findings = [
             Finding(
                 "5",
@@ -412,13 +308,13 @@ async def forged_results(target: Target) -> list[Finding]:
             InvokeFunction(invocation_id=invocation, function_id="hostile::sink", data={})
         )
         attack = "a forged result for a call routed to another worker, sent before its own"
-        if await _await(provider, InvokeFunction, invocation, within=5) is None:
+        if await await_message(provider, InvokeFunction, invocation, within=5) is None:
             findings.append(Finding("5", attack, "inconclusive: the call never reached its worker"))
             return findings
         await forger.send(
             InvocationResult(invocation_id=invocation, function_id="hostile::sink", result="forged")
         )
-        forged = await _await(caller, InvocationResult, invocation, within=1.5)
+        forged = await await_message(caller, InvocationResult, invocation, within=1.5)
         if forged is not None:
             outcome = f"the caller got the forged result ({forged.result!r})"
             defect: str | None = "a result from a worker the call was not routed to was accepted"
@@ -428,7 +324,7 @@ async def forged_results(target: Target) -> list[Finding]:
                     invocation_id=invocation, function_id="hostile::sink", result="real"
                 )
             )
-            real = await _await(caller, InvocationResult, invocation, within=3)
+            real = await await_message(caller, InvocationResult, invocation, within=3)
             if real is not None and real.result == "real":
                 outcome, defect = "forged one dropped; the real result arrived after it", None
             else:
@@ -440,272 +336,6 @@ async def forged_results(target: Target) -> list[Finding]:
         for peer in (forger, caller, provider):
             if peer is not None:
                 await peer.aclose()
-
-
-# -- 7 ------------------------------------------------------------------------------------
-
-
-async def connect_cycles(
-    target: Target, cycles: int = 2000, lanes: int = 8, leak_bound: int = 1 * MiB
-) -> list[Finding]:
-    """``cycles`` of connect / announce / register a function / disconnect, in two
-    halves; memory that grows in the second half as in the first is a leak."""
-    failures: Counter[str] = Counter()
-    count = 0
-
-    async def lane(first: int, step: int, stop: int) -> None:
-        nonlocal count
-        for n in range(first, stop, step):
-            if not target.alive():
-                return
-            try:
-                peer = await RawPeer.worker(target.port, f"hostile-cycle-{n}")
-                try:
-                    await peer.send(RegisterFunction(id=f"hostile::cycle::{n}"))
-                    closed = await peer.sync()
-                    if closed is not None:
-                        failures[f"closed {closed.code}"] += 1
-                finally:
-                    await peer.aclose()
-                count += 1
-            except (*GONE, trio.TooSlowError) as exc:
-                failures[type(exc).__name__] += 1
-
-    half = cycles // 2
-    rss = [target.rss()]
-    for start, stop in ((0, half), (half, cycles)):
-        async with trio.open_nursery() as nursery:
-            for first in range(start, start + lanes):
-                nursery.start_soon(lane, first, lanes, stop)
-        await trio.sleep(1)  # let the engine finish closing the last ones
-        rss.append(target.rss())
-    growth = [
-        (b - a) if a is not None and b is not None else None for a, b in itertools.pairwise(rss)
-    ]
-    defects = []
-    if failures:
-        defects.append(f"{sum(failures.values())} cycles failed ({dict(failures)})")
-    if growth[1] is not None and growth[1] > leak_bound:
-        defects.append(
-            f"RSS grew {_mib(growth[1])} in the second {half} cycles "
-            f"(~{growth[1] / half / 1024:.1f} KiB per cycle)"
-        )
-    return [
-        Finding(
-            "7",
-            f"{cycles} connect/register/disconnect cycles ({lanes} at a time)",
-            f"{count} done; engine RSS {' -> '.join(_mib(r) for r in rss)} "
-            f"(growth bound for the second half: {_mib(leak_bound)})",
-            "; ".join(defects) or None,
-        )
-    ]
-
-
-async def _send_large(target: Target, size: int) -> str:
-    """Send one ``size``-byte text frame holding a valid void call; say what happened."""
-    prefix = (
-        b'{"type":"invokefunction","invocation_id":null,'
-        b'"function_id":"hostile::nowhere","action":{"type":"void"},"data":"'
-    )
-    suffix = b'"}'
-    chunk = b"x" * MiB
-    peer = await RawPeer.worker(target.port, "hostile-large")
-    try:
-        try:
-            await peer.send_bytes(frame_header(size) + prefix)
-            left = size - len(prefix) - len(suffix)
-            while left > 0:
-                await peer.send_bytes(chunk[: min(left, len(chunk))])
-                left -= len(chunk)
-            await peer.send_bytes(suffix)
-        except GONE:
-            return "refused (closed while it was sent)"
-        try:
-            closed = await peer.sync(within=20)
-        except trio.TooSlowError:
-            return "no answer in 20 s"
-        except GONE:
-            return "refused (connection closed)"
-        return "accepted" if closed is None else f"refused (close {closed.code})"
-    finally:
-        await peer.aclose()
-
-
-async def large_frames(
-    target: Target, sizes: tuple[int, ...] = (40_000_000, 52_000_000, 64_000_000)
-) -> list[Finding]:
-    """A few single frames of 40-64 MB; the engine's memory must come back after them."""
-    before = target.rss()
-    verdicts = []
-    for size in sizes:
-        if not target.alive():
-            break
-        verdicts.append(f"{size / 1e6:.0f} MB {await _send_large(target, size)}")
-    await trio.sleep(1)
-    after = target.rss()
-    kept = after - before if after is not None and before is not None else None
-    defects = []
-    accepted = [v for v in verdicts if v.endswith("accepted")]
-    if accepted:
-        defects.append(f"frames over {MAX_FRAME_BYTES // MiB} MiB accepted")
-    if kept is not None and kept > target.rss_slack:
-        defects.append(f"engine kept {_mib(kept)}")
-    return [
-        Finding(
-            "7/9",
-            f"{len(sizes)} single frames of {sizes[0] / 1e6:.0f}-{sizes[-1] / 1e6:.0f} MB",
-            f"{'; '.join(verdicts)}; engine RSS {_mib(before)} -> {_mib(after)} a second later",
-            "; ".join(defects) or None,
-        )
-    ]
-
-
-async def huge_frame(target: Target, size: int = 60_000_000) -> list[Finding]:
-    verdict = await _send_large(target, size)
-    return [
-        Finding(
-            "9",
-            f"one {size / 1e6:.0f} MB frame (limit: {MAX_FRAME_BYTES // MiB} MiB per frame)",
-            verdict,
-            "a frame over the limit was accepted" if verdict == "accepted" else None,
-        )
-    ]
-
-
-# -- 8 ------------------------------------------------------------------------------------
-
-
-class StalledConnections:
-    """Connections that send half a frame and stall, and TCP connections that send
-    nothing, held open while every other attack runs; the engine must close them."""
-
-    def __init__(self, stalled: list[RawPeer], silent: list[RawPeer], refused: Counter[str]):
-        self.stalled = stalled
-        self.silent = silent
-        self.refused = refused
-        self.started = trio.current_time()
-
-    @classmethod
-    async def start(
-        cls, target: Target, half_frames: int = 300, idle: int = 300
-    ) -> StalledConnections:
-        stalled: list[RawPeer] = []
-        silent: list[RawPeer] = []
-        refused: Counter[str] = Counter()
-        opening = trio.CapacityLimiter(50)
-        # A frame that announces 1,000 bytes and delivers 100 of them.
-        half = (
-            frame_header(1000) + b'{"type":"invokefunction","function_id":"x","data":"' + b"y" * 49
-        )
-
-        async def open_one(stall: bool) -> None:
-            async with opening:
-                try:
-                    peer = await RawPeer.connect(target.port)
-                except OSError as exc:
-                    refused[f"connect: {type(exc).__name__}"] += 1
-                    return
-                try:
-                    if stall:
-                        await peer.upgrade()
-                        await peer.send_bytes(half)
-                except GONE as exc:
-                    refused[str(exc)[:60] if isinstance(exc, PeerGone) else type(exc).__name__] += 1
-                    await peer.stream.aclose()
-                    return
-                (stalled if stall else silent).append(peer)
-
-        with trio.move_on_after(30):
-            async with trio.open_nursery() as nursery:
-                for n in range(half_frames + idle):
-                    nursery.start_soon(open_one, n < half_frames)
-        return cls(stalled, silent, refused)
-
-    async def finish(self) -> Finding:
-        held = trio.current_time() - self.started
-        closed = {"half-frame": 0, "idle": 0}
-
-        async def probe(peer: RawPeer, kind: str) -> None:
-            if await peer.closed_by_engine(within=0.3):
-                closed[kind] += 1
-            await peer.stream.aclose()
-
-        async with trio.open_nursery() as nursery:
-            for peer in self.stalled:
-                nursery.start_soon(probe, peer, "half-frame")
-            for peer in self.silent:
-                nursery.start_soon(probe, peer, "idle")
-        first_message = _config_ms("first_message_timeout_ms")
-        handshake = _config_ms("handshake_timeout_ms")
-        defects = []
-        # Past its timeout, plus 5 s of slack, every such connection must be gone.
-        for kind, peers, timeout_ms in (
-            ("half-frame", self.stalled, first_message),
-            ("idle", self.silent, handshake),
-        ):
-            left = len(peers) - closed[kind]
-            if timeout_ms is not None and held > timeout_ms / 1000 + 5 and left:
-                defects.append(f"{left} {kind} connections open after {held:.0f} s")
-        not_opened = ", ".join(f"{why} x{n}" for why, n in self.refused.most_common()) or "none"
-        return Finding(
-            "8",
-            f"{len(self.stalled)} connections that sent half a frame and stalled, "
-            f"{len(self.silent)} idle TCP connections, held through the other attacks",
-            f"after {held:.0f} s the engine had closed {closed['half-frame']} half-frame and "
-            f"{closed['idle']} idle ones (first-message timeout {_seconds(first_message)}, "
-            f"handshake timeout {_seconds(handshake)}); not opened: {not_opened}",
-            "; ".join(defects) or None,
-        )
-
-
-def _config_ms(name: str) -> int | None:
-    """A default of ``iii-sim serve``'s configuration, if this engine_sim has it."""
-    value = getattr(EngineConfig(), name, None)
-    return value if isinstance(value, int) else None
-
-
-def _seconds(ms: int | None) -> str:
-    return "unknown" if ms is None else f"{ms / 1000:g} s"
-
-
-async def connection_flood(target: Target, most: int = 1000) -> list[Finding]:
-    """Upgrade fresh connections one after another until the engine refuses one or
-    ``most`` are open (kept well under this process's descriptor limit)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    most = max(0, min(most, soft - 200))
-    peers: list[RawPeer] = []
-    refusal: str | None = None
-    try:
-        with trio.move_on_after(30):
-            for _ in range(most):
-                if not target.alive():
-                    break
-                peer = await RawPeer.connect(target.port)
-                peers.append(peer)
-                try:
-                    await peer.upgrade()
-                except GONE as exc:
-                    refusal = str(exc) or type(exc).__name__
-                    break
-    finally:
-        for peer in peers:
-            await peer.stream.aclose()
-    limit = getattr(EngineConfig(), "max_connections", None)
-    upgraded = len(peers) - (refusal is not None)
-    defect = None
-    if refusal is None and isinstance(limit, int) and limit < most and target.alive():
-        defect = f"{upgraded} connections upgraded, none refused (max_connections {limit})"
-    return [
-        Finding(
-            "8",
-            f"open and upgrade up to {most} connections at once",
-            f"{upgraded} upgraded"
-            + (f", then: {refusal[:80]}" if refusal else ", none refused")
-            + f" (max_connections {limit if limit is not None else 'unknown'}, counting "
-            "every other connection still open)",
-            defect,
-        )
-    ]
 
 
 # -- 13 -----------------------------------------------------------------------------------
