@@ -47,10 +47,11 @@ async def _call_loop(
     interval: float,
     call_timeout: float,
     calls: list[list[Any]],
+    stop: trio.Event,
 ) -> None:
-    """Call ``function_id`` every ``interval`` s (one at a time) until cancelled."""
+    """Call ``function_id`` every ``interval`` s, one at a time, until ``stop``."""
     n = 0
-    while True:
+    while not stop.is_set():
         n += 1
         payload = {"n": n, "from": direction}
         start = time.monotonic()
@@ -96,15 +97,15 @@ async def honest_pair(url: str, interval: float, call_timeout: float, lifetime: 
                     await a.ready()
                     await b.ready()
                 _say("READY")
+                stop = trio.Event()
+                loop = partial(_call_loop, interval=interval, call_timeout=call_timeout)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(
-                        _call_loop, a, B_FUNCTION, "a->b", interval, call_timeout, calls
-                    )
-                    nursery.start_soon(
-                        _call_loop, b, A_FUNCTION, "b->a", interval, call_timeout, calls
-                    )
+                    nursery.start_soon(partial(loop, a, B_FUNCTION, "a->b", calls=calls, stop=stop))
+                    nursery.start_soon(partial(loop, b, A_FUNCTION, "b->a", calls=calls, stop=stop))
                     await trio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
-                    nursery.cancel_scope.cancel()
+                    # The calls under way still count: each ends within its timeout.
+                    stop.set()
+                    nursery.cancel_scope.deadline = trio.current_time() + call_timeout + 2
     except Exception as exc:  # reported by the parent as the pair's failure
         fatal = f"{type(exc).__name__}: {exc}"
     _say("RESULT", json.dumps({"calls": calls, "fatal": fatal}))
