@@ -38,6 +38,14 @@ INV = UUID("7c9e6679-7425-40de-944b-e07fc1f90ae7")
 
 #: The frame from the issue: 1,214 bytes, an array 600 deep holding "\ud83d\ude00".
 DEEP_FRAME = "[" * 600 + '"\\ud83d\\ude00"' + "]" * 600
+#: Found alongside it: int() refuses over 4,300 digits with a ValueError, which
+#: escaped decode the same way. serde_json reads such an integer as a double: infinite.
+LONG_INT_FRAME = '{"type":"ping","n":' + "1" * 5000 + "}"
+#: Each frame that used to escape decode, and what the error now says.
+KILLERS = [
+    pytest.param(DEEP_FRAME, "nested too deeply", id="deep-array"),
+    pytest.param(LONG_INT_FRAME, "out of range", id="5000-digit-int"),
+]
 
 
 def _nested(levels: int, leaf: str = "1", *, opener: str = "[") -> str:
@@ -70,6 +78,19 @@ def test_the_frame_from_the_issue_is_a_protocol_error() -> None:
     assert type(caught.value) is p.ProtocolError
     assert "nested too deeply" in str(caught.value)
     assert "127" in str(caught.value)
+
+
+def test_an_integer_too_long_for_int_is_out_of_range_not_a_crash() -> None:
+    with pytest.raises(p.ProtocolError, match="out of range") as caught:
+        p.decode(LONG_INT_FRAME)
+    assert type(caught.value) is p.ProtocolError
+    # Still a double when it fits one, as serde_json reads it: 400 digits do not.
+    frame = '{"type":"invokefunction","function_id":"f","data":[%s]}'
+    message = p.decode(frame % ("9" * 300))
+    assert isinstance(message, p.InvokeFunction)
+    assert message.data == [float("9" * 300)]
+    with pytest.raises(p.ProtocolError, match="out of range"):
+        p.decode(frame % ("9" * 400))
 
 
 @pytest.mark.parametrize("opener", ["[", "{"])
@@ -157,16 +178,21 @@ def test_dumps_refuses_a_value_nested_deeper_than_the_engine_reads() -> None:
 # -- item 2: the engine -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("frame", "reason"), KILLERS)
 async def test_the_engine_logs_and_skips_the_frame_and_serves_on(
-    autojump_clock: MockClock, connect: Connect, caplog: pytest.LogCaptureFixture
+    autojump_clock: MockClock,
+    connect: Connect,
+    caplog: pytest.LogCaptureFixture,
+    frame: str,
+    reason: str,
 ) -> None:
     executor, caller, sender = await connect("exec"), await connect("caller"), await connect("bad")
     await executor.register("math::add")
     with caplog.at_level(logging.WARNING, logger="engine_sim"):
-        await sender.conn.send(DEEP_FRAME)
+        await sender.conn.send(frame)
         await sender.silent(1)
     (record,) = [r for r in caplog.records if sender.id[:8] in r.getMessage()]
-    assert "nested too deeply" in record.getMessage()
+    assert reason in record.getMessage()
     # The sender's own connection is still served, and so is everyone else.
     await sender.send(p.Ping())
     await sender.expect(p.Pong)
@@ -213,11 +239,12 @@ class _EngineSendingAFrame:
             yield _SlipsInAFrame(connection, self.frame) if self.links == 1 else connection
 
 
+@pytest.mark.parametrize(("frame", "reason"), KILLERS)
 async def test_a_worker_sent_the_frame_logs_it_and_keeps_running(
-    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture, frame: str, reason: str
 ) -> None:
     async with open_engine() as engine, raw_workers(engine) as connect:
-        transport = _EngineSendingAFrame(engine.transport, DEEP_FRAME)
+        transport = _EngineSendingAFrame(engine.transport, frame)
         options = InitOptions(worker_name="w", enable_metrics_reporting=False)
         with caplog.at_level(logging.WARNING, logger="iii_trio"):
             async with iii_trio.register_worker(options=options, transport=transport) as worker:
@@ -232,8 +259,7 @@ async def test_a_worker_sent_the_frame_logs_it_and_keeps_running(
                 assert await caller.ok("math::double", {"x": 21}) == 42
         assert transport.links == 1, "the worker kept its first connection"
         assert any(
-            "malformed" in r.getMessage() and "nested too deeply" in r.getMessage()
-            for r in caplog.records
+            "malformed" in r.getMessage() and reason in r.getMessage() for r in caplog.records
         )
         await _engine_has_no_worker_named(engine, "w")
 

@@ -41,6 +41,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _U64_MAX = 2**64 - 1
 _I64_MIN = -(2**63)
+_LONGEST_64_BIT_INT = max(len(str(_U64_MAX)), len(str(_I64_MIN)))
 # For measuring nesting on the text's brackets alone (see ``_deeper_than``).
 _ONE_KIND_OF_BRACKET = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKET_OR_QUOTE = bytes(sorted(set(range(256)) - set(b'[]{}"')))
@@ -108,9 +109,12 @@ def _finite_float(text: str) -> float:
 
 def _serde_int(text: str) -> int | float:
     # serde_json keeps integers that fit i64/u64 and reads any other as a double.
-    number = int(text)
-    if _I64_MIN <= number <= _U64_MAX:
-        return number
+    # None of over 20 characters fits, and int() would refuse one of over 4,300
+    # digits with a ValueError (Python's guard against slow conversions).
+    if len(text) <= _LONGEST_64_BIT_INT:
+        number = int(text)
+        if _I64_MIN <= number <= _U64_MAX:
+            return number
     return _finite_float(text)
 
 
