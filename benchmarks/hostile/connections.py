@@ -239,6 +239,11 @@ class StalledConnections:
         return cls(stalled, silent, refused)
 
     async def finish(self) -> Finding:
+        first_message = engine_default("first_message_timeout_ms")
+        handshake = engine_default("handshake_timeout_ms")
+        # Hold them past the engine's timeouts (plus 5 s), so the verdict below applies.
+        longest = max(first_message or 0, handshake or 0) / 1000 + 6
+        await trio.sleep_until(self.started + min(longest, 60))
         held = trio.current_time() - self.started
         closed = {"half-frame": 0, "idle": 0}
 
@@ -252,8 +257,6 @@ class StalledConnections:
                 nursery.start_soon(probe, peer, "half-frame")
             for peer in self.silent:
                 nursery.start_soon(probe, peer, "idle")
-        first_message = engine_default("first_message_timeout_ms")
-        handshake = engine_default("handshake_timeout_ms")
         defects = []
         # Past its timeout, plus 5 s of slack, every such connection must be gone.
         for kind, peers, timeout_ms in (
@@ -282,6 +285,7 @@ async def connection_flood(target: Target, most: int = 1000) -> list[Finding]:
     most = max(0, min(most, soft - 200))
     peers: list[RawPeer] = []
     refusal: str | None = None
+    rss = [target.rss()]
     try:
         with trio.move_on_after(30):
             for _ in range(most):
@@ -298,9 +302,12 @@ async def connection_flood(target: Target, most: int = 1000) -> list[Finding]:
                 except GONE as exc:
                     refusal = str(exc) or type(exc).__name__
                     break
+        rss.append(target.rss())
     finally:
         for peer in peers:
             await peer.stream.aclose()
+    await trio.sleep(2)  # the engine lets them all go
+    rss.append(target.rss())
     limit = engine_default("max_connections")
     upgraded = sum(peer.upgraded for peer in peers)
     defect = None
@@ -313,7 +320,8 @@ async def connection_flood(target: Target, most: int = 1000) -> list[Finding]:
             f"{upgraded} upgraded"
             + (f", then: {refusal[:80]}" if refusal else ", none refused")
             + f" (max_connections {limit if limit is not None else 'unknown'}, counting "
-            "every other connection still open)",
+            "every other connection still open); engine RSS before / all open / 2 s after: "
+            + " / ".join(mib(r) for r in rss),
             defect,
         )
     ]
