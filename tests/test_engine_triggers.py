@@ -289,16 +289,16 @@ async def test_unregister_trigger_builtin_reports_whether_it_removed(
     assert second.result == {"removed": False}
 
 
-async def test_a_replaced_provider_gets_the_live_bindings_replayed(
+async def test_a_provider_registering_its_type_again_gets_the_live_bindings_replayed(
     autojump_clock: MockClock, connect: Connect
 ) -> None:
     provider, w1 = await _webhook(connect)
     await w1.send(_binding("t3"))
     await provider.expect(RegisterTrigger)
-    p2 = await connect("P2")
-    await p2.send(RegisterTriggerType(id="webhook", description="d2"))
-    assert (await p2.expect(RegisterTrigger)).id == "t3"
-    await provider.silent(1)  # the old provider is not told (§10.2)
+    await provider.send(RegisterTriggerType(id="webhook", description="d2"))
+    assert (await provider.expect(RegisterTrigger)).id == "t3"
+    # Another live worker may not take the type over (engine_sim's owner-only rule;
+    # the real engine lets the last writer win): tests/test_hardening_core.py.
 
 
 async def test_namespaced_provider_takes_over_bindings_from_default(

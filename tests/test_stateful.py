@@ -695,7 +695,11 @@ class EngineRegistries(RuleBasedStateMachine):
                     return  # refused, and only logged (§4.6)
                 served = message.namespace or namespace
                 key = (served, message.id)
-                self.trigger_types[key] = worker.id  # the previous provider is not told (§10.2)
+                if self.trigger_types.get(key, worker.id) != worker.id or key in self.builtin_types:
+                    # Another live worker, or the engine, provides it: refused, only logged
+                    # (engine_sim's owner-only rule; the real engine lets the last writer win).
+                    return
+                self.trigger_types[key] = worker.id
                 for binding in list(self.bindings.values()):
                     if binding.provider == key:
                         self.deliver(binding)
@@ -720,6 +724,12 @@ class EngineRegistries(RuleBasedStateMachine):
                     # Refused with INVALID_NAMESPACE; an existing binding of that id stays (§10.3).
                     self.expected.verdicts[(worker.id, message.id)] += 1
                     return
+                taken = self.bindings.get(message.id)
+                if taken is not None and taken.owner != worker.id:
+                    # Another worker's trigger: refused with FORBIDDEN, nothing changes
+                    # (engine_sim's owner-only rule; the real engine replaces it).
+                    self.expected.verdicts[(worker.id, message.id)] += 1
+                    return
                 binding = ModelBinding(
                     id=message.id,
                     trigger_type=message.trigger_type,
@@ -738,8 +748,10 @@ class EngineRegistries(RuleBasedStateMachine):
                 if resolved is not None:
                     self.deliver(binding)
             case UnregisterTrigger():
-                dropped = self.bindings.pop(message.id, None)
-                if dropped is not None:
+                # Only its owner may remove a trigger (engine_sim's rule); others are ignored.
+                dropped = self.bindings.get(message.id)
+                if dropped is not None and dropped.owner == worker.id:
+                    del self.bindings[message.id]
                     self.tell_provider_unregister(dropped)
             case _:
                 raise AssertionError(message)
@@ -980,7 +992,7 @@ class EngineRegistries(RuleBasedStateMachine):
     @precondition(has_workers)
     @rule(which=st.integers(0, 7), binding_id=st.sampled_from(BINDING_IDS))
     def unregister_trigger(self, which: int, binding_id: str) -> None:
-        # Any connection may remove any binding (§4.8).
+        # Only the owner's removal counts; anyone else's is ignored (engine_sim's rule).
         self.registration(self.worker_at(which), UnregisterTrigger(id=binding_id))
 
     @precondition(lambda self: bool(self.bindings))
@@ -1087,12 +1099,16 @@ class EngineRegistries(RuleBasedStateMachine):
             self.send(self.worker_at(responder), message)
             return
         invocation_id = sorted(self.calls)[pick % len(self.calls)]
-        call = self.calls.pop(invocation_id)
-        # The engine matches an answer by id only, whoever sends it (§7.2).
+        call = self.calls[invocation_id]
         worker = self.workers[call.executor] if by_executor else self.worker_at(responder)
         code = "invocation_failed" if failed else None
-        self.result(call.reply_to, invocation_id, call.function_id, code)
-        self.answered.append(invocation_id)
+        if worker.id == call.executor:
+            # Only the worker the call was routed to may answer it; anyone else's answer
+            # is dropped and the call stays pending (engine_sim's rule; the real engine
+            # matches by id only, §7.2).
+            del self.calls[invocation_id]
+            self.result(call.reply_to, invocation_id, call.function_id, code)
+            self.answered.append(invocation_id)
         message = InvocationResult(
             invocation_id=invocation_id,
             function_id=call.function_id,
