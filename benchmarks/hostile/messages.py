@@ -417,7 +417,14 @@ async def takeovers(target: Target) -> list[Finding]:
         )
         await attacker.send(RegisterTriggerType(id=tick, description="the attacker's"))
         to_attacker, _ = await settle()
-        leaked = [m.id for m in to_attacker if isinstance(m, RegisterTrigger) and m.id in bindings]
+        # Only the victim's own bindings carry a "secret" (binding 1 may be the attacker's now).
+        leaked = [
+            m.id
+            for m in to_attacker
+            if isinstance(m, RegisterTrigger)
+            and isinstance(m.config, dict)
+            and "secret" in m.config
+        ]
         findings.append(
             Finding(
                 "13",
@@ -464,7 +471,7 @@ async def takeovers(target: Target) -> list[Finding]:
 
 
 def _refusal(messages: list[Message]) -> str:
-    """ "; refused (code)" if the engine told the attacker no, else nothing."""
+    """``; refused (code)`` if the engine told the attacker no, else nothing."""
     for message in messages:
         if isinstance(message, RegistrationRejected):
             return f"; refused ({message.code})"

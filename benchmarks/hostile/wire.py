@@ -38,6 +38,7 @@ __all__ = [
     "PeerGone",
     "RawPeer",
     "frame_header",
+    "upgrade_request",
 ]
 
 OP_CONTINUATION: Final = 0x0
@@ -96,7 +97,7 @@ class RawPeer:
         self.stream = stream
         self.port = port
         self.hello: WorkerRegistered | None = None
-        #: Messages received while waiting for something else (``sync``, ``expect``).
+        #: Messages received while waiting for something else (``sync``, ``await_message``).
         self.seen: list[Message] = []
         #: Whether the engine answered our upgrade request with ``101``.
         self.upgraded = False
