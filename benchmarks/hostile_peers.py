@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -170,7 +170,10 @@ async def _attack_all(
             say(f"    {outcome}")
     for background in (never, stalled):
         if background is not None:
-            run.findings.append(await background.finish())
+            found = await background.finish()
+            if run.deaths:  # its sockets died with the engine, whatever its timeouts
+                found = replace(found, outcome=f"{found.outcome}; the engine died meanwhile")
+            run.findings.append(found)
     # Hundreds of sockets just closed: "after" starts once the engine has let them go.
     await trio.sleep(args.settle)
 
