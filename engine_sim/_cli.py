@@ -60,6 +60,23 @@ def _parser() -> argparse.ArgumentParser:
         default=EngineConfig.first_message_timeout_ms,
         help="time a worker may stay silent after the upgrade (default %(default)s)",
     )
+    serve.add_argument(
+        "--send-buffer-bytes",
+        type=_positive,
+        default=EngineConfig.send_buffer_bytes,
+        help="bytes that may wait for one worker before it is dropped (default %(default)s)",
+    )
+    serve.add_argument(
+        "--write-timeout-ms",
+        type=_positive,
+        default=EngineConfig.write_timeout_ms,
+        help="drop a worker that accepts no byte for this long (default %(default)s)",
+    )
+    serve.add_argument(
+        "--record",
+        action="store_true",
+        help="keep each connection's frames in memory (bounded; off by default)",
+    )
     serve.add_argument("-v", "--verbose", action="store_true", help="also log every frame")
     chaos = commands.add_parser(
         "chaos",
@@ -159,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         namespace_grace_ms=args.namespace_grace_ms,
         functions_poll_ms=args.functions_poll_ms,
         builtin_queue=args.builtin_queue,
+        # A long-running engine has no reader for frame logs: keep none unless asked.
+        record_frames=args.record,
+        send_buffer_bytes=args.send_buffer_bytes,
+        write_timeout_ms=args.write_timeout_ms,
         max_connections=args.max_connections,
         handshake_timeout_ms=args.handshake_timeout_ms,
         first_message_timeout_ms=args.first_message_timeout_ms,

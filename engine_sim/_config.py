@@ -38,8 +38,24 @@ class EngineConfig:
     #: each is sent as one frame (the engine would take a fragmented message up to
     #: 64 MiB; this limit applies to the whole message).
     max_message_bytes: int = MAX_FRAME_BYTES
-    #: Frames queued for one worker before it counts as not reading and is dropped.
-    send_buffer_frames: int = 64
+    #: Bytes queued for one worker and not yet written before it counts as not reading
+    #: and is dropped. Routing never waits on a worker, so this is the only bound on
+    #: what one can make the engine hold. 64 MiB: the largest burst a worker that
+    #: reads can cause (500 discovery results, 500 trigger deliveries, a flushed
+    #: offline buffer) is under 1 MiB, and any one frame is taken whatever its size.
+    send_buffer_bytes: int = 64 * 1024 * 1024
+    #: How long a worker may accept no byte of what the engine writes to it before it
+    #: is dropped. A worker that reads, however slowly, is never dropped by it.
+    write_timeout_ms: int = 30_000
+    #: Keep every connection's frames for ``engine.frames()``. Off for ``iii-sim serve``
+    #: unless ``--record``; each log is bounded by the three settings below.
+    record_frames: bool = True
+    #: Bytes of frames kept per connection (oldest go first; a bigger frame is not kept).
+    frame_log_link_bytes: int = 8 * 1024 * 1024
+    #: Bytes of frames kept in all (closed connections' logs go first).
+    frame_log_bytes: int = 64 * 1024 * 1024
+    #: Closed connections whose frame logs are kept, the most recently closed.
+    frame_log_closed_links: int = 256
     #: How long a closing handshake may take before the socket is simply dropped.
     close_timeout_ms: int = 2000
     #: How long a client may take to finish the WebSocket upgrade.
@@ -63,3 +79,15 @@ class EngineConfig:
     #: replays) and therefore predictable: never give one to an engine that
     #: untrusted peers can reach.
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "send_buffer_bytes",
+            "write_timeout_ms",
+            "frame_log_link_bytes",
+            "frame_log_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.frame_log_closed_links < 0:
+            raise ValueError("frame_log_closed_links must not be negative")

@@ -2,8 +2,8 @@
 
 Each connection runs in its own nursery (a reader and a writer task). The reader
 decodes frames and hands them to the core one at a time, as the real engine does;
-the writer drains a bounded queue, so a worker that stops reading fills its own
-queue and is dropped instead of stalling everyone else.
+the writer drains that connection's send buffer, so routing never waits on one
+worker (the slow-consumer policy is in ``_links``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
-from typing import Final, Literal, TypeVar
+from dataclasses import dataclass, replace
+from typing import Final, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 import trio
@@ -43,10 +43,11 @@ from ._config import EngineConfig
 from ._core import EngineCore
 from ._effects import Close, Effect, Send
 from ._events import EngineEvent, FrameSeen, LinkClosed, LinkOpened, StatusChanged
-from ._faults import Direction
-from ._injector import FaultInjector, Gate
+from ._framelog import FrameLog, FrameRecord
+from ._injector import FaultInjector
+from ._links import CloseRequest, Link, Outgoing, Queued, SendBuffer, frame_bytes
 from ._listener import FirstMessagePeer, WebSocketListener, watch_first_message
-from ._peers import MemoryConnection, Peer, _MemoryEnd, memory_pair
+from ._peers import MemoryConnection, Peer, memory_pair
 
 __all__ = [
     "BindingView",
@@ -66,25 +67,6 @@ MESSAGE_TOO_BIG: Final = 1009
 GOING_AWAY: Final = 1001
 #: Messages each direction of an in-memory link holds before writes wait.
 SOCKET_BUFFER: Final = 16
-#: How many frames of each connection the frame log keeps.
-_FRAME_LOG_LIMIT: Final = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class FrameRecord:
-    """One frame on one connection: ``"in"`` from the worker, ``"out"`` to it."""
-
-    direction: Literal["in", "out"]
-    at: float
-    frame: str | bytes
-
-    @property
-    def message(self) -> Message | None:
-        """The frame decoded, or ``None`` if it is not a valid message."""
-        try:
-            return decode(self.frame)
-        except ProtocolError:
-            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,60 +94,8 @@ class BindingView:
     live: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _CloseRequest:
-    code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Outgoing:
-    frame: str
-    message_type: str
-
-
-_Queued = _Outgoing | _CloseRequest
-
-
-@dataclass(eq=False)
-class _Link:
-    worker_id: str
-    peer: Peer
-    outbox: trio.MemorySendChannel[_Queued]
-    pending: trio.MemoryReceiveChannel[_Queued]
-    core: EngineCore
-    label: str | None = None
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    closing: bool = False
-    aborted: bool = False
-    #: Frames written so far, and the count when the queue was last seen too long.
-    sent: int = 0
-    stall_mark: int | None = None
-    # Faults (``engine.faults``): each direction's gate, reading pace, pings.
-    to_worker: Gate = field(default_factory=Gate)
-    to_engine: Gate = field(default_factory=Gate)
-    pings_muted: bool = False
-
-    @property
-    def name(self) -> str | None:
-        """The worker name this connection announced, if it did."""
-        worker = self.core.workers.get(self.worker_id)
-        return worker.name if worker else None
-
-    def gate(self, direction: Direction) -> Gate:
-        return self.to_worker if direction == "to_worker" else self.to_engine
-
-    def mute_pings(self, muted: bool) -> None:
-        self.pings_muted = muted
-        # WebSocket pings are answered inside trio-websocket, out of our reach; the
-        # in-memory link answers them itself and can be told not to.
-        if isinstance(self.peer, _MemoryEnd):
-            self.peer.answer_pings = not muted
-
-    def heal(self) -> None:
-        self.to_worker.set(held=False, delay=0.0)
-        self.to_engine.set(held=False, delay=0.0, pace=0.0)
-        self.mute_pings(False)
+#: The connection type ``engine.faults`` acts on (``_injector`` imports it from here).
+_Link: TypeAlias = Link
 
 
 class Engine:
@@ -181,7 +111,12 @@ class Engine:
         self.url: str | None = None
         self._nursery = nursery
         self._links: dict[str, _Link] = {}
-        self._frames: dict[str, deque[FrameRecord]] = {}
+        self._frames = FrameLog(
+            enabled=config.record_frames,
+            link_bytes=config.frame_log_link_bytes,
+            total_bytes=config.frame_log_bytes,
+            closed_links=config.frame_log_closed_links,
+        )
         self._changed = trio.Event()
         self._observers: list[Callable[[EngineEvent], None]] = []
         self._restarts = 0
@@ -294,11 +229,11 @@ class Engine:
             worker_id, effects = core.connect(trio.current_time(), ip_address)
         finally:
             self._status_held = None
-        # Unbounded as a channel; ``_apply`` bounds it (see there).
-        outbox, pending = trio.open_memory_channel[_Queued](math.inf)
-        link = _Link(worker_id, peer, outbox, pending, core, label)
+        config = self.config
+        buffer = SendBuffer(config.send_buffer_bytes)
+        link = Link(worker_id, peer, core, buffer, config.write_timeout_ms / 1000, label)
         self._links[worker_id] = link
-        self._frames[worker_id] = deque(maxlen=_FRAME_LOG_LIMIT)
+        self._frames.open(worker_id)
         self._emit(LinkOpened(trio.current_time(), worker_id, label))
         for event in held:
             self._emit(event)
@@ -310,6 +245,7 @@ class Engine:
                     await self._read_loop(link)
         finally:
             del self._links[worker_id]
+            self._frames.close(worker_id)
             # After a restart the core that knew this connection is gone.
             if core is self.core:
                 self._apply(core.disconnect(worker_id, trio.current_time()))
@@ -339,13 +275,14 @@ class Engine:
                 link.scope.cancel()
                 return
             await link.to_engine.passage()
-            self._record(link.worker_id, "in", frame)
             try:
                 message = self._decode(who, frame)
             except FrameTooLarge as exc:
+                # Not recorded: the log must not keep what the engine refuses to hold.
                 log.warning("%s: %s; closing with 1009", who, exc)
                 self._apply([Close(link.worker_id, MESSAGE_TOO_BIG, "message too big")])
                 return
+            self._record(link.worker_id, "in", frame)
             if message is not None:
                 instead = self.faults.intercept(link, message)
                 if instead is None:
@@ -372,70 +309,62 @@ class Engine:
             log.warning("%s sent a frame that is not a valid message (%s); ignored", who, exc)
         return None
 
-    async def _write_loop(self, link: _Link) -> None:
-        async for item in link.pending:
+    async def _write_loop(self, link: Link) -> None:
+        while True:
+            item = await link.buffer.get()
             await link.to_worker.passage()
-            if isinstance(item, _CloseRequest):
+            if isinstance(item, CloseRequest):
                 await link.peer.close(item.code, item.reason, self._close_timeout)
                 break
             try:
-                await link.peer.send(item.frame)
+                written = await link.write(item.frame)
             except ConnectionClosed:
                 break
-            link.sent += 1
+            if not written:
+                log.warning(
+                    "%s is not reading: it accepted no byte for %g s (%d bytes wait "
+                    "for it); dropping it",
+                    link.worker_id[:8],
+                    link.write_timeout,
+                    link.buffer.queued_bytes + item.size,
+                )
+                self._drop(link)
+                break
             self._record(link.worker_id, "out", item.frame)
             self.faults.frame_handled(item.message_type)
         link.scope.cancel()
 
     def _apply(self, effects: Iterable[Effect]) -> None:
+        """Queue the core's effects on their connections; never waits (see ``_links``)."""
         queue = deque(effects)
-        checked: set[str] = set()
         while queue:
             effect = queue.popleft()
             link = self._links.get(effect.worker_id)
             if link is None or link.closing:
                 continue
-            if link.worker_id not in checked:
-                checked.add(link.worker_id)
-                if self._stalled(link):
-                    log.warning(
-                        "%s is not reading (%d frames unsent); dropping it",
-                        link.worker_id[:8],
-                        self.config.send_buffer_frames,
-                    )
-                    self._drop(link)
-                    queue.extend(self.core.disconnect(link.worker_id, trio.current_time()))
-                    continue
-            item: _Queued
+            item: Queued
             if isinstance(effect, Send):
                 if isinstance(effect.message, Pong) and link.pings_muted:
                     continue
-                item = _Outgoing(encode(effect.message), effect.message.type)
+                frame = encode(effect.message)
+                item = Outgoing(frame, effect.message.type, frame_bytes(frame))
             else:
                 link.closing = True
-                item = _CloseRequest(effect.code, effect.reason)
-            link.outbox.send_nowait(item)
+                item = CloseRequest(effect.code, effect.reason)
+            if not link.buffer.put(item):
+                log.warning(
+                    "%s is not reading fast enough: over %d bytes (send_buffer_bytes) "
+                    "wait for it; dropping it",
+                    link.worker_id[:8],
+                    link.buffer.limit,
+                )
+                self._drop(link)
+                queue.extend(self.core.disconnect(link.worker_id, trio.current_time()))
         self._notify()
-
-    def _stalled(self, link: _Link) -> bool:
-        """Whether the worker stopped reading: its queue is over the limit, and was
-        already over it at the previous step with not one frame written since.
-
-        One step may queue many frames at once (every call of a departed worker
-        fails together), so a long queue alone is not enough; a worker that reads,
-        however slowly, keeps its writer moving.
-        """
-        if link.pending.statistics().current_buffer_used < self.config.send_buffer_frames:
-            link.stall_mark = None
-            return False
-        if link.stall_mark == link.sent:
-            return True
-        link.stall_mark = link.sent
-        return False
 
     def _record(self, worker_id: str, direction: Literal["in", "out"], frame: str | bytes) -> None:
         now = trio.current_time()
-        self._frames[worker_id].append(FrameRecord(direction, now, frame))
+        self._frames.record(worker_id, FrameRecord(direction, now, frame))
         if self._observers:
             self._emit(FrameSeen(now, worker_id, direction, frame))
         self._notify()
@@ -517,8 +446,11 @@ class Engine:
         ]
 
     def frames(self, worker_id: str) -> list[FrameRecord]:
-        """What went over one connection, oldest first (kept after it closes)."""
-        return list(self._frames.get(worker_id, ()))
+        """What went over one connection, oldest first; empty unless
+        ``config.record_frames``. Kept after the connection closes for the
+        ``frame_log_closed_links`` most recently closed; each log keeps its newest
+        ``frame_log_link_bytes`` and all together ``frame_log_bytes``."""
+        return self._frames.frames(worker_id)
 
     async def wait_for(self, predicate: Callable[[], T | None]) -> T:
         """Wait until ``predicate()`` is truthy (checked after every change); return it.

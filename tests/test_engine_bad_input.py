@@ -107,7 +107,7 @@ async def test_oversized_message_closes_with_1009(
 async def test_a_worker_that_stops_reading_is_dropped_not_waited_for(
     autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = EngineConfig(send_buffer_frames=4)
+    config = EngineConfig(send_buffer_bytes=4096)
     async with open_engine(config) as engine, raw_workers(engine) as connect:
         executor, caller = await connect("exec"), await connect("caller")
         await executor.register("math::add")
@@ -117,10 +117,11 @@ async def test_a_worker_that_stops_reading_is_dropped_not_waited_for(
             await stuck.announce("stuck")
             await stuck.register("slow::op")
             await engine.wait_for(lambda: "slow::op" in engine.function_ids())
-            # From here on `stuck` reads nothing. Calls to it pile up in its
-            # socket buffer (2) and then its send queue (4), and then it is dropped.
+            # From here on `stuck` reads nothing. Calls to it pile up in its socket
+            # buffer (2) and then its send buffer (4 KiB, about 6 of these calls),
+            # and then it is dropped at once, long before the write timeout.
             with caplog.at_level(logging.WARNING, logger="engine_sim"):
-                sent = [await caller.call("slow::op", {"n": n}) for n in range(10)]
+                sent = [await caller.call("slow::op", {"pad": "x" * 500}) for _ in range(10)]
                 answers = [await caller.expect(InvocationResult) for _ in sent]
             # Every call is answered: those that reached `stuck` are stopped when
             # it is dropped, the later ones find no function.

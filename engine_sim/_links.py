@@ -1,0 +1,196 @@
+"""One worker connection as the engine holds it, and its slow-consumer policy.
+
+The core's effects are applied synchronously, so routing never waits on a worker:
+what a worker has not read yet waits in its own ``SendBuffer``, bounded in bytes,
+and one writer task per connection drains it. Two rules end a connection that
+does not keep up, and nothing else does:
+
+* its writer is stuck: the peer has not accepted a single byte for
+  ``write_timeout_ms`` (a peer that reads slowly but steadily keeps it moving);
+* its buffer is full: more than ``send_buffer_bytes`` wait for it, which the
+  default (64 MiB) puts far beyond any burst a worker that reads can cause.
+
+The real engine instead waits on a full 64-message channel, stalling whoever
+routes to that worker; a test engine must not let one worker stall the others.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+import trio_websocket
+
+from ._core import EngineCore
+from ._faults import Direction
+from ._injector import Gate
+from ._peers import Peer, WebSocketPeer, _MemoryEnd
+
+__all__ = ["CloseRequest", "Link", "Outgoing", "Queued", "SendBuffer", "frame_bytes"]
+
+#: How much of a frame a WebSocket write hands the socket at a time: each piece
+#: accepted counts as progress, so a large frame read slowly is not taken for a
+#: stuck peer. Small enough that a peer reading a few hundred bytes a second is
+#: still "reading" within the write timeout.
+WRITE_CHUNK: Final = 16 * 1024
+
+
+def frame_bytes(frame: str | bytes) -> int:
+    """The size of ``frame`` on the wire (UTF-8 for text)."""
+    if isinstance(frame, bytes) or frame.isascii():  # ``isascii`` is O(1) on CPython
+        return len(frame)
+    return len(frame.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRequest:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    frame: str
+    message_type: str
+    size: int
+
+
+Queued = Outgoing | CloseRequest
+
+
+class SendBuffer:
+    """What the engine queued for one worker and has not written yet, at most
+    ``limit`` bytes (one frame larger than that is taken when the buffer is empty,
+    so a worker can always be sent any frame the engine may relay)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.queued_bytes = 0
+        self._items: deque[Queued] = deque()
+        self._ready = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: Queued) -> bool:
+        """Queue ``item``; ``False`` (nothing queued) if it would go over the bound."""
+        size = item.size if isinstance(item, Outgoing) else 0
+        if self._items and self.queued_bytes + size > self.limit:
+            return False
+        self._items.append(item)
+        self.queued_bytes += size
+        self._ready.set()
+        return True
+
+    async def get(self) -> Queued:
+        """The oldest item, waiting for one."""
+        while not self._items:
+            self._ready = trio.Event()
+            await self._ready.wait()
+        item = self._items.popleft()
+        if isinstance(item, Outgoing):
+            self.queued_bytes -= item.size
+        return item
+
+
+@dataclass(eq=False)
+class Link:
+    worker_id: str
+    peer: Peer
+    core: EngineCore
+    buffer: SendBuffer
+    #: Seconds the peer may accept no byte of a frame being written before it is dropped.
+    write_timeout: float
+    label: str | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    closing: bool = False
+    aborted: bool = False
+    # Faults (``engine.faults``): each direction's gate, reading pace, pings.
+    to_worker: Gate = field(default_factory=Gate)
+    to_engine: Gate = field(default_factory=Gate)
+    pings_muted: bool = False
+    #: The write under way, whose deadline each accepted byte pushes back.
+    _writing: trio.CancelScope | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.peer, WebSocketPeer):
+            _watch_progress(self.peer._ws, self.accepted)
+
+    @property
+    def name(self) -> str | None:
+        """The worker name this connection announced, if it did."""
+        worker = self.core.workers.get(self.worker_id)
+        return worker.name if worker else None
+
+    def gate(self, direction: Direction) -> Gate:
+        return self.to_worker if direction == "to_worker" else self.to_engine
+
+    def mute_pings(self, muted: bool) -> None:
+        self.pings_muted = muted
+        # WebSocket pings are answered inside trio-websocket, out of our reach; the
+        # in-memory link answers them itself and can be told not to.
+        if isinstance(self.peer, _MemoryEnd):
+            self.peer.answer_pings = not muted
+
+    def heal(self) -> None:
+        self.to_worker.set(held=False, delay=0.0)
+        self.to_engine.set(held=False, delay=0.0, pace=0.0)
+        self.mute_pings(False)
+
+    def accepted(self) -> None:
+        """The peer took some bytes: the write timeout starts over."""
+        if self._writing is not None:
+            self._writing.deadline = trio.current_time() + self.write_timeout
+
+    async def write(self, frame: str) -> bool:
+        """Write ``frame``; ``False`` if the peer accepted no byte for the write timeout.
+
+        Raises ``ConnectionClosed`` if the peer is gone. After ``False`` the
+        connection is in an unknown state (a frame half written) and must be dropped.
+        """
+        with trio.CancelScope(deadline=trio.current_time() + self.write_timeout) as scope:
+            self._writing = scope
+            try:
+                await self.peer.send(frame)
+            finally:
+                self._writing = None
+        return not scope.cancelled_caught
+
+
+class _ProgressStream(trio.abc.Stream):
+    """A stream that reports each piece of a write the socket accepts."""
+
+    def __init__(self, inner: trio.abc.Stream, on_progress: Callable[[], None]) -> None:
+        self._inner = inner
+        self._on_progress = on_progress
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        with memoryview(data) as view:
+            if not view:
+                await self._inner.send_all(view)
+                return
+            for start in range(0, len(view), WRITE_CHUNK):
+                await self._inner.send_all(view[start : start + WRITE_CHUNK])
+                self._on_progress()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self._inner.receive_some(max_bytes)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _watch_progress(
+    ws: trio_websocket.WebSocketConnection, on_progress: Callable[[], None]
+) -> None:
+    # trio-websocket writes a whole message with one ``send_all`` and has no
+    # progress hook; its stream is swapped for one that reports each piece. The
+    # connection is already open, and every later read, write and close of it
+    # goes through ``_stream``.
+    ws._stream = _ProgressStream(ws._stream, on_progress)
