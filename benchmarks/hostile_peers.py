@@ -170,10 +170,10 @@ async def _attack_all(
             say(f"    {outcome}")
     for background in (never, stalled):
         if background is not None:
-            found = await background.finish()
+            held = await background.finish()
             if run.deaths:  # its sockets died with the engine, whatever its timeouts
-                found = replace(found, outcome=f"{found.outcome}; the engine died meanwhile")
-            run.findings.append(found)
+                held = replace(held, outcome=f"{held.outcome}; the engine died meanwhile")
+            run.findings.append(held)
     # Hundreds of sockets just closed: "after" starts once the engine has let them go.
     await trio.sleep(args.settle)
 
