@@ -28,6 +28,7 @@ from iii_trio import (
     UnknownMessageType,
 )
 from iii_trio._groups import unwrap_single
+from iii_trio._keepalive import WatchedConnection
 from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT, keep_alive
 from iii_trio.lifecycle import Transition, WorkerStatus
 from iii_trio.protocol import (
@@ -495,6 +496,9 @@ class EngineTransport:
     async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
         async with self.engine.connect(buffer=self.buffer, label=self.label) as connection:
             self.connections.append(connection)
+            # Watched as WebSocketTransport's are, so a worker that stops reading while its
+            # handler slots are full is not dropped by its own keepalive.
+            watched = WatchedConnection(connection)
             with unwrap_single():
                 async with trio.open_nursery() as nursery:
                     if self.ping_interval is not None:
@@ -504,8 +508,9 @@ class EngineTransport:
                             connection.abort,
                             self.ping_interval,
                             self.ping_timeout,
+                            watched.activity,
                         )
-                    yield connection
+                    yield watched
                     nursery.cancel_scope.cancel()
 
 

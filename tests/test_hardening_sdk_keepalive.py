@@ -90,6 +90,41 @@ async def test_6_busy_handlers_do_not_make_the_keepalive_drop_a_healthy_websocke
         assert worker.state is WorkerState.READY
 
 
+async def test_6_busy_handlers_do_not_make_the_keepalive_drop_a_healthy_in_memory_link(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The same as over a WebSocket, through engine.transport: the in-memory link also
+    # answers a ping only while the worker reads.
+    states: list[ConnectionState] = []
+    async with (
+        open_engine() as engine,
+        iii_trio.register_worker(
+            options=options("busy", max_concurrent_invocations=SLOTS),
+            transport=engine.transport,
+        ) as worker,
+    ):
+
+        @worker.function("slow::op")
+        async def slow(data: int) -> int:
+            await trio.sleep(LONG)
+            return data
+
+        await worker.ready()
+        first = worker.worker_id
+        worker.on_connection_state(states.append)
+        async with iii_trio.register_worker(
+            options=options("caller"), transport=engine.transport
+        ) as caller:
+            await caller.ready()
+            started = trio.current_time()
+            results = await _call_all(caller, SLOTS + 3)
+            elapsed = trio.current_time() - started
+        assert sorted(results, key=str) == list(range(SLOTS + 3))
+        assert elapsed == 3 * LONG
+        assert states == []
+        assert worker.worker_id == first
+
+
 class FreezableRelay:
     """A TCP relay between the worker and the engine that can go silent without
     closing: a link whose far end vanished (no FIN, no RST)."""
