@@ -12,11 +12,12 @@ Item 12: ``ready()`` returns only while the worker holds a live connection.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
@@ -59,48 +60,33 @@ async def _call_all(caller: iii_trio.Worker, count: int) -> list[object]:
     return results
 
 
-async def test_6_busy_handlers_do_not_make_the_keepalive_drop_a_healthy_websocket(
+@asynccontextmanager
+async def over_websocket() -> AsyncIterator[dict[str, Any]]:
+    """``register_worker`` arguments for a loopback WebSocket to engine_sim."""
+    async with served_engine() as url:
+        yield {"url": url}
+
+
+@asynccontextmanager
+async def in_memory() -> AsyncIterator[dict[str, Any]]:
+    """``register_worker`` arguments for engine_sim's in-memory transport, which also
+    answers a ping only while the worker reads."""
+    async with open_engine() as engine:
+        yield {"transport": engine.transport}
+
+
+@pytest.mark.parametrize("link", [over_websocket, in_memory])
+async def test_6_busy_handlers_do_not_make_the_keepalive_drop_a_healthy_link(
     autojump_clock: trio.testing.MockClock,
+    link: Callable[[], AbstractAsyncContextManager[dict[str, Any]]],
 ) -> None:
     # Every slot busy for 120 s with three more calls queued: the worker leaves the
     # engine's frames (and the pongs behind them) unread for six ping rounds.
     states: list[ConnectionState] = []
     async with (
-        served_engine() as url,
-        iii_trio.register_worker(url, options("busy", max_concurrent_invocations=SLOTS)) as worker,
-    ):
-
-        @worker.function("slow::op")
-        async def slow(data: int) -> int:
-            await trio.sleep(LONG)
-            return data
-
-        await worker.ready()
-        first = worker.worker_id
-        worker.on_connection_state(states.append)
-        async with iii_trio.register_worker(url, options("caller")) as caller:
-            await caller.ready()
-            started = trio.current_time()
-            results = await _call_all(caller, SLOTS + 3)
-            elapsed = trio.current_time() - started
-        assert sorted(results, key=str) == list(range(SLOTS + 3))
-        assert elapsed == 3 * LONG  # two at a time: nothing failed or was retried
-        assert states == []  # never left "connected"
-        assert worker.worker_id == first
-        assert worker.state is WorkerState.READY
-
-
-async def test_6_busy_handlers_do_not_make_the_keepalive_drop_a_healthy_in_memory_link(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    # The same as over a WebSocket, through engine.transport: the in-memory link also
-    # answers a ping only while the worker reads.
-    states: list[ConnectionState] = []
-    async with (
-        open_engine() as engine,
+        link() as where,
         iii_trio.register_worker(
-            options=options("busy", max_concurrent_invocations=SLOTS),
-            transport=engine.transport,
+            options=options("busy", max_concurrent_invocations=SLOTS), **where
         ) as worker,
     ):
 
@@ -112,17 +98,16 @@ async def test_6_busy_handlers_do_not_make_the_keepalive_drop_a_healthy_in_memor
         await worker.ready()
         first = worker.worker_id
         worker.on_connection_state(states.append)
-        async with iii_trio.register_worker(
-            options=options("caller"), transport=engine.transport
-        ) as caller:
+        async with iii_trio.register_worker(options=options("caller"), **where) as caller:
             await caller.ready()
             started = trio.current_time()
             results = await _call_all(caller, SLOTS + 3)
             elapsed = trio.current_time() - started
         assert sorted(results, key=str) == list(range(SLOTS + 3))
-        assert elapsed == 3 * LONG
-        assert states == []
+        assert elapsed == 3 * LONG  # two at a time: nothing failed or was retried
+        assert states == []  # never left "connected"
         assert worker.worker_id == first
+        assert worker.state is WorkerState.READY
 
 
 class FreezableRelay:
