@@ -1,10 +1,10 @@
 """Hardening of iii_trio's link liveness (issue 11, items 6 and 12).
 
 Item 6: a worker whose handler slots are all busy stops reading (backpressure); its
-own keepalive must not then take the unread pong for a dead link. The bug lives in
-the WebSocket transport users run in production, so these tests run the worker over
-a loopback WebSocket to engine_sim, on Trio's autojump clock (a 120 s handler takes
-no real time). A relay that can freeze stands in for a link that dies while the
+own keepalive must not then take the unread pong for a dead link. The bug lived in
+both the WebSocket transport users run in production and engine_sim's in-memory
+transport, so the test runs over each, on Trio's autojump clock (a 120 s handler
+takes no real time). A relay that can freeze stands in for a link that dies while the
 worker is busy: it must still be noticed.
 
 Item 12: ``ready()`` returns only while the worker holds a live connection.
