@@ -78,7 +78,7 @@ class WireModel(BaseModel):
         being the first level).
         """
         text = self._json_text()
-        _json.check_depth(text, f"cannot encode {type(self).__name__} as JSON")
+        _json.check_depth(text, "cannot encode as JSON")
         return text
 
     def _json_text(self) -> str:
