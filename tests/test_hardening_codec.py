@@ -264,6 +264,30 @@ async def test_a_worker_sent_the_frame_logs_it_and_keeps_running(
         await _engine_has_no_worker_named(engine, "w")
 
 
+async def test_a_handler_result_deeper_than_the_engine_reads_is_answered_as_an_error(
+    autojump_clock: MockClock,
+) -> None:
+    # The engine would drop the frame and leave the caller waiting; the worker says why.
+    async with open_engine() as engine, raw_workers(engine) as connect:
+        options = InitOptions(worker_name="w", enable_metrics_reporting=False)
+        async with iii_trio.register_worker(options=options, transport=engine.transport) as worker:
+
+            @worker.function("deep::value")
+            async def deep(data: Any) -> Any:
+                return _deep_value(data["levels"])
+
+            await worker.ready()
+            await engine.wait_for(lambda: "deep::value" in engine.function_ids())
+            caller = await connect("caller")
+            # The result sits in the frame's object: 126 levels of it make 127.
+            assert await caller.ok("deep::value", {"levels": 126}) == _deep_value(126)
+            answer = await caller.result("deep::value", {"levels": 127})
+            assert answer.error is not None
+            assert answer.error.code == "serialization_error"
+            assert "nested too deeply" in answer.error.message
+            assert await caller.ok("deep::value", {"levels": 1}) == ["leaf"]
+
+
 async def _engine_has_no_worker_named(engine: Engine, name: str) -> None:
     await engine.wait_for(lambda: all(w.name != name for w in engine.workers()))
 
