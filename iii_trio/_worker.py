@@ -79,7 +79,7 @@ from ._lifecycle import (
 from ._metrics import report_metrics
 from ._options import InitOptions, resolve_url
 from ._outbox import Outbox, Outgoing
-from ._protocol._codec import decode, encode
+from ._protocol._codec import MAX_FRAME_BYTES, decode, encode
 from ._protocol._constants import FUNCTION_NAMESPACE_CONFLICT
 from ._protocol._messages import (
     EngineError,
@@ -143,9 +143,6 @@ _ERRORS: Final[dict[str, type[InvocationError]]] = {
 _ENGINE_PREFIXES: Final = ("engine::", "configuration::")
 
 _USE_DEFAULT: Final = object()
-
-#: The largest frame the engine reads (tungstenite's default frame limit).
-MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 
 #: Why a call that arrives while the worker drains is refused (as ``invocation_stopped``,
 #: what its caller would get from the engine had the worker already left).
