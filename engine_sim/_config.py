@@ -86,6 +86,10 @@ class EngineConfig:
             "write_timeout_ms",
             "frame_log_link_bytes",
             "frame_log_bytes",
+            "max_message_bytes",
+            "max_connections",
+            "handshake_timeout_ms",
+            "first_message_timeout_ms",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")

@@ -8,6 +8,7 @@ buffer before the writer resumes, so the clock only jumps once both ends wait.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -398,3 +399,12 @@ async def test_accept_errors_pause_the_listener_and_never_end_it(
     assert "EMFILE" in warnings[0].getMessage()
     assert len(errors) == 1, caplog.text
     assert "EIO" in errors[0].getMessage()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["max_connections", "handshake_timeout_ms", "first_message_timeout_ms", "max_message_bytes"],
+)
+def test_a_limit_below_one_is_refused_naming_the_setting(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        dataclasses.replace(EngineConfig(), **{name: 0})
