@@ -8,7 +8,6 @@ buffer before the writer resumes, so the clock only jumps once both ends wait.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
 import os
@@ -22,6 +21,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -406,5 +406,6 @@ async def test_accept_errors_pause_the_listener_and_never_end_it(
     ["max_connections", "handshake_timeout_ms", "first_message_timeout_ms", "max_message_bytes"],
 )
 def test_a_limit_below_one_is_refused_naming_the_setting(name: str) -> None:
+    settings: dict[str, Any] = {name: 0}
     with pytest.raises(ValueError, match=name):
-        dataclasses.replace(EngineConfig(), **{name: 0})
+        EngineConfig(**settings)
