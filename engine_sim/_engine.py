@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Final, Literal, TypeAlias, TypeVar
+from typing import Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import trio
@@ -28,8 +28,8 @@ from iii_trio import (
     UnknownMessageType,
 )
 from iii_trio._groups import unwrap_single
-from iii_trio._keepalive import WatchedConnection
-from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT, keep_alive
+from iii_trio._keepalive import WatchedConnection, keep_alive
+from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT
 from iii_trio.lifecycle import Transition, WorkerStatus
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
@@ -95,10 +95,6 @@ class BindingView:
     live: bool
 
 
-#: The connection type ``engine.faults`` acts on (``_injector`` imports it from here).
-_Link: TypeAlias = Link
-
-
 class Engine:
     """A running simulated engine. Get one from ``open_engine``.
 
@@ -111,7 +107,7 @@ class Engine:
         self.config = config
         self.url: str | None = None
         self._nursery = nursery
-        self._links: dict[str, _Link] = {}
+        self._links: dict[str, Link] = {}
         self._frames = FrameLog(
             enabled=config.record_frames,
             link_bytes=config.frame_log_link_bytes,
@@ -261,7 +257,7 @@ class Engine:
     def _close_timeout(self) -> float:
         return self.config.close_timeout_ms / 1000
 
-    async def _read_loop(self, link: _Link) -> None:
+    async def _read_loop(self, link: Link) -> None:
         who = link.worker_id[:8]
         while True:
             try:
@@ -370,7 +366,7 @@ class Engine:
             self._emit(FrameSeen(now, worker_id, direction, frame))
         self._notify()
 
-    def _drop(self, link: _Link) -> None:
+    def _drop(self, link: Link) -> None:
         """Cut ``link`` without a closing handshake."""
         if not link.aborted:
             link.closing = link.aborted = True

@@ -45,7 +45,8 @@ from ._faults import (
 )
 
 if TYPE_CHECKING:
-    from ._engine import Engine, _Link
+    from ._engine import Engine
+    from ._links import Link
 
 __all__ = ["FaultInjector", "Gate"]
 
@@ -212,7 +213,7 @@ class FaultInjector:
             self._by_frame.remove(step)
             self.inject(step[1])
 
-    def intercept(self, link: _Link, message: Message) -> list[Effect] | None:
+    def intercept(self, link: Link, message: Message) -> list[Effect] | None:
         """What to do instead of handing ``message`` to the core, if an armed fault applies."""
         for fault in self._armed:
             if not self._hits(link, fault):
@@ -267,7 +268,7 @@ class FaultInjector:
         engine._drop(held)
         return engine.core.disconnect(held.worker_id, trio.current_time())
 
-    def _hits(self, link: _Link, fault: Fault) -> bool:
+    def _hits(self, link: Link, fault: Fault) -> bool:
         target = getattr(fault, "target", None)
         return _targets(target, link.label) or _targets(target, link.name)
 

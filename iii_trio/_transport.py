@@ -22,7 +22,7 @@ from ._groups import unwrap_single
 from ._keepalive import WatchedConnection, keep_alive
 from ._upgrade import open_websocket
 
-__all__ = ["Connection", "Transport", "WebSocketTransport", "keep_alive"]
+__all__ = ["ABNORMAL_CLOSURE", "Connection", "Transport", "WebSocketTransport"]
 
 log = logging.getLogger("iii_trio")
 
