@@ -41,9 +41,12 @@ out as themselves, never inside an exception group.
 
 from __future__ import annotations
 
+from typing import Final
+
 import trio
 
 __all__ = [
+    "ABNORMAL_CLOSURE",
     "ConnectionClosed",
     "ConnectionLost",
     "FrameTooLarge",
@@ -91,8 +94,13 @@ class FrameTooLarge(ProtocolError):
         self.limit = limit
 
 
+#: Close code of a link that ended without a closing handshake.
+ABNORMAL_CLOSURE: Final = 1006
+
+
 class ConnectionClosed(IIIError):
-    """The connection is closed; ``code`` is the WebSocket close code (1006 if it broke)."""
+    """The connection is closed; ``code`` is the WebSocket close code (``ABNORMAL_CLOSURE``,
+    1006, if it broke)."""
 
     def __init__(self, code: int, reason: str = "") -> None:
         super().__init__(f"connection closed ({code}{': ' + reason if reason else ''})")

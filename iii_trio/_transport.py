@@ -17,7 +17,7 @@ from typing import Final, Protocol
 import trio
 import trio_websocket
 
-from ._exceptions import ConnectionClosed
+from ._exceptions import ABNORMAL_CLOSURE, ConnectionClosed
 from ._groups import unwrap_single
 from ._keepalive import WatchedConnection, keep_alive
 from ._upgrade import open_websocket
@@ -31,8 +31,6 @@ log = logging.getLogger("iii_trio")
 #: notices a silent engine exactly as it would over a socket.
 PING_INTERVAL: Final = 20.0
 PING_TIMEOUT: Final = 20.0
-#: Close code of a link that ended without a closing handshake.
-ABNORMAL_CLOSURE: Final = 1006
 
 
 class Connection(Protocol):

@@ -19,12 +19,9 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from ._exceptions import ConnectionClosed
+from ._exceptions import ABNORMAL_CLOSURE, ConnectionClosed
 
 __all__ = ["open_websocket"]
-
-#: Close code of a link that ended without a closing handshake.
-_ABNORMAL_CLOSURE = 1006
 
 
 class _UpgradeWatch(trio.abc.Stream):
@@ -100,7 +97,7 @@ async def open_websocket(
             else:
                 stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            raise ConnectionClosed(_ABNORMAL_CLOSURE, f"cannot connect to {url}: {exc}") from exc
+            raise ConnectionClosed(ABNORMAL_CLOSURE, f"cannot connect to {url}: {exc}") from exc
         with trio.CancelScope() as upgrade:
             watch = _UpgradeWatch(stream, upgrade)
             try:
@@ -127,7 +124,7 @@ async def open_websocket(
         reason = f"{watch.ended} during the upgrade"
     else:
         reason = f"no upgrade response within {timeout:g} s"
-    raise ConnectionClosed(_ABNORMAL_CLOSURE, f"{url}: {reason}")
+    raise ConnectionClosed(ABNORMAL_CLOSURE, f"{url}: {reason}")
 
 
 def _parse(url: str) -> tuple[str, int, str, bool]:
