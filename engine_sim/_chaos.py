@@ -438,15 +438,14 @@ class _Run:
                 await client.trigger(PING, {"n": record.n}, timeout=record.timeout)
                 record.outcome = "ok"
                 succeeded += 1
-            except (ConnectionLost, InvocationStopped) as exc:
+            except (ConnectionLost, InvocationStopped, FunctionNotFound) as exc:
                 # A fault injected just before healing can still land (a close
                 # that was held back); the call fails cleanly and recovery goes on.
-                record.outcome = type(exc).__name__
-            except FunctionNotFound as exc:
-                # The same late close can reach the engine before svc reads it: svc
+                # The late close can also reach the engine before svc reads it: svc
                 # still looks ready while the engine has dropped its functions, until
-                # it reconnects and registers them again. Retried after a pause, so a
-                # function that never comes back ends in the recovery bound, not a spin.
+                # it reconnects and registers them again. That one is retried after a
+                # pause, so a function that never comes back ends in the recovery
+                # bound, not a spin.
                 record.outcome = type(exc).__name__
             finally:
                 record.ended = trio.current_time()
