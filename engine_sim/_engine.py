@@ -47,7 +47,7 @@ from ._events import EngineEvent, FrameSeen, LinkClosed, LinkOpened, StatusChang
 from ._framelog import FrameLog, FrameRecord
 from ._injector import FaultInjector
 from ._links import CloseRequest, Link, Outgoing, Queued, SendBuffer, frame_bytes
-from ._listener import FirstMessagePeer, WebSocketListener, watch_first_message
+from ._listener import FirstMessagePeer, Throttled, WebSocketListener, watch_first_message
 from ._peers import MemoryConnection, Peer, memory_pair
 
 __all__ = [
@@ -115,6 +115,8 @@ class Engine:
             closed_links=config.frame_log_closed_links,
         )
         self._changed = trio.Event()
+        #: One throttle for every silent peer's warning, so a flood logs a few lines.
+        self._warn_silent = Throttled()
         self._observers: list[Callable[[EngineEvent], None]] = []
         self._restarts = 0
         self._status_held: list[StatusChanged] | None = None
@@ -199,6 +201,7 @@ class Engine:
                     ip or "a peer",
                     self.config.first_message_timeout_ms,
                     self._close_timeout,
+                    self._warn_silent,
                 )
                 await self._serve(peer, ip)
                 nursery.cancel_scope.cancel()

@@ -34,7 +34,7 @@ from iii_trio import ConnectionClosed
 from ._config import EngineConfig
 from ._peers import WebSocketPeer
 
-__all__ = ["FirstMessagePeer", "WebSocketListener", "watch_first_message"]
+__all__ = ["FirstMessagePeer", "Throttled", "WebSocketListener", "watch_first_message"]
 
 log = logging.getLogger("engine_sim")
 
@@ -69,7 +69,7 @@ _PEER_ERRORS: Final = (
 Handler = Callable[[trio_websocket.WebSocketRequest, "str | None"], Awaitable[None]]
 
 
-class _Throttled:
+class Throttled:
     """A warning logged at most once per ``LOG_INTERVAL``; the next one counts the rest."""
 
     def __init__(self, level: int = logging.WARNING) -> None:
@@ -148,11 +148,11 @@ class WebSocketListener:
         self._handler = handler
         self.open_connections = 0
         self._refusing = 0
-        self._warn_refused = _Throttled()
-        self._warn_unanswered = _Throttled()
-        self._warn_accept = _Throttled()
-        self._warn_accept_unknown = _Throttled(logging.ERROR)
-        self._warn_handshake = _Throttled()
+        self._warn_refused = Throttled()
+        self._warn_unanswered = Throttled()
+        self._warn_accept = Throttled()
+        self._warn_accept_unknown = Throttled(logging.ERROR)
+        self._warn_handshake = Throttled()
 
     async def serve(
         self,
@@ -315,7 +315,7 @@ class FirstMessagePeer(WebSocketPeer):
 
 
 async def watch_first_message(
-    peer: FirstMessagePeer, who: str, timeout_ms: int, close_grace: float
+    peer: FirstMessagePeer, who: str, timeout_ms: int, close_grace: float, warn: Throttled
 ) -> None:
     """Close ``peer`` with 1008 unless a whole message arrives within ``timeout_ms``.
 
@@ -326,23 +326,10 @@ async def watch_first_message(
     with trio.move_on_after(timeout_ms / 1000):
         await peer.first_message.wait()
         return
-    _silent_warning()(
+    warn(
         "closed the connection from %s with %d: no whole message within %d ms of connecting",
         who,
         POLICY_VIOLATION,
         timeout_ms,
     )
     await peer.close(POLICY_VIOLATION, "no message received", close_grace)
-
-
-_silent: trio.lowlevel.RunVar[_Throttled] = trio.lowlevel.RunVar("engine_sim_silent_peers")
-
-
-def _silent_warning() -> _Throttled:
-    """This Trio run's throttle for silent peers (one per run: virtual clocks differ)."""
-    try:
-        return _silent.get()
-    except LookupError:
-        throttle = _Throttled()
-        _silent.set(throttle)
-        return throttle
