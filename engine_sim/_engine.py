@@ -358,13 +358,13 @@ class Engine:
                     link.worker_id[:8],
                     link.buffer.limit,
                 )
-                self._drop(link)
-                queue.extend(self.core.disconnect(link.worker_id, trio.current_time()))
+                queue.extend(self._cut(link))
         self._notify()
 
     def _record(self, worker_id: str, direction: Literal["in", "out"], frame: str | bytes) -> None:
         now = trio.current_time()
-        self._frames.record(worker_id, FrameRecord(direction, now, frame))
+        if self._frames.enabled:
+            self._frames.record(worker_id, FrameRecord(direction, now, frame))
         if self._observers:
             self._emit(FrameSeen(now, worker_id, direction, frame))
         self._notify()
@@ -374,6 +374,12 @@ class Engine:
         if not link.aborted:
             link.closing = link.aborted = True
             link.scope.cancel()
+
+    def _cut(self, link: Link) -> list[Effect]:
+        """Drop ``link`` and forget its worker now, not when its tasks have ended;
+        returns what the core does about the departure."""
+        self._drop(link)
+        return self.core.disconnect(link.worker_id, trio.current_time())
 
     def _restart(self) -> None:
         """Drop every connection and start over with an empty core."""

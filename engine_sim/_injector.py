@@ -265,8 +265,7 @@ class FaultInjector:
         if held is None or not held.to_engine.held:
             return []
         log.warning("fault: %s is held open and counts as dead", held.name or held.worker_id[:8])
-        engine._drop(held)
-        return engine.core.disconnect(held.worker_id, trio.current_time())
+        return engine._cut(held)
 
     def _hits(self, link: Link, fault: Fault) -> bool:
         target = getattr(fault, "target", None)
