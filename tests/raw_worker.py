@@ -8,11 +8,13 @@ the engine's included, is idle.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
+import pytest
 import trio
 
 from engine_sim import Engine, MemoryConnection
@@ -20,6 +22,8 @@ from iii_trio.protocol import (
     InvocationResult,
     InvokeFunction,
     Message,
+    Ping,
+    Pong,
     RegisterFunction,
     VoidAction,
     WorkerRegistered,
@@ -120,6 +124,13 @@ class RawWorker:
         await self.conn.aclose()
         await self.engine.wait_for(lambda: self.id not in {w.id for w in self.engine.workers()})
 
+    @classmethod
+    async def accept(cls, engine: Engine, conn: MemoryConnection) -> RawWorker:
+        """The worker on a fresh ``conn``, once the engine's ``workerregistered`` came."""
+        hello = await conn.receive_message()
+        assert isinstance(hello, WorkerRegistered)
+        return cls(engine, conn, hello)
+
 
 Connect = Callable[..., Awaitable[RawWorker]]
 
@@ -136,9 +147,7 @@ async def raw_workers(engine: Engine) -> AsyncIterator[Connect]:
 
         async def connect(name: str | None = None, **announce: Any) -> RawWorker:
             conn = await stack.enter_async_context(engine.connect())
-            hello = await conn.receive_message()
-            assert isinstance(hello, WorkerRegistered)
-            worker = RawWorker(engine, conn, hello)
+            worker = await RawWorker.accept(engine, conn)
             if name is not None or announce:
                 await worker.announce(name, **announce)
                 await engine.wait_for(
@@ -147,3 +156,39 @@ async def raw_workers(engine: Engine) -> AsyncIterator[Connect]:
             return worker
 
         yield connect
+
+
+async def slow_op_worker(engine: Engine, conn: MemoryConnection) -> RawWorker:
+    """A worker named ``stuck`` on ``conn`` that registered ``slow::op``: a test then
+    reads from it slowly or not at all."""
+    worker = await RawWorker.accept(engine, conn)
+    await worker.announce("stuck")
+    await worker.register("slow::op")
+    await engine.wait_for(lambda: "slow::op" in engine.function_ids())
+    return worker
+
+
+async def assert_still_served(caller: RawWorker, executor: RawWorker) -> None:
+    """A call from ``caller`` to ``math::add``, which ``executor`` registered, goes
+    through and its answer comes back."""
+    invocation_id = await caller.call("math::add", {"a": 1})
+    await executor.serve_once(2)
+    answer = await caller.expect(InvocationResult)
+    assert (answer.invocation_id, answer.result) == (invocation_id, 2)
+
+
+async def assert_frame_skipped(
+    connect: Connect, caplog: pytest.LogCaptureFixture, frame: str | bytes, logged: str
+) -> None:
+    """The engine logs ``frame`` (the line naming its sender holds ``logged``), skips
+    it, and goes on serving its sender and everyone else."""
+    executor, caller, sender = await connect("exec"), await connect("caller"), await connect("bad")
+    await executor.register("math::add")
+    with caplog.at_level(logging.WARNING, logger="engine_sim"):
+        await sender.conn.send(frame)
+        await sender.silent(1)
+    (record,) = [r for r in caplog.records if sender.id[:8] in r.getMessage()]
+    assert logged in record.getMessage()
+    await sender.send(Ping())
+    await sender.expect(Pong)
+    await assert_still_served(caller, executor)

@@ -15,15 +15,13 @@ from trio.testing import MockClock
 
 from engine_sim import Engine, EngineConfig, open_engine
 from iii_trio import ConnectionClosed
-from iii_trio.protocol import InvocationResult, InvokeFunction, Ping, Pong
-from tests.raw_worker import Connect, RawWorker, raw_workers
-
-
-async def _still_served(caller: RawWorker, executor: RawWorker) -> None:
-    invocation_id = await caller.call("math::add", {"a": 1})
-    await executor.serve_once(2)
-    answer = await caller.expect(InvocationResult)
-    assert (answer.invocation_id, answer.result) == (invocation_id, 2)
+from iii_trio.protocol import InvocationResult, InvokeFunction
+from tests.raw_worker import (
+    Connect,
+    assert_frame_skipped,
+    assert_still_served,
+    raw_workers,
+)
 
 
 @pytest.mark.parametrize(
@@ -53,16 +51,7 @@ async def test_bad_frames_are_logged_and_skipped(
     frame: str | bytes,
     logged: str,
 ) -> None:
-    executor, caller, sender = await connect("exec"), await connect("caller"), await connect("bad")
-    await executor.register("math::add")
-    with caplog.at_level(logging.WARNING, logger="engine_sim"):
-        await sender.conn.send(frame)
-        await sender.silent(1)
-    (record,) = [r for r in caplog.records if sender.id[:8] in r.getMessage()]
-    assert logged in record.getMessage()
-    await sender.send(Ping())
-    await sender.expect(Pong)
-    await _still_served(caller, executor)
+    await assert_frame_skipped(connect, caplog, frame, logged)
 
 
 async def test_result_for_an_unknown_invocation_changes_nothing(
@@ -101,40 +90,7 @@ async def test_oversized_message_closes_with_1009(
         assert closed.value.code == 1009
         assert any(big.id[:8] in r.getMessage() for r in caplog.records)
         await engine.wait_for(lambda: engine.worker(big.id) is None)
-        await _still_served(caller, executor)
-
-
-async def test_a_worker_that_stops_reading_is_dropped_not_waited_for(
-    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    config = EngineConfig(send_buffer_bytes=4096)
-    async with open_engine(config) as engine, raw_workers(engine) as connect:
-        executor, caller = await connect("exec"), await connect("caller")
-        await executor.register("math::add")
-        async with engine.connect(buffer=2) as stuck_conn:
-            hello = await stuck_conn.receive_message()
-            stuck = RawWorker(engine, stuck_conn, hello)  # type: ignore[arg-type]
-            await stuck.announce("stuck")
-            await stuck.register("slow::op")
-            await engine.wait_for(lambda: "slow::op" in engine.function_ids())
-            # From here on `stuck` reads nothing. Calls to it pile up in its socket
-            # buffer (2) and then its send buffer (4 KiB, about 6 of these calls),
-            # and then it is dropped at once, long before the write timeout.
-            with caplog.at_level(logging.WARNING, logger="engine_sim"):
-                sent = [await caller.call("slow::op", {"pad": "x" * 500}) for _ in range(10)]
-                answers = [await caller.expect(InvocationResult) for _ in sent]
-            # Every call is answered: those that reached `stuck` are stopped when
-            # it is dropped, the later ones find no function.
-            assert {a.invocation_id for a in answers} == set(sent)
-            codes = [a.error.code if a.error else None for a in answers]
-            assert "invocation_stopped" in codes
-            assert set(codes) <= {"invocation_stopped", "function_not_found"}
-            assert engine.worker(stuck.id) is None
-            assert any(
-                stuck.id[:8] in r.getMessage() and "not reading" in r.getMessage()
-                for r in caplog.records
-            )
-            await _still_served(caller, executor)
+        await assert_still_served(caller, executor)
 
 
 async def test_a_crashing_peer_mid_call_is_cleaned_up(
@@ -150,6 +106,6 @@ async def test_a_crashing_peer_mid_call_is_cleaned_up(
     answer = await caller.expect(InvocationResult)
     assert answer.error is not None
     assert answer.error.code == "invocation_stopped"
-    await _still_served(caller, executor)
+    await assert_still_served(caller, executor)
     assert engine.worker(other.id) is None
     await trio.lowlevel.checkpoint()

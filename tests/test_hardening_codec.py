@@ -30,7 +30,12 @@ from iii_trio import ConnectionClosed, InitOptions
 from iii_trio import protocol as p
 from iii_trio._protocol import _json
 from iii_trio._transport import Connection
-from tests.raw_worker import Connect, RawWorker, raw_workers
+from tests.raw_worker import (
+    Connect,
+    assert_frame_skipped,
+    assert_still_served,
+    raw_workers,
+)
 
 T = TypeVar("T")
 
@@ -59,13 +64,6 @@ def _result_frame(payload: str) -> str:
     """An ``invocationresult`` whose result is ``payload``: one level more than it."""
     head = f'{{"type":"invocationresult","invocation_id":"{INV}","function_id":"f"'
     return head + f',"result":{payload}}}'
-
-
-async def _still_served(caller: RawWorker, executor: RawWorker) -> None:
-    invocation_id = await caller.call("math::add", {"a": 1})
-    await executor.serve_once(2)
-    answer = await caller.expect(p.InvocationResult)
-    assert (answer.invocation_id, answer.result) == (invocation_id, 2)
 
 
 # -- item 2: the codec ------------------------------------------------------------------------
@@ -186,17 +184,7 @@ async def test_the_engine_logs_and_skips_the_frame_and_serves_on(
     frame: str,
     reason: str,
 ) -> None:
-    executor, caller, sender = await connect("exec"), await connect("caller"), await connect("bad")
-    await executor.register("math::add")
-    with caplog.at_level(logging.WARNING, logger="engine_sim"):
-        await sender.conn.send(frame)
-        await sender.silent(1)
-    (record,) = [r for r in caplog.records if sender.id[:8] in r.getMessage()]
-    assert reason in record.getMessage()
-    # The sender's own connection is still served, and so is everyone else.
-    await sender.send(p.Ping())
-    await sender.expect(p.Pong)
-    await _still_served(caller, executor)
+    await assert_frame_skipped(connect, caplog, frame, reason)
 
 
 # -- item 2: an iii_trio worker -----------------------------------------------------------------
@@ -323,7 +311,7 @@ async def test_a_message_one_byte_over_the_default_limit_closes_only_that_link(
     assert closed.value.code == 1009
     assert any(over.id[:8] in r.getMessage() for r in caplog.records)
     await engine.wait_for(lambda: engine.worker(over.id) is None)
-    await _still_served(caller, executor)
+    await assert_still_served(caller, executor)
     await at_limit.send(p.Ping())
     await at_limit.expect(p.Pong)
 
