@@ -28,7 +28,7 @@ from iii_trio import (
     UnknownMessageType,
 )
 from iii_trio._groups import unwrap_single
-from iii_trio._keepalive import WatchedConnection, keep_alive
+from iii_trio._keepalive import kept_alive
 from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT
 from iii_trio.lifecycle import Transition, WorkerStatus
 from iii_trio.protocol import (
@@ -501,22 +501,16 @@ class EngineTransport:
     async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
         async with self.engine.connect(buffer=self.buffer, label=self.label) as connection:
             self.connections.append(connection)
-            # Watched as WebSocketTransport's are, so a worker that stops reading while its
-            # handler slots are full is not dropped by its own keepalive.
-            watched = WatchedConnection(connection)
-            with unwrap_single():
-                async with trio.open_nursery() as nursery:
-                    if self.ping_interval is not None:
-                        nursery.start_soon(
-                            keep_alive,
-                            connection.ping,
-                            connection.abort,
-                            self.ping_interval,
-                            self.ping_timeout,
-                            watched.activity,
-                        )
-                    yield watched
-                    nursery.cancel_scope.cancel()
+            # Kept alive as WebSocketTransport's are: a worker that stops reading while
+            # its handler slots are full is not dropped by its own keepalive.
+            async with kept_alive(
+                connection,
+                connection.ping,
+                connection.abort,
+                self.ping_interval,
+                self.ping_timeout,
+            ) as kept:
+                yield kept
 
 
 @asynccontextmanager

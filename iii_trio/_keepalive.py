@@ -18,67 +18,71 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
 import trio
 
 from ._exceptions import ConnectionClosed
+from ._groups import unwrap_single
 
 if TYPE_CHECKING:
     from ._transport import Connection
 
-__all__ = ["LinkActivity", "WatchedConnection", "keep_alive"]
+__all__ = ["LinkActivity", "WatchedConnection", "keep_alive", "kept_alive"]
 
 log = logging.getLogger("iii_trio")
 
 
 class LinkActivity:
-    """Whether anyone is waiting on the peer: a ``receive()`` or a ``send()`` in progress."""
+    """Whether anyone is waiting on the peer: a ``receive()`` or a ``send()`` in progress.
+
+    It sits on every frame's path, so it costs a counter there; the event the clock
+    waits on exists only while a clock runs (a ping is out), one clock at a time.
+    """
 
     def __init__(self) -> None:
-        self._receiving = 0
-        self._sending = 0
-        self._changed = trio.Event()
+        self._waiting = 0
+        self._changed: trio.Event | None = None
 
     @property
     def waiting_on_peer(self) -> bool:
-        return self._receiving > 0 or self._sending > 0
+        return self._waiting > 0
+
+    def begin(self) -> None:
+        """A ``receive()`` or ``send()`` starts."""
+        self._waiting += 1
+        if self._waiting == 1:
+            self._flipped()
+
+    def end(self) -> None:
+        """A ``receive()`` or ``send()`` is over."""
+        self._waiting -= 1
+        if self._waiting == 0:
+            self._flipped()
+
+    def _flipped(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     @contextmanager
-    def receiving(self) -> Iterator[None]:
-        with self._counted("_receiving"):
-            yield
-
-    @contextmanager
-    def sending(self) -> Iterator[None]:
-        with self._counted("_sending"):
-            yield
-
-    @contextmanager
-    def _counted(self, name: str) -> Iterator[None]:
-        before = self.waiting_on_peer
-        setattr(self, name, getattr(self, name) + 1)
-        self._notify_if_changed(before)
+    def waiting(self) -> Iterator[None]:
+        """Around a ``receive()`` or a ``send()``: both make the peer owe us something."""
+        self.begin()
         try:
             yield
         finally:
-            before = self.waiting_on_peer
-            setattr(self, name, getattr(self, name) - 1)
-            self._notify_if_changed(before)
+            self.end()
 
-    def _notify_if_changed(self, before: bool) -> None:
-        # Only a flip matters to the clock; waking it per frame would cost on a busy link.
-        if self.waiting_on_peer != before:
-            self._changed.set()
-            self._changed = trio.Event()
+    receiving = sending = waiting
 
     async def run_clock(self, deadline: trio.CancelScope, patience: float) -> None:
         """Keep ``deadline`` at ``patience`` seconds of time spent waiting on the peer."""
         left = patience
         while True:
-            changed = self._changed
+            changed = self._changed = trio.Event()
             if self.waiting_on_peer:
                 since = trio.current_time()
                 deadline.deadline = since + left
@@ -98,26 +102,31 @@ class WatchedConnection:
         self.activity = LinkActivity()
 
     async def send(self, frame: str | bytes) -> None:
-        with self.activity.sending():
+        self.activity.begin()
+        try:
             await self.connection.send(frame)
+        finally:
+            self.activity.end()
 
     async def receive(self) -> str | bytes:
-        with self.activity.receiving():
+        self.activity.begin()
+        try:
             return await self.connection.receive()
+        finally:
+            self.activity.end()
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         await self.connection.aclose(code, reason)
 
 
 async def _pong_in_time(
-    ping: Callable[[], Awaitable[None]], patience: float, activity: LinkActivity | None
+    ping: Callable[[], Awaitable[None]], patience: float, activity: LinkActivity
 ) -> bool | None:
     """Whether the pong came in time; ``None`` if the link closed meanwhile."""
     closed = False
     with trio.CancelScope(deadline=trio.current_time() + patience) as deadline:
         async with trio.open_nursery() as nursery:
-            if activity is not None:
-                nursery.start_soon(activity.run_clock, deadline, patience)
+            nursery.start_soon(activity.run_clock, deadline, patience)
             try:
                 await ping()
             except ConnectionClosed:
@@ -133,12 +142,12 @@ async def keep_alive(
     drop: Callable[[], Awaitable[None]],
     interval: float,
     patience: float,
-    activity: LinkActivity | None = None,
+    activity: LinkActivity,
 ) -> None:
-    """Ping every ``interval`` seconds; ``drop`` the link if a pong takes over ``patience``.
+    """Ping every ``interval`` seconds; ``drop`` the link if a pong takes over ``patience``
+    of time spent waiting on the peer (``activity``; see the module's docstring).
 
-    With ``activity``, only time spent waiting on the peer counts towards ``patience``
-    (see the module's docstring); without it, all time does. Without a keepalive a
+    Without a keepalive a
     worker behind a half-open TCP connection (engine host gone, NAT timeout) would
     wait forever instead of reconnecting. Returns when the link closes.
     """
@@ -151,3 +160,24 @@ async def keep_alive(
             log.warning("no pong within %.0f s; dropping the connection", patience)
             await drop()
             return
+
+
+@asynccontextmanager
+async def kept_alive(
+    connection: Connection,
+    ping: Callable[[], Awaitable[None]],
+    drop: Callable[[], Awaitable[None]],
+    interval: float | None,
+    patience: float,
+) -> AsyncIterator[Connection]:
+    """``connection``, watched and pinged (``keep_alive``) while the block runs; as it
+    is when ``interval`` is ``None`` (no pings)."""
+    if interval is None:
+        yield connection
+        return
+    watched = WatchedConnection(connection)
+    with unwrap_single():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_alive, ping, drop, interval, patience, watched.activity)
+            yield watched
+            nursery.cancel_scope.cancel()

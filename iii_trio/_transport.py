@@ -19,7 +19,7 @@ import trio_websocket
 
 from ._exceptions import ABNORMAL_CLOSURE, ConnectionClosed
 from ._groups import unwrap_single
-from ._keepalive import WatchedConnection, keep_alive
+from ._keepalive import kept_alive
 from ._upgrade import open_websocket
 
 __all__ = ["ABNORMAL_CLOSURE", "Connection", "Transport", "WebSocketTransport"]
@@ -143,19 +143,14 @@ class WebSocketTransport:
                         max_message_bytes=self.max_message_bytes,
                     )
                     try:
-                        async with trio.open_nursery() as nursery:
-                            connection = WatchedConnection(WebSocketConnection(ws))
-                            if self.ping_interval is not None:
-                                nursery.start_soon(
-                                    keep_alive,
-                                    partial(self._ping, ws),
-                                    partial(self._drop, ws),
-                                    self.ping_interval,
-                                    self.ping_timeout,
-                                    connection.activity,
-                                )
+                        async with kept_alive(
+                            WebSocketConnection(ws),
+                            partial(self._ping, ws),
+                            partial(self._drop, ws),
+                            self.ping_interval,
+                            self.ping_timeout,
+                        ) as connection:
                             yield connection
-                            nursery.cancel_scope.cancel()
                     finally:
                         with trio.move_on_after(self.close_timeout):
                             await ws.aclose()
