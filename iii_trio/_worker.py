@@ -79,7 +79,7 @@ from ._lifecycle import (
 from ._metrics import report_metrics
 from ._options import InitOptions, resolve_url
 from ._outbox import Outbox, Outgoing
-from ._protocol._codec import MAX_FRAME_BYTES, decode, encode
+from ._protocol._codec import MAX_FRAME_BYTES, check_size, decode, encode
 from ._protocol._constants import FUNCTION_NAMESPACE_CONFLICT
 from ._protocol._messages import (
     EngineError,
@@ -1195,10 +1195,8 @@ def _project_name() -> str | None:
 
 def _check_size(frame: str) -> str:
     """Refuse a message the engine would refuse: it reads frames of at most 16 MiB, and
-    this SDK sends each message as one frame (the official SDK fragments larger ones)."""
-    size = len(frame.encode())
-    if size > MAX_FRAME_BYTES:
-        raise FrameTooLarge(size, MAX_FRAME_BYTES)
+    this SDK, as the official ones, sends each message as one frame."""
+    check_size(frame, MAX_FRAME_BYTES)
     return frame
 
 

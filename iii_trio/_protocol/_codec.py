@@ -59,7 +59,7 @@ def decode(frame: str | bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Message:
     arrays and objects nested more than ``MAX_JSON_DEPTH`` deep (the frame's own
     object is the first level), which the engine's JSON parser refuses.
     """
-    _check_size(frame, max_size)
+    check_size(frame, max_size)
     if isinstance(frame, bytes):
         try:
             text = frame.decode("utf-8")
@@ -86,7 +86,9 @@ def decode(frame: str | bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Message:
         raise ProtocolError(_describe(message_type, exc)) from None
 
 
-def _check_size(frame: str | bytes, limit: int) -> None:
+def check_size(frame: str | bytes, limit: int) -> None:
+    """Raise ``FrameTooLarge`` if ``frame`` is over ``limit`` bytes (UTF-8 for text);
+    text is encoded only when its length leaves the answer open."""
     if isinstance(frame, bytes) or frame.isascii():
         size = len(frame)
     elif 4 * len(frame) <= limit:  # a UTF-8 character is at most 4 bytes

@@ -135,8 +135,7 @@ def _holds_lone_surrogate(value: Any) -> bool:
 
 def check_depth(text: str, context: str) -> None:
     """Raise ProtocolError (``context``: why) if ``text`` nests deeper than ``MAX_DEPTH``."""
-    # Every level takes an opening and a closing bracket: most frames stop here.
-    if len(text) > 2 * MAX_DEPTH and _deeper_than(MAX_DEPTH, text):
+    if _deeper_than(MAX_DEPTH, text):
         raise ProtocolError(
             f"{context}: nested too deeply (arrays and objects more than {MAX_DEPTH} "
             f"levels deep, which the engine's JSON parser refuses)"
@@ -154,7 +153,8 @@ def _deeper_than(limit: int, text: str) -> bool:
     (narrow and deep) is finished by a single running sum instead, so the cost
     stays linear in the size of the text.
     """
-    if len(text) <= 2 * limit:  # every level takes an opening and a closing bracket
+    if len(text) <= 2 * limit:
+        # Every level takes an opening and a closing bracket: most frames stop here.
         return False
     data = text.encode("utf-8", "surrogatepass")
     if b"\\" in data:
