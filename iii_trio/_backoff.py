@@ -14,7 +14,6 @@ import random
 
 import trio
 
-from ._lifecycle import Transition, WorkerState
 from ._options import ReconnectionConfig
 
 __all__ = ["Backoff"]
@@ -30,10 +29,9 @@ class Backoff:
         self.retries = 0
         self._ready_at: float | None = None
 
-    def observe(self, transition: Transition[WorkerState]) -> None:
-        """Told of every lifecycle transition: notes when the connection got ready."""
-        if transition.target is WorkerState.READY and self._ready_at is None:
-            self._ready_at = trio.current_time()
+    def connection_ready(self) -> None:
+        """The worker got registered on this connection (it is ready)."""
+        self._ready_at = trio.current_time()
 
     def connection_ended(self) -> None:
         """The attempt is over; if it was healthy, the next retry is the first again."""

@@ -8,7 +8,6 @@ worker can be tested on Trio's virtual clock with no socket at all.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
@@ -23,8 +22,6 @@ from ._keepalive import kept_alive
 from ._upgrade import open_websocket
 
 __all__ = ["ABNORMAL_CLOSURE", "Connection", "Transport", "WebSocketTransport"]
-
-log = logging.getLogger("iii_trio")
 
 #: Keepalive: seconds between pings, and how long a pong may take before the link
 #: is dropped; shared with engine_sim's in-memory transport, so a worker under test

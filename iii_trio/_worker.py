@@ -258,7 +258,7 @@ class Worker:
         self._rng = rng or random.Random()
         self._seeded_ids = rng is not None
         self._backoff = Backoff(options.reconnection_config, self._rng)
-        self._machine = StateMachine(WORKER_LIFECYCLE, on_transition=self._backoff.observe)
+        self._machine = StateMachine(WORKER_LIFECYCLE)
         self._state_changed = trio.Event()
         self._streams: weakref.WeakSet[TransitionStream] = weakref.WeakSet()
         self._listeners: list[Callable[[ConnectionState], None]] = []
@@ -847,7 +847,7 @@ class Worker:
         )
         live.end()
 
-    async def _serve(self, live: _Live) -> bool:
+    async def _serve(self, live: _Live) -> None:
         connection = live.connection
         self._apply(RegistrationStarted())
         first: list[Message] = []
@@ -876,7 +876,6 @@ class Worker:
             nursery.start_soon(self._drain_on_shutdown, live)
             if self.options.enable_metrics_reporting:
                 nursery.start_soon(report_metrics, self, live.outbox)
-        return True
 
     def _announcement(self) -> InvokeFunction:
         data: dict[str, JsonValue] = {
@@ -949,6 +948,7 @@ class Worker:
                 self._reattach_token = message.reattach_token
                 if self.state is WorkerState.REGISTERING:
                     self._apply(RegistrationCompleted())
+                    self._backoff.connection_ready()
             case RegisterTrigger():
                 await self._provide(live, message)
             case UnregisterTrigger():
