@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-import uuid
+
+from iii_trio._ids import new_uuid
 
 __all__ = ["IdSource"]
 
@@ -23,6 +24,4 @@ class IdSource:
         self._rng = None if seed is None else random.Random(seed)
 
     def new_id(self) -> str:
-        if self._rng is None:
-            return str(uuid.uuid4())
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        return str(new_uuid(self._rng))

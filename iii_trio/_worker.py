@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar, overload
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import trio
 from pydantic import JsonValue, TypeAdapter
@@ -56,6 +56,7 @@ from ._exceptions import (
 )
 from ._groups import unwrap_single
 from ._handlers import Handler, HandlerInputError, adapt_handler, to_json
+from ._ids import new_uuid
 from ._lifecycle import (
     WORKER_LIFECYCLE,
     Event,
@@ -256,7 +257,7 @@ class Worker:
         )
         #: Draws the reconnect jitter; the ids too, but only when a seed was given.
         self._rng = rng or random.Random()
-        self._seeded_ids = rng is not None
+        self._id_rng = rng
         self._backoff = Backoff(options.reconnection_config, self._rng)
         self._machine = StateMachine(WORKER_LIFECYCLE)
         self._state_changed = trio.Event()
@@ -279,12 +280,9 @@ class Worker:
         self._reattach_token: str | None = None
 
     def _new_uuid(self) -> UUID:
-        # A peer sees these ids (the engine forwards invocation ids to the callee); a
-        # Mersenne Twister's give away the ones to come, so they are random unless the
-        # caller asked for a replayable run by passing ``rng``.
-        if not self._seeded_ids:
-            return uuid4()
-        return UUID(int=self._rng.getrandbits(128), version=4)
+        # A peer sees these ids (the engine forwards invocation ids to the callee), so
+        # they are unpredictable unless the caller asked for a replay by passing ``rng``.
+        return new_uuid(self._id_rng)
 
     # -- state ------------------------------------------------------------------------------
 
