@@ -704,29 +704,24 @@ class EngineCore:
     def _register_trigger(
         self, worker: WorkerRecord, home: str, message: RegisterTrigger, now: float
     ) -> None:
-        blank = [
-            field
-            for field, value in (
-                ("namespace", message.namespace),
-                ("trigger_namespace", message.trigger_namespace),
-            )
-            if is_blank_namespace(value)
-        ]
+        blank = next(
+            (
+                field
+                for field, value in (
+                    ("namespace", message.namespace),
+                    ("trigger_namespace", message.trigger_namespace),
+                )
+                if is_blank_namespace(value)
+            ),
+            None,
+        )
         error = (
-            ErrorBody(code=INVALID_NAMESPACE, message=f"{blank[0]} must not be blank")
+            ErrorBody(code=INVALID_NAMESPACE, message=f"{blank} must not be blank")
             if blank
             else binding_refusal(self, worker, message.id)
         )
         if error is not None:
-            self._send(
-                worker.id,
-                TriggerRegistrationResult(
-                    id=message.id,
-                    trigger_type=message.trigger_type,
-                    function_id=message.function_id,
-                    error=error,
-                ),
-            )
+            self._send_trigger_error(worker.id, message, error)
             return
         binding = Binding(
             id=message.id,
@@ -808,15 +803,25 @@ class EngineCore:
             )
             return
         if binding.owner in self.workers:
-            self._send(
+            self._send_trigger_error(
                 binding.owner,
-                TriggerRegistrationResult(
-                    id=binding.id,
-                    trigger_type=binding.trigger_type,
-                    function_id=binding.function_id,
-                    error=ErrorBody(code="trigger_registration_failed", message=error.message),
-                ),
+                binding,
+                ErrorBody(code="trigger_registration_failed", message=error.message),
             )
+
+    def _send_trigger_error(
+        self, worker_id: str, trigger: Binding | RegisterTrigger, error: ErrorBody
+    ) -> None:
+        """Tell ``worker_id`` that its trigger was refused."""
+        self._send(
+            worker_id,
+            TriggerRegistrationResult(
+                id=trigger.id,
+                trigger_type=trigger.trigger_type,
+                function_id=trigger.function_id,
+                error=error,
+            ),
+        )
 
     # -- namespaces ---------------------------------------------------------------------
 
