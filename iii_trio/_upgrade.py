@@ -41,11 +41,15 @@ class _UpgradeWatch(trio.abc.Stream):
             self.ended = why
             self._scope.cancel()
 
+    def _broke(self, exc: trio.BrokenResourceError | trio.ClosedResourceError) -> None:
+        # The OS's reason (a reset, a TLS failure) is the cause trio chained on.
+        self._end(f"the connection broke ({exc.__cause__ or exc})")
+
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
             data = await self.stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._end(f"the connection broke ({exc.__cause__ or exc})")
+            self._broke(exc)
             raise
         if not data:
             self._end("the engine closed the connection")
@@ -55,7 +59,7 @@ class _UpgradeWatch(trio.abc.Stream):
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._end(f"the connection broke ({exc.__cause__ or exc})")
+            self._broke(exc)
             raise
 
     async def wait_send_all_might_not_block(self) -> None:
@@ -84,8 +88,7 @@ async def open_websocket(
     when the engine answers the upgrade with an HTTP error; ``ValueError`` for a
     URL that is not ``ws://`` or ``wss://``.
     """
-    host, port, resource, tls = _parse(url)
-    host_header = host if port == (443 if tls else 80) else f"{_bracketed(host)}:{port}"
+    host, port, host_header, resource, tls = _parse(url)
     stream: trio.abc.Stream | None = None
     watch: _UpgradeWatch | None = None
     with trio.move_on_after(timeout) as deadline:
@@ -127,15 +130,18 @@ async def open_websocket(
     raise ConnectionClosed(ABNORMAL_CLOSURE, f"{url}: {reason}")
 
 
-def _parse(url: str) -> tuple[str, int, str, bool]:
-    """``(host, port, resource, tls)`` of a ``ws://`` or ``wss://`` URL."""
+def _parse(url: str) -> tuple[str, int, str, str, bool]:
+    """``(host, port, Host header, resource, tls)`` of a ``ws://`` or ``wss://`` URL."""
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"the engine URL must be ws://host[:port] or wss://...: {url!r}")
+    host = parts.hostname
     tls = parts.scheme == "wss"
-    port = parts.port or (443 if tls else 80)
+    default_port = 443 if tls else 80
+    port = parts.port or default_port
+    host_header = host if port == default_port else f"{_bracketed(host)}:{port}"
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.hostname, port, resource, tls
+    return host, port, host_header, resource, tls
 
 
 def _bracketed(host: str) -> str:
