@@ -2,65 +2,14 @@
 
 from __future__ import annotations
 
-import queue
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from iii import InitOptions, register_worker
 
-BIN = Path(sys.executable).parent
-
-
-class Served:
-    """A running ``iii-sim serve`` whose log lines (stderr) are read as they come."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [str(BIN / "iii-sim"), "serve", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        banner = self.process.stdout.readline()
-        assert banner.startswith("iii-sim listening on ws://127.0.0.1:"), banner
-        self.url = banner.split()[3]
-        self.log: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, args=(self.process.stderr,))
-        self._reader.start()
-
-    def _read(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def wait_for_log(self, text: str, timeout: float = 10) -> None:
-        """Block until the engine logs a line containing ``text``."""
-        while not any(text in line for line in self.log):
-            line = self._lines.get(timeout=timeout)
-            assert line is not None, f"iii-sim exited before logging {text!r}"
-            self.log.append(line)
-
-    def stop(self, timeout: float = 10) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        code = self.process.wait(timeout=timeout)
-        self._reader.join(timeout)
-        for pipe in (self.process.stdout, self.process.stderr):
-            if pipe is not None:
-                pipe.close()
-        while not self._lines.empty():
-            line = self._lines.get_nowait()
-            if line is not None:
-                self.log.append(line)
-        return code
+from tests.served import Served
 
 
 @pytest.fixture

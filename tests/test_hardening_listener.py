@@ -11,16 +11,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import queue
-import resource
-import signal
 import socket
 import struct
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,8 +23,8 @@ from trio.testing import MockClock
 from engine_sim import Effect, EngineConfig, open_engine
 from engine_sim._listener import MAX_REFUSING, WebSocketListener
 from iii_trio.protocol import Message, Pong, WorkerRegistered, decode
+from tests.served import Served
 
-BIN = Path(sys.executable).parent
 _LIMIT = 5.0  # seconds any single wait may take, real or virtual
 
 
@@ -104,66 +96,8 @@ async def test_a_reset_after_the_upgrade_request_leaves_the_engine_serving() -> 
             await _assert_healthy(healthy)
 
 
-class _Served:
-    """``iii-sim serve`` as a subprocess, its stderr read line by line on a thread."""
-
-    def __init__(self, args: Sequence[str] = (), nofile: int | None = None) -> None:
-        def limit_descriptors() -> None:
-            if nofile is not None:
-                _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
-
-        self.process = subprocess.Popen(
-            [str(BIN / "iii-sim"), "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=limit_descriptors,
-        )
-        assert self.process.stdout is not None
-        assert self.process.stderr is not None
-        banner = self.process.stdout.readline()
-        assert banner.startswith("iii-sim listening on ws://"), banner
-        self.url = banner.split()[3]
-        self.port = _port(self.url)
-        self.log: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, args=(self.process.stderr,))
-        self._reader.start()
-
-    def _read(self, stream: Iterator[str]) -> None:
-        for line in stream:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    async def wait_for_log(self, text: str) -> None:
-        while not any(text in line for line in self.log):
-            line = await trio.to_thread.run_sync(self._lines.get, True, _LIMIT * 2)
-            assert line is not None, f"iii-sim exited before logging {text!r}: {self.log}"
-            self.log.append(line)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-        try:
-            code = self.process.wait(timeout=10)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
-            self._reader.join(10)
-            for pipe in (self.process.stdout, self.process.stderr):
-                if pipe is not None:
-                    pipe.close()
-        while not self._lines.empty():
-            line = self._lines.get_nowait()
-            if line is not None:
-                self.log.append(line)
-        return code
-
-
 async def test_iii_sim_serve_stays_up_after_resets_after_upgrade_requests() -> None:
-    served = _Served()
+    served = Served()
     try:
         for _ in range(3):
             await _reset_after_upgrade_request(served.port)
@@ -262,12 +196,12 @@ async def test_a_half_sent_upgrade_request_is_closed_at_the_handshake_timeout(
 
 async def test_running_out_of_descriptors_pauses_accepting_and_recovers() -> None:
     # 64 descriptors: the engine runs out after some 50 connections.
-    served = _Served(["--handshake-timeout-ms", "60000"], nofile=64)
+    served = Served(["--handshake-timeout-ms", "60000"], nofile=64)
     idle: list[trio.SocketStream] = []
     try:
         for _ in range(80):
             idle.append(await trio.open_tcp_stream("127.0.0.1", served.port))
-        await served.wait_for_log("EMFILE")
+        await trio.to_thread.run_sync(served.wait_for_log, "EMFILE", _LIMIT * 2)
         for stream in idle:
             await stream.aclose()
         idle.clear()
