@@ -17,6 +17,17 @@ from ._engine import open_engine
 __all__ = ["main"]
 
 
+#: ``EngineConfig``'s limits, each a ``serve`` flag of the same name (``EngineConfig``
+#: checks the values).
+_LIMITS = {
+    "max_connections": "sockets held at once; one more is answered HTTP 503",
+    "handshake_timeout_ms": "time to complete the WebSocket upgrade",
+    "first_message_timeout_ms": "time a worker may stay silent after the upgrade",
+    "send_buffer_bytes": "bytes that may wait for one worker before it is dropped",
+    "write_timeout_ms": "drop a worker that accepts no byte for this long",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iii-sim", description="A simulated iii engine.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -42,36 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--builtin-queue", action="store_true", help="serve engine::queue::enqueue in process"
     )
-    serve.add_argument(
-        "--max-connections",
-        type=_positive,
-        default=EngineConfig.max_connections,
-        help="sockets held at once; one more is answered HTTP 503 (default %(default)s)",
-    )
-    serve.add_argument(
-        "--handshake-timeout-ms",
-        type=_positive,
-        default=EngineConfig.handshake_timeout_ms,
-        help="time to complete the WebSocket upgrade (default %(default)s)",
-    )
-    serve.add_argument(
-        "--first-message-timeout-ms",
-        type=_positive,
-        default=EngineConfig.first_message_timeout_ms,
-        help="time a worker may stay silent after the upgrade (default %(default)s)",
-    )
-    serve.add_argument(
-        "--send-buffer-bytes",
-        type=_positive,
-        default=EngineConfig.send_buffer_bytes,
-        help="bytes that may wait for one worker before it is dropped (default %(default)s)",
-    )
-    serve.add_argument(
-        "--write-timeout-ms",
-        type=_positive,
-        default=EngineConfig.write_timeout_ms,
-        help="drop a worker that accepts no byte for this long (default %(default)s)",
-    )
+    for field, text in _LIMITS.items():
+        serve.add_argument(
+            "--" + field.replace("_", "-"),
+            type=int,
+            default=getattr(EngineConfig, field),
+            help=f"{text} (default %(default)s)",
+        )
     serve.add_argument(
         "--record",
         action="store_true",
@@ -92,17 +80,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     chaos.add_argument("--trace", action="store_true", help="print each run's trace")
     return parser
-
-
-def _positive(text: str) -> int:
-    """An argparse type: a whole number above zero."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
 
 
 def configure_logging(verbose: bool) -> None:
@@ -165,25 +142,25 @@ def chaos(seed: int, runs: int, schedule_json: str | None, show_trace: bool) -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "chaos":
         logging.basicConfig(level=logging.CRITICAL)
         return chaos(args.seed, args.runs, args.schedule, args.trace)
+    try:
+        config = EngineConfig(
+            host=args.host,
+            port=args.port,
+            namespace_grace_ms=args.namespace_grace_ms,
+            functions_poll_ms=args.functions_poll_ms,
+            builtin_queue=args.builtin_queue,
+            # A long-running engine has no reader for frame logs: keep none unless asked.
+            record_frames=args.record,
+            **{field: getattr(args, field) for field in _LIMITS},
+        )
+    except ValueError as exc:
+        parser.error(f"serve: {exc}")
     configure_logging(args.verbose)
-    config = EngineConfig(
-        host=args.host,
-        port=args.port,
-        namespace_grace_ms=args.namespace_grace_ms,
-        functions_poll_ms=args.functions_poll_ms,
-        builtin_queue=args.builtin_queue,
-        # A long-running engine has no reader for frame logs: keep none unless asked.
-        record_frames=args.record,
-        send_buffer_bytes=args.send_buffer_bytes,
-        write_timeout_ms=args.write_timeout_ms,
-        max_connections=args.max_connections,
-        handshake_timeout_ms=args.handshake_timeout_ms,
-        first_message_timeout_ms=args.first_message_timeout_ms,
-    )
     try:
         trio.run(serve, config)
     except Exception as exc:
