@@ -24,6 +24,8 @@ from typing import Final
 import trio
 import trio_websocket
 
+from iii_trio._streams import StreamWrapper
+
 from ._core import EngineCore
 from ._faults import Direction
 from ._injector import Gate
@@ -160,30 +162,21 @@ class Link:
         return not scope.cancelled_caught
 
 
-class _ProgressStream(trio.abc.Stream):
+class _ProgressStream(StreamWrapper):
     """A stream that reports each piece of a write the socket accepts."""
 
     def __init__(self, inner: trio.abc.Stream, on_progress: Callable[[], None]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._on_progress = on_progress
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         with memoryview(data) as view:
             if not view:
-                await self._inner.send_all(view)
+                await self.inner.send_all(view)
                 return
             for start in range(0, len(view), WRITE_CHUNK):
-                await self._inner.send_all(view[start : start + WRITE_CHUNK])
+                await self.inner.send_all(view[start : start + WRITE_CHUNK])
                 self._on_progress()
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._inner.receive_some(max_bytes)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
 
 def _watch_progress(

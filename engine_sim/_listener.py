@@ -30,6 +30,7 @@ import trio
 import trio_websocket
 
 from iii_trio import ConnectionClosed
+from iii_trio._streams import StreamWrapper
 
 from ._config import EngineConfig
 from ._peers import WebSocketPeer
@@ -90,7 +91,7 @@ class Throttled:
         self._next = now + LOG_INTERVAL
 
 
-class _WatchedStream(trio.abc.Stream):
+class _WatchedStream(StreamWrapper):
     """A socket stream that tells when the peer is gone, and gives its slot back when closed.
 
     trio-websocket waits for an upgrade request forever once its reader has seen
@@ -99,7 +100,7 @@ class _WatchedStream(trio.abc.Stream):
     """
 
     def __init__(self, stream: trio.SocketStream, release: Callable[[], None]) -> None:
-        self._stream = stream
+        super().__init__(stream)
         self._release: Callable[[], None] | None = release
         self.gone = False
         self.cancel_when_gone: trio.CancelScope | None = None
@@ -109,15 +110,9 @@ class _WatchedStream(trio.abc.Stream):
         if self.cancel_when_gone is not None:
             self.cancel_when_gone.cancel()
 
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
-            data = await self._stream.receive_some(max_bytes)
+            data = await self.inner.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._peer_gone()
             raise
@@ -132,7 +127,7 @@ class _WatchedStream(trio.abc.Stream):
         if release is not None:
             release()
         self._peer_gone()
-        await trio.aclose_forcefully(self._stream)
+        await trio.aclose_forcefully(self.inner)
 
 
 class WebSocketListener:

@@ -20,15 +20,16 @@ import trio
 import trio_websocket
 
 from ._exceptions import ABNORMAL_CLOSURE, ConnectionClosed
+from ._streams import StreamWrapper
 
 __all__ = ["open_websocket"]
 
 
-class _UpgradeWatch(trio.abc.Stream):
+class _UpgradeWatch(StreamWrapper):
     """A TCP (or TLS) stream that, until ``upgraded()``, cancels ``scope`` when it ends."""
 
     def __init__(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self._scope: trio.CancelScope | None = scope
         #: Why the link ended before the upgrade completed.
         self.ended: str | None = None
@@ -47,7 +48,7 @@ class _UpgradeWatch(trio.abc.Stream):
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
-            data = await self.stream.receive_some(max_bytes)
+            data = await self.inner.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._broke(exc)
             raise
@@ -57,18 +58,15 @@ class _UpgradeWatch(trio.abc.Stream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         try:
-            await self.stream.send_all(data)
+            await self.inner.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._broke(exc)
             raise
 
-    async def wait_send_all_might_not_block(self) -> None:
-        await self.stream.wait_send_all_might_not_block()
-
     async def aclose(self) -> None:
         # trio-websocket closes the stream itself on a response it cannot parse.
         self._end("the upgrade response was not a valid HTTP response")
-        await self.stream.aclose()
+        await self.inner.aclose()
 
 
 async def open_websocket(
