@@ -255,10 +255,9 @@ class Worker:
             close_timeout=options.connect_timeout_ms / 1000,
             max_message_bytes=options.max_message_bytes,
         )
-        #: Draws the reconnect jitter; the ids too, but only when a seed was given.
-        self._rng = rng or random.Random()
+        #: Draws the ids only when a seed was given (see ``_new_uuid``).
         self._id_rng = rng
-        self._backoff = Backoff(options.reconnection_config, self._rng)
+        self._backoff = Backoff(options.reconnection_config, rng or random.Random())
         self._machine = StateMachine(WORKER_LIFECYCLE)
         self._state_changed = trio.Event()
         self._streams: weakref.WeakSet[TransitionStream] = weakref.WeakSet()
