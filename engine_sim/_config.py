@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from iii_trio.protocol import MAX_FRAME_BYTES
+
+if TYPE_CHECKING:
+    from .modules._seam import ModuleSpec
 
 __all__ = ["DEFAULT_PORT", "ENGINE_VERSION", "EngineConfig"]
 
@@ -79,6 +82,12 @@ class EngineConfig:
     #: replays) and therefore predictable: never give one to an engine that
     #: untrusted peers can reach.
     seed: int | None = None
+    #: The modules (built-in workers) to run, each with its config.yaml ``config:``
+    #: mapping: ``(ModuleSpec("iii-state", {...}), ...)``. ``None`` runs the default
+    #: set (``engine_sim.modules.DEFAULT_MODULES``: state, stream, pubsub, queue,
+    #: cron, each with its defaults), as ``iii`` does with no config file; ``()``
+    #: runs none but the worker manager's (discovery, durable triggers).
+    modules: tuple[ModuleSpec, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -95,3 +104,8 @@ class EngineConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if self.frame_log_closed_links < 0:
             raise ValueError("frame_log_closed_links must not be negative")
+        if self.modules is not None:
+            from .modules import validate_modules
+
+            object.__setattr__(self, "modules", tuple(self.modules))
+            validate_modules(self.modules)

@@ -56,6 +56,7 @@ from iii_trio.protocol import (
 from ._config import EngineConfig
 from ._discovery import function_summary
 from ._effects import Close, Effect, Send
+from ._host import CoreHost, TriggerHooks
 from ._ids import IdSource
 from ._ownership import (
     binding_refusal,
@@ -66,6 +67,7 @@ from ._ownership import (
 )
 from ._records import (
     Binding,
+    CallbackReply,
     EnqueueReply,
     FunctionEntry,
     FunctionKey,
@@ -77,6 +79,17 @@ from ._records import (
     TypeKey,
     WorkerRecord,
 )
+from ._timers import Timers
+from .modules import build_modules
+from .modules._seam import (
+    DEFERRED,
+    BuiltinError,
+    BuiltinHandler,
+    CallContext,
+    Deferred,
+    EngineModule,
+)
+from .modules.worker_manager import ENQUEUE_FUNCTION
 
 __all__ = [
     "DEFERRED",
@@ -99,43 +112,6 @@ _REGISTRATIONS: Final = (
     RegisterTrigger,
     UnregisterTrigger,
 )
-ENQUEUE_FUNCTION: Final = "engine::queue::enqueue"
-
-
-class BuiltinError(Exception):
-    """A built-in function failed; the caller gets ``code`` and ``message``."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.body = ErrorBody(code=code, message=message)
-
-
-class Deferred:
-    def __repr__(self) -> str:
-        return "DEFERRED"
-
-
-#: Returned by a built-in that will answer later through ``EngineCore.complete``.
-DEFERRED: Final = Deferred()
-
-
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    """What a built-in function is called with."""
-
-    function_id: str
-    data: JsonValue
-    caller: str | None
-    reply: Reply
-    now: float
-
-
-#: A built-in function: returns its result, raises ``BuiltinError``, or returns
-#: ``DEFERRED`` after arranging to answer ``ctx.reply`` itself.
-BuiltinHandler = Callable[["EngineCore", CallContext], "JsonValue | Deferred"]
-#: Checks a binding's config for a trigger type the engine provides; raises
-#: ``BuiltinError`` to refuse it.
-ConfigCheck = Callable[[JsonValue], None]
 
 
 @dataclass(eq=False)
@@ -164,9 +140,12 @@ class EngineCore:
         self.services: dict[tuple[str, str], tuple[str, RegisterService]] = {}
         self.names: dict[tuple[str, str], str] = {}
         self._handlers: dict[FunctionKey, BuiltinHandler] = {}
-        self._config_checks: dict[TypeKey, ConfigCheck] = {}
+        #: Hooks of the trigger types modules provide.
+        self.trigger_hooks: dict[TypeKey, TriggerHooks] = {}
         self._ack_waits: dict[str, _AckWait] = {}
         self._ids = IdSource(self.config.seed)
+        #: The engine's clock as of the latest call into the core.
+        self.now = now
         # Wall-clock milliseconds for ``connected_at_ms``, anchored once so that a
         # virtual clock still gives consistent, increasing values.
         self._epoch = time.time() - now
@@ -176,15 +155,46 @@ class EngineCore:
         self.on_status: Callable[[str, Transition[WorkerStatus]], None] | None = None
         self._function_keys = frozenset[FunctionKey]()
         self._next_poll = now + self.config.functions_poll_ms / 1000
-        from ._builtins import install
-
-        install(self)
+        self.timers = Timers()
+        #: The engine's modules, in the order they were started.
+        self.modules: list[EngineModule] = build_modules(
+            self.config, lambda name: CoreHost(self, name), self
+        )
+        for module in self.modules:
+            module.start()
         self._function_keys = self._current_function_keys()
+        self._effects.clear()  # nobody is connected yet
+
+    def stop(self) -> None:
+        """Stop the modules (the core is being dropped: restart or shutdown)."""
+        self.timers.clear()
+        for module in reversed(self.modules):
+            try:
+                module.stop()
+            except Exception:
+                log.exception("module %s failed to stop", module.name)
+
+    def module(self, name: str) -> EngineModule | None:
+        """The running module called ``name`` (``iii-state``), if it is on."""
+        return next((m for m in self.modules if m.name == name), None)
+
+    def advance(self, now: float) -> None:
+        """Set the core's clock; every entry point calls it first."""
+        self.now = max(self.now, now)
+
+    def wall_time(self, now: float) -> float:
+        """Unix time of engine time ``now``."""
+        return self._epoch + now
+
+    def take(self) -> list[Effect]:
+        """The effects queued so far (for a driver that called a module directly)."""
+        return self._take()
 
     # -- the driver's entry points -----------------------------------------------------
 
     def connect(self, now: float, ip_address: str | None = None) -> tuple[str, list[Effect]]:
         """A socket finished its upgrade: create the worker and greet it (§5.1)."""
+        self.advance(now)
         worker = WorkerRecord(
             id=self.new_id(),
             reattach_token=self.new_id(),
@@ -206,6 +216,7 @@ class EngineCore:
 
     def receive(self, worker_id: str, message: Message, now: float) -> list[Effect]:
         """One decoded frame from a connection, processed completely (§2.5)."""
+        self.advance(now)
         worker = self.workers.get(worker_id)
         if worker is None:
             return []  # it was closed while the frame was in flight
@@ -220,12 +231,15 @@ class EngineCore:
 
     def disconnect(self, worker_id: str, now: float) -> list[Effect]:
         """The connection ended (closed, failed, evicted): clean up after it (§5.7)."""
+        self.advance(now)
         if worker_id in self.workers:
             self._cleanup(self.workers[worker_id], now)
         return self._take()
 
     def tick(self, now: float) -> list[Effect]:
         """Run every timer that is due at ``now``."""
+        self.advance(now)
+        self.timers.run_due(now)
         for worker in list(self.workers.values()):
             if worker.grace_deadline is not None and worker.grace_deadline <= now:
                 log.info(
@@ -251,6 +265,9 @@ class EngineCore:
             w.grace_deadline for w in self.workers.values() if w.grace_deadline is not None
         ]
         deadlines += [wait.deadline for wait in self._ack_waits.values()]
+        module_timer = self.timers.next_deadline()
+        if module_timer is not None:
+            deadlines.append(module_timer)
         return min(deadlines)
 
     # -- helpers the built-ins use -------------------------------------------------------
@@ -261,15 +278,26 @@ class EngineCore:
     def who(self, worker: WorkerRecord) -> str:
         return f"{_short(worker.id)} ({worker.name})" if worker.name else _short(worker.id)
 
-    def add_builtin(self, function_id: str, handler: BuiltinHandler, description: str) -> None:
+    def add_builtin(
+        self,
+        function_id: str,
+        handler: BuiltinHandler,
+        description: str,
+        *,
+        request_format: JsonValue = None,
+        response_format: JsonValue = None,
+        metadata: JsonValue = None,
+    ) -> None:
         key = (DEFAULT_NAMESPACE, function_id)
-        self.builtins[key] = FunctionEntry(DEFAULT_NAMESPACE, function_id, description)
+        self.builtins[key] = FunctionEntry(
+            DEFAULT_NAMESPACE,
+            function_id,
+            description,
+            request_format=request_format,
+            response_format=response_format,
+            metadata=metadata,
+        )
         self._handlers[key] = handler
-
-    def add_builtin_trigger_type(self, type_id: str, description: str, check: ConfigCheck) -> None:
-        key = (DEFAULT_NAMESPACE, type_id)
-        self.trigger_types[key] = TriggerTypeEntry(DEFAULT_NAMESPACE, type_id, description)
-        self._config_checks[key] = check
 
     def lookup(self, namespace: str, function_id: str) -> FunctionEntry | None:
         key = (namespace, function_id)
@@ -291,6 +319,12 @@ class EngineCore:
                 result = {"messageReceiptId": reply.receipt_id}
             function_id, reply = reply.function_id, reply.reply
         if isinstance(reply, NoReply):
+            return
+        if isinstance(reply, CallbackReply):
+            try:
+                reply.callback(None if error is not None else result, error)
+            except Exception:
+                log.exception("a module failed handling the outcome of %s", function_id)
             return
         caller = self.workers.get(reply.worker_id)
         if caller is None:
@@ -376,10 +410,10 @@ class EngineCore:
         old = self.bindings.get(binding.id)
         if old is not None:
             self._drop_binding(old, tell_provider=old.provider != key)
-        check = self._config_checks.get(key) if key is not None else None
-        if check is not None:
+        hooks = self.trigger_hooks.get(key) if key is not None else None
+        if hooks is not None and hooks.check is not None:
             try:
-                check(binding.config)
+                hooks.check(binding.config)
             except BuiltinError as exc:
                 self._refuse_binding(binding, exc.body, reply)
                 return
@@ -400,6 +434,8 @@ class EngineCore:
                     now + self.config.trigger_ack_timeout_ms / 1000,
                 )
             return
+        else:
+            self._module_bound(binding)
         if reply is not None:
             self.complete(reply, "engine::register_trigger", {"id": binding.id}, None)
 
@@ -698,6 +734,7 @@ class EngineCore:
             ):
                 # It had fallen back to the default provider; its home now has one.
                 self._tell_provider_unregister(binding)
+                self._module_unbound(binding)
                 binding.provider = key
                 self._deliver_binding(binding)
 
@@ -758,6 +795,7 @@ class EngineCore:
         assert binding.provider is not None
         provider = self.trigger_types[binding.provider].provider
         if provider is None:
+            self._module_bound(binding)
             return
         self._send(
             provider,
@@ -781,9 +819,28 @@ class EngineCore:
                 entry.provider, UnregisterTrigger(id=binding.id, trigger_type=binding.trigger_type)
             )
 
+    def _module_bound(self, binding: Binding) -> None:
+        """Tell the module providing ``binding``'s trigger type that it is live."""
+        hooks = self.trigger_hooks.get(binding.provider) if binding.provider else None
+        if hooks is not None and hooks.on_bind is not None:
+            try:
+                hooks.on_bind(binding)
+            except Exception:
+                log.exception("trigger %s: its module failed to take it", binding.id)
+
+    def _module_unbound(self, binding: Binding) -> None:
+        hooks = self.trigger_hooks.get(binding.provider) if binding.provider else None
+        if hooks is not None and hooks.on_unbind is not None:
+            try:
+                hooks.on_unbind(binding)
+            except Exception:
+                log.exception("trigger %s: its module failed to let it go", binding.id)
+
     def _drop_binding(self, binding: Binding, *, tell_provider: bool) -> None:
         if tell_provider:
             self._tell_provider_unregister(binding)
+        if self.bindings.get(binding.id) is binding:
+            self._module_unbound(binding)
         self.bindings.pop(binding.id, None)
         wait = self._ack_waits.pop(binding.id, None)
         if wait is not None:
@@ -941,9 +998,19 @@ class EngineCore:
         handler = self._handlers[entry.key]
         ctx = CallContext(entry.id, data, caller, reply, now)
         try:
-            result = handler(self, ctx)
+            result = handler(ctx)
         except BuiltinError as exc:
             self.complete(reply, entry.id, None, exc.body)
+            return
+        except Exception:
+            # A bug in a module must not end the connection that called it.
+            log.exception("built-in %s failed", entry.id)
+            self.complete(
+                reply,
+                entry.id,
+                None,
+                ErrorBody(code="internal_error", message=f"{entry.id} failed in the engine"),
+            )
             return
         if not isinstance(result, Deferred):
             self.complete(reply, entry.id, result, None)

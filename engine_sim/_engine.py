@@ -12,7 +12,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Final, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -48,6 +48,7 @@ from ._framelog import FrameLog, FrameRecord
 from ._injector import FaultInjector
 from ._links import CloseRequest, Link, Outgoing, Queued, SendBuffer, frame_bytes
 from ._listener import FirstMessagePeer, Throttled, WebSocketListener, watch_first_message
+from ._module_ports import ModulePorts
 from ._peers import MemoryConnection, Peer, memory_pair
 
 __all__ = [
@@ -121,6 +122,7 @@ class Engine:
         self._restarts = 0
         self._status_held: list[StatusChanged] | None = None
         self.core = self._new_core()
+        self._ports = ModulePorts(self)
         #: Inject faults now or on a schedule (``engine_sim.faults``).
         self.faults = FaultInjector(self)
 
@@ -175,6 +177,23 @@ class Engine:
         finally:
             with trio.CancelScope(shield=True):
                 await worker_end.abort()
+
+    def connect_port(
+        self, module: str, label: str, path: str = "/"
+    ) -> AbstractAsyncContextManager[MemoryConnection]:
+        """An in-memory connection to a module's own port (``connect_port("iii-stream",
+        "stream")``), served as a socket to that port would be."""
+        return self._ports.connect(module, label, path)
+
+    def module_url(self, module: str, label: str) -> str:
+        """The ``ws://`` URL of a module's port (the engine must listen: ``port`` set)."""
+        try:
+            return self._ports.urls[(module, label)]
+        except KeyError:
+            raise LookupError(
+                f"{module} serves no {label!r} port here (is the module on, and does the "
+                "engine listen, with EngineConfig.port set?)"
+            ) from None
 
     @property
     def transport(self) -> EngineTransport:
@@ -385,6 +404,8 @@ class Engine:
         """Drop every connection and start over with an empty core."""
         for link in self._links.values():
             self._drop(link)
+        self._ports.drop_connections()
+        self.core.stop()
         self._restarts += 1
         self.core = self._new_core()
         self._notify()
@@ -537,8 +558,10 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
                 host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
                 engine.url = f"ws://{host}:{port}"
                 log.info("engine listening on %s", engine.url)
+                await engine._ports.open(nursery)
             try:
                 yield engine
             finally:
                 await engine._close_all()
                 nursery.cancel_scope.cancel()
+                engine.core.stop()

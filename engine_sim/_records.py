@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
 from pydantic import JsonValue
 
 from iii_trio.lifecycle import WORKER_STATUS_LIFECYCLE, StateMachine, WorkerStatus
-from iii_trio.protocol import DEFAULT_NAMESPACE, Message
+from iii_trio.protocol import DEFAULT_NAMESPACE, ErrorBody, Message
 
 __all__ = [
     "Binding",
+    "CallbackReply",
     "EnqueueReply",
     "FunctionEntry",
     "FunctionKey",
@@ -175,7 +177,14 @@ class EnqueueReply:
     function_id: str
 
 
-Reply = ReplyTo | NoReply | EnqueueReply
+@dataclass(frozen=True, slots=True)
+class CallbackReply:
+    """A module waits for the outcome: ``callback(result, error)`` is called once."""
+
+    callback: Callable[[JsonValue, ErrorBody | None], None]
+
+
+Reply = ReplyTo | NoReply | EnqueueReply | CallbackReply
 
 
 @dataclass(eq=False)

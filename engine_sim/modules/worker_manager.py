@@ -1,4 +1,10 @@
-"""The engine's own functions and trigger types (PROTOCOL.md §5.3, §11).
+"""The worker manager's functions and trigger types: discovery, durable triggers,
+worker announcements (PROTOCOL.md §5.3, §11).
+
+Upstream these belong to the engine itself and its worker manager
+(https://github.com/iii-hq/iii/tree/main/engine/src/workers/worker), which every
+engine runs whatever config.yaml says; so does engine_sim. They need the core's
+registries, so unlike the other modules this one is given the core itself.
 
 Each built-in reads its input through a small pydantic model, as the engine's
 serde structs do: unknown keys (such as the injected ``_caller_worker_id``) are
@@ -8,23 +14,15 @@ ignored, a wrong shape is a ``deserialization_error``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from iii_trio.protocol import DEFAULT_NAMESPACE, INVALID_NAMESPACE, is_blank_namespace
 
-from ._core import (
-    DEFERRED,
-    ENQUEUE_FUNCTION,
-    BuiltinError,
-    BuiltinHandler,
-    CallContext,
-    Deferred,
-    EngineCore,
-)
-from ._discovery import (
+from .._discovery import (
     ENGINE_WORKER_NAME,
     binding_summary,
     binding_worker_name,
@@ -38,11 +36,18 @@ from ._discovery import (
     trigger_type_worker_name,
     worker_summary,
 )
-from ._ownership import unbinding_refusal
-from ._records import Binding, FunctionEntry, NoReply, TriggerTypeEntry, WorkerRecord
-from ._sanitize import sanitize
+from .._ownership import unbinding_refusal
+from .._records import Binding, FunctionEntry, NoReply, TriggerTypeEntry, WorkerRecord
+from .._sanitize import sanitize
+from ._seam import DEFERRED, BuiltinError, CallContext, Deferred, EngineModule, ModuleHost
 
-__all__ = ["install"]
+if TYPE_CHECKING:
+    from .._core import EngineCore
+
+__all__ = ["WorkerManager"]
+
+#: The function the queue serves ``action: enqueue`` through.
+ENQUEUE_FUNCTION = "engine::queue::enqueue"
 
 log = logging.getLogger("engine_sim")
 _MAX_BATCH = 32
@@ -496,7 +501,9 @@ def _any_config(config: JsonValue) -> None:
     """The discovery trigger types take any config (``{}`` by convention)."""
 
 
-_FUNCTIONS: dict[str, tuple[BuiltinHandler, str]] = {
+_Handler = Callable[["EngineCore", CallContext], "JsonValue | Deferred"]
+
+_FUNCTIONS: dict[str, tuple[_Handler, str]] = {
     "engine::functions::list": (functions_list, "List registered functions"),
     "engine::functions::info": (functions_info, "Describe one or more functions"),
     "engine::triggers::list": (triggers_list, "List trigger types"),
@@ -515,19 +522,37 @@ _FUNCTIONS: dict[str, tuple[BuiltinHandler, str]] = {
 }
 
 
-def install(core: EngineCore) -> None:
-    """Give ``core`` the built-ins every engine has (and the queue if configured)."""
-    for function_id, (handler, description) in _FUNCTIONS.items():
-        core.add_builtin(function_id, handler, description)
-    if core.config.builtin_queue:
-        core.add_builtin(ENQUEUE_FUNCTION, queue_enqueue, "Enqueue a call (in-process queue)")
-    core.add_builtin_trigger_type(
-        "engine::workers-available",
-        "Fires when a worker connects, announces itself or leaves",
-        _any_config,
-    )
-    core.add_builtin_trigger_type(
-        "engine::functions-available",
-        "Fires when the set of registered functions changes",
-        _any_config,
-    )
+class WorkerManagerConfig(BaseModel):
+    """The worker port's own settings live in ``EngineConfig`` (host, port)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class WorkerManager(EngineModule):
+    """The built-ins every engine has."""
+
+    name: ClassVar[str] = "iii-worker-manager"
+    Config: ClassVar[type[BaseModel]] = WorkerManagerConfig
+
+    def __init__(self, config: BaseModel, host: ModuleHost, core: EngineCore) -> None:
+        super().__init__(config, host)
+        self.core = core
+
+    def start(self) -> None:
+        core = self.core
+        for function_id, (handler, description) in _FUNCTIONS.items():
+            self.host.add_function(function_id, partial(handler, core), description)
+        if core.config.builtin_queue:
+            self.host.add_function(
+                ENQUEUE_FUNCTION, partial(queue_enqueue, core), "Enqueue a call (in-process queue)"
+            )
+        self.host.add_trigger_type(
+            "engine::workers-available",
+            "Fires when a worker connects, announces itself or leaves",
+            check=_any_config,
+        )
+        self.host.add_trigger_type(
+            "engine::functions-available",
+            "Fires when the set of registered functions changes",
+            check=_any_config,
+        )

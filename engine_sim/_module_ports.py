@@ -1,0 +1,140 @@
+"""The sockets modules serve besides the worker port (the stream module's, for one).
+
+Each port a module names in ``ports()`` gets the worker port's guarded listener
+(connection limit, handshake timeout, a peer's failure ends only its connection).
+A listener belongs to the engine and outlives restarts, so a port keeps its number;
+each connection belongs to the module instance of the core it met, and is closed
+when that core is dropped (a restart), as the real engine's restart drops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final, TypeVar
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+
+from iii_trio import ConnectionClosed
+
+from ._listener import Handler, WebSocketListener
+from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
+from .modules._seam import EngineModule
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["ModulePorts"]
+
+log = logging.getLogger("engine_sim")
+T = TypeVar("T")
+
+#: Close code when the engine (or its core, at a restart) stops.
+_GOING_AWAY: Final = 1001
+_MEMORY_BUFFER: Final = 16
+
+
+class _CoreIO:
+    """``ModuleIO`` for one module connection: calls into the engine's current core."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def call(self, fn: Callable[[], T]) -> T:
+        core = self._engine.core
+        core.advance(trio.current_time())
+        try:
+            return fn()
+        finally:
+            self._engine._apply(core.take())
+
+
+class ModulePorts:
+    """Listeners for the modules' ports, and the connections made to them."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        #: ``(module name, label)`` → URL of its listener.
+        self.urls: dict[tuple[str, str], str] = {}
+        #: Scopes of the connections served by the current core's modules.
+        self._scopes: set[trio.CancelScope] = set()
+
+    async def open(self, nursery: trio.Nursery) -> None:
+        """Listen on every port the running modules name (engine start only)."""
+        config = self._engine.config
+        for module in self._engine.core.modules:
+            for spec in module.ports():
+                try:
+                    listeners = await trio.open_tcp_listeners(spec.port, host=spec.host)
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno,
+                        f"{module.name} cannot listen on {spec.host}:{spec.port} "
+                        f"({exc.strerror}); give it another port in its config",
+                    ) from exc
+                port = listeners[0].socket.getsockname()[1]
+                listener = WebSocketListener(config, self._handler(module.name, spec.label))
+                await nursery.start(listener.serve, listeners)
+                host = "127.0.0.1" if spec.host in ("0.0.0.0", "") else spec.host
+                url = f"ws://{host}:{port}"
+                self.urls[(module.name, spec.label)] = url
+                log.info("%s %s port listening on %s", module.name, spec.label, url)
+
+    def _handler(self, name: str, label: str) -> Handler:
+        async def handle(request: trio_websocket.WebSocketRequest, ip: str | None) -> None:
+            path = request.path
+            module = self._engine.core.module(name)
+            if module is None or not module.accepts_path(label, urlsplit(path).path):
+                log.info("refused a connection to %s on the %s port (404)", path, label)
+                await request.reject(404)
+                return
+            await self._serve(module, label, WebSocketPeer(await request.accept()), path)
+
+        return handle
+
+    @asynccontextmanager
+    async def connect(
+        self, name: str, label: str, path: str = "/"
+    ) -> AsyncIterator[MemoryConnection]:
+        """An in-memory connection to module ``name``'s port ``label``."""
+        module = self._engine.core.module(name)
+        if module is None:
+            raise LookupError(f"module {name!r} is not running in this engine")
+        if not any(spec.label == label for spec in module.ports()):
+            raise LookupError(f"module {name!r} has no port {label!r}")
+        if not module.accepts_path(label, urlsplit(path).path):
+            raise LookupError(f"module {name!r} refuses path {path!r} on its {label} port")
+        engine_end, client_end = memory_pair(_MEMORY_BUFFER)
+        self._engine._nursery.start_soon(self._serve, module, label, engine_end, path)
+        try:
+            yield client_end
+        finally:
+            with trio.CancelScope(shield=True):
+                await client_end.abort()
+
+    async def _serve(self, module: EngineModule, label: str, peer: Peer, path: str) -> None:
+        engine = self._engine
+        if engine.core.module(module.name) is not module:
+            await peer.close(_GOING_AWAY, "engine restarted", engine._close_timeout)
+            return
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                await module.serve_peer(label, peer, path, _CoreIO(engine))
+            except ConnectionClosed as closed:
+                log.debug("%s %s connection ended: %s", module.name, label, closed)
+            except Exception:
+                # A module's bug ends that connection only, never the engine.
+                log.exception("%s failed serving a %s connection", module.name, label)
+            finally:
+                self._scopes.discard(scope)
+                with trio.CancelScope(shield=True):
+                    await peer.close(_GOING_AWAY, "engine stopped", engine._close_timeout)
+
+    def drop_connections(self) -> None:
+        """End every module connection (the core that served them is being dropped)."""
+        for scope in self._scopes:
+            scope.cancel()

@@ -1,0 +1,116 @@
+"""The engine's built-in workers ("modules"), each on the seam in ``_seam``.
+
+To add one: write a subclass of ``EngineModule`` in a file (or folder) of this
+package, with its ``name`` (the worker name config.yaml uses upstream) and its
+``Config`` model, and list the class in ``MODULES``. ``EngineConfig(modules=...)``
+and ``iii-sim serve --config`` can then switch it on; ``DEFAULT_MODULES`` says
+which are on when no list is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final
+
+from pydantic import ValidationError
+
+from ._seam import (
+    DEFERRED,
+    BuiltinError,
+    BuiltinHandler,
+    CallContext,
+    ConfigCheck,
+    Deferred,
+    EngineModule,
+    ModuleHost,
+    ModuleIO,
+    ModuleSpec,
+    PortSpec,
+    ResultCallback,
+    TimerHandle,
+)
+from .worker_manager import WorkerManager
+
+if TYPE_CHECKING:
+    from .._config import EngineConfig
+    from .._core import EngineCore
+
+__all__ = [
+    "DEFAULT_MODULES",
+    "DEFERRED",
+    "MODULES",
+    "BuiltinError",
+    "BuiltinHandler",
+    "CallContext",
+    "ConfigCheck",
+    "Deferred",
+    "EngineModule",
+    "ModuleConfigError",
+    "ModuleHost",
+    "ModuleIO",
+    "ModuleSpec",
+    "PortSpec",
+    "ResultCallback",
+    "TimerHandle",
+    "WorkerManager",
+    "build_modules",
+    "module_class",
+    "validate_modules",
+]
+
+#: Every module engine_sim can run, by its upstream name.
+MODULES: Final[tuple[type[EngineModule], ...]] = ()
+
+#: What runs when ``EngineConfig.modules`` is ``None`` (as ``iii`` with no config file).
+DEFAULT_MODULES: Final = ("iii-state", "iii-stream", "iii-pubsub", "iii-queue", "iii-cron")
+
+
+class ModuleConfigError(ValueError):
+    """A module's name or its ``config:`` mapping is not valid."""
+
+
+def module_class(name: str) -> type[EngineModule] | None:
+    """The module class config.yaml calls ``name``, if engine_sim has one."""
+    return next((cls for cls in MODULES if cls.name == name), None)
+
+
+def default_specs() -> tuple[ModuleSpec, ...]:
+    return tuple(ModuleSpec(name) for name in DEFAULT_MODULES if module_class(name) is not None)
+
+
+def validate_modules(specs: Sequence[ModuleSpec]) -> None:
+    """Raise ``ModuleConfigError`` for an unknown module or a config it refuses."""
+    seen: set[str] = set()
+    for spec in specs:
+        cls = module_class(spec.name)
+        if cls is None:
+            known = ", ".join(cls.name for cls in MODULES)
+            raise ModuleConfigError(f"no module {spec.name!r} in engine_sim (it has: {known})")
+        if spec.name in seen:
+            raise ModuleConfigError(f"module {spec.name!r} is listed twice")
+        seen.add(spec.name)
+        try:
+            cls.Config.model_validate(dict(spec.config))
+        except ValidationError as exc:
+            raise ModuleConfigError(f"{spec.name}: {_first_error(exc)}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"]) or "config"
+    return f"{where}: {first['msg']}"
+
+
+def build_modules(
+    config: EngineConfig, host_for: Callable[[str], ModuleHost], core: EngineCore
+) -> list[EngineModule]:
+    """The modules ``config`` switches on, built (not started) for one core."""
+    built: list[EngineModule] = [
+        WorkerManager(WorkerManager.Config(), host_for(WorkerManager.name), core)
+    ]
+    specs = default_specs() if config.modules is None else config.modules
+    for spec in specs:
+        cls = module_class(spec.name)
+        assert cls is not None, "EngineConfig validates module names"
+        built.append(cls(cls.Config.model_validate(dict(spec.config)), host_for(spec.name)))
+    return built
