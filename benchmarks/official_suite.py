@@ -1,0 +1,546 @@
+"""The official Python SDK's own integration tests against ``iii-sim serve``, run by hand or CI.
+
+    .venv/bin/python benchmarks/official_suite.py                 # the five target files
+    .venv/bin/python benchmarks/official_suite.py --all           # every file of the suite
+    .venv/bin/python benchmarks/official_suite.py --files test_state.py test_pubsub.py
+    .venv/bin/python benchmarks/official_suite.py --write         # also results/official_suite.md
+
+The tests are not ours and are never kept in this repository: at run time the script
+downloads the ``iii-sdk==0.25.0`` sdist from PyPI (``pip download --no-binary :all:``),
+extracts its ``tests/`` folder into a temporary directory, installs ``pytest-asyncio``
+(the suite's test runner plugin; ``--all`` also needs ``aiohttp``) into that directory
+too, starts ``iii-sim serve`` as a subprocess and runs pytest on each chosen file, one
+file at a time, with the official SDK installed in this environment as the client.
+
+The suite's ``conftest.py`` reads the engine's address from ``III_URL`` (default
+``ws://localhost:49199``) and the HTTP module's from ``III_HTTP_URL``; upstream's test
+config puts the stream module on ``${STREAMS_PORT:3112}``. The script picks free ports
+for all three and passes them on, so a busy port on a shared machine does not matter.
+When ``iii-sim serve`` has ``--config``, the engine is configured by a config.yaml shaped
+like upstream's ``sdk/fixtures/config-test.yaml`` (in-memory stores, so no run leaves
+files behind); an older ``iii-sim`` without it is run with ``--port`` only.
+
+Prints passed / failed / error / skipped counts per file and a total. Exit code 0 when
+every collected test passed, 1 when some did not, 3 when the setup failed (PyPI
+unreachable, the engine did not start), 2 for bad arguments. ``--json FILE`` writes the
+counts and the ids of the tests that did not pass, for ``tests/test_official_suite.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SDK_VERSION = "0.25.0"
+SDK_REQUIREMENT = f"iii-sdk=={SDK_VERSION}"
+#: The suite's pytest plugin, pinned to the version upstream's uv.lock has for 0.25.0.
+PYTEST_ASYNCIO = "pytest-asyncio==1.3.0"
+#: What ``--all`` adds: test_http_external_functions_integration.py imports aiohttp.
+ALL_EXTRAS = ("aiohttp",)
+#: The files issue 12 asks to pass in full.
+TARGET_FILES = (
+    "test_bridge.py",
+    "test_trigger_type_lifecycle.py",
+    "test_state.py",
+    "test_streams.py",
+    "test_pubsub.py",
+)
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results" / "official_suite.md"
+III_SIM = Path(sys.executable).parent / "iii-sim"
+
+
+class SetupError(Exception):
+    """Something the run needs is missing (PyPI, the engine): nothing was measured."""
+
+
+@dataclass
+class FileResult:
+    """One test file's counts, and the ids of its tests that did not pass."""
+
+    name: str
+    passed: int = 0
+    failed: int = 0
+    error: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    #: Why the file has no counts of its own (pytest timed out, could not collect...).
+    problem: str | None = None
+    not_passed: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.passed + self.failed + self.error + self.skipped
+
+
+@dataclass
+class SuiteRun:
+    """The whole run: how the engine was started and each file's result."""
+
+    mode: str
+    engine_command: list[str]
+    files: list[FileResult]
+
+    def totals(self) -> dict[str, int]:
+        return {o: sum(getattr(f, o) for f in self.files) for o in OUTCOMES}
+
+    @property
+    def all_passed(self) -> bool:
+        return all(
+            f.problem is None and f.failed == f.error == 0 and f.passed > 0 for f in self.files
+        )
+
+
+def _run(command: Sequence[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
+    """Run a setup command; a failure or a timeout becomes a ``SetupError`` naming ``what``."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise SetupError(f"{what}: no answer within {timeout:.0f} s") from exc
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-6:])
+        raise SetupError(f"{what} failed (exit {done.returncode}):\n{tail}")
+    return done
+
+
+def download_tests(workdir: Path, sdist: Path | None, timeout: float) -> Path:
+    """The sdist's ``tests/`` folder, extracted under ``workdir``; downloads the sdist
+    from PyPI unless ``sdist`` names a local copy."""
+    if sdist is None:
+        dest = workdir / "sdist"
+        _run(
+            [
+                sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+                "--disable-pip-version-check", "--timeout", "30", "-d", str(dest),
+                SDK_REQUIREMENT,
+            ],
+            timeout,
+            f"downloading the {SDK_REQUIREMENT} sdist from PyPI (is PyPI reachable?)",
+        )  # fmt: skip
+        found = sorted(dest.glob("*.tar.gz"))
+        if not found:
+            raise SetupError(f"pip download left no .tar.gz for {SDK_REQUIREMENT} in {dest}")
+        sdist = found[0]
+    tests = workdir / "tests"
+    tests.mkdir()
+    with tarfile.open(sdist) as archive:
+        for member in archive.getmembers():
+            parts = Path(member.name).parts
+            # <project>-<version>/tests/<path>: only regular files, no links, no "..".
+            if len(parts) < 3 or parts[1] != "tests" or not member.isfile() or ".." in parts:
+                continue
+            source = archive.extractfile(member)
+            assert source is not None  # a regular file always has content
+            target = tests.joinpath(*parts[2:])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with source, target.open("wb") as out:
+                shutil.copyfileobj(source, out)
+    if not (tests / "conftest.py").is_file():
+        raise SetupError(f"{sdist.name} has no tests/conftest.py")
+    # The suite's own pytest settings (coverage addopts) stay out; these are what it needs.
+    (tests / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = strict\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    return tests
+
+
+def install_runner_deps(workdir: Path, everything: bool, timeout: float) -> Path:
+    """``pytest-asyncio`` (and for ``--all`` aiohttp) in a folder of its own, put on
+    PYTHONPATH for the pytest runs only: this environment is left as it is."""
+    target = workdir / "deps"
+    # --no-deps: its dependency is pytest, which must stay this environment's own.
+    _run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "--no-deps", "--target", str(target), PYTEST_ASYNCIO,
+        ],
+        timeout,
+        f"installing {PYTEST_ASYNCIO} from PyPI (is PyPI reachable?)",
+    )  # fmt: skip
+    if everything:
+        _run(
+            [
+                sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                "--target", str(target), *ALL_EXTRAS,
+            ],
+            timeout,
+            f"installing {', '.join(ALL_EXTRAS)} from PyPI",
+        )  # fmt: skip
+    return target
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (the engine binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def has_config_flag() -> bool:
+    """Whether this ``iii-sim serve`` reads a config.yaml (``--config``)."""
+    done = subprocess.run(
+        [str(III_SIM), "serve", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return "--config" in done.stdout
+
+
+def write_config(path: Path, worker_port: int, stream_port: int) -> None:
+    """A config.yaml shaped like upstream's sdk/fixtures/config-test.yaml, for the modules
+    engine_sim has, with in-memory stores (the tests use fresh keys; nothing is left
+    behind). ``${STREAMS_PORT:...}`` is upstream's own substitution syntax."""
+    path.write_text(
+        f"""\
+workers:
+  - name: iii-worker-manager
+    config:
+      host: 127.0.0.1
+      port: {worker_port}
+
+  - name: iii-stream
+    config:
+      port: ${{STREAMS_PORT:{stream_port}}}
+      host: 127.0.0.1
+      adapter:
+        name: kv
+        config:
+          store_method: in_memory
+
+  - name: iii-state
+    config:
+      adapter:
+        name: kv
+        config:
+          store_method: in_memory
+
+  - name: iii-pubsub
+    config:
+      adapter:
+        name: local
+
+  - name: iii-queue
+    config:
+      adapter:
+        name: builtin
+        config:
+          store_method: in_memory
+
+  - name: iii-cron
+    config:
+      adapter:
+        name: kv
+"""
+    )
+
+
+class Engine:
+    """``iii-sim serve`` as a subprocess: started, waited for, always stopped."""
+
+    def __init__(self, command: list[str], log_path: Path) -> None:
+        self.command = command
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=self._log, text=True, start_new_session=True
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def wait_ready(self, port: int, timeout: float) -> str:
+        """The engine's URL once its banner is out and its port accepts a connection."""
+        deadline = time.monotonic() + timeout
+        url = None
+        while url is None:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise SetupError(f"iii-sim printed no banner within {timeout:.0f} s") from None
+            if line is None:
+                raise SetupError(f"iii-sim exited ({self.process.wait()}):\n{self.log_tail()}")
+            if "listening on ws://" in line:
+                url = line.split("listening on ", 1)[1].split()[0]
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return url
+            if time.monotonic() > deadline:
+                raise SetupError(f"{url} accepted no connection within {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Ctrl-C, then kill if it has not stopped within 10 s."""
+        try:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=10)
+        finally:
+            self._log.close()
+
+
+@contextlib.contextmanager
+def running_engine(
+    workdir: Path, worker_port: int, stream_port: int, timeout: float
+) -> Iterator[tuple[Engine, str]]:
+    """Start ``iii-sim serve`` (``--config`` when it has it) and stop it on the way out."""
+    if has_config_flag():
+        config = workdir / "config.yaml"
+        write_config(config, worker_port, stream_port)
+        command = [str(III_SIM), "serve", "--config", str(config)]
+        mode = "--config"
+    else:
+        command = [str(III_SIM), "serve", "--port", str(worker_port)]
+        mode = "--port (no --config in this iii-sim)"
+    engine = Engine(command, workdir / "engine.log")
+    try:
+        engine.wait_ready(worker_port, timeout)
+        yield engine, mode
+    finally:
+        engine.stop()
+
+
+def parse_junit(path: Path, result: FileResult) -> None:
+    """Count each test case's outcome from pytest's JUnit XML report."""
+    root = ET.parse(path).getroot()
+    for case in root.iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        if case.find("skipped") is not None:
+            result.skipped += 1
+        elif case.find("error") is not None:
+            result.error += 1
+            result.not_passed.append(f"{name} (error)")
+        elif case.find("failure") is not None:
+            result.failed += 1
+            result.not_passed.append(name)
+        else:
+            result.passed += 1
+
+
+def run_file(tests: Path, deps: Path, name: str, env: dict[str, str], timeout: float) -> FileResult:
+    """pytest on one file, in its own process group, killed after ``timeout`` seconds."""
+    result = FileResult(name)
+    report = tests.parent / f"junit-{name}.xml"
+    output = tests.parent / f"pytest-{name}.log"
+    command = [
+        sys.executable, "-m", "pytest", name, "-q", "-p", "no:cacheprovider",
+        # Our own plugins stay out of the way: this is upstream's suite as upstream runs it.
+        "-p", "no:trio", "-p", "no:engine_sim", f"--junitxml={report}",
+    ]  # fmt: skip
+    run_env = {**env, "PYTHONPATH": os.pathsep.join([str(deps), env.get("PYTHONPATH", "")])}
+    started = time.monotonic()
+    with output.open("w") as log:
+        process = subprocess.Popen(
+            command, cwd=tests, env=run_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            result.problem = f"pytest did not finish within {timeout:.0f} s"
+        finally:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+    result.seconds = time.monotonic() - started
+    if report.is_file():
+        parse_junit(report, result)
+    if result.problem is None and result.total == 0:
+        tail = "\n".join(output.read_text(errors="replace").splitlines()[-8:])
+        result.problem = f"pytest exit {process.returncode}, no test reported:\n{tail}"
+    return result
+
+
+def run_suite(args: argparse.Namespace, workdir: Path) -> SuiteRun:
+    """Download, set up, serve and run; raises ``SetupError`` if nothing could be measured."""
+    tests = download_tests(workdir, args.sdist, args.setup_timeout)
+    if args.all:
+        files = sorted(p.name for p in tests.glob("test_*.py"))
+    else:
+        files = list(args.files or TARGET_FILES)
+    missing = [f for f in files if not (tests / f).is_file()]
+    if missing:
+        raise SetupError(f"not in the sdist's tests/: {', '.join(missing)}")
+    deps = install_runner_deps(workdir, args.all, args.setup_timeout)
+    worker_port, stream_port, http_port = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "III_URL": f"ws://127.0.0.1:{worker_port}",
+        # Nothing listens there: engine_sim has no HTTP module yet.
+        "III_HTTP_URL": f"http://127.0.0.1:{http_port}",
+        "STREAMS_PORT": str(stream_port),
+    }
+    results = []
+    with running_engine(workdir, worker_port, stream_port, args.engine_timeout) as (
+        engine,
+        mode,
+    ):
+        for name in files:
+            if not engine.alive():
+                results.append(FileResult(name, problem="iii-sim had exited"))
+                continue
+            result = run_file(tests, deps, name, env, args.file_timeout)
+            results.append(result)
+            print(_row(result), flush=True)
+        if not engine.alive():
+            print(f"iii-sim exited during the run:\n{engine.log_tail()}", file=sys.stderr)
+        return SuiteRun(mode, [Path(engine.command[0]).name, *engine.command[1:]], results)
+
+
+def _row(f: FileResult) -> str:
+    counts = " ".join(f"{getattr(f, o):>7}" for o in OUTCOMES)
+    note = f"  ({f.problem.splitlines()[0]})" if f.problem else ""
+    return f"{f.name:<48} {counts} {f.seconds:>7.1f}{note}"
+
+
+def report_text(run: SuiteRun) -> str:
+    """The per-file table and the total, as printed."""
+    header = f"{'file':<48} " + " ".join(f"{o:>7}" for o in OUTCOMES) + f" {'seconds':>7}"
+    totals = run.totals()
+    total = " ".join(f"{totals[o]:>7}" for o in OUTCOMES)
+    seconds = sum(f.seconds for f in run.files)
+    lines = [header, *(_row(f) for f in run.files), f"{'total':<48} {total} {seconds:>7.1f}"]
+    return "\n".join(lines)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.stdout.strip() or "unknown"
+
+
+def markdown(run: SuiteRun, command: str) -> str:
+    """``results/official_suite.md``: date, command, versions, the table, what failed."""
+    totals = run.totals()
+    lines = [
+        "# The official Python SDK's own tests against iii-sim serve",
+        "",
+        f"`{command}` on {platform.node()} (CPython {platform.python_version()}, "
+        f"{platform.machine()}), {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; "
+        f"iii-trio {_commit()}, {SDK_REQUIREMENT} (its sdist's `tests/`, downloaded at run "
+        f"time and not kept), pytest {_version('pytest')}, {PYTEST_ASYNCIO}. The engine ran as "
+        f"`{' '.join(run.engine_command[:3])} ...` ({run.mode}).",
+        "",
+        "| file | passed | failed | error | skipped | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for f in run.files:
+        note = f" ({f.problem.splitlines()[0]})" if f.problem else ""
+        lines.append(
+            f"| {f.name}{note} | {f.passed} | {f.failed} | {f.error} | {f.skipped} "
+            f"| {f.seconds:.1f} |"
+        )
+    lines.append(
+        f"| **total** | {totals['passed']} | {totals['failed']} | {totals['error']} "
+        f"| {totals['skipped']} | {sum(f.seconds for f in run.files):.1f} |"
+    )
+    failing = [t for f in run.files for t in f.not_passed]
+    if failing:
+        lines += ["", "Not passing:", "", *(f"- `{t}`" for t in failing)]
+    return "\n".join(lines) + "\n"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="run every test_*.py of the suite")
+    which.add_argument("--files", nargs="+", metavar="FILE", help="run these files of the suite")
+    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(REPO)}")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument("--sdist", type=Path, help="a local iii_sdk-0.25.0.tar.gz (no download)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--file-timeout", type=float, default=300, help="seconds per file (default %(default)s)"
+    )
+    parser.add_argument(
+        "--setup-timeout",
+        type=float,
+        default=300,
+        help="seconds per download or install (default %(default)s)",
+    )
+    parser.add_argument(
+        "--engine-timeout",
+        type=float,
+        default=30,
+        help="seconds for iii-sim to start listening (default %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="iii-official-suite-"))
+    try:
+        try:
+            run = run_suite(args, workdir)
+        except SetupError as exc:
+            print(f"official_suite: {exc}", file=sys.stderr)
+            return 3
+        print(report_text(run))
+        verdict = "every test passed" if run.all_passed else "NOT every test passed"
+        print(f"{verdict}; engine: {run.mode}")
+        if args.json is not None:
+            args.json.write_text(
+                json.dumps({"mode": run.mode, "files": [asdict(f) for f in run.files]}, indent=2)
+            )
+        if args.write:
+            shown = " ".join(["benchmarks/official_suite.py", *(argv or sys.argv[1:])])
+            RESULTS.write_text(markdown(run, shown))
+        return 0 if run.all_passed else 1
+    finally:
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
