@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from iii_trio.protocol import MAX_FRAME_BYTES
+from iii_trio.protocol import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from .modules._seam import ModuleSpec
@@ -37,10 +37,10 @@ class EngineConfig:
     #: How long ``engine::register_trigger`` waits for a worker provider's verdict.
     trigger_ack_timeout_ms: int = 10_000
     #: Largest message accepted from a worker; bigger ones close the socket with 1009.
-    #: 16 MiB, the engine's WebSocket frame limit, which every SDK's messages meet as
-    #: each is sent as one frame (the engine would take a fragmented message up to
-    #: 64 MiB; this limit applies to the whole message).
-    max_message_bytes: int = MAX_FRAME_BYTES
+    #: 64 MiB, the engine's WebSocket message limit: the official Python SDK 0.25
+    #: sends a message over 16 MiB as fragments of 1 MiB. (The engine also refuses
+    #: any single frame over 16 MiB; engine_sim does not check frames one by one.)
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     #: Bytes queued for one worker and not yet written before it counts as not reading
     #: and is dropped. Routing never waits on a worker, so this is the only bound on
     #: what one can make the engine hold. 64 MiB: the largest burst a worker that

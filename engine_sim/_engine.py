@@ -179,11 +179,16 @@ class Engine:
                 await worker_end.abort()
 
     def connect_port(
-        self, module: str, label: str, path: str = "/"
+        self,
+        module: str,
+        label: str,
+        path: str = "/",
+        headers: Mapping[str, str] | None = None,
     ) -> AbstractAsyncContextManager[MemoryConnection]:
         """An in-memory connection to a module's own port (``connect_port("iii-stream",
-        "stream")``), served as a socket to that port would be."""
-        return self._ports.connect(module, label, path)
+        "stream")``), served as a socket to that port would be (``path`` may carry a
+        query string; ``headers`` are the upgrade request's)."""
+        return self._ports.connect(module, label, path, headers)
 
     def module_url(self, module: str, label: str) -> str:
         """The ``ws://`` URL of a module's port (the engine must listen: ``port`` set)."""

@@ -54,6 +54,9 @@ class CoreHost:
     def wall_time(self, now: float) -> float:
         return self.core.wall_time(now)
 
+    def has_function(self, function_id: str, namespace: str | None = None) -> bool:
+        return self.core.lookup(namespace or DEFAULT_NAMESPACE, function_id) is not None
+
     def add_function(
         self,
         function_id: str,

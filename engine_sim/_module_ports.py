@@ -10,7 +10,7 @@ when that core is dropped (a restart), as the real engine's restart drops it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import urlsplit
@@ -22,7 +22,7 @@ from iii_trio import ConnectionClosed
 
 from ._listener import Handler, WebSocketListener
 from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
-from .modules._seam import EngineModule
+from .modules._seam import EngineModule, PortRequest
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -85,37 +85,47 @@ class ModulePorts:
 
     def _handler(self, name: str, label: str) -> Handler:
         async def handle(request: trio_websocket.WebSocketRequest, ip: str | None) -> None:
-            path = request.path
+            target = urlsplit(request.path)
             module = self._engine.core.module(name)
-            if module is None or not module.accepts_path(label, urlsplit(path).path):
-                log.info("refused a connection to %s on the %s port (404)", path, label)
+            if module is None or not module.accepts_path(label, target.path):
+                log.info("refused a connection to %s on the %s port (404)", target.path, label)
                 await request.reject(404)
                 return
-            await self._serve(module, label, WebSocketPeer(await request.accept()), path)
+            headers = {
+                key.decode("latin-1").lower(): value.decode("latin-1")
+                for key, value in request.headers
+            }
+            info = PortRequest(target.path, target.query, headers, ip)
+            await self._serve(module, label, WebSocketPeer(await request.accept()), info)
 
         return handle
 
     @asynccontextmanager
     async def connect(
-        self, name: str, label: str, path: str = "/"
+        self, name: str, label: str, path: str = "/", headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[MemoryConnection]:
         """An in-memory connection to module ``name``'s port ``label``."""
+        target = urlsplit(path)
         module = self._engine.core.module(name)
         if module is None:
             raise LookupError(f"module {name!r} is not running in this engine")
         if not any(spec.label == label for spec in module.ports()):
             raise LookupError(f"module {name!r} has no port {label!r}")
-        if not module.accepts_path(label, urlsplit(path).path):
+        if not module.accepts_path(label, target.path):
             raise LookupError(f"module {name!r} refuses path {path!r} on its {label} port")
+        lowered = {key.lower(): value for key, value in (headers or {}).items()}
+        info = PortRequest(target.path, target.query, lowered)
         engine_end, client_end = memory_pair(_MEMORY_BUFFER)
-        self._engine._nursery.start_soon(self._serve, module, label, engine_end, path)
+        self._engine._nursery.start_soon(self._serve, module, label, engine_end, info)
         try:
             yield client_end
         finally:
             with trio.CancelScope(shield=True):
                 await client_end.abort()
 
-    async def _serve(self, module: EngineModule, label: str, peer: Peer, path: str) -> None:
+    async def _serve(
+        self, module: EngineModule, label: str, peer: Peer, request: PortRequest
+    ) -> None:
         engine = self._engine
         if engine.core.module(module.name) is not module:
             await peer.close(_GOING_AWAY, "engine restarted", engine._close_timeout)
@@ -123,7 +133,7 @@ class ModulePorts:
         with trio.CancelScope() as scope:
             self._scopes.add(scope)
             try:
-                await module.serve_peer(label, peer, path, _CoreIO(engine))
+                await module.serve_peer(label, peer, request, _CoreIO(engine))
             except ConnectionClosed as closed:
                 log.debug("%s %s connection ended: %s", module.name, label, closed)
             except Exception:

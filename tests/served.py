@@ -15,17 +15,25 @@ BIN = Path(sys.executable).parent
 
 
 class Served:
-    """A running ``iii-sim serve --port 0`` (plus ``args``); ``nofile`` caps its file
-    descriptors. Its log lines are read on a thread as they come."""
+    """A running ``iii-sim serve --port 0`` (plus ``args``; ``port=None`` gives no
+    ``--port``, for a port from ``--config``); ``nofile`` caps its file descriptors.
+    Its log lines are read on a thread as they come."""
 
-    def __init__(self, args: Sequence[str] = (), nofile: int | None = None) -> None:
+    def __init__(
+        self, args: Sequence[str] = (), nofile: int | None = None, port: int | None = 0
+    ) -> None:
         def limit_descriptors() -> None:
             if nofile is not None:
                 _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 
         self.process = subprocess.Popen(
-            [str(BIN / "iii-sim"), "serve", "--port", "0", *args],
+            [
+                str(BIN / "iii-sim"),
+                "serve",
+                *(() if port is None else ("--port", str(port))),
+                *args,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -5,8 +5,8 @@ used to make ``decode`` raise ``RecursionError``, which killed the engine and an
 iii_trio worker. Frames nested deeper than serde_json reads are now a
 ``ProtocolError`` like any other bad frame: logged and skipped.
 
-Item 9: the engine's WebSocket refuses a frame over 16 MiB; engine_sim's default
-``max_message_bytes`` is that limit.
+Item 9: the engine's WebSocket refuses a message over 64 MiB (and a frame over
+16 MiB); engine_sim's default ``max_message_bytes`` is the message limit.
 """
 
 from __future__ import annotations
@@ -283,11 +283,12 @@ async def _engine_has_no_worker_named(engine: Engine, name: str) -> None:
 # -- item 9: the message size limit -----------------------------------------------------------
 
 
-def test_the_default_limit_is_the_engines_frame_limit() -> None:
+def test_the_default_limit_is_the_engines_message_limit() -> None:
     # axum 0.8's WebSocketUpgrade (the engine sets no size) uses tungstenite's
     # defaults: a frame payload over 16 MiB, or a message over 64 MiB, is refused.
-    # Every SDK sends a message as one frame, so 16 MiB is the limit a peer meets.
-    assert EngineConfig().max_message_bytes == 16 * 1024 * 1024 == p.MAX_FRAME_BYTES
+    # The official Python SDK 0.25 fragments a message over 16 MiB, so 64 MiB is
+    # the limit its messages meet.
+    assert EngineConfig().max_message_bytes == 64 * 1024 * 1024 == p.MAX_MESSAGE_BYTES
 
 
 def _ping_of_size(size: int) -> str:
@@ -298,7 +299,7 @@ def _ping_of_size(size: int) -> str:
 async def test_a_message_one_byte_over_the_default_limit_closes_only_that_link(
     autojump_clock: MockClock, connect: Connect, caplog: pytest.LogCaptureFixture, engine: Engine
 ) -> None:
-    limit = 16 * 1024 * 1024  # the engine's, not whatever the default says
+    limit = 64 * 1024 * 1024  # the engine's, not whatever the default says
     executor, caller = await connect("exec"), await connect("caller")
     at_limit, over = await connect("at-limit"), await connect("over")
     await executor.register("math::add")
@@ -319,7 +320,7 @@ async def test_a_message_one_byte_over_the_default_limit_closes_only_that_link(
 async def test_over_a_real_socket_the_default_limit_is_the_engines() -> None:
     # The listener is given the same limit: at it a ping is answered, one byte over
     # it trio-websocket closes that socket with 1009, and another client is unaffected.
-    limit = 16 * 1024 * 1024
+    limit = 64 * 1024 * 1024
     async with open_engine(EngineConfig(port=0)) as engine:
         assert engine.url is not None
         with trio.fail_after(30):

@@ -55,6 +55,7 @@ __all__ = [
     "ModuleHost",
     "ModuleIO",
     "ModuleSpec",
+    "PortRequest",
     "PortSpec",
     "ResultCallback",
     "TimerHandle",
@@ -128,6 +129,9 @@ class ModuleHost(Protocol):
     def wall_time(self, now: float) -> float:
         """Unix time (seconds) of engine time ``now``: anchored once per engine, so it
         moves with a virtual clock."""
+
+    def has_function(self, function_id: str, namespace: str | None = None) -> bool:
+        """Whether anyone (a worker or a module) serves ``function_id`` now."""
 
     def add_function(
         self,
@@ -208,6 +212,20 @@ class PortSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class PortRequest:
+    """The upgrade request a connection to a module's port came with."""
+
+    #: The path, without the query string.
+    path: str
+    #: The raw query string (``""`` if none).
+    query: str = ""
+    #: Request headers, names in lower case (a repeated header keeps its last value).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: The peer's IP address (``None`` in memory).
+    ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModuleSpec:
     """One module switched on, with its ``config:`` mapping from config.yaml."""
 
@@ -242,6 +260,6 @@ class EngineModule(ABC):
         """Whether an upgrade to ``path`` on port ``label`` is for this module."""
         return True
 
-    async def serve_peer(self, label: str, peer: Peer, path: str, io: ModuleIO) -> None:
+    async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
         """Serve one connection to port ``label``; cancelled at restart and shutdown."""
         raise NotImplementedError(f"{self.name} serves no sockets")

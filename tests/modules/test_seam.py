@@ -24,6 +24,7 @@ from engine_sim.modules import (
     ModuleConfigError,
     ModuleIO,
     ModuleSpec,
+    PortRequest,
     PortSpec,
 )
 from iii_trio.protocol import ErrorBody, InvokeFunction, RegisterTrigger
@@ -103,7 +104,8 @@ class _Toy(EngineModule):
     def accepts_path(self, label: str, path: str) -> bool:
         return path == "/echo"
 
-    async def serve_peer(self, label: str, peer: Peer, path: str, io: ModuleIO) -> None:
+    async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
+        await peer.send(f"{request.query}|{request.headers.get('x-who', '')}")
         while True:
             text = await peer.receive()
             assert isinstance(text, str)
@@ -224,7 +226,11 @@ async def test_a_restart_builds_the_module_again_and_stops_the_old_one(
 async def test_a_module_port_serves_in_memory_and_over_a_socket(
     autojump_clock: MockClock,
 ) -> None:
-    async with _toy_engine() as (engine, _), engine.connect_port("toy", "echo", "/echo") as conn:
+    async with (
+        _toy_engine() as (engine, _),
+        engine.connect_port("toy", "echo", "/echo?a=1", {"X-Who": "me"}) as conn,
+    ):
+        assert await conn.receive() == "a=1|me"
         await conn.send("a")
         assert await conn.receive() == "a:0"
     with pytest.raises(LookupError, match="refuses path"):
@@ -238,7 +244,10 @@ async def test_a_module_port_listens_when_the_engine_does() -> None:
     config = EngineConfig(port=0, modules=(ModuleSpec("toy"),))
     async with open_engine(config) as engine:
         url = engine.module_url("toy", "echo")
-        async with trio_websocket.open_websocket_url(url + "/echo") as ws:
+        async with trio_websocket.open_websocket_url(
+            url + "/echo?b=2", extra_headers=[(b"X-Who", b"you")]
+        ) as ws:
+            assert await ws.get_message() == "b=2|you"
             await ws.send_message("b")
             assert await ws.get_message() == "b:0"
         # A plain upgrade request: trio-websocket's client leaks its socket when refused.
