@@ -67,12 +67,13 @@ class ModulePorts:
         config = self._engine.config
         for module in self._engine.core.modules:
             for spec in module.ports():
+                wanted = spec.port if spec.fixed or config.port != 0 else 0
                 try:
-                    listeners = await trio.open_tcp_listeners(spec.port, host=spec.host)
+                    listeners = await trio.open_tcp_listeners(wanted, host=spec.host)
                 except OSError as exc:
                     raise OSError(
                         exc.errno,
-                        f"{module.name} cannot listen on {spec.host}:{spec.port} "
+                        f"{module.name} cannot listen on {spec.host}:{wanted} "
                         f"({exc.strerror}); give it another port in its config",
                     ) from exc
                 port = listeners[0].socket.getsockname()[1]

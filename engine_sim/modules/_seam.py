@@ -209,6 +209,10 @@ class PortSpec:
     label: str
     host: str
     port: int
+    #: ``False`` when ``port`` is only the module's default: an engine whose worker
+    #: port is 0 (any free port, as in tests) then takes any free port for this one
+    #: too, so test engines never fight over a fixed port.
+    fixed: bool = True
 
 
 @dataclass(frozen=True, slots=True)

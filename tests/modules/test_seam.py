@@ -99,7 +99,8 @@ class _Toy(EngineModule):
         self.host.call_at(when + self.config.every, self._tick)
 
     def ports(self) -> list[PortSpec]:
-        return [PortSpec("echo", "127.0.0.1", 0)]
+        # A default that is surely taken: the engine's port 0 makes it any free port.
+        return [PortSpec("echo", "127.0.0.1", 1, fixed=False)]
 
     def accepts_path(self, label: str, path: str) -> bool:
         return path == "/echo"
