@@ -229,7 +229,8 @@ async def test_a_subscription_without_a_topic_is_accepted_and_never_fires(
         w = await connect("w")
         await w.register("w::on")
         with caplog.at_level(logging.WARNING, "engine_sim"):
-            for trigger_id, config in (("s1", {}), ("s2", {"topic": ""}), ("s3", {"topic": 3})):
+            configs: list[dict[str, Any]] = [{}, {"topic": ""}, {"topic": 3}]
+            for trigger_id, config in zip(("s1", "s2", "s3"), configs, strict=True):
                 await w.send(
                     RegisterTrigger(
                         id=trigger_id, trigger_type="subscribe", function_id="w::on", config=config
@@ -246,11 +247,15 @@ async def test_publish_and_subscribe_are_listed_with_upstream_schemas(
     autojump_clock: MockClock,
 ) -> None:
     async with pubsub_engine() as engine, worker(engine, "caller") as caller:
-        info = await caller.trigger("engine::functions::info", {"function_id": "publish"})
+        info = await caller.trigger(
+            "engine::functions::info", {"function_id": "publish"}, result_type=dict[str, Any]
+        )
         assert info["description"] == "Publishes an event"
         assert info["request_schema"]["title"] == "PubSubInput"
         assert info["request_schema"]["required"] == ["data", "topic"]
-        subscribe = await caller.trigger("engine::triggers::info", {"id": "subscribe"})
+        subscribe = await caller.trigger(
+            "engine::triggers::info", {"id": "subscribe"}, result_type=dict[str, Any]
+        )
         assert subscribe["description"] == "Subscribe to a topic"
         assert subscribe["configuration_schema"]["title"] == "SubscribeTriggerConfig"
         assert subscribe["configuration_schema"]["required"] == ["topic"]
