@@ -1,0 +1,56 @@
+"""The queue module (config.yaml worker ``iii-queue``): durable queues on the engine clock.
+
+What it serves, as upstream's queue worker does
+(https://github.com/iii-hq/iii/tree/main/engine/src/workers/queue and the standalone
+``queue`` worker that current engines route to):
+
+* ``engine::queue::enqueue`` ``{queue, function_id, data, messageReceiptId, …}`` →
+  ``{messageReceiptId}``: what ``action: enqueue`` on an ``invokefunction`` reaches
+  (the engine core makes the receipt and answers the caller). The queue must be
+  ``default`` or a ``queue_configs`` entry. The target function gets ``data`` as is.
+* ``iii::durable::publish`` ``{topic, data}`` → ``null``: a copy to every
+  ``durable:subscriber`` destination of the topic.
+* ``iii::queue::redrive`` / ``redrive_message`` / ``discard_message`` and
+  ``engine::queue::list_topics`` / ``topic_stats`` / ``dlq_topics`` / ``dlq_messages``.
+* Trigger type ``durable:subscriber``: ``{topic, condition_function_id?, queue_config?:
+  {type, maxRetries, concurrency, backoffDelayMs, …}}``.
+
+A message is handed to one function call at a time and acknowledged by its success;
+an error (``invocation_stopped`` too, when the worker leaves mid-call) spends an
+attempt and retries after ``backoff_ms * 2^(n-1)`` on the engine clock; after the last
+attempt it moves to the dead-letter queue. Named queues allow ``max_retries`` attempts
+in all, subscribers ``maxRetries + 1`` (3 without ``maxRetries``), as upstream.
+``concurrency`` bounds the calls in flight; ``fifo`` keeps one call in flight per
+message group (``message_group_field``; a subscriber's fifo is one group) and retries a
+failed message in place, so its group waits.
+
+Differences from the real engine
+--------------------------------
+* Bounded: each queue holds at most ``QueueLimits.max_messages`` (10,000) messages
+  and ``max_bytes`` (32 MiB of payload JSON); beyond that enqueue/publish fail with
+  ``queue_full`` and nothing is queued. Each dead-letter queue keeps the newest
+  10,000 entries. Upstream queues are unbounded.
+* Delivery is immediate; upstream polls every ``poll_interval_ms``. Here that period
+  only paces the re-check of a message whose target function is not registered yet
+  (such a message waits without spending attempts, as the standalone worker does).
+* Only the in-memory ``builtin`` adapter: ``redis``/``rabbitmq`` and
+  ``store_method: file_based`` log a warning and run in memory (lost at a restart).
+  ``queue::define``, ``max_priority``/``priority_field`` and the subscriber's
+  ``visibilityTimeout``/``delaySeconds``/``backoffType`` are accepted and ignored.
+* A named ``fifo`` queue runs groups in parallel up to ``concurrency`` with in-place
+  retries (the documented behaviour, and the standalone worker's); the engine's
+  builtin code runs it strictly one message at a time.
+* Several bindings of one function to one topic share one consumer with the newest
+  binding's tuning (upstream runs a poller per binding on the shared queue).
+* Messages published before any subscriber are handed to the first one that binds.
+* Bad binding configs are refused (``invalid_config``) instead of accepted and
+  never delivered.
+"""
+
+from __future__ import annotations
+
+from ._config import FunctionQueueConfig, QueueModuleConfig
+from ._module import QueueModule
+from ._store import QueueLimits
+
+__all__ = ["FunctionQueueConfig", "QueueLimits", "QueueModule", "QueueModuleConfig"]

@@ -1,0 +1,332 @@
+"""The queue module's moving part: which queues exist, who consumes them, and
+delivery (invoke, acknowledge, retry on the engine clock, bury).
+
+Three kinds of queue, keyed by a tuple:
+
+* ``("fn", name)``: a named queue from ``queue_configs``, fed by
+  ``engine::queue::enqueue``; each job carries its target function.
+* ``("sub", topic, namespace, function_id)``: one ``durable:subscriber``
+  destination; every message published to ``topic`` is copied to each destination
+  (upstream ``adapters/builtin/adapter.rs``: one internal queue per
+  ``(topic, namespace, function_id)``).
+* ``("topic", topic)``: messages published while nobody subscribes; the first
+  subscriber to bind takes them over.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import JsonValue
+
+from iii_trio.protocol import ErrorBody
+
+from .._seam import ModuleHost, TimerHandle
+from ._config import (
+    SUBSCRIBER_BACKOFF_MS,
+    SUBSCRIBER_CONCURRENCY,
+    SUBSCRIBER_MAX_ATTEMPTS,
+    FunctionQueueConfig,
+    SubscriberSpec,
+)
+from ._store import Dead, Job, JobQueue, QueueLimits, Retry, json_size
+
+__all__ = ["Broker", "QueueKey"]
+
+QueueKey = tuple[str, ...]
+
+#: Re-check period of a subscriber job whose function is not registered.
+SUBSCRIBER_POLL_MS = 100
+#: The DLQ error text of a failed named-queue job (upstream ``nack_function_queue``).
+FUNCTION_CALL_FAILED = "function call failed"
+
+
+def debug_error(error: ErrorBody) -> str:
+    """An error as upstream's subscriber DLQ records it (Rust ``{:?}`` of ErrorBody)."""
+    stack = "None" if error.stacktrace is None else f"Some({json_quote(error.stacktrace)})"
+    return (
+        f"ErrorBody {{ code: {json_quote(error.code)}, message: {json_quote(error.message)}, "
+        f"stacktrace: {stack} }}"
+    )
+
+
+def json_quote(text: str) -> str:
+    """A string quoted as Rust's ``Debug`` does (like JSON for the common cases)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """A ``durable:subscriber`` destination and the bindings that feed it."""
+
+    topic: str
+    namespace: str
+    function_id: str
+    #: binding id -> (spec, metadata); the newest binding's tuning wins, as upstream's
+    #: per-queue ``subscription_configs`` ("last subscriber wins").
+    bindings: dict[str, tuple[SubscriberSpec, JsonValue]] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> SubscriberSpec:
+        return next(reversed(self.bindings.values()))[0]
+
+    @property
+    def metadata(self) -> JsonValue:
+        return next(reversed(self.bindings.values()))[1]
+
+
+class Broker:
+    """All queues of one engine core and their delivery."""
+
+    def __init__(
+        self, host: ModuleHost, named: dict[str, FunctionQueueConfig], limits: QueueLimits
+    ) -> None:
+        self.host = host
+        self.limits = limits
+        self.named = named
+        self.queues: dict[QueueKey, JobQueue] = {}
+        self.subscribers: dict[QueueKey, Subscriber] = {}
+        self._timers: dict[int, TimerHandle] = {}
+        self._timer_seq = 0
+        self._dirty: set[QueueKey] = set()
+        self._pumping = False
+        self._stopped = False
+        for name, cfg in named.items():
+            mode: Literal["concurrent", "fifo"] = "fifo" if cfg.type == "fifo" else "concurrent"
+            self.queues[("fn", name)] = JobQueue(name, mode, cfg.concurrency, limits)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Cancel every timer; late outcomes are ignored (the core is going away)."""
+        self._stopped = True
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+
+    def _at(self, when: float, callback: Callable[[], None]) -> None:
+        self._timer_seq += 1
+        seq = self._timer_seq
+
+        def run(now: float) -> None:
+            self._timers.pop(seq, None)
+            if not self._stopped:
+                callback()
+
+        self._timers[seq] = self.host.call_at(when, run)
+
+    # -- producing ---------------------------------------------------------------------
+
+    def new_job(self, queue: str, data: JsonValue, max_attempts: int, backoff: int) -> Job:
+        """A fresh job stamped with the engine's id and wall clock."""
+        return Job(
+            id=self.host.new_id(),
+            queue=queue,
+            data=data,
+            max_attempts=max_attempts,
+            backoff_ms=backoff,
+            created_at=int(self.host.wall_time(self.host.now) * 1000),
+            size=json_size(data),
+        )
+
+    def enqueue_named(self, name: str, job: Job) -> None:
+        """Put ``job`` on named queue ``name`` (raises ``QueueFull``)."""
+        key = ("fn", name)
+        self.queues[key].push(job)
+        self.pump(key)
+
+    def destinations(self, topic: str) -> list[QueueKey]:
+        """The subscriber queues a message published to ``topic`` is copied to."""
+        return [key for key, sub in self.subscribers.items() if sub.topic == topic]
+
+    def publish(self, topic: str, data: JsonValue) -> None:
+        """Copy ``data`` to every destination of ``topic`` (raises ``QueueFull``, then
+        nothing was queued)."""
+        keys = self.destinations(topic) or [("topic", topic)]
+        queues = [self._queue(key, topic) for key in keys]
+        size = json_size(data)
+        for queue in queues:
+            queue.check_room(size)
+        for key, queue in zip(keys, queues, strict=True):
+            queue.push(
+                self.new_job(queue.name, data, SUBSCRIBER_MAX_ATTEMPTS, SUBSCRIBER_BACKOFF_MS)
+            )
+            self.pump(key)
+
+    def _queue(self, key: QueueKey, name: str) -> JobQueue:
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = JobQueue(
+                name, "concurrent", SUBSCRIBER_CONCURRENCY, self.limits
+            )
+        return queue
+
+    # -- subscribers -------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        binding_id: str,
+        spec: SubscriberSpec,
+        namespace: str,
+        function_id: str,
+        metadata: JsonValue,
+    ) -> None:
+        """A ``durable:subscriber`` binding went live."""
+        key: QueueKey = ("sub", spec.topic, namespace, function_id)
+        first_on_topic = not self.destinations(spec.topic)
+        sub = self.subscribers.get(key)
+        if sub is None:
+            sub = self.subscribers[key] = Subscriber(spec.topic, namespace, function_id)
+        sub.bindings.pop(binding_id, None)
+        sub.bindings[binding_id] = (spec, metadata)
+        queue = self._queue(key, spec.topic)
+        queue.mode = "fifo" if spec.fifo else "concurrent"
+        queue.concurrency = SUBSCRIBER_CONCURRENCY if spec.concurrency is None else spec.concurrency
+        held = self.queues.get(("topic", spec.topic))
+        if first_on_topic and held is not None:
+            # Published before anyone listened: the first subscriber takes them.
+            while held.waiting:
+                job = held.waiting.popleft()
+                held.bytes -= job.size
+                queue.push(job)
+        self.pump(key)
+
+    def unsubscribe(self, binding_id: str) -> None:
+        """A binding is gone; its destination stops consuming once it has none left.
+        Its queue keeps its messages for a later subscriber of the same function."""
+        for key, sub in list(self.subscribers.items()):
+            if sub.bindings.pop(binding_id, None) is not None and not sub.bindings:
+                del self.subscribers[key]
+
+    # -- delivery ----------------------------------------------------------------------
+
+    def pump(self, key: QueueKey) -> None:
+        """Start whatever ``key``'s queue may start now (re-entrant safe: an outcome
+        that arrives during an invoke only marks the queue for another pass)."""
+        if self._stopped:
+            return
+        self._dirty.add(key)
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._dirty:
+                current = self._dirty.pop()
+                queue = self.queues.get(current)
+                if queue is None or not self._consuming(current):
+                    continue
+                for job in queue.take_ready():
+                    self._deliver(current, job)
+        finally:
+            self._pumping = False
+
+    def _consuming(self, key: QueueKey) -> bool:
+        return key[0] == "fn" or key in self.subscribers
+
+    def _deliver(self, key: QueueKey, job: Job) -> None:
+        if key[0] == "fn":
+            assert job.function_id is not None
+            self.host.invoke(
+                job.function_id,
+                job.data,
+                namespace=job.namespace,
+                traceparent=job.traceparent,
+                baggage=job.baggage,
+                on_result=lambda _r, e: self._settled(key, job.id, e, FUNCTION_CALL_FAILED),
+            )
+            return
+        sub = self.subscribers[key]
+        condition = sub.spec.condition_function_id
+        if condition is None:
+            self._call_subscriber(key, sub, job)
+            return
+
+        def checked(result: JsonValue, error: ErrorBody | None) -> None:
+            if error is not None:
+                self._settled(key, job.id, error, f"Condition function error: {debug_error(error)}")
+            elif result is False:
+                self._settled(key, job.id, None, "")  # skipped: counts as handled
+            elif key in self.subscribers:
+                self._call_subscriber(key, self.subscribers[key], job)
+            else:
+                self._unstart(key, job)
+
+        self.host.invoke(condition, job.data, namespace=sub.namespace, on_result=checked)
+
+    def _call_subscriber(self, key: QueueKey, sub: Subscriber, job: Job) -> None:
+        self.host.invoke(
+            sub.function_id,
+            job.data,
+            namespace=sub.namespace,
+            metadata=sub.metadata,
+            on_result=lambda _r, e: self._settled(
+                key, job.id, e, "" if e is None else debug_error(e)
+            ),
+        )
+
+    def _unstart(self, key: QueueKey, job: Job) -> None:
+        queue = self.queues[key]
+        if queue.in_flight.pop(job.id, None) is not None:
+            queue.waiting.appendleft(job)
+
+    def _settled(self, key: QueueKey, job_id: str, error: ErrorBody | None, text: str) -> None:
+        if self._stopped:
+            return
+        queue = self.queues[key]
+        now = self.host.now
+        if error is None:
+            queue.ack(job_id)
+        elif error.code == "function_not_found":
+            # Upstream's queue worker holds a delivery until its target registers,
+            # without spending an attempt; we look again every poll interval.
+            if queue.park(job_id) is not None:
+                self._at(now + self._poll_ms(key) / 1000, lambda: self._due(key, job_id))
+        else:
+            max_attempts = backoff = None
+            sub = self.subscribers.get(key)
+            if sub is not None:
+                max_attempts, backoff = sub.spec.max_attempts, sub.spec.backoff_ms
+            wall_ms = int(self.host.wall_time(now) * 1000)
+            outcome = queue.fail(
+                job_id, text, now, wall_ms, max_attempts=max_attempts, backoff=backoff
+            )
+            if isinstance(outcome, Retry):
+                self._at(outcome.due, lambda: self._due(key, job_id))
+            elif isinstance(outcome, Dead):
+                self.host.log.warning(
+                    "queue %s: message %s moved to the dead-letter queue after %d attempts",
+                    queue.name,
+                    job_id,
+                    outcome.letter.job.attempts_made,
+                )
+        self.pump(key)
+
+    def _poll_ms(self, key: QueueKey) -> int:
+        if key[0] == "fn":
+            return self.named[key[1]].poll_interval_ms
+        return SUBSCRIBER_POLL_MS
+
+    def _due(self, key: QueueKey, job_id: str) -> None:
+        queue = self.queues[key]
+        job = queue.due(job_id)
+        if job is not None:  # a FIFO job retried in place, holding its group
+            if self._consuming(key):
+                self._deliver(key, job)
+            else:
+                self._unstart(key, job)
+        self.pump(key)
+
+    # -- lookups for the DLQ and stats functions ---------------------------------------
+
+    def resolve(self, name: str) -> list[QueueKey]:
+        """The queues a queue-or-topic name means (upstream ``resolve_queue_key``)."""
+        if name in self.named:
+            return [("fn", name)]
+        return self.destinations(name) or [("topic", name)]
+
+    def bindings_on(self, topic: str) -> int:
+        """How many bindings subscribe to ``topic``."""
+        return sum(len(s.bindings) for s in self.subscribers.values() if s.topic == topic)

@@ -1,0 +1,309 @@
+"""One queue's state, without I/O or clocks: the part of the queue module that
+decides which job runs next, what a failure does, and what the dead-letter queue
+holds. Times are engine seconds handed in by the caller.
+
+Semantics follow upstream's builtin queue
+(https://github.com/iii-hq/iii/blob/main/engine/src/builtins/queue.rs): a failure
+adds one to ``attempts_made``; at ``max_attempts`` the job goes to the dead-letter
+queue, else it waits ``backoff_ms * 2^(attempts_made - 1)``. Concurrent queues put a
+retried job back at the head of the line when its delay is up; FIFO queues retry it
+in place, holding its group (``process_job_with_inline_retry``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import JsonValue
+
+__all__ = ["DeadLetter", "Job", "JobQueue", "QueueFull", "QueueLimits", "backoff_ms", "json_size"]
+
+#: The group of a FIFO job without one (upstream ``GroupedFifoWorker``'s fallback).
+NO_GROUP = "default"
+
+
+def json_size(value: JsonValue) -> int:
+    """Bytes of ``value`` as compact JSON (how upstream stores it)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def backoff_ms(base_ms: int, attempts_made: int) -> int:
+    """Delay before the next attempt after ``attempts_made`` failures."""
+    return int(base_ms * 2 ** max(attempts_made - 1, 0))
+
+
+class QueueFull(Exception):
+    """The queue is at its message or byte bound; the message was not taken."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """How much one queue holds (engine_sim's bound; upstream has none)."""
+
+    max_messages: int = 10_000
+    max_bytes: int = 32 * 1024 * 1024
+    #: Dead letters kept per queue; the oldest is dropped beyond it.
+    max_dead_letters: int = 10_000
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    """One message: upstream's ``Job`` (the fields its DLQ records show)."""
+
+    id: str
+    queue: str
+    data: JsonValue
+    max_attempts: int
+    backoff_ms: int
+    created_at: int
+    size: int
+    attempts_made: int = 0
+    group_id: str | None = None
+    function_id: str | None = None
+    message_id: str | None = None
+    namespace: str | None = None
+    traceparent: str | None = None
+    baggage: str | None = None
+
+    def record(self) -> dict[str, JsonValue]:
+        """The job as upstream serialises it into its store and DLQ entries."""
+        out: dict[str, JsonValue] = {
+            "id": self.id,
+            "queue": self.queue,
+            "data": self.data,
+            "attempts_made": self.attempts_made,
+            "max_attempts": self.max_attempts,
+            "backoff_delay_ms": self.backoff_ms,
+            "created_at": self.created_at,
+            "process_at": None,
+            "group_id": self.group_id,
+            "traceparent": self.traceparent,
+            "baggage": self.baggage,
+            "function_id": self.function_id,
+            "message_id": self.message_id,
+        }
+        if self.namespace is not None:
+            out["namespace"] = self.namespace
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A job that ran out of attempts, with the last error and when (Unix ms)."""
+
+    job: Job
+    error: str
+    failed_at_ms: int
+
+    def size(self) -> int:
+        """Bytes of upstream's stored entry ``{job, error, failed_at}``."""
+        entry: dict[str, JsonValue] = {
+            "job": self.job.record(),
+            "error": self.error,
+            "failed_at": self.failed_at_ms,
+        }
+        return json_size(entry)
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The job runs again at ``due`` (engine seconds)."""
+
+    due: float
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """The job went to the dead-letter queue."""
+
+    letter: DeadLetter
+
+
+@dataclass(eq=False)
+class JobQueue:
+    """Waiting, delayed, in-flight and dead jobs of one queue, and its dispatch rule."""
+
+    name: str
+    mode: Literal["concurrent", "fifo"] = "concurrent"
+    concurrency: int = 10
+    limits: QueueLimits = field(default_factory=QueueLimits)
+    waiting: deque[Job] = field(default_factory=deque)
+    #: Concurrent-mode retries waiting out their backoff, by job id.
+    delayed: dict[str, Job] = field(default_factory=dict)
+    in_flight: dict[str, Job] = field(default_factory=dict)
+    #: FIFO jobs between attempts: they keep their group busy (inline retry).
+    holding: dict[str, Job] = field(default_factory=dict)
+    dead: deque[DeadLetter] = field(default_factory=deque)  # newest first
+    bytes: int = 0
+
+    @property
+    def pending(self) -> int:
+        """Messages the queue holds that are not dead: its count against the bound."""
+        return len(self.waiting) + len(self.delayed) + len(self.in_flight) + len(self.holding)
+
+    @property
+    def depth(self) -> int:
+        """Upstream's ``queue_depth``: waiting plus active (delayed retries not counted)."""
+        return len(self.waiting) + len(self.in_flight) + len(self.holding)
+
+    def check_room(self, size: int, count: int = 1) -> None:
+        """Raise ``QueueFull`` unless ``count`` more messages of ``size`` bytes fit."""
+        if self.pending + count > self.limits.max_messages:
+            raise QueueFull(
+                f"queue '{self.name}' holds {self.pending} messages, "
+                f"the most engine_sim keeps per queue is {self.limits.max_messages}"
+            )
+        if self.bytes + size > self.limits.max_bytes:
+            raise QueueFull(
+                f"queue '{self.name}' holds {self.bytes} bytes of messages; "
+                f"{size} more would pass engine_sim's per-queue bound of "
+                f"{self.limits.max_bytes} bytes"
+            )
+
+    def push(self, job: Job, *, front: bool = False) -> None:
+        """Take ``job`` (check ``check_room`` first to refuse cleanly)."""
+        self.check_room(job.size)
+        self.bytes += job.size
+        if front:
+            self.waiting.appendleft(job)
+        else:
+            self.waiting.append(job)
+
+    def take_ready(self) -> list[Job]:
+        """Pop the jobs that may start now and mark them in flight."""
+        if self.mode == "concurrent":
+            started: list[Job] = []
+            while self.waiting and len(self.in_flight) < self.concurrency:
+                job = self.waiting.popleft()
+                self.in_flight[job.id] = job
+                started.append(job)
+            return started
+        return self._take_fifo()
+
+    def _busy_groups(self) -> set[str]:
+        busy = {j.group_id or NO_GROUP for j in self.in_flight.values()}
+        busy.update(j.group_id or NO_GROUP for j in self.holding.values())
+        return busy
+
+    def _take_fifo(self) -> list[Job]:
+        busy = self._busy_groups()
+        started: list[Job] = []
+        kept: deque[Job] = deque()
+        while self.waiting:
+            job = self.waiting.popleft()
+            group = job.group_id or NO_GROUP
+            if group in busy or len(busy) >= self.concurrency:
+                kept.append(job)
+                continue
+            busy.add(group)
+            self.in_flight[job.id] = job
+            started.append(job)
+        self.waiting = kept
+        return started
+
+    def ack(self, job_id: str) -> Job | None:
+        """The job's handler succeeded: forget it."""
+        job = self.in_flight.pop(job_id, None)
+        if job is not None:
+            self.bytes -= job.size
+        return job
+
+    def fail(
+        self,
+        job_id: str,
+        error: str,
+        now: float,
+        wall_ms: int,
+        *,
+        max_attempts: int | None = None,
+        backoff: int | None = None,
+    ) -> Retry | Dead | None:
+        """The job's handler failed: schedule a retry or bury it.
+
+        ``max_attempts``/``backoff`` override the job's own (a subscriber's tuning
+        wins at retry time, as upstream's ``apply_subscription_overrides``)."""
+        job = self.in_flight.pop(job_id, None)
+        if job is None:
+            return None
+        if max_attempts is not None:
+            job.max_attempts = max_attempts
+        if backoff is not None:
+            job.backoff_ms = backoff
+        job.attempts_made += 1
+        if job.attempts_made >= job.max_attempts:
+            self.bytes -= job.size
+            letter = DeadLetter(job, error, wall_ms)
+            self.bury(letter)
+            return Dead(letter)
+        if self.mode == "fifo":
+            self.holding[job.id] = job
+        else:
+            self.delayed[job.id] = job
+        return Retry(now + backoff_ms(job.backoff_ms, job.attempts_made) / 1000)
+
+    def park(self, job_id: str) -> Job | None:
+        """Hold an in-flight job without using an attempt (its target is missing)."""
+        job = self.in_flight.pop(job_id, None)
+        if job is None:
+            return None
+        if self.mode == "fifo":
+            self.holding[job.id] = job
+        else:
+            self.delayed[job.id] = job
+        return job
+
+    def due(self, job_id: str) -> Job | None:
+        """A retry's delay is up. FIFO: the job is in flight again (returned, to be
+        dispatched); concurrent: it goes back to the head of the line (``None``)."""
+        held = self.holding.pop(job_id, None)
+        if held is not None:
+            self.in_flight[held.id] = held
+            return held
+        job = self.delayed.pop(job_id, None)
+        if job is not None:
+            self.waiting.appendleft(job)
+        return None
+
+    def bury(self, letter: DeadLetter) -> None:
+        """Add a dead letter, dropping the oldest beyond the bound."""
+        self.dead.appendleft(letter)
+        while len(self.dead) > self.limits.max_dead_letters:
+            self.dead.pop()
+
+    def redrive_all(self) -> int:
+        """Every dead letter back on the line, attempts reset (upstream ``dlq_redrive``)."""
+        count = 0
+        while self.dead:
+            letter = self.dead.pop()  # oldest first, as upstream's rpop
+            self._revive(letter.job)
+            count += 1
+        return count
+
+    def redrive(self, job_id: str) -> bool:
+        """One dead letter back on the line; ``False`` if there is none with that id."""
+        letter = self._remove_dead(job_id)
+        if letter is None:
+            return False
+        self._revive(letter.job)
+        return True
+
+    def discard(self, job_id: str) -> bool:
+        """Drop one dead letter for good."""
+        return self._remove_dead(job_id) is not None
+
+    def _remove_dead(self, job_id: str) -> DeadLetter | None:
+        for letter in self.dead:
+            if letter.job.id == job_id:
+                self.dead.remove(letter)
+                return letter
+        return None
+
+    def _revive(self, job: Job) -> None:
+        # A redriven job re-enters even a full queue: refusing would lose it, and
+        # the dead-letter queue it leaves was bounded too.
+        job.attempts_made = 0
+        self.bytes += job.size
+        self.waiting.append(job)

@@ -1,0 +1,489 @@
+"""The ``iii-queue`` module: named queues fed by ``action: enqueue``, durable topic
+subscribers, retries with exponential backoff on the virtual clock, the dead-letter
+queue and its redrive, concurrency and FIFO ordering, as iii_trio workers see them."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from trio.testing import MockClock
+
+import engine_sim.modules as modules
+import iii_trio
+from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim.modules import ModuleConfigError, ModuleSpec
+from engine_sim.modules.queue import QueueLimits, QueueModule
+from engine_sim.modules.queue._store import Job, JobQueue, backoff_ms
+from iii_trio import InitOptions, InvocationError, Worker
+
+Payload = Any
+
+
+@pytest.fixture(autouse=True)
+def _queue_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    if modules.module_class("iii-queue") is None:
+        monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, QueueModule))
+
+
+@asynccontextmanager
+async def queue_engine(**config: Any) -> AsyncIterator[Engine]:
+    async with open_engine(EngineConfig(modules=(ModuleSpec("iii-queue", config),))) as engine:
+        yield engine
+
+
+@asynccontextmanager
+async def worker(engine: Engine, name: str) -> AsyncIterator[Worker]:
+    options = InitOptions(worker_name=name, enable_metrics_reporting=False)
+    async with iii_trio.register_worker(
+        options=options, transport=engine.transport_for(name), rng=random.Random(name)
+    ) as w:
+        yield w
+
+
+class Calls:
+    """A handler that records ``(virtual time, payload)`` of every call it gets."""
+
+    def __init__(self, fail: Callable[[Payload], bool] = lambda _: False) -> None:
+        self.send, self.recv = trio.open_memory_channel[tuple[float, Payload]](1000)
+        self.fail = fail
+
+    async def __call__(self, data: Payload) -> Payload:
+        await self.send.send((trio.current_time(), data))
+        if self.fail(data):
+            raise RuntimeError("the handler failed")
+        return {"handled": True}
+
+    async def next(self, within: float = 3600) -> tuple[float, Payload]:
+        with trio.fail_after(within):
+            return await self.recv.receive()
+
+    async def none_within(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            extra = await self.recv.receive()
+            pytest.fail(f"unexpected delivery {extra!r}")
+
+
+async def call(w: Worker, function_id: str, data: Payload) -> Payload:
+    with trio.fail_after(60):
+        return await w.trigger(function_id, data)
+
+
+async def dead_letters(w: Worker, topic: str, count: int) -> list[Payload]:
+    """The DLQ of ``topic`` once it holds ``count`` messages."""
+    with trio.fail_after(600):
+        while True:
+            dead = await w.trigger("engine::queue::dlq_messages", {"topic": topic})
+            assert isinstance(dead, list)
+            if len(dead) >= count:
+                return dead
+            await trio.sleep(0.1)
+
+
+async def subscribed(engine: Engine, count: int) -> None:
+    """Wait until ``count`` ``durable:subscriber`` bindings are live."""
+
+    def live() -> bool:
+        views = [b for b in engine.bindings() if b.trigger_type == "durable:subscriber"]
+        return len(views) == count and all(b.live for b in views)
+
+    with trio.fail_after(60):
+        await engine.wait_for(live)
+
+
+async def refused(w: Worker, function_id: str, data: Payload) -> InvocationError:
+    with trio.fail_after(60), pytest.raises(InvocationError) as caught:
+        await w.trigger(function_id, data)
+    return caught.value
+
+
+# -- named queues: action enqueue -------------------------------------------------------
+
+
+async def test_enqueue_delivers_the_payload_once_and_acknowledges_it(
+    autojump_clock: MockClock,
+) -> None:
+    async with queue_engine(queue_configs={"jobs": {}}) as engine, worker(engine, "w") as w:
+        calls = Calls()
+        w.register_function("w::job", calls)
+        await w.ready()
+        receipt = await w.enqueue("w::job", {"order": 7}, queue="jobs")
+        assert receipt.message_receipt_id
+        _, data = await calls.next()
+        assert data == {"order": 7}  # exactly the enqueued data, nothing wrapped around it
+        await calls.none_within(3600)
+        stats = await call(w, "engine::queue::topic_stats", {"queue": "jobs"})
+        assert stats == {"depth": 0, "consumer_count": 10, "dlq_depth": 0, "config": None}
+
+
+async def test_the_default_queue_exists_without_configuration(autojump_clock: MockClock) -> None:
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        calls = Calls()
+        w.register_function("w::job", calls)
+        await w.ready()
+        await w.enqueue("w::job", [1, 2], queue="default")
+        assert (await calls.next())[1] == [1, 2]
+
+
+async def test_a_failing_message_is_retried_with_exponential_backoff_then_dead_lettered(
+    autojump_clock: MockClock,
+) -> None:
+    queues = {"mail": {"max_retries": 6, "backoff_ms": 10_000}}
+    async with queue_engine(queue_configs=queues) as engine, worker(engine, "w") as w:
+        calls = Calls(fail=lambda _: True)
+        w.register_function("w::send", calls)
+        await w.ready()
+        start = trio.current_time()
+        await w.enqueue("w::send", {"to": "a@b"}, queue="mail")
+        times = [(await calls.next())[0] - start for _ in range(6)]
+        # 6 attempts in all; waits of 10 s, 20 s, 40 s, 80 s, 160 s between them.
+        assert times == pytest.approx([0, 10, 30, 70, 150, 310])
+        await calls.none_within(3600)
+        dead = await call(w, "engine::queue::dlq_messages", {"topic": "mail"})
+        assert len(dead) == 1
+        assert dead[0]["payload"] == {"to": "a@b"}
+        assert dead[0]["retries"] == 6
+        assert dead[0]["error"] == "function call failed"
+        assert isinstance(dead[0]["failed_at"], int)
+        assert dead[0]["size_bytes"] > 0
+        stats = await call(w, "engine::queue::topic_stats", {"topic": "mail"})
+        assert (stats["depth"], stats["dlq_depth"]) == (0, 1)
+        topics = await call(w, "engine::queue::dlq_topics", {})
+        assert {"topic": "mail", "broker_type": "function_queue", "message_count": 1} in topics
+
+
+async def test_redrive_puts_dead_letters_back_with_fresh_attempts(
+    autojump_clock: MockClock,
+) -> None:
+    queues = {"jobs": {"max_retries": 1}}
+    broken = True
+    async with queue_engine(queue_configs=queues) as engine, worker(engine, "w") as w:
+        calls = Calls(fail=lambda _: broken)
+        w.register_function("w::job", calls)
+        await w.ready()
+        for n in (1, 2, 3):
+            await w.enqueue("w::job", {"n": n}, queue="jobs")
+            await calls.next()
+        dead = await dead_letters(w, "jobs", 3)
+        assert [d["payload"]["n"] for d in dead] == [3, 2, 1]  # newest first
+        ids = {d["payload"]["n"]: d["id"] for d in dead}
+        broken = False
+
+        one = {"queue": "jobs", "message_id": ids[1]}
+        assert await call(w, "iii::queue::redrive_message", one) == {**one, "redriven": 1}
+        assert (await calls.next())[1] == {"n": 1}
+        assert await call(w, "iii::queue::redrive_message", one) == {**one, "redriven": 0}
+
+        two = {"queue": "jobs", "message_id": ids[2]}
+        assert await call(w, "iii::queue::discard_message", two) == {**two, "redriven": 1}
+
+        assert await call(w, "iii::queue::redrive", {"queue": "jobs"}) == {
+            "queue": "jobs",
+            "redriven": 1,
+        }
+        assert (await calls.next())[1] == {"n": 3}
+        await calls.none_within(600)
+        assert await call(w, "engine::queue::dlq_messages", {"topic": "jobs"}) == []
+
+
+async def test_concurrency_bounds_the_calls_in_flight(autojump_clock: MockClock) -> None:
+    in_flight = peak = done = 0
+    all_done = trio.Event()
+
+    async def slow(data: Payload) -> Payload:
+        nonlocal in_flight, peak, done
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await trio.sleep(10)
+        in_flight -= 1
+        done += 1
+        if done == 6:
+            all_done.set()
+        return None
+
+    queues = {"work": {"concurrency": 2}}
+    async with queue_engine(queue_configs=queues) as engine, worker(engine, "w") as w:
+        w.register_function("w::slow", slow)
+        await w.ready()
+        start = trio.current_time()
+        for n in range(6):
+            await w.enqueue("w::slow", n, queue="work")
+        with trio.fail_after(600):
+            await all_done.wait()
+        assert peak == 2
+        assert trio.current_time() - start == pytest.approx(30, abs=1.5)  # three waves
+
+
+async def test_fifo_keeps_order_within_a_group_and_runs_groups_side_by_side(
+    autojump_clock: MockClock,
+) -> None:
+    seen: list[tuple[str, int, float]] = []
+    failed_once: set[int] = set()
+    eight = trio.Event()
+
+    async def handle(data: Payload) -> Payload:
+        seen.append((data["account"], data["n"], trio.current_time()))
+        if len(seen) == 8:
+            eight.set()
+        await trio.sleep(5 - data["n"] % 5)  # later messages finish faster
+        if data["n"] == 2 and 2 not in failed_once:
+            failed_once.add(2)
+            raise RuntimeError("first try of n=2 fails")
+        return None
+
+    queues = {
+        "ledger": {
+            "type": "fifo",
+            "message_group_field": "account",
+            "concurrency": 4,
+            "backoff_ms": 1000,
+        }
+    }
+    async with queue_engine(queue_configs=queues) as engine, worker(engine, "w") as w:
+        w.register_function("w::post", handle)
+        await w.ready()
+        start = trio.current_time()
+        for n, account in enumerate(["a", "b", "a", "b", "a", "b", "a"]):
+            await w.enqueue("w::post", {"account": account, "n": n}, queue="ledger")
+        with trio.fail_after(600):
+            await eight.wait()
+        await trio.sleep(60)
+        assert [n for g, n, _ in seen if g == "a"] == [0, 2, 2, 4, 6]  # n=2 retried in place
+        assert [n for g, n, _ in seen if g == "b"] == [1, 3, 5]
+        first = {g: t - start for g, _, t in reversed(seen)}
+        assert first == {"a": pytest.approx(0), "b": pytest.approx(0)}
+        error = await refused_enqueue(w, "w::post", {"n": 9}, "ledger")
+        assert error.code == "enqueue_error"
+        assert "FIFO queue 'ledger' requires field 'account' in data" in error.message
+
+
+async def refused_enqueue(
+    w: Worker, function_id: str, data: Payload, queue: str
+) -> InvocationError:
+    with trio.fail_after(60), pytest.raises(InvocationError) as caught:
+        await w.enqueue(function_id, data, queue=queue)
+    return caught.value
+
+
+async def test_a_worker_leaving_mid_call_gets_the_message_redelivered(
+    autojump_clock: MockClock,
+) -> None:
+    started = trio.Event()
+
+    async def hang(data: Payload) -> Payload:
+        started.set()
+        await trio.sleep_forever()
+
+    queues = {"jobs": {"backoff_ms": 2000}}
+    async with queue_engine(queue_configs=queues) as engine, worker(engine, "caller") as caller:
+        async with worker(engine, "first") as first:
+            first.register_function("svc::job", hang)
+            await first.ready()
+            await caller.enqueue("svc::job", {"id": "x"}, queue="jobs")
+            with trio.fail_after(60):
+                await started.wait()
+        left = trio.current_time()
+        calls = Calls()
+        async with worker(engine, "second") as second:
+            second.register_function("svc::job", calls)
+            await second.ready()
+            at, data = await calls.next()
+            assert data == {"id": "x"}
+            assert at - left >= 2 - 0.5  # the failed delivery waited out its backoff
+            await calls.none_within(600)
+
+
+async def test_a_message_for_a_function_not_registered_yet_waits_for_it(
+    autojump_clock: MockClock,
+) -> None:
+    queues = {"jobs": {"max_retries": 1}}
+    async with queue_engine(queue_configs=queues) as engine, worker(engine, "caller") as caller:
+        receipt = await caller.enqueue("late::job", {"k": 1}, queue="jobs")
+        assert receipt.message_receipt_id
+        await trio.sleep(600)
+        stats = await call(caller, "engine::queue::topic_stats", {"queue": "jobs"})
+        assert stats["dlq_depth"] == 0
+        calls = Calls()
+        async with worker(engine, "late") as late:
+            late.register_function("late::job", calls)
+            await late.ready()
+            assert (await calls.next(within=5))[1] == {"k": 1}
+
+
+async def test_enqueue_to_an_unknown_queue_is_refused(autojump_clock: MockClock) -> None:
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        error = await refused_enqueue(w, "w::job", {}, "nope")
+        assert error.code == "enqueue_error"
+        assert error.message == (
+            "invocation_failed: handler error: queue 'nope' is not defined; "
+            "call queue::define before enqueueing"
+        )
+
+
+async def test_a_full_queue_refuses_more_with_queue_full(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(QueueModule, "limits", QueueLimits(max_messages=2))
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        for n in (1, 2):  # nobody serves the function, so both wait in the queue
+            await w.enqueue("gone::job", n, queue="default")
+        error = await refused_enqueue(w, "gone::job", 3, "default")
+        assert error.code == "enqueue_error"
+        assert error.message.startswith("queue_full: queue 'default' holds 2 messages")
+
+
+# -- durable:subscriber -------------------------------------------------------------------
+
+
+async def test_publish_fans_out_to_every_subscribed_function(autojump_clock: MockClock) -> None:
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        billing, shipping = Calls(), Calls()
+        w.register_function("w::billing", billing)
+        w.register_function("w::shipping", shipping)
+        w.register_trigger("durable:subscriber", "w::billing", {"topic": "orders"})
+        w.register_trigger("durable:subscriber", "w::shipping", {"topic": "orders"})
+        await w.ready()
+        await subscribed(engine, 2)
+        assert (
+            await call(w, "iii::durable::publish", {"topic": "orders", "data": {"id": 1}}) is None
+        )
+        assert (await billing.next())[1] == {"id": 1}
+        assert (await shipping.next())[1] == {"id": 1}
+        topics = await call(w, "engine::queue::list_topics", {})
+        assert {"name": "orders", "broker_type": "builtin", "subscriber_count": 2} in topics
+
+
+async def test_a_subscriber_retries_max_retries_plus_one_times_then_dead_letters(
+    autojump_clock: MockClock,
+) -> None:
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        calls = Calls(fail=lambda _: True)
+        w.register_function("w::flaky", calls)
+        config = {"topic": "t", "queue_config": {"maxRetries": 2, "backoffDelayMs": 500}}
+        w.register_trigger("durable:subscriber", "w::flaky", config)
+        await w.ready()
+        await subscribed(engine, 1)
+        start = trio.current_time()
+        await call(w, "iii::durable::publish", {"topic": "t", "data": "m"})
+        times = [(await calls.next())[0] - start for _ in range(3)]
+        assert times == pytest.approx([0, 0.5, 1.5])
+        await calls.none_within(600)
+        dead = await call(w, "engine::queue::dlq_messages", {"topic": "t"})
+        assert len(dead) == 1
+        assert dead[0]["error"].startswith('ErrorBody { code: "')
+        assert await call(w, "iii::queue::redrive", {"topic": "t"}) == {"queue": "t", "redriven": 1}
+        assert (await calls.next())[1] == "m"
+
+
+async def test_a_condition_returning_false_skips_the_message(autojump_clock: MockClock) -> None:
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        calls = Calls()
+        w.register_function("w::big", calls)
+        w.register_function("w::is_big", lambda data: data["amount"] > 100)
+        config = {"topic": "pay", "condition_function_id": "w::is_big"}
+        w.register_trigger("durable:subscriber", "w::big", config)
+        await w.ready()
+        await subscribed(engine, 1)
+        for amount in (5, 500):
+            await call(w, "iii::durable::publish", {"topic": "pay", "data": {"amount": amount}})
+        assert (await calls.next())[1] == {"amount": 500}
+        await calls.none_within(600)
+
+
+async def test_messages_published_before_any_subscriber_wait_for_one(
+    autojump_clock: MockClock,
+) -> None:
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        await w.ready()
+        await call(w, "iii::durable::publish", {"topic": "early", "data": 1})
+        await trio.sleep(300)
+        calls = Calls()
+        w.register_function("w::late", calls)
+        w.register_trigger("durable:subscriber", "w::late", {"topic": "early"})
+        assert (await calls.next(within=60))[1] == 1
+
+
+# -- errors and config --------------------------------------------------------------------
+
+
+async def test_bad_input_gets_upstreams_error_codes(autojump_clock: MockClock) -> None:
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        await w.ready()
+        cases = [
+            ("iii::durable::publish", {"topic": "", "data": 1}, "topic_not_set"),
+            ("iii::queue::redrive", {"queue": ""}, "queue_not_set"),
+            ("iii::queue::redrive_message", {"queue": "q", "message_id": ""}, "message_id_not_set"),
+            ("engine::queue::topic_stats", {"topic": ""}, "topic_required"),
+            ("iii::queue::redrive", {}, "deserialization_error"),
+            ("engine::queue::dlq_messages", {"topic": "t", "limit": -1}, "deserialization_error"),
+        ]
+        for function_id, data, code in cases:
+            assert (await refused(w, function_id, data)).code == code, function_id
+        w.register_function("w::f", Calls())
+        with trio.fail_after(60), pytest.raises(InvocationError) as caught:
+            await w.trigger(
+                "engine::register_trigger",
+                {"trigger_type": "durable:subscriber", "function_id": "w::f", "config": {}},
+            )
+        assert caught.value.code == "trigger_registration_failed"
+        assert "queue is required for durable:subscriber trigger" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("queue", "complaint"),
+    [
+        ({"type": "fifo"}, "message_group_field"),
+        ({"type": "lifo"}, "type"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"max_retries": 3, "fake_key": True}, "fake_key"),
+    ],
+)
+async def test_invalid_queue_configs_are_refused_naming_the_field(
+    autojump_clock: MockClock, queue: dict[str, Any], complaint: str
+) -> None:
+    with pytest.raises(ModuleConfigError, match=complaint):
+        async with queue_engine(queue_configs={"q": queue}):
+            pass
+
+
+# -- the queue logic on its own -----------------------------------------------------------
+
+
+def _job(n: int, group: str | None = None) -> Job:
+    return Job(f"j{n}", "q", n, 3, 1000, 0, 1, group_id=group)
+
+
+def test_backoff_doubles_from_the_base() -> None:
+    assert [backoff_ms(1000, n) for n in (1, 2, 3, 4)] == [1000, 2000, 4000, 8000]
+
+
+def test_a_concurrent_retry_goes_back_to_the_head_of_the_line() -> None:
+    queue = JobQueue("q", "concurrent", concurrency=1)
+    for n in (1, 2):
+        queue.push(_job(n))
+    assert [j.id for j in queue.take_ready()] == ["j1"]
+    retry = queue.fail("j1", "boom", now=100.0, wall_ms=0)
+    assert retry is not None
+    assert getattr(retry, "due", None) == pytest.approx(101.0)
+    assert [j.id for j in queue.take_ready()] == ["j2"]
+    queue.ack("j2")
+    assert queue.due("j1") is None
+    assert [j.id for j in queue.take_ready()] == ["j1"]
+
+
+def test_fifo_holds_a_group_through_its_retry() -> None:
+    queue = JobQueue("q", "fifo", concurrency=5)
+    for n, group in enumerate(["a", "a", "b"]):
+        queue.push(_job(n, group))
+    assert [j.id for j in queue.take_ready()] == ["j0", "j2"]
+    queue.fail("j0", "boom", now=0.0, wall_ms=0)
+    assert queue.take_ready() == []  # j1 waits behind its group's retry
+    again = queue.due("j0")
+    assert again is not None
+    assert again.id == "j0"
+    queue.ack("j0")
+    assert [j.id for j in queue.take_ready()] == ["j1"]
