@@ -4,6 +4,7 @@ queue and its redrive, concurrency and FIFO ordering, as iii_trio workers see th
 
 from __future__ import annotations
 
+import queue
 import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,7 +16,8 @@ from trio.testing import MockClock
 
 import engine_sim.modules as modules
 import iii_trio
-from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
+from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules.queue import QueueLimits, QueueModule
 from engine_sim.modules.queue._store import Job, JobQueue, backoff_ms
@@ -407,6 +409,26 @@ async def test_messages_published_before_any_subscriber_wait_for_one(
         assert (await calls.next(within=60))[1] == 1
 
 
+async def test_an_engine_restart_loses_queued_messages_and_keeps_the_queue_working(
+    autojump_clock: MockClock,
+) -> None:
+    async with queue_engine() as engine, worker(engine, "caller") as caller:
+        subscriber = Calls()
+        caller.register_function("caller::sub", subscriber)
+        caller.register_trigger("durable:subscriber", "caller::sub", {"topic": "t"})
+        await subscribed(engine, 1)
+        await caller.enqueue("late::job", {"lost": True}, queue="default")  # nobody serves it
+        engine.faults.inject(RestartEngine())
+        await subscribed(engine, 1)  # the worker came back and bound again
+        late_calls = Calls()
+        async with worker(engine, "late") as late:
+            late.register_function("late::job", late_calls)
+            await late.ready()
+            await late_calls.none_within(600)  # in memory, as upstream's in_memory store
+        await call(caller, "iii::durable::publish", {"topic": "t", "data": 2})
+        assert (await subscriber.next())[1] == 2
+
+
 # -- errors and config --------------------------------------------------------------------
 
 
@@ -487,3 +509,48 @@ def test_fifo_holds_a_group_through_its_retry() -> None:
     assert again.id == "j0"
     queue.ack("j0")
     assert [j.id for j in queue.take_ready()] == ["j1"]
+
+
+# -- the official Python SDK over loopback ------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:register_trigger:DeprecationWarning")
+def test_the_official_sdk_enqueues_and_subscribes_over_the_wire() -> None:
+    """``TriggerAction.Enqueue`` and a ``durable:subscriber`` binding from ``iii-sdk``
+    0.25, against a listening engine with the queue module."""
+    from iii import InitOptions as SdkOptions
+    from iii import TriggerAction, register_worker
+
+    config = EngineConfig(modules=(ModuleSpec("iii-queue", {"queue_configs": {"jobs": {}}}),))
+    got: queue.Queue[tuple[str, Any]] = queue.Queue()
+    with run_in_thread(config) as sim:
+        sdk = register_worker(
+            sim.url,
+            SdkOptions(worker_name="sdk", otel={"enabled": False}, enable_metrics_reporting=False),
+        )
+        try:
+            sdk.register_function("sdk::job", lambda data: got.put(("job", data)))
+            sdk.register_function("sdk::sub", lambda data: got.put(("sub", data)))
+            sdk.register_trigger(
+                {"type": "durable:subscriber", "function_id": "sdk::sub", "config": {"topic": "t"}}
+            )
+            sim.wait_for(
+                lambda e: any(b.live for b in e.bindings() if b.function_id == "sdk::sub"),
+                timeout=5,
+            )
+            receipt = sdk.trigger(
+                {
+                    "function_id": "sdk::job",
+                    "payload": {"n": 1},
+                    "action": TriggerAction.Enqueue(queue="jobs"),
+                    "timeout_ms": 5000,
+                }
+            )
+            assert set(receipt) == {"messageReceiptId"}
+            assert got.get(timeout=5) == ("job", {"n": 1})
+            published = {"topic": "t", "data": [1, 2]}
+            sdk.trigger({"function_id": "iii::durable::publish", "payload": published})
+            assert got.get(timeout=5) == ("sub", [1, 2])
+        finally:
+            sdk.shutdown()
+            sdk._loop.close()

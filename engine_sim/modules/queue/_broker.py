@@ -89,6 +89,9 @@ class Broker:
         self.named = named
         self.queues: dict[QueueKey, JobQueue] = {}
         self.subscribers: dict[QueueKey, Subscriber] = {}
+        #: A subscriber queue's retry tuning (max attempts, backoff ms); kept after its
+        #: last binding goes, as upstream keeps ``subscription_configs``.
+        self.tuning: dict[QueueKey, tuple[int | None, int | None]] = {}
         self._timers: dict[int, TimerHandle] = {}
         self._timer_seq = 0
         self._dirty: set[QueueKey] = set()
@@ -182,6 +185,7 @@ class Broker:
             sub = self.subscribers[key] = Subscriber(spec.topic, namespace, function_id)
         sub.bindings.pop(binding_id, None)
         sub.bindings[binding_id] = (spec, metadata)
+        self.tuning[key] = (spec.max_attempts, spec.backoff_ms)
         queue = self._queue(key, spec.topic)
         queue.mode = "fifo" if spec.fifo else "concurrent"
         queue.concurrency = SUBSCRIBER_CONCURRENCY if spec.concurrency is None else spec.concurrency
@@ -285,10 +289,7 @@ class Broker:
             if queue.park(job_id) is not None:
                 self._at(now + self._poll_ms(key) / 1000, lambda: self._due(key, job_id))
         else:
-            max_attempts = backoff = None
-            sub = self.subscribers.get(key)
-            if sub is not None:
-                max_attempts, backoff = sub.spec.max_attempts, sub.spec.backoff_ms
+            max_attempts, backoff = self.tuning.get(key, (None, None))
             wall_ms = int(self.host.wall_time(now) * 1000)
             outcome = queue.fail(
                 job_id, text, now, wall_ms, max_attempts=max_attempts, backoff=backoff
