@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 from uuid import UUID
 
@@ -53,16 +52,16 @@ from iii_trio.protocol import (
     is_blank_namespace,
 )
 
+from ._bindings import Triggers
 from ._config import EngineConfig
 from ._discovery import function_summary
 from ._effects import Close, Effect, Send
 from ._host import CoreHost, TriggerHooks
 from ._ids import IdSource
+from ._logtext import in_namespace, short
 from ._ownership import (
-    binding_refusal,
     function_owner,
     result_accepted,
-    trigger_type_refused,
     unbinding_refusal,
 )
 from ._records import (
@@ -114,15 +113,6 @@ _REGISTRATIONS: Final = (
 )
 
 
-@dataclass(eq=False)
-class _AckWait:
-    """An ``engine::register_trigger`` call waiting for its worker provider's verdict."""
-
-    reply: Reply
-    function_id: str
-    deadline: float
-
-
 class EngineCore:
     """Registries and routing of one engine. Every method returns the effects to apply."""
 
@@ -142,7 +132,6 @@ class EngineCore:
         self._handlers: dict[FunctionKey, BuiltinHandler] = {}
         #: Hooks of the trigger types modules provide.
         self.trigger_hooks: dict[TypeKey, TriggerHooks] = {}
-        self._ack_waits: dict[str, _AckWait] = {}
         self._ids = IdSource(self.config.seed)
         #: The engine's clock as of the latest call into the core.
         self.now = now
@@ -156,6 +145,10 @@ class EngineCore:
         self._function_keys = frozenset[FunctionKey]()
         self._next_poll = now + self.config.functions_poll_ms / 1000
         self.timers = Timers()
+        # The core's parts: each holds the rules for one concern and works on the
+        # registries above, which stay here because modules, discovery and tests read them.
+        # Built before the modules start: starting registers built-ins and trigger types.
+        self.triggers = Triggers(self)
         #: The engine's modules, in the order they were started.
         self.modules: list[EngineModule] = build_modules(
             self.config, lambda name: CoreHost(self, name), self
@@ -204,11 +197,11 @@ class EngineCore:
         )
         worker.status.on_transition = lambda transition: self._status_changed(worker.id, transition)
         self.workers[worker.id] = worker
-        self._send(
+        self.send(
             worker.id, WorkerRegistered(worker_id=worker.id, reattach_token=worker.reattach_token)
         )
         worker.status.apply(HandshakeCompleted())
-        log.info("%s connected%s", _short(worker.id), f" from {ip_address}" if ip_address else "")
+        log.info("%s connected%s", short(worker.id), f" from {ip_address}" if ip_address else "")
         self.fire_trigger_type(
             "engine::workers-available", {"event": "worker_connected", "worker_id": worker.id}, now
         )
@@ -246,11 +239,7 @@ class EngineCore:
                     "%s sent no namespace in time; using %s", self.who(worker), DEFAULT_NAMESPACE
                 )
                 self._resolve_namespace(worker, DEFAULT_NAMESPACE, now)
-        for binding_id, wait in list(self._ack_waits.items()):
-            if wait.deadline <= now:
-                # No verdict in time counts as acceptance (§10.4).
-                del self._ack_waits[binding_id]
-                self.complete(wait.reply, wait.function_id, {"id": binding_id}, None)
+        self.triggers.expire_ack_waits(now)
         if self._next_poll <= now:
             period = self.config.functions_poll_ms / 1000
             while self._next_poll <= now:
@@ -264,7 +253,7 @@ class EngineCore:
         deadlines += [
             w.grace_deadline for w in self.workers.values() if w.grace_deadline is not None
         ]
-        deadlines += [wait.deadline for wait in self._ack_waits.values()]
+        deadlines += self.triggers.deadlines()
         module_timer = self.timers.next_deadline()
         if module_timer is not None:
             deadlines.append(module_timer)
@@ -276,7 +265,7 @@ class EngineCore:
         return self._ids.new_id()
 
     def who(self, worker: WorkerRecord) -> str:
-        return f"{_short(worker.id)} ({worker.name})" if worker.name else _short(worker.id)
+        return f"{short(worker.id)} ({worker.name})" if worker.name else short(worker.id)
 
     def add_builtin(
         self,
@@ -330,7 +319,7 @@ class EngineCore:
         if caller is None:
             return  # the caller left; its answer is dropped (§7.6)
         caller.issued.discard(reply.invocation_id)
-        self._send(
+        self.send(
             caller.id,
             InvocationResult(
                 invocation_id=reply.invocation_id,
@@ -367,7 +356,7 @@ class EngineCore:
         invocation_id = invocation_id or UUID(self.new_id())
         self.pending[invocation_id] = Pending(invocation_id, function_id, executor.id, reply)
         executor.status.apply(InvocationStarted(str(invocation_id)))
-        self._send(
+        self.send(
             executor.id,
             InvokeFunction(
                 invocation_id=invocation_id,
@@ -381,70 +370,22 @@ class EngineCore:
         log.info(
             "call %s %s → %s%s",
             function_id,
-            _short(str(invocation_id)),
+            short(str(invocation_id)),
             self.who(executor),
             "" if isinstance(reply, ReplyTo) else " (no reply wanted)",
         )
 
     def fire_trigger_type(self, type_id: str, data: JsonValue, now: float) -> None:
         """Call every live binding of an engine-provided trigger type (fire and forget)."""
-        for binding in list(self.bindings.values()):
-            if binding.live and binding.trigger_type == type_id:
-                self.invoke(
-                    binding.target_namespace,
-                    binding.function_id,
-                    data,
-                    reply=NoReply(),
-                    now=now,
-                    metadata=binding.metadata,
-                )
+        self.triggers.fire_trigger_type(type_id, data, now)
 
     def register_binding(self, binding: Binding, reply: Reply | None, now: float) -> None:
-        """File a binding with its provider, or park it (§10.3); ``reply`` hears failures.
-
-        ``reply`` set means a durable ``engine::register_trigger`` call that waits for a
-        worker provider's verdict; ``None`` means a ``registertrigger`` frame, whose
-        failures go back to the owner as ``triggerregistrationresult``.
-        """
-        key = self._resolve_provider(binding)
-        old = self.bindings.get(binding.id)
-        if old is not None:
-            self._drop_binding(old, tell_provider=old.provider != key)
-        hooks = self.trigger_hooks.get(key) if key is not None else None
-        if hooks is not None and hooks.check is not None:
-            try:
-                hooks.check(binding.config)
-            except BuiltinError as exc:
-                self._refuse_binding(binding, exc.body, reply)
-                return
-        binding.provider = key
-        self.bindings[binding.id] = binding
-        if key is None:
-            log.warning(
-                "trigger %s: no provider of %r yet; it waits for one",
-                binding.id,
-                binding.trigger_type,
-            )
-        elif self.trigger_types[key].provider is not None:
-            self._deliver_binding(binding)
-            if reply is not None:
-                self._ack_waits[binding.id] = _AckWait(
-                    reply,
-                    "engine::register_trigger",
-                    now + self.config.trigger_ack_timeout_ms / 1000,
-                )
-            return
-        else:
-            self._module_bound(binding)
-        if reply is not None:
-            self.complete(reply, "engine::register_trigger", {"id": binding.id}, None)
+        """File a binding with its provider, or park it (§10.3); see ``Triggers``."""
+        self.triggers.register_binding(binding, reply, now)
 
     def unregister_binding(self, binding_id: str) -> bool:
-        binding = self.bindings.get(binding_id)
-        if binding is None:
-            return False
-        self._drop_binding(binding, tell_provider=True)
-        return True
+        """Remove a binding (telling its provider); False if there is none."""
+        return self.triggers.unregister_binding(binding_id)
 
     # -- frames that are never buffered ----------------------------------------------------
 
@@ -455,11 +396,11 @@ class EngineCore:
             case InvocationResult():
                 self._on_result(worker, message)
             case TriggerRegistrationResult():
-                self._on_trigger_verdict(worker, message)
+                self.triggers.on_verdict(worker, message)
             case Reattach():
                 self._on_reattach(worker, message, now)
             case Ping():
-                self._send(worker.id, Pong())
+                self.send(worker.id, Pong())
             case _:
                 # Engine-to-worker messages sent back to us: the engine ignores them too.
                 log.debug(
@@ -481,7 +422,7 @@ class EngineCore:
             # Refused before routing, whatever the action (§7.1 step 1), and without
             # touching the bookkeeping of a live call that owns the same id.
             if message.invocation_id is not None:
-                self._send(
+                self.send(
                     worker.id,
                     InvocationResult(
                         invocation_id=message.invocation_id,
@@ -574,38 +515,9 @@ class EngineCore:
             executor.status.apply(InvocationFinished(str(message.invocation_id)))
         outcome = f"error {message.error.code}" if message.error else "ok"
         log.info(
-            "result %s %s: %s", message.function_id, _short(str(message.invocation_id)), outcome
+            "result %s %s: %s", message.function_id, short(str(message.invocation_id)), outcome
         )
         self.complete(pending.reply, pending.function_id, message.result, message.error)
-
-    def _on_trigger_verdict(self, worker: WorkerRecord, message: TriggerRegistrationResult) -> None:
-        binding = self.bindings.get(message.id)
-        if binding is None or binding.provider is None:
-            return
-        provider = self.trigger_types.get(binding.provider)
-        if provider is None or provider.provider != worker.id:
-            log.debug(
-                "%s reported on trigger %s it does not provide; ignored",
-                self.who(worker),
-                message.id,
-            )
-            return
-        wait = self._ack_waits.pop(message.id, None)
-        if message.error is None:
-            if wait is not None:
-                self.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
-            return
-        log.warning(
-            "trigger %s refused by its provider: %s: %s",
-            binding.id,
-            message.error.code,
-            message.error.message,
-        )
-        binding.provider = None  # parked until a provider registers the type again
-        if wait is not None:
-            self._refuse_binding(binding, message.error, wait.reply)
-        elif binding.owner in self.workers:
-            self._send(binding.owner, message)
 
     def _on_reattach(self, worker: WorkerRecord, message: Reattach, now: float) -> None:
         """Retire the connection ``message`` names, before the replay behind it (§5.5).
@@ -627,7 +539,7 @@ class EngineCore:
             log.warning(
                 "%s: reattach to %s with a wrong token; ignored",
                 self.who(worker),
-                _short(previous_id),
+                short(previous_id),
             )
             return
         log.info("%s reattaches; retiring %s", self.who(worker), self.who(previous))
@@ -648,9 +560,9 @@ class EngineCore:
             case RegisterService():
                 self.services[(namespace, message.name or message.id)] = (worker.id, message)
             case RegisterTriggerType():
-                self._register_trigger_type(worker, namespace, message)
+                self.triggers.register_trigger_type(worker, namespace, message)
             case RegisterTrigger():
-                self._register_trigger(worker, namespace, message, now)
+                self.triggers.register_trigger(worker, namespace, message, now)
             case UnregisterTrigger():
                 # No reply exists for this frame: a refusal is only logged.
                 refused = unbinding_refusal(self, worker.id, message.id)
@@ -670,7 +582,7 @@ class EngineCore:
             return
         owner_id = function_owner(self, worker, namespace, message.id)
         if owner_id is not None:
-            self._send(
+            self.send(
                 worker.id,
                 RegistrationRejected(
                     code=FUNCTION_NAMESPACE_CONFLICT,
@@ -690,195 +602,15 @@ class EngineCore:
             owner=worker.id,
         )
         worker.functions.add(message.id)
-        log.info("%s registered function %s%s", self.who(worker), message.id, _in(namespace))
+        log.info(
+            "%s registered function %s%s", self.who(worker), message.id, in_namespace(namespace)
+        )
 
     def _remove_function(self, entry: FunctionEntry) -> None:
         del self.functions[entry.key]
         if entry.owner in self.workers:
             self.workers[entry.owner].functions.discard(entry.id)
-        log.info("function %s%s removed", entry.id, _in(entry.namespace))
-
-    def _register_trigger_type(
-        self, worker: WorkerRecord, home: str, message: RegisterTriggerType
-    ) -> None:
-        if is_blank_namespace(message.namespace):
-            log.warning(
-                "%s: trigger type %s has a blank namespace; refused", self.who(worker), message.id
-            )
-            return
-        namespace = message.namespace or home
-        key = (namespace, message.id)
-        if trigger_type_refused(self, worker, key):
-            return
-        self.trigger_types[key] = TriggerTypeEntry(
-            namespace=namespace,
-            id=message.id,
-            description=message.description,
-            trigger_request_format=message.trigger_request_format,
-            call_request_format=message.call_request_format,
-            provider=worker.id,
-        )
-        log.info("%s provides trigger type %s%s", self.who(worker), message.id, _in(namespace))
-        for binding in list(self.bindings.values()):
-            if binding.provider == key:
-                self._deliver_binding(binding)  # replay to the new provider
-            elif binding.provider is None and self._resolve_provider(binding) == key:
-                binding.provider = key
-                log.info("trigger %s activated by its new provider", binding.id)
-                self._deliver_binding(binding)
-            elif (
-                namespace != DEFAULT_NAMESPACE
-                and binding.provider == (DEFAULT_NAMESPACE, message.id)
-                and binding.trigger_namespace is None
-                and binding.home_namespace == namespace
-            ):
-                # It had fallen back to the default provider; its home now has one.
-                self._tell_provider_unregister(binding)
-                self._module_unbound(binding)
-                binding.provider = key
-                self._deliver_binding(binding)
-
-    def _register_trigger(
-        self, worker: WorkerRecord, home: str, message: RegisterTrigger, now: float
-    ) -> None:
-        blank = next(
-            (
-                field
-                for field, value in (
-                    ("namespace", message.namespace),
-                    ("trigger_namespace", message.trigger_namespace),
-                )
-                if is_blank_namespace(value)
-            ),
-            None,
-        )
-        error = (
-            ErrorBody(code=INVALID_NAMESPACE, message=f"{blank} must not be blank")
-            if blank
-            else binding_refusal(self, worker, message.id)
-        )
-        if error is not None:
-            self._send_trigger_error(worker.id, message, error)
-            return
-        binding = Binding(
-            id=message.id,
-            trigger_type=message.trigger_type,
-            function_id=message.function_id,
-            config=message.config,
-            metadata=message.metadata,
-            namespace=message.namespace,
-            trigger_namespace=message.trigger_namespace,
-            home_namespace=home,
-            owner=worker.id,
-        )
-        log.info(
-            "%s registered trigger %s (%s → %s)",
-            self.who(worker),
-            binding.id,
-            binding.trigger_type,
-            binding.function_id,
-        )
-        self.register_binding(binding, None, now)
-
-    # -- triggers -------------------------------------------------------------------------
-
-    def _resolve_provider(self, binding: Binding) -> TypeKey | None:
-        if binding.trigger_namespace is not None:
-            key = (binding.trigger_namespace, binding.trigger_type)
-            return key if key in self.trigger_types else None
-        for namespace in (binding.home_namespace, DEFAULT_NAMESPACE):
-            if (namespace, binding.trigger_type) in self.trigger_types:
-                return (namespace, binding.trigger_type)
-        return None
-
-    def _deliver_binding(self, binding: Binding) -> None:
-        assert binding.provider is not None
-        provider = self.trigger_types[binding.provider].provider
-        if provider is None:
-            self._module_bound(binding)
-            return
-        self._send(
-            provider,
-            RegisterTrigger(
-                id=binding.id,
-                trigger_type=binding.trigger_type,
-                function_id=binding.function_id,
-                config=binding.config,
-                metadata=binding.metadata,
-                namespace=_unless_default(binding.namespace),
-                trigger_namespace=_unless_default(binding.provider[0]),
-            ),
-        )
-
-    def _tell_provider_unregister(self, binding: Binding) -> None:
-        if binding.provider is None:
-            return
-        entry = self.trigger_types.get(binding.provider)
-        if entry is not None and entry.provider is not None:
-            self._send(
-                entry.provider, UnregisterTrigger(id=binding.id, trigger_type=binding.trigger_type)
-            )
-
-    def _module_bound(self, binding: Binding) -> None:
-        """Tell the module providing ``binding``'s trigger type that it is live."""
-        hooks = self.trigger_hooks.get(binding.provider) if binding.provider else None
-        if hooks is not None and hooks.on_bind is not None:
-            try:
-                hooks.on_bind(binding)
-            except Exception:
-                log.exception("trigger %s: its module failed to take it", binding.id)
-
-    def _module_unbound(self, binding: Binding) -> None:
-        hooks = self.trigger_hooks.get(binding.provider) if binding.provider else None
-        if hooks is not None and hooks.on_unbind is not None:
-            try:
-                hooks.on_unbind(binding)
-            except Exception:
-                log.exception("trigger %s: its module failed to let it go", binding.id)
-
-    def _drop_binding(self, binding: Binding, *, tell_provider: bool) -> None:
-        if tell_provider:
-            self._tell_provider_unregister(binding)
-        if self.bindings.get(binding.id) is binding:
-            self._module_unbound(binding)
-        self.bindings.pop(binding.id, None)
-        wait = self._ack_waits.pop(binding.id, None)
-        if wait is not None:
-            # Removed before its provider answered: the registration itself happened.
-            self.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
-
-    def _refuse_binding(self, binding: Binding, error: ErrorBody, reply: Reply | None) -> None:
-        self.bindings.pop(binding.id, None)
-        if reply is not None:
-            self.complete(
-                reply,
-                "engine::register_trigger",
-                None,
-                ErrorBody(
-                    code="trigger_registration_failed", message=f"{error.code}: {error.message}"
-                ),
-            )
-            return
-        if binding.owner in self.workers:
-            self._send_trigger_error(
-                binding.owner,
-                binding,
-                ErrorBody(code="trigger_registration_failed", message=error.message),
-            )
-
-    def _send_trigger_error(
-        self, worker_id: str, trigger: Binding | RegisterTrigger, error: ErrorBody
-    ) -> None:
-        """Tell ``worker_id`` that its trigger was refused."""
-        self._send(
-            worker_id,
-            TriggerRegistrationResult(
-                id=trigger.id,
-                trigger_type=trigger.trigger_type,
-                function_id=trigger.function_id,
-                error=error,
-            ),
-        )
+        log.info("function %s%s removed", entry.id, in_namespace(entry.namespace))
 
     # -- namespaces ---------------------------------------------------------------------
 
@@ -916,9 +648,9 @@ class EngineCore:
             self.who(worker),
             name,
             namespace,
-            _short(holder),
+            short(holder),
         )
-        self._send(
+        self.send(
             worker.id,
             RegistrationRejected(
                 code=WORKER_NAMESPACE_CONFLICT,
@@ -961,17 +693,7 @@ class EngineCore:
                     ErrorBody(code="invocation_stopped", message="Invocation stopped"),
                 )
         worker.issued.clear()
-        for binding in list(self.bindings.values()):
-            if binding.owner == worker.id:
-                self._drop_binding(binding, tell_provider=True)
-        for key, provided in list(self.trigger_types.items()):
-            if provided.provider == worker.id:
-                del self.trigger_types[key]
-                for binding in self.bindings.values():
-                    if binding.provider == key:
-                        binding.provider = self._resolve_provider(binding)
-                        if binding.provider is not None:
-                            self._deliver_binding(binding)
+        self.triggers.worker_left(worker)
         for name_key, holder in list(self.names.items()):
             if holder == worker.id:
                 del self.names[name_key]
@@ -1040,21 +762,10 @@ class EngineCore:
             now,
         )
 
-    def _send(self, worker_id: str, message: Message) -> None:
+    def send(self, worker_id: str, message: Message) -> None:
+        """Queue ``message`` for connection ``worker_id`` (the core's parts send through here)."""
         self._effects.append(Send(worker_id, message))
 
     def _take(self) -> list[Effect]:
         effects, self._effects = self._effects, []
         return effects
-
-
-def _short(identifier: str) -> str:
-    return identifier[:8]
-
-
-def _in(namespace: str) -> str:
-    return "" if namespace == DEFAULT_NAMESPACE else f" in {namespace}"
-
-
-def _unless_default(namespace: str | None) -> str | None:
-    return None if namespace in (None, DEFAULT_NAMESPACE) else namespace
