@@ -20,7 +20,7 @@ from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules.queue import QueueLimits, QueueModule
-from engine_sim.modules.queue._store import Job, JobQueue, backoff_ms
+from engine_sim.modules.queue._store import Dead, Job, JobQueue, QueueFull, backoff_ms
 from iii_trio import InitOptions, InvocationError, Worker
 
 Payload = Any
@@ -554,3 +554,25 @@ def test_the_official_sdk_enqueues_and_subscribes_over_the_wire() -> None:
         finally:
             sdk.shutdown()
             sdk._loop.close()
+
+
+def test_a_queue_refuses_past_its_byte_bound() -> None:
+    queue = JobQueue("q", limits=QueueLimits(max_bytes=10))
+    queue.push(Job("big", "q", "x" * 6, 1, 0, 0, 8))
+    with pytest.raises(QueueFull, match="per-queue bound of 10 bytes"):
+        queue.push(Job("more", "q", "y", 1, 0, 0, 3))
+    assert queue.pending == 1
+
+
+@pytest.mark.parametrize(
+    "limits", [QueueLimits(max_dead_letters=2), QueueLimits(max_dead_bytes=2 * 7)]
+)
+def test_a_dead_letter_queue_keeps_only_the_newest(limits: QueueLimits) -> None:
+    queue = JobQueue("q", concurrency=5, limits=limits)
+    for n in (1, 2, 3):
+        queue.push(Job(f"j{n}", "q", "12345", 1, 0, 0, 7))
+    for job in queue.take_ready():
+        assert isinstance(queue.fail(job.id, "boom", now=0.0, wall_ms=0), Dead)
+    assert [letter.job.id for letter in queue.dead] == ["j3", "j2"]
+    assert queue.redrive_all() == 2
+    assert [job.id for job in queue.waiting] == ["j2", "j3"]

@@ -45,8 +45,9 @@ class QueueLimits:
 
     max_messages: int = 10_000
     max_bytes: int = 32 * 1024 * 1024
-    #: Dead letters kept per queue; the oldest is dropped beyond it.
+    #: Dead letters kept per queue, by count and payload bytes; the oldest go first.
     max_dead_letters: int = 10_000
+    max_dead_bytes: int = 32 * 1024 * 1024
 
 
 @dataclass(eq=False, slots=True)
@@ -138,6 +139,7 @@ class JobQueue:
     holding: dict[str, Job] = field(default_factory=dict)
     dead: deque[DeadLetter] = field(default_factory=deque)  # newest first
     bytes: int = 0
+    dead_bytes: int = 0
 
     @property
     def pending(self) -> int:
@@ -270,14 +272,19 @@ class JobQueue:
     def bury(self, letter: DeadLetter) -> None:
         """Add a dead letter, dropping the oldest beyond the bound."""
         self.dead.appendleft(letter)
-        while len(self.dead) > self.limits.max_dead_letters:
-            self.dead.pop()
+        self.dead_bytes += letter.job.size
+        while len(self.dead) > 1 and (
+            len(self.dead) > self.limits.max_dead_letters
+            or self.dead_bytes > self.limits.max_dead_bytes
+        ):
+            self.dead_bytes -= self.dead.pop().job.size
 
     def redrive_all(self) -> int:
         """Every dead letter back on the line, attempts reset (upstream ``dlq_redrive``)."""
         count = 0
         while self.dead:
             letter = self.dead.pop()  # oldest first, as upstream's rpop
+            self.dead_bytes -= letter.job.size
             self._revive(letter.job)
             count += 1
         return count
@@ -298,6 +305,7 @@ class JobQueue:
         for letter in self.dead:
             if letter.job.id == job_id:
                 self.dead.remove(letter)
+                self.dead_bytes -= letter.job.size
                 return letter
         return None
 
