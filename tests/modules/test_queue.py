@@ -39,8 +39,8 @@ async def queue_engine(**config: Any) -> AsyncIterator[Engine]:
 
 
 @asynccontextmanager
-async def worker(engine: Engine, name: str) -> AsyncIterator[Worker]:
-    options = InitOptions(worker_name=name, enable_metrics_reporting=False)
+async def worker(engine: Engine, name: str, namespace: str | None = None) -> AsyncIterator[Worker]:
+    options = InitOptions(worker_name=name, enable_metrics_reporting=False, namespace=namespace)
     async with iii_trio.register_worker(
         options=options, transport=engine.transport_for(name), rng=random.Random(name)
     ) as w:
@@ -314,6 +314,21 @@ async def test_a_message_for_a_function_not_registered_yet_waits_for_it(
             late.register_function("late::job", calls)
             await late.ready()
             assert (await calls.next(within=5))[1] == {"k": 1}
+
+
+async def test_a_message_runs_in_the_namespace_it_was_enqueued_for(
+    autojump_clock: MockClock,
+) -> None:
+    async with queue_engine() as engine, worker(engine, "caller") as caller:
+        in_default, in_orders = Calls(), Calls()
+        async with worker(engine, "d") as d, worker(engine, "o", namespace="orders") as o:
+            d.register_function("svc::job", in_default)
+            o.register_function("svc::job", in_orders)
+            await d.ready()
+            await o.ready()
+            await caller.enqueue("svc::job", {"to": "orders"}, queue="default", namespace="orders")
+            assert (await in_orders.next())[1] == {"to": "orders"}
+            await in_default.none_within(600)
 
 
 async def test_enqueue_to_an_unknown_queue_is_refused(autojump_clock: MockClock) -> None:
