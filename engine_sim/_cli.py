@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import random
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 
 from ._config import DEFAULT_PORT, EngineConfig
+from ._config_file import ConfigError, load_config
 from ._engine import open_engine
 
 __all__ = ["main"]
@@ -28,38 +31,41 @@ _LIMITS = {
 }
 
 
+#: ``serve`` flags that set the ``EngineConfig`` field of the same name, each with
+#: its help text. Each may also come from ``--config``; a flag given wins.
+_SETTINGS = {
+    "host": "interface to listen on",
+    "port": "port, 0 for any",
+    "namespace_grace_ms": "wait for a worker's namespace",
+    "functions_poll_ms": "functions-available check period",
+    **_LIMITS,
+}
+
+
+def _default(field: str) -> object:
+    # EngineConfig's port default is "no listener", which a server never wants.
+    return DEFAULT_PORT if field == "port" else getattr(EngineConfig, field)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iii-sim", description="A simulated iii engine.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve workers over WebSocket until Ctrl-C")
     serve.add_argument(
-        "--host", default="127.0.0.1", help="interface to listen on (default %(default)s)"
+        "--config",
+        metavar="PATH",
+        help="the real engine's config.yaml: modules, worker port (flags given here win)",
     )
-    serve.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="port, 0 for any (default %(default)s)"
-    )
-    serve.add_argument(
-        "--namespace-grace-ms",
-        type=int,
-        default=5000,
-        help="wait for a worker's namespace (default %(default)s)",
-    )
-    serve.add_argument(
-        "--functions-poll-ms",
-        type=int,
-        default=5000,
-        help="functions-available check period (default %(default)s)",
-    )
+    for field, text in _SETTINGS.items():
+        # No argparse default: a flag not given must not override --config.
+        serve.add_argument(
+            "--" + field.replace("_", "-"),
+            type=str if field == "host" else int,
+            help=f"{text} (default {_default(field)})",
+        )
     serve.add_argument(
         "--builtin-queue", action="store_true", help="serve engine::queue::enqueue in process"
     )
-    for field, text in _LIMITS.items():
-        serve.add_argument(
-            "--" + field.replace("_", "-"),
-            type=int,
-            default=getattr(EngineConfig, field),
-            help=f"{text} (default %(default)s)",
-        )
     serve.add_argument(
         "--record",
         action="store_true",
@@ -82,14 +88,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LogFormat(logging.Formatter):
+    """``time name: message``; a warning or worse also says its level."""
+
+    _PLAIN = "%(asctime)s.%(msecs)03d %(name)s: %(message)s"
+    _LOUD = "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s"
+
+    def __init__(self) -> None:
+        super().__init__(self._PLAIN, datefmt="%H:%M:%S")
+        self._loud = logging.Formatter(self._LOUD, datefmt="%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno >= logging.WARNING:
+            return self._loud.format(record)
+        return super().format(record)
+
+
 def configure_logging(verbose: bool) -> None:
     """Readable lines on stderr: time, then what happened."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s.%(msecs)03d %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormat())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     if not verbose:
         logging.getLogger("trio-websocket").setLevel(logging.WARNING)
 
@@ -141,6 +160,21 @@ def chaos(seed: int, runs: int, schedule_json: str | None, show_trace: bool) -> 
     return 1 if failed else 0
 
 
+def _engine_config(args: argparse.Namespace) -> tuple[EngineConfig, list[str]]:
+    """The engine ``serve`` runs: ``--config`` (or the defaults), then the flags given."""
+    given: dict[str, Any] = {
+        field: getattr(args, field) for field in _SETTINGS if getattr(args, field) is not None
+    }
+    if args.builtin_queue:
+        given["builtin_queue"] = True
+    # A long-running engine has no reader for frame logs: keep none unless asked.
+    given["record_frames"] = args.record
+    if args.config is None:
+        return EngineConfig(**({"port": DEFAULT_PORT} | given)), []
+    config, warnings = load_config(args.config)
+    return dataclasses.replace(config, **given), warnings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -148,19 +182,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.CRITICAL)
         return chaos(args.seed, args.runs, args.schedule, args.trace)
     try:
-        config = EngineConfig(
-            host=args.host,
-            port=args.port,
-            namespace_grace_ms=args.namespace_grace_ms,
-            functions_poll_ms=args.functions_poll_ms,
-            builtin_queue=args.builtin_queue,
-            # A long-running engine has no reader for frame logs: keep none unless asked.
-            record_frames=args.record,
-            **{field: getattr(args, field) for field in _LIMITS},
-        )
+        config, warnings = _engine_config(args)
+    except ConfigError as exc:
+        print(f"iii-sim serve: {exc}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         parser.error(f"serve: {exc}")
     configure_logging(args.verbose)
+    for warning in warnings:
+        logging.getLogger("engine_sim.config").warning("%s", warning)
     try:
         trio.run(serve, config)
     except Exception as exc:
