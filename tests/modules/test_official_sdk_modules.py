@@ -525,6 +525,31 @@ def test_queue_handler_failing_every_attempt_lands_in_the_dead_letter_queue(
     assert attempts.empty()
 
 
+def test_durable_subscriber_gets_each_published_message_and_its_retry(
+    engine_with: Start,
+) -> None:
+    _, sdk = engine_with(QUEUE)
+    attempts: queue.Queue[Json] = queue.Queue()
+
+    def fails_once(data: Json) -> Json:
+        attempts.put(data)
+        if attempts.qsize() == 1:
+            raise RuntimeError("first try fails")
+        return {}
+
+    worker = sdk.worker("billing", {"billing::on_order": fails_once})
+    # camelCase, as upstream's subscriber_config.rs; maxRetries counts retries after
+    # the first attempt.
+    config = {"topic": "orders", "queue_config": {"maxRetries": 1, "backoffDelayMs": 20}}
+    sdk.bind(worker, "durable:subscriber", "billing::on_order", config)
+    app = sdk.worker("app")
+
+    assert call(app, "iii::durable::publish", {"topic": "orders", "data": {"order": 7}}) is None
+
+    tried = [without_caller(attempts.get(timeout=WAIT)) for _ in range(2)]
+    assert tried == [{"order": 7}, {"order": 7}]
+
+
 # -- cron -----------------------------------------------------------------------------------
 
 
