@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from trio.testing import MockClock
 
 import engine_sim.modules as modules
@@ -20,7 +22,7 @@ from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules.queue import QueueLimits, QueueModule
-from engine_sim.modules.queue._store import Dead, Job, JobQueue, QueueFull, backoff_ms
+from engine_sim.modules.queue._store import Dead, Job, JobQueue, QueueFull, Retry, backoff_ms
 from iii_trio import InitOptions, InvocationError, Worker
 
 Payload = Any
@@ -591,3 +593,56 @@ def test_a_dead_letter_queue_keeps_only_the_newest(limits: QueueLimits) -> None:
     assert [letter.job.id for letter in queue.dead] == ["j3", "j2"]
     assert queue.redrive_all() == 2
     assert [job.id for job in queue.waiting] == ["j2", "j3"]
+
+
+_OPS = st.lists(
+    st.tuples(st.sampled_from(["push", "take", "ack", "fail", "park", "due"]), st.integers(0, 30)),
+    max_size=120,
+)
+
+
+@given(
+    ops=_OPS,
+    mode=st.sampled_from(["concurrent", "fifo"]),
+    concurrency=st.integers(1, 4),
+    max_attempts=st.integers(1, 4),
+)
+def test_a_queue_never_loses_a_message_nor_runs_one_twice(
+    ops: list[tuple[str, int]], mode: str, concurrency: int, max_attempts: int
+) -> None:
+    """Whatever happens to a queue, every message is in exactly one place, no more
+    run at once than allowed (one per group for FIFO), and none runs past its attempts."""
+    queue = JobQueue("q", "fifo" if mode == "fifo" else "concurrent", concurrency=concurrency)
+    pushed = acked = 0
+    waiting_out: list[str] = []  # jobs with a retry timer running
+    for op, n in ops:
+        if op == "push":
+            queue.push(Job(f"j{pushed}", "q", n, max_attempts, 10, 0, 1, group_id=f"g{n % 3}"))
+            pushed += 1
+        elif op == "take":
+            queue.take_ready()
+        elif op in ("ack", "fail", "park") and queue.in_flight:
+            job_id = sorted(queue.in_flight)[n % len(queue.in_flight)]
+            if op == "ack":
+                acked += queue.ack(job_id) is not None
+            elif op == "park":
+                waiting_out += [job_id] if queue.park(job_id) is not None else []
+            elif isinstance(queue.fail(job_id, "e", 0.0, 0), Retry):
+                waiting_out.append(job_id)
+        elif op == "due" and waiting_out:
+            queue.due(waiting_out.pop(n % len(waiting_out)))
+        places = [
+            *(j.id for j in queue.waiting),
+            *queue.delayed,
+            *queue.in_flight,
+            *queue.holding,
+            *(d.job.id for d in queue.dead),
+        ]
+        assert len(places) == len(set(places)), "a message is in two places"
+        assert len(places) + acked == pushed, "a message was lost"
+        assert all(j.attempts_made <= j.max_attempts for j in queue.in_flight.values())
+        if mode == "concurrent":
+            assert len(queue.in_flight) <= concurrency
+        else:
+            busy = [j.group_id for j in (*queue.in_flight.values(), *queue.holding.values())]
+            assert len(busy) == len(set(busy)) <= concurrency
