@@ -16,6 +16,7 @@ from trio.testing import MockClock
 import engine_sim.modules as modules
 from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim._peers import MemoryConnection
+from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleSpec
 from engine_sim.modules.stream import StreamModule
 from iii_trio import ConnectionClosed
@@ -272,3 +273,22 @@ async def test_a_websocket_client_subscribes_over_a_real_socket() -> None:
             with trio.fail_after(10):
                 change = json.loads(await ws.get_message())
             assert (change["id"], change["event"]) == ("m1", {"type": "create", "data": {"hi": 1}})
+
+
+async def test_a_restart_closes_subscribers_with_going_away(autojump_clock: MockClock) -> None:
+    async with stream_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        await hook(engine, w, "stream:leave", "on::leave")
+        async with engine.connect_port("iii-stream", "stream") as sub:
+            await sub.send(join("s1"))
+            await next_json(sub)
+            engine.faults.inject(RestartEngine())
+            with trio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
+                await sub.receive()
+            assert closed.value.code == 1001
+        # The worker's link went with the old core, and no leave hook was called on it.
+        seen = []
+        with trio.fail_after(10), pytest.raises(ConnectionClosed):  # noqa: PT012
+            while True:
+                seen.append(await w.conn.receive_message())
+        assert not any(isinstance(message, InvokeFunction) for message in seen), seen
