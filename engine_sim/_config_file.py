@@ -108,8 +108,8 @@ def _kind(value: object) -> str:
         return "nothing"
     if isinstance(value, bool):
         return "a boolean"
-    names: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string"}
-    return names.get(type(value), f"a {type(value).__name__}")
+    names: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string", int: "a number"}
+    return names.get(type(value), "a number" if isinstance(value, float) else "a value")
 
 
 class _ManagerOptions(BaseModel):
