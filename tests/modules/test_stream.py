@@ -15,7 +15,7 @@ import engine_sim.modules as modules
 from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleSpec
-from engine_sim.modules.stream import StreamModule
+from engine_sim.modules.stream import StreamConfig, StreamModule
 from iii_trio.protocol import ErrorBody, InvocationResult, InvokeFunction, RegisterTrigger
 from tests.raw_worker import RawWorker, raw_workers
 
@@ -379,4 +379,10 @@ async def test_an_adapter_engine_sim_lacks_is_said_so(
     config = {"adapter": {"name": "redis", "config": {"redis_url": "redis://x"}}}
     async with stream_engine(**config) as engine, raw_workers(engine) as connect:
         assert "stream adapter 'redis' is not simulated" in caplog.text
+        assert engine.config.modules is not None
+        config_model = StreamModule.Config.model_validate(engine.config.modules[0].config)
+        assert isinstance(config_model, StreamConfig)
+        assert config_model.config_warnings() == [
+            "adapter 'redis' is not simulated: streams are kept in memory"
+        ]
         assert (await (await connect("c")).ok("stream::set", item("m", data=1)))["new_value"] == 1

@@ -238,10 +238,11 @@ async def test_the_auth_function_gives_joins_their_context(autojump_clock: MockC
         w = await connect("w")
         await w.register("auth::stream")
         await hook(engine, w, "stream:join", "on::join")
-        async with engine.connect_port("iii-stream", "stream", "/?token=abc&a=1&a=2") as sub:
+        path, headers = "/?token=abc&a=1&a=2", {"authorization": "Bearer t"}
+        async with engine.connect_port("iii-stream", "stream", path, headers) as sub:
             asked = await w.serve_once({"context": {"user": "ann"}})
             assert asked.data == {
-                "headers": {},
+                "headers": {"authorization": "Bearer t"},
                 "path": "/",
                 "query_params": {"token": ["abc"], "a": ["1", "2"]},
                 "addr": "",
@@ -260,7 +261,7 @@ async def test_only_the_root_path_is_served(autojump_clock: MockClock) -> None:
 
 async def test_a_websocket_client_subscribes_over_a_real_socket() -> None:
     async with (
-        stream_engine(engine_port=0, port=0, host="127.0.0.1") as engine,
+        stream_engine(engine_port=0, host="127.0.0.1") as engine,
         raw_workers(engine) as connect,
     ):
         url = engine.module_url("iii-stream", "stream")

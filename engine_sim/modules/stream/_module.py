@@ -87,6 +87,12 @@ class StreamConfig(BaseModel):
     #: engine_sim only: bytes a subscriber may leave unread before it is dropped.
     subscriber_buffer_bytes: int = Field(8 * 1024 * 1024, gt=0)
 
+    def config_warnings(self) -> list[str]:
+        """What this config asks for that engine_sim does not simulate."""
+        if self.adapter is not None and self.adapter.name != "kv":
+            return [f"adapter {self.adapter.name!r} is not simulated: streams are kept in memory"]
+        return []
+
 
 def _decode_error(function_id: str, exc: DecodeError) -> BuiltinError:
     return BuiltinError(
@@ -145,7 +151,9 @@ class StreamModule(EngineModule):
 
     def ports(self) -> Sequence[PortSpec]:
         """The subscriber port."""
-        return (PortSpec("stream", self.settings.host, self.settings.port),)
+        # A port left at its default is any free port when the engine's is (tests).
+        fixed = "port" in self.settings.model_fields_set
+        return (PortSpec("stream", self.settings.host, self.settings.port, fixed=fixed),)
 
     def accepts_path(self, label: str, path: str) -> bool:
         """Upstream routes only ``/`` (a query string is fine)."""
