@@ -20,8 +20,6 @@ from pydantic import JsonValue
 from iii_trio.lifecycle import (
     ConnectionLost,
     HandshakeCompleted,
-    InvocationFinished,
-    InvocationStarted,
     NamespaceResolved,
     Transition,
     WorkerStatus,
@@ -29,9 +27,7 @@ from iii_trio.lifecycle import (
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
     FUNCTION_NAMESPACE_CONFLICT,
-    INVALID_NAMESPACE,
     WORKER_NAMESPACE_CONFLICT,
-    EnqueueAction,
     ErrorBody,
     InvocationResult,
     InvokeFunction,
@@ -47,9 +43,7 @@ from iii_trio.protocol import (
     TriggerRegistrationResult,
     UnregisterFunction,
     UnregisterTrigger,
-    VoidAction,
     WorkerRegistered,
-    is_blank_namespace,
 )
 
 from ._bindings import Triggers
@@ -61,23 +55,19 @@ from ._ids import IdSource
 from ._logtext import in_namespace, short
 from ._ownership import (
     function_owner,
-    result_accepted,
     unbinding_refusal,
 )
 from ._records import (
     Binding,
-    CallbackReply,
-    EnqueueReply,
     FunctionEntry,
     FunctionKey,
-    NoReply,
     Pending,
     Reply,
-    ReplyTo,
     TriggerTypeEntry,
     TypeKey,
     WorkerRecord,
 )
+from ._routing import Calls
 from ._timers import Timers
 from .modules import build_modules
 from .modules._seam import (
@@ -129,7 +119,6 @@ class EngineCore:
         #: Explicit services (bookkeeping only, §15), with the connection that declared them.
         self.services: dict[tuple[str, str], tuple[str, RegisterService]] = {}
         self.names: dict[tuple[str, str], str] = {}
-        self._handlers: dict[FunctionKey, BuiltinHandler] = {}
         #: Hooks of the trigger types modules provide.
         self.trigger_hooks: dict[TypeKey, TriggerHooks] = {}
         self._ids = IdSource(self.config.seed)
@@ -149,13 +138,14 @@ class EngineCore:
         # registries above, which stay here because modules, discovery and tests read them.
         # Built before the modules start: starting registers built-ins and trigger types.
         self.triggers = Triggers(self)
+        self.calls = Calls(self)
         #: The engine's modules, in the order they were started.
         self.modules: list[EngineModule] = build_modules(
             self.config, lambda name: CoreHost(self, name), self
         )
         for module in self.modules:
             module.start()
-        self._function_keys = self._current_function_keys()
+        self._function_keys = self.function_keys()
         self._effects.clear()  # nobody is connected yet
 
     def stop(self) -> None:
@@ -277,16 +267,15 @@ class EngineCore:
         response_format: JsonValue = None,
         metadata: JsonValue = None,
     ) -> None:
-        key = (DEFAULT_NAMESPACE, function_id)
-        self.builtins[key] = FunctionEntry(
-            DEFAULT_NAMESPACE,
+        """Register a function the engine runs itself; see ``Calls.add_builtin``."""
+        self.calls.add_builtin(
             function_id,
+            handler,
             description,
             request_format=request_format,
             response_format=response_format,
             metadata=metadata,
         )
-        self._handlers[key] = handler
 
     def lookup(self, namespace: str, function_id: str) -> FunctionEntry | None:
         key = (namespace, function_id)
@@ -300,34 +289,7 @@ class EngineCore:
         self, reply: Reply, function_id: str, result: JsonValue, error: ErrorBody | None
     ) -> None:
         """Deliver an invocation's outcome to whoever waits for it."""
-        if isinstance(reply, EnqueueReply):
-            if error is not None:
-                error = ErrorBody(code="enqueue_error", message=f"{error.code}: {error.message}")
-                result = None
-            else:
-                result = {"messageReceiptId": reply.receipt_id}
-            function_id, reply = reply.function_id, reply.reply
-        if isinstance(reply, NoReply):
-            return
-        if isinstance(reply, CallbackReply):
-            try:
-                reply.callback(None if error is not None else result, error)
-            except Exception:
-                log.exception("a module failed handling the outcome of %s", function_id)
-            return
-        caller = self.workers.get(reply.worker_id)
-        if caller is None:
-            return  # the caller left; its answer is dropped (§7.6)
-        caller.issued.discard(reply.invocation_id)
-        self.send(
-            caller.id,
-            InvocationResult(
-                invocation_id=reply.invocation_id,
-                function_id=function_id,
-                result=None if error is not None else result,
-                error=error,
-            ),
-        )
+        self.calls.complete(reply, function_id, result, error)
 
     def invoke(
         self,
@@ -344,35 +306,17 @@ class EngineCore:
         baggage: str | None = None,
     ) -> None:
         """Run ``function_id`` in ``namespace``: in process, or on the worker that owns it."""
-        entry = self.lookup(namespace, function_id)
-        if entry is None:
-            self.complete(reply, function_id, None, self._not_found(namespace, function_id))
-            return
-        if entry.owner is None:
-            self._run_builtin(entry, data, caller=caller, reply=reply, now=now)
-            return
-        executor = self.workers[entry.owner]
-        # A caller's id was checked against ``pending`` by ``_on_invoke``.
-        invocation_id = invocation_id or UUID(self.new_id())
-        self.pending[invocation_id] = Pending(invocation_id, function_id, executor.id, reply)
-        executor.status.apply(InvocationStarted(str(invocation_id)))
-        self.send(
-            executor.id,
-            InvokeFunction(
-                invocation_id=invocation_id,
-                function_id=function_id,
-                data=data,
-                metadata=metadata,
-                traceparent=traceparent,
-                baggage=baggage,
-            ),
-        )
-        log.info(
-            "call %s %s → %s%s",
+        self.calls.invoke(
+            namespace,
             function_id,
-            short(str(invocation_id)),
-            self.who(executor),
-            "" if isinstance(reply, ReplyTo) else " (no reply wanted)",
+            data,
+            reply=reply,
+            now=now,
+            caller=caller,
+            invocation_id=invocation_id,
+            metadata=metadata,
+            traceparent=traceparent,
+            baggage=baggage,
         )
 
     def fire_trigger_type(self, type_id: str, data: JsonValue, now: float) -> None:
@@ -392,9 +336,9 @@ class EngineCore:
     def _dispatch(self, worker: WorkerRecord, message: Message, now: float) -> None:
         match message:
             case InvokeFunction():
-                self._on_invoke(worker, message, now)
+                self.calls.on_invoke(worker, message, now)
             case InvocationResult():
-                self._on_result(worker, message)
+                self.calls.on_result(worker, message)
             case TriggerRegistrationResult():
                 self.triggers.on_verdict(worker, message)
             case Reattach():
@@ -408,116 +352,6 @@ class EngineCore:
                     self.who(worker),
                     message.type,
                 )
-
-    def _on_invoke(self, worker: WorkerRecord, message: InvokeFunction, now: float) -> None:
-        refusal: ErrorBody | None = None
-        if is_blank_namespace(message.namespace):
-            refusal = ErrorBody(code=INVALID_NAMESPACE, message="namespace must not be blank")
-        elif message.invocation_id in self.pending:
-            refusal = ErrorBody(
-                code="invocation_error",
-                message=f"Invocation {message.invocation_id} is already in flight.",
-            )
-        if refusal is not None:
-            # Refused before routing, whatever the action (§7.1 step 1), and without
-            # touching the bookkeeping of a live call that owns the same id.
-            if message.invocation_id is not None:
-                self.send(
-                    worker.id,
-                    InvocationResult(
-                        invocation_id=message.invocation_id,
-                        function_id=message.function_id,
-                        error=refusal,
-                    ),
-                )
-            return
-        caller_reply: ReplyTo | NoReply = (
-            ReplyTo(worker.id, message.invocation_id)
-            if message.invocation_id is not None and not isinstance(message.action, VoidAction)
-            else NoReply()
-        )
-        namespace = message.namespace or DEFAULT_NAMESPACE
-        if isinstance(caller_reply, ReplyTo):
-            worker.issued.add(caller_reply.invocation_id)
-        if isinstance(message.action, EnqueueAction):
-            self._enqueue(worker, message, namespace, caller_reply, now)
-            return
-        data = message.data
-        if isinstance(data, dict):
-            # The engine tells the callee who called, overwriting any such key (§7.2).
-            data = {**data, "_caller_worker_id": worker.id}
-        self.invoke(
-            namespace,
-            message.function_id,
-            data,
-            reply=caller_reply,
-            now=now,
-            caller=worker.id,
-            invocation_id=caller_reply.invocation_id if isinstance(caller_reply, ReplyTo) else None,
-            metadata=message.metadata,
-            traceparent=message.traceparent,
-            baggage=message.baggage,
-        )
-
-    def _enqueue(
-        self,
-        worker: WorkerRecord,
-        message: InvokeFunction,
-        namespace: str,
-        caller_reply: ReplyTo | NoReply,
-        now: float,
-    ) -> None:
-        assert isinstance(message.action, EnqueueAction)
-        receipt = self.new_id()
-        payload: dict[str, JsonValue] = {
-            "queue": message.action.queue,
-            "function_id": message.function_id,
-            "data": message.data,
-            "messageReceiptId": receipt,
-            "traceparent": message.traceparent,
-            "baggage": message.baggage,
-        }
-        if namespace != DEFAULT_NAMESPACE:
-            payload["namespace"] = namespace
-        reply = EnqueueReply(caller_reply, receipt, message.function_id)
-        if self.lookup(DEFAULT_NAMESPACE, ENQUEUE_FUNCTION) is None:
-            self.complete(
-                reply,
-                message.function_id,
-                None,
-                ErrorBody(
-                    code="enqueue_error",
-                    message=(
-                        f"No provider for {ENQUEUE_FUNCTION}: install and start the `queue` "
-                        "worker (or start the simulator with builtin_queue=True)."
-                    ),
-                ),
-            )
-            return
-        self.invoke(
-            DEFAULT_NAMESPACE, ENQUEUE_FUNCTION, payload, reply=reply, now=now, caller=worker.id
-        )
-
-    def _on_result(self, worker: WorkerRecord, message: InvocationResult) -> None:
-        pending = self.pending.get(message.invocation_id)
-        if pending is None:
-            log.debug(
-                "%s answered unknown invocation %s; ignored",
-                self.who(worker),
-                message.invocation_id,
-            )
-            return
-        if not result_accepted(self, worker, pending, message):
-            return  # the call stays pending for the worker it was routed to
-        del self.pending[message.invocation_id]
-        executor = self.workers.get(pending.executor)
-        if executor is not None:
-            executor.status.apply(InvocationFinished(str(message.invocation_id)))
-        outcome = f"error {message.error.code}" if message.error else "ok"
-        log.info(
-            "result %s %s: %s", message.function_id, short(str(message.invocation_id)), outcome
-        )
-        self.complete(pending.reply, pending.function_id, message.result, message.error)
 
     def _on_reattach(self, worker: WorkerRecord, message: Reattach, now: float) -> None:
         """Retire the connection ``message`` names, before the replay behind it (§5.5).
@@ -683,16 +517,7 @@ class EngineCore:
             entry = self.functions.get((worker.namespace or DEFAULT_NAMESPACE, function_id))
             if entry is not None and entry.owner == worker.id:
                 self._remove_function(entry)
-        for invocation_id, pending in list(self.pending.items()):
-            if pending.executor == worker.id:
-                del self.pending[invocation_id]
-                self.complete(
-                    pending.reply,
-                    pending.function_id,
-                    None,
-                    ErrorBody(code="invocation_stopped", message="Invocation stopped"),
-                )
-        worker.issued.clear()
+        self.calls.worker_left(worker)
         self.triggers.worker_left(worker)
         for name_key, holder in list(self.names.items()):
             if holder == worker.id:
@@ -714,41 +539,12 @@ class EngineCore:
         if self.on_status is not None:
             self.on_status(worker_id, transition)
 
-    def _run_builtin(
-        self, entry: FunctionEntry, data: JsonValue, *, caller: str | None, reply: Reply, now: float
-    ) -> None:
-        handler = self._handlers[entry.key]
-        ctx = CallContext(entry.id, data, caller, reply, now)
-        try:
-            result = handler(ctx)
-        except BuiltinError as exc:
-            self.complete(reply, entry.id, None, exc.body)
-            return
-        except Exception:
-            # A bug in a module must not end the connection that called it.
-            log.exception("built-in %s failed", entry.id)
-            self.complete(
-                reply,
-                entry.id,
-                None,
-                ErrorBody(code="internal_error", message=f"{entry.id} failed in the engine"),
-            )
-            return
-        if not isinstance(result, Deferred):
-            self.complete(reply, entry.id, result, None)
-
-    def _not_found(self, namespace: str, function_id: str) -> ErrorBody:
-        message = f"Function {function_id} not found in namespace {namespace}."
-        elsewhere = sorted(ns for ns, fid in self._current_function_keys() if fid == function_id)
-        if elsewhere:
-            message += f" It is registered in namespace(s): {', '.join(elsewhere)}."
-        return ErrorBody(code="function_not_found", message=message)
-
-    def _current_function_keys(self) -> frozenset[FunctionKey]:
+    def function_keys(self) -> frozenset[FunctionKey]:
+        """The keys of every function, built-in or a worker's."""
         return frozenset(self.functions) | frozenset(self.builtins)
 
     def _poll_functions(self, now: float) -> None:
-        keys = self._current_function_keys()
+        keys = self.function_keys()
         if keys == self._function_keys:
             return
         self._function_keys = keys

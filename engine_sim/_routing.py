@@ -1,0 +1,319 @@
+"""Invocation routing: a call goes to a built-in or to the worker that owns the function,
+its outcome back to whoever waits for it (§7).
+
+A part of ``EngineCore`` (see ``_core.py``): the registries it reads and writes
+(``core.functions``, ``core.builtins``, ``core.pending``, ``core.workers``) stay on the
+core, where modules, discovery and the tests read them; only the built-ins' handlers
+live here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from pydantic import JsonValue
+
+from iii_trio.lifecycle import InvocationFinished, InvocationStarted
+from iii_trio.protocol import (
+    DEFAULT_NAMESPACE,
+    INVALID_NAMESPACE,
+    EnqueueAction,
+    ErrorBody,
+    InvocationResult,
+    InvokeFunction,
+    VoidAction,
+    is_blank_namespace,
+)
+
+from ._logtext import short
+from ._ownership import result_accepted
+from ._records import (
+    CallbackReply,
+    EnqueueReply,
+    FunctionEntry,
+    FunctionKey,
+    NoReply,
+    Pending,
+    Reply,
+    ReplyTo,
+    WorkerRecord,
+)
+from .modules._seam import BuiltinError, BuiltinHandler, CallContext, Deferred
+from .modules.worker_manager import ENQUEUE_FUNCTION
+
+if TYPE_CHECKING:
+    from ._core import EngineCore
+
+__all__ = ["Calls"]
+
+log = logging.getLogger("engine_sim")
+
+
+class Calls:
+    """Routes invocations and their results; runs the built-ins in process."""
+
+    def __init__(self, core: EngineCore) -> None:
+        self.core = core
+        self._handlers: dict[FunctionKey, BuiltinHandler] = {}
+
+    def add_builtin(
+        self,
+        function_id: str,
+        handler: BuiltinHandler,
+        description: str,
+        *,
+        request_format: JsonValue = None,
+        response_format: JsonValue = None,
+        metadata: JsonValue = None,
+    ) -> None:
+        """Register a function the engine runs itself (reserved: no worker may take it)."""
+        key = (DEFAULT_NAMESPACE, function_id)
+        self.core.builtins[key] = FunctionEntry(
+            DEFAULT_NAMESPACE,
+            function_id,
+            description,
+            request_format=request_format,
+            response_format=response_format,
+            metadata=metadata,
+        )
+        self._handlers[key] = handler
+
+    def complete(
+        self, reply: Reply, function_id: str, result: JsonValue, error: ErrorBody | None
+    ) -> None:
+        """Deliver an invocation's outcome to whoever waits for it."""
+        if isinstance(reply, EnqueueReply):
+            if error is not None:
+                error = ErrorBody(code="enqueue_error", message=f"{error.code}: {error.message}")
+                result = None
+            else:
+                result = {"messageReceiptId": reply.receipt_id}
+            function_id, reply = reply.function_id, reply.reply
+        if isinstance(reply, NoReply):
+            return
+        if isinstance(reply, CallbackReply):
+            try:
+                reply.callback(None if error is not None else result, error)
+            except Exception:
+                log.exception("a module failed handling the outcome of %s", function_id)
+            return
+        caller = self.core.workers.get(reply.worker_id)
+        if caller is None:
+            return  # the caller left; its answer is dropped (§7.6)
+        caller.issued.discard(reply.invocation_id)
+        self.core.send(
+            caller.id,
+            InvocationResult(
+                invocation_id=reply.invocation_id,
+                function_id=function_id,
+                result=None if error is not None else result,
+                error=error,
+            ),
+        )
+
+    def invoke(
+        self,
+        namespace: str,
+        function_id: str,
+        data: JsonValue,
+        *,
+        reply: Reply,
+        now: float,
+        caller: str | None = None,
+        invocation_id: UUID | None = None,
+        metadata: JsonValue = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> None:
+        """Run ``function_id`` in ``namespace``: in process, or on the worker that owns it."""
+        entry = self.core.lookup(namespace, function_id)
+        if entry is None:
+            self.complete(reply, function_id, None, self._not_found(namespace, function_id))
+            return
+        if entry.owner is None:
+            self._run_builtin(entry, data, caller=caller, reply=reply, now=now)
+            return
+        executor = self.core.workers[entry.owner]
+        # A caller's id was checked against ``pending`` by ``on_invoke``.
+        invocation_id = invocation_id or UUID(self.core.new_id())
+        self.core.pending[invocation_id] = Pending(invocation_id, function_id, executor.id, reply)
+        executor.status.apply(InvocationStarted(str(invocation_id)))
+        self.core.send(
+            executor.id,
+            InvokeFunction(
+                invocation_id=invocation_id,
+                function_id=function_id,
+                data=data,
+                metadata=metadata,
+                traceparent=traceparent,
+                baggage=baggage,
+            ),
+        )
+        log.info(
+            "call %s %s → %s%s",
+            function_id,
+            short(str(invocation_id)),
+            self.core.who(executor),
+            "" if isinstance(reply, ReplyTo) else " (no reply wanted)",
+        )
+
+    def worker_left(self, worker: WorkerRecord) -> None:
+        """Fail the calls ``worker`` was running; forget the ones it issued (§5.7)."""
+        for invocation_id, pending in list(self.core.pending.items()):
+            if pending.executor == worker.id:
+                del self.core.pending[invocation_id]
+                self.complete(
+                    pending.reply,
+                    pending.function_id,
+                    None,
+                    ErrorBody(code="invocation_stopped", message="Invocation stopped"),
+                )
+        worker.issued.clear()
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def on_invoke(self, worker: WorkerRecord, message: InvokeFunction, now: float) -> None:
+        """An ``invokefunction`` frame from ``worker`` (§7.1)."""
+        refusal: ErrorBody | None = None
+        if is_blank_namespace(message.namespace):
+            refusal = ErrorBody(code=INVALID_NAMESPACE, message="namespace must not be blank")
+        elif message.invocation_id in self.core.pending:
+            refusal = ErrorBody(
+                code="invocation_error",
+                message=f"Invocation {message.invocation_id} is already in flight.",
+            )
+        if refusal is not None:
+            # Refused before routing, whatever the action (§7.1 step 1), and without
+            # touching the bookkeeping of a live call that owns the same id.
+            if message.invocation_id is not None:
+                self.core.send(
+                    worker.id,
+                    InvocationResult(
+                        invocation_id=message.invocation_id,
+                        function_id=message.function_id,
+                        error=refusal,
+                    ),
+                )
+            return
+        caller_reply: ReplyTo | NoReply = (
+            ReplyTo(worker.id, message.invocation_id)
+            if message.invocation_id is not None and not isinstance(message.action, VoidAction)
+            else NoReply()
+        )
+        namespace = message.namespace or DEFAULT_NAMESPACE
+        if isinstance(caller_reply, ReplyTo):
+            worker.issued.add(caller_reply.invocation_id)
+        if isinstance(message.action, EnqueueAction):
+            self._enqueue(worker, message, namespace, caller_reply, now)
+            return
+        data = message.data
+        if isinstance(data, dict):
+            # The engine tells the callee who called, overwriting any such key (§7.2).
+            data = {**data, "_caller_worker_id": worker.id}
+        self.invoke(
+            namespace,
+            message.function_id,
+            data,
+            reply=caller_reply,
+            now=now,
+            caller=worker.id,
+            invocation_id=caller_reply.invocation_id if isinstance(caller_reply, ReplyTo) else None,
+            metadata=message.metadata,
+            traceparent=message.traceparent,
+            baggage=message.baggage,
+        )
+
+    def on_result(self, worker: WorkerRecord, message: InvocationResult) -> None:
+        """An ``invocationresult`` frame: ``worker`` answers a call routed to it (§4.5)."""
+        pending = self.core.pending.get(message.invocation_id)
+        if pending is None:
+            log.debug(
+                "%s answered unknown invocation %s; ignored",
+                self.core.who(worker),
+                message.invocation_id,
+            )
+            return
+        if not result_accepted(self.core, worker, pending, message):
+            return  # the call stays pending for the worker it was routed to
+        del self.core.pending[message.invocation_id]
+        executor = self.core.workers.get(pending.executor)
+        if executor is not None:
+            executor.status.apply(InvocationFinished(str(message.invocation_id)))
+        outcome = f"error {message.error.code}" if message.error else "ok"
+        log.info(
+            "result %s %s: %s", message.function_id, short(str(message.invocation_id)), outcome
+        )
+        self.complete(pending.reply, pending.function_id, message.result, message.error)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _enqueue(
+        self,
+        worker: WorkerRecord,
+        message: InvokeFunction,
+        namespace: str,
+        caller_reply: ReplyTo | NoReply,
+        now: float,
+    ) -> None:
+        assert isinstance(message.action, EnqueueAction)
+        receipt = self.core.new_id()
+        payload: dict[str, JsonValue] = {
+            "queue": message.action.queue,
+            "function_id": message.function_id,
+            "data": message.data,
+            "messageReceiptId": receipt,
+            "traceparent": message.traceparent,
+            "baggage": message.baggage,
+        }
+        if namespace != DEFAULT_NAMESPACE:
+            payload["namespace"] = namespace
+        reply = EnqueueReply(caller_reply, receipt, message.function_id)
+        if self.core.lookup(DEFAULT_NAMESPACE, ENQUEUE_FUNCTION) is None:
+            self.complete(
+                reply,
+                message.function_id,
+                None,
+                ErrorBody(
+                    code="enqueue_error",
+                    message=(
+                        f"No provider for {ENQUEUE_FUNCTION}: install and start the `queue` "
+                        "worker (or start the simulator with builtin_queue=True)."
+                    ),
+                ),
+            )
+            return
+        self.invoke(
+            DEFAULT_NAMESPACE, ENQUEUE_FUNCTION, payload, reply=reply, now=now, caller=worker.id
+        )
+
+    def _run_builtin(
+        self, entry: FunctionEntry, data: JsonValue, *, caller: str | None, reply: Reply, now: float
+    ) -> None:
+        handler = self._handlers[entry.key]
+        ctx = CallContext(entry.id, data, caller, reply, now)
+        try:
+            result = handler(ctx)
+        except BuiltinError as exc:
+            self.complete(reply, entry.id, None, exc.body)
+            return
+        except Exception:
+            # A bug in a module must not end the connection that called it.
+            log.exception("built-in %s failed", entry.id)
+            self.complete(
+                reply,
+                entry.id,
+                None,
+                ErrorBody(code="internal_error", message=f"{entry.id} failed in the engine"),
+            )
+            return
+        if not isinstance(result, Deferred):
+            self.complete(reply, entry.id, result, None)
+
+    def _not_found(self, namespace: str, function_id: str) -> ErrorBody:
+        message = f"Function {function_id} not found in namespace {namespace}."
+        elsewhere = sorted(ns for ns, fid in self.core.function_keys() if fid == function_id)
+        if elsewhere:
+            message += f" It is registered in namespace(s): {', '.join(elsewhere)}."
+        return ErrorBody(code="function_not_found", message=message)
