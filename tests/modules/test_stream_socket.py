@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 import trio
 import trio_websocket
+from iii import InitOptions, register_worker
 from trio.testing import MockClock
+from websockets.sync.client import connect as ws_connect
 
 import engine_sim.modules as modules
-from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
 from engine_sim._peers import MemoryConnection
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleSpec
@@ -293,3 +295,34 @@ async def test_a_restart_closes_subscribers_with_going_away(autojump_clock: Mock
             while True:
                 seen.append(await w.conn.receive_message())
         assert not any(isinstance(message, InvokeFunction) for message in seen), seen
+
+
+def test_the_official_sdk_writes_and_a_websocket_subscriber_sees_it() -> None:
+    """``iii-sdk`` 0.25 sets an item over loopback; a plain WebSocket client subscribed
+    on the stream port (as a browser would) gets the change."""
+    config = EngineConfig(modules=(ModuleSpec("iii-stream", {"host": "127.0.0.1"}),))
+    with run_in_thread(config) as sim:
+        url = sim.call(lambda engine: engine.module_url("iii-stream", "stream"))
+        options = InitOptions(
+            worker_name="sdk-writer", otel={"enabled": False}, enable_metrics_reporting=False
+        )
+        worker = register_worker(sim.url, options)
+        try:
+            with ws_connect(url) as ws:
+                ws.send(join("s1"))
+                assert json.loads(ws.recv(timeout=5))["event"] == {"type": "sync", "data": []}
+                written = worker.trigger(
+                    {"function_id": "stream::set", "payload": item("m1", data={"hi": 1})}
+                )
+                assert written == {"old_value": None, "new_value": {"hi": 1}}
+                change = json.loads(ws.recv(timeout=5))
+                assert (change["id"], change["event"]) == (
+                    "m1",
+                    {"type": "create", "data": {"hi": 1}},
+                )
+                read = worker.trigger({"function_id": "stream::get", "payload": item("m1")})
+                assert read == {"hi": 1}
+        finally:
+            worker.shutdown()
+            # The SDK leaves its event loop open after shutdown; close it (and its sockets).
+            worker._loop.close()
