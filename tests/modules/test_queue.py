@@ -4,6 +4,7 @@ queue and its redrive, concurrency and FIFO ordering, as iii_trio workers see th
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 from collections.abc import AsyncIterator, Callable
@@ -487,6 +488,29 @@ async def test_invalid_queue_configs_are_refused_naming_the_field(
     with pytest.raises(ModuleConfigError, match=complaint):
         async with queue_engine(queue_configs={"q": queue}):
             pass
+
+
+@pytest.mark.parametrize(
+    ("adapter", "warning"),
+    [
+        ({"name": "rabbitmq"}, "adapter 'rabbitmq' is not simulated"),
+        ({"name": "builtin", "config": {"store_method": "file_based"}}, "file_based"),
+    ],
+)
+async def test_an_adapter_engine_sim_does_not_have_is_named_in_a_warning(
+    autojump_clock: MockClock,
+    caplog: pytest.LogCaptureFixture,
+    adapter: dict[str, Any],
+    warning: str,
+) -> None:
+    with caplog.at_level(logging.WARNING, "engine_sim"):
+        async with queue_engine(adapter=adapter) as engine, worker(engine, "w") as w:
+            calls = Calls()
+            w.register_function("w::job", calls)
+            await w.ready()
+            await w.enqueue("w::job", 1, queue="default")
+            assert (await calls.next())[1] == 1
+    assert warning in caplog.text
 
 
 # -- the queue logic on its own -----------------------------------------------------------
