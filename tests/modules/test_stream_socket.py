@@ -21,6 +21,7 @@ from engine_sim._peers import MemoryConnection
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleSpec
 from engine_sim.modules.stream import StreamModule
+from engine_sim.modules.stream import _socket as stream_socket
 from iii_trio import ConnectionClosed
 from iii_trio.protocol import InvokeFunction, RegisterTrigger
 from tests.raw_worker import RawWorker, raw_workers
@@ -326,3 +327,17 @@ def test_the_official_sdk_writes_and_a_websocket_subscriber_sees_it() -> None:
             worker.shutdown()
             # The SDK leaves its event loop open after shutdown; close it (and its sockets).
             worker._loop.close()
+
+
+async def test_a_connection_holds_a_bounded_number_of_subscriptions(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(stream_socket, "MAX_SUBSCRIPTIONS", 2)
+    async with stream_engine() as engine, engine.connect_port("iii-stream", "stream") as sub:
+        for sub_id in ("s1", "s2", "s1"):  # re-joining a held id replaces it
+            await sub.send(join(sub_id))
+            assert (await next_json(sub))["event"]["type"] == "sync"
+        with caplog.at_level(logging.WARNING, "engine_sim"):
+            await sub.send(join("s3"))
+            await silent(sub)
+        assert "holds 2 subscriptions already; join s3 ignored" in caplog.text

@@ -44,7 +44,10 @@ class Outbox:
         self._ready = trio.Event()
 
     def put(self, frame: str) -> bool:
-        """Queue ``frame``; ``False`` (nothing queued) if it would pass the bound."""
+        """Queue ``frame``; ``False`` (nothing queued) if it would pass the bound.
+        Once closed, frames are discarded: the connection is gone."""
+        if self.closed:
+            return True
         size = _size(frame)
         if self._frames and self.queued_bytes + size > self.limit:
             return False

@@ -50,10 +50,12 @@ from ._triggers import JOIN_TRIGGER_TYPE, LEAVE_TRIGGER_TYPE, run_hooks
 if TYPE_CHECKING:
     from ._module import StreamModule
 
-__all__ = ["HOOK_WAIT", "query_to_multi_map", "serve_subscriber"]
+__all__ = ["HOOK_WAIT", "MAX_SUBSCRIPTIONS", "query_to_multi_map", "serve_subscriber"]
 
 #: Seconds a connection waits for its hooks (auth, join, leave) before reading on.
 HOOK_WAIT: Final = 30.0
+#: Subscriptions one connection may hold (engine_sim's bound; upstream has none).
+MAX_SUBSCRIPTIONS = 4096
 
 
 def query_to_multi_map(query: str) -> dict[str, JsonValue]:
@@ -151,6 +153,17 @@ def handle_message(
             done()  # it left while the hooks ran
         elif refused:
             _send_to(module, sub, message, UNAUTHORIZED)
+            done()
+        elif (
+            message.subscription_id not in sub.subscriptions
+            and len(sub.subscriptions) >= MAX_SUBSCRIPTIONS
+        ):
+            module.host.log.warning(
+                "%s holds %d subscriptions already; join %s ignored",
+                sub.name,
+                MAX_SUBSCRIPTIONS,
+                message.subscription_id,
+            )
             done()
         else:
             sub.subscriptions[message.subscription_id] = message
