@@ -12,6 +12,8 @@ Differences from the real engine:
 * A subscriber that leaves more than ``subscriber_buffer_bytes`` (an engine_sim
   option, 8 MiB by default) unread is dropped with a warning naming it; upstream
   buffers a fixed number of messages and lets a lagging reader miss the oldest.
+* A connection reads its next message once the previous one's hooks answered, or
+  after 30 s (logged); upstream waits for them without a bound.
 * One connection holds at most 4096 subscriptions; a join past that is logged and
   ignored (upstream has no bound).
 * A ``stream`` binding without ``stream_name`` is refused at registration
