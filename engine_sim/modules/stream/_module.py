@@ -52,6 +52,7 @@ from ._events import (
     parse_send_input,
 )
 from ._hub import SubscriberHub
+from ._socket import serve_subscriber
 from ._store import StreamStore
 from ._triggers import (
     JOIN_TRIGGER_TYPE,
@@ -161,8 +162,6 @@ class StreamModule(EngineModule):
 
     async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
         """One subscriber connection (see ``_socket``)."""
-        from ._socket import serve_subscriber
-
         await serve_subscriber(self, peer, request, io)
 
     # -- changes ----------------------------------------------------------------------
