@@ -101,9 +101,8 @@ def authenticate(
 
 
 def _send_to(
-    module: StreamModule, sub: Subscriber, message: ClientMessage, event: JsonValue
+    module: StreamModule, sub: Subscriber, message: ClientMessage, event: dict[str, JsonValue]
 ) -> None:
-    assert isinstance(event, dict)
     frame = change_message(
         module.timestamp_ms(), message.stream_name, message.group_id, message.item_id, event
     )
