@@ -4,7 +4,6 @@ queue and its redrive, concurrency and FIFO ordering, as iii_trio workers see th
 
 from __future__ import annotations
 
-import logging
 import queue
 import random
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +19,7 @@ from trio.testing import MockClock
 import engine_sim.modules as modules
 import iii_trio
 from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
+from engine_sim._config_file import parse_config
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules.queue import QueueLimits, QueueModule
@@ -491,26 +491,25 @@ async def test_invalid_queue_configs_are_refused_naming_the_field(
 
 
 @pytest.mark.parametrize(
-    ("adapter", "warning"),
+    ("config", "warning"),
     [
-        ({"name": "rabbitmq"}, "adapter 'rabbitmq' is not simulated"),
-        ({"name": "builtin", "config": {"store_method": "file_based"}}, "file_based"),
+        ("adapter: {name: rabbitmq}", "adapter 'rabbitmq' is not simulated"),
+        ("adapter: {name: builtin, config: {store_method: file_based}}", "'file_based'"),
+        ("queue_configs: {pay: {max_priority: 5}}", "queue 'pay': message priority"),
     ],
 )
-async def test_an_adapter_engine_sim_does_not_have_is_named_in_a_warning(
-    autojump_clock: MockClock,
-    caplog: pytest.LogCaptureFixture,
-    adapter: dict[str, Any],
-    warning: str,
+async def test_what_engine_sim_does_not_simulate_is_one_warning_and_the_queue_still_works(
+    autojump_clock: MockClock, config: str, warning: str
 ) -> None:
-    with caplog.at_level(logging.WARNING, "engine_sim"):
-        async with queue_engine(adapter=adapter) as engine, worker(engine, "w") as w:
-            calls = Calls()
-            w.register_function("w::job", calls)
-            await w.ready()
-            await w.enqueue("w::job", 1, queue="default")
-            assert (await calls.next())[1] == 1
-    assert warning in caplog.text
+    text = f"workers:\n  - name: iii-queue\n    config: {{{config}}}\n"
+    engine_config, warnings = parse_config(text, source="config.yaml")
+    assert len([w for w in warnings if warning in w]) == 1, warnings
+    async with open_engine(engine_config) as engine, worker(engine, "w") as w:
+        calls = Calls()
+        w.register_function("w::job", calls)
+        await w.ready()
+        await w.enqueue("w::job", 1, queue="default")
+        assert (await calls.next())[1] == 1
 
 
 # -- the queue logic on its own -----------------------------------------------------------

@@ -35,7 +35,8 @@ Differences from the real engine
   only paces the re-check of a message whose target function is not registered yet
   (such a message waits without spending attempts, as the standalone worker does).
 * Only the in-memory ``builtin`` adapter: ``redis``/``rabbitmq`` and
-  ``store_method: file_based`` log a warning and run in memory (lost at a restart).
+  ``store_method: file_based`` get a config.yaml warning (``config_warnings``) and run
+  in memory (lost at a restart).
   ``queue::define``, ``max_priority``/``priority_field`` and the subscriber's
   ``visibilityTimeout``/``delaySeconds``/``backoffType`` are accepted and ignored.
 * A named ``fifo`` queue runs groups in parallel up to ``concurrency`` with in-place

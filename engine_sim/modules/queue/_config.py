@@ -79,6 +79,29 @@ class QueueModuleConfig(BaseModel):
     adapter: AdapterEntry | None = None
     queue_configs: dict[str, FunctionQueueConfig] = Field(default_factory=dict)
 
+    def config_warnings(self) -> list[str]:
+        """What this config asks for that engine_sim does not simulate (one line each;
+        the config.yaml loader prints them)."""
+        out: list[str] = []
+        adapter = self.adapter
+        if adapter is not None and adapter.name not in ("builtin", "in_memory", "file_based"):
+            out.append(
+                f"adapter {adapter.name!r} is not simulated: queues are kept in memory "
+                "by the builtin adapter"
+            )
+        elif adapter is not None and (
+            adapter.name == "file_based"
+            or (adapter.config or {}).get("store_method") == "file_based"
+        ):
+            out.append(
+                "store_method 'file_based' is not simulated: queues are kept in memory "
+                "and lost at an engine restart"
+            )
+        for name, queue in sorted(self.queue_configs.items()):
+            if queue.max_priority is not None or queue.priority_field is not None:
+                out.append(f"queue {name!r}: message priority (RabbitMQ only) is ignored")
+        return out
+
     def queues(self) -> dict[str, FunctionQueueConfig]:
         """The named queues, with upstream's always-present ``default`` queue."""
         return {DEFAULT_QUEUE_NAME: FunctionQueueConfig(), **self.queue_configs}

@@ -102,20 +102,9 @@ class QueueModule(EngineModule):
 
     def start(self) -> None:
         """Register the functions and ``durable:subscriber``."""
-        adapter = self.settings.adapter
-        if adapter is not None and adapter.name not in ("builtin", "in_memory", "file_based"):
-            self.host.log.warning(
-                "iii-queue: adapter %r is not simulated; using the in-process builtin queue",
-                adapter.name,
-            )
-        elif adapter is not None and (
-            adapter.name == "file_based"
-            or (adapter.config or {}).get("store_method") == "file_based"
-        ):
-            self.host.log.warning(
-                "iii-queue: store_method file_based is not simulated; queues live in memory "
-                "and are lost at an engine restart"
-            )
+        for text in self.settings.config_warnings():
+            # The config.yaml loader has warned already; this is for the record.
+            self.host.log.info("iii-queue: %s", text)
         functions = (
             ("engine::queue::enqueue", self._enqueue, "Enqueue a function call on a named queue"),
             ("iii::durable::publish", self._publish, "Enqueue a message"),
