@@ -71,10 +71,13 @@ class Subscriber:
 
     @property
     def spec(self) -> SubscriberSpec:
+        """The newest binding's config."""
         return next(reversed(self.bindings.values()))[0]
 
     @property
     def metadata(self) -> JsonValue:
+        """The newest binding's metadata, sent with each delivery (as the standalone
+        queue worker does)."""
         return next(reversed(self.bindings.values()))[1]
 
 
