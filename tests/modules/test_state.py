@@ -5,6 +5,7 @@ module's config, and what a restart keeps (a file) or loses (memory)."""
 from __future__ import annotations
 
 import logging
+import queue
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ import trio
 from trio.testing import MockClock
 
 import engine_sim.modules as modules
-from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules._kv import SQLITE_FILE_NAME
@@ -445,3 +446,72 @@ async def test_a_file_based_store_survives_a_restart(
         c = await connect("c")
         assert await c.ok("state::get", {"scope": "s", "key": "b"}) == {"v": 2}
     assert (directory / SQLITE_FILE_NAME).is_file()
+
+
+# ------------------------------------------------------------- the official Python SDK
+
+
+@pytest.mark.filterwarnings("ignore:register_trigger:DeprecationWarning")
+def test_the_official_sdk_over_loopback_sees_upstreams_shapes() -> None:
+    """iii-sdk 0.25 as a user runs it: a worker sets, updates and lists state over a
+    real socket, and a state trigger with a condition reaches its handler."""
+    from iii import InitOptions, InvocationError, register_worker
+
+    events: queue.Queue[dict[str, Any]] = queue.Queue()
+    asked: list[str] = []
+
+    def condition(event: dict[str, Any]) -> bool:
+        asked.append(event["key"])
+        return bool(event["key"] != "skip")
+
+    def on_change(event: dict[str, Any]) -> None:
+        events.put(event)
+
+    config = EngineConfig(modules=(ModuleSpec("iii-state"),))
+    with run_in_thread(config) as sim:
+        worker = register_worker(
+            sim.url,
+            InitOptions(worker_name="app", otel={"enabled": False}, enable_metrics_reporting=False),
+        )
+        try:
+            worker.register_function("app::condition", condition)
+            worker.register_function("app::on_change", on_change)
+            worker.register_trigger(
+                {
+                    "type": "state",
+                    "function_id": "app::on_change",
+                    "config": {"scope": "carts", "condition_function_id": "app::condition"},
+                }
+            )
+            sim.wait_for(lambda e: any(b.live for b in e.bindings()), timeout=5)
+
+            def call(function_id: str, payload: Any) -> Any:
+                return worker.trigger(
+                    {"function_id": function_id, "payload": payload, "timeout_ms": 5000}
+                )
+
+            assert call("state::set", {"scope": "carts", "key": "skip", "value": 0}) == {
+                "old_value": None,
+                "new_value": 0,
+            }
+            assert call("state::set", {"scope": "carts", "key": "c1", "value": {"n": 1}}) == {
+                "old_value": None,
+                "new_value": {"n": 1},
+            }
+            assert events.get(timeout=5) == event("created", None, {"n": 1}, "carts", "c1")
+            update = [{"type": "increment", "path": "n", "by": 2}]
+            assert call("state::update", {"scope": "carts", "key": "c1", "ops": update}) == {
+                "old_value": {"n": 1},
+                "new_value": {"n": 3},
+            }
+            assert events.get(timeout=5)["event_type"] == "state:updated"
+            assert call("state::list", {"scope": "carts"}) == [0, {"n": 3}]
+            assert call("state::list_groups", {}) == {"groups": ["carts"]}
+            assert sorted(asked) == ["c1", "c1", "skip"]
+            with pytest.raises(InvocationError) as refused:
+                call("state::get", {"scope": "carts"})
+            assert refused.value.code == "deserialization_error"
+            assert events.empty()
+        finally:
+            worker.shutdown()
+            worker._loop.close()  # the SDK leaves its event loop open
