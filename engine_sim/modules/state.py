@@ -302,8 +302,10 @@ class StateModule(EngineModule):
         )
 
     def stop(self) -> None:
-        """Close the store's file."""
-        self.store.close()
+        """Close the store's file (if ``start`` got as far as opening it)."""
+        store: KvStore | None = getattr(self, "store", None)
+        if store is not None:
+            store.close()
 
     def _open_store(self, config: StateConfig) -> KvStore:
         adapter = config.adapter
