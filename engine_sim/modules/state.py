@@ -155,6 +155,20 @@ class StateConfig(BaseModel):
     #: Upstream's flush cadence of a file-based store; accepted, without effect.
     save_interval_ms: int | None = Field(default=None, ge=0)
 
+    def config_warnings(self) -> list[str]:
+        """What this config asks for that engine_sim does not simulate (one line each;
+        the config.yaml loader prints them, and the module logs them at start)."""
+        adapter = self.adapter
+        if adapter is not None and adapter.name != "kv":
+            return [
+                f"adapter {adapter.name!r} is not simulated: the state is kept in memory "
+                "(engine_sim's kv store) and lost at an engine restart"
+            ]
+        method = adapter.config.store_method if adapter and adapter.config else None
+        if method not in (None, "in_memory", "file_based"):
+            return [f"unknown store_method {method!r}: the state is kept in memory, as upstream"]
+        return []
+
 
 @dataclass(frozen=True, slots=True)
 class _Filter:
@@ -309,14 +323,11 @@ class StateModule(EngineModule):
 
     def _open_store(self, config: StateConfig) -> KvStore:
         adapter = config.adapter
-        options = adapter.config if adapter is not None else None
         if adapter is not None and adapter.name != "kv":
-            self.host.log.warning(
-                "iii-state: adapter %r is not simulated; the state is kept in memory "
-                "(engine_sim's kv store) and lost at a restart",
-                adapter.name,
-            )
+            # Also said by the config.yaml loader; this is for an engine built in code.
+            self.host.log.warning("iii-state: %s", config.config_warnings()[0])
             return open_kv_store(None, self.host.storage_path, self.host.log)
+        options = adapter.config if adapter is not None else None
         return open_kv_store(options, self.host.storage_path, self.host.log)
 
     @staticmethod

@@ -17,6 +17,7 @@ from trio.testing import MockClock
 
 import engine_sim.modules as modules
 from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
+from engine_sim._config_file import parse_config
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules._kv import SQLITE_FILE_NAME
@@ -399,6 +400,42 @@ async def test_redis_and_bridge_warn_and_keep_the_state_in_memory(
             await c.ok("state::set", {"scope": "s", "key": "k", "value": 1})
             assert await c.ok("state::get", {"scope": "s", "key": "k"}) == 1
     assert f"adapter '{adapter}' is not simulated" in caplog.text
+
+
+def test_config_yaml_warns_about_what_is_not_simulated() -> None:
+    text = """
+workers:
+  - name: iii-state
+    config:
+      adapter:
+        name: redis
+        config:
+          redis_url: ${REDIS_URL:redis://localhost:6379}
+      save_interval_ms: 1000
+      store_methd: file_based
+"""
+    config, warnings = parse_config(text, source="config.yaml", env={})
+    assert config.modules == (
+        ModuleSpec(
+            "iii-state",
+            {
+                "adapter": {"name": "redis", "config": {"redis_url": "redis://localhost:6379"}},
+                "save_interval_ms": 1000,
+                "store_methd": "file_based",
+            },
+        ),
+    )
+    assert warnings == [
+        "config.yaml: workers[0] iii-state: unknown option 'store_methd' ignored",
+        "config.yaml: workers[0] iii-state: adapter 'redis' is not simulated: the state is "
+        "kept in memory (engine_sim's kv store) and lost at an engine restart",
+    ]
+    typo = parse_config(
+        "workers:\n  - name: iii-state\n    config:\n      adapter:\n        name: kv\n"
+        "        config:\n          store_method: file-based\n",
+        env={},
+    )[1]
+    assert any("unknown store_method 'file-based'" in w for w in typo), typo
 
 
 # -------------------------------------------------------------------------- restart
