@@ -17,17 +17,10 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
-from iii_trio.lifecycle import (
-    ConnectionLost,
-    HandshakeCompleted,
-    NamespaceResolved,
-    Transition,
-    WorkerStatus,
-)
+from iii_trio.lifecycle import ConnectionLost, HandshakeCompleted, Transition, WorkerStatus
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
     FUNCTION_NAMESPACE_CONFLICT,
-    WORKER_NAMESPACE_CONFLICT,
     ErrorBody,
     InvocationResult,
     InvokeFunction,
@@ -53,10 +46,8 @@ from ._effects import Close, Effect, Send
 from ._host import CoreHost, TriggerHooks
 from ._ids import IdSource
 from ._logtext import in_namespace, short
-from ._ownership import (
-    function_owner,
-    unbinding_refusal,
-)
+from ._namespaces import Namespaces
+from ._ownership import function_owner, unbinding_refusal
 from ._records import (
     Binding,
     FunctionEntry,
@@ -139,6 +130,7 @@ class EngineCore:
         # Built before the modules start: starting registers built-ins and trigger types.
         self.triggers = Triggers(self)
         self.calls = Calls(self)
+        self.namespaces = Namespaces(self)
         #: The engine's modules, in the order they were started.
         self.modules: list[EngineModule] = build_modules(
             self.config, lambda name: CoreHost(self, name), self
@@ -205,7 +197,7 @@ class EngineCore:
             return []  # it was closed while the frame was in flight
         if isinstance(message, _REGISTRATIONS):
             if worker.resolved:
-                self._apply_registration(worker, message, now)
+                self.apply_registration(worker, message, now)
             else:
                 worker.buffered.append(message)
         else:
@@ -216,19 +208,14 @@ class EngineCore:
         """The connection ended (closed, failed, evicted): clean up after it (§5.7)."""
         self.advance(now)
         if worker_id in self.workers:
-            self._cleanup(self.workers[worker_id], now)
+            self.cleanup(self.workers[worker_id], now)
         return self._take()
 
     def tick(self, now: float) -> list[Effect]:
         """Run every timer that is due at ``now``."""
         self.advance(now)
         self.timers.run_due(now)
-        for worker in list(self.workers.values()):
-            if worker.grace_deadline is not None and worker.grace_deadline <= now:
-                log.info(
-                    "%s sent no namespace in time; using %s", self.who(worker), DEFAULT_NAMESPACE
-                )
-                self._resolve_namespace(worker, DEFAULT_NAMESPACE, now)
+        self.namespaces.expire_graces(now)
         self.triggers.expire_ack_waits(now)
         if self._next_poll <= now:
             period = self.config.functions_poll_ms / 1000
@@ -240,9 +227,7 @@ class EngineCore:
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do."""
         deadlines = [self._next_poll]
-        deadlines += [
-            w.grace_deadline for w in self.workers.values() if w.grace_deadline is not None
-        ]
+        deadlines += self.namespaces.deadlines()
         deadlines += self.triggers.deadlines()
         module_timer = self.timers.next_deadline()
         if module_timer is not None:
@@ -377,12 +362,13 @@ class EngineCore:
             )
             return
         log.info("%s reattaches; retiring %s", self.who(worker), self.who(previous))
-        self._effects.append(Close(previous.id, 1000, "replaced by a reattaching connection"))
-        self._cleanup(previous, now)
+        self.close_connection(previous.id, 1000, "replaced by a reattaching connection")
+        self.cleanup(previous, now)
 
     # -- registrations, applied once the namespace is known ---------------------------------
 
-    def _apply_registration(self, worker: WorkerRecord, message: Message, now: float) -> None:
+    def apply_registration(self, worker: WorkerRecord, message: Message, now: float) -> None:
+        """Apply a registration frame held until ``worker``'s namespace was fixed (§5.4)."""
         namespace = worker.namespace or DEFAULT_NAMESPACE
         match message:
             case RegisterFunction():
@@ -446,70 +432,26 @@ class EngineCore:
             self.workers[entry.owner].functions.discard(entry.id)
         log.info("function %s%s removed", entry.id, in_namespace(entry.namespace))
 
-    # -- namespaces ---------------------------------------------------------------------
+    # -- namespaces (see ``Namespaces``) ---------------------------------------------------
 
     def announce(self, worker: WorkerRecord, namespace: str, now: float) -> None:
         """``engine::workers::register`` fixed the namespace (unless the grace timer did)."""
-        if worker.resolved:
-            if namespace != worker.namespace:
-                log.warning(
-                    "%s announced namespace %s, but it was already fixed to %s",
-                    self.who(worker),
-                    namespace,
-                    worker.namespace,
-                )
-            return
-        self._resolve_namespace(worker, namespace, now)
+        self.namespaces.announce(worker, namespace, now)
 
     def claim_name(self, worker: WorkerRecord, namespace: str, name: str) -> str | None:
         """Take ``(namespace, name)`` for ``worker``; the live holder's id if it is taken."""
-        holder = self.names.get((namespace, name))
-        if holder is not None and holder != worker.id and holder in self.workers:
-            return holder
-        if (
-            worker.name is not None
-            and self.names.get((worker.namespace or namespace, worker.name)) == worker.id
-        ):
-            del self.names[(worker.namespace or namespace, worker.name)]
-        self.names[(namespace, name)] = worker.id
-        return None
+        return self.namespaces.claim_name(worker, namespace, name)
 
     def reject_worker(
         self, worker: WorkerRecord, namespace: str, name: str, holder: str, now: float
     ) -> None:
-        log.warning(
-            "%s: worker name %r is taken in %s by %s; closing",
-            self.who(worker),
-            name,
-            namespace,
-            short(holder),
-        )
-        self.send(
-            worker.id,
-            RegistrationRejected(
-                code=WORKER_NAMESPACE_CONFLICT,
-                namespace=namespace,
-                worker_name=name,
-                owner_worker_id=holder,
-            ),
-        )
-        self._effects.append(Close(worker.id, 1000, WORKER_NAMESPACE_CONFLICT))
-        self._cleanup(worker, now)
-
-    def _resolve_namespace(self, worker: WorkerRecord, namespace: str, now: float) -> None:
-        worker.namespace = namespace
-        worker.grace_deadline = None
-        buffered, worker.buffered = worker.buffered, []
-        for message in buffered:
-            if worker.id not in self.workers:
-                return  # a drained frame ended the connection
-            self._apply_registration(worker, message, now)
-        worker.status.apply(NamespaceResolved())
+        """Refuse ``worker`` the name ``holder`` has, and close its connection (§5.3)."""
+        self.namespaces.reject_worker(worker, namespace, name, holder, now)
 
     # -- cleanup ----------------------------------------------------------------------------
 
-    def _cleanup(self, worker: WorkerRecord, now: float) -> None:
-        # The order is the engine's (§5.7).
+    def cleanup(self, worker: WorkerRecord, now: float) -> None:
+        """Forget ``worker`` and everything it held, in the engine's order (§5.7)."""
         del self.workers[worker.id]
         worker.buffered.clear()
         worker.grace_deadline = None
@@ -519,9 +461,7 @@ class EngineCore:
                 self._remove_function(entry)
         self.calls.worker_left(worker)
         self.triggers.worker_left(worker)
-        for name_key, holder in list(self.names.items()):
-            if holder == worker.id:
-                del self.names[name_key]
+        self.namespaces.worker_left(worker)
         for service_key, (declared_by, _) in list(self.services.items()):
             if declared_by == worker.id:
                 del self.services[service_key]
@@ -561,6 +501,10 @@ class EngineCore:
     def send(self, worker_id: str, message: Message) -> None:
         """Queue ``message`` for connection ``worker_id`` (the core's parts send through here)."""
         self._effects.append(Send(worker_id, message))
+
+    def close_connection(self, worker_id: str, code: int, reason: str) -> None:
+        """Queue closing connection ``worker_id``, after the frames queued before it."""
+        self._effects.append(Close(worker_id, code, reason))
 
     def _take(self) -> list[Effect]:
         effects, self._effects = self._effects, []

@@ -1,0 +1,115 @@
+"""Namespaces and worker names: when a connection's namespace is fixed, who holds a name
+(§5.3, §5.4, §9).
+
+A part of ``EngineCore`` (see ``_core.py``): the worker records and ``core.names`` stay
+on the core; the rules for fixing a namespace (an announcement, or the grace timer
+running out) and for claiming a name live here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from iii_trio.lifecycle import NamespaceResolved
+from iii_trio.protocol import DEFAULT_NAMESPACE, WORKER_NAMESPACE_CONFLICT, RegistrationRejected
+
+from ._logtext import short
+from ._records import WorkerRecord
+
+if TYPE_CHECKING:
+    from ._core import EngineCore
+
+__all__ = ["Namespaces"]
+
+log = logging.getLogger("engine_sim")
+
+
+class Namespaces:
+    """Fixes each connection's namespace and keeps worker names unique per namespace."""
+
+    def __init__(self, core: EngineCore) -> None:
+        self.core = core
+
+    def announce(self, worker: WorkerRecord, namespace: str, now: float) -> None:
+        """``engine::workers::register`` fixed the namespace (unless the grace timer did)."""
+        if worker.resolved:
+            if namespace != worker.namespace:
+                log.warning(
+                    "%s announced namespace %s, but it was already fixed to %s",
+                    self.core.who(worker),
+                    namespace,
+                    worker.namespace,
+                )
+            return
+        self._resolve_namespace(worker, namespace, now)
+
+    def claim_name(self, worker: WorkerRecord, namespace: str, name: str) -> str | None:
+        """Take ``(namespace, name)`` for ``worker``; the live holder's id if it is taken."""
+        names = self.core.names
+        holder = names.get((namespace, name))
+        if holder is not None and holder != worker.id and holder in self.core.workers:
+            return holder
+        if (
+            worker.name is not None
+            and names.get((worker.namespace or namespace, worker.name)) == worker.id
+        ):
+            del names[(worker.namespace or namespace, worker.name)]
+        names[(namespace, name)] = worker.id
+        return None
+
+    def reject_worker(
+        self, worker: WorkerRecord, namespace: str, name: str, holder: str, now: float
+    ) -> None:
+        """Refuse ``worker`` the name ``holder`` has, and close its connection (§5.3)."""
+        log.warning(
+            "%s: worker name %r is taken in %s by %s; closing",
+            self.core.who(worker),
+            name,
+            namespace,
+            short(holder),
+        )
+        self.core.send(
+            worker.id,
+            RegistrationRejected(
+                code=WORKER_NAMESPACE_CONFLICT,
+                namespace=namespace,
+                worker_name=name,
+                owner_worker_id=holder,
+            ),
+        )
+        self.core.close_connection(worker.id, 1000, WORKER_NAMESPACE_CONFLICT)
+        self.core.cleanup(worker, now)
+
+    def expire_graces(self, now: float) -> None:
+        """Fix the default namespace for connections that announced none in time (§5.4)."""
+        for worker in list(self.core.workers.values()):
+            if worker.grace_deadline is not None and worker.grace_deadline <= now:
+                log.info(
+                    "%s sent no namespace in time; using %s",
+                    self.core.who(worker),
+                    DEFAULT_NAMESPACE,
+                )
+                self._resolve_namespace(worker, DEFAULT_NAMESPACE, now)
+
+    def deadlines(self) -> list[float]:
+        """When ``expire_graces`` has something to do."""
+        return [
+            w.grace_deadline for w in self.core.workers.values() if w.grace_deadline is not None
+        ]
+
+    def worker_left(self, worker: WorkerRecord) -> None:
+        """Free the names ``worker`` held (§5.7)."""
+        for name_key, holder in list(self.core.names.items()):
+            if holder == worker.id:
+                del self.core.names[name_key]
+
+    def _resolve_namespace(self, worker: WorkerRecord, namespace: str, now: float) -> None:
+        worker.namespace = namespace
+        worker.grace_deadline = None
+        buffered, worker.buffered = worker.buffered, []
+        for message in buffered:
+            if worker.id not in self.core.workers:
+                return  # a drained frame ended the connection
+            self.core.apply_registration(worker, message, now)
+        worker.status.apply(NamespaceResolved())
