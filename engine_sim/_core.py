@@ -5,6 +5,15 @@
 clock: each call gets the current time and returns the frames to send and the
 connections to close, in order. ``engine_sim.open_engine`` drives it with Trio;
 property tests can drive it directly.
+
+``EngineCore`` holds the registries and the entry points; the rules live in its
+parts, one per concern, each given the core so that they all share one set of
+registries: ``FunctionRegistry`` (``_functions.py``: workers' functions and the
+``engine::functions-available`` poll), ``Calls`` (``_routing.py``: invocations and
+built-ins), ``Triggers`` (``_bindings.py``: trigger types and bindings) and
+``Namespaces`` (``_namespaces.py``: namespace resolution and worker names). The
+core's public methods (``invoke``, ``register_binding``, ``claim_name``, ...) stay
+here, delegating, because the module host, the worker manager and the tests call them.
 """
 
 from __future__ import annotations
@@ -20,7 +29,6 @@ from pydantic import JsonValue
 from iii_trio.lifecycle import ConnectionLost, HandshakeCompleted, Transition, WorkerStatus
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
-    FUNCTION_NAMESPACE_CONFLICT,
     ErrorBody,
     InvocationResult,
     InvokeFunction,
@@ -32,7 +40,6 @@ from iii_trio.protocol import (
     RegisterService,
     RegisterTrigger,
     RegisterTriggerType,
-    RegistrationRejected,
     TriggerRegistrationResult,
     UnregisterFunction,
     UnregisterTrigger,
@@ -41,13 +48,13 @@ from iii_trio.protocol import (
 
 from ._bindings import Triggers
 from ._config import EngineConfig
-from ._discovery import function_summary
 from ._effects import Close, Effect, Send
+from ._functions import FunctionRegistry
 from ._host import CoreHost, TriggerHooks
 from ._ids import IdSource
-from ._logtext import in_namespace, short
+from ._logtext import short
 from ._namespaces import Namespaces
-from ._ownership import function_owner, unbinding_refusal
+from ._ownership import unbinding_refusal
 from ._records import (
     Binding,
     FunctionEntry,
@@ -122,8 +129,6 @@ class EngineCore:
         self._effects: list[Effect] = []
         #: Told of every worker status transition: ``(worker_id, transition)``.
         self.on_status: Callable[[str, Transition[WorkerStatus]], None] | None = None
-        self._function_keys = frozenset[FunctionKey]()
-        self._next_poll = now + self.config.functions_poll_ms / 1000
         self.timers = Timers()
         # The core's parts: each holds the rules for one concern and works on the
         # registries above, which stay here because modules, discovery and tests read them.
@@ -131,13 +136,14 @@ class EngineCore:
         self.triggers = Triggers(self)
         self.calls = Calls(self)
         self.namespaces = Namespaces(self)
+        self.function_registry = FunctionRegistry(self, now)
         #: The engine's modules, in the order they were started.
         self.modules: list[EngineModule] = build_modules(
             self.config, lambda name: CoreHost(self, name), self
         )
         for module in self.modules:
             module.start()
-        self._function_keys = self.function_keys()
+        self.function_registry.settle()
         self._effects.clear()  # nobody is connected yet
 
     def stop(self) -> None:
@@ -217,16 +223,12 @@ class EngineCore:
         self.timers.run_due(now)
         self.namespaces.expire_graces(now)
         self.triggers.expire_ack_waits(now)
-        if self._next_poll <= now:
-            period = self.config.functions_poll_ms / 1000
-            while self._next_poll <= now:
-                self._next_poll += period
-            self._poll_functions(now)
+        self.function_registry.poll(now)
         return self._take()
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do."""
-        deadlines = [self._next_poll]
+        deadlines = [self.function_registry.next_poll()]
         deadlines += self.namespaces.deadlines()
         deadlines += self.triggers.deadlines()
         module_timer = self.timers.next_deadline()
@@ -234,12 +236,14 @@ class EngineCore:
             deadlines.append(module_timer)
         return min(deadlines)
 
-    # -- helpers the built-ins use -------------------------------------------------------
+    # -- for modules, the module host and discovery ----------------------------------------
 
     def new_id(self) -> str:
+        """A fresh id: unguessable, or from the seed when the engine has one."""
         return self._ids.new_id()
 
     def who(self, worker: WorkerRecord) -> str:
+        """How log lines name ``worker``: its short id, and its name once announced."""
         return f"{short(worker.id)} ({worker.name})" if worker.name else short(worker.id)
 
     def add_builtin(
@@ -263,10 +267,12 @@ class EngineCore:
         )
 
     def lookup(self, namespace: str, function_id: str) -> FunctionEntry | None:
+        """The function ``function_id`` in ``namespace``: a worker's or a built-in."""
         key = (namespace, function_id)
         return self.functions.get(key) or self.builtins.get(key)
 
     def all_functions(self) -> list[FunctionEntry]:
+        """Every function, built-in or a worker's."""
         merged = {**self.builtins, **self.functions}
         return list(merged.values())
 
@@ -372,11 +378,9 @@ class EngineCore:
         namespace = worker.namespace or DEFAULT_NAMESPACE
         match message:
             case RegisterFunction():
-                self._register_function(worker, namespace, message)
+                self.function_registry.register(worker, namespace, message)
             case UnregisterFunction():
-                entry = self.functions.get((namespace, message.id))
-                if entry is not None and entry.owner == worker.id:
-                    self._remove_function(entry)
+                self.function_registry.unregister(worker, namespace, message.id)
             case RegisterService():
                 self.services[(namespace, message.name or message.id)] = (worker.id, message)
             case RegisterTriggerType():
@@ -388,49 +392,6 @@ class EngineCore:
                 refused = unbinding_refusal(self, worker.id, message.id)
                 if refused is None and self.unregister_binding(message.id):
                     log.info("%s unregistered trigger %s", self.who(worker), message.id)
-
-    def _register_function(
-        self, worker: WorkerRecord, namespace: str, message: RegisterFunction
-    ) -> None:
-        if message.invocation is not None:
-            log.warning(
-                "%s: %s is an HTTP-invoked function; the simulator has no HTTP module, so it is "
-                "not registered",
-                self.who(worker),
-                message.id,
-            )
-            return
-        owner_id = function_owner(self, worker, namespace, message.id)
-        if owner_id is not None:
-            self.send(
-                worker.id,
-                RegistrationRejected(
-                    code=FUNCTION_NAMESPACE_CONFLICT,
-                    namespace=namespace,
-                    function_id=message.id,
-                    owner_worker_id=owner_id,
-                ),
-            )
-            return
-        self.functions[(namespace, message.id)] = FunctionEntry(
-            namespace=namespace,
-            id=message.id,
-            description=message.description,
-            request_format=message.request_format,
-            response_format=message.response_format,
-            metadata=message.metadata,
-            owner=worker.id,
-        )
-        worker.functions.add(message.id)
-        log.info(
-            "%s registered function %s%s", self.who(worker), message.id, in_namespace(namespace)
-        )
-
-    def _remove_function(self, entry: FunctionEntry) -> None:
-        del self.functions[entry.key]
-        if entry.owner in self.workers:
-            self.workers[entry.owner].functions.discard(entry.id)
-        log.info("function %s%s removed", entry.id, in_namespace(entry.namespace))
 
     # -- namespaces (see ``Namespaces``) ---------------------------------------------------
 
@@ -448,17 +409,14 @@ class EngineCore:
         """Refuse ``worker`` the name ``holder`` has, and close its connection (§5.3)."""
         self.namespaces.reject_worker(worker, namespace, name, holder, now)
 
-    # -- cleanup ----------------------------------------------------------------------------
+    # -- for the core's parts ----------------------------------------------------------------
 
     def cleanup(self, worker: WorkerRecord, now: float) -> None:
         """Forget ``worker`` and everything it held, in the engine's order (§5.7)."""
         del self.workers[worker.id]
         worker.buffered.clear()
         worker.grace_deadline = None
-        for function_id in sorted(worker.functions):
-            entry = self.functions.get((worker.namespace or DEFAULT_NAMESPACE, function_id))
-            if entry is not None and entry.owner == worker.id:
-                self._remove_function(entry)
+        self.function_registry.worker_left(worker)
         self.calls.worker_left(worker)
         self.triggers.worker_left(worker)
         self.namespaces.worker_left(worker)
@@ -473,30 +431,9 @@ class EngineCore:
             now,
         )
 
-    # -- internals ----------------------------------------------------------------------------
-
-    def _status_changed(self, worker_id: str, transition: Transition[WorkerStatus]) -> None:
-        if self.on_status is not None:
-            self.on_status(worker_id, transition)
-
     def function_keys(self) -> frozenset[FunctionKey]:
         """The keys of every function, built-in or a worker's."""
         return frozenset(self.functions) | frozenset(self.builtins)
-
-    def _poll_functions(self, now: float) -> None:
-        keys = self.function_keys()
-        if keys == self._function_keys:
-            return
-        self._function_keys = keys
-        summaries: list[JsonValue] = [
-            function_summary(self, entry) for entry in self.all_functions()
-        ]
-        log.info("functions changed; telling engine::functions-available subscribers")
-        self.fire_trigger_type(
-            "engine::functions-available",
-            {"event": "functions_changed", "functions": summaries},
-            now,
-        )
 
     def send(self, worker_id: str, message: Message) -> None:
         """Queue ``message`` for connection ``worker_id`` (the core's parts send through here)."""
@@ -505,6 +442,12 @@ class EngineCore:
     def close_connection(self, worker_id: str, code: int, reason: str) -> None:
         """Queue closing connection ``worker_id``, after the frames queued before it."""
         self._effects.append(Close(worker_id, code, reason))
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _status_changed(self, worker_id: str, transition: Transition[WorkerStatus]) -> None:
+        if self.on_status is not None:
+            self.on_status(worker_id, transition)
 
     def _take(self) -> list[Effect]:
         effects, self._effects = self._effects, []
