@@ -200,9 +200,7 @@ def free_port() -> int:
 
 def has_config_flag() -> bool:
     """Whether this ``iii-sim serve`` reads a config.yaml (``--config``)."""
-    done = subprocess.run(
-        [str(III_SIM), "serve", "--help"], capture_output=True, text=True, timeout=60, check=False
-    )
+    done = _run([str(III_SIM), "serve", "--help"], 60, "iii-sim serve --help")
     return "--config" in done.stdout
 
 
