@@ -3,11 +3,13 @@ firing on the engine's (virtual) clock."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, cast
 
 import pytest
 import trio
@@ -15,7 +17,7 @@ from trio.testing import MockClock
 
 import engine_sim.modules as modules
 import iii_trio
-from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules.cron import CronExpressionError, CronModule, CronSchedule, rfc3339
@@ -509,3 +511,61 @@ def test_a_bad_adapter_config_is_refused_naming_the_field(
 ) -> None:
     with pytest.raises(ModuleConfigError, match=f"^iii-cron: {error}"):
         EngineConfig(modules=(ModuleSpec("iii-cron", config),))
+
+
+# -- the official Python SDK over loopback, on the real clock ---------------------------------
+
+
+class SdkWorker(Protocol):
+    """The part of the official SDK's ``III`` used here (the SDK ships no types)."""
+
+    _loop: asyncio.AbstractEventLoop
+
+    def register_function(self, function_id: str, handler: Callable[[Any], Any]) -> object: ...
+
+    def register_trigger(self, trigger: dict[str, Any]) -> Any: ...
+
+    def shutdown(self) -> None: ...
+
+
+@contextmanager
+def sdk_worker(url: str, name: str) -> Iterator[SdkWorker]:
+    from iii import InitOptions as SdkOptions
+    from iii import register_worker
+
+    options = SdkOptions(worker_name=name, otel={"enabled": False}, enable_metrics_reporting=False)
+    sdk = cast(SdkWorker, register_worker(url, options))
+    try:
+        yield sdk
+    finally:
+        sdk.shutdown()
+        sdk._loop.close()  # the SDK leaves its private loop open
+
+
+@pytest.mark.filterwarnings("ignore:register_trigger:DeprecationWarning")
+def test_the_official_sdk_gets_a_firing_every_second_over_loopback() -> None:
+    with (
+        run_in_thread(EngineConfig(modules=(ModuleSpec("iii-cron"),))) as sim,
+        sdk_worker(sim.url, "jobs") as jobs,
+    ):
+        fired: queue.Queue[Any] = queue.Queue()
+
+        async def tick(event: Any) -> Any:
+            fired.put(event)
+            return {}
+
+        jobs.register_function("jobs::tick", tick)
+        jobs.register_trigger(
+            {"type": "cron", "function_id": "jobs::tick", "config": {"expression": "* * * * * *"}}
+        )
+        first, second = fired.get(timeout=5), fired.get(timeout=5)
+        assert first["trigger"] == second["trigger"] == "cron"
+        assert first["job_id"] == second["job_id"]
+        assert any(b.id == first["job_id"] for b in sim.call(lambda e: e.bindings()))
+        assert ticks([second])[0] - ticks([first])[0] == 1
+        for event in (first, second):
+            scheduled = datetime.fromisoformat(event["scheduled_time"])
+            actual = datetime.fromisoformat(event["actual_time"])
+            assert scheduled.microsecond == 0
+            assert scheduled.utcoffset() is not None
+            assert 0 <= (actual - scheduled).total_seconds() < 1

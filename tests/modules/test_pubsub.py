@@ -3,10 +3,12 @@ engine_sim in memory on the virtual clock, with iii_trio workers as subscribers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Protocol, cast
 
 import pytest
 import trio
@@ -14,7 +16,7 @@ from trio.testing import MockClock
 
 import engine_sim.modules as modules
 import iii_trio
-from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
 from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules.pubsub import PubSubModule
 from iii_trio import InitOptions, InvocationError, Worker
@@ -26,6 +28,10 @@ from tests.raw_worker import raw_workers
 def _pubsub_registered(monkeypatch: pytest.MonkeyPatch) -> None:
     if modules.module_class(PubSubModule.name) is None:
         monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, PubSubModule))
+
+
+#: Every wait of the loopback tests (everything is local).
+WAIT = 5.0
 
 
 @asynccontextmanager
@@ -306,3 +312,87 @@ def test_a_bad_adapter_config_is_refused_naming_the_field(
 ) -> None:
     with pytest.raises(ModuleConfigError, match=f"^iii-pubsub: {error}"):
         EngineConfig(modules=(ModuleSpec("iii-pubsub", config),))
+
+
+# -- the official Python SDK over loopback ---------------------------------------------------
+
+
+class SdkWorker(Protocol):
+    """The part of the official SDK's ``III`` used here (the SDK ships no types)."""
+
+    def register_function(self, function_id: str, handler: Callable[[Any], Any]) -> object: ...
+
+    def register_trigger(self, trigger: dict[str, Any]) -> Any: ...
+
+    def trigger(self, request: dict[str, Any]) -> Any: ...
+
+    def shutdown(self) -> None: ...
+
+    _loop: asyncio.AbstractEventLoop
+
+
+@contextmanager
+def sdk_worker(url: str, name: str) -> Iterator[SdkWorker]:
+    from iii import InitOptions as SdkOptions
+    from iii import register_worker
+
+    options = SdkOptions(worker_name=name, otel={"enabled": False}, enable_metrics_reporting=False)
+    sdk = cast(SdkWorker, register_worker(url, options))
+    try:
+        yield sdk
+    finally:
+        sdk.shutdown()
+        sdk._loop.close()  # the SDK leaves its private loop open
+
+
+@pytest.mark.filterwarnings("ignore:register_trigger:DeprecationWarning")
+def test_the_official_sdk_publishes_and_subscribes_over_loopback() -> None:
+    from iii import InvocationError as SdkInvocationError
+
+    spec = ModuleSpec("iii-pubsub")
+    with (
+        run_in_thread(EngineConfig(modules=(spec,))) as sim,
+        sdk_worker(sim.url, "shop") as shop,
+        sdk_worker(sim.url, "mail") as mail,
+    ):
+        got: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        def subscriber(tag: str) -> Callable[[Any], Any]:
+            async def handler(data: Any) -> Any:
+                got.put((tag, data))
+                return {}
+
+            return handler
+
+        shop.register_function("shop::on_order", subscriber("shop"))
+        mail.register_function("mail::on_order", subscriber("mail"))
+        mail.register_function("mail::on_refund", subscriber("refund"))
+        shop.register_trigger(
+            {"type": "subscribe", "function_id": "shop::on_order", "config": {"topic": "orders"}}
+        )
+        mail.register_trigger(
+            {"type": "subscribe", "function_id": "mail::on_order", "config": {"topic": "orders"}}
+        )
+        mail.register_trigger(
+            {"type": "subscribe", "function_id": "mail::on_refund", "config": {"topic": "refunds"}}
+        )
+        sim.wait_for(
+            lambda e: (
+                len([b for b in e.bindings() if b.trigger_type == "subscribe" and b.live]) == 3
+            ),
+            timeout=WAIT,
+        )
+
+        event = {"order_id": 7, "items": ["a", "b"]}
+        answer = shop.trigger(
+            {"function_id": "publish", "payload": {"topic": "orders", "data": event}}
+        )
+        assert answer is None
+        deliveries = sorted([got.get(timeout=WAIT), got.get(timeout=WAIT)])
+        assert deliveries == [("mail", event), ("shop", event)]
+
+        with pytest.raises(SdkInvocationError) as refused:
+            shop.trigger({"function_id": "publish", "payload": {"topic": "", "data": 1}})
+        assert refused.value.code == "topic_not_set"
+        # The refunds subscriber heard nothing meanwhile.
+        assert got.empty()
