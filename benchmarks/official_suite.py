@@ -445,26 +445,37 @@ def _version(package: str) -> str:
 
 
 def _commit() -> str:
-    done = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return done.stdout.strip() or "unknown"
+    """HEAD's short hash, with ``+changes`` when engine_sim or iii_trio differ from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "engine_sim", "iii_trio") else "")
+
+
+RESULTS_TITLE = "# The official Python SDK's own tests against iii-sim serve"
+RESULTS_INTRO = """\
+`benchmarks/official_suite.py` downloads the `iii-sdk==0.25.0` sdist from PyPI, runs the
+integration files of its `tests/` folder (not kept in this repository) against
+`iii-sim serve`, and counts each file's outcomes. Newest run first; each `--write` adds one."""
 
 
 def markdown(run: SuiteRun, command: str) -> str:
-    """``results/official_suite.md``: date, command, versions, the table, what failed."""
+    """One run's section of ``results/official_suite.md``: date, command, versions, the
+    table, what did not pass."""
     totals = run.totals()
+    now = datetime.datetime.now(datetime.UTC)
     lines = [
-        "# The official Python SDK's own tests against iii-sim serve",
+        f"## {now:%Y-%m-%d %H:%M} UTC: {totals['passed']} passed of "
+        f"{sum(totals.values())} in {len(run.files)} file(s)",
         "",
         f"`{command}` on {platform.node()} (CPython {platform.python_version()}, "
-        f"{platform.machine()}), {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; "
-        f"iii-trio {_commit()}, {SDK_REQUIREMENT} (its sdist's `tests/`, downloaded at run "
-        f"time and not kept), pytest {_version('pytest')}, {PYTEST_ASYNCIO}. The engine ran as "
+        f"{platform.machine()}); iii-trio {_commit()}, {SDK_REQUIREMENT}, "
+        f"pytest {_version('pytest')}, {PYTEST_ASYNCIO}. The engine ran as "
         f"`{' '.join(run.engine_command[:3])} ...` ({run.mode}).",
         "",
         "| file | passed | failed | error | skipped | seconds |",
@@ -484,6 +495,19 @@ def markdown(run: SuiteRun, command: str) -> str:
     if failing:
         lines += ["", "Not passing:", "", *(f"- `{t}`" for t in failing)]
     return "\n".join(lines) + "\n"
+
+
+def write_results(section: str) -> None:
+    """Put ``section`` first in ``results/official_suite.md``, keeping the earlier runs."""
+    earlier = ""
+    if RESULTS.is_file():
+        text = RESULTS.read_text()
+        start = text.find("\n## ")
+        earlier = text[start + 1 :] if start >= 0 else ""
+    parts = [RESULTS_TITLE, RESULTS_INTRO, section.rstrip("\n")]
+    if earlier:
+        parts.append(earlier.rstrip("\n"))
+    RESULTS.write_text("\n\n".join(parts) + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -531,7 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.write:
             shown = " ".join(["benchmarks/official_suite.py", *(argv or sys.argv[1:])])
-            RESULTS.write_text(markdown(run, shown))
+            write_results(markdown(run, shown))
         return 0 if run.all_passed else 1
     finally:
         if args.keep:
