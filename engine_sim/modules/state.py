@@ -157,7 +157,7 @@ class StateConfig(BaseModel):
 
     def config_warnings(self) -> list[str]:
         """What this config asks for that engine_sim does not simulate (one line each;
-        the config.yaml loader prints them, and the module logs them at start)."""
+        the config.yaml loader prints them; the module also logs an adapter's at start)."""
         adapter = self.adapter
         if adapter is not None and adapter.name != "kv":
             return [
@@ -248,9 +248,7 @@ class _Delivery:
             on_result=self.checked(binding, flt),
         )
 
-    def checked(
-        self, binding: Binding, flt: _Filter
-    ) -> Callable[[JsonValue, ErrorBody | None], None]:
+    def checked(self, binding: Binding, flt: _Filter) -> ResultCallback:
         def on_result(result: JsonValue, error: ErrorBody | None) -> None:
             if error is not None:
                 self.host.log.error(
