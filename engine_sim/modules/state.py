@@ -51,6 +51,8 @@ Differences from the real engine:
   upstream's configuration worker is not simulated. Unknown options are warned
   about by the config loader instead of refused (upstream's config is
   ``deny_unknown_fields``).
+* Events still being delivered are bounded (10,000 events, 64 MiB): past that an
+  event is not delivered and a warning is logged (upstream spawns a task per event).
 * Functions carry no request/response JSON schema in ``engine::functions::info``.
 * A serde refusal is worded as serde words it for the usual cases (missing field,
   wrong type, unknown op); a struct given as a JSON array, which serde reads field by
@@ -85,6 +87,9 @@ from ._update_ops import (
 __all__ = ["StateAdapterEntry", "StateAdapterOptions", "StateConfig", "StateModule"]
 
 TRIGGER_TYPE: Final = "state"
+#: Events whose bindings are still being served (a slow handler holds them up).
+MAX_EVENTS_IN_FLIGHT: Final = 10_000
+MAX_EVENT_BYTES_IN_FLIGHT: Final = 64 * 1024 * 1024
 
 _NULLABLE_STRING: Final[dict[str, JsonValue]] = {"type": ["string", "null"]}
 #: ``StateTriggerConfig`` of upstream's ``engine/src/trigger_formats.rs``.
@@ -211,13 +216,20 @@ class _Delivery:
     Calls may answer at once (a built-in, an unknown function), so the steps run in
     a loop rather than recursing from the callbacks."""
 
-    def __init__(self, host: ModuleHost, event: JsonValue, targets: list[tuple[Binding, _Filter]]):
+    def __init__(
+        self,
+        host: ModuleHost,
+        event: JsonValue,
+        targets: list[tuple[Binding, _Filter]],
+        on_done: Callable[[], None],
+    ) -> None:
         self.host = host
         self.event = event
         # (binding, filter, condition already passed)
         self.steps: deque[tuple[Binding, _Filter, bool]] = deque(
             (binding, flt, False) for binding, flt in targets
         )
+        self.on_done = on_done
         self.running = False
         self.resumed = False
 
@@ -233,6 +245,7 @@ class _Delivery:
                 self.step(*self.steps.popleft())
                 if not self.resumed:
                     return  # waiting for an answer; its callback resumes us
+            self.on_done()
         finally:
             self.running = False
 
@@ -294,6 +307,8 @@ class StateModule(EngineModule):
     def start(self) -> None:
         """Open the store (a file-based one reopens its file) and register."""
         assert isinstance(self.config, StateConfig)
+        self._in_flight: set[object] = set()
+        self._in_flight_bytes = 0
         self.store = self._open_store(self.config)
         functions: list[tuple[str, Callable[[CallContext], JsonValue], str]] = [
             ("state::set", self._set, "Set a value in state"),
@@ -433,7 +448,7 @@ class StateModule(EngineModule):
                 targets.append((binding, flt))
         if not targets:
             return
-        event: JsonValue = {
+        event: dict[str, JsonValue] = {
             "type": "state",
             "event_type": event_type,
             "scope": scope,
@@ -441,4 +456,30 @@ class StateModule(EngineModule):
             "old_value": old,
             "new_value": new,
         }
-        _Delivery(self.host, event, targets).advance()
+        # Events wait here while a handler takes its time: bounded, in count and bytes.
+        size = len(_json.write(event).encode())
+        if (
+            len(self._in_flight) >= MAX_EVENTS_IN_FLIGHT
+            or self._in_flight_bytes + size > MAX_EVENT_BYTES_IN_FLIGHT
+        ):
+            self.host.log.warning(
+                "state event %s %s/%s not delivered: %d events (%d bytes) are still being "
+                "handled (limits %d events, %d bytes)",
+                event_type,
+                scope,
+                key,
+                len(self._in_flight),
+                self._in_flight_bytes,
+                MAX_EVENTS_IN_FLIGHT,
+                MAX_EVENT_BYTES_IN_FLIGHT,
+            )
+            return
+        token = object()
+        self._in_flight.add(token)
+        self._in_flight_bytes += size
+
+        def done() -> None:
+            self._in_flight.discard(token)
+            self._in_flight_bytes -= size
+
+        _Delivery(self.host, event, targets, done).advance()

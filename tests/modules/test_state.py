@@ -16,6 +16,7 @@ import trio
 from trio.testing import MockClock
 
 import engine_sim.modules as modules
+import engine_sim.modules.state as state_module
 from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
 from engine_sim._config_file import parse_config
 from engine_sim.faults import RestartEngine
@@ -333,6 +334,24 @@ async def test_triggers_enabled_false_stops_the_fan_out(autojump_clock: MockCloc
         await bind(engine, w, "t1", "w::f")
         await c.ok("state::set", {"scope": "s", "key": "k", "value": 1})
         await w.silent(30)
+
+
+async def test_events_held_up_by_a_slow_handler_are_bounded(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(state_module, "MAX_EVENTS_IN_FLIGHT", 1)
+    async with state_engine() as (engine, connect):
+        w, c = await connect("w"), await connect("c")
+        await bind(engine, w, "t1", "w::slow")
+        await c.ok("state::set", {"scope": "s", "key": "k", "value": 1})
+        first = await w.expect(InvokeFunction)
+        with caplog.at_level(logging.WARNING, logger="engine_sim.state"):
+            await c.ok("state::set", {"scope": "s", "key": "k", "value": 2})
+        assert "state event state:updated s/k not delivered: 1 events" in caplog.text
+        await w.answer(first, None)
+        await c.ok("state::set", {"scope": "s", "key": "k", "value": 3})
+        assert (await w.serve_once(None)).data == event("updated", 2, 3)
+        await w.silent(10)
 
 
 @pytest.mark.parametrize(
