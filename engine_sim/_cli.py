@@ -64,9 +64,6 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{text} (default {_default(field)})",
         )
     serve.add_argument(
-        "--builtin-queue", action="store_true", help="serve engine::queue::enqueue in process"
-    )
-    serve.add_argument(
         "--record",
         action="store_true",
         help="keep each connection's frames in memory (bounded; off by default)",
@@ -165,8 +162,6 @@ def _engine_config(args: argparse.Namespace) -> tuple[EngineConfig, list[str]]:
     given: dict[str, Any] = {
         field: getattr(args, field) for field in _SETTINGS if getattr(args, field) is not None
     }
-    if args.builtin_queue:
-        given["builtin_queue"] = True
     # A long-running engine has no reader for frame logs: keep none unless asked.
     given["record_frames"] = args.record
     if args.config is None:

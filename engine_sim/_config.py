@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -73,9 +75,6 @@ class EngineConfig:
     #: clear of the common 1,024-descriptor limit, so a flood meets this answer
     #: rather than a listener out of descriptors.
     max_connections: int = 900
-    #: Serve ``engine::queue::enqueue`` in process (no retries, no persistence) so
-    #: ``action: enqueue`` works without the external queue worker.
-    builtin_queue: bool = False
     #: Seed for worker ids, reattach tokens, invocation and binding ids. ``None``
     #: (the default) draws each from ``uuid.uuid4()``, which no peer can predict;
     #: a seed makes them a ``random.Random`` stream, repeatable run after run (chaos
@@ -88,6 +87,21 @@ class EngineConfig:
     #: cron, each with its defaults), as ``iii`` does with no config file; ``()``
     #: runs none but the worker manager's (discovery, durable triggers).
     modules: tuple[ModuleSpec, ...] | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> EngineConfig:
+        """The engine a real engine's ``config.yaml`` describes (``${VAR:default}``
+        substituted from the environment): the first ``iii-worker-manager`` entry's
+        host and port, and a module for each entry engine_sim has. Each entry or
+        option it skips is logged at WARNING (logger ``engine_sim.config``); a file it
+        cannot use raises ``ConfigError`` (a ``ValueError``) naming file and field.
+        For an in-memory engine, ``dataclasses.replace(config, port=None)``."""
+        from ._config_file import load_config
+
+        config, warnings = load_config(path)
+        for warning in warnings:
+            logging.getLogger("engine_sim.config").warning("%s", warning)
+        return config
 
     def __post_init__(self) -> None:
         for name in (

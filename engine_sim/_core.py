@@ -255,6 +255,7 @@ class EngineCore:
         request_format: JsonValue = None,
         response_format: JsonValue = None,
         metadata: JsonValue = None,
+        module: str | None = None,
     ) -> None:
         """Register a function the engine runs itself; see ``Calls.add_builtin``."""
         self.calls.add_builtin(
@@ -264,6 +265,7 @@ class EngineCore:
             request_format=request_format,
             response_format=response_format,
             metadata=metadata,
+            module=module,
         )
 
     def lookup(self, namespace: str, function_id: str) -> FunctionEntry | None:

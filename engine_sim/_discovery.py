@@ -19,11 +19,13 @@ if TYPE_CHECKING:
 __all__ = [
     "ENGINE_WORKER_ID",
     "ENGINE_WORKER_NAME",
+    "WORKER_MANAGER",
     "binding_summary",
     "engine_worker_summary",
     "function_detail",
     "function_summary",
     "legacy_trigger_type",
+    "module_worker_summary",
     "trigger_type_info",
     "trigger_type_summary",
     "worker_summary",
@@ -32,6 +34,8 @@ __all__ = [
 #: The engine's in-process worker that serves every ``engine::*`` built-in.
 ENGINE_WORKER_NAME: Final = "iii-engine-functions"
 ENGINE_WORKER_ID: Final = str(uuid.uuid5(uuid.NAMESPACE_URL, "iii-sim:" + ENGINE_WORKER_NAME))
+#: The module holding the engine's own built-ins, which ``ENGINE_WORKER_NAME`` serves.
+WORKER_MANAGER: Final = "iii-worker-manager"
 #: Who provides the engine's well-known trigger types, when no worker does (§11.1).
 _KNOWN_PROVIDERS: Final = {
     "http": "iii-http",
@@ -57,17 +61,25 @@ def _omit_none(fields: dict[str, JsonValue]) -> dict[str, JsonValue]:
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def _served_by(core: EngineCore, worker_id: str | None, fallback: str) -> str:
-    """The name of the worker serving something: the engine's own for ``None``, the
+def _in_process(module: str | None) -> str:
+    """The in-process worker a module's built-in is listed under (upstream: a module
+    is a runtime worker of its own; the engine's own functions are ``iii-engine-functions``)."""
+    return ENGINE_WORKER_NAME if module in (None, WORKER_MANAGER) else str(module)
+
+
+def _served_by(
+    core: EngineCore, worker_id: str | None, fallback: str, module: str | None = None
+) -> str:
+    """The name of the worker serving something: the in-process one for ``None``, the
     connection's announced name, else ``fallback``."""
     if worker_id is None:
-        return ENGINE_WORKER_NAME
+        return _in_process(module)
     worker = core.workers.get(worker_id)
     return worker.name if worker is not None and worker.name else fallback
 
 
 def function_worker_name(core: EngineCore, entry: FunctionEntry) -> str:
-    return _served_by(core, entry.owner, _prefix(entry.id))
+    return _served_by(core, entry.owner, _prefix(entry.id), entry.module)
 
 
 def function_summary(core: EngineCore, entry: FunctionEntry) -> JsonValue:
@@ -102,7 +114,8 @@ def function_detail(core: EngineCore, entry: FunctionEntry) -> JsonValue:
 
 
 def trigger_type_worker_name(core: EngineCore, entry: TriggerTypeEntry) -> str:
-    return _served_by(core, entry.provider, _KNOWN_PROVIDERS.get(entry.id, _prefix(entry.id)))
+    fallback = _KNOWN_PROVIDERS.get(entry.id, _prefix(entry.id))
+    return _served_by(core, entry.provider, fallback, entry.module)
 
 
 def trigger_type_summary(core: EngineCore, entry: TriggerTypeEntry) -> JsonValue:
@@ -190,12 +203,30 @@ def worker_summary(core: EngineCore, worker: WorkerRecord) -> dict[str, JsonValu
 
 
 def engine_worker_summary(core: EngineCore) -> dict[str, JsonValue]:
-    own = sorted(fid for (ns, fid), e in core.builtins.items() if ns == DEFAULT_NAMESPACE)
+    return _in_process_summary(core, ENGINE_WORKER_NAME, ENGINE_WORKER_ID, None)
+
+
+def module_worker_summary(
+    core: EngineCore, module: str, description: str | None
+) -> dict[str, JsonValue]:
+    """A module as ``engine::workers::list`` shows it: an in-process worker whose id is
+    its config entry's name, as upstream's runtime workers."""
+    return _in_process_summary(core, module, module, description)
+
+
+def _in_process_summary(
+    core: EngineCore, name: str, worker_id: str, description: str | None
+) -> dict[str, JsonValue]:
+    own = sorted(
+        fid
+        for (ns, fid), entry in core.builtins.items()
+        if ns == DEFAULT_NAMESPACE and _in_process(entry.module) == name
+    )
     return {
-        "name": ENGINE_WORKER_NAME,
-        "description": None,
+        "name": name,
+        "description": description,
         "version": ENGINE_VERSION,
-        "id": ENGINE_WORKER_ID,
+        "id": worker_id,
         "namespace": DEFAULT_NAMESPACE,
         "runtime": "engine",
         "os": None,

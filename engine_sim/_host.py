@@ -42,6 +42,7 @@ class CoreHost:
 
     def __init__(self, core: EngineCore, module_name: str) -> None:
         self.core = core
+        self.module_name = module_name
         self.log = logging.getLogger(f"engine_sim.{module_name.removeprefix('iii-')}")
 
     @property
@@ -74,6 +75,7 @@ class CoreHost:
             request_format=request_format,
             response_format=response_format,
             metadata=metadata,
+            module=self.module_name,
         )
 
     def add_trigger_type(
@@ -94,6 +96,7 @@ class CoreHost:
             description,
             trigger_request_format=trigger_request_format,
             call_request_format=call_request_format,
+            module=self.module_name,
         )
         self.core.trigger_hooks[key] = TriggerHooks(check, on_bind, on_unbind)
 

@@ -37,6 +37,8 @@ __all__ = [
 #: Not a worker upstream: data channels, created by ``engine::channels::create``
 #: (the engine functions) and served by the worker manager on ``/ws/channels/{id}``.
 CHANNELS: Final = "channels"
+#: Where a user reads what engine_sim simulates (named in ``not_simulated`` errors).
+DOCS: Final = "the 'Engine modules' section of engine_sim's README"
 
 _OBSERVABILITY = "iii-observability"
 _QUEUE = "iii-queue"

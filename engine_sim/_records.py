@@ -99,6 +99,8 @@ class FunctionEntry:
     metadata: JsonValue = None
     #: The connection that serves it; ``None`` for a built-in.
     owner: str | None = None
+    #: The engine module serving a built-in (``iii-state``); ``None`` for the engine's own.
+    module: str | None = None
 
     @property
     def key(self) -> FunctionKey:
@@ -120,6 +122,8 @@ class TriggerTypeEntry:
     call_request_format: JsonValue = None
     #: The providing connection; ``None`` for a type the engine provides in process.
     provider: str | None = None
+    #: The engine module providing it (``iii-cron``); ``None`` for the engine's own.
+    module: str | None = None
 
     @property
     def key(self) -> TypeKey:

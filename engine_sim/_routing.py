@@ -28,6 +28,8 @@ from iii_trio.protocol import (
 )
 
 from ._logtext import short
+from ._not_simulated import DOCS as NOT_SIMULATED_DOCS
+from ._not_simulated import not_simulated
 from ._ownership import result_accepted
 from ._records import (
     CallbackReply,
@@ -67,6 +69,7 @@ class Calls:
         request_format: JsonValue = None,
         response_format: JsonValue = None,
         metadata: JsonValue = None,
+        module: str | None = None,
     ) -> None:
         """Register a function the engine runs itself (reserved: no worker may take it)."""
         key = (DEFAULT_NAMESPACE, function_id)
@@ -77,6 +80,7 @@ class Calls:
             request_format=request_format,
             response_format=response_format,
             metadata=metadata,
+            module=module,
         )
         self._handlers[key] = handler
 
@@ -277,9 +281,12 @@ class Calls:
                 None,
                 ErrorBody(
                     code="enqueue_error",
+                    # The engine's wording; engine_sim's queue is the iii-queue module.
                     message=(
-                        f"No provider for {ENQUEUE_FUNCTION}: install and start the `queue` "
-                        "worker (or start the simulator with builtin_queue=True)."
+                        "No queue provider is installed. `TriggerAction::Enqueue` routes "
+                        f"through the `{ENQUEUE_FUNCTION}` provider, which the standalone "
+                        "queue worker registers (in engine_sim: switch on the iii-queue "
+                        "module)."
                     ),
                 ),
             )
@@ -312,6 +319,15 @@ class Calls:
             self.complete(reply, entry.id, result, None)
 
     def _not_found(self, namespace: str, function_id: str) -> ErrorBody:
+        missing = not_simulated(function_id)
+        if missing is not None:
+            return ErrorBody(
+                code="not_simulated",
+                message=(
+                    f"engine_sim has no {missing}; {function_id} is one of its functions "
+                    f"in the real engine (see {NOT_SIMULATED_DOCS})."
+                ),
+            )
         message = f"Function {function_id} not found in namespace {namespace}."
         elsewhere = sorted(ns for ns, fid in self.core.function_keys() if fid == function_id)
         if elsewhere:

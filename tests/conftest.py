@@ -7,7 +7,7 @@ import pytest
 import trio.testing
 from hypothesis import HealthCheck, settings
 
-from engine_sim import Engine, open_engine
+from engine_sim import Engine, EngineConfig, open_engine
 from tests.raw_worker import Connect, raw_workers
 
 # "ci" is derandomized, so a run is reproducible; "dev" explores new examples
@@ -46,11 +46,15 @@ def chaos_examples(request: pytest.FixtureRequest) -> int:
 async def engine(autojump_clock: trio.testing.MockClock) -> AsyncIterator[Engine]:
     """An in-process engine with no listener; time is virtual and jumps when idle.
 
+    It runs no modules (state, streams, queues…), only the worker manager: the
+    protocol checklist is about routing, and listings then hold only what a test
+    registered. Module tests open engines of their own (``tests/modules/``).
+
     pytest-trio only runs a test on the virtual clock when the test itself takes
     ``autojump_clock`` as an argument, so every engine test does.
     """
     assert trio.lowlevel.current_clock() is autojump_clock, "add autojump_clock to the test"
-    async with open_engine() as engine:
+    async with open_engine(EngineConfig(modules=())) as engine:
         yield engine
 
 

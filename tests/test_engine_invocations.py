@@ -9,7 +9,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from engine_sim import Engine, EngineConfig, WorkerStatus, open_engine
+from engine_sim import Engine, WorkerStatus, open_engine
 from iii_trio.protocol import (
     EnqueueAction,
     ErrorBody,
@@ -162,16 +162,18 @@ async def test_item_41_result_for_an_unknown_invocation_is_ignored(
 async def test_item_42_enqueue_without_a_queue_provider_fails(
     autojump_clock: MockClock, connect: Connect
 ) -> None:
+    # No queue module (the fixture's engine): as a real engine without the queue worker.
     w2 = await connect("w2")
     answer = await w2.result("a::f", {}, action=EnqueueAction(queue="q"))
     assert answer.error is not None
     assert answer.error.code == "enqueue_error"
-    assert "queue" in answer.error.message
+    assert "No queue provider is installed" in answer.error.message
 
 
 async def test_item_43_enqueue_goes_through_the_queue_provider(
     autojump_clock: MockClock, connect: Connect
 ) -> None:
+    # A worker serves engine::queue::enqueue itself, as the standalone queue worker does.
     queue, w2 = await _pair(connect, "engine::queue::enqueue")
     invocation_id = await w2.call("a::f", {}, action=EnqueueAction(queue="q"))
     call = await queue.serve_once({"ok": True})
@@ -185,15 +187,12 @@ async def test_item_43_enqueue_goes_through_the_queue_provider(
     assert receipt.result == {"messageReceiptId": payload["messageReceiptId"]}
 
 
-async def test_builtin_queue_returns_a_receipt_then_runs_the_target(
+async def test_the_queue_module_returns_a_receipt_then_runs_the_target(
     autojump_clock: MockClock,
 ) -> None:
-    async with (
-        open_engine(EngineConfig(builtin_queue=True)) as engine,
-        raw_workers(engine) as connect,
-    ):
+    async with open_engine() as engine, raw_workers(engine) as connect:  # default modules
         w1, w2 = await _pair(connect, "jobs::run")
-        answer = await w2.result("jobs::run", {"n": 1}, action=EnqueueAction(queue="q"))
+        answer = await w2.result("jobs::run", {"n": 1}, action=EnqueueAction(queue="default"))
         assert answer.result is not None
         call = await w1.expect(InvokeFunction)
         assert call.data == {"n": 1}

@@ -26,6 +26,7 @@ from pydantic import BaseModel, JsonValue
 
 import iii_trio
 from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim.modules import ModuleSpec
 from iii_trio import (
     Connection,
     FunctionNotFound,
@@ -855,7 +856,9 @@ async def test_enqueue_returns_a_receipt_and_the_target_runs(
     ran: list[Any] = []
     done = trio.Event()
     async with (
-        open_engine(EngineConfig(builtin_queue=True)) as engine,
+        open_engine(
+            EngineConfig(modules=(ModuleSpec("iii-queue", {"queue_configs": {"jobs": {}}}),))
+        ) as engine,
         open_worker(engine, "w") as worker,
     ):
 

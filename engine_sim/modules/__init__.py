@@ -30,6 +30,11 @@ from ._seam import (
     ResultCallback,
     TimerHandle,
 )
+from .cron import CronModule
+from .pubsub import PubSubModule
+from .queue import QueueModule
+from .state import StateModule
+from .stream import StreamModule
 from .worker_manager import WorkerManager
 
 if TYPE_CHECKING:
@@ -61,7 +66,13 @@ __all__ = [
 ]
 
 #: Every module engine_sim can run, by its upstream name.
-MODULES: Final[tuple[type[EngineModule], ...]] = ()
+MODULES: Final[tuple[type[EngineModule], ...]] = (
+    StateModule,
+    StreamModule,
+    PubSubModule,
+    QueueModule,
+    CronModule,
+)
 
 #: What runs when ``EngineConfig.modules`` is ``None`` (as ``iii`` with no config file).
 DEFAULT_MODULES: Final = ("iii-state", "iii-stream", "iii-pubsub", "iii-queue", "iii-cron")
@@ -72,8 +83,8 @@ class ModuleConfigError(ValueError):
 
 
 def module_class(name: str) -> type[EngineModule] | None:
-    """The module class config.yaml calls ``name``, if engine_sim has one."""
-    return next((cls for cls in MODULES if cls.name == name), None)
+    """The module class config.yaml calls ``name`` (or one of its ``aliases``), if any."""
+    return next((cls for cls in MODULES if name == cls.name or name in cls.aliases), None)
 
 
 def default_specs() -> tuple[ModuleSpec, ...]:
@@ -88,9 +99,9 @@ def validate_modules(specs: Sequence[ModuleSpec]) -> None:
         if cls is None:
             known = ", ".join(cls.name for cls in MODULES)
             raise ModuleConfigError(f"no module {spec.name!r} in engine_sim (it has: {known})")
-        if spec.name in seen:
-            raise ModuleConfigError(f"module {spec.name!r} is listed twice")
-        seen.add(spec.name)
+        if cls.name in seen:
+            raise ModuleConfigError(f"module {cls.name!r} is listed twice")
+        seen.add(cls.name)
         try:
             cls.Config.model_validate(dict(spec.config))
         except ValidationError as exc:
@@ -114,5 +125,5 @@ def build_modules(
     for spec in specs:
         cls = module_class(spec.name)
         assert cls is not None, "EngineConfig validates module names"
-        built.append(cls(cls.Config.model_validate(dict(spec.config)), host_for(spec.name)))
+        built.append(cls(cls.Config.model_validate(dict(spec.config)), host_for(cls.name)))
     return built

@@ -242,6 +242,8 @@ class EngineModule(ABC):
 
     #: The worker name config.yaml uses for it upstream (``iii-state``).
     name: ClassVar[str]
+    #: Other names config.yaml may use for it (an upstream rename).
+    aliases: ClassVar[tuple[str, ...]] = ()
     #: The pydantic model of its ``config:`` mapping.
     Config: ClassVar[type[BaseModel]]
 

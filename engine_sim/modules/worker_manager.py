@@ -24,6 +24,7 @@ from iii_trio.protocol import DEFAULT_NAMESPACE, INVALID_NAMESPACE, is_blank_nam
 
 from .._discovery import (
     ENGINE_WORKER_NAME,
+    WORKER_MANAGER,
     binding_summary,
     binding_worker_name,
     engine_worker_summary,
@@ -31,13 +32,14 @@ from .._discovery import (
     function_summary,
     function_worker_name,
     legacy_trigger_type,
+    module_worker_summary,
     trigger_type_info,
     trigger_type_summary,
     trigger_type_worker_name,
     worker_summary,
 )
 from .._ownership import unbinding_refusal
-from .._records import Binding, FunctionEntry, NoReply, TriggerTypeEntry, WorkerRecord
+from .._records import Binding, FunctionEntry, TriggerTypeEntry, WorkerRecord
 from .._sanitize import sanitize
 from ._seam import DEFERRED, BuiltinError, CallContext, Deferred, EngineModule, ModuleHost
 
@@ -300,10 +302,24 @@ class _WorkersList(_Input):
     status: str | None = None
 
 
+def _module_summaries(core: EngineCore) -> list[dict[str, JsonValue]]:
+    return [
+        module_worker_summary(core, module.name, _first_line(module.__doc__))
+        for module in core.modules
+        if module.name != WORKER_MANAGER
+    ]
+
+
+def _first_line(text: str | None) -> str | None:
+    """A module's description: the first line of its docstring, as plain text."""
+    return text.strip().splitlines()[0].replace("``", "") if text and text.strip() else None
+
+
 def workers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
     query = _parse(_WorkersList, ctx)
     summaries = [worker_summary(core, w) for w in core.workers.values() if w.listed]
     summaries.append(engine_worker_summary(core))
+    summaries += _module_summaries(core)
     needle = query.search.lower() if query.search else None
     kept: list[dict[str, JsonValue]] = []
     for summary in summaries:
@@ -326,16 +342,22 @@ class _WorkerInfo(_Input):
 
 def workers_info(core: EngineCore, ctx: CallContext) -> JsonValue:
     query = _parse(_WorkerInfo, ctx)
-    if query.name == ENGINE_WORKER_NAME and query.namespace in (None, DEFAULT_NAMESPACE):
-        summary = engine_worker_summary(core)
-        own = list(core.builtins.values())
+    in_process = {str(s["name"]): s for s in [engine_worker_summary(core)]}
+    in_process |= {str(s["name"]): s for s in _module_summaries(core)}
+    summary = in_process.get(query.name)
+    if summary is not None and query.namespace in (None, DEFAULT_NAMESPACE):
         return {
-            "worker": {**summary, "internal": True},
-            "functions": [function_summary(core, e) for e in own],
+            # The engine's own worker is internal; modules a config switches on are not.
+            "worker": {**summary, "internal": query.name == ENGINE_WORKER_NAME},
+            "functions": [
+                function_summary(core, e)
+                for e in core.builtins.values()
+                if function_worker_name(core, e) == query.name
+            ],
             "trigger_types": [
                 trigger_type_summary(core, t)
                 for t in core.trigger_types.values()
-                if t.provider is None
+                if t.provider is None and trigger_type_worker_name(core, t) == query.name
             ],
             "registered_triggers": [],
         }
@@ -474,29 +496,6 @@ def unregister_trigger(core: EngineCore, ctx: CallContext) -> JsonValue:
     return {"removed": core.unregister_binding(query.id)}
 
 
-# -- the in-process queue (opt-in) ---------------------------------------------------------
-
-
-class _Enqueue(_Input):
-    queue: str
-    function_id: str
-    data: JsonValue = None
-    messageReceiptId: str
-    namespace: str | None = None
-
-
-def queue_enqueue(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_Enqueue, ctx)
-    core.invoke(
-        query.namespace or DEFAULT_NAMESPACE,
-        query.function_id,
-        query.data,
-        reply=NoReply(),
-        now=ctx.now,
-    )
-    return {"queued": True, "messageReceiptId": query.messageReceiptId}
-
-
 def _any_config(config: JsonValue) -> None:
     """The discovery trigger types take any config (``{}`` by convention)."""
 
@@ -531,7 +530,7 @@ class WorkerManagerConfig(BaseModel):
 class WorkerManager(EngineModule):
     """The built-ins every engine has."""
 
-    name: ClassVar[str] = "iii-worker-manager"
+    name: ClassVar[str] = WORKER_MANAGER
     Config: ClassVar[type[BaseModel]] = WorkerManagerConfig
 
     def __init__(self, config: BaseModel, host: ModuleHost, core: EngineCore) -> None:
@@ -542,10 +541,6 @@ class WorkerManager(EngineModule):
         core = self.core
         for function_id, (handler, description) in _FUNCTIONS.items():
             self.host.add_function(function_id, partial(handler, core), description)
-        if core.config.builtin_queue:
-            self.host.add_function(
-                ENQUEUE_FUNCTION, partial(queue_enqueue, core), "Enqueue a call (in-process queue)"
-            )
         self.host.add_trigger_type(
             "engine::workers-available",
             "Fires when a worker connects, announces itself or leaves",

@@ -90,6 +90,8 @@ class QueueModule(EngineModule):
     queue, on the engine's clock."""
 
     name: ClassVar[str] = "iii-queue"
+    #: The standalone worker current engines route ``action: enqueue`` to.
+    aliases: ClassVar[tuple[str, ...]] = ("queue",)
     Config: ClassVar[type[BaseModel]] = QueueModuleConfig
     #: Per-queue bounds (engine_sim's; upstream has none). Subclass to change them.
     limits: ClassVar[QueueLimits] = QueueLimits()

@@ -1,0 +1,139 @@
+"""The engine's modules as a whole: which run, how discovery shows them, config.yaml,
+and what a call to a built-in engine_sim does not simulate answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pytest
+from trio.testing import MockClock
+
+from engine_sim import EngineConfig, open_engine
+from engine_sim.modules import DEFAULT_MODULES, MODULES, ModuleSpec
+from tests.raw_worker import raw_workers
+
+
+def test_every_default_module_exists() -> None:
+    names = {cls.name for cls in MODULES}
+    assert set(DEFAULT_MODULES) <= names
+    assert DEFAULT_MODULES == ("iii-state", "iii-stream", "iii-pubsub", "iii-queue", "iii-cron")
+
+
+async def test_by_default_the_engine_runs_state_streams_pubsub_queues_and_cron(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        await w.ok("state::set", {"scope": "s", "key": "k", "value": 1})
+        assert await w.ok("state::get", {"scope": "s", "key": "k"}) == 1
+        listing = await w.ok("engine::functions::list")
+        by_id = {f["function_id"]: f["worker_name"] for f in listing["functions"]}
+        assert by_id["state::set"] == "iii-state"
+        assert by_id["stream::set"] == "iii-stream"
+        assert by_id["publish"] == "iii-pubsub"
+        assert by_id["engine::queue::enqueue"] == "iii-queue"
+        types = await w.ok("engine::triggers::list")
+        providers = {t["id"]: t["worker_name"] for t in types["triggers"]}
+        assert providers["cron"] == "iii-cron"
+        assert providers["state"] == "iii-state"
+        assert providers["durable:subscriber"] == "iii-queue"
+
+
+async def test_each_module_is_an_in_process_worker_in_the_workers_list(
+    autojump_clock: MockClock,
+) -> None:
+    config = EngineConfig(modules=(ModuleSpec("iii-state"), ModuleSpec("iii-cron")))
+    async with open_engine(config) as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        workers = {e["name"]: e for e in (await w.ok("engine::workers::list"))["workers"]}
+        assert set(workers) == {"w", "iii-engine-functions", "iii-state", "iii-cron"}
+        state = workers["iii-state"]
+        assert state["id"] == "iii-state"
+        assert state["runtime"] == "engine"
+        assert state["isolation"] == "in-process"
+        assert "state::set" in state["functions"]
+        assert "state::set" not in workers["iii-engine-functions"]["functions"]
+        info = await w.ok("engine::workers::info", {"name": "iii-cron"})
+        assert info["worker"]["internal"] is False
+        assert info["functions"] == []
+        assert [t["id"] for t in info["trigger_types"]] == ["cron"]
+        own = await w.ok("engine::workers::info", {"name": "iii-engine-functions"})
+        assert own["worker"]["internal"] is True
+        assert all(f["function_id"].startswith("engine::") for f in own["functions"])
+
+
+async def test_a_module_left_out_answers_function_not_found_as_upstream(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_engine(EngineConfig(modules=())) as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        answer = await w.result("state::set", {"scope": "s", "key": "k", "value": 1})
+        assert answer.error is not None
+        assert answer.error.code == "function_not_found"
+
+
+@pytest.mark.parametrize(
+    ("function_id", "module"),
+    [("engine::channels::create", "channels"), ("engine::health::check", None)],
+)
+async def test_a_builtin_engine_sim_does_not_simulate_says_so(
+    autojump_clock: MockClock, function_id: str, module: str | None
+) -> None:
+    async with open_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        answer = await w.result(function_id, {})
+        assert answer.error is not None
+        assert answer.error.code == "not_simulated"
+        assert "engine_sim has no " in answer.error.message
+        assert "README" in answer.error.message
+        if module is not None:
+            assert f"engine_sim has no {module};" in answer.error.message
+
+
+async def test_from_yaml_reads_a_real_engine_config(
+    autojump_clock: MockClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("STATE_FILE", str(tmp_path / "state.db"))
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "workers:\n"
+        "  - name: iii-worker-manager\n"
+        "    config:\n"
+        "      port: ${WORKER_PORT:49555}\n"
+        "  - name: iii-state\n"
+        "    config:\n"
+        "      adapter:\n"
+        "        name: kv\n"
+        "        config:\n"
+        "          store_method: file_based\n"
+        "          file_path: ${STATE_FILE}\n"
+        "  - name: iii-observability\n"
+        "    config:\n"
+        "      enabled: true\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level(logging.WARNING, "engine_sim.config"):
+        config = EngineConfig.from_yaml(path)
+    assert config.port == 49555
+    assert [spec.name for spec in config.modules or ()] == ["iii-state"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "engine_sim.config"]
+    assert len(warnings) == 1
+    assert "iii-observability" in warnings[0]
+    async with (
+        open_engine(dataclasses.replace(config, port=None)) as engine,
+        raw_workers(engine) as connect,
+    ):
+        w = await connect("w")
+        await w.ok("state::set", {"scope": "s", "key": "k", "value": "kept"})
+    assert (tmp_path / "state.db").exists()
+    async with (
+        open_engine(dataclasses.replace(config, port=None)) as engine,
+        raw_workers(engine) as connect,
+    ):
+        w = await connect("w")
+        assert await w.ok("state::get", {"scope": "s", "key": "k"}) == "kept"
