@@ -104,7 +104,9 @@ _REGISTRATIONS: Final = (
 class EngineCore:
     """Registries and routing of one engine. Every method returns the effects to apply."""
 
-    def __init__(self, config: EngineConfig | None = None, *, now: float = 0.0) -> None:
+    def __init__(
+        self, config: EngineConfig | None = None, *, now: float = 0.0, epoch: float | None = None
+    ) -> None:
         self.config = config or EngineConfig()
         self.workers: dict[str, WorkerRecord] = {}
         #: Functions registered by workers.
@@ -124,7 +126,8 @@ class EngineCore:
         self.now = now
         # Wall-clock milliseconds for ``connected_at_ms``, anchored once so that a
         # virtual clock still gives consistent, increasing values.
-        self._epoch = time.time() - now
+        # ``epoch`` carries the anchor over a restart: wall time must not jump back.
+        self._epoch = time.time() - now if epoch is None else epoch
         self.started_at_ms = int((self._epoch + now) * 1000)
         self._effects: list[Effect] = []
         #: Told of every worker status transition: ``(worker_id, transition)``.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -121,6 +122,9 @@ class Engine:
         self._observers: list[Callable[[EngineEvent], None]] = []
         self._restarts = 0
         self._status_held: list[StatusChanged] | None = None
+        # One wall-clock anchor for the engine's life: a restarted core must not see
+        # wall time go back by the virtual time that passed (cron would fire again).
+        self._epoch = time.time() - trio.current_time()
         self.core = self._new_core()
         self._ports = ModulePorts(self)
         #: Inject faults now or on a schedule (``engine_sim.faults``).
@@ -131,7 +135,7 @@ class Engine:
         if config.seed is not None and self._restarts:
             # A restarted engine must not hand out its first life's ids again.
             config = replace(config, seed=config.seed * 1_000_003 + self._restarts)
-        core = EngineCore(config, now=trio.current_time())
+        core = EngineCore(config, now=trio.current_time(), epoch=self._epoch)
         core.on_status = self._status_changed
         return core
 

@@ -8,9 +8,11 @@ import logging
 from pathlib import Path
 
 import pytest
+import trio
 from trio.testing import MockClock
 
 from engine_sim import EngineConfig, open_engine
+from engine_sim.faults import RestartEngine
 from engine_sim.modules import DEFAULT_MODULES, MODULES, ModuleSpec
 from tests.raw_worker import raw_workers
 
@@ -137,3 +139,17 @@ async def test_from_yaml_reads_a_real_engine_config(
     ):
         w = await connect("w")
         assert await w.ok("state::get", {"scope": "s", "key": "k"}) == "kept"
+
+
+async def test_wall_time_does_not_go_back_when_the_engine_restarts(
+    autojump_clock: MockClock,
+) -> None:
+    # Modules read wall time (cron's scheduled_time, connected_at_ms); a restarted core
+    # anchored anew would see it jump back by the virtual time that passed, and cron
+    # would fire the same ticks again.
+    async with open_engine() as engine:
+        await trio.sleep(3600)
+        before = engine.core.wall_time(trio.current_time())
+        engine.faults.inject(RestartEngine())
+        after = engine.core.wall_time(trio.current_time())
+    assert after == before
