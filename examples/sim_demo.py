@@ -60,15 +60,33 @@ async def demo(engine: Engine, calls: int, interval: float) -> None:
                     "math::add", AddInput(a=n, b=10), result_type=AddOutput
                 )
                 print(f"demo-caller: math::add(a={n}, b=10) = {result.c}", flush=True)
+                # The engine's iii-state module keeps a running tally.
+                tally = await caller.trigger(
+                    "state::update",
+                    {
+                        "scope": "demo",
+                        "key": "tally",
+                        "ops": [
+                            {"type": "increment", "path": "calls", "by": 1},
+                            {"type": "increment", "path": "sum", "by": result.c},
+                        ],
+                    },
+                )
+                print(f"demo-caller: state demo/tally = {tally['new_value']}", flush=True)
                 if n == calls:
                     break
                 await trio.sleep(interval)
+            in_process = []
             for entry in await caller.list_workers():
+                if entry["runtime"] == "engine":
+                    in_process.append(entry["name"])
+                    continue
                 print(
                     f"engine::workers::list: {entry['name']} ({entry['runtime']}, "
                     f"{entry['status']}, functions {entry['functions']})",
                     flush=True,
                 )
+            print(f"engine::workers::list: in the engine: {', '.join(in_process)}", flush=True)
 
 
 async def cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:

@@ -34,6 +34,12 @@ def test_main_job_serves_iii_trio_workers_and_logs_the_calls() -> None:
     assert [(int(a), int(c)) for a, c in calls] == [(1, 11), (2, 12), (3, 13)]
     assert "engine::workers::list: calc (python, available, functions ['math::add'])" in lines
     assert "engine::workers::list: demo-caller (python, available, functions [])" in lines
+    tallies = [line for line in lines if line.startswith("demo-caller: state demo/tally")]
+    assert tallies[-1] == "demo-caller: state demo/tally = {'calls': 3, 'sum': 36}"
+    assert (
+        "engine::workers::list: in the engine: iii-cron, iii-engine-functions, iii-pubsub, "
+        "iii-queue, iii-state, iii-stream" in lines
+    )
     log = done.stderr
     assert "Traceback" not in log
     # Both workers are iii_trio ones (they announce its version), over the WebSocket.
