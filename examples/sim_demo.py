@@ -38,6 +38,12 @@ class AddOutput(BaseModel):
     c: int
 
 
+class Tally(BaseModel):
+    """What ``state::update`` answers (the value before and after the ops)."""
+
+    new_value: dict[str, int]
+
+
 async def add(data: AddInput) -> AddOutput:
     return AddOutput(c=data.a + data.b)
 
@@ -71,15 +77,16 @@ async def demo(engine: Engine, calls: int, interval: float) -> None:
                             {"type": "increment", "path": "sum", "by": result.c},
                         ],
                     },
+                    result_type=Tally,
                 )
-                print(f"demo-caller: state demo/tally = {tally['new_value']}", flush=True)
+                print(f"demo-caller: state demo/tally = {tally.new_value}", flush=True)
                 if n == calls:
                     break
                 await trio.sleep(interval)
-            in_process = []
+            in_process: list[str] = []
             for entry in await caller.list_workers():
                 if entry["runtime"] == "engine":
-                    in_process.append(entry["name"])
+                    in_process.append(str(entry["name"]))
                     continue
                 print(
                     f"engine::workers::list: {entry['name']} ({entry['runtime']}, "
