@@ -15,7 +15,6 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-import engine_sim.modules as modules
 import engine_sim.modules.state as state_module
 from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
 from engine_sim._config_file import parse_config
@@ -23,7 +22,6 @@ from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules._kv import SQLITE_FILE_NAME
 from engine_sim.modules._update_ops import DOC_URL
-from engine_sim.modules.state import StateModule
 from iii_trio.protocol import (
     ErrorBody,
     InvocationResult,
@@ -32,12 +30,6 @@ from iii_trio.protocol import (
     TriggerRegistrationResult,
 )
 from tests.raw_worker import Connect, RawWorker, raw_workers
-
-
-@pytest.fixture(autouse=True)
-def _state_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    if modules.module_class("iii-state") is None:
-        monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, StateModule))
 
 
 @asynccontextmanager
