@@ -11,6 +11,11 @@ Three kinds of queue, keyed by a tuple:
   ``(topic, namespace, function_id)``).
 * ``("topic", topic)``: messages published while nobody subscribes; the first
   subscriber to bind takes them over.
+
+With a queue file (``restore``) every queue records its changes there, and a new
+engine core takes the queues back from it: waiting jobs (those that were in flight
+too, with the attempts they had), retries and waits with what is left of their
+delay, and the dead letters.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ._config import (
     FunctionQueueConfig,
     SubscriberSpec,
 )
+from ._persist import QueueFile
 from ._store import Dead, Job, JobQueue, QueueLimits, Retry, json_size
 
 __all__ = ["Broker", "QueueKey"]
@@ -100,11 +106,55 @@ class Broker:
         self._dirty: set[QueueKey] = set()
         self._pumping = False
         self._stopped = False
+        self._file: QueueFile | None = None
         for name, cfg in named.items():
             mode: Literal["concurrent", "fifo"] = "fifo" if cfg.type == "fifo" else "concurrent"
             self.queues[("fn", name)] = JobQueue(name, mode, cfg.concurrency, limits)
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def restore(self, file: QueueFile) -> None:
+        """Take the queues back from ``file`` and record every change there from now
+        on (raises ``QueueStoreError`` if the file is damaged)."""
+        snapshot = file.load()
+        self._file = file
+        for key, queue in self.queues.items():
+            queue.journal = file.journal(key, self.host)
+        now, wall_now = self.host.now, self.host.wall_time(self.host.now)
+        unknown: set[str] = set()
+        for stored in snapshot.jobs:
+            key, job = stored.key, stored.job
+            if key[0] == "fn" and key[1] not in self.named:
+                unknown.add(key[1])
+                continue
+            queue = self._queue(key, job.queue)
+            queue.restore(job, held=stored.due_ms is not None)
+            if stored.due_ms is not None:
+                # Never sooner than at once, never later than its own delay (a wall
+                # clock that went back must not stretch a backoff).
+                wait = min(max(stored.due_ms / 1000 - wall_now, 0.0), stored.delay_ms / 1000)
+                self._arm(key, job.id, now + wait)
+        for key, letter in snapshot.dead:
+            if key[0] == "fn" and key[1] not in self.named:
+                unknown.add(key[1])
+                continue
+            self._queue(key, letter.job.queue).restore_dead(letter)
+        for name in sorted(unknown):
+            self.host.log.warning(
+                "iii-queue: queue %r in %s is not in queue_configs; its messages stay in "
+                "the file untouched",
+                name,
+                file.path,
+            )
+        # Named queues deliver at once; the first pass runs once the core is up.
+        self._at(now, self._pump_all)
+
+    def _arm(self, key: QueueKey, job_id: str, when: float) -> None:
+        self._at(when, lambda: self._due(key, job_id))
+
+    def _pump_all(self) -> None:
+        for key in list(self.queues):
+            self.pump(key)
 
     def stop(self) -> None:
         """Cancel every timer; late outcomes are ignored (the core is going away)."""
@@ -168,6 +218,8 @@ class Broker:
             queue = self.queues[key] = JobQueue(
                 name, "concurrent", SUBSCRIBER_CONCURRENCY, self.limits
             )
+            if self._file is not None:
+                queue.journal = self._file.journal(key, self.host)
         return queue
 
     # -- subscribers -------------------------------------------------------------------
@@ -195,11 +247,10 @@ class Broker:
         held = self.queues.get(("topic", spec.topic))
         if first_on_topic and held is not None:
             # Published before anyone listened: the first subscriber takes them.
-            while held.waiting:
-                job = held.waiting.popleft()
-                held.bytes -= job.size
-                queue.push(job)
-        self.pump(key)
+            queue.take_waiting(held)
+        # Deliver once the registration that bound it is through, not from inside it
+        # (its worker may not take calls yet).
+        self._at(self.host.now, lambda: self.pump(key))
 
     def unsubscribe(self, binding_id: str) -> None:
         """A binding is gone; its destination stops consuming once it has none left.
@@ -275,9 +326,7 @@ class Broker:
         )
 
     def _unstart(self, key: QueueKey, job: Job) -> None:
-        queue = self.queues[key]
-        if queue.in_flight.pop(job.id, None) is not None:
-            queue.waiting.appendleft(job)
+        self.queues[key].unstart(job.id)
 
     def _settled(self, key: QueueKey, job_id: str, error: ErrorBody | None, text: str) -> None:
         if self._stopped:
@@ -289,8 +338,9 @@ class Broker:
         elif error.code == "function_not_found":
             # Upstream's queue worker holds a delivery until its target registers,
             # without spending an attempt; we look again every poll interval.
-            if queue.park(job_id) is not None:
-                self._at(now + self._poll_ms(key) / 1000, lambda: self._due(key, job_id))
+            due = now + self._poll_ms(key) / 1000
+            if queue.park(job_id, due) is not None:
+                self._arm(key, job_id, due)
         else:
             max_attempts, backoff = self.tuning.get(key, (None, None))
             wall_ms = int(self.host.wall_time(now) * 1000)
@@ -298,7 +348,7 @@ class Broker:
                 job_id, text, now, wall_ms, max_attempts=max_attempts, backoff=backoff
             )
             if isinstance(outcome, Retry):
-                self._at(outcome.due, lambda: self._due(key, job_id))
+                self._arm(key, job_id, outcome.due)
             elif isinstance(outcome, Dead):
                 self.host.log.warning(
                     "queue %s: message %s moved to the dead-letter queue after %d attempts",

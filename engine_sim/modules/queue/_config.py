@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from .._kv import DEFAULT_FILE_PATH, KvConfig
+
 __all__ = [
     "DEFAULT_QUEUE_NAME",
     "AdapterEntry",
@@ -25,6 +27,10 @@ __all__ = [
 
 #: The queue upstream provisions even when ``queue_configs`` does not name it.
 DEFAULT_QUEUE_NAME = "default"
+
+#: Adapter names served by the builtin adapter (``builtin`` upstream; the other two
+#: name its store method).
+BUILTIN_ADAPTERS = ("builtin", "in_memory", "file_based")
 
 #: Upstream's global defaults for subscriber queues (``builtins/queue.rs`` ``QueueConfig``).
 SUBSCRIBER_MAX_ATTEMPTS = 3
@@ -70,6 +76,17 @@ class AdapterEntry(BaseModel):
     name: str
     config: dict[str, JsonValue] | None = None
 
+    def builtin_store(self) -> KvConfig | None:
+        """The builtin adapter's ``store_method``/``file_path`` (upstream's
+        ``BuiltinAdapterConfig``, the same keys as the kv store's); ``None`` for
+        another adapter."""
+        if self.name not in BUILTIN_ADAPTERS:
+            return None
+        store = KvConfig.model_validate(self.config or {})
+        if self.name != "builtin" and store.store_method is None:
+            store = store.model_copy(update={"store_method": self.name})
+        return store
+
 
 class QueueModuleConfig(BaseModel):
     """The ``config:`` mapping of the ``iii-queue`` worker in config.yaml."""
@@ -79,24 +96,34 @@ class QueueModuleConfig(BaseModel):
     adapter: AdapterEntry | None = None
     queue_configs: dict[str, FunctionQueueConfig] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _store_is_readable(self) -> QueueModuleConfig:
+        if self.adapter is not None:
+            self.adapter.builtin_store()  # raises on a malformed builtin config
+        return self
+
+    def store_path(self) -> str | None:
+        """The ``file_path`` of a ``file_based`` builtin store (upstream's default
+        when not set); ``None`` when queues are kept in memory."""
+        store = None if self.adapter is None else self.adapter.builtin_store()
+        if store is None or store.store_method != "file_based":
+            return None
+        return store.file_path or DEFAULT_FILE_PATH
+
     def config_warnings(self) -> list[str]:
         """What this config asks for that engine_sim does not simulate (one line each;
         the config.yaml loader prints them)."""
         out: list[str] = []
         adapter = self.adapter
-        if adapter is not None and adapter.name not in ("builtin", "in_memory", "file_based"):
+        store = None if adapter is None else adapter.builtin_store()
+        if adapter is not None and store is None:
             out.append(
                 f"adapter {adapter.name!r} is not simulated: queues are kept in memory "
                 "by the builtin adapter"
             )
-        elif adapter is not None and (
-            adapter.name == "file_based"
-            or (adapter.config or {}).get("store_method") == "file_based"
-        ):
-            out.append(
-                "store_method 'file_based' is not simulated: queues are kept in memory "
-                "and lost at an engine restart"
-            )
+        elif store is not None and store.store_method not in (None, "in_memory", "file_based"):
+            # Upstream's QueueKvStore warns the same way and keeps them in memory.
+            out.append(f"unknown store_method {store.store_method!r}: queues are kept in memory")
         for name, queue in sorted(self.queue_configs.items()):
             if queue.max_priority is not None or queue.priority_field is not None:
                 out.append(f"queue {name!r}: message priority (RabbitMQ only) is ignored")

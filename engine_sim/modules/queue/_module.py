@@ -16,6 +16,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, Vali
 from .._seam import BuiltinError, CallContext, EngineModule, ModuleHost
 from ._broker import Broker, QueueKey
 from ._config import QueueModuleConfig, parse_subscriber
+from ._persist import QueueFile
 from ._store import DeadLetter, Job, QueueFull, QueueLimits
 
 __all__ = ["QueueModule"]
@@ -101,12 +102,27 @@ class QueueModule(EngineModule):
         assert isinstance(config, QueueModuleConfig)
         self.settings = config
         self.broker = Broker(host, config.queues(), self.limits)
+        self.file: QueueFile | None = None
 
     def start(self) -> None:
-        """Register the functions and ``durable:subscriber``."""
+        """Take the queues back from the queue file (``file_based``), register the
+        functions and ``durable:subscriber``.
+
+        A queue file that cannot be created, written or read raises
+        ``QueueStoreError`` naming it: the engine does not start, rather than run a
+        ``file_based`` queue in memory and lose its messages at the next restart."""
         for text in self.settings.config_warnings():
             # The config.yaml loader has warned already; this is for the record.
             self.host.log.info("iii-queue: %s", text)
+        path = self.settings.store_path()
+        if path is not None:
+            file = QueueFile.open(self.host.storage_path(path), self.host.log)
+            try:
+                self.broker.restore(file)
+            except BaseException:
+                file.close()
+                raise
+            self.file = file
         functions = (
             ("engine::queue::enqueue", self._enqueue, "Enqueue a function call on a named queue"),
             ("iii::durable::publish", self._publish, "Enqueue a message"),
@@ -143,8 +159,11 @@ class QueueModule(EngineModule):
         )
 
     def stop(self) -> None:
-        """Drop the timers; in-memory queues go with the core, as upstream's do."""
+        """Drop the timers and close the queue file; in-memory queues go with the
+        core, as upstream's do."""
         self.broker.stop()
+        if self.file is not None:
+            self.file.close()
 
     # -- trigger type ------------------------------------------------------------------
 

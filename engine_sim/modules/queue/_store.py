@@ -8,18 +8,35 @@ adds one to ``attempts_made``; at ``max_attempts`` the job goes to the dead-lett
 queue, else it waits ``backoff_ms * 2^(attempts_made - 1)``. Concurrent queues put a
 retried job back at the head of the line when its delay is up; FIFO queues retry it
 in place, holding its group (``process_job_with_inline_retry``).
+
+Every change is told to the queue's ``Journal`` (nothing, in memory; a file for
+``store_method: file_based``, see ``_persist``) before the method returns. A job in
+flight is journalled as still waiting: it has not been acknowledged, so a restart
+hands it out again with the attempts it had.
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import JsonValue
 
-__all__ = ["DeadLetter", "Job", "JobQueue", "QueueFull", "QueueLimits", "backoff_ms", "json_size"]
+__all__ = [
+    "NO_JOURNAL",
+    "DeadLetter",
+    "Job",
+    "JobQueue",
+    "Journal",
+    "QueueFull",
+    "QueueLimits",
+    "backoff_ms",
+    "json_size",
+]
 
 #: The group of a FIFO job without one (upstream ``GroupedFifoWorker``'s fallback).
 NO_GROUP = "default"
@@ -90,6 +107,48 @@ class Job:
             out["namespace"] = self.namespace
         return out
 
+    @classmethod
+    def from_record(cls, record: JsonValue) -> Job:
+        """The job ``record()`` describes; ``ValueError`` if it is not one."""
+        if not isinstance(record, dict):
+            raise ValueError("a job record must be an object")
+        try:
+            job = cls(
+                id=_text(record["id"]),
+                queue=_text(record["queue"]),
+                data=record["data"],
+                max_attempts=_count(record["max_attempts"]),
+                backoff_ms=_count(record["backoff_delay_ms"]),
+                created_at=_count(record["created_at"]),
+                size=json_size(record["data"]),
+                attempts_made=_count(record["attempts_made"]),
+            )
+        except KeyError as missing:
+            raise ValueError(f"a job record needs {missing}") from None
+        job.group_id = _maybe_text(record.get("group_id"))
+        job.function_id = _maybe_text(record.get("function_id"))
+        job.message_id = _maybe_text(record.get("message_id"))
+        job.namespace = _maybe_text(record.get("namespace"))
+        job.traceparent = _maybe_text(record.get("traceparent"))
+        job.baggage = _maybe_text(record.get("baggage"))
+        return job
+
+
+def _text(value: JsonValue) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _maybe_text(value: JsonValue) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _count(value: JsonValue) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"expected a count, got {value!r}")
+    return value
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -99,14 +158,64 @@ class DeadLetter:
     error: str
     failed_at_ms: int
 
+    def entry(self) -> dict[str, JsonValue]:
+        """Upstream's stored entry ``{job, error, failed_at}``."""
+        return {"job": self.job.record(), "error": self.error, "failed_at": self.failed_at_ms}
+
     def size(self) -> int:
-        """Bytes of upstream's stored entry ``{job, error, failed_at}``."""
-        entry: dict[str, JsonValue] = {
-            "job": self.job.record(),
-            "error": self.error,
-            "failed_at": self.failed_at_ms,
-        }
-        return json_size(entry)
+        """Bytes of upstream's stored entry."""
+        return json_size(self.entry())
+
+    @classmethod
+    def from_entry(cls, entry: JsonValue) -> DeadLetter:
+        """The dead letter ``entry()`` describes; ``ValueError`` if it is not one."""
+        if not isinstance(entry, dict) or not {"job", "error", "failed_at"} <= entry.keys():
+            raise ValueError("a dead letter needs job, error and failed_at")
+        return cls(Job.from_record(entry["job"]), _text(entry["error"]), _count(entry["failed_at"]))
+
+
+class Journal(Protocol):
+    """Where one queue records its jobs and dead letters as they change."""
+
+    def put_job(self, job: Job, *, front: bool = False, due: float | None = None) -> None:
+        """``job`` waits: at the ``front`` or back of the line, or until engine time
+        ``due`` (a retry's backoff, or a wait for its target function)."""
+
+    def drop_job(self, job: Job) -> None:
+        """``job`` left the queue (acknowledged, dead, or moved to another queue)."""
+
+    def put_dead(self, letter: DeadLetter) -> None:
+        """``letter`` is the newest dead letter."""
+
+    def drop_dead(self, letter: DeadLetter) -> None:
+        """``letter`` left the dead-letter queue (redriven, discarded or dropped)."""
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Make the changes inside the ``with`` one change (all or nothing)."""
+
+
+class _NoJournal:
+    """The in-memory queue's journal: nothing is recorded."""
+
+    def put_job(self, job: Job, *, front: bool = False, due: float | None = None) -> None:
+        pass
+
+    def drop_job(self, job: Job) -> None:
+        pass
+
+    def put_dead(self, letter: DeadLetter) -> None:
+        pass
+
+    def drop_dead(self, letter: DeadLetter) -> None:
+        pass
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        yield
+
+
+#: The journal of a queue kept in memory only.
+NO_JOURNAL: Journal = _NoJournal()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +249,7 @@ class JobQueue:
     dead: deque[DeadLetter] = field(default_factory=deque)  # newest first
     bytes: int = 0
     dead_bytes: int = 0
+    journal: Journal = NO_JOURNAL
 
     @property
     def pending(self) -> int:
@@ -168,6 +278,7 @@ class JobQueue:
     def push(self, job: Job, *, front: bool = False) -> None:
         """Take ``job`` (check ``check_room`` first to refuse cleanly)."""
         self.check_room(job.size)
+        self.journal.put_job(job, front=front)
         self.bytes += job.size
         if front:
             self.waiting.appendleft(job)
@@ -210,6 +321,7 @@ class JobQueue:
         """The job's handler succeeded: forget it."""
         job = self.in_flight.pop(job_id, None)
         if job is not None:
+            self.journal.drop_job(job)
             self.bytes -= job.size
         return job
 
@@ -238,24 +350,65 @@ class JobQueue:
         if job.attempts_made >= job.max_attempts:
             self.bytes -= job.size
             letter = DeadLetter(job, error, wall_ms)
-            self.bury(letter)
+            with self.journal.batch():
+                self.journal.drop_job(job)
+                self.bury(letter)
             return Dead(letter)
-        if self.mode == "fifo":
-            self.holding[job.id] = job
-        else:
-            self.delayed[job.id] = job
-        return Retry(now + backoff_ms(job.backoff_ms, job.attempts_made) / 1000)
+        retry = Retry(now + backoff_ms(job.backoff_ms, job.attempts_made) / 1000)
+        self._hold(job, retry.due)
+        return retry
 
-    def park(self, job_id: str) -> Job | None:
-        """Hold an in-flight job without using an attempt (its target is missing)."""
+    def park(self, job_id: str, due: float) -> Job | None:
+        """Hold an in-flight job until ``due`` without using an attempt (its target
+        is missing)."""
         job = self.in_flight.pop(job_id, None)
-        if job is None:
-            return None
+        if job is not None:
+            self._hold(job, due)
+        return job
+
+    def _hold(self, job: Job, due: float) -> None:
+        self.journal.put_job(job, due=due)
         if self.mode == "fifo":
             self.holding[job.id] = job
         else:
             self.delayed[job.id] = job
-        return job
+
+    def unstart(self, job_id: str) -> None:
+        """An in-flight job did not start after all: back to the head of the line."""
+        job = self.in_flight.pop(job_id, None)
+        if job is not None:
+            self.journal.put_job(job, front=True)
+            self.waiting.appendleft(job)
+
+    def take_waiting(self, other: JobQueue) -> None:
+        """Move ``other``'s waiting jobs to the back of this queue's line (bounds
+        are not checked: refusing would lose them)."""
+        with self.journal.batch():
+            while other.waiting:
+                job = other.waiting.popleft()
+                other.bytes -= job.size
+                other.journal.drop_job(job)
+                self.journal.put_job(job)
+                self.bytes += job.size
+                self.waiting.append(job)
+
+    def restore(self, job: Job, *, held: bool) -> None:
+        """Take back a job from the journal without recording it again: waiting at
+        the back of the line, or ``held`` until its timer (see ``due``)."""
+        self.bytes += job.size
+        if not held:
+            self.waiting.append(job)
+        elif self.mode == "fifo":
+            self.holding[job.id] = job
+        else:
+            self.delayed[job.id] = job
+
+    def restore_dead(self, letter: DeadLetter) -> None:
+        """Take back a dead letter from the journal (oldest first) without
+        recording it again; beyond the bound the oldest are dropped, for good."""
+        self.dead.appendleft(letter)
+        self.dead_bytes += letter.job.size
+        self._trim_dead()
 
     def due(self, job_id: str) -> Job | None:
         """A retry's delay is up. FIFO: the job is in flight again (returned, to be
@@ -266,35 +419,46 @@ class JobQueue:
             return held
         job = self.delayed.pop(job_id, None)
         if job is not None:
+            self.journal.put_job(job, front=True)
             self.waiting.appendleft(job)
         return None
 
     def bury(self, letter: DeadLetter) -> None:
         """Add a dead letter, dropping the oldest beyond the bound."""
-        self.dead.appendleft(letter)
-        self.dead_bytes += letter.job.size
+        with self.journal.batch():
+            self.journal.put_dead(letter)
+            self.dead.appendleft(letter)
+            self.dead_bytes += letter.job.size
+            self._trim_dead()
+
+    def _trim_dead(self) -> None:
         while len(self.dead) > 1 and (
             len(self.dead) > self.limits.max_dead_letters
             or self.dead_bytes > self.limits.max_dead_bytes
         ):
-            self.dead_bytes -= self.dead.pop().job.size
+            dropped = self.dead.pop()
+            self.journal.drop_dead(dropped)
+            self.dead_bytes -= dropped.job.size
 
     def redrive_all(self) -> int:
         """Every dead letter back on the line, attempts reset (upstream ``dlq_redrive``)."""
         count = 0
-        while self.dead:
-            letter = self.dead.pop()  # oldest first, as upstream's rpop
-            self.dead_bytes -= letter.job.size
-            self._revive(letter.job)
-            count += 1
+        with self.journal.batch():
+            while self.dead:
+                letter = self.dead.pop()  # oldest first, as upstream's rpop
+                self.dead_bytes -= letter.job.size
+                self.journal.drop_dead(letter)
+                self._revive(letter.job)
+                count += 1
         return count
 
     def redrive(self, job_id: str) -> bool:
         """One dead letter back on the line; ``False`` if there is none with that id."""
-        letter = self._remove_dead(job_id)
-        if letter is None:
-            return False
-        self._revive(letter.job)
+        with self.journal.batch():
+            letter = self._remove_dead(job_id)
+            if letter is None:
+                return False
+            self._revive(letter.job)
         return True
 
     def discard(self, job_id: str) -> bool:
@@ -304,6 +468,7 @@ class JobQueue:
     def _remove_dead(self, job_id: str) -> DeadLetter | None:
         for letter in self.dead:
             if letter.job.id == job_id:
+                self.journal.drop_dead(letter)
                 self.dead.remove(letter)
                 self.dead_bytes -= letter.job.size
                 return letter
@@ -313,5 +478,6 @@ class JobQueue:
         # A redriven job re-enters even a full queue: refusing would lose it, and
         # the dead-letter queue it leaves was bounded too.
         job.attempts_made = 0
+        self.journal.put_job(job)
         self.bytes += job.size
         self.waiting.append(job)
