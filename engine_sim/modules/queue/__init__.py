@@ -34,11 +34,37 @@ Differences from the real engine
 * Delivery is immediate; upstream polls every ``poll_interval_ms``. Here that period
   only paces the re-check of a message whose target function is not registered yet
   (such a message waits without spending attempts, as the standalone worker does).
-* Only the in-memory ``builtin`` adapter: ``redis``/``rabbitmq`` and
-  ``store_method: file_based`` get a config.yaml warning (``config_warnings``) and run
-  in memory (lost at a restart).
+* Only the ``builtin`` adapter: ``redis``/``rabbitmq``/``bridge`` get a config.yaml
+  warning (``config_warnings``) and run in memory (lost at a restart), as does an
+  unknown ``store_method`` (upstream warns the same way).
   ``queue::define``, ``max_priority``/``priority_field`` and the subscriber's
   ``visibilityTimeout``/``delaySeconds``/``backoffType`` are accepted and ignored.
+* ``store_method: file_based`` keeps the queues in one SQLite file,
+  ``engine_sim_queue.sqlite3`` in the ``file_path`` directory (default
+  ``kv_store_data.db``, relative to the working directory), written through: each
+  change is committed before the call or event that made it is done. Upstream keeps
+  the queues in memory and saves them to files in that directory every
+  ``save_interval_ms`` (5 s; accepted, without effect here), so a crash loses up to
+  the last 5 s.
+* What a restart (``RestartEngine``, or a new process on the same file) keeps:
+  waiting messages in their order; retries and messages waiting for their target
+  function, with their attempts, due at the same Unix time (upstream's
+  ``process_at``; overdue ones run at once, and none waits longer than its own
+  backoff, should the wall clock have gone back); dead letters, newest first.
+  Subscriber queues are consumed again once their ``durable:subscriber`` binding is
+  registered again (bindings are not stored, as upstream's are not); each keeps
+  its messages meanwhile.
+* A message that was in flight at the restart (never acknowledged) is handed out
+  again, at the head of its line, with the attempts it had: a cut-short call does
+  not count, as RabbitMQ redelivers an unacknowledged message. Upstream's builtin
+  file store leaves such a job in its ``active`` list, where nothing picks it up
+  again (it still counts in ``depth``).
+* A queue file that cannot be created or written, is locked by another engine, or
+  is not a queue store stops the engine at start with ``QueueStoreError`` naming
+  the file (and the damaged row); upstream logs it and starts empty, and then
+  overwrites the old file. A named queue no longer in ``queue_configs`` keeps its
+  messages in the file, untouched, with a warning. A write that fails later is
+  logged (the queues in memory go on).
 * A named ``fifo`` queue runs groups in parallel up to ``concurrency`` with in-place
   retries (the documented behaviour, and the standalone worker's); the engine's
   builtin code runs it strictly one message at a time.
