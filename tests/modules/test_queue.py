@@ -650,7 +650,7 @@ def test_a_queue_never_loses_a_message_nor_runs_one_twice(
             if op == "ack":
                 acked += queue.ack(job_id) is not None
             elif op == "park":
-                waiting_out += [job_id] if queue.park(job_id, 1.0) is not None else []
+                waiting_out += [job_id] if queue.park(job_id) is not None else []
             elif isinstance(queue.fail(job_id, "e", 0.0, 0), Retry):
                 waiting_out.append(job_id)
         elif op == "due" and waiting_out:

@@ -24,7 +24,7 @@ from engine_sim._config_file import parse_config
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleSpec
 from engine_sim.modules.queue._persist import QUEUE_FILE_NAME, QueueFile, QueueStoreError, Snapshot
-from engine_sim.modules.queue._store import Job, JobQueue, QueueLimits, Retry
+from engine_sim.modules.queue._store import Dead, Job, JobQueue, QueueLimits, Retry
 
 from .test_queue import Calls, call, dead_letters, subscribed, worker
 
@@ -359,8 +359,9 @@ class _Clock:
         return 1_700_000_000.0 + now
 
 
-def _matches(snapshot: Snapshot, queue: JobQueue, dues: dict[str, float]) -> None:
-    """``snapshot`` holds what ``queue`` holds (what a restart would take back)."""
+def _matches(snapshot: Snapshot, queue: JobQueue, dues: dict[str, float], parked: set[str]) -> None:
+    """``snapshot`` holds what ``queue`` holds (what a restart would take back);
+    ``parked``: the jobs that ever waited for their function (they keep their rows)."""
     waiting = [s.job for s in snapshot.jobs if s.due_ms is None]
     later = {s.job.id: s for s in snapshot.jobs if s.due_ms is not None}
     live = {
@@ -374,12 +375,16 @@ def _matches(snapshot: Snapshot, queue: JobQueue, dues: dict[str, float]) -> Non
     assert all(s.job.record() == live[s.job.id].record() for s in snapshot.jobs)
     # Those waiting in memory keep their order; in flight = not acknowledged, so they
     # are in line too, or (a FIFO retry that came due) still due.
-    assert [j.id for j in waiting if j.id not in queue.in_flight] == [j.id for j in queue.waiting]
+    # A job waiting for its function keeps its row and place as it was in flight.
+    assert [j.id for j in waiting if j.id not in {*queue.in_flight, *parked}] == [
+        j.id for j in queue.waiting if j.id not in parked
+    ]
+    held = {*queue.delayed, *queue.holding} - queue.parked
     if queue.mode == "concurrent":
-        assert later.keys() == queue.delayed.keys()
+        assert later.keys() == held
     else:
-        assert queue.holding.keys() <= later.keys()
-        assert later.keys() - queue.holding.keys() <= queue.in_flight.keys()
+        assert held <= later.keys()
+        assert later.keys() - held <= {*queue.in_flight, *queue.parked}
     for job_id, stored in later.items():
         assert stored.due_ms == round(_Clock().wall_time(dues[job_id]) * 1000)
     assert [(k, d.entry()) for k, d in reversed(snapshot.dead)] == [
@@ -414,7 +419,7 @@ def test_a_queue_file_holds_what_the_queue_holds_after_every_change(
     limits = QueueLimits(max_dead_letters=1)
     queue = JobQueue("q", "fifo" if mode == "fifo" else "concurrent", 2, limits)
     queue.journal = file.journal(("fn", "q"), clock)
-    pushed, held, dues = 0, list[str](), dict[str, float]()
+    pushed, held, dues, parked = 0, list[str](), dict[str, float](), set[str]()
     for op, n in ops:
         clock.now += 1
         if op == "push":
@@ -427,9 +432,9 @@ def test_a_queue_file_holds_what_the_queue_holds_after_every_change(
             if op == "ack":
                 queue.ack(job_id)
             elif op == "park":
-                queue.park(job_id, clock.now + 0.1)
+                queue.park(job_id)
                 held.append(job_id)
-                dues[job_id] = clock.now + 0.1
+                parked.add(job_id)
             elif isinstance(outcome := queue.fail(job_id, "boom", clock.now, 0), Retry):
                 held.append(job_id)
                 dues[job_id] = outcome.due
@@ -441,11 +446,11 @@ def test_a_queue_file_holds_what_the_queue_holds_after_every_change(
         elif op == "all":
             queue.redrive_all()
         queue.take_ready()
-        _matches(file.load(), queue, dues)
+        _matches(file.load(), queue, dues, parked)
     file.close()
     again = QueueFile.open(directory, logging.getLogger("test"))
     try:
-        _matches(again.load(), queue, dues)
+        _matches(again.load(), queue, dues, parked)
     finally:
         again.close()
 
@@ -458,3 +463,23 @@ def test_file_based_is_no_longer_reported_as_not_simulated(tmp_path: Path) -> No
     config, warnings = parse_config(text, source="config.yaml")
     assert [w for w in warnings if "queue" in w or "file_based" in w] == []
     assert config.modules is not None
+
+
+def test_a_failing_write_is_logged_once_naming_the_file_and_the_queue_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    file = QueueFile.open(tmp_path, logging.getLogger("engine_sim.queue"))
+    queue = JobQueue("q")
+    queue.journal = file.journal(("fn", "q"), _Clock())
+    file._connection().execute("DROP TABLE kv")  # the file goes bad under the engine
+    with caplog.at_level(logging.ERROR, logger="engine_sim.queue"):
+        for n in range(3):
+            queue.push(Job(f"j{n}", "q", n, 1, 1000, 0, 1))
+        assert [j.id for j in queue.take_ready()] == ["j0", "j1", "j2"]
+        # Into the dead-letter queue: a batch of writes, rolled back, not half done.
+        assert isinstance(queue.fail("j0", "boom", 0.0, 0), Dead)
+        assert [d.job.id for d in queue.dead] == ["j0"]
+    file.close()
+    [record] = caplog.records
+    assert str(tmp_path / QUEUE_FILE_NAME) in record.getMessage()
+    assert "no such table" in record.getMessage()

@@ -338,9 +338,8 @@ class Broker:
         elif error.code == "function_not_found":
             # Upstream's queue worker holds a delivery until its target registers,
             # without spending an attempt; we look again every poll interval.
-            due = now + self._poll_ms(key) / 1000
-            if queue.park(job_id, due) is not None:
-                self._arm(key, job_id, due)
+            if queue.park(job_id) is not None:
+                self._arm(key, job_id, now + self._poll_ms(key) / 1000)
         else:
             max_attempts, backoff = self.tuning.get(key, (None, None))
             wall_ms = int(self.host.wall_time(now) * 1000)

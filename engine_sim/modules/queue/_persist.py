@@ -11,9 +11,10 @@ JSON, ``seq``):
   ``{"job": <upstream's job record>, "due_ms", "delay_ms"}``. A job that waits for
   its turn has ``due_ms: null`` and ``seq`` gives its place in the line (a job put
   back at the head takes a number below all others). A job waiting out a backoff
-  (or for its target function to register) has ``due_ms``, the Unix time in ms it
-  is due (upstream's ``Job.process_at``), and ``delay_ms``, how long it was to wait.
-  A job in flight keeps its waiting row: it has not been acknowledged.
+  has ``due_ms``, the Unix time in ms it is due (upstream's ``Job.process_at``),
+  and ``delay_ms``, how long it was to wait. A job in flight keeps its row: it has
+  not been acknowledged; so does one waiting for its target function to register
+  (re-checked every poll interval, which would otherwise be a write each time).
 * ``idx`` = ``dead <queue key>``, ``key`` = the job id, ``value`` = upstream's DLQ
   entry ``{job, error, failed_at}``; ``seq`` orders them oldest to newest.
 
@@ -213,7 +214,7 @@ class QueueFile:
         all of them reach the file, or none."""
         self._depth += 1
         if self._depth == 1:
-            self._batch_failed = not self._execute("BEGIN")
+            self._batch_failed = not self._execute("BEGIN", control=True)
         try:
             yield
         finally:
@@ -222,9 +223,9 @@ class QueueFile:
                 if self._batch_failed:
                     self._db.rollback()
                 else:
-                    self._execute("COMMIT")
+                    self._execute("COMMIT", control=True)
 
-    def _execute(self, sql: str, params: tuple[object, ...] = ()) -> bool:
+    def _execute(self, sql: str, params: tuple[object, ...] = (), *, control: bool = False) -> bool:
         db = self._db
         if db is None:  # closed: the core is going away, late changes are moot
             return False
@@ -243,7 +244,8 @@ class QueueFile:
             self._failing = True
             self._batch_failed = True
             return False
-        self._failing = False
+        if not control:  # a BEGIN that works says nothing about the writes
+            self._failing = False
         return True
 
 

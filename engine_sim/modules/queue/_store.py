@@ -250,6 +250,8 @@ class JobQueue:
     bytes: int = 0
     dead_bytes: int = 0
     journal: Journal = NO_JOURNAL
+    #: Held jobs waiting for their target function (not journalled: see ``park``).
+    parked: set[str] = field(default_factory=set)
 
     @property
     def pending(self) -> int:
@@ -358,16 +360,20 @@ class JobQueue:
         self._hold(job, retry.due)
         return retry
 
-    def park(self, job_id: str, due: float) -> Job | None:
-        """Hold an in-flight job until ``due`` without using an attempt (its target
-        is missing)."""
+    def park(self, job_id: str) -> Job | None:
+        """Hold an in-flight job without using an attempt (its target is missing)
+        until ``due`` is called. The journal is not told: the job keeps its row, so a
+        restart hands it out again as it would any job in flight, and a wait that
+        re-checks every poll interval costs no writes."""
         job = self.in_flight.pop(job_id, None)
         if job is not None:
-            self._hold(job, due)
+            self.parked.add(job.id)
+            self._hold(job)
         return job
 
-    def _hold(self, job: Job, due: float) -> None:
-        self.journal.put_job(job, due=due)
+    def _hold(self, job: Job, due: float | None = None) -> None:
+        if due is not None:
+            self.journal.put_job(job, due=due)
         if self.mode == "fifo":
             self.holding[job.id] = job
         else:
@@ -415,11 +421,15 @@ class JobQueue:
         dispatched); concurrent: it goes back to the head of the line (``None``)."""
         held = self.holding.pop(job_id, None)
         if held is not None:
+            self.parked.discard(job_id)
             self.in_flight[held.id] = held
             return held
         job = self.delayed.pop(job_id, None)
         if job is not None:
-            self.journal.put_job(job, front=True)
+            if job_id in self.parked:
+                self.parked.discard(job_id)
+            else:
+                self.journal.put_job(job, front=True)
             self.waiting.appendleft(job)
         return None
 
