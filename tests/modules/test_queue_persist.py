@@ -269,6 +269,29 @@ async def test_two_engines_with_their_own_files_keep_their_own_messages(
     assert (tmp_path / "a" / QUEUE_FILE_NAME).is_file()
 
 
+async def test_a_seeded_engine_on_an_old_file_does_not_reuse_the_ids_it_holds(
+    autojump_clock: MockClock, tmp_path: Path
+) -> None:
+    """A seeded engine draws the same ids in every run: a new message must not take
+    the id of one the file kept from the last run."""
+    spec = (ModuleSpec("iii-queue", file_config(tmp_path)),)
+    for run in (1, 2):
+        async with (
+            open_engine(EngineConfig(modules=spec, seed=7)) as engine,
+            worker(engine, "w") as w,
+        ):
+            await w.enqueue("late::job", run, queue="default")
+    calls = Calls()
+    async with (
+        open_engine(EngineConfig(modules=spec, seed=7)) as engine,
+        worker(engine, "late") as late,
+    ):
+        late.register_function("late::job", calls)
+        await late.ready()
+        assert sorted([(await calls.next(within=5))[1] for _ in (1, 2)]) == [1, 2]
+        await calls.none_within(600)
+
+
 async def test_a_relative_file_path_is_resolved_from_the_working_directory(
     autojump_clock: MockClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -107,6 +107,8 @@ class Broker:
         self._pumping = False
         self._stopped = False
         self._file: QueueFile | None = None
+        #: The ids of the jobs and dead letters taken back from the file.
+        self._restored_ids: set[str] = set()
         for name, cfg in named.items():
             mode: Literal["concurrent", "fifo"] = "fifo" if cfg.type == "fifo" else "concurrent"
             self.queues[("fn", name)] = JobQueue(name, mode, cfg.concurrency, limits)
@@ -118,6 +120,8 @@ class Broker:
         on (raises ``QueueStoreError`` if the file is damaged)."""
         snapshot = file.load()
         self._file = file
+        self._restored_ids = {s.job.id for s in snapshot.jobs}
+        self._restored_ids.update(letter.job.id for _, letter in snapshot.dead)
         for key, queue in self.queues.items():
             queue.journal = file.journal(key, self.host)
         now, wall_now = self.host.now, self.host.wall_time(self.host.now)
@@ -178,8 +182,13 @@ class Broker:
 
     def new_job(self, queue: str, data: JsonValue, max_attempts: int, backoff: int) -> Job:
         """A fresh job stamped with the engine's id and wall clock."""
+        job_id = self.host.new_id()
+        while job_id in self._restored_ids:
+            # A seeded engine draws the same ids in every run; the file may hold
+            # some from the last one.
+            job_id = self.host.new_id()
         return Job(
-            id=self.host.new_id(),
+            id=job_id,
             queue=queue,
             data=data,
             max_attempts=max_attempts,
