@@ -47,10 +47,12 @@ Differences from the real engine
   ``save_interval_ms`` (5 s; accepted, without effect here), so a crash loses up to
   the last 5 s.
 * What a restart (``RestartEngine``, or a new process on the same file) keeps:
-  waiting messages in their order; retries and messages waiting for their target
-  function, with their attempts, due at the same Unix time (upstream's
-  ``process_at``; overdue ones run at once, and none waits longer than its own
-  backoff, should the wall clock have gone back); dead letters, newest first.
+  waiting messages in their order; retries with their attempts, due at the same
+  Unix time (upstream's ``process_at``; overdue ones run at once, and none waits
+  longer than its own backoff, should the wall clock have gone back); messages
+  waiting for their target function to register (they wait again, no attempt
+  spent); dead letters, newest first. A seeded engine does not reuse an id the
+  file holds.
   Subscriber queues are consumed again once their ``durable:subscriber`` binding is
   registered again (bindings are not stored, as upstream's are not); each keeps
   its messages meanwhile.
