@@ -22,8 +22,9 @@ from trio.testing import MockClock
 from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim._config_file import parse_config
 from engine_sim.faults import RestartEngine
-from engine_sim.modules import ModuleSpec
-from engine_sim.modules.queue._persist import QUEUE_FILE_NAME, QueueFile, QueueStoreError, Snapshot
+from engine_sim.modules import ModuleConfigError, ModuleSpec
+from engine_sim.modules.queue import QueueStoreError
+from engine_sim.modules.queue._persist import QUEUE_FILE_NAME, QueueFile, Snapshot
 from engine_sim.modules.queue._store import Dead, Job, JobQueue, QueueLimits, Retry
 
 from .test_queue import Calls, call, dead_letters, subscribed, worker
@@ -344,7 +345,7 @@ async def test_a_store_setting_of_the_wrong_type_is_a_config_error(
     autojump_clock: MockClock,
 ) -> None:
     adapter = {"name": "builtin", "config": {"store_method": 5}}
-    with pytest.raises(Exception, match="store_method"):
+    with pytest.raises(ModuleConfigError, match="store_method"):
         async with queue_engine({"adapter": adapter}):
             pass
 

@@ -81,6 +81,13 @@ from __future__ import annotations
 
 from ._config import FunctionQueueConfig, QueueModuleConfig
 from ._module import QueueModule
+from ._persist import QueueStoreError
 from ._store import QueueLimits
 
-__all__ = ["FunctionQueueConfig", "QueueLimits", "QueueModule", "QueueModuleConfig"]
+__all__ = [
+    "FunctionQueueConfig",
+    "QueueLimits",
+    "QueueModule",
+    "QueueModuleConfig",
+    "QueueStoreError",
+]
