@@ -107,9 +107,12 @@ class Namespaces:
     def _resolve_namespace(self, worker: WorkerRecord, namespace: str, now: float) -> None:
         worker.namespace = namespace
         worker.grace_deadline = None
+        # Available before the held registrations apply: one of them may be a binding
+        # whose module calls the worker's function at once (InvocationStarted is not
+        # allowed while the worker is still ``connected``).
+        worker.status.apply(NamespaceResolved())
         buffered, worker.buffered = worker.buffered, []
         for message in buffered:
             if worker.id not in self.core.workers:
                 return  # a drained frame ended the connection
             self.core.apply_registration(worker, message, now)
-        worker.status.apply(NamespaceResolved())

@@ -61,6 +61,10 @@ class _Toy(EngineModule):
             on_bind=self._bind,
             on_unbind=lambda b: self.bound.remove(b.id),
         )
+        # Fires the moment it is bound (as a queue delivers what waited for a consumer).
+        self.host.add_trigger_type(
+            "toy-now", "Fires when bound", on_bind=lambda b: self.host.fire(b, {"now": True})
+        )
         self.host.call_at(self.host.now + self.config.every, self._tick)
         _Toy.started.append(self)
 
@@ -269,3 +273,20 @@ def test_a_module_config_that_does_not_validate_names_the_field() -> None:
         EngineConfig(modules=(ModuleSpec("toy", {"every": "soon"}),))
     with pytest.raises(ModuleConfigError, match="no module 'nope'"):
         EngineConfig(modules=(ModuleSpec("nope"),))
+
+
+async def test_a_binding_held_until_the_namespace_is_known_may_fire_at_once(
+    autojump_clock: MockClock,
+) -> None:
+    # Registrations wait for engine::workers::register; when they are applied the worker
+    # is already available, so a module may call it from on_bind.
+    async with _toy_engine() as (engine, _), raw_workers(engine) as connect:
+        worker = await connect()  # not announced yet: its registrations are held
+        await worker.register("w::now")
+        await worker.send(
+            RegisterTrigger(id="t-now", trigger_type="toy-now", function_id="w::now", config={})
+        )
+        await worker.announce("w")
+        fired = await worker.serve_once(None)
+        assert fired.function_id == "w::now"
+        assert fired.data == {"now": True}
