@@ -49,6 +49,7 @@ __all__ = [
     "KvConfig",
     "KvFullError",
     "KvStore",
+    "open_db",
     "open_kv_store",
 ]
 
@@ -213,11 +214,14 @@ class KvStore:
             db.close()
 
 
-def _open_db(path: Path) -> sqlite3.Connection:
+def open_db(path: Path) -> sqlite3.Connection:
+    """A SQLite connection to the store file at ``path`` (made if missing)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # The engine's loop is the only user, but it may be driven from a thread of its
     # own (engine_sim's threaded engine), so the connection is not pinned to one.
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # A file another engine holds locked fails at once (timeout 0) rather than
+    # blocking the engine's loop: sqlite3's default would wait 5 s per statement.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
     try:
         with contextlib.suppress(sqlite3.OperationalError):
             # WAL keeps a commit per write cheap; a filesystem without it keeps the
@@ -251,7 +255,7 @@ def open_kv_store(
     directory = resolve((config.file_path if config else None) or DEFAULT_FILE_PATH)
     path = directory / SQLITE_FILE_NAME
     try:
-        db = _open_db(path)
+        db = open_db(path)
         try:
             return KvStore(db=db, max_bytes=max_bytes)
         except BaseException:

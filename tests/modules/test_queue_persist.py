@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -329,6 +330,19 @@ async def test_a_damaged_row_stops_the_engine_naming_the_file_and_the_row(
         async with queue_engine(file_config(tmp_path)):
             pass
     assert str(tmp_path / QUEUE_FILE_NAME) in str(caught.value)
+
+
+async def test_a_second_engine_on_a_locked_file_stops_at_once_naming_it(
+    autojump_clock: MockClock, tmp_path: Path
+) -> None:
+    # The first engine holds the file locked; the second must neither mix its writes in
+    # nor block the loop waiting for the lock (which virtual time would not show).
+    async with queue_engine(file_config(tmp_path)):
+        began = time.monotonic()
+        with pytest.raises(QueueStoreError, match=str(tmp_path / QUEUE_FILE_NAME)):
+            async with queue_engine(file_config(tmp_path)):
+                pass
+        assert time.monotonic() - began < 2.0
 
 
 async def test_a_directory_that_cannot_be_created_stops_the_engine_naming_it(

@@ -38,7 +38,7 @@ from typing import Final, Protocol
 
 from pydantic import JsonValue
 
-from .._kv import _open_db
+from .._kv import open_db
 from ._store import DeadLetter, Job, Journal
 
 __all__ = ["QUEUE_FILE_NAME", "QueueFile", "QueueStoreError", "Snapshot", "StoredJob"]
@@ -128,7 +128,7 @@ class QueueFile:
         SQLite."""
         path = directory / QUEUE_FILE_NAME
         try:
-            db = _open_db(path)
+            db = open_db(path)
         except (OSError, sqlite3.Error) as exc:
             raise QueueStoreError(f"cannot open the queue store {path}: {exc}") from exc
         try:
