@@ -84,13 +84,10 @@ class Triggers:
         old = self.core.bindings.get(binding.id)
         if old is not None:
             self._drop_binding(old, tell_provider=old.provider != key)
-        hooks = self.core.trigger_hooks.get(key) if key is not None else None
-        if hooks is not None and hooks.check is not None:
-            try:
-                hooks.check(binding.config)
-            except BuiltinError as exc:
-                self._refuse_binding(binding, exc.body, reply)
-                return
+        refusal = self._module_refusal(key, binding)
+        if refusal is not None:
+            self._refuse_binding(binding, refusal, reply)
+            return
         binding.provider = key
         self.core.bindings[binding.id] = binding
         if key is None:
@@ -143,9 +140,7 @@ class Triggers:
                 del self.core.trigger_types[key]
                 for binding in self.core.bindings.values():
                     if binding.provider == key:
-                        binding.provider = self._resolve_provider(binding)
-                        if binding.provider is not None:
-                            self._deliver_binding(binding)
+                        self._refile(binding)
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -280,6 +275,50 @@ class Triggers:
             if (namespace, binding.trigger_type) in self.core.trigger_types:
                 return (namespace, binding.trigger_type)
         return None
+
+    def _module_refusal(self, key: TypeKey | None, binding: Binding) -> ErrorBody | None:
+        """Why the module providing ``key`` refuses ``binding``'s config, if it does."""
+        hooks = self.core.trigger_hooks.get(key) if key is not None else None
+        if hooks is None or hooks.check is None:
+            return None
+        try:
+            hooks.check(binding.config)
+        except BuiltinError as exc:
+            return exc.body
+        except Exception:
+            # A module's bug refuses that binding only, never stops the engine.
+            log.exception("trigger %s: its module failed to check its config", binding.id)
+            return ErrorBody(code="internal_error", message=f"{binding.trigger_type} check failed")
+        return None
+
+    def _refile(self, binding: Binding) -> None:
+        """Give ``binding`` to the provider it resolves to now that its own left.
+
+        A module only takes what its ``check`` accepts: a config the worker provider
+        took may not suit the module the binding falls back to. A refused one is
+        parked (its owner told) until a provider of its type comes back.
+        """
+        key = self._resolve_provider(binding)
+        refusal = self._module_refusal(key, binding)
+        if refusal is not None:
+            log.warning(
+                "trigger %s: its provider left and %s refuses its config (%s: %s); "
+                "it waits for another provider",
+                binding.id,
+                binding.trigger_type,
+                refusal.code,
+                refusal.message,
+            )
+            key = None
+            if binding.owner in self.core.workers:
+                self._send_trigger_error(
+                    binding.owner,
+                    binding,
+                    ErrorBody(code="trigger_registration_failed", message=refusal.message),
+                )
+        binding.provider = key
+        if key is not None:
+            self._deliver_binding(binding)
 
     def _deliver_binding(self, binding: Binding) -> None:
         assert binding.provider is not None
