@@ -62,7 +62,6 @@ Differences from the real engine:
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal
@@ -70,11 +69,11 @@ from typing import ClassVar, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from iii_trio._protocol import _json
-from iii_trio.protocol import ErrorBody
 
 from .._records import Binding
+from ._fanout import EventBound, conditional_fire, run_in_turn
 from ._kv import KvConfig, KvFullError, KvStore, open_kv_store
-from ._seam import BuiltinError, CallContext, EngineModule, ModuleHost, ResultCallback
+from ._seam import BuiltinError, CallContext, EngineModule
 from ._update_ops import (
     DecodeError,
     Missing,
@@ -209,91 +208,6 @@ def _check_trigger(config: JsonValue) -> None:
         ) from None
 
 
-class _Delivery:
-    """One event's trip through its bindings, one binding at a time: the condition
-    (if any), then the handler, then the next binding.
-
-    Calls may answer at once (a built-in, an unknown function), so the steps run in
-    a loop rather than recursing from the callbacks."""
-
-    def __init__(
-        self,
-        host: ModuleHost,
-        event: JsonValue,
-        targets: list[tuple[Binding, _Filter]],
-        on_done: Callable[[], None],
-    ) -> None:
-        self.host = host
-        self.event = event
-        # (binding, filter, condition already passed)
-        self.steps: deque[tuple[Binding, _Filter, bool]] = deque(
-            (binding, flt, False) for binding, flt in targets
-        )
-        self.on_done = on_done
-        self.running = False
-        self.resumed = False
-
-    def advance(self) -> None:
-        """Start the next step; called again by each call's callback."""
-        if self.running:
-            self.resumed = True  # the callback came at once: the loop below goes on
-            return
-        self.running = True
-        try:
-            while self.steps:
-                self.resumed = False
-                self.step(*self.steps.popleft())
-                if not self.resumed:
-                    return  # waiting for an answer; its callback resumes us
-            self.on_done()
-        finally:
-            self.running = False
-
-    def step(self, binding: Binding, flt: _Filter, passed: bool) -> None:
-        condition = flt.condition_function_id
-        if condition is None or passed:
-            self.host.fire(binding, self.event, on_result=self.fired(binding))
-            return
-        self.host.invoke(
-            condition,
-            self.event,
-            namespace=binding.target_namespace,
-            on_result=self.checked(binding, flt),
-        )
-
-    def checked(self, binding: Binding, flt: _Filter) -> ResultCallback:
-        def on_result(result: JsonValue, error: ErrorBody | None) -> None:
-            if error is not None:
-                self.host.log.error(
-                    "state trigger %s: condition %s failed: %s: %s",
-                    binding.id,
-                    flt.condition_function_id,
-                    error.code,
-                    error.message,
-                )
-            elif result is False:  # only an explicit false skips (upstream check_condition)
-                self.host.log.debug("state trigger %s: condition false, skipped", binding.id)
-            else:
-                self.steps.appendleft((binding, flt, True))
-            self.advance()
-
-        return on_result
-
-    def fired(self, binding: Binding) -> ResultCallback:
-        def on_result(result: JsonValue, error: ErrorBody | None) -> None:
-            if error is not None:
-                self.host.log.error(
-                    "state trigger %s -> %s failed: %s: %s",
-                    binding.id,
-                    binding.function_id,
-                    error.code,
-                    error.message,
-                )
-            self.advance()
-
-        return on_result
-
-
 def _or_null(value: JsonValue | Missing) -> JsonValue:
     return None if isinstance(value, Missing) else value
 
@@ -307,8 +221,7 @@ class StateModule(EngineModule):
     def start(self) -> None:
         """Open the store (a file-based one reopens its file) and register."""
         assert isinstance(self.config, StateConfig)
-        self._in_flight: set[object] = set()
-        self._in_flight_bytes = 0
+        self._bound = EventBound(self.host.log, MAX_EVENTS_IN_FLIGHT, MAX_EVENT_BYTES_IN_FLIGHT)
         self.store = self._open_store(self.config)
         functions: list[tuple[str, Callable[[CallContext], JsonValue], str]] = [
             ("state::set", self._set, "Set a value in state"),
@@ -456,30 +369,12 @@ class StateModule(EngineModule):
             "old_value": old,
             "new_value": new,
         }
-        # Events wait here while a handler takes its time: bounded, in count and bytes.
-        size = len(_json.write(event).encode())
-        if (
-            len(self._in_flight) >= MAX_EVENTS_IN_FLIGHT
-            or self._in_flight_bytes + size > MAX_EVENT_BYTES_IN_FLIGHT
-        ):
-            self.host.log.warning(
-                "state event %s %s/%s not delivered: %d events (%d bytes) are still being "
-                "handled (limits %d events, %d bytes)",
-                event_type,
-                scope,
-                key,
-                len(self._in_flight),
-                self._in_flight_bytes,
-                MAX_EVENTS_IN_FLIGHT,
-                MAX_EVENT_BYTES_IN_FLIGHT,
-            )
-            return
-        token = object()
-        self._in_flight.add(token)
-        self._in_flight_bytes += size
-
-        def done() -> None:
-            self._in_flight.discard(token)
-            self._in_flight_bytes -= size
-
-        _Delivery(self.host, event, targets, done).advance()
+        release = self._bound.admit(
+            len(_json.write(event).encode()), f"state event {event_type} {scope}/{key}"
+        )
+        if release is not None:
+            steps = [
+                conditional_fire(self.host, "state", binding, flt.condition_function_id, event)
+                for binding, flt in targets
+            ]
+            run_in_turn(steps, release)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleSpec
 from engine_sim.modules.stream import StreamConfig, StreamModule
+from engine_sim.modules.stream import _triggers as stream_triggers
 from iii_trio.protocol import ErrorBody, InvocationResult, InvokeFunction, RegisterTrigger
 from tests.raw_worker import RawWorker, raw_workers
 
@@ -260,6 +262,46 @@ async def test_handlers_run_one_after_another_and_conditions_decide(
         # cond::missing is function_not_found: skipped as an error; "final" runs.
         assert (await w.serve_once(None)).function_id == "final::handler"
         await w.silent(1)
+
+
+async def test_hundreds_of_bindings_answering_at_once_all_run(autojump_clock: MockClock) -> None:
+    # A binding to a built-in (or to no function) answers before the call returns;
+    # 300 of them once nested that deep and overflowed the stack, so every binding
+    # after them never ran.
+    async with stream_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        for n in range(300):
+            await w.send(
+                RegisterTrigger(
+                    id=f"quick{n}",
+                    trigger_type="stream",
+                    function_id="stream::list_all",
+                    config={"stream_name": S},
+                )
+            )
+        await bind(engine, w, "last", {"stream_name": S})
+        c = await connect("c")
+        await c.ok("stream::set", item("m", data=1))
+        assert (await w.serve_once(None)).function_id == "last::handler"
+
+
+async def test_events_held_up_by_a_slow_handler_are_bounded(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(stream_triggers, "MAX_EVENTS_IN_FLIGHT", 1)
+    async with stream_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        await bind(engine, w, "slow", {"stream_name": S})
+        c = await connect("c")
+        await c.ok("stream::set", item("m", data=1))
+        first = await w.expect(InvokeFunction)
+        with caplog.at_level(logging.WARNING, logger="engine_sim"):
+            await c.ok("stream::set", item("m", data=2))
+        assert f"stream event update {S}/{G}/m not delivered: 1 events" in caplog.text
+        await w.answer(first, None)
+        await c.ok("stream::set", item("m", data=3))
+        assert (await fired(w))["event"] == {"type": "update", "data": 3}
+        await w.silent(10)
 
 
 def w_error(call: InvokeFunction, error: ErrorBody) -> InvocationResult:

@@ -186,6 +186,30 @@ async def test_join_hooks_may_refuse_and_leave_hooks_hear_leaves_and_disconnects
         assert (left.function_id, payload(left)["subscription_id"]) == ("on::leave", "s3")
 
 
+async def test_hundreds_of_join_hooks_answering_at_once_still_end_in_a_sync(
+    autojump_clock: MockClock,
+) -> None:
+    # Hooks bound to a built-in answer before the call returns; 300 of them once
+    # nested that deep and overflowed the stack, and the join got no sync.
+    async with stream_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        for n in range(300):
+            await w.send(
+                RegisterTrigger(
+                    id=f"quick{n}",
+                    trigger_type="stream:join",
+                    function_id="stream::list_all",
+                    config={},
+                )
+            )
+        module = engine.core.module("iii-stream")
+        assert module is not None
+        await engine.wait_for(lambda: len(module.host.bindings("stream:join")) == 300)
+        async with engine.connect_port("iii-stream", "stream") as sub:
+            await sub.send(join("s1"))
+            assert (await next_json(sub, within=5))["event"] == {"type": "sync", "data": []}
+
+
 async def test_malformed_frames_are_skipped_and_the_subscriber_served_on(
     autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:

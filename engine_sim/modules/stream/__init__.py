@@ -14,6 +14,9 @@ Differences from the real engine:
   buffers a fixed number of messages and lets a lagging reader miss the oldest.
 * A connection reads its next message once the previous one's hooks answered, or
   after 30 s (logged); upstream waits for them without a bound.
+* Changes whose ``stream`` bindings are still being served are bounded (10,000
+  events, 64 MiB): past that a change fires no trigger and a warning is logged
+  (upstream spawns a task per change). Subscribers still get it.
 * One connection holds at most 4096 subscriptions; a join past that is logged and
   ignored (upstream has no bound).
 * A ``stream`` binding without ``stream_name`` is refused at registration

@@ -58,8 +58,8 @@ from ._triggers import (
     JOIN_TRIGGER_TYPE,
     LEAVE_TRIGGER_TYPE,
     STREAM_TRIGGER_TYPE,
+    StreamFanOut,
     check_stream_config,
-    fire_stream_triggers,
 )
 
 __all__ = ["AdapterEntry", "StreamConfig", "StreamModule"]
@@ -117,6 +117,7 @@ class StreamModule(EngineModule):
         self.settings = config
         self.store = StreamStore.open(config.adapter, host)
         self.hub = SubscriberHub(host.log, config.subscriber_buffer_bytes)
+        self.fan_out = StreamFanOut(host)
         self.stopped = False
 
     # -- lifecycle --------------------------------------------------------------------
@@ -174,7 +175,7 @@ class StreamModule(EngineModule):
         """Fire the ``stream`` triggers for a change, then tell the subscribers."""
         assert key.group_id is not None
         message = change_message(self.timestamp_ms(), key.stream_name, key.group_id, item_id, event)
-        fire_stream_triggers(self.host, message)
+        self.fan_out.fire(message)
         self.hub.publish(message)
 
     def read(self, key: ItemKey) -> JsonValue:

@@ -5,12 +5,12 @@ Upstream: https://github.com/iii-hq/iii/blob/main/engine/src/workers/stream/trig
 ``handle_join_leave`` (hooks); conditions as ``engine/src/condition.rs``.
 
 Handlers run one after another, each awaited before the next, as upstream's
-spawned task does: here each call's ``on_result`` starts the next.
+spawned task does (see ``.._fanout``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import JsonValue
@@ -18,17 +18,20 @@ from pydantic import JsonValue
 from iii_trio.protocol import ErrorBody
 
 from ..._records import Binding
+from .._fanout import EventBound, Step, conditional_fire, run_in_turn
 from .._seam import BuiltinError, ModuleHost
 from .._update_ops import DecodeError, expect_struct
-from ._events import take_opt_str
+from ._events import encode, take_opt_str
 
 __all__ = [
     "JOIN_TRIGGER_TYPE",
     "LEAVE_TRIGGER_TYPE",
+    "MAX_EVENTS_IN_FLIGHT",
+    "MAX_EVENT_BYTES_IN_FLIGHT",
     "STREAM_TRIGGER_TYPE",
+    "StreamFanOut",
     "StreamTriggerConfig",
     "check_stream_config",
-    "fire_stream_triggers",
     "run_hooks",
 ]
 
@@ -81,65 +84,43 @@ def check_stream_config(config: JsonValue) -> None:
         ) from None
 
 
-def fire_stream_triggers(host: ModuleHost, message: dict[str, JsonValue]) -> None:
-    """Call every ``stream`` binding that watches ``message``, in binding order,
-    each after its condition function (if any) said yes."""
-    steps: list[tuple[Binding, StreamTriggerConfig]] = []
-    for binding in host.bindings(STREAM_TRIGGER_TYPE):
-        try:
-            config = StreamTriggerConfig.parse(binding.config)
-        except DecodeError:
-            continue  # refused at registration; never live
-        if config.matches(message):
-            steps.append((binding, config))
-    _fire_next(host, steps, 0, message)
+#: Change messages whose bindings are still being served (a slow handler holds
+#: them up): bounded in count and bytes, as the state module bounds its events.
+MAX_EVENTS_IN_FLIGHT = 10_000
+MAX_EVENT_BYTES_IN_FLIGHT = 64 * 1024 * 1024
 
 
-def _fire_next(
-    host: ModuleHost,
-    steps: Sequence[tuple[Binding, StreamTriggerConfig]],
-    index: int,
-    message: dict[str, JsonValue],
-) -> None:
-    if index == len(steps):
-        return
-    binding, config = steps[index]
+class StreamFanOut:
+    """Fires the ``stream`` bindings of each change, one binding after another (each
+    after its condition function, if any, said yes), as upstream's spawned task does."""
 
-    def handled(_result: JsonValue, error: ErrorBody | None) -> None:
-        if error is not None:
-            host.log.error(
-                "stream trigger %s: handler %s failed: %s: %s",
-                binding.id,
-                binding.function_id,
-                error.code,
-                error.message,
-            )
-        _fire_next(host, steps, index + 1, message)
+    def __init__(self, host: ModuleHost) -> None:
+        self.host = host
+        # Read when the module is built, so a test may lower the bounds.
+        self.bound = EventBound(host.log, MAX_EVENTS_IN_FLIGHT, MAX_EVENT_BYTES_IN_FLIGHT)
 
-    def decided(result: JsonValue, error: ErrorBody | None) -> None:
-        if error is not None:
-            host.log.error(
-                "stream trigger %s: condition %s failed: %s: %s",
-                binding.id,
-                config.condition_function_id,
-                error.code,
-                error.message,
-            )
-            _fire_next(host, steps, index + 1, message)
-        elif result is False:
-            _fire_next(host, steps, index + 1, message)
-        else:
-            host.fire(binding, message, handled)
-
-    if config.condition_function_id is None:
-        host.fire(binding, message, handled)
-    else:
-        host.invoke(
-            config.condition_function_id,
-            message,
-            namespace=binding.target_namespace,
-            on_result=decided,
-        )
+    def fire(self, message: dict[str, JsonValue]) -> None:
+        """Call every ``stream`` binding that watches ``message``, in binding order."""
+        steps: list[Step] = []
+        for binding in self.host.bindings(STREAM_TRIGGER_TYPE):
+            try:
+                config = StreamTriggerConfig.parse(binding.config)
+            except DecodeError:
+                continue  # refused at registration; never live
+            if config.matches(message):
+                steps.append(
+                    conditional_fire(
+                        self.host, "stream", binding, config.condition_function_id, message
+                    )
+                )
+        if not steps:
+            return
+        event = message["event"]
+        kind = event.get("type") if isinstance(event, dict) else None
+        where = f"{message['streamName']}/{message['groupId']}/{message['id']}"
+        release = self.bound.admit(len(encode(message).encode()), f"stream event {kind} {where}")
+        if release is not None:
+            run_in_turn(steps, release)
 
 
 def run_hooks(
@@ -150,37 +131,36 @@ def run_hooks(
 ) -> None:
     """Call every ``stream:join``/``stream:leave`` binding in turn with ``payload``;
     then ``done(unauthorized)``: whether a join hook answered ``unauthorized: true``."""
-    bindings = host.bindings(type_id)
     refused = False
 
-    def step(index: int) -> None:
-        nonlocal refused
-        if index == len(bindings):
-            if done is not None:
-                done(refused)
-            return
-        binding = bindings[index]
-
-        def answered(result: JsonValue, error: ErrorBody | None) -> None:
-            nonlocal refused
-            if error is not None and type_id == JOIN_TRIGGER_TYPE:
-                host.log.error(
-                    "stream:join hook %s failed: %s: %s",
-                    binding.function_id,
-                    error.code,
-                    error.message,
-                )
-            elif type_id == JOIN_TRIGGER_TYPE and result is not None:
-                flag = result.get("unauthorized") if isinstance(result, dict) else None
-                if flag is True:
-                    refused = True
-                elif not isinstance(flag, bool):
+    def hook(binding: Binding) -> Step:
+        def step(resume: Callable[[], None]) -> None:
+            def answered(result: JsonValue, error: ErrorBody | None) -> None:
+                nonlocal refused
+                if error is not None and type_id == JOIN_TRIGGER_TYPE:
                     host.log.error(
-                        "stream:join hook %s: unauthorized must be a boolean",
+                        "stream:join hook %s failed: %s: %s",
                         binding.function_id,
+                        error.code,
+                        error.message,
                     )
-            step(index + 1)
+                elif type_id == JOIN_TRIGGER_TYPE and result is not None:
+                    flag = result.get("unauthorized") if isinstance(result, dict) else None
+                    if flag is True:
+                        refused = True
+                    elif not isinstance(flag, bool):
+                        host.log.error(
+                            "stream:join hook %s: unauthorized must be a boolean",
+                            binding.function_id,
+                        )
+                resume()
 
-        host.fire(binding, payload, answered)
+            host.fire(binding, payload, answered)
 
-    step(0)
+        return step
+
+    def finished() -> None:
+        if done is not None:
+            done(refused)
+
+    run_in_turn([hook(binding) for binding in host.bindings(type_id)], finished)
