@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ import engine_sim.modules as modules
 from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleSpec
+from engine_sim.modules._kv import SQLITE_FILE_NAME
 from engine_sim.modules.stream import StreamConfig, StreamModule
 from engine_sim.modules.stream import _triggers as stream_triggers
 from iii_trio.protocol import ErrorBody, InvocationResult, InvokeFunction, RegisterTrigger
@@ -413,6 +415,35 @@ async def test_streams_live_in_memory_by_default_and_in_a_file_when_asked(
         engine.faults.inject(RestartEngine())
         async with raw_workers(engine) as again:
             assert await (await again("c2")).ok("stream::get", item("m")) == 1
+
+
+async def test_a_store_file_another_process_holds_fails_writes_with_upstreams_codes(
+    autojump_clock: MockClock, tmp_path: Path
+) -> None:
+    kv = {"store_method": "file_based", "file_path": str(tmp_path)}
+    async with (
+        stream_engine(adapter={"name": "kv", "config": kv}) as engine,
+        raw_workers(engine) as connect,
+    ):
+        c = await connect("c")
+        await c.ok("stream::set", item("m", data=1))
+        other = sqlite3.connect(tmp_path / SQLITE_FILE_NAME, isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            for function_id, data, code, verb in [
+                ("stream::set", item("m", data=2), "STREAM_SET_ERROR", "set"),
+                ("stream::update", item("m", ops=[]), "STREAM_UPDATE_ERROR", "update"),
+                ("stream::delete", item("m"), "STREAM_DELETE_ERROR", "delete"),
+            ]:
+                answer = await c.result(function_id, data)
+                assert answer.error == ErrorBody(
+                    code=code, message=f"Failed to {verb} value: database is locked"
+                )
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert await c.ok("stream::get", item("m")) == 1
+        assert await c.ok("stream::delete", item("m")) == {"old_value": 1}
 
 
 async def test_an_adapter_engine_sim_lacks_is_said_so(

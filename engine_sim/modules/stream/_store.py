@@ -11,6 +11,7 @@ an in-memory store.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -68,7 +69,7 @@ class StreamStore:
 
     def delete(self, key: ItemKey) -> JsonValue | Missing:
         """Remove the item; its value, or ``MISSING``."""
-        return self.kv.delete(*self._where(key))
+        return _writing("delete", lambda: self.kv.delete(*self._where(key)))
 
     def update(
         self, key: ItemKey, ops: Sequence[UpdateOp]
@@ -106,5 +107,7 @@ class StreamStore:
 def _writing(op: str, write: Callable[[], T]) -> T:
     try:
         return write()
-    except KvFullError as exc:
+    except (KvFullError, sqlite3.Error, OSError) as exc:
+        # A full store, or a file that fails (another process holds it locked, a
+        # full disk): the adapter error upstream answers when its store fails.
         raise BuiltinError(f"STREAM_{op.upper()}_ERROR", f"Failed to {op} value: {exc}") from None
