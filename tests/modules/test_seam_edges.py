@@ -186,3 +186,26 @@ async def test_a_bug_in_a_modules_check_refuses_the_binding_and_the_engine_goes_
         assert answer.error.code == "trigger_registration_failed"
         await owner.send(_trigger("t2", {"ok": 1}))
         await engine.wait_for(lambda: counter.live() == {"t2"})
+
+
+async def test_a_cron_job_bound_and_unbound_in_a_loop_leaves_no_timers_behind(
+    autojump_clock: MockClock,
+) -> None:
+    config = EngineConfig(modules=(ModuleSpec("iii-cron"),))
+    async with open_engine(config) as engine, raw_workers(engine) as connect:
+        owner = await connect("o")
+        await owner.register("w::f")
+        for _ in range(300):
+            # Yearly: each binding arms a timer months away, cancelled at once.
+            await owner.send(
+                RegisterTrigger(
+                    id="yearly",
+                    trigger_type="cron",
+                    function_id="w::f",
+                    config={"expression": "0 0 0 1 1 *"},
+                )
+            )
+            await owner.send(UnregisterTrigger(id="yearly", trigger_type="cron"))
+        await owner.ok("engine::workers::list")  # every frame before it is applied
+        assert engine.bindings() == []
+        assert len(engine.core.timers) < 150
