@@ -93,6 +93,18 @@ def _decode(text: str) -> JsonValue:
     return value
 
 
+def _readable_row(index: object, key: object, text: object, seq: object) -> bool:
+    if not (isinstance(index, str) and isinstance(key, str) and isinstance(text, str)):
+        return False
+    if not isinstance(seq, int):
+        return False
+    try:
+        _decode(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
 def _cost(index: str, key: str, text: str) -> int:
     return len(index.encode()) + len(key.encode()) + len(text.encode())
 
@@ -112,6 +124,8 @@ class KvStore:
         self._max_bytes = max_bytes
         self._bytes = 0
         self._seq = 0
+        #: Rows of the file that were not readable values (see ``_load``).
+        self.skipped_rows = 0
         if db is not None:
             self._load(db)
 
@@ -127,6 +141,12 @@ class KvStore:
 
     def _load(self, db: sqlite3.Connection) -> None:
         for index, key, text, seq in db.execute("SELECT idx, key, value, seq FROM kv ORDER BY seq"):
+            if not _readable_row(index, key, text, seq):
+                # A file edited by hand or by another tool: reading the row would fail
+                # every call that touches its index, so it is left out (and a write to
+                # its key replaces it).
+                self.skipped_rows += 1
+                continue
             self._data.setdefault(index, {})[key] = text
             self._bytes += _cost(index, key, text)
             self._seq = max(self._seq, seq)
@@ -196,7 +216,8 @@ class KvStore:
                 if old_text is None:
                     self._seq += 1
                     self._db.execute(
-                        "INSERT INTO kv (idx, key, value, seq) VALUES (?, ?, ?, ?)",
+                        # REPLACE: the key may hold a row ``_load`` skipped.
+                        "INSERT OR REPLACE INTO kv (idx, key, value, seq) VALUES (?, ?, ?, ?)",
                         (index, key, text, self._seq),
                     )
                 else:
@@ -257,14 +278,24 @@ def open_kv_store(
     try:
         db = open_db(path)
         try:
-            return KvStore(db=db, max_bytes=max_bytes)
+            store = KvStore(db=db, max_bytes=max_bytes)
         except BaseException:
             db.close()
             raise
     except (OSError, sqlite3.Error, ValueError) as exc:
         log.error(
-            "cannot open the file-based store %s (%s); keeping the data in memory only",
+            "cannot open the file-based store %s (%s); keeping the data in memory only, "
+            "so it is lost at a restart. Another engine may hold the file, or it is no "
+            "store: stop that engine, or move the file away to start a new store",
             path,
             exc,
         )
         return KvStore(max_bytes=max_bytes)
+    if store.skipped_rows:
+        log.error(
+            "%d rows of the file-based store %s are not JSON values (edited by another "
+            "tool?); they are skipped, and a write to their key replaces them",
+            store.skipped_rows,
+            path,
+        )
+    return store

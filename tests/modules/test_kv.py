@@ -5,6 +5,7 @@ new store instance opens again."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -164,6 +165,31 @@ def test_a_store_that_cannot_open_its_file_logs_and_keeps_memory(
     assert "cannot open the file-based store" in caplog.text
     kv.set("s", "k", 1)
     assert kv.get("s", "k") == 1
+
+
+def test_rows_that_are_not_json_values_are_skipped_with_an_error_and_overwritable(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    # A file edited by hand or by another tool: one row is not JSON, one is bytes.
+    kv = file_store(tmp_path)
+    kv.set("s", "good", 1)
+    kv.close()
+    db = sqlite3.connect(tmp_path / "data" / SQLITE_FILE_NAME)
+    with db:
+        db.execute("INSERT INTO kv VALUES ('s', 'bad', '{not json', 10)")
+        db.execute("INSERT INTO kv VALUES ('s', 'bytes', x'00ff', 11)")
+        db.execute("INSERT INTO kv VALUES ('t', 'seq', '1', 'not a number')")
+    db.close()
+    with caplog.at_level(logging.ERROR, logger="test_kv"):
+        again = file_store(tmp_path)
+    assert again.persistent
+    assert "3 rows of" in caplog.text
+    assert "are not JSON values" in caplog.text
+    assert again.values("s") == [1]
+    assert again.get("s", "bad") is MISSING
+    again.set("s", "bad", 2)  # replaces the unreadable row
+    again.close()
+    assert file_store(tmp_path).items("s") == [("good", 1), ("bad", 2)]
 
 
 def test_close_keeps_answering_from_memory(tmp_path: Path) -> None:
