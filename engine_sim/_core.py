@@ -130,6 +130,8 @@ class EngineCore:
         self._epoch = time.time() - now if epoch is None else epoch
         self.started_at_ms = int((self._epoch + now) * 1000)
         self._effects: list[Effect] = []
+        #: Set by ``stop``: the core is dropped, its modules stopped.
+        self.stopped = False
         #: Told of every worker status transition: ``(worker_id, transition)``.
         self.on_status: Callable[[str, Transition[WorkerStatus]], None] | None = None
         self.timers = Timers()
@@ -151,6 +153,7 @@ class EngineCore:
 
     def stop(self) -> None:
         """Stop the modules (the core is being dropped: restart or shutdown)."""
+        self.stopped = True
         self.timers.clear()
         for module in reversed(self.modules):
             try:

@@ -25,6 +25,7 @@ from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
 from .modules._seam import EngineModule, PortRequest
 
 if TYPE_CHECKING:
+    from ._core import EngineCore
     from ._engine import Engine
 
 __all__ = ["ModulePorts"]
@@ -38,13 +39,18 @@ _MEMORY_BUFFER: Final = 16
 
 
 class _CoreIO:
-    """``ModuleIO`` for one module connection: calls into the engine's current core."""
+    """``ModuleIO`` for one module connection: calls into the core that served it."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, core: EngineCore) -> None:
         self._engine = engine
+        self._core = core
 
     def call(self, fn: Callable[[], T]) -> T:
-        core = self._engine.core
+        core = self._core
+        if core.stopped or self._engine.core is not core:
+            # The socket task can wake between a restart and its cancellation: its
+            # module was stopped, and the new core must not run the old module's code.
+            raise ConnectionClosed(_GOING_AWAY, "engine restarted or stopped")
         core.advance(trio.current_time())
         try:
             return fn()
@@ -128,13 +134,14 @@ class ModulePorts:
         self, module: EngineModule, label: str, peer: Peer, request: PortRequest
     ) -> None:
         engine = self._engine
-        if engine.core.module(module.name) is not module:
+        core = engine.core
+        if core.module(module.name) is not module:
             await peer.close(_GOING_AWAY, "engine restarted", engine._close_timeout)
             return
         with trio.CancelScope() as scope:
             self._scopes.add(scope)
             try:
-                await module.serve_peer(label, peer, request, _CoreIO(engine))
+                await module.serve_peer(label, peer, request, _CoreIO(engine, core))
             except ConnectionClosed as closed:
                 log.debug("%s %s connection ended: %s", module.name, label, closed)
             except Exception:

@@ -199,7 +199,10 @@ class ModuleIO(Protocol):
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the engine core (the module's own state, ``ModuleHost``),
-        then send whatever frames it caused and re-arm the timers."""
+        then send whatever frames it caused and re-arm the timers.
+
+        Raises ``iii_trio.ConnectionClosed`` (code 1001) without running ``fn`` once
+        the core this connection met is dropped (a restart, the engine stopping)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,23 @@ from contextlib import asynccontextmanager
 from typing import ClassVar
 
 import pytest
+import trio
 from pydantic import BaseModel, ConfigDict, JsonValue
 from trio.testing import MockClock
 
 import engine_sim.modules as modules
 from engine_sim import Engine, EngineConfig, open_engine
-from engine_sim.modules import BuiltinError, EngineModule, ModuleSpec
+from engine_sim._peers import Peer
+from engine_sim.faults import RestartEngine
+from engine_sim.modules import (
+    BuiltinError,
+    EngineModule,
+    ModuleIO,
+    ModuleSpec,
+    PortRequest,
+    PortSpec,
+)
+from iii_trio import ConnectionClosed
 from iii_trio.protocol import (
     RegisterTrigger,
     RegisterTriggerType,
@@ -51,6 +62,17 @@ class _Counter(EngineModule):
             raise KeyError("a bug in the module's check")
         if not isinstance(config, dict) or "ok" not in config:
             raise BuiltinError("invalid_config", "config needs ok")
+
+    def ports(self) -> list[PortSpec]:
+        return [PortSpec("echo", "127.0.0.1", 1, fixed=False)]
+
+    async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
+        self.io = io
+        while True:
+            text = await peer.receive()
+            assert isinstance(text, str)
+            held = io.call(lambda: len(self.events))
+            await peer.send(f"{text}:{held}")
 
     def live(self) -> set[str]:
         """The bindings the module holds now, by its own count."""
@@ -209,3 +231,28 @@ async def test_a_cron_job_bound_and_unbound_in_a_loop_leaves_no_timers_behind(
         await owner.ok("engine::workers::list")  # every frame before it is applied
         assert engine.bindings() == []
         assert len(engine.core.timers) < 150
+
+
+async def test_a_module_io_outliving_its_core_refuses_to_run_on_the_new_one(
+    autojump_clock: MockClock,
+) -> None:
+    async with _engine() as (engine, first), engine.connect_port("counter", "echo") as conn:
+        await conn.send("a")
+        assert await conn.receive() == "a:0"
+        io = first.io
+        engine.faults.inject(RestartEngine())
+        ran: list[bool] = []
+        # The old module's socket task may still be running, between its wake-up and
+        # the cancellation: whatever it asks of the engine must not reach the new core.
+        with pytest.raises(ConnectionClosed) as closed:
+            io.call(lambda: ran.append(True))
+        assert ran == []
+        assert closed.value.code == 1001
+        with trio.fail_after(5), pytest.raises(ConnectionClosed):
+            await conn.receive()
+        async with engine.connect_port("counter", "echo") as again:
+            await again.send("b")
+            assert await again.receive() == "b:0"
+    with pytest.raises(ConnectionClosed):
+        _Counter.started[-1].io.call(lambda: ran.append(True))  # the engine has stopped
+    assert ran == []
