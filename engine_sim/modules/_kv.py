@@ -25,7 +25,11 @@ Differences from the real engine:
   option is accepted and has no effect.
 * The store is bounded (``max_bytes``, 256 MiB by default, of index names, keys
   and JSON text): a write past it raises ``KvFullError``, where upstream grows
-  without bound.
+  without bound. So is one value (``MAX_VALUE_BYTES``, 32 MiB of JSON): an answer
+  carries a value's old and new JSON in one message of at most 64 MiB, so a value
+  past that (grown by repeated ``append``/``merge`` updates, say) could no longer
+  be read by any worker, and each update of it would hold the engine's loop for
+  seconds. Upstream has no such bound.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from ._update_ops import MISSING, Missing, UpdateOp, UpdateOpError, apply_update
 __all__ = [
     "DEFAULT_FILE_PATH",
     "DEFAULT_MAX_BYTES",
+    "MAX_VALUE_BYTES",
     "SQLITE_FILE_NAME",
     "KvConfig",
     "KvFullError",
@@ -58,6 +63,9 @@ DEFAULT_FILE_PATH: Final = "kv_store_data.db"
 #: The SQLite file the store keeps inside the ``file_path`` directory.
 SQLITE_FILE_NAME: Final = "engine_sim_kv.sqlite3"
 DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
+#: The largest JSON text one value may have (see the module docstring); read when a
+#: store is opened.
+MAX_VALUE_BYTES = 32 * 1024 * 1024
 
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS kv ("
@@ -81,7 +89,8 @@ class KvConfig(BaseModel):
 
 
 class KvFullError(Exception):
-    """A write would take the store past its ``max_bytes``."""
+    """A write would take the store past its ``max_bytes``, or a value past
+    ``max_value_bytes``."""
 
 
 def _encode(value: JsonValue) -> str:
@@ -118,7 +127,9 @@ class KvStore:
         *,
         db: sqlite3.Connection | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_value_bytes: int | None = None,
     ) -> None:
+        self._max_value_bytes = MAX_VALUE_BYTES if max_value_bytes is None else max_value_bytes
         self._data: dict[str, dict[str, str]] = {}
         self._db = db
         self._max_bytes = max_bytes
@@ -205,6 +216,13 @@ class KvStore:
     def _put(self, index: str, key: str, text: str) -> JsonValue | Missing:
         entries = self._data.get(index)
         old_text = None if entries is None else entries.get(key)
+        size = len(text.encode())
+        if size > self._max_value_bytes:
+            raise KvFullError(
+                f"the value would be {size} bytes of JSON, over the {self._max_value_bytes} "
+                "one value may hold (an answer carries the old and new value in one message); "
+                "split the data over several keys"
+            )
         grow = _cost(index, key, text) - (0 if old_text is None else _cost(index, key, old_text))
         if self._bytes + grow > self._max_bytes:
             raise KvFullError(

@@ -45,8 +45,10 @@ Differences from the real engine:
 * ``store_method: file_based`` is a SQLite file written through on every change
   (see ``_kv``), so a restart keeps every write; upstream flushes every
   ``save_interval_ms`` (which is accepted and ignored here).
-* The store is bounded (256 MiB); a write past it fails with ``SET_ERROR`` /
-  ``UPDATE_ERROR``.
+* The store is bounded (256 MiB), and so is one value (32 MiB of JSON, so that
+  an answer carrying its old and new value fits one message): a write past either
+  fails with ``SET_ERROR`` / ``UPDATE_ERROR`` (upstream has no bound; its
+  ``max_value_bytes`` checks ``set`` only, as here).
 * The module config is read once at start: the ``configuration::*`` hot reload of
   upstream's configuration worker is not simulated. Unknown options are warned
   about by the config loader instead of refused (upstream's config is

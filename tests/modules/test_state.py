@@ -15,6 +15,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+import engine_sim.modules._kv as kv_module
 import engine_sim.modules.state as state_module
 from engine_sim import Engine, EngineConfig, open_engine, run_in_thread
 from engine_sim._config_file import parse_config
@@ -192,6 +193,31 @@ async def test_max_value_bytes_refuses_a_larger_set(autojump_clock: MockClock) -
             message="value of 12 bytes exceeds the configured max_value_bytes limit of 10",
         )
         assert await c.ok("state::get", {"scope": "s", "key": "k"}) == "12345678"
+
+
+async def test_updates_cannot_grow_a_value_past_what_one_message_carries(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Repeated appends once grew a value without a bound per value: past 64 MiB no
+    # worker could read it back, and each update held the engine for seconds.
+    monkeypatch.setattr(kv_module, "MAX_VALUE_BYTES", 1000)
+    async with state_engine() as (_, connect):
+        c = await connect("c")
+        grow = {
+            "scope": "s",
+            "key": "log",
+            "ops": [{"type": "append", "path": "l", "value": "x" * 100}],
+        }
+        for _ in range(9):
+            await c.ok("state::update", grow)
+        error = await error_of(c, "state::update", grow)
+        assert error.code == "UPDATE_ERROR"
+        assert error.message.startswith("Failed to update value: the value would be 1008 bytes")
+        assert "split the data over several keys" in error.message
+        stored = await c.ok("state::get", {"scope": "s", "key": "log"})
+        assert stored == {"l": "x" * 900}  # a string append concatenates
+        error = await error_of(c, "state::set", {"scope": "s", "key": "big", "value": "x" * 999})
+        assert error.code == "SET_ERROR"
 
 
 # -------------------------------------------------------------------------- trigger
