@@ -26,6 +26,7 @@ from iii_trio.protocol import (
 )
 
 from ._logtext import in_namespace
+from ._not_simulated import DOCS, TRIGGER_TYPES, not_simulated_trigger_type
 from ._ownership import binding_refusal, trigger_type_refused
 from ._records import Binding, NoReply, Reply, TriggerTypeEntry, TypeKey, WorkerRecord
 from .modules._seam import BuiltinError
@@ -92,9 +93,10 @@ class Triggers:
         self.core.bindings[binding.id] = binding
         if key is None:
             log.warning(
-                "trigger %s: no provider of %r yet; it waits for one",
+                "trigger %s: no provider of %r yet; it waits for one%s",
                 binding.id,
                 binding.trigger_type,
+                _missing_provider(binding.trigger_type),
             )
         elif self.core.trigger_types[key].provider is not None:
             self._deliver_binding(binding)
@@ -408,6 +410,18 @@ class Triggers:
                 error=error,
             ),
         )
+
+
+def _missing_provider(trigger_type: str) -> str:
+    """What to do when ``trigger_type`` is an upstream built-in's and nobody provides it:
+    a parked binding of a type engine_sim never provides would wait silently forever."""
+    missing = not_simulated_trigger_type(trigger_type)
+    if missing is not None:
+        return f" (upstream's {missing} provides it; engine_sim does not simulate it: see {DOCS})"
+    module = TRIGGER_TYPES.get(trigger_type)
+    if module is not None:
+        return f" (the {module} module provides it: switch it on in the engine's modules)"
+    return ""
 
 
 def _unless_default(namespace: str | None) -> str | None:

@@ -4,6 +4,7 @@ pile up; a module's socket task never touches a module a restart dropped."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import ClassVar
@@ -256,3 +257,25 @@ async def test_a_module_io_outliving_its_core_refuses_to_run_on_the_new_one(
     with pytest.raises(ConnectionClosed):
         _Counter.started[-1].io.call(lambda: ran.append(True))  # the engine has stopped
     assert ran == []
+
+
+async def test_a_trigger_for_a_missing_upstream_module_says_what_provides_it(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _engine() as (engine, _), raw_workers(engine) as connect:
+        owner = await connect("o")
+        await owner.register("w::f")
+        with caplog.at_level(logging.WARNING, "engine_sim"):
+            for trigger_type in ("http", "cron", "my-own"):
+                await owner.send(
+                    RegisterTrigger(
+                        id=trigger_type, trigger_type=trigger_type, function_id="w::f", config={}
+                    )
+                )
+            await engine.wait_for(lambda: len(engine.bindings()) == 3)
+        warnings = {r.getMessage().split(":")[0]: r.getMessage() for r in caplog.records}
+        assert "iii-http" in warnings["trigger http"]
+        assert "does not simulate" in warnings["trigger http"]
+        assert "switch it on" in warnings["trigger cron"]
+        assert "iii-cron" in warnings["trigger cron"]
+        assert warnings["trigger my-own"].endswith("it waits for one")
