@@ -29,7 +29,9 @@ Differences from the real engine:
   carries a value's old and new JSON in one message of at most 64 MiB, so a value
   past that (grown by repeated ``append``/``merge`` updates, say) could no longer
   be read by any worker, and each update of it would hold the engine's loop for
-  seconds. Upstream has no such bound.
+  seconds. Upstream has no such bound. Nor on nesting, where here a value may nest
+  ``MAX_VALUE_NESTING`` (124) levels, so that every message carrying it stays
+  within the wire's 127.
 """
 
 from __future__ import annotations
@@ -44,12 +46,16 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
+from iii_trio import ProtocolError
+from iii_trio._protocol import _json
+
 from ._update_ops import MISSING, Missing, UpdateOp, UpdateOpError, apply_update_ops
 
 __all__ = [
     "DEFAULT_FILE_PATH",
     "DEFAULT_MAX_BYTES",
     "MAX_VALUE_BYTES",
+    "MAX_VALUE_NESTING",
     "SQLITE_FILE_NAME",
     "KvConfig",
     "KvFullError",
@@ -63,6 +69,11 @@ DEFAULT_FILE_PATH: Final = "kv_store_data.db"
 #: The SQLite file the store keeps inside the ``file_path`` directory.
 SQLITE_FILE_NAME: Final = "engine_sim_kv.sqlite3"
 DEFAULT_MAX_BYTES: Final = 256 * 1024 * 1024
+#: How deep a stored value may nest. A message carries a value up to 3 levels in
+#: (a stream trigger's call: ``data.event.data``) and the wire refuses frames
+#: nested deeper than ``MAX_DEPTH``; update ops can build deeper values than any
+#: ``set`` could bring in, and one the engine cannot send stops it.
+MAX_VALUE_NESTING: Final = _json.MAX_DEPTH - 3
 #: The largest JSON text one value may have (see the module docstring); read when a
 #: store is opened.
 MAX_VALUE_BYTES = 32 * 1024 * 1024
@@ -89,8 +100,9 @@ class KvConfig(BaseModel):
 
 
 class KvFullError(Exception):
-    """A write would take the store past its ``max_bytes``, or a value past
-    ``max_value_bytes``."""
+    """A write the store refuses: it would take the store past its ``max_bytes``, or
+    the value is too large (``max_value_bytes``) or too deeply nested
+    (``MAX_VALUE_NESTING``) to travel in a message."""
 
 
 def _encode(value: JsonValue) -> str:
@@ -112,6 +124,15 @@ def _readable_row(index: object, key: object, text: object, seq: object) -> bool
     except (ValueError, RecursionError):
         return False
     return True
+
+
+def _too_deep(text: str) -> bool:
+    wrap = _json.MAX_DEPTH - MAX_VALUE_NESTING
+    try:
+        _json.check_depth("[" * wrap + text + "]" * wrap, "")
+    except ProtocolError:
+        return True
+    return False
 
 
 def _cost(index: str, key: str, text: str) -> int:
@@ -222,6 +243,11 @@ class KvStore:
                 f"the value would be {size} bytes of JSON, over the {self._max_value_bytes} "
                 "one value may hold (an answer carries the old and new value in one message); "
                 "split the data over several keys"
+            )
+        if _too_deep(text):
+            raise KvFullError(
+                f"the value would nest arrays and objects more than {MAX_VALUE_NESTING} "
+                "levels deep, more than a message can carry; flatten it"
             )
         grow = _cost(index, key, text) - (0 if old_text is None else _cost(index, key, old_text))
         if self._bytes + grow > self._max_bytes:

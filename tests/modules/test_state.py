@@ -220,6 +220,30 @@ async def test_updates_cannot_grow_a_value_past_what_one_message_carries(
         assert error.code == "SET_ERROR"
 
 
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_updates_cannot_nest_a_value_deeper_than_a_message_carries(
+    autojump_clock: MockClock,
+) -> None:
+    # An append under a 30-segment path once stored a value 141 levels deep; the
+    # engine could not encode its answer and stopped.
+    async with state_engine() as (_, connect):
+        c = await connect("c")
+        path = [f"p{n}" for n in range(30)]
+        deep = {"type": "append", "path": path, "value": nested(110)}
+        error = await error_of(c, "state::update", {"scope": "s", "key": "k", "ops": [deep]})
+        assert error.code == "UPDATE_ERROR"
+        assert "more than 124 levels deep" in error.message
+        assert await c.ok("state::get", {"scope": "s", "key": "k"}) is None
+        shallow = {**deep, "value": nested(90)}
+        await c.ok("state::update", {"scope": "s", "key": "k", "ops": [shallow]})
+
+
 # -------------------------------------------------------------------------- trigger
 
 

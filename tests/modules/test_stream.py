@@ -446,6 +446,26 @@ async def test_a_store_file_another_process_holds_fails_writes_with_upstreams_co
         assert await c.ok("stream::delete", item("m")) == {"old_value": 1}
 
 
+async def test_a_value_too_deep_for_a_trigger_call_is_refused_not_fatal(
+    autojump_clock: MockClock,
+) -> None:
+    # 125 levels fit the set's own frame; the trigger's call carries the value two
+    # levels deeper than that, which the engine could not encode, and it stopped.
+    value: Any = 1
+    for _ in range(125):
+        value = [value]
+    async with stream_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        await bind(engine, w, "watch", {"stream_name": S})
+        c = await connect("c")
+        answer = await c.result("stream::set", item("m", data=value))
+        assert answer.error is not None
+        assert answer.error.code == "STREAM_SET_ERROR"
+        assert "more than 124 levels deep" in answer.error.message
+        await c.ok("stream::set", item("m", data=value[0]))
+        assert (await fired(w))["event"] == {"type": "create", "data": value[0]}
+
+
 async def test_an_adapter_engine_sim_lacks_is_said_so(
     autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
