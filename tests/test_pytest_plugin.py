@@ -34,8 +34,11 @@ async def test_the_worker_comes_back_after_a_drop(iii_clock, iii_engine, iii_fau
     first = iii_worker.worker_id
     iii_faults.inject(Drop("test-worker"))
     with trio.fail_after(120):
-        await iii_engine.wait_for(lambda: iii_worker.worker_id not in (None, first))
+        # Wait on what the engine sees (it re-checks after each of its own changes),
+        # then on the worker itself.
+        await iii_engine.wait_for(lambda: any(w.id != first for w in iii_engine.workers()))
         await iii_worker.ready()
+    assert iii_worker.worker_id not in (None, first)
     # Virtual time: the reconnect backoff (about a second) took no real time.
     assert 0.5 < trio.current_time() < 5
 
