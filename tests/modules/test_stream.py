@@ -466,6 +466,27 @@ async def test_a_value_too_deep_for_a_trigger_call_is_refused_not_fatal(
         assert (await fired(w))["event"] == {"type": "create", "data": value[0]}
 
 
+async def test_a_sent_event_too_deep_for_a_trigger_call_is_refused_not_fatal(
+    autojump_clock: MockClock,
+) -> None:
+    # stream::send wraps its data two levels deeper than it came in; the engine
+    # could not encode the trigger's call and stopped.
+    value: Any = 1
+    for _ in range(125):
+        value = [value]
+    async with stream_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        await bind(engine, w, "watch", {"stream_name": S})
+        c = await connect("c")
+        send = {"stream_name": S, "group_id": G, "type": "t", "data": value}
+        answer = await c.result("stream::send", send)
+        assert answer.error is not None
+        assert answer.error.code == "STREAM_SEND_ERROR"
+        assert "nests arrays and objects too deeply" in answer.error.message
+        assert await c.ok("stream::send", {**send, "data": 1}) is None
+        assert (await fired(w))["event"] == {"type": "event", "event": {"type": "t", "data": 1}}
+
+
 async def test_an_adapter_engine_sim_lacks_is_said_so(
     autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
