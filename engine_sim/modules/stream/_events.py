@@ -24,6 +24,9 @@ from typing import Literal
 
 from pydantic import JsonValue
 
+from iii_trio import ProtocolError
+from iii_trio._protocol import _json
+
 from .._update_ops import DecodeError, expect_struct, take_str, take_value
 
 __all__ = [
@@ -39,6 +42,7 @@ __all__ = [
     "parse_item_key",
     "parse_send_input",
     "take_opt_str",
+    "too_deep_for_a_call",
 ]
 
 #: The ``event.type`` of a change to a stored item.
@@ -48,6 +52,16 @@ ItemEventKind = Literal["create", "update", "delete", "sync"]
 def encode(message: Mapping[str, JsonValue]) -> str:
     """Compact JSON, as serde_json writes it (non-ASCII kept as UTF-8)."""
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def too_deep_for_a_call(message: Mapping[str, JsonValue]) -> bool:
+    """Whether a change message, as a trigger call's ``data``, would nest deeper than
+    the wire carries (such a frame could not be sent at all)."""
+    try:
+        _json.check_depth("[" + encode(message) + "]", "")
+    except ProtocolError:
+        return True
+    return False
 
 
 def item_event(kind: ItemEventKind, data: JsonValue) -> dict[str, JsonValue]:

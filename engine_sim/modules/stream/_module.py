@@ -50,6 +50,7 @@ from ._events import (
     item_event,
     parse_item_key,
     parse_send_input,
+    too_deep_for_a_call,
 )
 from ._hub import SubscriberHub
 from ._socket import serve_subscriber
@@ -171,12 +172,24 @@ class StreamModule(EngineModule):
         """Unix milliseconds now, on the engine's clock."""
         return int(self.host.wall_time(self.host.now) * 1000)
 
-    def emit(self, key: ItemKey, item_id: str | None, event: dict[str, JsonValue]) -> None:
-        """Fire the ``stream`` triggers for a change, then tell the subscribers."""
+    def emit(self, key: ItemKey, item_id: str | None, event: dict[str, JsonValue]) -> bool:
+        """Fire the ``stream`` triggers for a change, then tell the subscribers;
+        ``False`` (nothing sent) if the message nests too deeply for a call."""
         assert key.group_id is not None
         message = change_message(self.timestamp_ms(), key.stream_name, key.group_id, item_id, event)
+        if too_deep_for_a_call(message):
+            # Stored values are kept shallow enough (``_kv``); a ``stream::send``
+            # payload or a custom provider's answer may not be.
+            self.host.log.error(
+                "stream change %s/%s/%s not sent: its data nests too deeply for a message",
+                key.stream_name,
+                key.group_id,
+                item_id,
+            )
+            return False
         self.fan_out.fire(message)
         self.hub.publish(message)
+        return True
 
     def read(self, key: ItemKey) -> JsonValue:
         """The item (``id`` given; null if missing) or the group's items, from the store."""
@@ -321,7 +334,12 @@ class StreamModule(EngineModule):
         except DecodeError as exc:
             raise _decode_error(ctx.function_id, exc) from None
         key = ItemKey(send.stream_name, send.group_id)
-        self.emit(key, send.item_id, custom_event(send.event_type, send.data))
+        if not self.emit(key, send.item_id, custom_event(send.event_type, send.data)):
+            raise BuiltinError(
+                "STREAM_SEND_ERROR",
+                "Failed to send event: its data nests arrays and objects too deeply for "
+                "a message; flatten it",
+            )
         return None
 
     def _update(self, ctx: CallContext) -> JsonValue | Deferred:
