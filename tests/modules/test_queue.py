@@ -414,6 +414,27 @@ async def test_a_condition_returning_false_skips_the_message(autojump_clock: Moc
         await calls.none_within(600)
 
 
+async def test_a_missing_condition_function_fails_each_attempt_into_the_dead_letters(
+    autojump_clock: MockClock,
+) -> None:
+    # Upstream (adapters/builtin/adapter.rs) fails the job on any condition error,
+    # function_not_found too; a misspelt condition id must not hold messages forever.
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        calls = Calls()
+        w.register_function("w::big", calls)
+        config = {"topic": "pay", "condition_function_id": "w::no_such_check"}
+        w.register_trigger("durable:subscriber", "w::big", config)
+        await w.ready()
+        await subscribed(engine, 1)
+        await call(w, "iii::durable::publish", {"topic": "pay", "data": {"amount": 5}})
+        [dead] = await dead_letters(w, "pay", 1)
+        assert dead["retries"] == 3
+        assert dead["error"].startswith(
+            'Condition function error: ErrorBody { code: "function_not_found"'
+        )
+        await calls.none_within(1)
+
+
 async def test_messages_published_before_any_subscriber_wait_for_one(
     autojump_clock: MockClock,
 ) -> None:

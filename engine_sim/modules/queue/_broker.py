@@ -313,7 +313,15 @@ class Broker:
 
         def checked(result: JsonValue, error: ErrorBody | None) -> None:
             if error is not None:
-                self._settled(key, job.id, error, f"Condition function error: {debug_error(error)}")
+                # Any condition error spends an attempt, a missing condition function
+                # too (upstream adapter.rs): only a missing *target* is waited for.
+                self._settled(
+                    key,
+                    job.id,
+                    error,
+                    f"Condition function error: {debug_error(error)}",
+                    wait_if_missing=False,
+                )
             elif result is False:
                 self._settled(key, job.id, None, "")  # skipped: counts as handled
             elif key in self.subscribers:
@@ -337,14 +345,22 @@ class Broker:
     def _unstart(self, key: QueueKey, job: Job) -> None:
         self.queues[key].unstart(job.id)
 
-    def _settled(self, key: QueueKey, job_id: str, error: ErrorBody | None, text: str) -> None:
+    def _settled(
+        self,
+        key: QueueKey,
+        job_id: str,
+        error: ErrorBody | None,
+        text: str,
+        *,
+        wait_if_missing: bool = True,
+    ) -> None:
         if self._stopped:
             return
         queue = self.queues[key]
         now = self.host.now
         if error is None:
             queue.ack(job_id)
-        elif error.code == "function_not_found":
+        elif wait_if_missing and error.code == "function_not_found":
             # Upstream's queue worker holds a delivery until its target registers,
             # without spending an attempt; we look again every poll interval.
             if queue.park(job_id) is not None:
