@@ -25,6 +25,8 @@ Differences from the real engine:
 * The ``auth_function``'s ``addr`` is the peer's IP without the port (``""`` in
   memory), and a repeated header keeps its last value. It is called once the
   WebSocket is open (upstream: before the upgrade; neither refuses a connection).
+  One that has not answered within 30 s leaves the connection without a context,
+  as a failing one does (upstream waits for it without a bound).
 * Only the ``kv`` adapter exists; ``redis`` and ``bridge`` are replaced by an
   in-memory store with a warning. The store is the one ``iii-state`` uses (see
   ``engine_sim.modules._kv``: one SQLite file in ``file_path`` for ``file_based``).
