@@ -15,6 +15,11 @@ with those rules:
   ``.inf``/``.nan`` become null (a JSON value holds neither); no ``_`` separators;
 * keys are their text (``1: x`` has the key ``"1"``); ``<<`` is an ordinary key.
 
+As serde_yaml, nesting deeper than 128 collections is refused ("recursion limit
+exceeded"), and so are aliases that expand to far more nodes than the text holds
+("repetition limit exceeded"): a few lines of anchors could otherwise expand to
+billions of values and hold the reader for hours.
+
 Stricter than serde, on purpose: a key given twice is an error (serde keeps the
 last one inside a ``config:``), so a value is never dropped unseen; explicit tags
 that make no JSON value (``!!binary``, ``!!set``, ``!!timestamp``) are refused.
@@ -45,6 +50,14 @@ _INTEGER: Final = re.compile(r"([-+]?)(?:0x([0-9a-fA-F]+)|0o([0-7]+)|0b([01]+)|(
 _FLOAT: Final = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
 #: Leading zeros then digits: a string in YAML 1.2 (serde's ``digits_but_not_number``).
 _ZERO_PADDED: Final = re.compile(r"[-+]?0[0-9]+\Z")
+
+
+#: Collections nested deeper than this are refused (serde_yaml's recursion limit).
+MAX_DEPTH: Final = 128
+#: Alias expansions allowed: this many, plus ``_REPEATS_PER_NODE`` per node of the
+#: text (serde_yaml's repetition limit counts the same way, per parser event).
+_REPEATS_FLOOR: Final = 1000
+_REPEATS_PER_NODE: Final = 100
 
 
 class YamlError(ValueError):
@@ -115,15 +128,55 @@ def _check_json(value: object, where: str) -> None:
         raise YamlError(f"{where or 'document'}: a {type(value).__name__} is not a JSON value")
 
 
+def _check_size(root: yaml.Node) -> None:
+    """Refuse a node graph nested too deep or whose aliases expand too far, before
+    anything is built from it (the walk stops as soon as a limit is passed)."""
+    seen: set[int] = set()
+    repeats = 0
+    stack: list[tuple[yaml.Node, int]] = [(root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            repeats += 1
+            if repeats > _REPEATS_FLOOR + _REPEATS_PER_NODE * len(seen):
+                raise YamlError("repetition limit exceeded: its aliases expand to too many values")
+        else:
+            seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            mark = node.start_mark
+            raise YamlError(
+                f"line {mark.line + 1}, column {mark.column + 1}: recursion limit exceeded: "
+                f"collections nested more than {MAX_DEPTH} deep"
+            )
+        stack.extend((child, depth + 1) for child in children)
+
+
 def read_yaml(text: str) -> JsonValue:
     """The one document in ``text`` (``None`` when empty); ``YamlError`` otherwise."""
+    loader = _Loader(text)
     try:
-        document: JsonValue = yaml.load(text, Loader=_Loader)
+        root = loader.get_single_node()
+        if root is not None:
+            _check_size(root)
+        document: JsonValue = None if root is None else loader.construct_document(root)
+    except RecursionError:
+        # PyYAML composes nodes recursively: far deeper than MAX_DEPTH ends here.
+        raise YamlError(
+            f"recursion limit exceeded: collections nested more than {MAX_DEPTH} deep"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise YamlError(f"{where}{exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise YamlError(f"not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     _check_json(document, "")
     return document

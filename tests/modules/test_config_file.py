@@ -185,6 +185,26 @@ def test_a_yaml_value_that_is_no_json_value_is_refused() -> None:
         read_yaml("when: !!timestamp 2024-01-01\n")
 
 
+def test_nesting_deeper_than_serde_yamls_limit_is_an_error_not_a_crash() -> None:
+    assert read_yaml("[" * 128 + "]" * 128) is not None
+    with pytest.raises(YamlError, match="line 1, column 129: recursion limit exceeded"):
+        read_yaml("[" * 129 + "]" * 129)
+    with pytest.raises(ConfigError, match=r"^cfg\.yaml: recursion limit exceeded"):
+        parse("workers:\n  - name: iii-toy\n    config:\n      x: " + "[" * 5000 + "]" * 5000)
+
+
+def test_aliases_that_expand_without_bound_are_refused_at_once() -> None:
+    # Nine lines that would expand to a billion strings (the "billion laughs").
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 9)]
+    with pytest.raises(YamlError, match="repetition limit exceeded"):
+        read_yaml("\n".join(lines))
+    # Ordinary reuse of an anchor stays fine.
+    shared = read_yaml("base: &b {x: 1}\none: *b\ntwo: *b\nthree: [*b, *b]\n")
+    assert isinstance(shared, dict)
+    assert shared["three"] == [{"x": 1}, {"x": 1}]
+
+
 def test_broken_yaml_is_an_error_naming_the_file_and_line() -> None:
     with pytest.raises(ConfigError, match=r"^cfg\.yaml: line 2, column 1: .*'\\t'"):
         parse("workers:\n\t- name: iii-toy\n")
