@@ -40,7 +40,7 @@ from ._chaos import _seed_trio_scheduler
 from ._config import EngineConfig
 from ._engine import Engine, open_engine
 from ._events import EngineEvent, FaultApplied
-from ._faults import At, Heal, RestartEngine, Schedule
+from ._faults import At, Drop, GracefulClose, Heal, RestartEngine, Schedule
 from ._trace import Trace
 from .modules import ModuleSpec
 
@@ -103,9 +103,14 @@ class DurableResult:
     runs: list[JobRun] = field(default_factory=list)
     #: Message numbers in the dead-letter queue at the end.
     dead: set[int] = field(default_factory=set)
+    #: The attempts the engine counted for each dead message (its DLQ ``retries``).
+    dead_attempts: dict[int, int] = field(default_factory=dict)
     #: ``(job_id, scheduled_time, virtual time it ran)`` of each cron firing.
     ticks: list[tuple[str, str, float]] = field(default_factory=list)
     restarts: list[float] = field(default_factory=list)
+    #: When ``svc`` was dropped or closed: a call on its way to it then is an attempt
+    #: spent (``invocation_stopped``, as upstream) though no handler ran.
+    service_cuts: list[float] = field(default_factory=list)
     healed_at: float = 0.0
     settled_at: float | None = None
     crash: str | None = None
@@ -185,8 +190,16 @@ class _Run:
             result.crash = f"the run did not end by {end:g} s (virtual)"
 
     def _on_event(self, event: EngineEvent) -> None:
-        if isinstance(event, FaultApplied) and isinstance(event.fault, RestartEngine):
+        if not isinstance(event, FaultApplied):
+            return
+        if isinstance(event.fault, RestartEngine):
             self.result.restarts.append(event.at)
+        elif (
+            isinstance(event.fault, Drop | GracefulClose)
+            and event.fault.target in (SERVICE, None)
+            and event.worker_ids
+        ):
+            self.result.service_cuts.append(event.at)
 
     @asynccontextmanager
     async def _worker(self, engine: Engine, name: str) -> AsyncIterator[Worker]:
@@ -276,7 +289,10 @@ class _Run:
             except IIIError:
                 continue
             entries = dead if isinstance(dead, list) else []
-            result.dead = {n for entry in entries if (n := _job_number(entry)) is not None}
+            result.dead_attempts = {
+                n: _retries(entry) for entry in entries if (n := _job_number(entry)) is not None
+            }
+            result.dead = set(result.dead_attempts)
             done = {run.n for run in result.runs if run.outcome == "ok"} | result.dead
             fired = any(at > result.healed_at for _, _, at in result.ticks)
             if result.accepted <= done and fired:
@@ -288,6 +304,11 @@ def _job_number(entry: Any) -> int | None:
     payload = entry.get("payload") if isinstance(entry, dict) else None
     n = payload.get("n") if isinstance(payload, dict) else None
     return n if isinstance(n, int) else None
+
+
+def _retries(entry: Any) -> int:
+    retries = entry.get("retries") if isinstance(entry, dict) else None
+    return retries if isinstance(retries, int) else -1
 
 
 # -- properties ----------------------------------------------------------------------
@@ -336,12 +357,23 @@ def retries_bounded_by_the_config(result: DurableResult) -> list[str]:
 
 
 def dead_only_after_every_attempt(result: DurableResult) -> list[str]:
+    # The engine must have counted every attempt, and each one a handler ran, except
+    # at most one per drop or close of ``svc``: a call the engine had sent as the link
+    # went is an attempt spent (``invocation_stopped``) that no handler saw.
+    tries = result.workload.max_retries
     counts = Counter(run.n for run in result.runs)
-    return [
-        f"message {n} is dead after {counts[n]} runs of {result.workload.max_retries}"
-        for n in result.dead
-        if counts[n] < result.workload.max_retries
+    found = [
+        f"message {n} is dead after {attempts} attempts of {tries}"
+        for n, attempts in result.dead_attempts.items()
+        if attempts != tries
     ]
+    found += [
+        f"message {n} is dead after {counts[n]} runs of {tries} "
+        f"({len(result.service_cuts)} drops or closes of {SERVICE})"
+        for n in result.dead
+        if counts[n] + len(result.service_cuts) < tries
+    ]
+    return found
 
 
 def cron_fires_once_per_tick(result: DurableResult) -> list[str]:

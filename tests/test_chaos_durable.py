@@ -24,8 +24,17 @@ _targets = st.sampled_from([SERVICE, CLIENT, None])
 _faults = st.one_of(
     st.builds(Drop, _targets), st.builds(GracefulClose, _targets), st.builds(RestartEngine)
 )
-_steps = st.tuples(st.builds(At, st.integers(0, 80).map(lambda half: half / 2)), _faults)
-schedules = st.lists(_steps, max_size=4)
+_instants = st.builds(At, st.integers(0, 80).map(lambda half: half / 2))
+_steps = st.tuples(_instants, _faults)
+# Several faults at one instant (a restart as a worker drops, a drop and a close
+# together), which independent instants rarely draw.
+_bursts = st.tuples(_instants, st.lists(_faults, min_size=2, max_size=3)).map(
+    lambda burst: [(burst[0], fault) for fault in burst[1]]
+)
+schedules = st.one_of(
+    st.lists(_steps, max_size=4),
+    st.lists(_bursts, min_size=1, max_size=2).map(lambda bursts: [s for b in bursts for s in b]),
+)
 
 
 def _check(result: DurableResult) -> None:
@@ -45,6 +54,15 @@ def test_a_restart_mid_run_loses_no_accepted_message() -> None:
     _check(result)
     assert result.restarts
     assert result.accepted
+
+
+def test_a_call_cut_short_by_a_drop_is_an_attempt_no_handler_saw() -> None:
+    # Message 5's third attempt is sent to svc as svc drops: the engine counts it
+    # (invocation_stopped, as upstream), so the message is dead after two runs.
+    result = run_durable_scenario(seed=131071, schedule=[(At(24.5), Drop(SERVICE))])
+    _check(result)
+    assert result.dead_attempts[5] == result.workload.max_retries
+    assert sum(run.n == 5 for run in result.runs) == result.workload.max_retries - 1
 
 
 def test_properties_hold_under_drops_and_restarts(chaos_examples: int) -> None:
