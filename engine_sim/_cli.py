@@ -16,6 +16,7 @@ import trio
 from ._config import DEFAULT_PORT, EngineConfig
 from ._config_file import ConfigError, load_config
 from ._engine import open_engine
+from ._module_ports import ModulePortError
 
 __all__ = ["main"]
 
@@ -188,6 +189,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("engine_sim.config").warning("%s", warning)
     try:
         trio.run(serve, config)
+    except ModulePortError as exc:
+        logging.getLogger("engine_sim").error("iii-sim serve cannot start: %s", exc.strerror)
+        return 1
+    except OSError as exc:
+        # The worker port: trio's message does not say which one.
+        logging.getLogger("engine_sim").error(
+            "iii-sim serve cannot listen for workers on %s:%s (%s); give another port "
+            "with --port or the iii-worker-manager entry of the config file",
+            config.host,
+            config.port,
+            exc.strerror or exc,
+        )
+        return 1
     except Exception as exc:
         # No peer can get here (each connection is guarded); this is a port that
         # cannot be bound or an engine bug, logged whole rather than dumped raw.

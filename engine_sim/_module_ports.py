@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ._core import EngineCore
     from ._engine import Engine
 
-__all__ = ["ModulePorts"]
+__all__ = ["ModulePortError", "ModulePorts"]
 
 log = logging.getLogger("engine_sim")
 T = TypeVar("T")
@@ -36,6 +36,10 @@ T = TypeVar("T")
 #: Close code when the engine (or its core, at a restart) stops.
 _GOING_AWAY: Final = 1001
 _MEMORY_BUFFER: Final = 16
+
+
+class ModulePortError(OSError):
+    """A module's port cannot be listened on; the message names the module and port."""
 
 
 class _CoreIO:
@@ -77,7 +81,7 @@ class ModulePorts:
                 try:
                     listeners = await trio.open_tcp_listeners(wanted, host=spec.host)
                 except OSError as exc:
-                    raise OSError(
+                    raise ModulePortError(
                         exc.errno,
                         f"{module.name} cannot listen on {spec.host}:{wanted} "
                         f"({exc.strerror}); give it another port in its config",

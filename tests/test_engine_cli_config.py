@@ -140,3 +140,34 @@ def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
         2,
         f"iii-sim serve: config file not found: '{missing}'\n",
     )
+
+
+@pytest.mark.parametrize("busy", ["worker", "module"])
+def test_a_port_already_taken_is_one_error_line_naming_it_and_exit_1(
+    tmp_path: Path, busy: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        worker_port, stream_port = (port, 0) if busy == "worker" else (0, port)
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            "workers:\n"
+            "  - name: iii-worker-manager\n"
+            f"    config: {{host: 127.0.0.1, port: {worker_port}}}\n"
+            "  - name: iii-stream\n"
+            f"    config: {{host: 127.0.0.1, port: {stream_port}}}\n"
+        )
+        done = subprocess.run(
+            [str(BIN / "iii-sim"), "serve", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, done.stderr
+    assert f"127.0.0.1:{port}" in errors[0]
+    assert ("--port" if busy == "worker" else "iii-stream") in errors[0]
