@@ -9,7 +9,7 @@ which are on when no list is given.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from pydantic import ValidationError
@@ -94,7 +94,15 @@ def default_specs() -> tuple[ModuleSpec, ...]:
 def validate_modules(specs: Sequence[ModuleSpec]) -> None:
     """Raise ``ModuleConfigError`` for an unknown module or a config it refuses."""
     seen: set[str] = set()
-    for spec in specs:
+    for index, spec in enumerate(specs):
+        if not isinstance(spec, ModuleSpec) or not isinstance(spec.config, Mapping):
+            example = (
+                f"ModuleSpec({spec!r})" if isinstance(spec, str) else "ModuleSpec(name, {...})"
+            )
+            raise ModuleConfigError(
+                f"modules[{index}]: expected a ModuleSpec with a mapping as its config, "
+                f"got {spec!r} (write {example})"
+            )
         cls = module_class(spec.name)
         if cls is None:
             known = ", ".join(cls.name for cls in MODULES)

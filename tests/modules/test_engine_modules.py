@@ -13,7 +13,7 @@ from trio.testing import MockClock
 
 from engine_sim import EngineConfig, open_engine
 from engine_sim.faults import RestartEngine
-from engine_sim.modules import DEFAULT_MODULES, MODULES, ModuleSpec
+from engine_sim.modules import DEFAULT_MODULES, MODULES, ModuleConfigError, ModuleSpec
 from tests.raw_worker import raw_workers
 
 
@@ -153,3 +153,17 @@ async def test_wall_time_does_not_go_back_when_the_engine_restarts(
         engine.faults.inject(RestartEngine())
         after = engine.core.wall_time(trio.current_time())
     assert after == before
+
+
+@pytest.mark.parametrize(
+    ("modules", "message"),
+    [
+        (("iii-state",), r"modules\[0\]: .* got 'iii-state' \(write ModuleSpec\('iii-state'\)\)"),
+        ((ModuleSpec("iii-state", None),), r"modules\[0\]: expected a ModuleSpec with a mapping"),  # type: ignore[arg-type]
+    ],
+)
+def test_modules_that_are_not_module_specs_are_a_clear_error(
+    modules: tuple[object, ...], message: str
+) -> None:
+    with pytest.raises(ModuleConfigError, match=message):
+        EngineConfig(modules=modules)  # type: ignore[arg-type]
