@@ -4,6 +4,7 @@ queue and its redrive, concurrency and FIFO ordering, as iii_trio workers see th
 
 from __future__ import annotations
 
+import logging
 import queue
 import random
 from collections.abc import AsyncIterator, Callable
@@ -303,13 +304,19 @@ async def test_a_worker_leaving_mid_call_gets_the_message_redelivered(
 
 
 async def test_a_message_for_a_function_not_registered_yet_waits_for_it(
-    autojump_clock: MockClock,
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     queues = {"jobs": {"max_retries": 1}}
     async with queue_engine(queue_configs=queues) as engine, worker(engine, "caller") as caller:
-        receipt = await caller.enqueue("late::job", {"k": 1}, queue="jobs")
-        assert receipt.message_receipt_id
-        await trio.sleep(600)
+        with caplog.at_level(logging.WARNING, "engine_sim"):
+            receipt = await caller.enqueue("late::job", {"k": 1}, queue="jobs")
+            assert receipt.message_receipt_id
+            await trio.sleep(600)
+        # Said once (not at every re-check), naming the function and what to do.
+        [warning] = [r.getMessage() for r in caplog.records if "late::job" in r.getMessage()]
+        assert "queue jobs" in warning
+        assert "not registered" in warning
+        assert "register it or correct the function id" in warning
         stats = await call(caller, "engine::queue::topic_stats", {"queue": "jobs"})
         assert stats["dlq_depth"] == 0
         calls = Calls()

@@ -109,6 +109,9 @@ class Broker:
         self._file: QueueFile | None = None
         #: The ids of the jobs and dead letters taken back from the file.
         self._restored_ids: set[str] = set()
+        #: (queue, function) pairs whose missing function was reported: one warning
+        #: per spell, not one per message and re-check.
+        self._missing: set[tuple[QueueKey, str]] = set()
         for name, cfg in named.items():
             mode: Literal["concurrent", "fifo"] = "fifo" if cfg.type == "fifo" else "concurrent"
             self.queues[("fn", name)] = JobQueue(name, mode, cfg.concurrency, limits)
@@ -358,13 +361,19 @@ class Broker:
             return
         queue = self.queues[key]
         now = self.host.now
+        job = queue.in_flight.get(job_id)
+        target = key[3] if key[0] == "sub" else None if job is None else job.function_id
+        missing = wait_if_missing and error is not None and error.code == "function_not_found"
+        if target is not None and not missing:
+            self._missing.discard((key, target))
         if error is None:
             queue.ack(job_id)
-        elif wait_if_missing and error.code == "function_not_found":
+        elif missing:
             # Upstream's queue worker holds a delivery until its target registers,
             # without spending an attempt; we look again every poll interval.
             if queue.park(job_id) is not None:
                 self._arm(key, job_id, now + self._poll_ms(key) / 1000)
+                self._report_missing(key, queue.name, target)
         else:
             max_attempts, backoff = self.tuning.get(key, (None, None))
             wall_ms = int(self.host.wall_time(now) * 1000)
@@ -381,6 +390,18 @@ class Broker:
                     outcome.letter.job.attempts_made,
                 )
         self.pump(key)
+
+    def _report_missing(self, key: QueueKey, name: str, target: str | None) -> None:
+        # Once per spell: not at every re-check, nor for every message it holds.
+        if target is None or (key, target) in self._missing:
+            return
+        self._missing.add((key, target))
+        self.host.log.warning(
+            "queue %s: function %r is not registered; its messages wait for it without "
+            "spending attempts (register it or correct the function id)",
+            name,
+            target,
+        )
 
     def _poll_ms(self, key: QueueKey) -> int:
         if key[0] == "fn":
