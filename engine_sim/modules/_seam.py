@@ -174,7 +174,9 @@ class ModuleHost(Protocol):
         baggage: str | None = None,
     ) -> None:
         """Call a function, a worker's or a built-in; ``on_result`` hears its outcome
-        once (``invocation_stopped`` if its worker leaves first)."""
+        once (``invocation_stopped`` if its worker leaves first), or never if the
+        engine restarts first: the calls die with the core, after ``stop``, as they
+        die with the real engine's process."""
 
     def fire(
         self, binding: Binding, data: JsonValue, on_result: ResultCallback | None = None
