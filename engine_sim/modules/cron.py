@@ -17,8 +17,10 @@ translated to croniter's dialect, for the calendar arithmetic.
 Each binding is one job that runs its firings one after another, as upstream's loop
 does: the next tick is looked up once a firing (condition, then handler) has finished,
 so a firing never overlaps the previous one and ticks that pass meanwhile are skipped,
-not caught up. The engine's clock maps to Unix time through ``ModuleHost.wall_time``,
-so on ``MockClock`` a test sleeping a virtual day sees every firing, in order, once.
+not caught up (a WARNING names a firing still running at the next tick: a handler
+that never returns stops its job, here as upstream). The engine's clock maps to Unix
+time through ``ModuleHost.wall_time``, so on ``MockClock`` a test sleeping a virtual
+day sees every firing, in order, once.
 
 Differences from the real engine:
 
@@ -377,6 +379,9 @@ class _CronJob:
         self.condition = condition if isinstance(condition, str) else None
         self.last_tick: int | None = None
         self.timer: TimerHandle | None = None
+        #: Set while a firing runs: at the tick after it, it reports the firing if
+        #: that has not ended (a hung handler would otherwise stop the job silently).
+        self.watch: TimerHandle | None = None
         self.stopped = False
 
     def arm(self) -> None:
@@ -397,15 +402,46 @@ class _CronJob:
     def stop(self) -> None:
         """Fire no more; a firing under way finishes but sets no new timer."""
         self.stopped = True
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        for timer in (self.timer, self.watch):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.watch = None
+
+    def _watch(self, tick: int, now: float) -> None:
+        following = self.schedule.next_after(float(tick))
+        if following is not None:
+            wall = self.host.wall_time(now)
+            self.watch = self.host.call_at(
+                now + max(following - wall, 0.0), lambda _: self._overdue(tick, following)
+            )
+
+    def _overdue(self, tick: int, following: int) -> None:
+        self.watch = None
+        if self.stopped:
+            return
+        self.host.log.warning(
+            "cron job %s: the firing for %s (%s) is still running at the next tick %s; "
+            "the job fires again only once it ends (firings never overlap), so check "
+            "that the handler returns",
+            self.binding.id,
+            rfc3339(tick),
+            self.binding.function_id,
+            rfc3339(following),
+        )
+
+    def _ended(self) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
+        if not self.stopped:
+            self.arm()
 
     def _due(self, tick: int, now: float) -> None:
         self.timer = None
         if self.stopped:
             return
         self.last_tick = tick
+        self._watch(tick, now)
         event: JsonValue = {
             "trigger": "cron",
             "job_id": self.binding.id,
@@ -439,7 +475,7 @@ class _CronJob:
         else:
             self._run(event)
             return
-        self.arm()
+        self._ended()
 
     def _run(self, event: JsonValue) -> None:
         self.host.fire(self.binding, event, on_result=self._done)
@@ -453,8 +489,7 @@ class _CronJob:
                 error.code,
                 error.message,
             )
-        if not self.stopped:
-            self.arm()
+        self._ended()
 
 
 class CronModule(EngineModule):

@@ -294,6 +294,29 @@ async def test_a_firing_still_running_makes_the_job_skip_ticks_not_overlap(
         assert [t - starts[0] for t in starts] == [0, 180, 360, 540]
 
 
+async def test_a_firing_that_never_ends_is_reported_once_at_the_tick_it_holds_up(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As upstream, a job waits for its firing, so a handler that hangs stops the
+    # job for good; the user is told, once, instead of cron going quiet.
+    async with cron_engine() as engine, worker(engine) as w:
+        starts: list[Any] = []
+
+        async def hangs(data: Any) -> None:
+            starts.append(data)
+            await trio.sleep_forever()
+
+        w.register_function("jobs::hangs", hangs)
+        with caplog.at_level(logging.WARNING, "engine_sim"):
+            w.register_trigger("cron", "jobs::hangs", {"expression": "0 * * * * *"}, id="hang")
+            await until(engine, lambda: starts)
+            await trio.sleep(3600)
+        assert len(starts) == 1
+        [warning] = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+        assert "cron job hang" in warning
+        assert starts[0]["scheduled_time"] in warning
+
+
 async def test_the_condition_function_decides_each_tick(autojump_clock: MockClock) -> None:
     async with cron_engine() as engine, worker(engine) as w:
         asked: list[Any] = []
