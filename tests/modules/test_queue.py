@@ -326,6 +326,25 @@ async def test_a_message_for_a_function_not_registered_yet_waits_for_it(
             assert (await calls.next(within=5))[1] == {"k": 1}
 
 
+async def test_many_messages_waiting_for_one_function_cost_one_re_check_per_interval(
+    autojump_clock: MockClock,
+) -> None:
+    # Each waiting message re-invoking on its own made 1,000 of them 10,000 calls a
+    # second, enough to hold the engine's loop; one message now looks for the function.
+    queues = {"jobs": {"concurrency": 1000}}
+    async with queue_engine(queue_configs=queues) as engine, worker(engine, "caller") as caller:
+        for n in range(1000):
+            await caller.enqueue("late::job", {"n": n}, queue="jobs")
+        await trio.sleep(5)
+        assert len(engine.core.timers) <= 2
+        calls = Calls()
+        async with worker(engine, "late") as late:
+            late.register_function("late::job", calls)
+            await late.ready()
+            got = [(await calls.next(within=5))[1]["n"] for _ in range(1000)]
+        assert sorted(got) == list(range(1000))
+
+
 async def test_a_message_runs_in_the_namespace_it_was_enqueued_for(
     autojump_clock: MockClock,
 ) -> None:

@@ -87,6 +87,16 @@ class Subscriber:
         return next(reversed(self.bindings.values()))[1]
 
 
+@dataclass(eq=False)
+class _Absent:
+    """Jobs held because their target function is not registered."""
+
+    #: Whether a held job is due to look for the function again.
+    probing: bool = False
+    #: The other held jobs, oldest first.
+    held: list[str] = field(default_factory=list)
+
+
 class Broker:
     """All queues of one engine core and their delivery."""
 
@@ -109,9 +119,10 @@ class Broker:
         self._file: QueueFile | None = None
         #: The ids of the jobs and dead letters taken back from the file.
         self._restored_ids: set[str] = set()
-        #: (queue, function) pairs whose missing function was reported: one warning
-        #: per spell, not one per message and re-check.
-        self._missing: set[tuple[QueueKey, str]] = set()
+        #: Per (queue, function not registered): the held jobs that wait for it. One
+        #: of them looks again each poll interval; the first outcome from the
+        #: function releases them all.
+        self._absent: dict[tuple[QueueKey, str], _Absent] = {}
         for name, cfg in named.items():
             mode: Literal["concurrent", "fifo"] = "fifo" if cfg.type == "fifo" else "concurrent"
             self.queues[("fn", name)] = JobQueue(name, mode, cfg.concurrency, limits)
@@ -323,10 +334,10 @@ class Broker:
                     job.id,
                     error,
                     f"Condition function error: {debug_error(error)}",
-                    wait_if_missing=False,
+                    from_target=False,
                 )
-            elif result is False:
-                self._settled(key, job.id, None, "")  # skipped: counts as handled
+            elif result is False:  # skipped: counts as handled
+                self._settled(key, job.id, None, "", from_target=False)
             elif key in self.subscribers:
                 self._call_subscriber(key, self.subscribers[key], job)
             else:
@@ -355,7 +366,7 @@ class Broker:
         error: ErrorBody | None,
         text: str,
         *,
-        wait_if_missing: bool = True,
+        from_target: bool = True,
     ) -> None:
         if self._stopped:
             return
@@ -363,17 +374,16 @@ class Broker:
         now = self.host.now
         job = queue.in_flight.get(job_id)
         target = key[3] if key[0] == "sub" else None if job is None else job.function_id
-        missing = wait_if_missing and error is not None and error.code == "function_not_found"
-        if target is not None and not missing:
-            self._missing.discard((key, target))
+        missing = from_target and error is not None and error.code == "function_not_found"
+        if from_target and not missing and target is not None:
+            self._release(key, target)
         if error is None:
             queue.ack(job_id)
         elif missing:
             # Upstream's queue worker holds a delivery until its target registers,
-            # without spending an attempt; we look again every poll interval.
-            if queue.park(job_id) is not None:
-                self._arm(key, job_id, now + self._poll_ms(key) / 1000)
-                self._report_missing(key, queue.name, target)
+            # without spending an attempt.
+            if queue.park(job_id) is not None and target is not None:
+                self._hold_for(key, queue.name, target, job_id)
         else:
             max_attempts, backoff = self.tuning.get(key, (None, None))
             wall_ms = int(self.host.wall_time(now) * 1000)
@@ -391,17 +401,38 @@ class Broker:
                 )
         self.pump(key)
 
-    def _report_missing(self, key: QueueKey, name: str, target: str | None) -> None:
-        # Once per spell: not at every re-check, nor for every message it holds.
-        if target is None or (key, target) in self._missing:
+    def _hold_for(self, key: QueueKey, name: str, target: str, job_id: str) -> None:
+        absent = self._absent.get((key, target))
+        if absent is None:
+            absent = self._absent[(key, target)] = _Absent()
+            # Once per spell: not at every re-check, nor for every message it holds.
+            self.host.log.warning(
+                "queue %s: function %r is not registered; its messages wait for it "
+                "without spending attempts (register it or correct the function id)",
+                name,
+                target,
+            )
+        if absent.probing:
+            absent.held.append(job_id)
             return
-        self._missing.add((key, target))
-        self.host.log.warning(
-            "queue %s: function %r is not registered; its messages wait for it without "
-            "spending attempts (register it or correct the function id)",
-            name,
-            target,
-        )
+        # One job looks again each poll interval, not every job held: thousands
+        # re-invoking each would hold the engine's loop.
+        absent.probing = True
+
+        def probe() -> None:
+            absent.probing = False
+            self._due(key, job_id)
+
+        self._at(self.host.now + self._poll_ms(key) / 1000, probe)
+
+    def _release(self, key: QueueKey, target: str) -> None:
+        """``target`` answered: the jobs held for it go back to their line."""
+        absent = self._absent.pop((key, target), None)
+        if absent is None:
+            return
+        # ``_due`` puts each at the head of its line: newest first keeps their order.
+        for job_id in reversed(absent.held):
+            self._due(key, job_id)
 
     def _poll_ms(self, key: QueueKey) -> int:
         if key[0] == "fn":
