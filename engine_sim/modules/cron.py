@@ -128,6 +128,8 @@ _UNITS: Final = (
     # The crate goes to 2100; croniter stops at 2099.
     _Unit("Years", 1970, 2099),
 )
+#: Years ``next_after`` searches: the whole span of the Years field.
+_YEARS_SEARCHED: Final = _UNITS[-1].high - _UNITS[-1].low + 1
 # The crate's shorthands, written as six-field expressions of the crate's own dialect.
 _SHORTHANDS: Final = {
     "@yearly": "0 0 0 1 1 *",
@@ -232,7 +234,13 @@ class CronSchedule:
         start = datetime.fromtimestamp(math.floor(after), UTC)
         try:
             ticks = croniter(
-                self.croniter_expression, start, second_at_beginning=True, day_or=False
+                self.croniter_expression,
+                start,
+                second_at_beginning=True,
+                day_or=False,
+                # croniter gives up after 50 years by default; the crate searches on
+                # to its last year, so ``2099`` fires even from 2026.
+                max_years_between_matches=_YEARS_SEARCHED,
             )
             return int(ticks.get_next(float))
         except CroniterBadDateError:

@@ -77,6 +77,8 @@ class TestSchedule:
 
     def test_optional_year_field(self) -> None:
         assert upcoming("0 0 0 1 1 * 2028", FRIDAY, 2) == ["2028-01-01T00:00:00+00:00", None]
+        # More than 50 years ahead (croniter's default search window) still fires.
+        assert upcoming("0 0 0 1 1 * 2099", FRIDAY, 2) == ["2099-01-01T00:00:00+00:00", None]
         assert upcoming("0 0 12 * * * *", FRIDAY, 1) == ["2026-12-05T12:00:00+00:00"]
 
     def test_day_of_week_counts_from_sunday_as_one(self) -> None:
