@@ -382,6 +382,31 @@ async def test_a_full_queue_refuses_more_with_queue_full(
         assert error.message.startswith("queue_full: queue 'default' holds 2 messages")
 
 
+async def test_publishing_to_ever_new_topics_nobody_subscribes_to_hits_an_engine_wide_bound(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each topic's queue had its own bound and topics none: a client publishing to a
+    # new topic per event grew the engine without end.
+    limits = QueueLimits(max_messages=10, max_total_messages=3, max_total_bytes=20)
+    monkeypatch.setattr(QueueModule, "limits", limits)
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        await w.ready()
+        for n in range(3):
+            await call(w, "iii::durable::publish", {"topic": f"t{n}", "data": n})
+        error = await refused(w, "iii::durable::publish", {"topic": "t3", "data": 3})
+        assert error.code == "queue_full"
+        assert "3 messages in all" in error.message
+        # What was taken is still delivered, and that makes room again.
+        calls = Calls()
+        w.register_function("w::t0", calls)
+        w.register_trigger("durable:subscriber", "w::t0", {"topic": "t0"})
+        assert (await calls.next())[1] == 0
+        await trio.sleep(1)
+        error = await refused(w, "iii::durable::publish", {"topic": "t3", "data": "x" * 20})
+        assert "bytes of messages in all" in error.message
+        await call(w, "iii::durable::publish", {"topic": "t3", "data": "x" * 10})
+
+
 # -- durable:subscriber -------------------------------------------------------------------
 
 

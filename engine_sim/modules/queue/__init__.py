@@ -27,10 +27,12 @@ failed message in place, so its group waits.
 Differences from the real engine
 --------------------------------
 * Bounded: each queue holds at most ``QueueLimits.max_messages`` (10,000) messages
-  and ``max_bytes`` (32 MiB of payload JSON); beyond that enqueue/publish fail with
-  ``queue_full`` and nothing is queued. Each dead-letter queue keeps the newest
-  10,000 entries and 32 MiB of payloads, dropping the oldest. Upstream queues are
-  unbounded.
+  and ``max_bytes`` (32 MiB of payload JSON), all queues together
+  ``max_total_messages`` (100,000) and ``max_total_bytes`` (256 MiB), so publishing
+  to ever new topics nobody subscribes to cannot grow the engine without end;
+  beyond that enqueue/publish fail with ``queue_full`` and nothing is queued. Each
+  dead-letter queue keeps the newest 10,000 entries and 32 MiB of payloads,
+  dropping the oldest. Upstream queues are unbounded.
 * Delivery is immediate; upstream polls every ``poll_interval_ms``. Here that period
   only paces the re-check of a message whose target function is not registered yet
   (such a message waits without spending attempts, as the standalone worker does).

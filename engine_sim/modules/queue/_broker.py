@@ -38,7 +38,7 @@ from ._config import (
     SubscriberSpec,
 )
 from ._persist import QueueFile
-from ._store import Dead, Job, JobQueue, QueueLimits, Retry, json_size
+from ._store import Dead, Job, JobQueue, QueueLimits, Retry, Usage, check_usage, json_size
 
 __all__ = ["Broker", "QueueKey"]
 
@@ -107,6 +107,8 @@ class Broker:
         self.limits = limits
         self.named = named
         self.queues: dict[QueueKey, JobQueue] = {}
+        #: What all the queues hold, against ``limits``' engine-wide bounds.
+        self.usage = Usage()
         self.subscribers: dict[QueueKey, Subscriber] = {}
         #: A subscriber queue's retry tuning (max attempts, backoff ms); kept after its
         #: last binding goes, as upstream keeps ``subscription_configs``.
@@ -125,7 +127,9 @@ class Broker:
         self._absent: dict[tuple[QueueKey, str], _Absent] = {}
         for name, cfg in named.items():
             mode: Literal["concurrent", "fifo"] = "fifo" if cfg.type == "fifo" else "concurrent"
-            self.queues[("fn", name)] = JobQueue(name, mode, cfg.concurrency, limits)
+            self.queues[("fn", name)] = JobQueue(
+                name, mode, cfg.concurrency, limits, usage=self.usage
+            )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -229,6 +233,7 @@ class Broker:
         size = json_size(data)
         for queue in queues:
             queue.check_room(size)
+        check_usage(self.usage, self.limits, size * len(queues), len(queues))
         for key, queue in zip(keys, queues, strict=True):
             queue.push(
                 self.new_job(queue.name, data, SUBSCRIBER_MAX_ATTEMPTS, SUBSCRIBER_BACKOFF_MS)
@@ -239,7 +244,7 @@ class Broker:
         queue = self.queues.get(key)
         if queue is None:
             queue = self.queues[key] = JobQueue(
-                name, "concurrent", SUBSCRIBER_CONCURRENCY, self.limits
+                name, "concurrent", SUBSCRIBER_CONCURRENCY, self.limits, usage=self.usage
             )
             if self._file is not None:
                 queue.journal = self._file.journal(key, self.host)

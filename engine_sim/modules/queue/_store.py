@@ -34,6 +34,7 @@ __all__ = [
     "Journal",
     "QueueFull",
     "QueueLimits",
+    "Usage",
     "backoff_ms",
     "json_size",
 ]
@@ -47,6 +48,22 @@ def json_size(value: JsonValue) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
+def check_usage(usage: Usage, limits: QueueLimits, size: int, count: int = 1) -> None:
+    """Raise ``QueueFull`` unless ``count`` more messages of ``size`` bytes in all fit
+    in the engine-wide bounds."""
+    if usage.messages + count > limits.max_total_messages:
+        raise QueueFull(
+            f"the engine's queues hold {usage.messages} messages in all, the most "
+            f"engine_sim keeps is {limits.max_total_messages}; consume or redrive some, "
+            "or publish only to topics that have a durable:subscriber"
+        )
+    if usage.bytes + size > limits.max_total_bytes:
+        raise QueueFull(
+            f"the engine's queues hold {usage.bytes} bytes of messages in all; {size} "
+            f"more would pass engine_sim's bound of {limits.max_total_bytes} bytes"
+        )
+
+
 def backoff_ms(base_ms: int, attempts_made: int) -> int:
     """Delay before the next attempt after ``attempts_made`` failures."""
     return int(base_ms * 2 ** max(attempts_made - 1, 0))
@@ -58,13 +75,26 @@ class QueueFull(Exception):
 
 @dataclass(frozen=True, slots=True)
 class QueueLimits:
-    """How much one queue holds (engine_sim's bound; upstream has none)."""
+    """How much one queue, and all of an engine's queues, hold (engine_sim's bounds;
+    upstream has none)."""
 
     max_messages: int = 10_000
     max_bytes: int = 32 * 1024 * 1024
     #: Dead letters kept per queue, by count and payload bytes; the oldest go first.
     max_dead_letters: int = 10_000
     max_dead_bytes: int = 32 * 1024 * 1024
+    #: Messages (not dead) in all queues together: topics are made by publishing, so
+    #: a bound per queue alone does not bound the engine.
+    max_total_messages: int = 100_000
+    max_total_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Usage:
+    """Messages and payload bytes held by all the queues that share it."""
+
+    messages: int = 0
+    bytes: int = 0
 
 
 @dataclass(eq=False, slots=True)
@@ -252,6 +282,8 @@ class JobQueue:
     journal: Journal = NO_JOURNAL
     #: Held jobs waiting for their target function (not journalled: see ``park``).
     parked: set[str] = field(default_factory=set)
+    #: What this queue holds counts here too, against the engine-wide bounds.
+    usage: Usage = field(default_factory=Usage)
 
     @property
     def pending(self) -> int:
@@ -276,12 +308,18 @@ class JobQueue:
                 f"{size} more would pass engine_sim's per-queue bound of "
                 f"{self.limits.max_bytes} bytes"
             )
+        check_usage(self.usage, self.limits, size, count)
+
+    def _counted(self, job: Job, sign: int) -> None:
+        self.bytes += sign * job.size
+        self.usage.bytes += sign * job.size
+        self.usage.messages += sign
 
     def push(self, job: Job, *, front: bool = False) -> None:
         """Take ``job`` (check ``check_room`` first to refuse cleanly)."""
         self.check_room(job.size)
         self.journal.put_job(job, front=front)
-        self.bytes += job.size
+        self._counted(job, +1)
         if front:
             self.waiting.appendleft(job)
         else:
@@ -324,7 +362,7 @@ class JobQueue:
         job = self.in_flight.pop(job_id, None)
         if job is not None:
             self.journal.drop_job(job)
-            self.bytes -= job.size
+            self._counted(job, -1)
         return job
 
     def fail(
@@ -350,7 +388,7 @@ class JobQueue:
             job.backoff_ms = backoff
         job.attempts_made += 1
         if job.attempts_made >= job.max_attempts:
-            self.bytes -= job.size
+            self._counted(job, -1)
             letter = DeadLetter(job, error, wall_ms)
             with self.journal.batch():
                 self.journal.drop_job(job)
@@ -392,16 +430,16 @@ class JobQueue:
         with self.journal.batch():
             while other.waiting:
                 job = other.waiting.popleft()
-                other.bytes -= job.size
+                other._counted(job, -1)
                 other.journal.drop_job(job)
                 self.journal.put_job(job)
-                self.bytes += job.size
+                self._counted(job, +1)
                 self.waiting.append(job)
 
     def restore(self, job: Job, *, held: bool) -> None:
         """Take back a job from the journal without recording it again: waiting at
         the back of the line, or ``held`` until its timer (see ``due``)."""
-        self.bytes += job.size
+        self._counted(job, +1)
         if not held:
             self.waiting.append(job)
         elif self.mode == "fifo":
@@ -489,5 +527,5 @@ class JobQueue:
         # the dead-letter queue it leaves was bounded too.
         job.attempts_made = 0
         self.journal.put_job(job)
-        self.bytes += job.size
+        self._counted(job, +1)
         self.waiting.append(job)
