@@ -428,6 +428,26 @@ async def test_publish_fans_out_to_every_subscribed_function(autojump_clock: Moc
         assert {"name": "orders", "broker_type": "builtin", "subscriber_count": 2} in topics
 
 
+async def test_subscribing_to_ever_new_topics_and_leaving_keeps_no_queue_behind(
+    autojump_clock: MockClock,
+) -> None:
+    # Per-session topics: each binding made a queue that outlived it, empty, forever.
+    async with queue_engine() as engine, worker(engine, "w") as w:
+        w.register_function("w::on", Calls())
+        await w.ready()
+        for n in range(50):
+            await call(w, "iii::durable::publish", {"topic": f"s-{n}", "data": n})
+            binding = w.register_trigger("durable:subscriber", "w::on", {"topic": f"s-{n}"})
+            await subscribed(engine, 1)
+            await trio.sleep(1)  # its message is delivered
+            binding.unregister()
+            await subscribed(engine, 0)
+        module = engine.core.module("iii-queue")
+        assert isinstance(module, QueueModule)
+        assert set(module.broker.queues) == {("fn", "default")}
+        assert module.broker.tuning == {}
+
+
 async def test_a_subscriber_retries_max_retries_plus_one_times_then_dead_letters(
     autojump_clock: MockClock,
 ) -> None:

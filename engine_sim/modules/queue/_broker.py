@@ -276,6 +276,8 @@ class Broker:
         if first_on_topic and held is not None:
             # Published before anyone listened: the first subscriber takes them.
             queue.take_waiting(held)
+            if not held.pending and not held.dead:
+                del self.queues[("topic", spec.topic)]
         # Deliver once the registration that bound it is through, not from inside it
         # (its worker may not take calls yet).
         self._at(self.host.now, lambda: self.pump(key))
@@ -286,6 +288,12 @@ class Broker:
         for key, sub in list(self.subscribers.items()):
             if sub.bindings.pop(binding_id, None) is not None and not sub.bindings:
                 del self.subscribers[key]
+                queue = self.queues.get(key)
+                if queue is not None and not queue.pending and not queue.dead:
+                    # Nothing to keep: bindings to ever new topics must not leave
+                    # a queue each behind.
+                    del self.queues[key]
+                    self.tuning.pop(key, None)
 
     # -- delivery ----------------------------------------------------------------------
 
