@@ -374,7 +374,18 @@ class Engine:
             if isinstance(effect, Send):
                 if isinstance(effect.message, Pong) and link.pings_muted:
                     continue
-                frame = encode(effect.message)
+                try:
+                    frame = encode(effect.message)
+                except ProtocolError as exc:
+                    # A frame JSON cannot carry (a module's event nested past the
+                    # engine's depth limit): that frame is lost, never the engine.
+                    log.error(
+                        "could not encode a %s for %s (%s); it was not sent",
+                        effect.message.type,
+                        effect.worker_id[:8],
+                        exc,
+                    )
+                    continue
                 item = Outgoing(frame, effect.message.type, frame_bytes(frame))
             else:
                 link.closing = True

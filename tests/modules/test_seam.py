@@ -54,6 +54,7 @@ class _Toy(EngineModule):
         self.host.add_function("toy::greet", self._greet, "Greets")
         self.host.add_function("toy::broken", self._broken, "Has a bug")
         self.host.add_function("toy::ask", self._ask, "Calls a function, reports the outcome")
+        self.host.add_function("toy::deep", self._deep, "Fires a payload nested too deep")
         self.host.add_trigger_type(
             "toy",
             "Fires on toy::greet",
@@ -80,6 +81,14 @@ class _Toy(EngineModule):
 
     def _broken(self, ctx: CallContext) -> JsonValue:
         raise RuntimeError("a bug in the module")
+
+    def _deep(self, ctx: CallContext) -> JsonValue:
+        deep: JsonValue = 0
+        for _ in range(200):
+            deep = [deep]
+        for binding in self.host.bindings("toy"):
+            self.host.fire(binding, deep)
+        return "fired"
 
     def _ask(self, ctx: CallContext) -> JsonValue:
         assert isinstance(ctx.data, dict)
@@ -290,3 +299,23 @@ async def test_a_binding_held_until_the_namespace_is_known_may_fire_at_once(
         fired = await worker.serve_once(None)
         assert fired.function_id == "w::now"
         assert fired.data == {"now": True}
+
+
+async def test_a_frame_json_cannot_carry_is_dropped_and_logged_not_fatal(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _toy_engine() as (engine, toy), raw_workers(engine) as connect:
+        worker = await connect("w")
+        await worker.register("w::on_toy")
+        await worker.send(
+            RegisterTrigger(id="t1", trigger_type="toy", function_id="w::on_toy", config={"ok": 1})
+        )
+        await engine.wait_for(lambda: toy.bound == ["t1"])
+        caller = await connect("c")
+        with caplog.at_level(logging.ERROR, "engine_sim"):
+            assert await caller.ok("toy::deep") == "fired"
+        assert "could not encode a invokefunction for" in caplog.text
+        # Both connections and the engine go on.
+        assert (await caller.ok("toy::greet"))["calls"] == 1
+        fired = await worker.serve_once(None)
+        assert fired.data == {"calls": 1}
