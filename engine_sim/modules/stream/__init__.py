@@ -30,6 +30,8 @@ Differences from the real engine:
 * Only the ``kv`` adapter exists; ``redis`` and ``bridge`` are replaced by an
   in-memory store with a warning. The store is the one ``iii-state`` uses (see
   ``engine_sim.modules._kv``: one SQLite file in ``file_path`` for ``file_based``).
+* The stream port listens on 127.0.0.1 unless its config gives ``host`` (upstream:
+  0.0.0.0), as the worker port does.
 * Timestamps are Unix milliseconds on the engine's clock (``ModuleHost.wall_time``),
   so they move with a virtual clock.
 """

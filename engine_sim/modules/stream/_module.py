@@ -83,7 +83,9 @@ class StreamConfig(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     port: int = Field(3112, ge=0, le=65535)
-    host: str = "0.0.0.0"
+    # Loopback unless config.yaml says otherwise, as the worker port (upstream: 0.0.0.0):
+    # on a shared machine a test engine must not serve every interface by default.
+    host: str = "127.0.0.1"
     auth_function: str | None = None
     adapter: AdapterEntry | None = None
     #: engine_sim only: bytes a subscriber may leave unread before it is dropped.
