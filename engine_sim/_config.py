@@ -113,9 +113,14 @@ class EngineConfig:
             "max_connections",
             "handshake_timeout_ms",
             "first_message_timeout_ms",
+            # A period of 0 would make the engine's loop poll forever at one instant.
+            "functions_poll_ms",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        for name in ("namespace_grace_ms", "trigger_ack_timeout_ms", "close_timeout_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.frame_log_closed_links < 0:
             raise ValueError("frame_log_closed_links must not be negative")
         if self.modules is not None:

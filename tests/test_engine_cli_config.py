@@ -11,10 +11,13 @@ from __future__ import annotations
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from iii import InitOptions, register_worker
 
+from engine_sim import EngineConfig
+from engine_sim._cli import main
 from tests.served import BIN, Served
 
 
@@ -171,3 +174,24 @@ def test_a_port_already_taken_is_one_error_line_naming_it_and_exit_1(
     assert len(errors) == 1, done.stderr
     assert f"127.0.0.1:{port}" in errors[0]
     assert ("--port" if busy == "worker" else "iii-stream") in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--functions-poll-ms", "0", "functions_poll_ms must be at least 1, got 0"),
+        ("--functions-poll-ms", "-5", "functions_poll_ms must be at least 1, got -5"),
+        ("--namespace-grace-ms", "-1", "namespace_grace_ms must not be negative, got -1"),
+    ],
+)
+def test_a_setting_the_engine_cannot_run_with_is_refused_before_it_starts(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    # A poll period of 0 used to hang the engine's loop at its first tick.
+    settings: dict[str, Any] = {flag.removeprefix("--").replace("-", "_"): int(value)}
+    with pytest.raises(ValueError, match=message):
+        EngineConfig(**settings)
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--port", "0", flag, value])
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
