@@ -11,6 +11,7 @@ from iii_trio._protocol import _json
 from iii_trio.protocol import DEFAULT_NAMESPACE
 
 from ._config import ENGINE_VERSION
+from ._not_simulated import TRIGGER_TYPES
 from ._records import Binding, FunctionEntry, TriggerTypeEntry, WorkerRecord
 
 if TYPE_CHECKING:
@@ -36,20 +37,9 @@ ENGINE_WORKER_NAME: Final = "iii-engine-functions"
 ENGINE_WORKER_ID: Final = str(uuid.uuid5(uuid.NAMESPACE_URL, "iii-sim:" + ENGINE_WORKER_NAME))
 #: The module holding the engine's own built-ins, which ``ENGINE_WORKER_NAME`` serves.
 WORKER_MANAGER: Final = "iii-worker-manager"
-#: Who provides the engine's well-known trigger types, when no worker does (§11.1).
-_KNOWN_PROVIDERS: Final = {
-    "http": "iii-http",
-    "cron": "iii-cron",
-    "subscribe": "iii-pubsub",
-    "state": "iii-state",
-    "durable:subscriber": "queue",
-    "stream": "iii-stream",
-    "stream:join": "iii-stream",
-    "stream:leave": "iii-stream",
-    "log": "iii-observability",
-    "trace": "iii-observability",
-    "configuration": "configuration",
-}
+#: Who provides the engine's well-known trigger types, when no worker does (§11.1):
+#: upstream's table, which names the queue's provider by its new name.
+_KNOWN_PROVIDERS: Final = {**TRIGGER_TYPES, "durable:subscriber": "queue"}
 _SUMMARY_CHARS: Final = 80
 
 
