@@ -146,13 +146,24 @@ class EngineCore:
         self.modules: list[EngineModule] = build_modules(
             self.config, lambda name: CoreHost(self, name), self
         )
-        for module in self.modules:
-            module.start()
+        started: list[EngineModule] = []
+        try:
+            for module in self.modules:
+                module.start()
+                started.append(module)
+        except BaseException:
+            # Release what the started ones hold (a store's file and lock): nobody
+            # will stop a core that was never built.
+            self.modules = started
+            self.stop()
+            raise
         self.function_registry.settle()
         self._effects.clear()  # nobody is connected yet
 
     def stop(self) -> None:
-        """Stop the modules (the core is being dropped: restart or shutdown)."""
+        """Stop the modules (the core is being dropped: restart or shutdown); once."""
+        if self.stopped:
+            return
         self.stopped = True
         self.timers.clear()
         for module in reversed(self.modules):

@@ -16,6 +16,7 @@ from trio.testing import MockClock
 
 import engine_sim.modules as modules
 from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim._core import EngineCore
 from engine_sim._peers import Peer
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import (
@@ -279,3 +280,42 @@ async def test_a_trigger_for_a_missing_upstream_module_says_what_provides_it(
         assert "switch it on" in warnings["trigger cron"]
         assert "iii-cron" in warnings["trigger cron"]
         assert warnings["trigger my-own"].endswith("it waits for one")
+
+
+class _Holder(EngineModule):
+    """Holds a resource from ``start`` to ``stop``; counts its stops."""
+
+    name: ClassVar[str] = "holder"
+    Config: ClassVar[type[BaseModel]] = _Config
+    stops: ClassVar[list[_Holder]] = []
+
+    def start(self) -> None:
+        """Nothing to register."""
+
+    def stop(self) -> None:
+        _Holder.stops.append(self)
+
+
+class _Failing(EngineModule):
+    """Fails to start (a store file another process holds)."""
+
+    name: ClassVar[str] = "failing"
+    Config: ClassVar[type[BaseModel]] = _Config
+
+    def start(self) -> None:
+        raise OSError("the store file is locked")
+
+
+def test_a_module_failing_to_start_stops_those_started_before_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, _Holder, _Failing))
+    _Holder.stops.clear()
+    config = EngineConfig(modules=(ModuleSpec("holder"), ModuleSpec("failing")))
+    with pytest.raises(OSError, match="locked"):
+        EngineCore(config)
+    assert len(_Holder.stops) == 1
+    core = EngineCore(EngineConfig(modules=(ModuleSpec("holder"),)))
+    core.stop()
+    core.stop()  # a restart that failed is followed by the engine's own stop
+    assert len(_Holder.stops) == 2
