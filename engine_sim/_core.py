@@ -177,8 +177,10 @@ class EngineCore:
         return next((m for m in self.modules if m.name == name), None)
 
     def advance(self, now: float) -> None:
-        """Set the core's clock; every entry point calls it first."""
+        """Set the core's clock; every entry point calls it first, so a new turn of
+        work (one message, timer or module I/O) starts here."""
         self.now = max(self.now, now)
+        self.calls.turn_calls = 0
 
     def wall_time(self, now: float) -> float:
         """Unix time of engine time ``now``."""

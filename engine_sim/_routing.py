@@ -10,7 +10,7 @@ live here.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
 from pydantic import JsonValue
@@ -53,12 +53,21 @@ __all__ = ["Calls"]
 log = logging.getLogger("engine_sim")
 
 
+#: Built-in calls one message or timer may set off. A built-in runs at once, inside
+#: whoever called it, so triggers bound to functions that fire them again (two
+#: ``subscribe`` bindings calling ``publish`` on their own topic double the calls at each
+#: level) would otherwise hold the engine's loop for good.
+MAX_BUILTIN_CALLS_PER_TURN: Final = 10_000
+
+
 class Calls:
     """Routes invocations and their results; runs the built-ins in process."""
 
     def __init__(self, core: EngineCore) -> None:
         self.core = core
         self._handlers: dict[FunctionKey, BuiltinHandler] = {}
+        #: Built-in calls since the core last took a message, a timer or a module's I/O.
+        self.turn_calls = 0
 
     def add_builtin(
         self,
@@ -299,6 +308,29 @@ class Calls:
         self, entry: FunctionEntry, data: JsonValue, *, caller: str | None, reply: Reply, now: float
     ) -> None:
         handler = self._handlers[entry.key]
+        self.turn_calls += 1
+        if self.turn_calls > MAX_BUILTIN_CALLS_PER_TURN:
+            if self.turn_calls == MAX_BUILTIN_CALLS_PER_TURN + 1:
+                log.warning(
+                    "over %d built-in calls followed from one message or timer; %s and the "
+                    "rest of this chain are refused (is a trigger bound to a function that "
+                    "fires it again?)",
+                    MAX_BUILTIN_CALLS_PER_TURN,
+                    entry.id,
+                )
+            self.complete(
+                reply,
+                entry.id,
+                None,
+                ErrorBody(
+                    code="call_chain_too_long",
+                    message=(
+                        f"over {MAX_BUILTIN_CALLS_PER_TURN} built-in calls followed from one "
+                        f"message; {entry.id} was not run (a trigger loop?)"
+                    ),
+                ),
+            )
+            return
         ctx = CallContext(entry.id, data, caller, reply, now)
         try:
             result = handler(ctx)

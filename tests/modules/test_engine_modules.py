@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -14,6 +15,7 @@ from trio.testing import MockClock
 from engine_sim import EngineConfig, open_engine
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import DEFAULT_MODULES, MODULES, ModuleConfigError, ModuleSpec
+from iii_trio.protocol import RegisterTrigger
 from tests.raw_worker import raw_workers
 
 
@@ -167,3 +169,30 @@ def test_modules_that_are_not_module_specs_are_a_clear_error(
 ) -> None:
     with pytest.raises(ModuleConfigError, match=message):
         EngineConfig(modules=modules)  # type: ignore[arg-type]
+
+
+async def test_a_trigger_loop_through_built_ins_is_cut_and_the_engine_goes_on(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two subscribe bindings that call publish on their own topic double the calls at
+    # each level of the payload: 2**20 built-in calls from one message, without a bound.
+    async with open_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        for binding in ("loop-1", "loop-2"):
+            await w.send(
+                RegisterTrigger(
+                    id=binding,
+                    trigger_type="subscribe",
+                    function_id="publish",
+                    config={"topic": "t"},
+                )
+            )
+        await engine.wait_for(lambda: len(engine.bindings()) == 2)
+        data: Any = None
+        for _ in range(20):
+            data = {"topic": "t", "data": data}
+        with caplog.at_level(logging.WARNING, "engine_sim"):
+            assert await w.ok("publish", data) is None
+        assert "over 10000 built-in calls followed from one message" in caplog.text
+        await w.ok("state::set", {"scope": "s", "key": "k", "value": 1})
+        assert await w.ok("state::get", {"scope": "s", "key": "k"}) == 1
