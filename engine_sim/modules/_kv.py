@@ -42,7 +42,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
@@ -57,6 +57,8 @@ __all__ = [
     "MAX_VALUE_BYTES",
     "MAX_VALUE_NESTING",
     "SQLITE_FILE_NAME",
+    "KvAdapterEntry",
+    "KvAdapterOptions",
     "KvConfig",
     "KvFullError",
     "KvStore",
@@ -97,6 +99,44 @@ class KvConfig(BaseModel):
     file_path: str | None = None
     #: Upstream's flush cadence; accepted, without effect (we write through).
     save_interval_ms: int | None = None
+
+
+class KvAdapterOptions(KvConfig):
+    """``adapter.config``: the ``kv`` options, and those of ``redis``/``bridge``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    #: The ``redis`` adapter's server (not simulated).
+    redis_url: str | None = None
+    #: The ``bridge`` adapter's remote engine (not simulated).
+    bridge_url: str | None = None
+
+
+class KvAdapterEntry(BaseModel):
+    """``adapter: {name, config}`` of the state and stream modules (upstream
+    ``AdapterEntry``); only ``kv`` is simulated."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: Literal["kv", "redis", "bridge"]
+    config: KvAdapterOptions | None = None
+
+    def store_warnings(self, what: str) -> list[str]:
+        """What this entry asks for that engine_sim does not simulate, one line each;
+        ``what`` names the data (``"the state"``)."""
+        if self.name != "kv":
+            return [
+                f"adapter {self.name!r} is not simulated: {what} is kept in memory "
+                "(engine_sim's kv store) and lost at an engine restart"
+            ]
+        method = self.config.store_method if self.config else None
+        if method not in (None, "in_memory", "file_based"):
+            return [f"unknown store_method {method!r}: {what} is kept in memory, as upstream"]
+        return []
+
+    def kv_config(self) -> KvConfig | None:
+        """The options of the store to open (``None``: in memory)."""
+        return self.config if self.name == "kv" else None
 
 
 class KvFullError(Exception):

@@ -66,7 +66,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Final, Literal
+from typing import ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -74,7 +74,7 @@ from iii_trio._protocol import _json
 
 from .._records import Binding
 from ._fanout import EventBound, conditional_fire, run_in_turn
-from ._kv import KvConfig, KvFullError, KvStore, open_kv_store
+from ._kv import KvAdapterEntry, KvFullError, KvStore, open_kv_store
 from ._seam import BuiltinError, CallContext, EngineModule
 from ._update_ops import (
     DecodeError,
@@ -85,7 +85,7 @@ from ._update_ops import (
     take_value,
 )
 
-__all__ = ["StateAdapterEntry", "StateAdapterOptions", "StateConfig", "StateModule"]
+__all__ = ["StateConfig", "StateModule"]
 
 TRIGGER_TYPE: Final = "state"
 #: Events whose bindings are still being served (a slow handler holds them up).
@@ -128,32 +128,12 @@ CALL_REQUEST_FORMAT: Final[JsonValue] = {
 }
 
 
-class StateAdapterOptions(KvConfig):
-    """``adapter.config``: the ``kv`` options, and those of ``redis``/``bridge``."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    #: The ``redis`` adapter's server (not simulated).
-    redis_url: str | None = None
-    #: The ``bridge`` adapter's remote engine (not simulated).
-    bridge_url: str | None = None
-
-
-class StateAdapterEntry(BaseModel):
-    """``adapter: {name, config}`` (upstream ``AdapterEntry``)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: Literal["kv", "redis", "bridge"]
-    config: StateAdapterOptions | None = None
-
-
 class StateConfig(BaseModel):
     """The ``config:`` of ``iii-state`` (upstream ``StateModuleConfig``)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    adapter: StateAdapterEntry | None = None
+    adapter: KvAdapterEntry | None = None
     #: ``false`` pauses every ``state`` trigger (default on).
     triggers_enabled: bool | None = None
     #: ``state::set`` refuses a value whose JSON is longer; 0 (as upstream) = no limit.
@@ -164,16 +144,7 @@ class StateConfig(BaseModel):
     def config_warnings(self) -> list[str]:
         """What this config asks for that engine_sim does not simulate (one line each;
         the config.yaml loader prints them; the module also logs an adapter's at start)."""
-        adapter = self.adapter
-        if adapter is not None and adapter.name != "kv":
-            return [
-                f"adapter {adapter.name!r} is not simulated: the state is kept in memory "
-                "(engine_sim's kv store) and lost at an engine restart"
-            ]
-        method = adapter.config.store_method if adapter and adapter.config else None
-        if method not in (None, "in_memory", "file_based"):
-            return [f"unknown store_method {method!r}: the state is kept in memory, as upstream"]
-        return []
+        return [] if self.adapter is None else self.adapter.store_warnings("the state")
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +226,7 @@ class StateModule(EngineModule):
             # Also said by the config.yaml loader; this is for an engine built in code.
             self.host.log.warning("iii-state: %s", config.config_warnings()[0])
             return open_kv_store(None, self.host.storage_path, self.host.log)
-        options = adapter.config if adapter is not None else None
+        options = adapter.kv_config() if adapter is not None else None
         return open_kv_store(options, self.host.storage_path, self.host.log)
 
     @staticmethod

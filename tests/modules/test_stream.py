@@ -15,6 +15,7 @@ from trio.testing import MockClock
 
 import engine_sim.modules as modules
 from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim._config_file import load_config
 from engine_sim.faults import RestartEngine
 from engine_sim.modules import ModuleSpec
 from engine_sim.modules._kv import SQLITE_FILE_NAME
@@ -492,11 +493,33 @@ async def test_an_adapter_engine_sim_lacks_is_said_so(
 ) -> None:
     config = {"adapter": {"name": "redis", "config": {"redis_url": "redis://x"}}}
     async with stream_engine(**config) as engine, raw_workers(engine) as connect:
-        assert "stream adapter 'redis' is not simulated" in caplog.text
+        assert "iii-stream: adapter 'redis' is not simulated" in caplog.text
         assert engine.config.modules is not None
         config_model = StreamModule.Config.model_validate(engine.config.modules[0].config)
         assert isinstance(config_model, StreamConfig)
         assert config_model.config_warnings() == [
-            "adapter 'redis' is not simulated: streams are kept in memory"
+            "adapter 'redis' is not simulated: the streams' data is kept in memory "
+            "(engine_sim's kv store) and lost at an engine restart"
         ]
         assert (await (await connect("c")).ok("stream::set", item("m", data=1)))["new_value"] == 1
+
+
+def test_a_misspelt_store_option_is_warned_about_when_the_config_is_loaded(
+    tmp_path: Path,
+) -> None:
+    # The adapter's options are a model of their own, so the loader sees a typo there
+    # instead of the streams silently staying in memory.
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "workers:\n"
+        "  - name: iii-stream\n"
+        "    config:\n"
+        "      adapter:\n"
+        "        name: kv\n"
+        "        config:\n"
+        "          store_methd: file_based\n",
+        encoding="utf-8",
+    )
+    _, warnings = load_config(path)
+    assert len(warnings) == 1
+    assert "store_methd" in warnings[0]

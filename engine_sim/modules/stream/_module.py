@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from iii_trio.protocol import ErrorBody
 
 from ..._peers import Peer
+from .._kv import KvAdapterEntry
 from .._seam import (
     DEFERRED,
     BuiltinError,
@@ -63,18 +64,9 @@ from ._triggers import (
     check_stream_config,
 )
 
-__all__ = ["AdapterEntry", "StreamConfig", "StreamModule"]
+__all__ = ["StreamConfig", "StreamModule"]
 
 Handler = Callable[[CallContext], "JsonValue | Deferred"]
-
-
-class AdapterEntry(BaseModel):
-    """``adapter: {name, config}``; only ``kv`` is simulated."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str
-    config: dict[str, JsonValue] | None = None
 
 
 class StreamConfig(BaseModel):
@@ -87,15 +79,13 @@ class StreamConfig(BaseModel):
     # on a shared machine a test engine must not serve every interface by default.
     host: str = "127.0.0.1"
     auth_function: str | None = None
-    adapter: AdapterEntry | None = None
+    adapter: KvAdapterEntry | None = None
     #: engine_sim only: bytes a subscriber may leave unread before it is dropped.
     subscriber_buffer_bytes: int = Field(8 * 1024 * 1024, gt=0)
 
     def config_warnings(self) -> list[str]:
         """What this config asks for that engine_sim does not simulate."""
-        if self.adapter is not None and self.adapter.name != "kv":
-            return [f"adapter {self.adapter.name!r} is not simulated: streams are kept in memory"]
-        return []
+        return [] if self.adapter is None else self.adapter.store_warnings("the streams' data")
 
 
 def _decode_error(function_id: str, exc: DecodeError) -> BuiltinError:

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from pydantic import JsonValue
 
-from .._kv import KvConfig, KvFullError, KvStore, open_kv_store
+from .._kv import KvAdapterEntry, KvFullError, KvStore, open_kv_store
 from .._seam import BuiltinError, ModuleHost
 from .._update_ops import Missing, UpdateOp, UpdateOpError
 from ._events import ItemKey
-
-if TYPE_CHECKING:
-    from ._module import AdapterEntry
 
 __all__ = ["StreamStore"]
 
@@ -42,15 +39,13 @@ class StreamStore:
         self.kv = kv
 
     @classmethod
-    def open(cls, adapter: AdapterEntry | None, host: ModuleHost) -> StreamStore:
+    def open(cls, adapter: KvAdapterEntry | None, host: ModuleHost) -> StreamStore:
         """The store the ``adapter`` entry asks for."""
-        kv_config: KvConfig | None = None
-        if adapter is not None and adapter.name != "kv":
-            host.log.warning(
-                "stream adapter %r is not simulated; streams are kept in memory", adapter.name
-            )
-        elif adapter is not None and adapter.config is not None:
-            kv_config = KvConfig.model_validate(adapter.config)
+        if adapter is not None:
+            # Also said by the config.yaml loader; this is for an engine built in code.
+            for warning in adapter.store_warnings("the streams' data"):
+                host.log.warning("iii-stream: %s", warning)
+        kv_config = adapter.kv_config() if adapter is not None else None
         return cls(open_kv_store(kv_config, host.storage_path, host.log))
 
     @staticmethod
