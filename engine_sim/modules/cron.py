@@ -346,6 +346,16 @@ class CronConfig(BaseModel):
 
     adapter: KvAdapter | RedisAdapter | None = Field(default=None, discriminator="name")
 
+    def config_warnings(self) -> list[str]:
+        """What this config asks for that engine_sim does not simulate (one line each,
+        printed by the config.yaml loader)."""
+        if isinstance(self.adapter, RedisAdapter):
+            return [
+                "the redis lock adapter is not simulated: no lock is taken (one engine "
+                "already runs each job's firings one after another)"
+            ]
+        return []
+
 
 def _expression_of(config: JsonValue) -> str:
     """The binding's expression, or the refusal upstream gives when it has none."""

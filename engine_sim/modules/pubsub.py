@@ -108,6 +108,13 @@ class PubSubConfig(BaseModel):
 
     adapter: LocalAdapter | RedisAdapter | None = Field(default=None, discriminator="name")
 
+    def config_warnings(self) -> list[str]:
+        """What this config asks for that engine_sim does not simulate (the config.yaml
+        loader prints each line; the module says it again at start)."""
+        if isinstance(self.adapter, RedisAdapter):
+            return ["the redis adapter runs as local (one engine: same subscribers)"]
+        return []
+
 
 def topic_of(binding: Binding) -> str:
     """The topic a ``subscribe`` binding listens to; ``""`` (never fires) if it has none."""
@@ -125,10 +132,8 @@ class PubSubModule(EngineModule):
     def start(self) -> None:
         """Serve ``publish`` and provide ``subscribe``."""
         assert isinstance(self.config, PubSubConfig)
-        if isinstance(self.config.adapter, RedisAdapter):
-            self.host.log.warning(
-                "iii-pubsub: the redis adapter runs as local (one engine: same subscribers)"
-            )
+        for warning in self.config.config_warnings():
+            self.host.log.warning("iii-pubsub: %s", warning)
         self.host.add_function(
             "publish", self._publish, "Publishes an event", request_format=REQUEST_FORMAT
         )

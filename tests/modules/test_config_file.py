@@ -550,3 +550,23 @@ def test_ids_of_simulated_modules_and_of_workers_are_not_flagged(toys: None) -> 
 def test_every_function_and_trigger_type_names_a_known_upstream_worker() -> None:
     assert set(FUNCTIONS.values()) - {CHANNELS} <= set(WORKERS)
     assert set(TRIGGER_TYPES.values()) <= set(WORKERS)
+
+
+def test_a_redis_adapter_of_pubsub_or_cron_is_one_warning_each(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "workers:\n"
+        "  - name: iii-pubsub\n"
+        "    config:\n"
+        "      adapter:\n"
+        "        name: redis\n"
+        "  - name: iii-cron\n"
+        "    config:\n"
+        "      adapter:\n"
+        "        name: redis\n",
+        encoding="utf-8",
+    )
+    _, warnings = load_config(path)
+    assert len(warnings) == 2
+    assert "redis adapter runs as local" in warnings[0]
+    assert "redis lock adapter is not simulated" in warnings[1]
