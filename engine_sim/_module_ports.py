@@ -146,11 +146,12 @@ class ModulePorts:
             self._scopes.add(scope)
             try:
                 await module.serve_peer(label, peer, request, _CoreIO(engine, core))
-            except ConnectionClosed as closed:
-                log.debug("%s %s connection ended: %s", module.name, label, closed)
-            except Exception:
-                # A module's bug ends that connection only, never the engine.
-                log.exception("%s failed serving a %s connection", module.name, label)
+            except Exception as exc:
+                if _peer_left(exc):
+                    log.debug("%s %s connection ended: %s", module.name, label, exc)
+                else:
+                    # A module's bug ends that connection only, never the engine.
+                    log.exception("%s failed serving a %s connection", module.name, label)
             finally:
                 self._scopes.discard(scope)
                 with trio.CancelScope(shield=True):
@@ -160,3 +161,14 @@ class ModulePorts:
         """End every module connection (the core that served them is being dropped)."""
         for scope in self._scopes:
             scope.cancel()
+
+
+def _peer_left(exc: Exception) -> bool:
+    """Whether ``exc`` only says the connection ended (alone, or from every task of a
+    module's nursery at once, as when a restart cuts a subscriber mid-call)."""
+    if isinstance(exc, ConnectionClosed):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(ConnectionClosed)
+        return rest is None
+    return False

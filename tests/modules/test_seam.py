@@ -319,3 +319,25 @@ async def test_a_frame_json_cannot_carry_is_dropped_and_logged_not_fatal(
         assert (await caller.ok("toy::greet"))["calls"] == 1
         fired = await worker.serve_once(None)
         assert fired.data == {"calls": 1}
+
+
+async def test_a_port_connection_ending_inside_a_modules_nursery_is_not_an_error(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module that serves a connection with tasks of its own sees the peer leave as an
+    # exception group of ConnectionClosed: that is a peer leaving, not a module's bug.
+    async def serve_in_tasks(
+        self: _Toy, label: str, peer: Peer, request: PortRequest, io: ModuleIO
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(peer.receive)
+            nursery.start_soon(peer.receive)
+
+    monkeypatch.setattr(_Toy, "serve_peer", serve_in_tasks)
+    with caplog.at_level(logging.DEBUG, "engine_sim"):
+        async with _toy_engine() as (engine, _):
+            async with engine.connect_port("toy", "echo", "/echo") as conn:
+                await conn.aclose()
+            await trio.sleep(1)
+    assert "toy echo connection ended" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
