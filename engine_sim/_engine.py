@@ -304,7 +304,7 @@ class Engine:
                 return
             await link.to_engine.passage()
             try:
-                message = self._decode(who, frame)
+                message = _decode_frame(who, frame, self.config.max_message_bytes)
             except FrameTooLarge as exc:
                 # Not recorded: the log must not keep what the engine refuses to hold.
                 log.warning("%s: %s; closing with 1009", who, exc)
@@ -317,25 +317,6 @@ class Engine:
                     instead = self.core.receive(link.worker_id, message, trio.current_time())
                 self._apply(instead)
             self.faults.frame_handled(message.type if message is not None else None)
-
-    def _decode(self, who: str, frame: str | bytes) -> Message | None:
-        """The message in a worker's frame; ``None`` (logged) for one the engine skips.
-
-        Raises ``FrameTooLarge``, which closes the connection.
-        """
-        if isinstance(frame, bytes) and is_telemetry_frame(frame):
-            return None
-        if isinstance(frame, str) and not frame.strip():
-            return None  # the engine skips empty text frames
-        try:
-            return decode(frame, max_size=self.config.max_message_bytes)
-        except FrameTooLarge:
-            raise
-        except UnknownMessageType as exc:
-            log.warning("%s sent a message of unknown type %r; ignored", who, exc.message_type)
-        except ProtocolError as exc:
-            log.warning("%s sent a frame that is not a valid message (%s); ignored", who, exc)
-        return None
 
     async def _write_loop(self, link: Link) -> None:
         while True:
@@ -370,23 +351,13 @@ class Engine:
             link = self._links.get(effect.worker_id)
             if link is None or link.closing:
                 continue
-            item: Queued
+            item: Queued | None
             if isinstance(effect, Send):
                 if isinstance(effect.message, Pong) and link.pings_muted:
                     continue
-                try:
-                    frame = encode(effect.message)
-                except ProtocolError as exc:
-                    # A frame JSON cannot carry (a module's event nested past the
-                    # engine's depth limit): that frame is lost, never the engine.
-                    log.error(
-                        "could not encode a %s for %s (%s); it was not sent",
-                        effect.message.type,
-                        effect.worker_id[:8],
-                        exc,
-                    )
+                item = _encode_frame(effect)
+                if item is None:
                     continue
-                item = Outgoing(frame, effect.message.type, frame_bytes(frame))
             else:
                 link.closing = True
                 item = CloseRequest(effect.code, effect.reason)
@@ -585,3 +556,40 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
                 await engine._close_all()
                 nursery.cancel_scope.cancel()
                 engine.core.stop()
+
+
+def _decode_frame(who: str, frame: str | bytes, max_size: int) -> Message | None:
+    """The message in a worker's frame; ``None`` (logged) for one the engine skips.
+
+    Raises ``FrameTooLarge``, which closes the connection.
+    """
+    if isinstance(frame, bytes) and is_telemetry_frame(frame):
+        return None
+    if isinstance(frame, str) and not frame.strip():
+        return None  # the engine skips empty text frames
+    try:
+        return decode(frame, max_size=max_size)
+    except FrameTooLarge:
+        raise
+    except UnknownMessageType as exc:
+        log.warning("%s sent a message of unknown type %r; ignored", who, exc.message_type)
+    except ProtocolError as exc:
+        log.warning("%s sent a frame that is not a valid message (%s); ignored", who, exc)
+    return None
+
+
+def _encode_frame(effect: Send) -> Outgoing | None:
+    """``effect``'s frame, ready to queue; ``None`` (logged) if JSON cannot carry it."""
+    try:
+        frame = encode(effect.message)
+    except ProtocolError as exc:
+        # A module's event nested past the engine's depth limit, say: that frame is
+        # lost, never the engine.
+        log.error(
+            "could not encode a %s for %s (%s); it was not sent",
+            effect.message.type,
+            effect.worker_id[:8],
+            exc,
+        )
+        return None
+    return Outgoing(frame, effect.message.type, frame_bytes(frame))
