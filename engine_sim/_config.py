@@ -40,8 +40,8 @@ class EngineConfig:
     trigger_ack_timeout_ms: int = 10_000
     #: Largest message accepted from a worker; bigger ones close the socket with 1009.
     #: 64 MiB, the engine's WebSocket message limit: the official Python SDK 0.25
-    #: sends a message over 16 MiB as fragments of 1 MiB. (The engine also refuses
-    #: any single frame over 16 MiB; engine_sim does not check frames one by one.)
+    #: sends a message over 16 MiB as fragments of 1 MiB. A single frame over 16 MiB
+    #: drops the connection, as the engine's WebSocket does (``_frame_sizes``).
     max_message_bytes: int = MAX_MESSAGE_BYTES
     #: Bytes queued for one worker and not yet written before it counts as not reading
     #: and is dropped. Routing never waits on a worker, so this is the only bound on

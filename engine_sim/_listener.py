@@ -31,8 +31,10 @@ import trio_websocket
 
 from iii_trio import ConnectionClosed
 from iii_trio._streams import StreamWrapper
+from iii_trio.protocol import MAX_FRAME_BYTES
 
 from ._config import EngineConfig
+from ._frame_sizes import FrameSizes
 from ._peers import WebSocketPeer
 
 __all__ = ["FirstMessagePeer", "Throttled", "WebSocketListener", "watch_first_message"]
@@ -104,6 +106,9 @@ class _WatchedStream(StreamWrapper):
         self._release: Callable[[], None] | None = release
         self.gone = False
         self.cancel_when_gone: trio.CancelScope | None = None
+        #: Who is at the other end, for the log.
+        self.who = "a peer"
+        self._frames = FrameSizes(MAX_FRAME_BYTES)
 
     def _peer_gone(self) -> None:
         self.gone = True
@@ -118,6 +123,16 @@ class _WatchedStream(StreamWrapper):
             raise
         if not data:
             self._peer_gone()
+        elif not self._frames.feed(data):
+            # As the real engine: a frame over its limit drops the connection.
+            log.warning(
+                "%s sent a frame of %d bytes, over the engine's %d MiB frame limit (send "
+                "larger messages in fragments); dropped the connection",
+                self.who,
+                self._frames.refused,
+                MAX_FRAME_BYTES // (1024 * 1024),
+            )
+            raise trio.BrokenResourceError("a frame over the engine's frame limit")
         return data
 
     async def aclose(self) -> None:
@@ -210,7 +225,7 @@ class WebSocketListener:
         who = "a peer"
         try:
             ip = _peer_ip(stream)
-            who = ip
+            who = watched.who = ip
             if admitted:
                 await self._serve_admitted(watched, ip)
             else:
