@@ -3,13 +3,12 @@ firing on the engine's (virtual) clock."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Protocol, cast
+from typing import Any
 
 import pytest
 import trio
@@ -23,6 +22,7 @@ from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules.cron import CronExpressionError, CronModule, CronSchedule, rfc3339
 from iii_trio import InitOptions, Worker
 from iii_trio.protocol import RegisterTrigger, TriggerRegistrationResult
+from tests.modules.official_sdk import sdk_worker
 from tests.raw_worker import raw_workers
 
 
@@ -539,32 +539,6 @@ def test_a_bad_adapter_config_is_refused_naming_the_field(
 
 
 # -- the official Python SDK over loopback, on the real clock ---------------------------------
-
-
-class SdkWorker(Protocol):
-    """The part of the official SDK's ``III`` used here (the SDK ships no types)."""
-
-    _loop: asyncio.AbstractEventLoop
-
-    def register_function(self, function_id: str, handler: Callable[[Any], Any]) -> object: ...
-
-    def register_trigger(self, trigger: dict[str, Any]) -> Any: ...
-
-    def shutdown(self) -> None: ...
-
-
-@contextmanager
-def sdk_worker(url: str, name: str) -> Iterator[SdkWorker]:
-    from iii import InitOptions as SdkOptions
-    from iii import register_worker
-
-    options = SdkOptions(worker_name=name, otel={"enabled": False}, enable_metrics_reporting=False)
-    sdk = cast(SdkWorker, register_worker(url, options))
-    try:
-        yield sdk
-    finally:
-        sdk.shutdown()
-        sdk._loop.close()  # the SDK leaves its private loop open
 
 
 @pytest.mark.filterwarnings("ignore:register_trigger:DeprecationWarning")

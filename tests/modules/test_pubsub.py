@@ -3,12 +3,11 @@ engine_sim in memory on the virtual clock, with iii_trio workers as subscribers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import queue
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from typing import Any, Protocol, cast
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -21,6 +20,7 @@ from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules.pubsub import PubSubModule
 from iii_trio import InitOptions, InvocationError, Worker
 from iii_trio.protocol import RegisterTrigger
+from tests.modules.official_sdk import sdk_worker
 from tests.raw_worker import raw_workers
 
 
@@ -315,34 +315,6 @@ def test_a_bad_adapter_config_is_refused_naming_the_field(
 
 
 # -- the official Python SDK over loopback ---------------------------------------------------
-
-
-class SdkWorker(Protocol):
-    """The part of the official SDK's ``III`` used here (the SDK ships no types)."""
-
-    def register_function(self, function_id: str, handler: Callable[[Any], Any]) -> object: ...
-
-    def register_trigger(self, trigger: dict[str, Any]) -> Any: ...
-
-    def trigger(self, request: dict[str, Any]) -> Any: ...
-
-    def shutdown(self) -> None: ...
-
-    _loop: asyncio.AbstractEventLoop
-
-
-@contextmanager
-def sdk_worker(url: str, name: str) -> Iterator[SdkWorker]:
-    from iii import InitOptions as SdkOptions
-    from iii import register_worker
-
-    options = SdkOptions(worker_name=name, otel={"enabled": False}, enable_metrics_reporting=False)
-    sdk = cast(SdkWorker, register_worker(url, options))
-    try:
-        yield sdk
-    finally:
-        sdk.shutdown()
-        sdk._loop.close()  # the SDK leaves its private loop open
 
 
 @pytest.mark.filterwarnings("ignore:register_trigger:DeprecationWarning")
