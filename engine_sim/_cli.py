@@ -191,17 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(serve, config)
     except ModulePortError as exc:
         logging.getLogger("engine_sim").error("iii-sim serve cannot start: %s", exc.strerror)
-        return 1
+        return 2
     except OSError as exc:
         # The worker port: trio's message does not say which one.
         logging.getLogger("engine_sim").error(
             "iii-sim serve cannot listen for workers on %s:%s (%s); give another port "
-            "with --port or the iii-worker-manager entry of the config file",
+            "with --port N (--port 0 takes any free one) or the iii-worker-manager entry "
+            "of the config file",
             config.host,
             config.port,
             exc.strerror or exc,
         )
-        return 1
+        return 2
     except Exception as exc:
         # No peer can get here (each connection is guarded); this is a port that
         # cannot be bound or an engine bug, logged whole rather than dumped raw.

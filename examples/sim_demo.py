@@ -27,6 +27,7 @@ from pydantic import BaseModel
 import iii_trio
 from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim._cli import configure_logging
+from engine_sim._module_ports import ModulePortError
 
 
 class AddInput(BaseModel):
@@ -127,7 +128,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between calls")
     args = parser.parse_args(argv)
     configure_logging(verbose=False)
-    return trio.run(run, args.port, args.calls, args.interval)
+    try:
+        return trio.run(run, args.port, args.calls, args.interval)
+    except ModulePortError as exc:
+        print(f"sim_demo: {exc.strerror}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A port already taken: trio's message does not say which one.
+        print(
+            f"sim_demo: cannot listen on port {args.port} ({exc.strerror or exc}); "
+            "give another with --port N (--port 0 takes any free one)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -146,7 +146,7 @@ def test_a_missing_config_file_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("busy", ["worker", "module"])
-def test_a_port_already_taken_is_one_error_line_naming_it_and_exit_1(
+def test_a_port_already_taken_is_one_error_line_naming_it_and_exit_2(
     tmp_path: Path, busy: str
 ) -> None:
     with socket.socket() as taken:
@@ -168,7 +168,7 @@ def test_a_port_already_taken_is_one_error_line_naming_it_and_exit_1(
             text=True,
             timeout=30,
         )
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1, done.stderr

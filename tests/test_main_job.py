@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,22 @@ def test_wire_session_example_prints_decodable_frames_and_transitions() -> None:
     assert types.count("invocationresult") == 2
     assert "sdk      shutting_down → exited" in done.stdout
     assert "busy → available" in done.stdout
+
+
+def test_main_job_on_a_port_already_taken_says_which_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, str(SIM_DEMO), "--port", str(port), "--calls", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        f"sim_demo: cannot listen on port {port} (Address already in use); "
+        "give another with --port N (--port 0 takes any free one)"
+    )
