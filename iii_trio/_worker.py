@@ -1115,7 +1115,15 @@ class Worker:
             text = f"Failed to deserialize input for {message.function_id}: {exc}"
             return None, ErrorBody(code="deserialization_error", message=text)
         except Exception as exc:
-            log.debug("worker %s: handler %s raised", self.name, message.function_id, exc_info=True)
+            # Loud in the worker's own process too: the caller only sees the error result.
+            log.error(
+                "worker %s: handler of %s raised %s: %s (the caller gets invocation_failed)",
+                self.name,
+                message.function_id,
+                type(exc).__name__,
+                exc,
+                exc_info=True,
+            )
             return None, ErrorBody(
                 code="invocation_failed", message=str(exc), stacktrace=traceback.format_exc()
             )

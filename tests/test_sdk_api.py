@@ -535,7 +535,7 @@ async def test_item_48_result_frame_answers_the_invocation(
 
 
 async def test_item_49_handler_error_becomes_invocation_failed(
-    autojump_clock: trio.testing.MockClock, engine: Engine
+    autojump_clock: trio.testing.MockClock, engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with open_worker(engine, "w") as worker, open_worker(engine, "caller") as caller:
 
@@ -568,6 +568,17 @@ async def test_item_49_handler_error_becomes_invocation_failed(
         assert answer.error.code == "invocation_failed"
         assert answer.error.message == "bad"
         assert answer.error.stacktrace
+
+    # The worker's own log says it at ERROR, with the function id and the traceback.
+    (logged,) = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.ERROR and "handler of a::bad " in r.getMessage()
+    ]
+    assert logged.getMessage() == (
+        "worker w: handler of a::bad raised ValueError: bad (the caller gets invocation_failed)"
+    )
+    assert logged.exc_info is not None
 
 
 async def test_a_result_that_is_not_json_is_a_serialization_error(
