@@ -65,7 +65,7 @@ class Triggers:
         """Call every live binding of an engine-provided trigger type (fire and forget)."""
         for binding in list(self.core.bindings.values()):
             if binding.live and binding.trigger_type == type_id:
-                self.core.invoke(
+                self.core.calls.invoke(
                     binding.target_namespace,
                     binding.function_id,
                     data,
@@ -110,7 +110,7 @@ class Triggers:
         else:
             self._module_bound(binding)
         if reply is not None:
-            self.core.complete(reply, "engine::register_trigger", {"id": binding.id}, None)
+            self.core.calls.complete(reply, "engine::register_trigger", {"id": binding.id}, None)
 
     def unregister_binding(self, binding_id: str) -> bool:
         """Remove a binding (telling its provider); False if there is none."""
@@ -126,7 +126,7 @@ class Triggers:
             if wait.deadline <= now:
                 # No verdict in time counts as acceptance (§10.4).
                 del self._ack_waits[binding_id]
-                self.core.complete(wait.reply, wait.function_id, {"id": binding_id}, None)
+                self.core.calls.complete(wait.reply, wait.function_id, {"id": binding_id}, None)
 
     def deadlines(self) -> list[float]:
         """When ``expire_ack_waits`` has something to do."""
@@ -253,7 +253,7 @@ class Triggers:
         wait = self._ack_waits.pop(message.id, None)
         if message.error is None:
             if wait is not None:
-                self.core.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
+                self.core.calls.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
             return
         log.warning(
             "trigger %s refused by its provider: %s: %s",
@@ -376,12 +376,12 @@ class Triggers:
         wait = self._ack_waits.pop(binding.id, None)
         if wait is not None:
             # Removed before its provider answered: the registration itself happened.
-            self.core.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
+            self.core.calls.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
 
     def _refuse_binding(self, binding: Binding, error: ErrorBody, reply: Reply | None) -> None:
         self.core.bindings.pop(binding.id, None)
         if reply is not None:
-            self.core.complete(
+            self.core.calls.complete(
                 reply,
                 "engine::register_trigger",
                 None,

@@ -11,9 +11,10 @@ parts, one per concern, each given the core so that they all share one set of
 registries: ``FunctionRegistry`` (``_functions.py``: workers' functions and the
 ``engine::functions-available`` poll), ``Calls`` (``_routing.py``: invocations and
 built-ins), ``Triggers`` (``_bindings.py``: trigger types and bindings) and
-``Namespaces`` (``_namespaces.py``: namespace resolution and worker names). The
-core's public methods (``invoke``, ``register_binding``, ``claim_name``, ...) stay
-here, delegating, because the module host, the worker manager and the tests call them.
+``Namespaces`` (``_namespaces.py``: namespace resolution and worker names). Calls
+are made through ``core.calls`` (``invoke``, ``complete``, ``add_builtin``); a few
+one-line delegates (``register_binding``, ``claim_name``, ...) stay here for the
+worker manager and the tests.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pydantic import JsonValue
 from iii_trio.lifecycle import ConnectionLost, HandshakeCompleted, Transition, WorkerStatus
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
-    ErrorBody,
     InvocationResult,
     InvokeFunction,
     Message,
@@ -265,28 +265,6 @@ class EngineCore:
         """How log lines name ``worker``: its short id, and its name once announced."""
         return f"{short(worker.id)} ({worker.name})" if worker.name else short(worker.id)
 
-    def add_builtin(
-        self,
-        function_id: str,
-        handler: BuiltinHandler,
-        description: str,
-        *,
-        request_format: JsonValue = None,
-        response_format: JsonValue = None,
-        metadata: JsonValue = None,
-        module: str | None = None,
-    ) -> None:
-        """Register a function the engine runs itself; see ``Calls.add_builtin``."""
-        self.calls.add_builtin(
-            function_id,
-            handler,
-            description,
-            request_format=request_format,
-            response_format=response_format,
-            metadata=metadata,
-            module=module,
-        )
-
     def lookup(self, namespace: str, function_id: str) -> FunctionEntry | None:
         """The function ``function_id`` in ``namespace``: a worker's or a built-in."""
         key = (namespace, function_id)
@@ -296,40 +274,6 @@ class EngineCore:
         """Every function, built-in or a worker's."""
         merged = {**self.builtins, **self.functions}
         return list(merged.values())
-
-    def complete(
-        self, reply: Reply, function_id: str, result: JsonValue, error: ErrorBody | None
-    ) -> None:
-        """Deliver an invocation's outcome to whoever waits for it."""
-        self.calls.complete(reply, function_id, result, error)
-
-    def invoke(
-        self,
-        namespace: str,
-        function_id: str,
-        data: JsonValue,
-        *,
-        reply: Reply,
-        now: float,
-        caller: str | None = None,
-        invocation_id: UUID | None = None,
-        metadata: JsonValue = None,
-        traceparent: str | None = None,
-        baggage: str | None = None,
-    ) -> None:
-        """Run ``function_id`` in ``namespace``: in process, or on the worker that owns it."""
-        self.calls.invoke(
-            namespace,
-            function_id,
-            data,
-            reply=reply,
-            now=now,
-            caller=caller,
-            invocation_id=invocation_id,
-            metadata=metadata,
-            traceparent=traceparent,
-            baggage=baggage,
-        )
 
     def fire_trigger_type(self, type_id: str, data: JsonValue, now: float) -> None:
         """Call every live binding of an engine-provided trigger type (fire and forget)."""

@@ -68,7 +68,7 @@ class CoreHost:
         response_format: JsonValue = None,
         metadata: JsonValue = None,
     ) -> None:
-        self.core.add_builtin(
+        self.core.calls.add_builtin(
             function_id,
             handler,
             description,
@@ -116,7 +116,7 @@ class CoreHost:
         baggage: str | None = None,
     ) -> None:
         reply: Reply = NoReply() if on_result is None else CallbackReply(on_result)
-        self.core.invoke(
+        self.core.calls.invoke(
             namespace or DEFAULT_NAMESPACE,
             function_id,
             data,
@@ -141,7 +141,7 @@ class CoreHost:
     def complete(
         self, reply: Reply, function_id: str, result: JsonValue, error: ErrorBody | None
     ) -> None:
-        self.core.complete(reply, function_id, result, error)
+        self.core.calls.complete(reply, function_id, result, error)
 
     def call_at(self, when: float, callback: Callable[[float], None]) -> Timer:
         return self.core.timers.call_at(when, callback)
