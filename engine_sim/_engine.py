@@ -540,14 +540,8 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
             engine = Engine(config, nursery)
             nursery.start_soon(engine._run_timers)
             if config.port is not None:
-                listeners = await trio.open_tcp_listeners(config.port, host=config.host)
-                port = listeners[0].socket.getsockname()[1]
-                # Connections live in the listener's own nursery, each behind a guard:
-                # nothing a peer does reaches this one, which holds the engine.
                 listener = WebSocketListener(config, engine._handle_request)
-                await nursery.start(listener.serve, listeners)
-                host = "127.0.0.1" if config.host in ("0.0.0.0", "") else config.host
-                engine.url = f"ws://{host}:{port}"
+                engine.url = await listener.listen(nursery, config.host, config.port)
                 log.info("engine listening on %s", engine.url)
                 await engine._ports.open(nursery)
             try:

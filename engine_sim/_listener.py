@@ -164,6 +164,18 @@ class WebSocketListener:
         self._warn_accept_unknown = Throttled(logging.ERROR)
         self._warn_handshake = Throttled()
 
+    async def listen(self, nursery: trio.Nursery, host: str, port: int) -> str:
+        """Listen on ``host:port`` (0: any free port), serving in ``nursery``; the
+        ``ws://`` URL a client on this machine reaches it at. ``OSError`` if the port
+        cannot be bound."""
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        bound = listeners[0].socket.getsockname()[1]
+        # Connections live in the listener's own nursery, each behind a guard:
+        # nothing a peer does reaches the one given here, which holds the engine.
+        await nursery.start(self.serve, listeners)
+        local = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"ws://{local}:{bound}"
+
     async def serve(
         self,
         listeners: Sequence[trio.abc.Listener[trio.SocketStream]],

@@ -78,19 +78,15 @@ class ModulePorts:
         for module in self._engine.core.modules:
             for spec in module.ports():
                 wanted = spec.port if spec.fixed or config.port != 0 else 0
+                listener = WebSocketListener(config, self._handler(module.name, spec.label))
                 try:
-                    listeners = await trio.open_tcp_listeners(wanted, host=spec.host)
+                    url = await listener.listen(nursery, spec.host, wanted)
                 except OSError as exc:
                     raise ModulePortError(
                         exc.errno,
                         f"{module.name} cannot listen on {spec.host}:{wanted} "
                         f"({exc.strerror}); give it another port in its config",
                     ) from exc
-                port = listeners[0].socket.getsockname()[1]
-                listener = WebSocketListener(config, self._handler(module.name, spec.label))
-                await nursery.start(listener.serve, listeners)
-                host = "127.0.0.1" if spec.host in ("0.0.0.0", "") else spec.host
-                url = f"ws://{host}:{port}"
                 self.urls[(module.name, spec.label)] = url
                 log.info("%s %s port listening on %s", module.name, spec.label, url)
 
