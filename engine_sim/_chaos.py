@@ -68,15 +68,21 @@ __all__ = [
     "run_scenario",
 ]
 
+#: The serving worker's name: it provides ``WORK``, ``PING`` and the trigger type ``TICK``.
 SERVICE: Final = "svc"
+#: The calling worker's name: it calls ``WORK`` and binds ``TICK`` to ``ON_TICK``.
 CLIENT: Final = "client"
+#: The function the client calls throughout a run, with seeded durations and timeouts.
 WORK: Final = "svc::work"
 #: Called only in the liveness phase, so a schedule that refuses ``svc::work``
 #: cannot make recovery impossible (a refused registration is not retried until
 #: the next connection, in every SDK).
 PING: Final = "svc::ping"
+#: The trigger type the service provides.
 TICK: Final = "svc::tick"
+#: The client's function that ``TICK`` fires.
 ON_TICK: Final = "client::on_tick"
+#: The id of the client's ``TICK`` binding.
 BINDING: Final = "tick-1"
 #: Virtual seconds the workers and the engine get to shut down at the end.
 _SHUTDOWN_BOUND: Final = 60.0

@@ -26,4 +26,5 @@ class Close:
     reason: str = ""
 
 
+#: What ``EngineCore`` asks its I/O layer to do: write a frame, or close a connection.
 Effect = Send | Close

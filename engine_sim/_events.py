@@ -63,4 +63,5 @@ class FaultApplied:
     worker_ids: tuple[str, ...]
 
 
+#: Anything an engine tells its observers (``engine.observe``, ``Trace``).
 EngineEvent = LinkOpened | LinkClosed | FrameSeen | StatusChanged | FaultApplied

@@ -47,6 +47,7 @@ __all__ = [
     "schedule_to_json",
 ]
 
+#: Which way a frame fault acts: frames the engine sends, or frames it receives.
 Direction = Literal["to_worker", "to_engine"]
 
 
@@ -152,6 +153,7 @@ class Heal:
     target: str | None = None
 
 
+#: Any fault ``engine.faults`` can inject or schedule.
 Fault = (
     Drop
     | GracefulClose
@@ -187,8 +189,11 @@ class AfterFrame:
     message_type: str | None = None
 
 
+#: When a scheduled fault applies: a virtual time, or right after the n-th frame.
 When = At | AfterFrame
+#: One step of a schedule: a fault and when it applies.
 Step = tuple[When, Fault]
+#: Steps for ``engine.faults.schedule``, in any order.
 Schedule = Sequence[Step]
 
 _FAULTS: Final[dict[str, type[Any]]] = {

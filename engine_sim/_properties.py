@@ -264,6 +264,7 @@ def liveness_after_the_last_fault(result: ScenarioResult) -> list[str]:
     return found
 
 
+#: Every property a chaos run must keep, by name; each returns its violations.
 PROPERTIES: Final[dict[str, Property]] = {
     prop.__name__: prop
     for prop in (
@@ -287,6 +288,7 @@ def violations(result: ScenarioResult) -> list[str]:
 
 # -- rare cases: did the run reach the situations worth testing? -----------------------
 
+#: The hard situations ``rare_cases`` looks for in a run.
 RARE_CASES: Final = (
     "reconnect during an in-flight call",
     "timeout racing a result",

@@ -68,6 +68,7 @@ json_values: st.SearchStrategy[Any] = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12,
 )
+#: JSON objects with values from ``json_values``.
 json_objects = st.dictionaries(st.text(), json_values, max_size=4)
 names = st.text(min_size=1, max_size=40)
 
@@ -91,6 +92,7 @@ http_refs = st.builds(
     headers=st.dictionaries(st.text(), st.text(), max_size=3),
     auth=optional(auths),
 )
+#: One strategy per message type, keyed by the frame's ``type``.
 MESSAGES: dict[str, st.SearchStrategy[Any]] = {
     "registertriggertype": st.builds(
         p.RegisterTriggerType,
@@ -173,7 +175,7 @@ MESSAGES: dict[str, st.SearchStrategy[Any]] = {
     ),
     "error": st.builds(p.EngineError, error=error_bodies),
 }
-
+#: A valid protocol message of any type.
 messages: st.SearchStrategy[Any] = st.one_of(*MESSAGES.values())
 
 
@@ -276,6 +278,7 @@ def steps(
     function_ids: Sequence[str] = ("fn",),
     horizon: float = 40.0,
 ) -> st.SearchStrategy[Step]:
+    """One ``(when, fault)`` step of a schedule (see ``whens`` and ``faults``)."""
     return st.tuples(whens(horizon), faults(targets, function_ids))
 
 

@@ -15,8 +15,10 @@ __all__ = [
 #: Where functions, workers and triggers live when nothing else is said.
 DEFAULT_NAMESPACE: Final = "default"
 
-#: ``registrationrejected`` codes.
+#: ``registrationrejected`` code: another worker of the namespace owns that function id.
 FUNCTION_NAMESPACE_CONFLICT: Final = "FUNCTION_NAMESPACE_CONFLICT"
+#: ``registrationrejected`` code (then the connection closes): a live worker of the
+#: namespace already has that worker name.
 WORKER_NAMESPACE_CONFLICT: Final = "WORKER_NAMESPACE_CONFLICT"
 
 #: A namespace field that is present but blank; never read as "absent".

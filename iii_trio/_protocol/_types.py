@@ -60,16 +60,22 @@ class StreamChannelRef(WireModel):
 
 
 class HmacAuth(WireModel):
+    """Sign each request with HMAC, keyed by the environment variable ``secret_key`` names."""
+
     type: Literal["hmac"] = "hmac"
     secret_key: str
 
 
 class BearerAuth(WireModel):
+    """Send ``Authorization: Bearer``, the token read from the variable ``token_key`` names."""
+
     type: Literal["bearer"] = "bearer"
     token_key: str
 
 
 class ApiKeyAuth(WireModel):
+    """Send header ``header``, its value read from the variable ``value_key`` names."""
+
     type: Literal["api_key"] = "api_key"
     header: str
     value_key: str
@@ -79,6 +85,7 @@ class ApiKeyAuth(WireModel):
 #: variable on the engine host, never the secret itself.
 HttpAuthConfig = Annotated[HmacAuth | BearerAuth | ApiKeyAuth, Field(discriminator="type")]
 
+#: The HTTP methods an HTTP-invoked function may be called with.
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
