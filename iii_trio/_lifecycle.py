@@ -284,6 +284,8 @@ class StateMachine(Generic[S]):
 _W = WorkerState
 _LIVE = (_W.CONNECTED, _W.REGISTERING, _W.READY, _W.EXECUTING)
 
+#: The SDK worker's lifecycle: connecting -> connected -> registering -> ready <-> executing,
+#: reconnecting after a drop; failed and exited are terminal.
 WORKER_LIFECYCLE: Lifecycle[WorkerState] = Lifecycle(
     name="worker",
     start=_W.CONNECTING,
@@ -319,6 +321,8 @@ WORKER_LIFECYCLE: Lifecycle[WorkerState] = Lifecycle(
 _E = WorkerStatus
 _OPEN = (_E.CONNECTING, _E.CONNECTED, _E.AVAILABLE, _E.BUSY)
 
+#: The engine's worker status table: connecting -> connected -> available <-> busy ->
+#: disconnected (terminal).
 WORKER_STATUS_LIFECYCLE: Lifecycle[WorkerStatus] = Lifecycle(
     name="worker status",
     start=_E.CONNECTING,
