@@ -70,6 +70,7 @@ from ._timers import Timers
 from .modules import build_modules
 from .modules._seam import (
     DEFERRED,
+    BackgroundTask,
     BuiltinError,
     BuiltinHandler,
     CallContext,
@@ -135,6 +136,10 @@ class EngineCore:
         #: Told of every worker status transition: ``(worker_id, transition)``.
         self.on_status: Callable[[str, Transition[WorkerStatus]], None] | None = None
         self.timers = Timers()
+        #: Starts a module's background task (set by the driver; ``Engine`` sets it).
+        #: Until it is set, tasks wait in ``_spawns`` (a module may spawn from ``start``).
+        self.spawner: Callable[[BackgroundTask, str], None] | None = None
+        self._spawns: list[tuple[BackgroundTask, str]] = []
         # The core's parts: each holds the rules for one concern and works on the
         # registries above, which stay here because modules, discovery and tests read them.
         # Built before the modules start: starting registers built-ins and trigger types.
@@ -171,6 +176,23 @@ class EngineCore:
                 module.stop()
             except Exception:
                 log.exception("module %s failed to stop", module.name)
+
+    def spawn(self, task: BackgroundTask, name: str) -> None:
+        """Start a module's background task (``ModuleHost.spawn``), or hold it until a
+        driver attaches with ``attach_spawner``; a stopped core starts nothing."""
+        if self.stopped:
+            return
+        if self.spawner is None:
+            self._spawns.append((task, name))
+        else:
+            self.spawner(task, name)
+
+    def attach_spawner(self, spawner: Callable[[BackgroundTask, str], None]) -> None:
+        """Let ``spawner`` start background tasks, the held ones first."""
+        self.spawner = spawner
+        held, self._spawns = self._spawns, []
+        for task, name in held:
+            spawner(task, name)
 
     def module(self, name: str) -> EngineModule | None:
         """The running module called ``name`` (``iii-state``), if it is on."""

@@ -125,8 +125,8 @@ class Engine:
         # One wall-clock anchor for the engine's life: a restarted core must not see
         # wall time go back by the virtual time that passed (cron would fire again).
         self._epoch = time.time() - trio.current_time()
-        self.core = self._new_core()
         self._ports = ModulePorts(self)
+        self.core = self._new_core()
         #: Inject faults now or on a schedule (``engine_sim.faults``).
         self.faults = FaultInjector(self)
 
@@ -137,6 +137,7 @@ class Engine:
             config = replace(config, seed=config.seed * 1_000_003 + self._restarts)
         core = EngineCore(config, now=trio.current_time(), epoch=self._epoch)
         core.on_status = self._status_changed
+        core.attach_spawner(lambda task, name: self._ports.spawn(core, task, name))
         return core
 
     def _status_changed(self, worker_id: str, transition: Transition[WorkerStatus]) -> None:
@@ -241,6 +242,8 @@ class Engine:
                     await ws.get_message()
             except trio_websocket.ConnectionClosed:
                 pass
+        elif (module := self._ports.worker_path_module(path)) is not None:
+            await self._ports.serve_worker_path(module, request, ip)
         else:
             log.info("refused a connection to %s (404)", path)
             await request.reject(404)

@@ -24,9 +24,11 @@ from ._discovery import function_summary
 from ._logtext import in_namespace
 from ._ownership import function_owner
 from ._records import FunctionEntry, FunctionKey, WorkerRecord
+from .modules._seam import BuiltinError
 
 if TYPE_CHECKING:
     from ._core import EngineCore
+    from .modules._seam import BuiltinHandler
 
 __all__ = ["FunctionRegistry"]
 
@@ -51,14 +53,17 @@ class FunctionRegistry:
 
     def register(self, worker: WorkerRecord, namespace: str, message: RegisterFunction) -> None:
         """A ``registerfunction`` frame, applied once ``worker``'s namespace is fixed (§6.1)."""
+        server = None
         if message.invocation is not None:
-            log.warning(
-                "%s: %s is an HTTP-invoked function; the simulator has no HTTP module, so it is "
-                "not registered",
-                self.core.who(worker),
-                message.id,
-            )
-            return
+            server = next((m for m in self.core.modules if m.serves_invocations), None)
+            if server is None:
+                log.warning(
+                    "%s: %s is an HTTP-invoked function, and the iii-http-functions module "
+                    "is not on, so it is not registered",
+                    self.core.who(worker),
+                    message.id,
+                )
+                return
         owner_id = function_owner(self.core, worker, namespace, message.id)
         if owner_id is not None:
             self.core.send(
@@ -71,6 +76,20 @@ class FunctionRegistry:
                 ),
             )
             return
+        handler: BuiltinHandler | None = None
+        if server is not None:
+            try:
+                handler = server.invoked_function(namespace, message, worker.id)
+            except BuiltinError as exc:
+                # As upstream: logged, and the worker is sent nothing.
+                log.error(
+                    "%s: HTTP-invoked function %s%s not registered: %s",
+                    self.core.who(worker),
+                    message.id,
+                    in_namespace(namespace),
+                    exc.body.message,
+                )
+                return
         self.core.functions[(namespace, message.id)] = FunctionEntry(
             namespace=namespace,
             id=message.id,
@@ -79,6 +98,8 @@ class FunctionRegistry:
             response_format=message.response_format,
             metadata=message.metadata,
             owner=worker.id,
+            module=None if server is None else server.name,
+            handler=handler,
         )
         worker.functions.add(message.id)
         log.info(

@@ -13,10 +13,11 @@ from iii_trio.protocol import DEFAULT_NAMESPACE, ErrorBody
 
 from ._records import Binding, CallbackReply, NoReply, Reply, TriggerTypeEntry
 from ._timers import Timer
-from .modules._seam import BuiltinHandler, ConfigCheck, ResultCallback
+from .modules._seam import BackgroundTask, BuiltinHandler, ConfigCheck, ResultCallback
 
 if TYPE_CHECKING:
     from ._core import EngineCore
+    from .modules._seam import EngineModule
 
 __all__ = ["CoreHost", "TriggerHooks"]
 
@@ -148,3 +149,9 @@ class CoreHost:
 
     def storage_path(self, path: str) -> Path:
         return Path(path).expanduser()
+
+    def spawn(self, task: BackgroundTask, name: str) -> None:
+        self.core.spawn(task, f"{self.module_name}: {name}")
+
+    def module(self, name: str) -> EngineModule | None:
+        return self.core.module(name)

@@ -22,7 +22,7 @@ from iii_trio import ConnectionClosed
 
 from ._listener import Handler, WebSocketListener
 from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
-from .modules._seam import EngineModule, PortRequest
+from .modules._seam import BackgroundTask, EngineModule, PortRequest
 
 if TYPE_CHECKING:
     from ._core import EngineCore
@@ -33,6 +33,8 @@ __all__ = ["ModulePortError", "ModulePorts"]
 log = logging.getLogger("engine_sim")
 T = TypeVar("T")
 
+#: The label a module's connections on the worker port are served under.
+WORKER_LABEL: Final = "worker"
 #: Close code when the engine (or its core, at a restart) stops.
 _GOING_AWAY: Final = 1001
 _MEMORY_BUFFER: Final = 16
@@ -98,14 +100,36 @@ class ModulePorts:
                 log.info("refused a connection to %s on the %s port (404)", target.path, label)
                 await request.reject(404)
                 return
-            headers = {
-                key.decode("latin-1").lower(): value.decode("latin-1")
-                for key, value in request.headers
-            }
-            info = PortRequest(target.path, target.query, headers, ip)
-            await self._serve(module, label, WebSocketPeer(await request.accept()), info)
+            await self._accept(module, label, request, ip)
 
         return handle
+
+    def worker_path_module(self, path: str) -> EngineModule | None:
+        """The running module that serves ``path`` on the worker port (``worker_paths``)."""
+        for module in self._engine.core.modules:
+            if any(path.startswith(prefix) for prefix in module.worker_paths):
+                return module
+        return None
+
+    async def serve_worker_path(
+        self, module: EngineModule, request: trio_websocket.WebSocketRequest, ip: str | None
+    ) -> None:
+        """Serve an upgrade on the worker port whose path ``module`` claims."""
+        await self._accept(module, WORKER_LABEL, request, ip)
+
+    async def _accept(
+        self,
+        module: EngineModule,
+        label: str,
+        request: trio_websocket.WebSocketRequest,
+        ip: str | None,
+    ) -> None:
+        target = urlsplit(request.path)
+        headers = {
+            key.decode("latin-1").lower(): value.decode("latin-1") for key, value in request.headers
+        }
+        info = PortRequest(target.path, target.query, headers, ip)
+        await self._serve(module, label, WebSocketPeer(await request.accept()), info)
 
     @asynccontextmanager
     async def connect(
@@ -116,9 +140,12 @@ class ModulePorts:
         module = self._engine.core.module(name)
         if module is None:
             raise LookupError(f"module {name!r} is not running in this engine")
-        if not any(spec.label == label for spec in module.ports()):
+        if label == WORKER_LABEL:
+            if not any(target.path.startswith(prefix) for prefix in module.worker_paths):
+                raise LookupError(f"module {name!r} serves no path {path!r} on the worker port")
+        elif not any(spec.label == label for spec in module.ports()):
             raise LookupError(f"module {name!r} has no port {label!r}")
-        if not module.accepts_path(label, target.path):
+        elif not module.accepts_path(label, target.path):
             raise LookupError(f"module {name!r} refuses path {path!r} on its {label} port")
         lowered = {key.lower(): value for key, value in (headers or {}).items()}
         info = PortRequest(target.path, target.query, lowered)
@@ -153,8 +180,30 @@ class ModulePorts:
                 with trio.CancelScope(shield=True):
                     await peer.close(_GOING_AWAY, "engine stopped", engine._close_timeout)
 
+    def spawn(self, core: EngineCore, task: BackgroundTask, name: str) -> None:
+        """Start a module's background task for the life of ``core`` (``ModuleHost.spawn``)."""
+        self._engine._nursery.start_soon(self._run_task, core, task, name)
+
+    async def _run_task(self, core: EngineCore, task: BackgroundTask, name: str) -> None:
+        engine = self._engine
+        if core.stopped or engine.core is not core:
+            return
+        with trio.CancelScope() as scope:
+            self._scopes.add(scope)
+            try:
+                await task(_CoreIO(engine, core))
+            except Exception as exc:
+                if _peer_left(exc):
+                    log.debug("%s ended: %s", name, exc)
+                else:
+                    # A module's bug ends that task only, never the engine.
+                    log.exception("%s failed", name)
+            finally:
+                self._scopes.discard(scope)
+
     def drop_connections(self) -> None:
-        """End every module connection (the core that served them is being dropped)."""
+        """End every module connection and background task (the core that served them
+        is being dropped)."""
         for scope in self._scopes:
             scope.cancel()
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from pydantic import JsonValue
 
 from iii_trio.lifecycle import WORKER_STATUS_LIFECYCLE, StateMachine, WorkerStatus
 from iii_trio.protocol import DEFAULT_NAMESPACE, ErrorBody, Message
+
+if TYPE_CHECKING:
+    from .modules._seam import BuiltinHandler
 
 __all__ = [
     "Binding",
@@ -101,6 +105,9 @@ class FunctionEntry:
     owner: str | None = None
     #: The engine module serving a built-in (``iii-state``); ``None`` for the engine's own.
     module: str | None = None
+    #: For a function a worker registered with an ``invocation`` (HTTP-invoked): the
+    #: module's handler that runs it in the engine. ``owner`` is that worker.
+    handler: BuiltinHandler | None = None
 
     @property
     def key(self) -> FunctionKey:

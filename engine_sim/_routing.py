@@ -145,7 +145,7 @@ class Calls:
         if entry is None:
             self.complete(reply, function_id, None, self._not_found(namespace, function_id))
             return
-        if entry.owner is None:
+        if entry.owner is None or entry.handler is not None:
             self._run_builtin(entry, data, caller=caller, reply=reply, now=now)
             return
         executor = self.core.workers[entry.owner]
@@ -307,7 +307,7 @@ class Calls:
     def _run_builtin(
         self, entry: FunctionEntry, data: JsonValue, *, caller: str | None, reply: Reply, now: float
     ) -> None:
-        handler = self._handlers[entry.key]
+        handler = entry.handler or self._handlers[entry.key]
         self.turn_calls += 1
         if self.turn_calls > MAX_BUILTIN_CALLS_PER_TURN:
             if self.turn_calls == MAX_BUILTIN_CALLS_PER_TURN + 1:

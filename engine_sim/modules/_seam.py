@@ -31,14 +31,14 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, JsonValue
 
-from iii_trio.protocol import ErrorBody
+from iii_trio.protocol import ErrorBody, RegisterFunction
 
 if TYPE_CHECKING:
     from .._peers import Peer
@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFERRED",
+    "AsgiReceive",
+    "AsgiScope",
+    "AsgiSend",
+    "BackgroundTask",
     "BuiltinError",
     "BuiltinHandler",
     "CallContext",
@@ -103,6 +107,14 @@ BuiltinHandler = Callable[[CallContext], "JsonValue | Deferred"]
 ConfigCheck = Callable[[JsonValue], None]
 #: Told the outcome of a call a module made: ``(result, None)`` or ``(None, error)``.
 ResultCallback = Callable[[JsonValue, "ErrorBody | None"], None]
+
+
+#: A module's background work (``ModuleHost.spawn``): it reaches the core through ``io``.
+BackgroundTask = Callable[["ModuleIO"], Awaitable[None]]
+#: An ASGI connection scope, and its ``receive`` / ``send`` callables (for an HTTP port).
+AsgiScope = MutableMapping[str, Any]
+AsgiReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+AsgiSend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class TimerHandle(Protocol):
@@ -195,6 +207,15 @@ class ModuleHost(Protocol):
     def storage_path(self, path: str) -> Path:
         """Where a store configured with ``path`` keeps its file."""
 
+    def spawn(self, task: BackgroundTask, name: str) -> None:
+        """Run ``await task(io)`` in the background for the life of this core (an HTTP
+        call, a stream pump): cancelled at a restart and when the engine stops. An
+        exception in it is logged at ERROR and ends that task only. ``io.call`` is its
+        way back to the core. Under a bare ``EngineCore`` (no ``Engine``) it never runs."""
+
+    def module(self, name: str) -> EngineModule | None:
+        """Another running module, by its config name (``iii-channels``), if it is on."""
+
 
 class ModuleIO(Protocol):
     """What a module's socket task may do (see ``EngineModule.serve_peer``)."""
@@ -214,10 +235,15 @@ class PortSpec:
     label: str
     host: str
     port: int
+    #: ``"websocket"``: the engine accepts WebSocket upgrades and calls ``serve_peer``;
+    #: ``"http"``: the engine serves HTTP and calls ``serve_asgi`` for each request.
     #: ``False`` when ``port`` is only the module's default: an engine whose worker
     #: port is 0 (any free port, as in tests) then takes any free port for this one
     #: too, so test engines never fight over a fixed port.
     fixed: bool = True
+    #: ``"websocket"``: the engine accepts WebSocket upgrades and calls ``serve_peer``;
+    #: ``"http"``: the engine serves HTTP/1.1 and calls ``serve_asgi`` for each request.
+    kind: Literal["websocket", "http"] = "websocket"
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +277,12 @@ class EngineModule(ABC):
     aliases: ClassVar[tuple[str, ...]] = ()
     #: The pydantic model of its ``config:`` mapping.
     Config: ClassVar[type[BaseModel]]
+    #: Path prefixes this module serves on the engine's worker port(s) (upstream's
+    #: ``/ws/channels/``): such an upgrade goes to ``serve_peer("worker", ...)``.
+    worker_paths: ClassVar[tuple[str, ...]] = ()
+    #: Whether it serves functions registered with an ``invocation`` (HTTP-invoked
+    #: functions): the core then asks ``invoked_function`` for each.
+    serves_invocations: ClassVar[bool] = False
 
     def __init__(self, config: BaseModel, host: ModuleHost) -> None:
         self.config = config
@@ -272,5 +304,19 @@ class EngineModule(ABC):
         return True
 
     async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
-        """Serve one connection to port ``label``; cancelled at restart and shutdown."""
+        """Serve one connection to port ``label`` (``"worker"`` for a path in
+        ``worker_paths`` on the worker port); cancelled at restart and shutdown."""
         raise NotImplementedError(f"{self.name} serves no sockets")
+
+    async def serve_asgi(
+        self, label: str, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend, io: ModuleIO
+    ) -> None:
+        """Answer one HTTP request to port ``label`` (a ``kind="http"`` port), ASGI-style."""
+        raise NotImplementedError(f"{self.name} serves no HTTP port")
+
+    def invoked_function(
+        self, namespace: str, message: RegisterFunction, owner: str
+    ) -> BuiltinHandler:
+        """The handler of a function worker ``owner`` registered with an ``invocation``
+        (only asked when ``serves_invocations``); raise ``BuiltinError`` to refuse it."""
+        raise NotImplementedError(f"{self.name} serves no invoked functions")

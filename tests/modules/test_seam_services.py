@@ -1,0 +1,208 @@
+"""The seam's services for modules that do I/O of their own: paths on the worker port,
+background tasks, finding another module, and functions served for a worker
+(HTTP-invoked functions)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import ClassVar
+
+import pytest
+import trio
+import trio_websocket
+from pydantic import BaseModel, ConfigDict, JsonValue
+from trio.testing import MockClock
+
+import engine_sim.modules as modules
+from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim._peers import Peer
+from engine_sim.faults import RestartEngine
+from engine_sim.modules import (
+    DEFERRED,
+    BuiltinError,
+    BuiltinHandler,
+    CallContext,
+    Deferred,
+    EngineModule,
+    ModuleIO,
+    ModuleSpec,
+    PortRequest,
+)
+from iii_trio.protocol import HttpInvocationRef, RegisterFunction
+from tests.raw_worker import raw_workers
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Services(EngineModule):
+    """Serves ``/ws/echo/`` on the worker port, answers calls after a background wait,
+    and serves 'invoked' functions whose URL it reads as the answer to give."""
+
+    name: ClassVar[str] = "services"
+    Config: ClassVar[type[BaseModel]] = _Config
+    worker_paths: ClassVar[tuple[str, ...]] = ("/ws/echo/",)
+    serves_invocations: ClassVar[bool] = True
+    started: ClassVar[list[_Services]] = []
+
+    def start(self) -> None:
+        self.finished: list[str] = []
+        self.host.add_function("services::later", self._later, "Answers after a second")
+        self.host.add_function("services::crash", self._crash, "Its background task fails")
+        _Services.started.append(self)
+
+    def _later(self, ctx: CallContext) -> Deferred:
+        async def wait_then_answer(io: ModuleIO) -> None:
+            await trio.sleep(1)
+            io.call(lambda: self.host.complete(ctx.reply, ctx.function_id, "later", None))
+            self.finished.append(ctx.function_id)
+
+        self.host.spawn(wait_then_answer, "later")
+        return DEFERRED
+
+    def _crash(self, ctx: CallContext) -> JsonValue:
+        async def crash(io: ModuleIO) -> None:
+            raise RuntimeError("a bug in a background task")
+
+        self.host.spawn(crash, "crash")
+        return "spawned"
+
+    async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
+        await peer.send(f"{label} {request.path} {request.query}")
+        while True:
+            text = await peer.receive()
+            await peer.send(f"echo {text!s}")
+
+    def invoked_function(
+        self, namespace: str, message: RegisterFunction, owner: str
+    ) -> BuiltinHandler:
+        assert message.invocation is not None
+        url = message.invocation.url
+        if url.startswith("http://blocked"):
+            raise BuiltinError("url_validation_failed", f"{url} is not allowed")
+
+        def handler(ctx: CallContext) -> JsonValue:
+            return {"url": url, "owner": owner, "namespace": namespace}
+
+        return handler
+
+
+class _Other(EngineModule):
+    name: ClassVar[str] = "other"
+    Config: ClassVar[type[BaseModel]] = _Config
+
+    def start(self) -> None:
+        found = self.host.module("services")
+        self.host.add_function(
+            "other::found", lambda ctx: type(found).__name__, "What host.module found"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, _Services, _Other))
+    _Services.started.clear()
+
+
+@asynccontextmanager
+async def _engine(port: int | None = None) -> AsyncIterator[tuple[Engine, _Services]]:
+    specs = (ModuleSpec("services"), ModuleSpec("other"))
+    async with open_engine(EngineConfig(port=port, modules=specs)) as engine:
+        yield engine, _Services.started[-1]
+
+
+async def test_a_module_path_on_the_worker_port_is_served_in_memory(
+    autojump_clock: MockClock,
+) -> None:
+    async with (
+        _engine() as (engine, _),
+        engine.connect_port("services", "worker", "/ws/echo/abc?key=k") as conn,
+    ):
+        assert await conn.receive() == "worker /ws/echo/abc key=k"
+        await conn.send("hi")
+        assert await conn.receive() == "echo hi"
+    with pytest.raises(LookupError, match="serves no path"):
+        async with _engine() as (engine, _), engine.connect_port("services", "worker", "/other"):
+            pass
+
+
+async def test_a_module_path_on_the_worker_port_is_served_over_the_socket() -> None:
+    async with _engine(port=0) as (engine, _):
+        assert engine.url is not None
+        async with trio_websocket.open_websocket_url(f"{engine.url}/ws/echo/1?x=2") as ws:
+            assert await ws.get_message() == "worker /ws/echo/1 x=2"
+            await ws.send_message("yo")
+            assert await ws.get_message() == "echo yo"
+
+
+async def test_a_background_task_answers_a_deferred_call_on_the_engine_clock(
+    autojump_clock: MockClock,
+) -> None:
+    async with _engine() as (engine, services), raw_workers(engine) as connect:
+        caller = await connect("c")
+        start = trio.current_time()
+        assert await caller.ok("services::later") == "later"
+        assert trio.current_time() - start == pytest.approx(1)
+        assert services.finished == ["services::later"]
+
+
+async def test_a_failing_background_task_is_logged_and_the_engine_goes_on(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _engine() as (engine, _), raw_workers(engine) as connect:
+        caller = await connect("c")
+        with caplog.at_level(logging.ERROR, "engine_sim"):
+            assert await caller.ok("services::crash") == "spawned"
+            await trio.sleep(0.1)
+        assert "services: crash failed" in caplog.text
+        assert "a bug in a background task" in caplog.text
+        assert await caller.ok("services::later") == "later"
+
+
+async def test_background_tasks_die_with_the_core_at_a_restart(autojump_clock: MockClock) -> None:
+    async with _engine() as (engine, services), raw_workers(engine) as connect:
+        caller = await connect("c")
+        await caller.call("services::later")
+        await trio.sleep(0.5)
+        engine.faults.inject(RestartEngine())
+        await trio.sleep(5)
+        assert services.finished == []
+        assert _Services.started[-1] is not services
+
+
+async def test_a_module_finds_another_running_module(autojump_clock: MockClock) -> None:
+    async with _engine() as (engine, _), raw_workers(engine) as connect:
+        caller = await connect("c")
+        assert await caller.ok("other::found") == "_Services"
+
+
+async def test_an_invoked_function_is_served_for_its_worker_and_leaves_with_it(
+    autojump_clock: MockClock,
+) -> None:
+    async with _engine() as (engine, _), raw_workers(engine) as connect:
+        owner = await connect("owner")
+        await owner.register("ext::f", invocation=HttpInvocationRef(url="http://ok/f"))
+        caller = await connect("c")
+        answer = await caller.ok("ext::f", {"x": 1})
+        assert answer == {"url": "http://ok/f", "owner": owner.id, "namespace": "default"}
+        assert "ext::f" in engine.function_ids()
+        await owner.close()
+        await engine.wait_for(lambda: "ext::f" not in engine.function_ids() or None)
+        refused = await caller.result("ext::f", {})
+        assert refused.error is not None
+        assert refused.error.code == "function_not_found"
+
+
+async def test_an_invoked_function_the_module_refuses_is_logged_and_not_registered(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _engine() as (engine, _), raw_workers(engine) as connect:
+        owner = await connect("owner")
+        with caplog.at_level(logging.ERROR, "engine_sim"):
+            await owner.register("ext::g", invocation=HttpInvocationRef(url="http://blocked/g"))
+            await owner.silent(1)
+        assert "ext::g not registered: http://blocked/g is not allowed" in caplog.text
+        assert "ext::g" not in engine.function_ids()
