@@ -22,7 +22,7 @@ from iii_trio import ConnectionClosed
 
 from ._listener import Handler, WebSocketListener
 from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
-from .modules._seam import BackgroundTask, EngineModule, PortRequest
+from .modules._seam import BackgroundTask, EngineModule, PortRequest, UpgradeRefused
 
 if TYPE_CHECKING:
     from ._core import EngineCore
@@ -129,7 +129,19 @@ class ModulePorts:
             key.decode("latin-1").lower(): value.decode("latin-1") for key, value in request.headers
         }
         info = PortRequest(target.path, target.query, headers, ip)
+        status = self._refusal(module, label, info)
+        if status is not None:
+            log.info("refused a connection to %s on the %s port (%d)", info.path, label, status)
+            await request.reject(status)
+            return
         await self._serve(module, label, WebSocketPeer(await request.accept()), info)
+
+    def _refusal(self, module: EngineModule, label: str, request: PortRequest) -> int | None:
+        """``module.refuse_upgrade``, run on its core (a dropped core refuses with 503)."""
+        engine = self._engine
+        if engine.core.module(module.name) is not module:
+            return 503
+        return _CoreIO(engine, engine.core).call(lambda: module.refuse_upgrade(label, request))
 
     @asynccontextmanager
     async def connect(
@@ -149,6 +161,9 @@ class ModulePorts:
             raise LookupError(f"module {name!r} refuses path {path!r} on its {label} port")
         lowered = {key.lower(): value for key, value in (headers or {}).items()}
         info = PortRequest(target.path, target.query, lowered)
+        status = self._refusal(module, label, info)
+        if status is not None:
+            raise UpgradeRefused(status, path)
         engine_end, client_end = memory_pair(_MEMORY_BUFFER)
         self._engine._nursery.start_soon(self._serve, module, label, engine_end, info)
         try:

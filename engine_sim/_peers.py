@@ -27,8 +27,9 @@ class Peer(Protocol):
         """The next message; raises ``ConnectionClosed`` once the worker is gone."""
         ...
 
-    async def send(self, frame: str) -> None:
-        """Write one text message; raises ``ConnectionClosed`` if the worker is gone."""
+    async def send(self, frame: str | bytes) -> None:
+        """Write one message (text for ``str``, binary for ``bytes``); raises
+        ``ConnectionClosed`` if the peer is gone."""
         ...
 
     async def close(self, code: int, reason: str, grace: float) -> None:
@@ -148,7 +149,7 @@ class _EngineEnd(_MemoryEnd):
     async def receive(self) -> str | bytes:
         return await self._receive()
 
-    async def send(self, frame: str) -> None:
+    async def send(self, frame: str | bytes) -> None:
         await self._send(frame)
 
     async def close(self, code: int, reason: str, grace: float) -> None:

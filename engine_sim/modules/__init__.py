@@ -16,6 +16,10 @@ from pydantic import ValidationError
 
 from ._seam import (
     DEFERRED,
+    AsgiReceive,
+    AsgiScope,
+    AsgiSend,
+    BackgroundTask,
     BuiltinError,
     BuiltinHandler,
     CallContext,
@@ -29,6 +33,7 @@ from ._seam import (
     PortSpec,
     ResultCallback,
     TimerHandle,
+    UpgradeRefused,
 )
 from .cron import CronModule
 from .pubsub import PubSubModule
@@ -45,6 +50,10 @@ __all__ = [
     "DEFAULT_MODULES",
     "DEFERRED",
     "MODULES",
+    "AsgiReceive",
+    "AsgiScope",
+    "AsgiSend",
+    "BackgroundTask",
     "BuiltinError",
     "BuiltinHandler",
     "CallContext",
@@ -59,6 +68,7 @@ __all__ = [
     "PortSpec",
     "ResultCallback",
     "TimerHandle",
+    "UpgradeRefused",
     "WorkerManager",
     "build_modules",
     "module_class",

@@ -63,6 +63,7 @@ __all__ = [
     "PortSpec",
     "ResultCallback",
     "TimerHandle",
+    "UpgradeRefused",
 ]
 
 T = TypeVar("T")
@@ -77,6 +78,9 @@ class BuiltinError(Exception):
 
 
 class Deferred:
+    """The type of ``DEFERRED``: a built-in returns it to answer its call later, through
+    ``ModuleHost.complete``."""
+
     def __repr__(self) -> str:
         return "DEFERRED"
 
@@ -260,6 +264,15 @@ class PortRequest:
     ip: str | None = None
 
 
+class UpgradeRefused(LookupError):
+    """An in-memory connection to a module's port or path was refused before the
+    upgrade, as a socket would be answered HTTP ``status`` (``refuse_upgrade``)."""
+
+    def __init__(self, status: int, path: str) -> None:
+        super().__init__(f"upgrade to {path} refused with HTTP {status}")
+        self.status = status
+
+
 @dataclass(frozen=True, slots=True)
 class ModuleSpec:
     """One module switched on, with its ``config:`` mapping from config.yaml."""
@@ -302,6 +315,12 @@ class EngineModule(ABC):
     def accepts_path(self, label: str, path: str) -> bool:
         """Whether an upgrade to ``path`` on port ``label`` is for this module."""
         return True
+
+    def refuse_upgrade(self, label: str, request: PortRequest) -> int | None:
+        """An HTTP status to answer an upgrade with instead of accepting it (an unknown
+        channel, a wrong key), or ``None`` to accept; runs on the core, before
+        ``serve_peer``. In memory, ``connect_port`` raises ``UpgradeRefused``."""
+        return None
 
     async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
         """Serve one connection to port ``label`` (``"worker"`` for a path in

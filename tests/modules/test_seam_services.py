@@ -29,6 +29,7 @@ from engine_sim.modules import (
     ModuleIO,
     ModuleSpec,
     PortRequest,
+    UpgradeRefused,
 )
 from iii_trio.protocol import HttpInvocationRef, RegisterFunction
 from tests.raw_worker import raw_workers
@@ -69,6 +70,9 @@ class _Services(EngineModule):
 
         self.host.spawn(crash, "crash")
         return "spawned"
+
+    def refuse_upgrade(self, label: str, request: PortRequest) -> int | None:
+        return 404 if request.path.endswith("/missing") else None
 
     async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
         await peer.send(f"{label} {request.path} {request.query}")
@@ -124,6 +128,13 @@ async def test_a_module_path_on_the_worker_port_is_served_in_memory(
         assert await conn.receive() == "worker /ws/echo/abc key=k"
         await conn.send("hi")
         assert await conn.receive() == "echo hi"
+    with pytest.raises(UpgradeRefused, match="refused with HTTP 404") as refused:
+        async with (
+            _engine() as (engine, _),
+            engine.connect_port("services", "worker", "/ws/echo/missing"),
+        ):
+            pass
+    assert refused.value.status == 404
     with pytest.raises(LookupError, match="serves no path"):
         async with _engine() as (engine, _), engine.connect_port("services", "worker", "/other"):
             pass
@@ -136,6 +147,17 @@ async def test_a_module_path_on_the_worker_port_is_served_over_the_socket() -> N
             assert await ws.get_message() == "worker /ws/echo/1 x=2"
             await ws.send_message("yo")
             assert await ws.get_message() == "echo yo"
+        # A raw upgrade: trio-websocket's client leaks its socket when one is refused.
+        port = int(engine.url.rsplit(":", 1)[1])
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(
+                b"GET /ws/echo/missing HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            with trio.fail_after(5):
+                head = await stream.receive_some()
+        assert head.startswith(b"HTTP/1.1 404")
 
 
 async def test_a_background_task_answers_a_deferred_call_on_the_engine_clock(
