@@ -52,7 +52,7 @@ TriggerAction = Annotated[EnqueueAction | VoidAction, Field(discriminator="type"
 
 
 class StreamChannelRef(WireModel):
-    """One end of a data channel, passed around inside payloads (§13)."""
+    """One end of a data channel, passed around inside payloads."""
 
     channel_id: str
     access_key: str
@@ -90,7 +90,7 @@ HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 class HttpInvocationRef(WireModel):
-    """A function the engine runs by making an HTTP request (§14)."""
+    """A function the engine runs by making an HTTP request."""
 
     url: str
     method: HttpMethod = "POST"
@@ -100,7 +100,7 @@ class HttpInvocationRef(WireModel):
 
 
 class WorkerMetrics(WireModel):
-    """Resource figures of a worker, as discovery results report them (§3.6)."""
+    """Resource figures of a worker, as discovery results report them."""
 
     memory_heap_used: U64 | None = None
     memory_heap_total: U64 | None = None
