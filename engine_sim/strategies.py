@@ -7,7 +7,8 @@
 * ``fault_schedules``: lists of ``(when, fault)`` steps for ``engine.faults.schedule``,
   which Hypothesis shrinks to the shortest, simplest failing schedule.
 
-Hypothesis is a test dependency, not a runtime one: import this module from tests.
+Hypothesis is a test dependency, not a runtime one: import this module from tests, with
+``pip install 'iii-trio[testing]'``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from hypothesis import strategies as st
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as missing:
+    if (missing.name or "").partition(".")[0] != "hypothesis":
+        raise
+    raise ModuleNotFoundError(
+        "engine_sim.strategies needs Hypothesis, which iii-trio installs only for tests: "
+        "pip install 'iii-trio[testing]'",
+        name="hypothesis",
+    ) from missing
 
 from iii_trio import protocol as p
 
