@@ -2,23 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Final
 
 from pydantic import JsonValue
 
-__all__ = ["InvocationContext", "current_invocation"]
+__all__ = [
+    "CALLER_WORKER_ID_KEY",
+    "ENGINE_INJECTED_KEYS",
+    "InvocationContext",
+    "current_invocation",
+]
+
+#: The key the engine adds to an object payload sent by a worker: the caller's worker id.
+CALLER_WORKER_ID_KEY: Final = "_caller_worker_id"
+#: Every key the engine adds to a payload on its way to the handler.
+ENGINE_INJECTED_KEYS: Final = frozenset({CALLER_WORKER_ID_KEY})
 
 
 @dataclass(frozen=True)
 class InvocationContext:
-    """The invocation a handler is running (``iii_trio.current_invocation()``)."""
+    """The invocation a handler is running (``iii_trio.current_invocation()``).
+
+    ``caller_worker_id`` is the engine's id of the worker that made the call, which
+    the engine adds to an object payload as ``_caller_worker_id``; ``None`` when the
+    call came from the engine itself (a trigger, a module) or the payload is not an
+    object. A handler whose input is a pydantic model gets the payload without that
+    key (so ``extra="forbid"`` models validate) and reads it here.
+    """
 
     invocation_id: str | None
     function_id: str
     metadata: JsonValue
     traceparent: str | None
     baggage: str | None
+    caller_worker_id: str | None = None
 
 
 _current: ContextVar[InvocationContext | None] = ContextVar("iii_trio_invocation", default=None)
@@ -27,3 +49,18 @@ _current: ContextVar[InvocationContext | None] = ContextVar("iii_trio_invocation
 def current_invocation() -> InvocationContext | None:
     """The invocation being handled in this task (or thread), else ``None``."""
     return _current.get()
+
+
+@contextmanager
+def caller_noted(data: JsonValue) -> Iterator[None]:
+    """Within the block, the current invocation carries the caller the engine put in ``data``."""
+    caller = data.get(CALLER_WORKER_ID_KEY) if isinstance(data, dict) else None
+    context = _current.get()
+    if context is None or not isinstance(caller, str) or context.caller_worker_id == caller:
+        yield
+        return
+    token = _current.set(dataclasses.replace(context, caller_worker_id=caller))
+    try:
+        yield
+    finally:
+        _current.reset(token)
