@@ -13,10 +13,15 @@ from typing import Any
 
 import trio
 
-from ._config import DEFAULT_PORT, EngineConfig
+from iii_trio._version import __version__
+
+from ._config import DEFAULT_PORT, ENGINE_VERSION, EngineConfig
 from ._config_file import ConfigError, load_config
 from ._engine import open_engine
+from ._manifest import ManifestError, WorkerPlan, load_worker
 from ._module_ports import ModulePortError
+from ._supervisor import Stream, WorkerSupervisor
+from ._supervisor_policy import RESTART_MODES, RestartMode, RestartPolicy
 
 __all__ = ["main"]
 
@@ -37,19 +42,38 @@ _LIMITS = {
 _SETTINGS = {
     "host": "interface to listen on",
     "port": "port, 0 for any",
+    "seed": "seed for worker ids, tokens and invocation ids, repeatable run after run "
+    "(predictable: never on an engine untrusted peers reach)",
+    "max_message_bytes": "largest message a worker may send; bigger ones close it (1009)",
     "namespace_grace_ms": "wait for a worker's namespace",
     "functions_poll_ms": "functions-available check period",
+    "trigger_ack_timeout_ms": "wait for a worker's verdict on a trigger of its type",
+    "close_timeout_ms": "time a closing handshake may take",
     **_LIMITS,
+    "frame_log_link_bytes": "with --record: bytes of frames kept per connection",
+    "frame_log_bytes": "with --record: bytes of frames kept in all",
+    "frame_log_closed_links": "with --record: closed connections whose frames are kept",
 }
+#: ``EngineConfig`` fields with no flag of their own: ``record_frames`` is
+#: ``--record``, ``modules`` come from ``--config``.
+_NOT_FLAGS = frozenset(("record_frames", "modules"))
 
 
 def _default(field: str) -> object:
     # EngineConfig's port default is "no listener", which a server never wants.
-    return DEFAULT_PORT if field == "port" else getattr(EngineConfig, field)
+    if field == "port":
+        return DEFAULT_PORT
+    value = getattr(EngineConfig, field)
+    return "none: unpredictable" if value is None else value
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iii-sim", description="A simulated iii engine.")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"iii-sim {__version__} (simulating the iii engine; reports {ENGINE_VERSION})",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve workers over WebSocket until Ctrl-C")
     serve.add_argument(
@@ -70,6 +94,30 @@ def _parser() -> argparse.ArgumentParser:
         help="keep each connection's frames in memory (bounded; off by default)",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="also log every frame")
+    workers = serve.add_argument_group("workers started from their iii.worker.yaml")
+    workers.add_argument(
+        "--worker",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="a worker's directory holding iii.worker.yaml: run its scripts.install once, "
+        "then its scripts.start with III_URL set to this engine (repeatable)",
+    )
+    workers.add_argument(
+        "--no-install", action="store_true", help="do not run the workers' scripts.install"
+    )
+    workers.add_argument(
+        "--restart",
+        choices=RESTART_MODES,
+        default="on-failure",
+        help="start a worker again, with backoff, when it exits non-zero (default %(default)s)",
+    )
+    workers.add_argument(
+        "--stop-grace-ms",
+        type=int,
+        default=5000,
+        help="at Ctrl-C, time a worker has after SIGTERM before SIGKILL (default %(default)s)",
+    )
     chaos = commands.add_parser(
         "chaos",
         help="run seeded chaos scenarios (two iii_trio workers under faults) and check them",
@@ -111,13 +159,48 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger("trio-websocket").setLevel(logging.WARNING)
 
 
-async def serve(config: EngineConfig) -> None:
-    """Serve until SIGINT or SIGTERM, then close every connection (1001) and return."""
+@dataclasses.dataclass(frozen=True)
+class WorkerOptions:
+    """How ``serve`` runs the ``--worker`` manifests: install or not, restart policy,
+    stop grace."""
+
+    install: bool = True
+    restart: RestartMode = "on-failure"
+    stop_grace_ms: int = 5000
+
+
+def _print_line(name: str, stream: Stream, line: str) -> None:
+    # A worker's stdout stays on stdout, its stderr on stderr, each line prefixed.
+    print(f"{name} | {line}", file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
+
+
+async def serve(
+    config: EngineConfig,
+    workers: Sequence[WorkerPlan] = (),
+    options: WorkerOptions = WorkerOptions(),
+) -> None:
+    """Serve until SIGINT or SIGTERM, then stop the ``workers`` started from their
+    manifests (SIGTERM, then SIGKILL after the grace) and close every connection
+    (1001), and return."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_engine(config) as engine:
+            assert engine.url is not None  # serve always listens
             print(f"iii-sim listening on {engine.url} (Ctrl-C stops)", flush=True)
-            async for _ in signals:
-                break
+            # The workers stop before the engine does, so they leave it cleanly.
+            async with trio.open_nursery() as supervisors:
+                for plan in workers:
+                    supervisor = WorkerSupervisor(
+                        plan,
+                        url=engine.url,
+                        emit=_print_line,
+                        policy=RestartPolicy(options.restart),
+                        install=options.install,
+                        stop_grace=options.stop_grace_ms / 1000,
+                    )
+                    supervisors.start_soon(supervisor.run, name=f"worker {plan.name}")
+                async for _ in signals:
+                    break
+                supervisors.cancel_scope.cancel()
     logging.getLogger("engine_sim").info("stopped")
 
 
@@ -171,15 +254,34 @@ def _engine_config(args: argparse.Namespace) -> tuple[EngineConfig, list[str]]:
     return dataclasses.replace(config, **given), warnings
 
 
+def _worker_plans(paths: Sequence[str]) -> list[WorkerPlan]:
+    """Each ``--worker``'s manifest; ``ManifestError`` for the first bad one."""
+    plans: list[WorkerPlan] = []
+    for path in paths:
+        plan = load_worker(path)
+        for other in plans:
+            if other.name == plan.name:
+                raise ManifestError(
+                    f"{plan.manifest_path}: `name` {plan.name!r} is also the name in "
+                    f"{other.manifest_path}; each worker needs its own"
+                )
+        plans.append(plan)
+    return plans
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """``iii-sim``'s entry point: the exit code (2 for input it cannot use)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "chaos":
         logging.basicConfig(level=logging.CRITICAL)
         return chaos(args.seed, args.runs, args.schedule, args.trace)
+    if args.stop_grace_ms < 0:
+        parser.error("serve: --stop-grace-ms must not be negative")
     try:
         config, warnings = _engine_config(args)
-    except ConfigError as exc:
+        plans = _worker_plans(args.worker)
+    except (ConfigError, ManifestError) as exc:
         print(f"iii-sim serve: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
@@ -187,8 +289,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.verbose)
     for warning in warnings:
         logging.getLogger("engine_sim.config").warning("%s", warning)
+    for plan in plans:
+        for warning in plan.warnings:
+            logging.getLogger("engine_sim.workers").warning("%s: %s", plan.manifest_path, warning)
+        for note in plan.notes:
+            logging.getLogger("engine_sim.workers").info("%s: %s", plan.manifest_path, note)
+    options = WorkerOptions(not args.no_install, args.restart, args.stop_grace_ms)
     try:
-        trio.run(serve, config)
+        trio.run(serve, config, plans, options)
     except ModulePortError as exc:
         logging.getLogger("engine_sim").error("iii-sim serve cannot start: %s", exc.strerror)
         return 2

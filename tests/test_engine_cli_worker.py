@@ -1,0 +1,157 @@
+"""``iii-sim serve --worker``: a real engine process starting a worker from its manifest.
+
+The shipped ``examples/math_worker`` is installed, started and connected; another
+worker (iii_trio) calls its ``math::add``; killed, it is started again with its
+function back; Ctrl-C stops it before the engine. A path the engine cannot start
+a worker from is one line and exit 2, before anything listens.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from iii_trio import InitOptions
+from iii_trio import sync as iii
+from tests.served import BIN, Served
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "math_worker"
+
+
+class ServedWorkers(Served):
+    """``Served`` that also reads what the engine prints on stdout after its banner
+    (the workers' prefixed stdout lines), into the same log."""
+
+    def __init__(self, args: Sequence[str]) -> None:
+        super().__init__(args)
+        assert self.process.stdout is not None
+        self._out = threading.Thread(target=self._read, args=(self.process.stdout,))
+        self._out.start()
+
+    def wait_for_count(self, text: str, count: int, timeout: float = 10) -> None:
+        """Block until ``count`` log lines contain ``text``."""
+        while sum(text in line for line in self.log) < count:
+            line = self._lines.get(timeout=timeout)
+            assert line is not None, f"iii-sim exited early: {self.log}"
+            self.log.append(line)
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._out.join(timeout)
+        return super().stop(timeout)
+
+
+@pytest.fixture
+def served() -> Iterator[ServedWorkers]:
+    server = ServedWorkers(["--worker", str(EXAMPLE)])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _math_worker_pid(caller: iii.SyncWorker) -> int:
+    """The pid ``math-worker`` announced (``engine::workers::info``), once it is listed."""
+    assert "math-worker" in [w["name"] for w in caller.list_workers()]
+    info = caller.trigger("engine::workers::info", {"name": "math-worker"}, timeout=10)
+    assert isinstance(info, dict)
+    worker = info["worker"]
+    assert isinstance(worker, dict)
+    pid = worker["pid"]
+    assert isinstance(pid, int)
+    return pid
+
+
+def test_a_manifests_worker_serves_is_restarted_when_killed_and_stops_first(
+    served: ServedWorkers,
+) -> None:
+    served.wait_for_log("(math-worker) registered function math::add")
+    with iii.register_worker(served.url, InitOptions(worker_name="caller")) as caller:
+        caller.ready(timeout=10)
+        assert caller.trigger("math::add", {"a": 2, "b": 3}, timeout=10) == {"c": 5.0}
+        pid = _math_worker_pid(caller)
+        os.kill(pid, signal.SIGKILL)
+        served.wait_for_log("math-worker: exited with 137 after")
+        served.wait_for_count("(math-worker) registered function math::add", 2)
+        assert caller.trigger("math::add", {"a": 1, "b": 1}, timeout=10) == {"c": 2.0}
+        assert _math_worker_pid(caller) != pid
+    assert served.stop() == 0
+    log = "".join(served.log)
+    assert log.count("math-worker: installing: ") == 1  # once, not at each restart
+    assert log.count("math-worker | serving math::add as math-worker") == 2
+    # The worker is stopped (and leaves) before the engine stops.
+    stopping = log.index("math-worker: stopping (SIGTERM to process group")
+    assert stopping < log.rindex("(math-worker) disconnected") < log.index("engine_sim: stopped")
+    assert "Traceback" not in log
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "iii-sim"), "serve", "--port", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_worker_path_without_a_manifest_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    done = _serve("--worker", str(tmp_path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"iii-sim serve: {tmp_path}: no iii.worker.yaml in that directory (--worker takes a "
+        "worker's directory holding its manifest)\n"
+    )
+
+
+def test_a_bad_manifest_is_one_line_naming_file_and_field_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "iii.worker.yaml").write_text("name: w\nscripts:\n  start: [a, b]\n")
+    done = _serve("--worker", str(EXAMPLE), "--worker", str(tmp_path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"iii-sim serve: {tmp_path / 'iii.worker.yaml'}: `scripts.start` must be a string, "
+        "got a list (one command string; chain commands with `&&`)\n"
+    )
+
+
+def test_two_workers_with_one_name_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "iii.worker.yaml").write_text("name: math-worker\nscripts: {start: run}\n")
+    done = _serve("--worker", str(EXAMPLE), "--worker", str(tmp_path))
+    assert done.returncode == 2
+    assert "`name` 'math-worker' is also the name in" in done.stderr
+
+
+def test_a_failed_install_is_an_error_and_the_engine_serves_on(tmp_path: Path) -> None:
+    (tmp_path / "iii.worker.yaml").write_text(
+        "name: broken\nscripts: {install: 'echo no network >&2; exit 3', start: 'true'}\n"
+    )
+    served = ServedWorkers(["--worker", str(tmp_path)])
+    try:
+        served.wait_for_log("broken: scripts.install exited with 3, so the worker is not started")
+        served.wait_for_log("broken | no network")
+    finally:
+        assert served.stop() == 0
+    assert "broken: scripts.start" not in "".join(served.log)
+
+
+def test_no_install_skips_it(tmp_path: Path) -> None:
+    (tmp_path / "iii.worker.yaml").write_text(
+        "name: quick\nscripts: {install: 'exit 1', start: 'echo started'}\n"
+    )
+    served = ServedWorkers(["--worker", str(tmp_path), "--no-install", "--restart", "never"])
+    try:
+        served.wait_for_log("quick | started")
+        served.wait_for_log("quick: exited with 0 after")
+    finally:
+        assert served.stop() == 0
+    assert "installing" not in "".join(served.log)
