@@ -17,16 +17,19 @@ code that is not async, ``iii_trio.sync`` has the same API behind a blocking por
 
 from ._context import InvocationContext, current_invocation
 from ._exceptions import (
+    ConnectFailed,
     ConnectionClosed,
     ConnectionLost,
     FrameTooLarge,
     FunctionNotFound,
     IIIError,
     IllegalTransition,
+    InvalidUrl,
     InvocationError,
     InvocationStopped,
     InvocationTimeout,
     ProtocolError,
+    ReadyTimeout,
     ReconnectFailed,
     RegistrationRejected,
     SendBufferFull,
@@ -45,12 +48,22 @@ from ._options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig, resol
 from ._registry import Registration, TriggerConfig, TriggerTypeProvider
 from ._transport import Connection, Transport, WebSocketTransport
 from ._version import __version__
-from ._worker import ConnectionState, EnqueueReceipt, TransitionStream, Worker, register_worker
+from ._worker import (
+    USE_DEFAULT,
+    ConnectionState,
+    EnqueueReceipt,
+    TransitionStream,
+    UseDefault,
+    Worker,
+    register_worker,
+)
 
 __all__ = [
     "DEFAULT_ENGINE_URL",
+    "USE_DEFAULT",
     "WORKER_LIFECYCLE",
     "WORKER_STATUS_LIFECYCLE",
+    "ConnectFailed",
     "Connection",
     "ConnectionClosed",
     "ConnectionLost",
@@ -61,11 +74,13 @@ __all__ = [
     "IIIError",
     "IllegalTransition",
     "InitOptions",
+    "InvalidUrl",
     "InvocationContext",
     "InvocationError",
     "InvocationStopped",
     "InvocationTimeout",
     "ProtocolError",
+    "ReadyTimeout",
     "ReconnectFailed",
     "ReconnectionConfig",
     "Registration",
@@ -78,6 +93,7 @@ __all__ = [
     "TriggerConfig",
     "TriggerTypeProvider",
     "UnknownMessageType",
+    "UseDefault",
     "WebSocketTransport",
     "Worker",
     "WorkerClosed",

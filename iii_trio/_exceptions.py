@@ -10,9 +10,15 @@
     │   └── FrameTooLarge         a frame over the size limit, refused before parsing
     ├── ConnectionClosed          the other end closed the connection (or it broke);
     │   │                         carries the WebSocket close ``code`` and ``reason``
-    │   └── ConnectionLost        a ``trigger()`` was waiting for an answer on a
-    │                             connection that ended; the call may or may not have
-    │                             run, and a reconnect will not bring its answer
+    │   ├── ConnectionLost        a ``trigger()`` was waiting for an answer on a
+    │   │                         connection that ended; the call may or may not have
+    │   │                         run, and a reconnect will not bring its answer
+    │   └── ConnectFailed         an attempt to connect failed before the WebSocket was
+    │                             open; ``url`` and ``cause`` (``connection refused``,
+    │                             ``name not resolved``, ``HTTP 404 at /path``, ...)
+    ├── InvalidUrl                (also a ValueError) the engine URL is not ``ws://`` or
+    │                             ``wss://`` with a host (and a valid port); raised by
+    │                             ``register_worker`` before anything connects
     ├── IllegalTransition         (also a RuntimeError) a lifecycle event that the
     │                             current state does not allow; names state and event
     ├── InvocationError           a called function failed; ``code``, ``message`` and
@@ -23,6 +29,9 @@
     │                             answer within the call's timeout
     ├── RegistrationRejected      the engine refused a registration (``registrationrejected``);
     │                             for ``WORKER_NAMESPACE_CONFLICT`` the worker has failed
+    ├── ReadyTimeout              (also a ``trio.TooSlowError``) ``ready(timeout=...)``
+    │                             ran out; names the URL, the time waited and the last
+    │                             connection error (``last_error``)
     ├── ReconnectFailed           ``reconnection_config.max_retries`` attempts failed; the
     │                             worker has failed (``__cause__`` is the last error)
     ├── SendBufferFull            the bounded offline buffer is full; the frame was
@@ -47,16 +56,19 @@ import trio
 
 __all__ = [
     "ABNORMAL_CLOSURE",
+    "ConnectFailed",
     "ConnectionClosed",
     "ConnectionLost",
     "FrameTooLarge",
     "FunctionNotFound",
     "IIIError",
     "IllegalTransition",
+    "InvalidUrl",
     "InvocationError",
     "InvocationStopped",
     "InvocationTimeout",
     "ProtocolError",
+    "ReadyTimeout",
     "ReconnectFailed",
     "RegistrationRejected",
     "SendBufferFull",
@@ -116,6 +128,33 @@ class ConnectionLost(ConnectionClosed):
         self.function_id = function_id
         what = f"call to {function_id}" if function_id else "call"
         self.args = (f"{what} lost with its connection ({code}{': ' + reason if reason else ''})",)
+
+
+class ConnectFailed(ConnectionClosed):
+    """A connection attempt failed before the WebSocket was open (close code 1006).
+
+    ``cause`` says why in a few words a user can act on: ``connection refused`` (no
+    engine listens there), ``name not resolved``, ``HTTP 404 at /path`` (wrong path),
+    a timeout, a TLS error.
+    """
+
+    def __init__(self, url: str, cause: str) -> None:
+        super().__init__(ABNORMAL_CLOSURE, f"cannot connect to {url!r}: {cause}")
+        self.url = url
+        self.cause = cause
+        self.args = (self.reason,)
+
+
+class InvalidUrl(IIIError, ValueError):
+    """The engine URL cannot be used: ``problem`` says what is wrong with ``url``."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        super().__init__(
+            f"invalid engine URL {url!r}: {problem}; expected ws://host[:port][/path] or "
+            "wss://host[:port][/path], e.g. ws://127.0.0.1:49134"
+        )
+        self.url = url
+        self.problem = problem
 
 
 class IllegalTransition(IIIError, RuntimeError):
@@ -179,12 +218,51 @@ class RegistrationRejected(IIIError):
         self.owner_worker_id = owner_worker_id
 
 
+class ReadyTimeout(IIIError, trio.TooSlowError):
+    """``ready(timeout=...)`` ran out before the worker was connected and registered.
+
+    Also a ``trio.TooSlowError``, what ``trio.fail_after`` raises, so code written
+    for that keeps working. (Not a ``TimeoutError``: that is an ``OSError``, which
+    retry loops, ours included, take for a network failure.)
+    """
+
+    def __init__(
+        self,
+        url: str,
+        waited: float,
+        *,
+        state: str,
+        failed_attempts: int = 0,
+        last_error: BaseException | None = None,
+    ) -> None:
+        if last_error is None:
+            last = "no connection attempt has failed yet"
+        else:
+            cause = last_error.cause if isinstance(last_error, ConnectFailed) else str(last_error)
+            tries = "attempt" if failed_attempts == 1 else "attempts"
+            last = f"{failed_attempts} failed connection {tries}, the last: {cause}"
+        super().__init__(f"not ready after {waited:g} s at {url!r} (state {state}); {last}")
+        self.url = url
+        self.waited = waited
+        self.state = state
+        self.failed_attempts = failed_attempts
+        self.last_error = last_error
+
+
 class ReconnectFailed(IIIError):
     """Every connection attempt allowed by ``max_retries`` failed."""
 
-    def __init__(self, attempts: int) -> None:
-        super().__init__(f"gave up after {attempts} failed connection attempts")
+    def __init__(
+        self, attempts: int, url: str = "", last_error: BaseException | None = None
+    ) -> None:
+        where = f" to {url!r}" if url else ""
+        cause = last_error.cause if isinstance(last_error, ConnectFailed) else last_error
+        last = f"; the last: {cause}" if cause else ""
+        tries = "attempt" if attempts == 1 else "attempts"
+        super().__init__(f"gave up after {attempts} failed connection {tries}{where}{last}")
         self.attempts = attempts
+        self.url = url
+        self.last_error = last_error
 
 
 class SendBufferFull(IIIError):

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Final, Protocol
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 
-from ._exceptions import ABNORMAL_CLOSURE, ConnectionClosed
+from ._exceptions import ABNORMAL_CLOSURE, ConnectFailed, ConnectionClosed
 from ._groups import unwrap_single
 from ._keepalive import kept_alive
 from ._upgrade import open_websocket
@@ -54,8 +55,9 @@ class Transport(Protocol):
     ) -> AbstractAsyncContextManager[Connection]:
         """An async context manager holding one open connection.
 
-        Raises ``OSError``, ``ConnectionClosed`` or ``trio.TooSlowError`` (or any
-        ``IIIError``) when the connection cannot be made; the worker retries.
+        Raises ``ConnectFailed`` (best: its ``cause`` is logged), ``OSError``,
+        ``ConnectionClosed`` or ``trio.TooSlowError`` (or any ``IIIError``) when the
+        connection cannot be made; the worker logs it and retries.
         """
         ...
 
@@ -97,8 +99,8 @@ class WebSocketTransport:
     ``connect_timeout`` bounds the TCP connect and upgrade, ``close_timeout`` the
     closing handshake (seconds). Messages up to ``max_message_bytes`` are read.
     A connection refused, reset or closed before the upgrade completes, or an
-    upgrade answered with an HTTP error, fails at once with ``ConnectionClosed``
-    (1006) saying which, so the worker goes straight to its backoff.
+    upgrade answered with an HTTP error, fails at once with ``ConnectFailed``
+    saying which, so the worker goes straight to its backoff.
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class WebSocketTransport:
                         with trio.CancelScope(shield=True):
                             await stream.aclose()
         except trio_websocket.ConnectionRejected as exc:
-            body = (exc.body or b"")[:200].decode(errors="replace")
-            reason = f"{url}: the engine refused the upgrade: HTTP {exc.status_code} {body}"
-            raise ConnectionClosed(ABNORMAL_CLOSURE, reason.rstrip()) from exc
+            body = (exc.body or b"")[:200].decode(errors="replace").strip()
+            path = urlsplit(url).path or "/"
+            cause = f"HTTP {exc.status_code} at {path}" + (f": {body}" if body else "")
+            raise ConnectFailed(url, cause) from exc

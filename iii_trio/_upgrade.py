@@ -7,11 +7,17 @@ waiting for the response. A worker would then sit out the whole timeout (10 s)
 before retrying, where the official SDK retries at its first backoff delay.
 Here the TCP stream is wrapped so that the end of the link, while the upgrade is
 pending, cancels the wait and reports why.
+
+Every failure to connect is one ``ConnectFailed`` whose ``cause`` is what a user
+can act on (``connection refused``, ``name not resolved``, ``HTTP 404 at /path``,
+a timeout, a TLS error), not the layers it came through.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 import ssl
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -19,10 +25,20 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
-from ._exceptions import ABNORMAL_CLOSURE, ConnectionClosed
+from ._exceptions import ConnectFailed, InvalidUrl
 from ._streams import StreamWrapper
 
-__all__ = ["open_websocket"]
+__all__ = ["check_url", "describe_os_error", "open_websocket"]
+
+#: Short names for the errno values a failed connect reports.
+_ERRNO_CAUSES = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ETIMEDOUT: "timed out",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.EADDRNOTAVAIL: "address not available",
+}
 
 
 class _UpgradeWatch(StreamWrapper):
@@ -44,7 +60,13 @@ class _UpgradeWatch(StreamWrapper):
 
     def _broke(self, exc: trio.BrokenResourceError | trio.ClosedResourceError) -> None:
         # The OS's reason (a reset, a TLS failure) is the cause trio chained on.
-        self._end(f"the connection broke ({exc.__cause__ or exc})")
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError):
+            self._end(_tls_cause(cause))
+        elif isinstance(cause, OSError):
+            self._end(f"{describe_os_error(cause)} (the link broke)")
+        else:
+            self._end(f"the connection broke ({cause or exc})")
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
@@ -80,11 +102,11 @@ async def open_websocket(
     """Connect and upgrade to a WebSocket whose reader runs in ``nursery``.
 
     Returns the connection and its TCP stream (trio-websocket does not always
-    close it: the caller does). Raises ``ConnectionClosed`` (1006) when the
-    connection is refused, reset or closed before the upgrade completes, or the
-    upgrade takes over ``timeout`` seconds; ``trio_websocket.ConnectionRejected``
-    when the engine answers the upgrade with an HTTP error; ``ValueError`` for a
-    URL that is not ``ws://`` or ``wss://``.
+    close it: the caller does). Raises ``ConnectFailed`` when the connection is
+    refused, reset or closed before the upgrade completes, or the upgrade takes
+    over ``timeout`` seconds; ``trio_websocket.ConnectionRejected`` when the engine
+    answers the upgrade with an HTTP error; ``InvalidUrl`` for a URL that is not
+    ``ws://`` or ``wss://``.
     """
     host, port, host_header, resource, tls = _parse(url)
     stream: trio.abc.Stream | None = None
@@ -98,7 +120,7 @@ async def open_websocket(
             else:
                 stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            raise ConnectionClosed(ABNORMAL_CLOSURE, f"cannot connect to {url}: {exc}") from exc
+            raise ConnectFailed(url, describe_os_error(exc)) from exc
         with trio.CancelScope() as upgrade:
             watch = _UpgradeWatch(stream, upgrade)
             try:
@@ -120,23 +142,76 @@ async def open_websocket(
             watch.upgraded()
             return ws, watch
     if stream is None:
-        reason = f"could not connect within {timeout:g} s"
+        reason = f"timed out: no TCP connection within {timeout:g} s"
     elif watch is not None and watch.ended is not None and not deadline.cancelled_caught:
         reason = f"{watch.ended} during the upgrade"
     else:
-        reason = f"no upgrade response within {timeout:g} s"
-    raise ConnectionClosed(ABNORMAL_CLOSURE, f"{url}: {reason}")
+        reason = f"timed out: no upgrade response within {timeout:g} s"
+    raise ConnectFailed(url, reason)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """What a failed connect's ``OSError`` means, in a few words a user can act on.
+
+    Trio reports a connect that failed on every address as one ``OSError`` ("all
+    attempts to connect to ... failed") with the per-address errors chained on as
+    an exception group; the errno of those says what happened.
+    """
+    if isinstance(exc, socket.gaierror):
+        return f"name not resolved ({exc.strerror or exc})"
+    errors: list[BaseException] = [exc]
+    if isinstance(exc.__cause__, BaseExceptionGroup):
+        errors = list(exc.__cause__.exceptions)
+    causes: list[str] = []
+    for error in errors:
+        number = error.errno if isinstance(error, OSError) else None
+        cause = _ERRNO_CAUSES.get(number or 0) or str(error) or type(error).__name__
+        if cause not in causes:
+            causes.append(cause)
+    return "; ".join(causes)
+
+
+def _tls_cause(error: ssl.SSLError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return f"TLS error: certificate verify failed: {error.verify_message}"
+    if error.reason == "WRONG_VERSION_NUMBER":
+        # What a TLS client reads when the server answers in plain HTTP.
+        return "TLS error: WRONG_VERSION_NUMBER (does the engine serve plain ws:// there?)"
+    return f"TLS error: {error.reason or error}"
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is a ``ws://`` or ``wss://`` URL with a host and a valid port;
+    else ``InvalidUrl`` saying what is wrong with it."""
+    _parse(url)
+    return url
 
 
 def _parse(url: str) -> tuple[str, int, str, str, bool]:
     """``(host, port, Host header, resource, tls)`` of a ``ws://`` or ``wss://`` URL."""
+    if "://" not in url:
+        raise InvalidUrl(url, "it has no scheme")
     parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"the engine URL must be ws://host[:port] or wss://...: {url!r}")
+    if parts.scheme not in ("ws", "wss"):
+        hint = (
+            " (the engine's worker port speaks WebSocket)"
+            if parts.scheme.startswith("http")
+            else ""
+        )
+        raise InvalidUrl(url, f"the scheme is {parts.scheme + '://'!r}, not ws:// or wss://{hint}")
+    if not parts.hostname:
+        raise InvalidUrl(url, "it has no host")
+    try:
+        explicit_port = parts.port
+    except ValueError:
+        port_text = parts.netloc.rpartition(":")[2]
+        raise InvalidUrl(url, f"the port {port_text!r} is not a number from 1 to 65535") from None
+    if explicit_port == 0:
+        raise InvalidUrl(url, "the port is 0 (a client must name the port it connects to)")
     host = parts.hostname
     tls = parts.scheme == "wss"
     default_port = 443 if tls else 80
-    port = parts.port or default_port
+    port = explicit_port or default_port
     host_header = host if port == default_port else f"{_bracketed(host)}:{port}"
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return host, port, host_header, resource, tls

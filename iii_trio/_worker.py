@@ -19,6 +19,7 @@ The only source of ``worker.state`` is ``WORKER_LIFECYCLE``.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
@@ -37,7 +38,7 @@ from uuid import UUID
 import trio
 from pydantic import JsonValue, TypeAdapter
 
-from ._backoff import Backoff
+from ._backoff import Backoff, ConnectLog
 from ._context import InvocationContext, _current
 from ._exceptions import (
     ConnectionClosed,
@@ -45,10 +46,12 @@ from ._exceptions import (
     FrameTooLarge,
     FunctionNotFound,
     IIIError,
+    InvalidUrl,
     InvocationError,
     InvocationStopped,
     InvocationTimeout,
     ProtocolError,
+    ReadyTimeout,
     ReconnectFailed,
     RegistrationRejected,
     UnknownMessageType,
@@ -110,9 +113,18 @@ from ._registry import (
     TriggerTypeRegistration,
 )
 from ._transport import ABNORMAL_CLOSURE, Connection, Transport, WebSocketTransport
+from ._upgrade import check_url
 from ._version import __version__
 
-__all__ = ["ConnectionState", "EnqueueReceipt", "TransitionStream", "Worker", "register_worker"]
+__all__ = [
+    "USE_DEFAULT",
+    "ConnectionState",
+    "EnqueueReceipt",
+    "TransitionStream",
+    "UseDefault",
+    "Worker",
+    "register_worker",
+]
 
 log = logging.getLogger("iii_trio")
 
@@ -143,7 +155,24 @@ _ERRORS: Final[dict[str, type[InvocationError]]] = {
 #: Ids that resolve in ``default`` unless a call names another namespace.
 _ENGINE_PREFIXES: Final = ("engine::", "configuration::")
 
-_USE_DEFAULT: Final = object()
+
+class UseDefault(enum.Enum):
+    """The type of ``USE_DEFAULT``, the ``timeout`` of a call that was not given one.
+
+    One member, so a type checker narrows ``timeout is USE_DEFAULT``; pass it on
+    from a wrapper of ``trigger`` to keep the worker's default.
+    """
+
+    USE_DEFAULT = "USE_DEFAULT"
+
+    def __repr__(self) -> str:
+        return "USE_DEFAULT"
+
+
+#: ``timeout`` left unset: the call waits ``InitOptions.invocation_timeout_ms``.
+USE_DEFAULT: Final = UseDefault.USE_DEFAULT
+#: The name ``iii_trio.sync`` imports (kept while it does).
+_USE_DEFAULT: Final = USE_DEFAULT
 
 #: Why a call that arrives while the worker drains is refused (as ``invocation_stopped``,
 #: what its caller would get from the engine had the worker already left).
@@ -224,6 +253,8 @@ class _Live:
     changed: trio.Event = field(default_factory=trio.Event)
     lost: ConnectionClosed | None = None
     fatal: RegistrationRejected | None = None
+    #: The engine registered the worker on this connection (``workerregistered``).
+    registered: bool = False
 
     def notify(self) -> None:
         self.changed.set()
@@ -247,6 +278,15 @@ class Worker:
     ) -> None:
         self.options = options = options or InitOptions()
         self.url = resolve_url(url)
+        if transport is None or isinstance(transport, WebSocketTransport):
+            # Here, not on the first attempt: a bad URL is the caller's mistake, raised
+            # where the caller named it rather than from the background connection task.
+            try:
+                check_url(self.url)
+            except InvalidUrl as exc:
+                if url:
+                    raise
+                raise InvalidUrl(self.url, f"{exc.problem} (it came from III_URL)") from None
         self.name = options.resolved_name()
         self.namespace = options.resolved_namespace()
         self._headers = options.resolved_headers()
@@ -258,6 +298,7 @@ class Worker:
         #: Draws the ids only when a seed was given (see ``_new_uuid``).
         self._id_rng = rng
         self._backoff = Backoff(options.reconnection_config, rng or random.Random())
+        self._connect_log = ConnectLog(log, self.name, self.url)
         self._machine = StateMachine(WORKER_LIFECYCLE)
         self._state_changed = trio.Event()
         self._streams: weakref.WeakSet[TransitionStream] = weakref.WeakSet()
@@ -328,15 +369,34 @@ class Worker:
                 except Exception:
                     log.exception("connection state listener failed")
 
-    async def ready(self) -> None:
+    async def ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the error names what failed
         """Wait until the worker is connected and registered (``ready`` or ``executing``).
 
         It returns only while the connection the worker is ready on is live: between
         losing a link and reporting it lost (close handshake, unregister hooks) the
         state still says ``ready``, and a caller told "ready" then would call into a
-        closed link. Raises the failure if the worker fails, ``WorkerClosed`` if it
-        has shut down.
+        closed link. Raises ``ReadyTimeout`` (also a ``trio.TooSlowError``) after
+        ``timeout`` seconds (``None`` waits as long as it takes), naming the URL and
+        the last connection error; the failure if the worker fails; ``WorkerClosed``
+        if it has shut down.
         """
+        if timeout is None:
+            await self._ready()
+            return
+        if not isinstance(timeout, int | float) or math.isnan(timeout) or timeout < 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0 or None: {timeout!r}")
+        with trio.move_on_after(timeout) as scope:
+            await self._ready()
+        if scope.cancelled_caught:
+            raise ReadyTimeout(
+                self.url,
+                timeout,
+                state=self.state.value,
+                failed_attempts=self._connect_log.failures,
+                last_error=self._last_error,
+            )
+
+    async def _ready(self) -> None:
         while True:
             live = self._live
             if (
@@ -500,7 +560,7 @@ class Worker:
         data: Any = None,
         *,
         result_type: type[T],
-        timeout: float | object | None = _USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
@@ -514,12 +574,26 @@ class Worker:
         data: Any = None,
         *,
         result_type: None = None,
-        timeout: float | object | None = _USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
         baggage: str | None = None,
     ) -> JsonValue: ...
+
+    @overload  # forwarding a ``type[T] | None`` from a wrapper
+    async def trigger(
+        self,
+        function_id: str,
+        data: Any = None,
+        *,
+        result_type: type[T] | None = None,
+        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        namespace: str | None = None,
+        metadata: JsonValue = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
+    ) -> T | JsonValue: ...
 
     async def trigger(
         self,
@@ -527,7 +601,7 @@ class Worker:
         data: Any = None,
         *,
         result_type: type[Any] | None = None,
-        timeout: float | object | None = _USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
@@ -570,7 +644,7 @@ class Worker:
         data: Any = None,
         *,
         queue: str,
-        timeout: float | object | None = _USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
         namespace: str | None = None,
         metadata: JsonValue = None,
     ) -> EnqueueReceipt:
@@ -621,7 +695,7 @@ class Worker:
         function_id: str,
         data: Any,
         action: TriggerAction | None,
-        timeout: float | object | None,  # noqa: ASYNC109
+        timeout: float | UseDefault | object | None,  # noqa: ASYNC109
         namespace: str | None,
         metadata: JsonValue,
         traceparent: str | None,
@@ -661,8 +735,8 @@ class Worker:
             raise kind(error.code, error.message, error.stacktrace, function_id=function_id)
         return answer.result
 
-    def _timeout(self, timeout: float | object | None) -> float:
-        if timeout is _USE_DEFAULT:
+    def _timeout(self, timeout: float | UseDefault | object | None) -> float:
+        if timeout is USE_DEFAULT:
             millis = self.options.invocation_timeout_ms
             return math.inf if millis is None else millis / 1000
         if timeout is None:
@@ -771,8 +845,11 @@ class Worker:
                 if self._shutdown_requested.is_set():
                     break
                 if backoff.exhausted():
-                    self._apply(RetriesExhausted(attempts=backoff.retries + 1))
-                    raise self._fail(ReconnectFailed(backoff.retries + 1)) from self._last_error
+                    attempts = backoff.retries + 1
+                    self._apply(RetriesExhausted(attempts=attempts))
+                    error = ReconnectFailed(attempts, self.url, self._last_error)
+                    log.error("worker %s: %s (reconnection_config.max_retries)", self.name, error)
+                    raise self._fail(error) from self._last_error
                 delay = backoff.next_delay_ms()
                 retries = backoff.retries
                 self._apply(ReconnectScheduled(attempt=retries, delay_ms=delay))
@@ -799,7 +876,7 @@ class Worker:
                     self._apply(SocketOpened())
                     await self._serve(live)
             except (OSError, ConnectionClosed, trio.TooSlowError) as exc:
-                log.info("worker %s: connection failed or lost: %s", self.name, exc)
+                log.debug("worker %s: connection failed or lost: %s", self.name, exc)
                 self._last_error = failed = exc
                 if live is not None:
                     self._lose(live, exc if isinstance(exc, ConnectionClosed) else None)
@@ -813,6 +890,13 @@ class Worker:
                 self._apply(Rejected(live.fatal.code))
                 raise self._fail(live.fatal)
         lost = live.lost if live is not None else None
+        if not self._shutdown_requested.is_set():
+            if live is not None and live.registered:
+                self._connect_log.lost(lost)
+            elif (error := lost if lost is not None else failed) is not None:
+                # Connected but never registered counts as a failed attempt too.
+                self._last_error = error
+                self._connect_log.failed(error)
         reason = str(lost) if lost else f"connect failed: {failed or 'cancelled'}"
         self._apply(LinkLost(reason=reason))
 
@@ -946,6 +1030,8 @@ class Worker:
                 if self.state is WorkerState.REGISTERING:
                     self._apply(RegistrationCompleted())
                     self._backoff.connection_ready()
+                    live.registered = True
+                    self._connect_log.connected()
             case RegisterTrigger():
                 await self._provide(live, message)
             case UnregisterTrigger():

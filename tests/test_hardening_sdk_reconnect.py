@@ -9,9 +9,7 @@
 
 from __future__ import annotations
 
-import errno
 import itertools
-import os
 import random
 import socket
 import struct
@@ -164,7 +162,6 @@ async def _record_retries(url: str, options: InitOptions, events: list[Event]) -
                 events.append(transition.event)
 
 
-_RESET = f"[Errno {errno.ECONNRESET}] {os.strerror(errno.ECONNRESET)}"
 _FAST_RETRIES = ReconnectionConfig(initial_delay_ms=20, jitter_factor=0, max_retries=2)
 
 
@@ -197,10 +194,10 @@ async def test_a_link_that_ends_before_the_upgrade_goes_to_backoff_at_once(how: 
     assert isinstance(cause, iii_trio.ConnectionClosed)
     assert cause.code == 1006
     expected = {
-        "reset": f"the connection broke ({_RESET}) during the upgrade",
+        "reset": "connection reset (the link broke) during the upgrade",
         "close": "the engine closed the connection during the upgrade",
-        "refused": "cannot connect",
-        "rejected": "the engine refused the upgrade: HTTP 503 busy",
+        "refused": "connection refused",
+        "rejected": "HTTP 503 at /: busy",
     }[how]
     assert expected in cause.reason
     assert all(expected in e.reason for e in events if isinstance(e, LinkLost))
