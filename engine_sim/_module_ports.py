@@ -1,20 +1,29 @@
 """The sockets modules serve besides the worker port (the stream module's, for one).
 
-Each port a module names in ``ports()`` gets the worker port's guarded listener
-(connection limit, handshake timeout, a peer's failure ends only its connection).
+Each WebSocket port a module names in ``ports()`` gets the worker port's guarded
+listener (connection limit, handshake timeout, a peer's failure ends only its
+connection). An HTTP port (``kind="http"``, the REST API's) is served by hypercorn's
+Trio worker (HTTP/1.1; a malformed request is answered 400 by the server itself)
+with an ASGI app that hands each request to the module's ``serve_asgi``.
+
 A listener belongs to the engine and outlives restarts, so a port keeps its number;
-each connection belongs to the module instance of the core it met, and is closed
-when that core is dropped (a restart), as the real engine's restart drops it.
+each connection (each HTTP request) belongs to the module instance of the core it
+met, and is cut when that core is dropped (a restart), as the real engine's restart
+cuts it: an HTTP request whose response had not started is answered 503, one whose
+response had started loses its connection.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import urlsplit
 
+import hypercorn
+import hypercorn.trio
 import trio
 import trio_websocket
 
@@ -22,13 +31,22 @@ from iii_trio import ConnectionClosed
 
 from ._listener import Handler, WebSocketListener
 from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
-from .modules._seam import BackgroundTask, EngineModule, PortRequest, UpgradeRefused
+from .modules._seam import (
+    AsgiReceive,
+    AsgiScope,
+    AsgiSend,
+    BackgroundTask,
+    EngineModule,
+    PortRequest,
+    PortSpec,
+    UpgradeRefused,
+)
 
 if TYPE_CHECKING:
     from ._core import EngineCore
     from ._engine import Engine
 
-__all__ = ["ModulePortError", "ModulePorts"]
+__all__ = ["AsgiApp", "ModulePortError", "ModulePorts"]
 
 log = logging.getLogger("engine_sim")
 T = TypeVar("T")
@@ -38,6 +56,11 @@ WORKER_LABEL: Final = "worker"
 #: Close code when the engine (or its core, at a restart) stops.
 _GOING_AWAY: Final = 1001
 _MEMORY_BUFFER: Final = 16
+#: Seconds hypercorn lets a request finish once its listener stops (engine stop).
+_HTTP_GRACE: Final = 1.0
+
+#: An ASGI application: ``await app(scope, receive, send)``.
+AsgiApp = Callable[[AsgiScope, AsgiReceive, AsgiSend], Awaitable[None]]
 
 
 class ModulePortError(OSError):
@@ -80,9 +103,8 @@ class ModulePorts:
         for module in self._engine.core.modules:
             for spec in module.ports():
                 wanted = spec.port if spec.fixed or config.port != 0 else 0
-                listener = WebSocketListener(config, self._handler(module.name, spec.label))
                 try:
-                    url = await listener.listen(nursery, spec.host, wanted)
+                    url = await self._listen(nursery, module.name, spec, wanted)
                 except OSError as exc:
                     raise ModulePortError(
                         exc.errno,
@@ -91,6 +113,22 @@ class ModulePorts:
                     ) from exc
                 self.urls[(module.name, spec.label)] = url
                 log.info("%s %s port listening on %s", module.name, spec.label, url)
+
+    async def _listen(self, nursery: trio.Nursery, name: str, spec: PortSpec, port: int) -> str:
+        if spec.kind == "http":
+            return await serve_http(nursery, self.asgi_app(name, spec.label), spec.host, port)
+        listener = WebSocketListener(self._engine.config, self._handler(name, spec.label))
+        return await listener.listen(nursery, spec.host, port)
+
+    def asgi_app(self, name: str, label: str) -> AsgiApp:
+        """The ASGI app of module ``name``'s HTTP port ``label``: what its socket
+        serves, and a way in without one (``httpx.ASGITransport``)."""
+        module = self._engine.core.module(name)
+        if module is None:
+            raise LookupError(f"module {name!r} is not running in this engine")
+        if not any(spec.label == label and spec.kind == "http" for spec in module.ports()):
+            raise LookupError(f"module {name!r} has no HTTP port {label!r}")
+        return ModuleAsgiApp(self._engine, name, label, self._scopes)
 
     def _handler(self, name: str, label: str) -> Handler:
         async def handle(request: trio_websocket.WebSocketRequest, ip: str | None) -> None:
@@ -221,6 +259,90 @@ class ModulePorts:
         is being dropped)."""
         for scope in self._scopes:
             scope.cancel()
+
+
+class ModuleAsgiApp:
+    """The ASGI app of one module's HTTP port: each request goes to the module
+    instance of the core running when it arrives (the port outlives restarts)."""
+
+    def __init__(
+        self, engine: Engine, name: str, label: str, scopes: set[trio.CancelScope]
+    ) -> None:
+        self._engine = engine
+        self._name = name
+        self._label = label
+        self._scopes = scopes
+
+    async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+        """Serve one ASGI connection scope (lifespan, http, websocket)."""
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        engine = self._engine
+        core = engine.core
+        module = core.module(self._name)
+        started = False
+
+        async def send_tracked(message: AsgiScope) -> None:
+            nonlocal started
+            started = started or message["type"] in ("http.response.start", "websocket.accept")
+            await send(message)
+
+        status = 503
+        if module is not None and not core.stopped:
+            with trio.CancelScope() as cut:
+                self._scopes.add(cut)
+                try:
+                    await module.serve_asgi(
+                        self._label, scope, receive, send_tracked, _CoreIO(engine, core)
+                    )
+                except Exception as exc:
+                    if not _peer_left(exc):
+                        # A module's bug ends that request only, never the engine.
+                        log.exception("%s failed serving an HTTP request", self._name)
+                        status = 500
+                finally:
+                    self._scopes.discard(cut)
+        if not started and scope["type"] == "http":
+            # Cut by a restart (503) or by the module's failure (500) before answering.
+            await _plain(send, status)
+        elif not started:
+            await send({"type": "websocket.close", "code": _GOING_AWAY})
+
+
+async def _plain(send: AsgiSend, status: int) -> None:
+    headers = [(b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _lifespan(receive: AsgiReceive, send: AsgiSend) -> None:
+    # The engine starts and stops its modules itself: nothing to do at either end.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def serve_http(nursery: trio.Nursery, app: AsgiApp, host: str, port: int) -> str:
+    """Serve ``app`` over HTTP/1.1 on ``host:port`` (0: any free port) with hypercorn's
+    Trio worker in ``nursery``; returns the ``http://`` URL. Raises ``OSError`` if the
+    address cannot be bound."""
+    config = hypercorn.Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    # Its own log lines go to engine_sim's logger (hypercorn would print to stderr).
+    config.errorlog = logging.getLogger("engine_sim.http")
+    config.accesslog = None
+    # The real engine's server (hyper) sends Date, not Server.
+    config.include_server_header = False
+    config.graceful_timeout = _HTTP_GRACE
+    # hypercorn types the app with its own TypedDicts; ours takes any mapping.
+    serve = partial(hypercorn.trio.serve, app, config)  # type: ignore[arg-type]
+    binds: list[str] = await nursery.start(serve)
+    return binds[0]
 
 
 def _peer_left(exc: Exception) -> bool:

@@ -1,0 +1,70 @@
+"""``iii-http``: the REST API. An ``http`` trigger serves a function at a URL.
+
+Upstream: https://github.com/iii-hq/iii/tree/main/engine/src/workers/rest_api
+(``api_core.rs``, ``views.rs``, ``types.rs``, ``config.rs``). Switch it on with
+``ModuleSpec("iii-http", {...})`` or an ``iii-http`` entry in config.yaml; it serves
+HTTP/1.1 on its own port (hypercorn's Trio worker), and its URL is
+``engine.module_url("iii-http", "http")``.
+
+Config (upstream's keys; unknown keys are refused, as upstream):
+
+* ``port`` (3111; an engine on port 0 takes any free port unless ``port`` is given),
+  ``host`` (``127.0.0.1`` here; upstream ``0.0.0.0``);
+* ``default_timeout`` (ms, 30000): a request whose answer has not started by then is
+  answered ``504`` with no body; each middleware call has the same bound (then ``504``
+  ``MIDDLEWARE_TIMEOUT``);
+* ``concurrency_request_limit`` (1024): requests past it wait for a slot;
+* ``cors`` (``allowed_origins``, ``allowed_methods``; none: any origin, any method);
+* ``middleware``: ``[{function_id, phase: preHandler, priority}]``, run on every route,
+  lowest priority first;
+* ``body_limit`` (engine_sim only, bytes, 16 MiB): a larger request body is ``413``.
+
+Binding: ``{"type": "http", "function_id": ..., "config": {"api_path": "users/:id",
+"http_method": "GET", "condition_function_id": ..., "middleware_function_ids": [...]}}``.
+``api_path`` is required (``/`` optional in front; ``:name`` segments are path
+parameters); ``http_method`` defaults to ``GET`` (``GET`` routes answer ``HEAD`` too).
+A route of the same method and path replaces the earlier one; one that differs only in
+its parameter names is refused (the worker gets ``triggerregistrationresult`` with
+"conflicts with already-registered route").
+
+The function is called with ``{query_params, path_params, headers, path, method, body,
+trigger: {type, path, method}, request_body, response}``: ``path`` is the route's
+``api_path``; ``body`` is the parsed JSON body for ``Content-Type: application/json``,
+else ``null``; ``request_body`` is a channel the function reads the raw body from and
+``response`` one it may write the answer to (text ``{"type": "set_status",
+"status_code": N}`` / ``{"type": "set_headers", "headers": {...}}``, then binary body
+chunks, then close: a streamed response such as a download or SSE). A function that
+returns a value instead answers with ``{status_code, headers, body}`` (see
+``_response``). Channels need the ``iii-channels`` module on.
+
+Answers the engine makes itself use upstream's envelope ``{"error": {"code", "message",
+"error_id"?}}``: ``404 NOT_FOUND`` (no route), ``405`` (the path has routes of other
+methods; ``Allow`` header), ``422 CONDITION_NOT_MET`` (the condition returned
+``false``; ``"skipped": true``), ``500`` with the function's error code (the handler,
+the condition or a middleware failed), ``504`` (timeouts, above), ``413`` (body over
+``body_limit``). A malformed request (bad request line or headers, headers over 16 KiB)
+is answered ``400`` by the server before any route.
+
+Differences from the real engine:
+
+* ``host`` defaults to loopback; ``body_limit`` exists (upstream reads any body size).
+* The ``iii-http`` configuration is read once at start; upstream's configuration-worker
+  hot reload (``configuration::set`` on ``iii-http``) is not simulated.
+* There is no ``/health`` route and no ``engine::health::check`` here (upstream's
+  observability worker provides the function; an app adds its own ``http`` route).
+* Two routes whose paths differ only in parameter names but have different methods are
+  both served (upstream's router fails to build such a table).
+* A WebSocket upgrade to the HTTP port is refused (403); upstream treats it as a GET.
+* The request body stream and the response stream live in ``iii-channels``; with it
+  off, handlers get no ``request_body``/``response`` refs (upstream always has them).
+* ``error_id`` is 12 hex digits of a fresh id (upstream: of the clock's nanoseconds).
+* Limits come from hypercorn (request line and headers: 16 KiB together, keep-alive
+  5 s); upstream's hyper has its own.
+"""
+
+from __future__ import annotations
+
+from ._config import CorsConfig, HttpConfig, MiddlewareConfig
+from ._module import HTTP_TRIGGER, HttpModule
+
+__all__ = ["HTTP_TRIGGER", "CorsConfig", "HttpConfig", "HttpModule", "MiddlewareConfig"]

@@ -1,0 +1,426 @@
+"""One HTTP request to ``iii-http``, from route match to the last byte of its answer.
+
+Upstream: ``dynamic_handler`` in
+https://github.com/iii-hq/iii/blob/main/engine/src/workers/rest_api/views.rs, under the
+layers ``update_routes`` in ``api_core.rs`` puts around it. In order: an ``OPTIONS``
+request is a CORS preflight; the route (404 envelope, or 405 with ``Allow``); global
+middleware; two channels (the request body for the worker to read, the response for it
+to write); the body (read whole when it is JSON, else streamed into its channel as it
+comes); the condition function (``false``: 422); per-route middleware; the handler.
+Then whichever comes first: the handler's return value (a response built from it, or
+an error envelope with status 500), or the response channel's first body chunk or its
+end (a streamed response: status and headers from the channel's ``set_status`` /
+``set_headers`` messages, then the chunks as they come). Everything up to the start of
+the answer must take at most ``default_timeout`` ms, else the answer is an empty 504.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import trio
+from pydantic import JsonValue
+
+from iii_trio.protocol import ErrorBody
+
+from ..channels import ChannelClosed, EngineReader, EngineWriter
+from ._request import (
+    header_map,
+    is_json,
+    middleware_input,
+    parse_json_body,
+    query_map,
+    request_payload,
+)
+from ._response import (
+    Answer,
+    apply_control,
+    error_answer,
+    from_function_return,
+    middleware_answer,
+    streamed_headers,
+)
+from ._routes import Route
+
+if TYPE_CHECKING:
+    from .._seam import AsgiReceive, AsgiScope, AsgiSend, ModuleIO
+    from ._module import HttpModule
+
+__all__ = ["Exchange"]
+
+#: Items each of a request's two channels holds (upstream ``create_channel(64, None)``).
+CHANNEL_ITEMS: Final = 64
+#: What a send to a client that went away raises.
+_CLIENT_GONE: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+@dataclass
+class Streamed:
+    """A response whose body comes from the response channel."""
+
+    status: int
+    headers: dict[str, str]
+    first: bytes | None
+    reader: EngineReader
+
+
+@dataclass
+class _Call:
+    """The outcome of one function call, once ``done`` is set."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    result: JsonValue = None
+    error: ErrorBody | None = None
+
+    def __call__(self, result: JsonValue, error: ErrorBody | None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class Exchange:
+    """One request and its answer; ``run`` serves it."""
+
+    def __init__(
+        self,
+        module: HttpModule,
+        scope: AsgiScope,
+        receive: AsgiReceive,
+        send: AsgiSend,
+        io: ModuleIO,
+    ) -> None:
+        self.module = module
+        self.settings = module.settings
+        self.io = io
+        self._receive = receive
+        self._send = send
+        self.method = str(scope["method"]).upper()
+        raw_path = scope.get("raw_path") or str(scope["path"]).encode()
+        self.path = bytes(raw_path).decode("latin-1")
+        self.query = query_map(bytes(scope.get("query_string", b"")).decode("latin-1"))
+        self.headers = header_map(scope.get("headers", ()))
+        self.origin = self.headers.get("origin")
+        self.log = module.host.log
+        self._writer: EngineWriter | None = None
+        self._reader: EngineReader | None = None
+        self._channel_ids: list[str] = []
+        self._body = bytearray()
+        self._body_done = trio.Event()
+        self._too_large = False
+        self._prepare_scope = trio.CancelScope()
+
+    # -- the request's life ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Answer the request (the caller holds a concurrency slot)."""
+        if self.method == "OPTIONS":
+            await self._answer(self.module.cors.preflight(self.origin))
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                outcome: Answer | Streamed | None = None
+                with trio.move_on_after(self.settings.default_timeout / 1000):
+                    with self._prepare_scope:
+                        outcome = await self._prepare()
+                if self._prepare_scope.cancelled_caught and self._too_large:
+                    outcome = self._over_limit()
+                if outcome is None:
+                    # Upstream's TimeoutLayer: an empty 504, without the CORS headers.
+                    await self._answer(Answer(504), cors=False)
+                elif isinstance(outcome, Streamed):
+                    await self._stream(outcome)
+                else:
+                    await self._answer(outcome)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for end in (self._writer, self._reader):
+            if end is not None:
+                end.close()
+        channels = self.module.channels()
+        if channels is not None and self._channel_ids:
+            ids = list(self._channel_ids)
+
+            def remove() -> None:
+                for channel_id in ids:
+                    channels.remove(channel_id)
+
+            try:
+                self.io.call(remove)
+            except Exception:  # the core was dropped: its channels went with it
+                self.log.debug("channels %s not removed: the engine restarted", ids)
+
+    async def _prepare(self) -> Answer | Streamed:
+        match = self.io.call(lambda: self.module.routes.match(self.method, self.path))
+        if match is None:
+            self.log.info("iii-http: no route for %s %s (404)", self.method, self.path)
+            return error_answer(404, "NOT_FOUND", "Not Found")
+        if match.route is None:
+            return Answer(405, [(b"allow", ",".join(match.allow).encode())])
+        route = match.route
+        if self._declared_length() > self.settings.body_limit:
+            return self._over_limit()
+        for middleware in self.settings.middleware:
+            if middleware.phase == "preHandler":
+                refusal = await self._middleware(middleware.function_id, route, match.path_params)
+                if refusal is not None:
+                    return refusal
+        refs = self._open_channels()
+        json_body = is_json(self.headers)
+        self._nursery.start_soon(self._pump, json_body)
+        body: JsonValue = None
+        if json_body:
+            await self._body_done.wait()
+            body = parse_json_body(bytes(self._body))
+        payload = request_payload(
+            api_path=route.spec.api_path,
+            method=self.method,
+            path_params=match.path_params,
+            query_params=self.query,
+            headers=self.headers,
+            body=body,
+            channels=refs,
+        )
+        condition = route.spec.condition_function_id
+        if condition is not None:
+            refusal = await self._condition(condition, route, payload)
+            if refusal is not None:
+                return refusal
+        for function_id in route.spec.middleware_function_ids:
+            refusal = await self._middleware(function_id, route, match.path_params)
+            if refusal is not None:
+                return refusal
+        return await self._handle(route, payload)
+
+    # -- calls -------------------------------------------------------------------------
+
+    def _invoke(
+        self, function_id: str, route: Route, data: JsonValue, *, handler: bool = False
+    ) -> _Call:
+        call = _Call()
+        host = self.module.host
+        traceparent = self.headers.get("traceparent") if handler else None
+        baggage = self.headers.get("baggage") if handler else None
+        self.io.call(
+            lambda: host.invoke(
+                function_id,
+                data,
+                namespace=route.namespace,
+                on_result=call,
+                metadata=route.metadata if handler else None,
+                traceparent=traceparent or None,
+                baggage=baggage or None,
+            )
+        )
+        return call
+
+    def _failure(self, what: str, function_id: str, error: ErrorBody) -> Answer:
+        error_id = self.io.call(self.module.host.new_id).replace("-", "")[:12]
+        self.log.error(
+            "iii-http: %s %s failed for %s %s: %s: %s (error_id %s)",
+            what,
+            function_id,
+            self.method,
+            self.path,
+            error.code,
+            error.message,
+            error_id,
+        )
+        return error_answer(500, error.code, error.message, error_id)
+
+    async def _middleware(
+        self, function_id: str, route: Route, path_params: dict[str, str]
+    ) -> Answer | None:
+        data = middleware_input(
+            path_params=path_params,
+            query_params=self.query,
+            headers=self.headers,
+            method=self.method,
+        )
+        with trio.move_on_after(self.settings.default_timeout / 1000):
+            call = self._invoke(function_id, route, data)
+            await call.done.wait()
+            if call.error is not None:
+                return self._failure("middleware", function_id, call.error)
+            result = call.result
+            action = result.get("action") if isinstance(result, dict) else None
+            if isinstance(result, dict) and action == "respond":
+                return middleware_answer(result.get("response"))
+            if action != "continue":
+                self.log.warning(
+                    "iii-http: middleware %s answered %s, not an action "
+                    '(expected {"action": "continue"} or {"action": "respond", ...}); '
+                    "continuing",
+                    function_id,
+                    "nothing" if result is None else f"action {action!r}",
+                )
+            return None
+        self.log.error("iii-http: middleware %s timed out", function_id)
+        return error_answer(504, "MIDDLEWARE_TIMEOUT", "Middleware timeout")
+
+    async def _condition(
+        self, function_id: str, route: Route, payload: dict[str, JsonValue]
+    ) -> Answer | None:
+        data = {k: v for k, v in payload.items() if k not in ("request_body", "response")}
+        call = self._invoke(function_id, route, data)
+        await call.done.wait()
+        if call.error is not None:
+            return self._failure("condition", function_id, call.error)
+        if call.result is False:
+            return error_answer(422, "CONDITION_NOT_MET", "Request condition not met", skipped=True)
+        return None
+
+    async def _handle(self, route: Route, payload: dict[str, JsonValue]) -> Answer | Streamed:
+        call = self._invoke(route.function_id, route, payload, handler=True)
+        reader = self._reader
+        if reader is None:
+            await call.done.wait()
+            return self._returned(route, call)
+        status = Answer(200)
+        headers: dict[str, str] = {}
+        first: bytes | None = None
+        ended = False
+
+        async def read_until_body() -> None:
+            nonlocal first, ended
+            while first is None and not ended:
+                item = await reader.receive(timeout=math.inf)
+                if item is None:
+                    ended = True
+                elif isinstance(item, str):
+                    apply_control(item, status, headers)
+                else:
+                    first = item
+
+        async with trio.open_nursery() as race:
+
+            async def channel_side() -> None:
+                await read_until_body()
+                race.cancel_scope.cancel()
+
+            async def result_side() -> None:
+                await call.done.wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(channel_side)
+            race.start_soon(result_side)
+        if first is None and not ended:
+            if call.error is not None or call.result is not None:
+                return self._returned(route, call)
+            # No value returned: the body comes from the channel.
+            await read_until_body()
+        return Streamed(status.status, headers, first, reader)
+
+    def _returned(self, route: Route, call: _Call) -> Answer:
+        if call.error is not None:
+            return self._failure("function", route.function_id, call.error)
+        return from_function_return({} if call.result is None else call.result)
+
+    # -- bodies ------------------------------------------------------------------------
+
+    def _declared_length(self) -> int:
+        try:
+            return int(self.headers.get("content-length", "0"))
+        except ValueError:
+            return 0
+
+    def _over_limit(self) -> Answer:
+        limit = self.settings.body_limit
+        self.log.warning(
+            "iii-http: %s %s: request body over %d bytes refused (413); raise the "
+            "iii-http body_limit to accept it",
+            self.method,
+            self.path,
+            limit,
+        )
+        return error_answer(
+            413, "PAYLOAD_TOO_LARGE", f"request body is over the {limit}-byte limit"
+        )
+
+    def _open_channels(self) -> tuple[JsonValue, JsonValue] | None:
+        channels = self.module.channels()
+        if channels is None:
+            return None
+
+        def open_pair() -> tuple[JsonValue, JsonValue]:
+            request_ref, self._writer = channels.open_to_worker(CHANNEL_ITEMS)
+            response_ref, self._reader = channels.open_from_worker(CHANNEL_ITEMS)
+            self._channel_ids = [request_ref.channel_id, response_ref.channel_id]
+            return request_ref.to_json(), response_ref.to_json()
+
+        return self.io.call(open_pair)
+
+    async def _pump(self, collect: bool) -> None:
+        """Read the request body: kept whole when ``collect`` (JSON), else written to
+        the request channel as it comes; then wait for the client to go away."""
+        writer = self._writer
+        received = 0
+        try:
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    self._nursery.cancel_scope.cancel()
+                    return
+                chunk = bytes(message.get("body", b""))
+                received += len(chunk)
+                if received > self.settings.body_limit:
+                    self._too_large = True
+                    self._prepare_scope.cancel()
+                    return
+                if collect:
+                    self._body += chunk
+                if writer is not None and chunk:
+                    try:
+                        await writer.send(chunk, timeout=math.inf)
+                    except ChannelClosed:
+                        writer = None  # the handler stopped reading: drop the rest
+                if not message.get("more_body", False):
+                    break
+        finally:
+            self._body_done.set()
+            if self._writer is not None:
+                self._writer.close()
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self._nursery.cancel_scope.cancel()
+
+    # -- answers -----------------------------------------------------------------------
+
+    async def _answer(self, answer: Answer, *, cors: bool = True) -> None:
+        headers = list(answer.headers)
+        if cors:
+            headers = self.module.cors.decorate(headers, self.origin)
+        headers.append((b"content-length", str(len(answer.body)).encode()))
+        try:
+            await self._send(
+                {"type": "http.response.start", "status": answer.status, "headers": headers}
+            )
+            await self._send({"type": "http.response.body", "body": answer.body})
+        except _CLIENT_GONE:
+            self.log.debug(
+                "iii-http: client of %s %s left before the answer", self.method, self.path
+            )
+
+    async def _stream(self, streamed: Streamed) -> None:
+        headers = self.module.cors.decorate(streamed_headers(streamed.headers), self.origin)
+        try:
+            await self._send(
+                {"type": "http.response.start", "status": streamed.status, "headers": headers}
+            )
+            if streamed.first is not None:
+                await self._send(
+                    {"type": "http.response.body", "body": streamed.first, "more_body": True}
+                )
+                # An idle stream (SSE) may stay open as long as its writer keeps it.
+                async for item in streamed.reader.items(timeout=math.inf):
+                    if isinstance(item, bytes):
+                        await self._send(
+                            {"type": "http.response.body", "body": item, "more_body": True}
+                        )
+            await self._send({"type": "http.response.body", "body": b""})
+        except _CLIENT_GONE:
+            self.log.debug("iii-http: client of %s %s left mid-response", self.method, self.path)
