@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._core import EngineCore
 
 __all__ = [
+    "ENGINE_MODULES",
     "ENGINE_WORKER_ID",
     "ENGINE_WORKER_NAME",
     "WORKER_MANAGER",
@@ -37,6 +38,9 @@ ENGINE_WORKER_NAME: Final = "iii-engine-functions"
 ENGINE_WORKER_ID: Final = str(uuid.uuid5(uuid.NAMESPACE_URL, "iii-sim:" + ENGINE_WORKER_NAME))
 #: The module holding the engine's own built-ins, which ``ENGINE_WORKER_NAME`` serves.
 WORKER_MANAGER: Final = "iii-worker-manager"
+#: Modules whose built-ins are the engine's own (upstream, the worker manager serves
+#: data channels too): listed under ``ENGINE_WORKER_NAME``, never as workers of their own.
+ENGINE_MODULES: Final = frozenset({WORKER_MANAGER, "iii-channels"})
 #: Who provides the engine's well-known trigger types, when no worker does (§11.1):
 #: upstream's table, which names the queue's provider by its new name.
 _KNOWN_PROVIDERS: Final = {**TRIGGER_TYPES, "durable:subscriber": "queue"}
@@ -54,7 +58,7 @@ def _omit_none(fields: dict[str, JsonValue]) -> dict[str, JsonValue]:
 def _in_process(module: str | None) -> str:
     """The in-process worker a module's built-in is listed under (upstream: a module
     is a runtime worker of its own; the engine's own functions are ``iii-engine-functions``)."""
-    return ENGINE_WORKER_NAME if module in (None, WORKER_MANAGER) else str(module)
+    return ENGINE_WORKER_NAME if module is None or module in ENGINE_MODULES else module
 
 
 def _served_by(

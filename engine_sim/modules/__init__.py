@@ -35,6 +35,7 @@ from ._seam import (
     TimerHandle,
     UpgradeRefused,
 )
+from .channels import ChannelsModule
 from .cron import CronModule
 from .pubsub import PubSubModule
 from .queue import QueueModule
@@ -136,8 +137,10 @@ def build_modules(
     config: EngineConfig, host_for: Callable[[str], ModuleHost], core: EngineCore
 ) -> list[EngineModule]:
     """The modules ``config`` switches on, built (not started) for one core."""
+    # Always on, as upstream's worker manager (which serves channels too) always is.
     built: list[EngineModule] = [
-        WorkerManager(WorkerManager.Config(), host_for(WorkerManager.name), core)
+        WorkerManager(WorkerManager.Config(), host_for(WorkerManager.name), core),
+        ChannelsModule(ChannelsModule.Config(), host_for(ChannelsModule.name)),
     ]
     specs = default_specs() if config.modules is None else config.modules
     for spec in specs:

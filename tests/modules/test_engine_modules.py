@@ -80,7 +80,7 @@ async def test_a_module_left_out_answers_function_not_found_as_upstream(
 
 @pytest.mark.parametrize(
     ("function_id", "module"),
-    [("engine::channels::create", "channels"), ("engine::health::check", None)],
+    [("engine::logs::clear", "iii-observability"), ("engine::traces::list", None)],
 )
 async def test_a_builtin_engine_sim_does_not_simulate_says_so(
     autojump_clock: MockClock, function_id: str, module: str | None
