@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from iii_trio._version import __version__
+from iii_trio import __version__
 
 from ._config import DEFAULT_PORT, ENGINE_VERSION, EngineConfig
 from ._config_file import ConfigError, load_config
@@ -55,8 +55,18 @@ _SETTINGS = {
     "frame_log_closed_links": "with --record: closed connections whose frames are kept",
 }
 #: ``EngineConfig`` fields with no flag of their own: ``record_frames`` is
-#: ``--record``, ``modules`` come from ``--config``.
-_NOT_FLAGS = frozenset(("record_frames", "modules"))
+#: ``--record``; the modules, the further worker ports and their RBAC rules
+#: (structured settings) come from ``--config``.
+_NOT_FLAGS = frozenset(
+    (
+        "record_frames",
+        "modules",
+        "middleware_function_id",
+        "rbac",
+        "worker_ports",
+        "rbac_call_timeout_ms",
+    )
+)
 
 
 def _default(field: str) -> object:
@@ -72,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version",
         action="version",
-        version=f"iii-sim {__version__} (simulating the iii engine; reports {ENGINE_VERSION})",
+        version=f"iii-sim (iii-trio) {__version__}; simulates the iii engine, reported as "
+        f"{ENGINE_VERSION}",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve workers over WebSocket until Ctrl-C")

@@ -84,7 +84,7 @@ def test_version_names_the_package_version() -> None:
         timeout=30,
         check=True,
     )
-    assert done.stdout.startswith(f"iii-sim {importlib.metadata.version('iii-trio')} ")
+    assert done.stdout.startswith(f"iii-sim (iii-trio) {importlib.metadata.version('iii-trio')}; ")
 
 
 def _first_worker_id(seed: str) -> str | None:
