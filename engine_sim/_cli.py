@@ -69,6 +69,12 @@ _NOT_FLAGS = frozenset(
 )
 
 
+def _metavar(field: str) -> str:
+    if field in ("host", "port"):
+        return field.upper()
+    return {"ms": "MS", "bytes": "BYTES"}.get(field.rsplit("_", 1)[-1], "N")
+
+
 def _default(field: str) -> object:
     # EngineConfig's port default is "no listener", which a server never wants.
     if field == "port":
@@ -97,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         serve.add_argument(
             "--" + field.replace("_", "-"),
             type=str if field == "host" else int,
+            metavar=_metavar(field),
             help=f"{text} (default {_default(field)})",
         )
     serve.add_argument(
@@ -126,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     workers.add_argument(
         "--stop-grace-ms",
         type=int,
+        metavar="MS",
         default=5000,
         help="at Ctrl-C, time a worker has after SIGTERM before SIGKILL (default %(default)s)",
     )

@@ -69,9 +69,9 @@ def test_the_help_says_each_flags_default() -> None:
         check=True,
     )
     text = " ".join(done.stdout.split())  # as if unwrapped
-    assert "--max-message-bytes MAX_MESSAGE_BYTES largest message a worker may send" in text
+    assert "--max-message-bytes BYTES largest message a worker may send" in text
     assert f"(default {EngineConfig.max_message_bytes})" in text
-    assert "--seed SEED seed for worker ids" in text
+    assert "--seed N seed for worker ids" in text
     assert "(default none: unpredictable)" in text
     assert "--worker PATH a worker's directory holding iii.worker.yaml" in text
 
