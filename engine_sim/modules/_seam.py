@@ -115,9 +115,11 @@ ResultCallback = Callable[[JsonValue, "ErrorBody | None"], None]
 
 #: A module's background work (``ModuleHost.spawn``): it reaches the core through ``io``.
 BackgroundTask = Callable[["ModuleIO"], Awaitable[None]]
-#: An ASGI connection scope, and its ``receive`` / ``send`` callables (for an HTTP port).
+#: An ASGI connection scope (for an HTTP port).
 AsgiScope = MutableMapping[str, Any]
+#: The ASGI ``receive`` callable of a connection: awaits the next event from the client.
 AsgiReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+#: The ASGI ``send`` callable of a connection: sends one event to the client.
 AsgiSend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
