@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import random
@@ -190,7 +191,8 @@ class WorkerOptions:
 
 def _print_line(name: str, stream: Stream, line: str) -> None:
     # A worker's stdout stays on stdout, its stderr on stderr, each line prefixed.
-    print(f"{name} | {line}", file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
+    with contextlib.suppress(OSError):  # a closed pipe (| head) must not stop the engine
+        print(f"{name} | {line}", file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
 
 
 async def serve(
