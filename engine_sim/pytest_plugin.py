@@ -1,7 +1,10 @@
 """pytest fixtures for testing iii workers against engine_sim (entry point ``pytest11``).
 
 Installed with ``iii-trio``, so a test suite gets these fixtures with no
-``conftest.py``. The async ones need ``pytest-trio`` (``trio_mode = true``):
+``conftest.py``. The async ones need ``pytest-trio`` (``pip install
+'iii-trio[testing]'``) running the test: ``trio_mode = true`` in the pytest
+configuration, or ``@pytest.mark.trio`` on the test. A test that uses them without
+it fails at setup with a line saying so (pytest's own error names no cure).
 
 ``iii_clock``
     Trio's ``MockClock`` that jumps ahead whenever every task waits. pytest-trio
@@ -19,7 +22,9 @@ Installed with ``iii-trio``, so a test suite gets these fixtures with no
     The ``engine_sim.Trace`` of the engine, to read or to ``note`` into.
 ``iii_worker``
     An ``iii_trio`` worker named ``test-worker`` connected to ``iii_engine`` and
-    ready; what you register on it is live at once.
+    ready; what you register on it is live at once. It ignores the ``III_*``
+    environment variables (``InitOptions(env={})``): a shell's ``III_WORKER_NAME``,
+    ``III_NAMESPACE``, ``III_TOKEN`` or ``III_URL`` does not reach it.
 ``iii_engine_thread``
     An engine on its own thread listening on a loopback port (``.url``), for
     suites that are not Trio, e.g. ones using the official ``iii-sdk``. Real time.
@@ -30,6 +35,7 @@ Installed with ``iii-trio``, so a test suite gets these fixtures with no
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
@@ -37,7 +43,7 @@ import trio
 import trio.testing
 
 import iii_trio
-from iii_trio import InitOptions
+from iii_trio import DEFAULT_ENGINE_URL, InitOptions
 
 from ._config import EngineConfig
 from ._engine import Engine, open_engine
@@ -57,6 +63,12 @@ __all__ = [
 ]
 
 _TRACE_KEY = pytest.StashKey[Trace]()
+#: The fixtures that are async (or stand on one): pytest-trio must run their test.
+_TRIO_FIXTURES = ("iii_engine", "iii_worker", "iii_faults")
+_HOW_TO_ENABLE = (
+    "set `trio_mode = true` in the pytest configuration ([tool.pytest.ini_options] in "
+    "pyproject.toml, or [pytest] in pytest.ini), or mark the test @pytest.mark.trio"
+)
 #: How much of a failing test's trace is shown.
 _TRACE_LINES = 200
 
@@ -86,6 +98,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("sim_only") is not None:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test pytest-trio will not run, before its Trio fixtures give pytest's
+    generic "requested an async fixture ... with no plugin" error."""
+    problem = _not_run_by_trio(item)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+
+
+def _not_run_by_trio(item: pytest.Item) -> str | None:
+    if not isinstance(item, pytest.Function) or item.get_closest_marker("trio") is not None:
+        return None
+    is_async = inspect.iscoroutinefunction(item.obj)
+    wanted = [name for name in _TRIO_FIXTURES if name in item.fixturenames]
+    if is_async and not wanted:
+        # An async test taking any of our fixtures (iii_clock, say) is meant for Trio.
+        wanted = [name for name in item.fixturenames if name.startswith("iii_")]
+    if not wanted:
+        return None
+    uses = f"{item.nodeid} uses {', '.join(wanted)}"
+    if not item.config.pluginmanager.hasplugin("trio"):
+        return (
+            f"{uses}, which needs pytest-trio, and pytest-trio is not installed (or was "
+            f"disabled with -p no:trio): pip install 'iii-trio[testing]' (or pytest-trio), "
+            f"then {_HOW_TO_ENABLE}"
+        )
+    if not is_async:
+        return (
+            f"{uses}, a Trio fixture: the test must be `async def` and run by pytest-trio "
+            f"({_HOW_TO_ENABLE}); a test that is not async can use iii_engine_thread instead"
+        )
+    return f"{uses}, but pytest-trio is not running it: {_HOW_TO_ENABLE}"
 
 
 @pytest.hookimpl(wrapper=True)
@@ -135,10 +181,16 @@ def iii_faults(iii_engine: Engine) -> FaultInjector:
 
 @pytest.fixture
 async def iii_worker(iii_engine: Engine) -> AsyncIterator[iii_trio.Worker]:
-    """An iii_trio worker named ``test-worker``, connected to ``iii_engine`` and ready."""
-    options = InitOptions(worker_name="test-worker", enable_metrics_reporting=False)
+    """An iii_trio worker named ``test-worker``, connected to ``iii_engine`` and ready.
+
+    The ``III_*`` environment variables do not reach it: a test's worker has the
+    same name, namespace and headers whatever shell runs the suite.
+    """
+    options = InitOptions(worker_name="test-worker", enable_metrics_reporting=False, env={})
     transport = iii_engine.transport_for("test-worker")
-    async with iii_trio.register_worker(options=options, transport=transport) as worker:
+    # The URL only names the engine in logs and errors (the transport is in memory);
+    # given here so that III_URL is not read.
+    async with iii_trio.register_worker(DEFAULT_ENGINE_URL, options, transport=transport) as worker:
         with trio.fail_after(60):
             await worker.ready()
         yield worker

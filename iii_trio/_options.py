@@ -1,7 +1,9 @@
 """How a worker is configured (``InitOptions``) and how the environment fills the gaps.
 
 The option names follow the iii docs' ``registerWorker()`` init options, in the
-Python SDK's snake_case; the environment variables are the official SDKs'.
+Python SDK's snake_case (``worker_name``, ``worker_description``, ``namespace``,
+``invocation_timeout_ms``, ...: the official ``iii.InitOptions``' names, so ported
+code keeps its keywords); the environment variables are the official SDKs'.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class InitOptions:
 
     * ``worker_name``: shown by ``engine::workers::list``; ``III_WORKER_NAME`` wins over
       it (the orchestrator's name), and ``"<hostname>:<pid>"`` is used when neither is set.
+    * ``worker_description``: a one-line summary of what the worker does, shown by
+      ``engine::workers::list`` (the official SDK's name; ``description`` is the same
+      option under this SDK's earlier name).
     * ``invocation_timeout_ms``: default timeout of ``trigger()``; ``None`` waits forever.
     * ``enable_metrics_reporting``: send CPU/memory/loop-lag gauges to the engine as
       OTLP ``MTRC`` frames every ``metrics_interval_ms`` (60 s by default, as the
@@ -85,9 +90,14 @@ class InitOptions:
       while offline; beyond it callers wait (online) or get ``SendBufferFull`` (offline).
     * ``drain_timeout_ms``: how long shutdown lets running handlers finish before
       cancelling them.
+    * ``env``: where ``III_URL``, ``III_WORKER_NAME``, ``III_NAMESPACE`` and
+      ``III_TOKEN`` are read; ``None`` reads ``os.environ`` when the worker is made,
+      ``{}`` ignores the environment (the pytest plugin's ``iii_worker`` does, so a
+      shell's settings cannot rename or redirect a test's worker).
     """
 
     worker_name: str | None = None
+    worker_description: str | None = None
     description: str | None = None
     invocation_timeout_ms: float | None = 30000
     enable_metrics_reporting: bool = True
@@ -102,8 +112,11 @@ class InitOptions:
     drain_timeout_ms: float = 10000
     connect_timeout_ms: float = 10000
     max_message_bytes: int = 64 * 1024 * 1024
+    #: Not in ``repr``: an environment holds secrets.
+    env: Mapping[str, str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        self._merge_description()
         if self.namespace is not None and not self.namespace.strip():
             raise ValueError(
                 f"namespace is blank ({self.namespace!r}): give it a name, or leave it "
@@ -119,19 +132,38 @@ class InitOptions:
         if self.invocation_timeout_ms is not None and self.invocation_timeout_ms <= 0:
             raise ValueError("invocation_timeout_ms must be positive, or None for no timeout")
 
+    def _merge_description(self) -> None:
+        """``description`` and ``worker_description`` are one option: both read the same."""
+        new, old = self.worker_description, self.description
+        if new is not None and old is not None and new != old:
+            raise ValueError(
+                f"worker_description={new!r} and description={old!r} disagree: they are "
+                "the same option (description is its earlier name); give worker_description"
+            )
+        value = new if new is not None else old
+        object.__setattr__(self, "worker_description", value)
+        object.__setattr__(self, "description", value)
+
+    def environ(self) -> Mapping[str, str]:
+        """Where the ``III_*`` variables are read: ``env``, else ``os.environ``."""
+        return os.environ if self.env is None else self.env
+
     def resolved_name(self) -> str:
-        return os.environ.get("III_WORKER_NAME") or self.worker_name or default_worker_name()
+        """The worker's name: ``III_WORKER_NAME``, else ``worker_name``, else host:pid."""
+        return self.environ().get("III_WORKER_NAME") or self.worker_name or default_worker_name()
 
     def resolved_namespace(self) -> str | None:
+        """``namespace``, else ``III_NAMESPACE``, else ``None`` (the engine's default)."""
         if self.namespace is not None:
             return self.namespace
         # ``III_NAMESPACE=`` is how a shell says "unset", so a blank one is absent.
-        env = os.environ.get("III_NAMESPACE", "")
+        env = self.environ().get("III_NAMESPACE", "")
         return env if env.strip() else None
 
     def resolved_headers(self) -> dict[str, str]:
+        """``headers``, with ``Authorization: Bearer $III_TOKEN`` unless one is given."""
         headers = dict(self.headers)
-        token = os.environ.get("III_TOKEN", "").strip()
+        token = self.environ().get("III_TOKEN", "").strip()
         if token and not any(key.lower() == "authorization" for key in headers):
             headers["Authorization"] = f"Bearer {token}"
         return headers
@@ -141,9 +173,10 @@ def default_worker_name() -> str:
     return f"{platform.node()}:{os.getpid()}"
 
 
-def resolve_url(url: str | None) -> str:
-    """The engine URL: the argument, else ``III_URL``, else ``ws://127.0.0.1:49134``."""
+def resolve_url(url: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The engine URL: the argument, else ``III_URL`` (from ``env``, by default
+    ``os.environ``), else ``ws://127.0.0.1:49134``."""
     if url:
         return url
-    env = os.environ.get("III_URL", "").strip()
-    return env or DEFAULT_ENGINE_URL
+    value = (os.environ if env is None else env).get("III_URL", "").strip()
+    return value or DEFAULT_ENGINE_URL

@@ -123,3 +123,64 @@ def test_the_readme_example_passes(pytester: pytest.Pytester) -> None:
     pytester.makeini(INI)
     pytester.makepyfile(test_readme=example)
     pytester.runpytest_subprocess("-q").assert_outcomes(passed=1)
+
+
+FORGOT_TRIO_MODE = """
+import trio
+
+
+async def test_async_without_trio(iii_clock, iii_worker):
+    assert iii_worker.name == "test-worker"
+
+
+def test_sync_with_a_trio_fixture(iii_engine):
+    assert iii_engine is not None
+
+
+async def test_async_with_only_the_clock(iii_clock):
+    await trio.sleep(1)
+
+
+def test_sync_with_the_thread_engine_is_fine(iii_engine_thread):
+    assert iii_engine_thread.url.startswith("ws://")
+"""
+
+
+def test_forgetting_trio_mode_says_how_to_enable_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makepyfile(test_forgot=FORGOT_TRIO_MODE)
+    run = pytester.runpytest_subprocess("-q", "-rE")
+    run.assert_outcomes(passed=1, errors=3)
+    output = run.stdout.str()
+    # pytest's own error ("requested an async fixture ... with no plugin") names no cure.
+    assert "with no plugin" not in output
+    run.stdout.fnmatch_lines(
+        [
+            "*test_async_without_trio uses iii_engine, iii_worker, but pytest-trio is not "
+            "running it: set `trio_mode = true` in the pytest configuration*"
+            "or mark the test @pytest.mark.trio*",
+            "*test_sync_with_a_trio_fixture uses iii_engine, a Trio fixture: the test must "
+            "be `async def`*iii_engine_thread*",
+            "*test_async_with_only_the_clock uses iii_clock, but pytest-trio*trio_mode = true*",
+        ]
+    )
+    # Marking the test is the other way.
+    pytester.makepyfile(
+        test_forgot=FORGOT_TRIO_MODE.replace(
+            "async def test_async_without_trio", "@pytest.mark.trio\nasync def test_marked"
+        ).replace("import trio\n", "import pytest\nimport trio\n", 1)
+    )
+    pytester.runpytest_subprocess("-q").assert_outcomes(passed=2, errors=2)
+
+
+def test_without_pytest_trio_the_error_says_to_install_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")  # trio_mode: unknown option
+    pytester.makepyfile(test_no_plugin=TRIO_SUITE)
+    run = pytester.runpytest_subprocess("-q", "-p", "no:trio")
+    run.assert_outcomes(errors=3)
+    run.stdout.fnmatch_lines(
+        [
+            "*uses iii_engine, iii_worker, which needs pytest-trio, and pytest-trio is not "
+            "installed*iii-trio[[]testing]*trio_mode = true*"
+        ]
+    )
