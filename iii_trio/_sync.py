@@ -48,7 +48,6 @@ Errors come out as the async API raises them (``InvocationError``,
 
 from __future__ import annotations
 
-import math
 import random
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -56,7 +55,6 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, TypeVar, overload
 
-import trio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from pydantic import JsonValue
 
@@ -66,7 +64,7 @@ from ._lifecycle import WorkerState
 from ._options import InitOptions
 from ._registry import Registration, TriggerTypeProvider
 from ._transport import Transport
-from ._worker import _USE_DEFAULT, ConnectionState, EnqueueReceipt, Worker
+from ._worker import USE_DEFAULT, ConnectionState, EnqueueReceipt, UseDefault, Worker
 from ._worker import register_worker as _register_worker
 
 __all__ = ["SyncWorker", "register_worker"]
@@ -178,16 +176,12 @@ class SyncWorker:
     def ready(self, timeout: float | None = None) -> None:
         """Block until the worker is connected and registered.
 
-        Raises ``trio.TooSlowError`` after ``timeout`` seconds (``None`` waits as long
-        as it takes), the failure if the worker fails, ``WorkerClosed`` once it is shut down.
+        Raises ``ReadyTimeout`` (also a ``trio.TooSlowError``) after ``timeout``
+        seconds, naming the URL, the time waited and the last connection error
+        (``None`` waits as long as it takes); the failure if the worker fails;
+        ``WorkerClosed`` once it is shut down.
         """
-        seconds = math.inf if timeout is None else timeout
-
-        async def wait() -> None:
-            with trio.fail_after(seconds):
-                await self._worker.ready()
-
-        self._wait(wait)
+        self._wait(lambda: self._worker.ready(timeout))
 
     def serve_forever(self) -> None:
         """Serve until interrupted (Ctrl-C); raises the worker's failure if it fails."""
@@ -292,7 +286,7 @@ class SyncWorker:
         data: Any = None,
         *,
         result_type: type[T],
-        timeout: float | object | None = _USE_DEFAULT,
+        timeout: float | UseDefault | None = USE_DEFAULT,
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
@@ -306,7 +300,7 @@ class SyncWorker:
         data: Any = None,
         *,
         result_type: None = None,
-        timeout: float | object | None = _USE_DEFAULT,
+        timeout: float | UseDefault | None = USE_DEFAULT,
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
@@ -319,7 +313,7 @@ class SyncWorker:
         data: Any = None,
         *,
         result_type: type[Any] | None = None,
-        timeout: float | object | None = _USE_DEFAULT,
+        timeout: float | UseDefault | None = USE_DEFAULT,
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
@@ -377,7 +371,7 @@ class SyncWorker:
         data: Any = None,
         *,
         queue: str,
-        timeout: float | object | None = _USE_DEFAULT,
+        timeout: float | UseDefault | None = USE_DEFAULT,
         namespace: str | None = None,
         metadata: JsonValue = None,
     ) -> EnqueueReceipt:
