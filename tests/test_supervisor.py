@@ -20,7 +20,7 @@ import trio
 import trio.testing
 
 from engine_sim._manifest import WorkerPlan
-from engine_sim._supervisor import WorkerSupervisor, child_env
+from engine_sim._supervisor import INSTALL_TIMEOUT, WorkerSupervisor, child_env
 from engine_sim._supervisor_policy import Line, LineCutter, RestartPolicy, describe_exit
 
 # --- the restart policy ---------------------------------------------------------
@@ -334,3 +334,22 @@ async def test_a_command_that_cannot_start_counts_as_a_failure(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert errors[0].startswith(f"w: cannot run scripts.start in {tmp_path / 'gone'}: ")
+
+
+async def test_an_install_that_hangs_is_stopped_at_the_install_timeout(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Hangs(FakeRunner):
+        async def __call__(self, script: str, command: str) -> int:
+            self.runs.append((trio.current_time(), script))
+            await trio.sleep_forever()
+            raise AssertionError("unreachable")
+
+    runner = Hangs([])
+    supervisor = WorkerSupervisor(_plan(tmp_path), url="ws://x", emit=_ignore, runner=runner)
+    began = trio.current_time()
+    await supervisor.run()
+    assert trio.current_time() - began == INSTALL_TIMEOUT
+    assert [script for _, script in runner.runs] == ["scripts.install"]
+    [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert error.startswith("w: scripts.install did not finish within 900 s, so the worker")
