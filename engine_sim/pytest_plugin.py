@@ -8,7 +8,9 @@ it fails at setup with a line saying so (pytest's own error names no cure).
 
 ``iii_clock``
     Trio's ``MockClock`` that jumps ahead whenever every task waits. pytest-trio
-    runs a test on it only if **the test itself** takes it as an argument.
+    runs a test on it only if **the test itself** takes it as an argument. Plain
+    ``def`` handlers are safe on it: while one's thread works, virtual time stands
+    still (``iii_trio`` holds the jump), so a caller's timeout does not fire early.
 ``iii_engine_config``
     The ``EngineConfig`` the engine starts with; override the fixture to change it.
 ``iii_engine``
