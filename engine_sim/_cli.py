@@ -9,7 +9,7 @@ import logging
 import random
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import trio
@@ -195,6 +195,19 @@ def _print_line(name: str, stream: Stream, line: str) -> None:
         print(f"{name} | {line}", file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
 
 
+async def _hurry_on_signal(
+    signals: AsyncIterator[int], running: Sequence[WorkerSupervisor]
+) -> None:
+    """A second Ctrl-C while the workers stop kills them at once."""
+    async for _ in signals:
+        logging.getLogger("engine_sim.workers").warning(
+            "second signal: killing the workers still stopping"
+        )
+        for supervisor in running:
+            supervisor.hurry()
+        return
+
+
 async def serve(
     config: EngineConfig,
     workers: Sequence[WorkerPlan] = (),
@@ -204,24 +217,30 @@ async def serve(
     manifests (SIGTERM, then SIGKILL after the grace) and close every connection
     (1001), and return."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_engine(config) as engine:
+        async with open_engine(config) as engine, trio.open_nursery() as outer:
             assert engine.url is not None  # serve always listens
             print(f"iii-sim listening on {engine.url} (Ctrl-C stops)", flush=True)
+            running = [
+                WorkerSupervisor(
+                    plan,
+                    url=engine.url,
+                    emit=_print_line,
+                    policy=RestartPolicy(options.restart),
+                    install=options.install,
+                    stop_grace=options.stop_grace_ms / 1000,
+                )
+                for plan in workers
+            ]
             # The workers stop before the engine does, so they leave it cleanly.
             async with trio.open_nursery() as supervisors:
-                for plan in workers:
-                    supervisor = WorkerSupervisor(
-                        plan,
-                        url=engine.url,
-                        emit=_print_line,
-                        policy=RestartPolicy(options.restart),
-                        install=options.install,
-                        stop_grace=options.stop_grace_ms / 1000,
-                    )
-                    supervisors.start_soon(supervisor.run, name=f"worker {plan.name}")
+                for supervisor in running:
+                    supervisors.start_soon(supervisor.run, name=f"worker {supervisor.plan.name}")
                 async for _ in signals:
                     break
                 supervisors.cancel_scope.cancel()
+                if running:
+                    outer.start_soon(_hurry_on_signal, signals, running)
+            outer.cancel_scope.cancel()
     logging.getLogger("engine_sim").info("stopped")
 
 

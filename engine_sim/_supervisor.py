@@ -148,8 +148,16 @@ class WorkerSupervisor:
         self._emit = emit
         self._install = install
         self._stop_grace = stop_grace
+        self._hurried = False
+        self._grace: trio.CancelScope | None = None
         self._max_line_bytes = max_line_bytes
         self._run: Runner = runner or self._run_process
+
+    def hurry(self) -> None:
+        """Cut the stop's grace short: SIGKILL now and from now on (a second Ctrl-C)."""
+        self._hurried = True
+        if self._grace is not None:
+            self._grace.cancel()
 
     async def run(self) -> None:
         """Install (unless told not to), then start and restart the worker until it
@@ -257,16 +265,20 @@ class WorkerSupervisor:
         else:
             _log.info("%s: stopping what its script left running (SIGTERM)", name)
         _signal_group(pid, signal.SIGTERM)
-        with trio.move_on_after(self._stop_grace):
+        with trio.move_on_after(0 if self._hurried else self._stop_grace) as self._grace:
             await process.wait()
             while _group_alive(pid):  # noqa: ASYNC110 - no event for a group emptying
                 await trio.sleep(_GROUP_POLL_SECONDS)
             if stopping:
                 _log.info("%s: stopped (%s)", name, describe_exit(process.returncode or 0))
             return
-        _log.warning(
-            "%s: still running %.1f s after SIGTERM; killed (SIGKILL)", name, self._stop_grace
-        )
+        self._grace = None
+        if self._hurried:
+            _log.warning("%s: killed (SIGKILL), as told", name)
+        else:
+            _log.warning(
+                "%s: still running %.1f s after SIGTERM; killed (SIGKILL)", name, self._stop_grace
+            )
         _signal_group(pid, signal.SIGKILL)
         with trio.move_on_after(self._stop_grace):
             await process.wait()

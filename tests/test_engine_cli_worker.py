@@ -155,3 +155,23 @@ def test_no_install_skips_it(tmp_path: Path) -> None:
     finally:
         assert served.stop() == 0
     assert "installing" not in "".join(served.log)
+
+
+def test_a_second_ctrl_c_kills_a_worker_that_ignores_sigterm_at_once(tmp_path: Path) -> None:
+    (tmp_path / "iii.worker.yaml").write_text(
+        "name: stubborn\nscripts:\n  install: ''\n"
+        "  start: \"trap '' TERM; echo ready; while :; do sleep 0.05; done\"\n"
+    )
+    served = ServedWorkers(["--worker", str(tmp_path), "--stop-grace-ms", "60000"])
+    try:
+        served.wait_for_log("stubborn | ready")
+        served.process.send_signal(signal.SIGINT)
+        served.wait_for_log("stubborn: stopping (SIGTERM to process group")
+        served.process.send_signal(signal.SIGINT)
+        assert served.process.wait(timeout=10) == 0
+    finally:
+        served.stop()
+    log = "".join(served.log)
+    assert "second signal: killing the workers still stopping" in log
+    assert "stubborn: killed (SIGKILL), as told" in log
+    assert log.rstrip().endswith("engine_sim: stopped")
