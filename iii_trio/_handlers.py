@@ -203,10 +203,10 @@ async def run_in_thread(call: Callable[[], T], limiter: trio.CapacityLimiter) ->
         _HELD_BY.set(held)
         return call()
 
-    # The slot is taken here, so that the hold starts only once the thread may run
-    # (threads waiting on Trio would otherwise keep one waiting for a slot from ever
-    # getting it), and before it is started: with a zero autojump threshold, the
-    # clock jumps the moment every task waits.
+    # The slot first, then the hold: held while waiting for a slot, this call would
+    # stop the clock that the threads in the slots may need to move (one waiting on
+    # Trio for a ``trio.sleep``) before they give their slot up. And the hold before
+    # the thread starts: with a zero threshold the clock jumps the moment all wait.
     async with limiter:
         hold.add(held)
         try:

@@ -102,6 +102,46 @@ async def test_virtual_time_passes_while_a_plain_handler_waits_on_trio(
         assert 25 <= trio.current_time() - start < 26
 
 
+async def test_a_plain_handler_waiting_for_a_thread_slot_does_not_stop_the_clock(
+    iii_clock: trio.testing.MockClock,
+    iii_engine: Engine,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One thread slot; the call in it waits on a virtual sleep, the other waits for the
+    # slot. Were the waiting call holding the clock, the sleep would never end (until
+    # the hold's limit let it go, with a warning).
+    monkeypatch.setattr(_handlers, "CLOCK_HOLD_LIMIT_S", 2.0)
+
+    def naps(data: JsonValue) -> float:
+        trio.from_thread.run(trio.sleep, 5)
+        return trio.from_thread.run_sync(trio.current_time)
+
+    options = iii_trio.InitOptions(
+        worker_name="one-slot", enable_metrics_reporting=False, env={}, sync_handler_threads=1
+    )
+    async with (
+        iii_trio.register_worker(
+            iii_trio.DEFAULT_ENGINE_URL, options, transport=iii_engine.transport
+        ) as server,
+        caller(iii_engine) as worker,
+    ):
+        server.register_function("t::naps", naps)
+        await server.ready()
+        start = trio.current_time()
+        ends: list[float] = []
+
+        async def call() -> None:
+            ends.append(await worker.trigger("t::naps", {}, result_type=float))
+
+        with caplog.at_level(logging.WARNING, logger="iii_trio"):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                nursery.start_soon(call)
+    assert sorted(ends) == pytest.approx([start + 5, start + 10])
+    assert not [r for r in caplog.records if "virtual clock" in r.getMessage()]
+
+
 async def test_a_plain_handler_waiting_on_virtual_time_through_a_thread_event_is_let_go(
     iii_clock: trio.testing.MockClock,
     iii_engine: Engine,
