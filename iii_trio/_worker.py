@@ -171,8 +171,6 @@ class UseDefault(enum.Enum):
 
 #: ``timeout`` left unset: the call waits ``InitOptions.invocation_timeout_ms``.
 USE_DEFAULT: Final = UseDefault.USE_DEFAULT
-#: The name ``iii_trio.sync`` imports (kept while it does).
-_USE_DEFAULT: Final = USE_DEFAULT
 
 #: Why a call that arrives while the worker drains is refused (as ``invocation_stopped``,
 #: what its caller would get from the engine had the worker already left).
@@ -277,7 +275,7 @@ class Worker:
         rng: random.Random | None = None,
     ) -> None:
         self.options = options = options or InitOptions()
-        self.url = resolve_url(url)
+        self.url = resolve_url(url, options.env)
         if transport is None or isinstance(transport, WebSocketTransport):
             # Here, not on the first attempt: a bad URL is the caller's mistake, raised
             # where the caller named it rather than from the background connection task.
@@ -446,6 +444,14 @@ class Worker:
         """Serve ``function_id`` with ``handler`` (async or plain; see ``iii_trio``'s docs).
 
         The formats default to the JSON schemas of the handler's pydantic models.
+
+        The engine adds ``_caller_worker_id`` to an object payload a worker sends: a
+        handler whose input is a pydantic model gets the payload without it (so
+        ``extra="forbid"`` models validate), an untyped one gets it as sent (as with
+        the official SDK); either reads the caller from
+        ``iii_trio.current_invocation().caller_worker_id``. A plain ``def`` handler
+        runs in a thread; on a ``MockClock`` that autojumps, virtual time stands still
+        while it works (see ``iii_trio._handlers``).
         """
         if not function_id:
             raise ValueError("function_id must not be empty")
@@ -560,7 +566,7 @@ class Worker:
         data: Any = None,
         *,
         result_type: type[T],
-        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
@@ -574,7 +580,7 @@ class Worker:
         data: Any = None,
         *,
         result_type: None = None,
-        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
@@ -588,7 +594,7 @@ class Worker:
         data: Any = None,
         *,
         result_type: type[T] | None = None,
-        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
@@ -601,7 +607,7 @@ class Worker:
         data: Any = None,
         *,
         result_type: type[Any] | None = None,
-        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
         namespace: str | None = None,
         metadata: JsonValue = None,
         traceparent: str | None = None,
@@ -644,7 +650,7 @@ class Worker:
         data: Any = None,
         *,
         queue: str,
-        timeout: float | UseDefault | object | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
+        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
         namespace: str | None = None,
         metadata: JsonValue = None,
     ) -> EnqueueReceipt:
@@ -695,7 +701,7 @@ class Worker:
         function_id: str,
         data: Any,
         action: TriggerAction | None,
-        timeout: float | UseDefault | object | None,  # noqa: ASYNC109
+        timeout: float | UseDefault | None,  # noqa: ASYNC109
         namespace: str | None,
         metadata: JsonValue,
         traceparent: str | None,
@@ -735,7 +741,7 @@ class Worker:
             raise kind(error.code, error.message, error.stacktrace, function_id=function_id)
         return answer.result
 
-    def _timeout(self, timeout: float | UseDefault | object | None) -> float:
+    def _timeout(self, timeout: float | UseDefault | None) -> float:
         if timeout is USE_DEFAULT:
             millis = self.options.invocation_timeout_ms
             return math.inf if millis is None else millis / 1000
@@ -973,8 +979,8 @@ class Worker:
                 "framework": "iii-trio",
             },
         }
-        if self.options.description:
-            data["description"] = self.options.description
+        if self.options.worker_description:
+            data["description"] = self.options.worker_description
         return InvokeFunction(
             function_id="engine::workers::register", data=data, action=VoidAction()
         )

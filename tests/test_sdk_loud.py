@@ -325,3 +325,16 @@ async def test_ready_refuses_a_negative_timeout(
     async with iii_trio.register_worker(options=_options(), transport=engine.transport) as worker:
         with pytest.raises(ValueError, match="timeout must be a number of seconds >= 0"):
             await worker.ready(timeout=-1)
+
+
+def test_sync_ready_timeout_names_the_url_and_the_refused_port() -> None:
+    with _closed_port() as port:
+        url = f"ws://127.0.0.1:{port}"
+        with (
+            iii.register_worker(url, _options(delay_ms=10)) as worker,
+            pytest.raises(iii_trio.ReadyTimeout) as raised,
+        ):
+            worker.ready(timeout=0.5)
+    text = str(raised.value)
+    assert text.startswith(f"not ready after 0.5 s at {url!r}")
+    assert text.endswith("the last: connection refused")
