@@ -45,7 +45,8 @@ bug in the code driving the state machine, never a peer's fault.
 
 Only the errors a worker cannot recover from leave ``async with register_worker()``:
 ``RegistrationRejected`` for a worker-name conflict and ``ReconnectFailed``. They come
-out as themselves, never inside an exception group.
+out as themselves, never inside an exception group. ``InvalidUrl`` comes out of
+entering the block, before anything runs in the background.
 """
 
 from __future__ import annotations
