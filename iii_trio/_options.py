@@ -98,7 +98,8 @@ class InitOptions:
 
     worker_name: str | None = None
     worker_description: str | None = None
-    description: str | None = None
+    #: ``worker_description`` under its earlier name; always equal to it.
+    description: str | None = field(default=None, repr=False, compare=False)
     invocation_timeout_ms: float | None = 30000
     enable_metrics_reporting: bool = True
     metrics_interval_ms: float = 60000
