@@ -52,6 +52,8 @@ __all__ = ["Exchange"]
 
 #: Items each of a request's two channels holds (upstream ``create_channel(64, None)``).
 CHANNEL_ITEMS: Final = 64
+#: Seconds the rest of a request body is read (and dropped) after the answer.
+LINGER: Final = 2.0
 #: What a send to a client that went away raises.
 _CLIENT_GONE: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -109,6 +111,7 @@ class Exchange:
         self._body_done = trio.Event()
         self._too_large = False
         self._prepare_scope = trio.CancelScope()
+        self._pumping = False
 
     # -- the request's life ------------------------------------------------------------
 
@@ -357,7 +360,7 @@ class Exchange:
     async def _pump(self, collect: bool) -> None:
         """Read the request body: kept whole when ``collect`` (JSON), else written to
         the request channel as it comes; then wait for the client to go away."""
-        writer = self._writer
+        self._pumping = True
         received = 0
         try:
             while True:
@@ -367,17 +370,13 @@ class Exchange:
                     return
                 chunk = bytes(message.get("body", b""))
                 received += len(chunk)
-                if received > self.settings.body_limit:
+                if received > self.settings.body_limit and not self._too_large:
                     self._too_large = True
                     self._prepare_scope.cancel()
-                    return
-                if collect:
-                    self._body += chunk
-                if writer is not None and chunk:
-                    try:
-                        await writer.send(chunk, timeout=math.inf)
-                    except ChannelClosed:
-                        writer = None  # the handler stopped reading: drop the rest
+                if not self._too_large:
+                    if collect:
+                        self._body += chunk
+                    await self._forward(chunk)
                 if not message.get("more_body", False):
                     break
         finally:
@@ -387,6 +386,32 @@ class Exchange:
         while (await self._receive())["type"] != "http.disconnect":
             pass
         self._nursery.cancel_scope.cancel()
+
+    async def _forward(self, chunk: bytes) -> None:
+        writer = self._writer
+        if writer is None or not chunk:
+            return
+        try:
+            await writer.send(chunk, timeout=math.inf)
+        except ChannelClosed:
+            # The handler stopped reading, or the answer went out: the rest is read
+            # and dropped, so the client can finish sending and read the answer.
+            self._writer = None
+
+    async def _linger(self) -> None:
+        """Before the answer's end: read what is left of the body (dropping it) for a
+        while, so a client still sending gets the answer, not a reset connection (the
+        server closes a connection whose request was not read to its end)."""
+        if self._writer is not None:
+            self._writer.close()
+        with trio.move_on_after(LINGER):
+            if self._pumping:
+                await self._body_done.wait()
+                return
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect" or not message.get("more_body", False):
+                    return
 
     # -- answers -----------------------------------------------------------------------
 
@@ -399,7 +424,9 @@ class Exchange:
             await self._send(
                 {"type": "http.response.start", "status": answer.status, "headers": headers}
             )
-            await self._send({"type": "http.response.body", "body": answer.body})
+            await self._send({"type": "http.response.body", "body": answer.body, "more_body": True})
+            await self._linger()
+            await self._send({"type": "http.response.body", "body": b""})
         except _CLIENT_GONE:
             self.log.debug(
                 "iii-http: client of %s %s left before the answer", self.method, self.path
@@ -421,6 +448,7 @@ class Exchange:
                         await self._send(
                             {"type": "http.response.body", "body": item, "more_body": True}
                         )
+            await self._linger()
             await self._send({"type": "http.response.body", "body": b""})
         except _CLIENT_GONE:
             self.log.debug("iii-http: client of %s %s left mid-response", self.method, self.path)

@@ -1,0 +1,211 @@
+"""``iii-http`` over loopback: hypercorn serving the module's port to real HTTP clients.
+
+httpx (and raw sockets, for what a client library will not send) against
+``EngineConfig(port=0)``; handlers are iii_trio workers in memory. What is checked here
+is the wire: bodies streamed both ways while they are being produced, chunked uploads,
+malformed requests, a client leaving mid-answer, and the port across a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import trio
+
+import engine_sim.modules as modules
+from engine_sim.faults import RestartEngine
+from engine_sim.modules.http import HttpModule
+from iii_trio import ConnectionClosed
+from tests.modules.test_http_support import channel_url, http_engine, read_channel, route, worker
+
+#: Every wait here is on loopback.
+WAIT = 10.0
+
+
+@pytest.fixture(autouse=True)
+def _http_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    if modules.module_class(HttpModule.name) is None:
+        monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, HttpModule))
+
+
+def answer(body: Any) -> Any:
+    """A handler answering ``body``."""
+
+    async def handler(_data: Any) -> Any:
+        return {"body": body}
+
+    return handler
+
+
+async def raw_exchange(url: str, request: bytes) -> bytes:
+    """Send ``request`` bytes to the server at ``url``; everything it answers until it
+    closes (or goes quiet for a second)."""
+    target = urlsplit(url)
+    assert target.hostname is not None
+    assert target.port is not None
+    stream = await trio.open_tcp_stream(target.hostname, target.port)
+    async with stream:
+        await stream.send_all(request)
+        answer = bytearray()
+        with trio.move_on_after(1):
+            while chunk := await stream.receive_some():
+                answer += chunk
+    return bytes(answer)
+
+
+async def test_json_round_trip_and_404_over_the_wire() -> None:
+    async def handler(data: Any) -> Any:
+        return {"status_code": 201, "body": {"got": data["body"], "id": data["path_params"]["id"]}}
+
+    with trio.fail_after(WAIT):
+        async with http_engine(port=0) as (engine, client), worker(engine) as w:
+            await route(engine, w, "api::make", handler, "things/:id", "PUT")
+            made = await client.put("/things/7", json={"n": 1})
+            missing = await client.get("/nothing/here")
+    assert made.status_code == 201
+    assert made.json() == {"got": {"n": 1}, "id": "7"}
+    assert made.headers["content-length"] == str(len(made.content))
+    assert "date" in made.headers
+    assert "server" not in made.headers
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "NOT_FOUND"
+
+
+async def test_streamed_answer_reaches_the_client_while_it_is_written() -> None:
+    """SSE: the client reads the first event before the handler writes the second."""
+    first_read = trio.Event()
+
+    async def handler(data: Any) -> Any:
+        path = channel_url(data["response"])
+        async with engine.connect_port("iii-channels", "worker", path) as conn:
+            await conn.send(json.dumps({"type": "set_status", "status_code": 200}))
+            await conn.send(
+                json.dumps(
+                    {"type": "set_headers", "headers": {"content-type": "text/event-stream"}}
+                )
+            )
+            await conn.send(b"data: one\n\n")
+            await first_read.wait()
+            await conn.send(b"data: two\n\n")
+            await conn.aclose()
+        return None
+
+    with trio.fail_after(WAIT):
+        async with http_engine(port=0) as (engine, client), worker(engine) as w:
+            await route(engine, w, "api::sse", handler, "events")
+            async with client.stream("GET", "/events") as reply:
+                assert reply.headers["content-type"] == "text/event-stream"
+                assert reply.headers["transfer-encoding"] == "chunked"
+                chunks = reply.aiter_raw()
+                assert await anext(chunks) == b"data: one\n\n"
+                first_read.set()
+                assert [chunk async for chunk in chunks] == [b"data: two\n\n"]
+
+
+async def test_chunked_upload_streams_to_the_handler_and_the_limit_holds() -> None:
+    sizes: list[int] = []
+
+    async def handler(data: Any) -> Any:
+        sizes.append(len(await read_channel(engine, data["request_body"])))
+        return {"body": sizes[-1]}
+
+    async def chunks(count: int) -> AsyncIterator[bytes]:
+        for _ in range(count):
+            yield b"z" * 65_536
+
+    with trio.fail_after(WAIT):
+        async with (
+            http_engine(port=0, body_limit=1_000_000) as (engine, client),
+            worker(engine) as w,
+        ):
+            await route(engine, w, "api::up", handler, "up", "POST")
+            fits = await client.post("/up", content=chunks(15))  # no content-length
+            refused = await client.post("/up", content=chunks(20))
+            declared = await client.post("/up", content=b"y" * 1_000_001)
+            after = await client.post("/up", content=b"ok")
+    assert fits.json() == 15 * 65_536
+    assert refused.status_code == 413
+    assert declared.status_code == 413
+    assert after.json() == 2
+
+
+async def test_malformed_requests_are_400_and_the_server_keeps_serving() -> None:
+    async def handler(_data: Any) -> Any:
+        return {"body": "fine"}
+
+    with trio.fail_after(WAIT):
+        async with http_engine(port=0) as (engine, client), worker(engine) as w:
+            await route(engine, w, "api::ok", handler, "ok")
+            url = engine.module_url(HttpModule.name, "http")
+            garbage = await raw_exchange(url, b"NOT HTTP AT ALL\r\n\r\n")
+            bad_header = await raw_exchange(url, b"GET /ok HTTP/1.1\r\nHost: x\r\nno colon\r\n\r\n")
+            huge = await raw_exchange(
+                url, b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+            )
+            still = await client.get("/ok")
+    assert garbage.startswith(b"HTTP/1.1 400")
+    assert bad_header.startswith(b"HTTP/1.1 400")
+    assert huge.startswith(b"HTTP/1.1 4")
+    assert still.json() == "fine"
+
+
+async def test_client_leaving_mid_answer_ends_the_stream_and_nothing_else() -> None:
+    write_failed = trio.Event()
+
+    async def handler(data: Any) -> Any:
+        path = channel_url(data["response"])
+        async with engine.connect_port("iii-channels", "worker", path) as conn:
+            await conn.send(b"first")
+            try:
+                while True:  # until the engine stops reading (the client left)
+                    await conn.send(b"x" * 65_536)
+            except ConnectionClosed:
+                write_failed.set()
+        return None
+
+    with trio.fail_after(WAIT):
+        async with http_engine(port=0) as (engine, client), worker(engine) as w:
+            await route(engine, w, "api::endless", handler, "endless")
+            await route(engine, w, "api::ok", answer("ok"), "ok")
+            target = urlsplit(engine.module_url(HttpModule.name, "http"))
+            assert target.hostname is not None
+            assert target.port is not None
+            async with await trio.open_tcp_stream(target.hostname, target.port) as stream:
+                await stream.send_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await stream.receive_some()
+                assert head.startswith(b"HTTP/1.1 200")
+            await write_failed.wait()
+            assert (await client.get("/ok")).json() == "ok"
+
+
+async def test_port_outlives_a_restart_and_cut_requests_get_503() -> None:
+    entered = trio.Event()
+
+    async def stuck(_data: Any) -> Any:
+        entered.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(WAIT):
+        async with http_engine(port=0) as (engine, client):
+            url = engine.module_url(HttpModule.name, "http")
+            async with worker(engine, "before") as w:
+                await route(engine, w, "api::stuck", stuck, "stuck")
+                async with trio.open_nursery() as nursery:
+                    replies: list[int] = []
+
+                    async def call() -> None:
+                        replies.append((await client.get("/stuck")).status_code)
+
+                    nursery.start_soon(call)
+                    await entered.wait()
+                    engine.faults.inject(RestartEngine())
+            assert replies == [503]
+            assert (await client.get("/stuck")).status_code == 404  # the new core has no routes
+            async with worker(engine, "after") as w2:
+                await route(engine, w2, "api::back", answer("back"), "back")
+                assert (await client.get("/back")).json() == "back"
+            assert engine.module_url(HttpModule.name, "http") == url
