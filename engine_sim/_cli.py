@@ -21,7 +21,7 @@ from ._config_file import ConfigError, load_config
 from ._engine import open_engine
 from ._manifest import ManifestError, WorkerPlan, load_worker
 from ._module_ports import ModulePortError
-from ._supervisor import Stream, WorkerSupervisor
+from ._supervisor import Emit, Stream, WorkerSupervisor
 from ._supervisor_policy import RESTART_MODES, RestartMode, RestartPolicy
 
 __all__ = ["main"]
@@ -189,10 +189,20 @@ class WorkerOptions:
     stop_grace_ms: int = 5000
 
 
-def _print_line(name: str, stream: Stream, line: str) -> None:
-    # A worker's stdout stays on stdout, its stderr on stderr, each line prefixed.
-    with contextlib.suppress(OSError):  # a closed pipe (| head) must not stop the engine
-        print(f"{name} | {line}", file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
+def _line_printer(names: Sequence[str]) -> Emit:
+    """Prints a worker's line with its name, the names padded to one width (so the
+    lines of several workers stay aligned), stdout's on stdout, stderr's on stderr."""
+    width = max(map(len, names), default=0)
+
+    def emit(name: str, stream: Stream, line: str) -> None:
+        with contextlib.suppress(OSError):  # a closed pipe (| head) must not stop the engine
+            print(
+                f"{name:<{width}} | {line}",
+                file=sys.stdout if stream == "stdout" else sys.stderr,
+                flush=True,
+            )
+
+    return emit
 
 
 async def _hurry_on_signal(
@@ -220,11 +230,12 @@ async def serve(
         async with open_engine(config) as engine, trio.open_nursery() as outer:
             assert engine.url is not None  # serve always listens
             print(f"iii-sim listening on {engine.url} (Ctrl-C stops)", flush=True)
+            emit = _line_printer([plan.name for plan in workers])
             running = [
                 WorkerSupervisor(
                     plan,
                     url=engine.url,
-                    emit=_print_line,
+                    emit=emit,
                     policy=RestartPolicy(options.restart),
                     install=options.install,
                     stop_grace=options.stop_grace_ms / 1000,

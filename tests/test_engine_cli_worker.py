@@ -175,3 +175,19 @@ def test_a_second_ctrl_c_kills_a_worker_that_ignores_sigterm_at_once(tmp_path: P
     assert "second signal: killing the workers still stopping" in log
     assert "stubborn: killed (SIGKILL), as told" in log
     assert log.rstrip().endswith("engine_sim: stopped")
+
+
+def test_several_workers_lines_are_aligned_by_name(tmp_path: Path) -> None:
+    for name in ("a", "longer-name"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "iii.worker.yaml").write_text(
+            f"name: {name}\nscripts: {{install: '', start: 'echo hi from {name}'}}\n"
+        )
+    served = ServedWorkers(
+        ["--worker", str(tmp_path / "a"), "--worker", str(tmp_path / "longer-name")]
+    )
+    try:
+        served.wait_for_log("a           | hi from a")
+        served.wait_for_log("longer-name | hi from longer-name")
+    finally:
+        assert served.stop() == 0
