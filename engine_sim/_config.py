@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING, Final
 
 from iii_trio.protocol import MAX_MESSAGE_BYTES
 
+from ._rbac import RbacConfig, WorkerPort
+
 if TYPE_CHECKING:
     from .modules._seam import ModuleSpec
 
-__all__ = ["DEFAULT_PORT", "ENGINE_VERSION", "EngineConfig"]
+__all__ = ["DEFAULT_PORT", "ENGINE_VERSION", "MAIN_PORT", "EngineConfig"]
 
 #: The real engine's worker port.
 DEFAULT_PORT: Final = 49134
+#: The name of the engine's own worker port (``EngineConfig.port``) among ``worker_ports``.
+MAIN_PORT: Final = "main"
 #: Reported as the version of the engine's in-process worker in discovery listings.
 ENGINE_VERSION: Final = "0.23.0-sim"
 
@@ -87,6 +91,20 @@ class EngineConfig:
     #: cron, each with its defaults), as ``iii`` does with no config file; ``()``
     #: runs none but the worker manager's (discovery, durable triggers).
     modules: tuple[ModuleSpec, ...] | None = None
+    #: The function every call from a worker on this (the main) port goes through; it
+    #: runs the call itself (``middleware_function_id`` of the first
+    #: ``iii-worker-manager`` entry). The engine's ``engine::*`` built-ins skip it.
+    middleware_function_id: str | None = None
+    #: Authentication and access rules of this port (``RbacConfig.from_mapping`` reads
+    #: config.yaml's ``rbac:`` block); ``None``: every worker may do anything.
+    rbac: RbacConfig | None = None
+    #: More worker listeners (config.yaml's further ``iii-worker-manager`` entries),
+    #: typically an RBAC port for untrusted workers. Each is served when ``port`` is set
+    #: (``engine.worker_url(name)``), and always in memory (``engine.connect(port=name)``).
+    worker_ports: tuple[WorkerPort, ...] = ()
+    #: How long an RBAC port's auth function or registration hook may take to answer;
+    #: then the connection (or the registration) is refused. The real engine waits.
+    rbac_call_timeout_ms: int = 10_000
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> EngineConfig:
@@ -115,6 +133,7 @@ class EngineConfig:
             "first_message_timeout_ms",
             # A period of 0 would make the engine's loop poll forever at one instant.
             "functions_poll_ms",
+            "rbac_call_timeout_ms",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
@@ -123,6 +142,19 @@ class EngineConfig:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.frame_log_closed_links < 0:
             raise ValueError("frame_log_closed_links must not be negative")
+        object.__setattr__(self, "worker_ports", tuple(self.worker_ports))
+        names = [MAIN_PORT] + [port.name for port in self.worker_ports]
+        for port in self.worker_ports:
+            if not isinstance(port, WorkerPort):
+                raise TypeError(f"worker_ports takes WorkerPort(...) entries, got {port!r}")
+            if names.count(port.name) > 1:
+                raise ValueError(
+                    f"two worker ports are called {port.name!r} (give each WorkerPort a name=)"
+                )
+        if isinstance(self.rbac, dict):
+            raise TypeError(
+                "EngineConfig.rbac takes an RbacConfig (RbacConfig.from_mapping({...}))"
+            )
         if self.modules is not None:
             from .modules import validate_modules
 

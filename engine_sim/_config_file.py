@@ -10,10 +10,13 @@ built-in worker per entry of ``workers:`` (then of the older ``modules:``), each
   ``ModuleSpec``, its ``config:`` checked with the module's pydantic ``Config``
   (an error names the file, the entry and the field); each option the model does
   not know is one warning;
-* the first ``iii-worker-manager`` entry sets the WebSocket host, port and
-  handshake timeout; ``rbac`` and ``middleware_function_id`` are one warning each;
-* every other entry (an upstream built-in engine_sim lacks, a second worker
-  manager, an external worker) is one warning naming it, and is skipped.
+* the first ``iii-worker-manager`` entry sets the WebSocket host, port, handshake
+  timeout, middleware and ``rbac`` block of the engine's worker port; each further one
+  is one more worker port (``EngineConfig.worker_ports``, named by its port number)
+  with its own host, middleware and ``rbac``. An ``rbac`` block that cannot be parsed
+  (an ``expose_functions`` rule upstream refuses) is an error naming entry and rule;
+* every other entry (an upstream built-in engine_sim lacks, an external worker) is
+  one warning naming it, and is skipped.
 
 Substitution, exactly as upstream: ``${NAME}`` or ``${NAME:default}``, matched by
 ``\\$\\{([^}:]+)(?::([^}]*))?\\}`` anywhere in the text, comments included. A set
@@ -29,8 +32,9 @@ Differences from the real engine
 * The worker port listens on ``127.0.0.1`` unless the entry gives ``host``
   (upstream: ``0.0.0.0``), and without an ``iii-worker-manager`` entry on
   127.0.0.1:49134.
-* One worker port: further ``iii-worker-manager`` entries (upstream listens on
-  each) are warned about and skipped; so is a second entry of one module.
+* A further ``iii-worker-manager`` entry's ``handshake_timeout_ms`` is warned about
+  and not used (every port has the first entry's); a second entry of one module is
+  warned about and skipped.
 * Unknown options are warnings; upstream refuses unknown worker-manager options and
   silently ignores unknown module options and entry keys.
 * A duplicate key anywhere is an error; upstream refuses one only at the top level
@@ -54,6 +58,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, Vali
 
 from ._config import DEFAULT_PORT, ENGINE_VERSION, EngineConfig
 from ._not_simulated import WORKERS
+from ._rbac import RBAC_KEYS, RbacConfig, RbacRuleError, WorkerPort
 from ._yaml import YamlError, read_yaml
 from .modules import ModuleSpec, module_class
 
@@ -125,12 +130,6 @@ class _ManagerOptions(BaseModel):
     rbac: dict[str, JsonValue] | None = None
 
 
-_MANAGER_NOT_SIMULATED: Final = {
-    "middleware_function_id": "no middleware function is called",
-    "rbac": "workers are not authenticated and every function is exposed",
-}
-
-
 def _accepted_keys(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
     """The keys ``model`` reads, each with the model of its value if it is one."""
     by_name = bool(model.model_config.get("populate_by_name")) or bool(
@@ -183,6 +182,8 @@ class _Reader:
         self.warnings: list[str] = []
         self.specs: list[ModuleSpec] = []
         self.manager: _ManagerOptions | None = None
+        self.manager_rbac: RbacConfig | None = None
+        self.worker_ports: list[WorkerPort] = []
 
     def warn(self, where: str, text: str) -> None:
         self.warnings.append(f"{self.source}: {where}: {text}")
@@ -230,6 +231,9 @@ class _Reader:
                 host=manager.host,
                 port=manager.port,
                 handshake_timeout_ms=manager.handshake_timeout_ms,
+                middleware_function_id=manager.middleware_function_id,
+                rbac=self.manager_rbac,
+                worker_ports=tuple(self.worker_ports),
                 namespace_grace_ms=grace,
                 modules=tuple(self.specs),
             )
@@ -309,25 +313,44 @@ class _Reader:
             )
 
     def worker_manager(self, where: str, config: dict[str, object]) -> None:
-        if self.manager is not None:
-            port = config.get("port", DEFAULT_PORT)
-            extras = [key for key in _MANAGER_NOT_SIMULATED if config.get(key) is not None]
-            self.warn(
-                where,
-                f"not simulated: a second worker port ({port}"
-                + "".join(f", with {key}" for key in extras)
-                + f"); engine_sim serves workers on one port, {self.manager.port}; entry skipped",
-            )
-            return
         try:
-            self.manager = _ManagerOptions.model_validate(config)
+            options = _ManagerOptions.model_validate(config)
         except ValidationError as exc:
             raise ConfigError(_validation_errors(exc, f"{self.source}: {where}")) from None
         for key in _unknown_options(_ManagerOptions, config, ""):
             self.warn(where, f"unknown option {key!r} ignored")
-        for key, missing in _MANAGER_NOT_SIMULATED.items():
-            if config.get(key) is not None:
-                self.warn(where, f"option {key!r} not simulated: {missing}")
+        rbac = None
+        if options.rbac is not None:
+            for key in options.rbac:
+                if key not in RBAC_KEYS:
+                    self.warn(where, f"unknown option 'rbac.{key}' ignored")
+            try:
+                rbac = RbacConfig.from_mapping(options.rbac)
+            except RbacRuleError as exc:
+                raise self.error(where, f"config.rbac.{exc}") from None
+        if self.manager is None:
+            self.manager, self.manager_rbac = options, rbac
+            return
+        taken = [self.manager.port, *(port.port for port in self.worker_ports)]
+        if options.port != 0 and options.port in taken:
+            raise self.error(
+                where, f"config.port: {options.port} is already another iii-worker-manager's port"
+            )
+        if "handshake_timeout_ms" in config:
+            self.warn(
+                where,
+                "option 'handshake_timeout_ms' not simulated on a further worker port: "
+                "every port uses the first iii-worker-manager entry's",
+            )
+        self.worker_ports.append(
+            WorkerPort(
+                port=options.port,
+                host=options.host,
+                name=str(options.port) if options.port else f"port{len(self.worker_ports) + 1}",
+                middleware_function_id=options.middleware_function_id,
+                rbac=rbac,
+            )
+        )
 
     def module(
         self, where: str, name: str, model: type[BaseModel], config: dict[str, object]

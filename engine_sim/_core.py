@@ -11,7 +11,9 @@ parts, one per concern, each given the core so that they all share one set of
 registries: ``FunctionRegistry`` (``_functions.py``: workers' functions and the
 ``engine::functions-available`` poll), ``Calls`` (``_routing.py``: invocations and
 built-ins), ``Triggers`` (``_bindings.py``: trigger types and bindings) and
-``Namespaces`` (``_namespaces.py``: namespace resolution and worker names). Calls
+``Namespaces`` (``_namespaces.py``: namespace resolution and worker names) and
+``SessionRules`` (``_rbac_gate.py``: what a worker port's RBAC and middleware do to its
+connections' frames; only connections with a session reach it). Calls
 are made through ``core.calls`` (``invoke``, ``complete``, ``add_builtin``); a few
 one-line delegates (``register_binding``, ``claim_name``, ...) stay here for the
 worker manager and the tests.
@@ -55,6 +57,8 @@ from ._ids import IdSource
 from ._logtext import short
 from ._namespaces import Namespaces
 from ._ownership import unbinding_refusal
+from ._rbac import Session
+from ._rbac_gate import SessionRules
 from ._records import (
     Binding,
     FunctionEntry,
@@ -146,6 +150,7 @@ class EngineCore:
         self.triggers = Triggers(self)
         self.calls = Calls(self)
         self.namespaces = Namespaces(self)
+        self.sessions = SessionRules(self)
         self.function_registry = FunctionRegistry(self, now)
         #: The engine's modules, in the order they were started.
         self.modules: list[EngineModule] = build_modules(
@@ -214,8 +219,11 @@ class EngineCore:
 
     # -- the driver's entry points -----------------------------------------------------
 
-    def connect(self, now: float, ip_address: str | None = None) -> tuple[str, list[Effect]]:
-        """A socket finished its upgrade: create the worker and greet it (§5.1)."""
+    def connect(
+        self, now: float, ip_address: str | None = None, session: Session | None = None
+    ) -> tuple[str, list[Effect]]:
+        """A socket finished its upgrade (and its port's auth): create the worker and
+        greet it (§5.1). ``session``: its standing on a port with rbac or a middleware."""
         self.advance(now)
         worker = WorkerRecord(
             id=self.new_id(),
@@ -223,6 +231,7 @@ class EngineCore:
             connected_at_ms=int((self._epoch + now) * 1000),
             ip_address=ip_address,
             grace_deadline=now + self.config.namespace_grace_ms / 1000,
+            session=session,
         )
         worker.status.on_transition = lambda transition: self._status_changed(worker.id, transition)
         self.workers[worker.id] = worker
@@ -242,14 +251,20 @@ class EngineCore:
         worker = self.workers.get(worker_id)
         if worker is None:
             return []  # it was closed while the frame was in flight
-        if isinstance(message, _REGISTRATIONS):
+        self.handle(worker, message, now)
+        return self._take()
+
+    def handle(self, worker: WorkerRecord, message: Message, now: float) -> None:
+        """Process one frame of ``worker`` (``receive`` without the bookkeeping)."""
+        if worker.held:
+            worker.backlog.append(message)  # after the registration its hook holds
+        elif isinstance(message, _REGISTRATIONS):
             if worker.resolved:
                 self.apply_registration(worker, message, now)
             else:
                 worker.buffered.append(message)
         else:
             self._dispatch(worker, message, now)
-        return self._take()
 
     def disconnect(self, worker_id: str, now: float) -> list[Effect]:
         """The connection ended (closed, failed, evicted): clean up after it (§5.7)."""
@@ -360,8 +375,19 @@ class EngineCore:
 
     # -- registrations, applied once the namespace is known ---------------------------------
 
-    def apply_registration(self, worker: WorkerRecord, message: Message, now: float) -> None:
-        """Apply a registration frame held until ``worker``'s namespace was fixed (§5.4)."""
+    def apply_registration(
+        self, worker: WorkerRecord, message: Message, now: float, *, vetted: bool = False
+    ) -> None:
+        """Apply a registration frame held until ``worker``'s namespace was fixed (§5.4),
+        once its session's rules (``vetted``) let it through."""
+        if worker.session is not None and not vetted:
+            if worker.held:
+                worker.backlog.append(message)
+                return
+            vetted_message = self.sessions.vet(worker, worker.session, message)
+            if vetted_message is None:
+                return
+            message = vetted_message
         namespace = worker.namespace or DEFAULT_NAMESPACE
         match message:
             case RegisterFunction():
@@ -402,6 +428,7 @@ class EngineCore:
         """Forget ``worker`` and everything it held, in the engine's order (§5.7)."""
         del self.workers[worker.id]
         worker.buffered.clear()
+        worker.backlog.clear()
         worker.grace_deadline = None
         self.function_registry.worker_left(worker)
         self.calls.worker_left(worker)

@@ -41,7 +41,7 @@ from iii_trio.protocol import (
     is_telemetry_frame,
 )
 
-from ._config import EngineConfig
+from ._config import MAIN_PORT, EngineConfig
 from ._core import EngineCore
 from ._effects import Close, Effect, Send
 from ._events import EngineEvent, FrameSeen, LinkClosed, LinkOpened, StatusChanged
@@ -49,8 +49,10 @@ from ._framelog import FrameLog, FrameRecord
 from ._injector import FaultInjector
 from ._links import CloseRequest, Link, Outgoing, Queued, SendBuffer, frame_bytes
 from ._listener import FirstMessagePeer, Throttled, WebSocketListener, watch_first_message
-from ._module_ports import ModulePorts
-from ._peers import MemoryConnection, Peer, memory_pair
+from ._module_ports import AsgiApp, ModulePorts
+from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
+from ._rbac import Session, WorkerPort
+from ._rbac_ports import MEMORY_IP, WorkerPorts, upgrade_headers
 
 __all__ = [
     "BindingView",
@@ -126,6 +128,7 @@ class Engine:
         # wall time go back by the virtual time that passed (cron would fire again).
         self._epoch = time.time() - trio.current_time()
         self._ports = ModulePorts(self)
+        self._worker_ports = WorkerPorts(self, self._apply)
         self.core = self._new_core()
         #: Inject faults now or on a schedule (``engine_sim.faults``).
         self.faults = FaultInjector(self)
@@ -167,16 +170,33 @@ class Engine:
 
     @asynccontextmanager
     async def connect(
-        self, *, buffer: int = SOCKET_BUFFER, label: str | None = None
+        self,
+        *,
+        buffer: int = SOCKET_BUFFER,
+        label: str | None = None,
+        port: str | None = None,
+        path: str = "/",
+        headers: Mapping[str, str] | None = None,
+        ip: str | None = None,
     ) -> AsyncIterator[MemoryConnection]:
         """An in-memory worker connection; the first frame it receives is ``workerregistered``.
 
         ``buffer`` is how many messages each direction holds before writes wait
         (the socket buffer of a real connection). ``label`` names the connection
-        for faults' ``target`` and for traces.
+        for faults' ``target`` and for traces. ``port`` names the worker port it
+        reaches (``EngineConfig.worker_ports``; ``None``: the engine's own), with the
+        upgrade request's ``path`` (its query string), ``headers`` and ``ip`` (on a
+        port with a session, default ``127.0.0.1``): a port with an auth function
+        answers a refused connection with an ``error`` frame, then closes it.
         """
+        worker_port = self._worker_ports.port(port)
+        if ip is None and worker_port.guarded:
+            ip = MEMORY_IP
         engine_end, worker_end = memory_pair(buffer)
-        self._nursery.start_soon(self._serve, engine_end, None, label)
+        query = urlsplit(path).query
+        self._nursery.start_soon(
+            self._serve_upgraded, worker_port, engine_end, ip, label, query, headers or {}
+        )
         try:
             yield worker_end
         finally:
@@ -205,6 +225,21 @@ class Engine:
                 "engine listen, with EngineConfig.port set?)"
             ) from None
 
+    def module_asgi(self, module: str, label: str) -> AsgiApp:
+        """An ASGI app serving a module's HTTP port ``label`` in memory, as its socket
+        would (``httpx.AsyncClient(transport=httpx.ASGITransport(engine.module_asgi(
+        "iii-http", "http")))``); each request goes to the running core's module."""
+        return self._ports.asgi_app(module, label)
+
+    def worker_url(self, name: str) -> str:
+        """The ``ws://`` URL of worker port ``name`` (``EngineConfig.worker_ports``;
+        ``"main"``: ``url``); the engine must listen (``EngineConfig.port`` set)."""
+        url = self.url if name == MAIN_PORT else self._worker_ports.urls.get(name)
+        if url is None:
+            self._worker_ports.port(name)  # LookupError naming the ports there are
+            raise LookupError(f"worker port {name!r} is not listening (EngineConfig.port is None)")
+        return url
+
     @property
     def transport(self) -> EngineTransport:
         """An ``iii_trio`` transport whose connections are in-memory ones to this engine:
@@ -216,31 +251,31 @@ class Engine:
         ``EngineTransport(engine, ...)`` takes the other options."""
         return EngineTransport(self, label=label)
 
-    async def _handle_request(
-        self, request: trio_websocket.WebSocketRequest, ip: str | None
+    async def handle_upgrade(
+        self,
+        request: trio_websocket.WebSocketRequest,
+        ip: str | None,
+        *,
+        port: WorkerPort | None = None,
     ) -> None:
-        """Answer one upgrade request (``WebSocketListener`` guards the connection)."""
-        path = urlsplit(request.path).path
+        """Answer one upgrade request to a worker port (``WebSocketListener`` guards
+        the connection; ``port``: the engine's own if ``None``)."""
+        worker_port = port or self._worker_ports.main
+        target = urlsplit(request.path)
+        path = target.path
+        headers = upgrade_headers(request.headers)
         if path == "/":
             peer = FirstMessagePeer(await request.accept())
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    watch_first_message,
-                    peer,
-                    ip or "a peer",
-                    self.config.first_message_timeout_ms,
-                    self._close_timeout,
-                    self._warn_silent,
-                )
-                await self._serve(peer, ip)
-                nursery.cancel_scope.cancel()
+            await self._serve_upgraded(worker_port, peer, ip, None, target.query, headers)
         elif path == "/otel":
-            # Telemetry: accepted and drained, never a worker (§2.1).
-            ws = await request.accept()
+            # Telemetry: accepted and drained, never a worker (§2.1); on a port with an
+            # auth function, only once it lets the connection in, as upstream.
+            ws = WebSocketPeer(await request.accept())
+            admitted, _ = await self._worker_ports.admit(worker_port, ws, target.query, headers, ip)
             try:
-                while True:
-                    await ws.get_message()
-            except trio_websocket.ConnectionClosed:
+                while admitted:
+                    await ws.receive()
+            except ConnectionClosed:
                 pass
         elif (module := self._ports.worker_path_module(path)) is not None:
             await self._ports.serve_worker_path(module, request, ip)
@@ -250,14 +285,49 @@ class Engine:
 
     # -- one connection ---------------------------------------------------------------------
 
-    async def _serve(self, peer: Peer, ip_address: str | None, label: str | None = None) -> None:
+    async def _serve_upgraded(
+        self,
+        port: WorkerPort,
+        peer: Peer,
+        ip: str | None,
+        label: str | None,
+        query: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        """Serve a worker connection whose upgrade ``port`` accepted, once its auth
+        function (if the port has one) lets it in."""
+        admitted, session = await self._worker_ports.admit(port, peer, query, headers, ip)
+        if not admitted:
+            return
+        if not isinstance(peer, FirstMessagePeer):
+            await self._serve(peer, ip, label, session)
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                watch_first_message,
+                peer,
+                ip or "a peer",
+                self.config.first_message_timeout_ms,
+                self._close_timeout,
+                self._warn_silent,
+            )
+            await self._serve(peer, ip, label, session)
+            nursery.cancel_scope.cancel()
+
+    async def _serve(
+        self,
+        peer: Peer,
+        ip_address: str | None,
+        label: str | None = None,
+        session: Session | None = None,
+    ) -> None:
         core = self.core
         # The core reports the new connection's first status change from inside
         # ``connect``; observers hear of the link itself first.
         held: list[StatusChanged] = []
         self._status_held = held
         try:
-            worker_id, effects = core.connect(trio.current_time(), ip_address)
+            worker_id, effects = core.connect(trio.current_time(), ip_address, session)
         finally:
             self._status_held = None
         config = self.config
@@ -273,7 +343,7 @@ class Engine:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_loop, link)
                     self._apply(effects)
-                    await self._read_loop(link)
+                    await self._read_loop(link, guarded=session is not None)
         finally:
             del self._links[worker_id]
             self._frames.close(worker_id)
@@ -291,7 +361,7 @@ class Engine:
     def _close_timeout(self) -> float:
         return self.config.close_timeout_ms / 1000
 
-    async def _read_loop(self, link: Link) -> None:
+    async def _read_loop(self, link: Link, *, guarded: bool = False) -> None:
         who = link.worker_id[:8]
         while True:
             try:
@@ -320,6 +390,10 @@ class Engine:
                     instead = self.core.receive(link.worker_id, message, trio.current_time())
                 self._apply(instead)
             self.faults.frame_handled(message.type if message is not None else None)
+            if guarded:
+                # A registration waits for its port's hook: read nothing more meanwhile,
+                # as the real engine's read loop (the socket's buffer holds the rest).
+                await self.wait_for(lambda: not self._held(link.worker_id))
 
     async def _write_loop(self, link: Link) -> None:
         while True:
@@ -373,6 +447,10 @@ class Engine:
                 )
                 queue.extend(self._cut(link))
         self._notify()
+
+    def _held(self, worker_id: str) -> bool:
+        worker = self.core.workers.get(worker_id)
+        return worker is not None and worker.held
 
     def _record(self, worker_id: str, direction: Literal["in", "out"], frame: str | bytes) -> None:
         now = trio.current_time()
@@ -489,8 +567,10 @@ class Engine:
 class EngineTransport:
     """Connects ``iii_trio`` workers to an ``Engine`` in memory (``engine.transport``).
 
-    The URL and headers are ignored; every connection is a fresh in-memory one, so
-    a worker's reconnects each reach the engine as a new connection. Like
+    Every connection is a fresh in-memory one to worker port ``port`` (``None``: the
+    engine's own), so a worker's reconnects each reach the engine as a new
+    connection; the worker's URL gives the upgrade's query string and its headers are
+    the upgrade's (an RBAC port's auth function reads them). Like
     ``WebSocketTransport`` it pings the engine every ``ping_interval`` seconds and
     drops a link whose pong is over ``ping_timeout`` late (``None``: no pings).
     """
@@ -503,9 +583,11 @@ class EngineTransport:
         buffer: int = SOCKET_BUFFER,
         ping_interval: float | None = PING_INTERVAL,
         ping_timeout: float = PING_TIMEOUT,
+        port: str | None = None,
     ) -> None:
         self.engine = engine
         self.label = label
+        self.port = port
         self.buffer = buffer
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -514,7 +596,14 @@ class EngineTransport:
 
     @asynccontextmanager
     async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
-        async with self.engine.connect(buffer=self.buffer, label=self.label) as connection:
+        target = urlsplit(url)
+        async with self.engine.connect(
+            buffer=self.buffer,
+            label=self.label,
+            port=self.port,
+            path=f"{target.path or '/'}?{target.query}",
+            headers=headers,
+        ) as connection:
             self.connections.append(connection)
             # Kept alive as WebSocketTransport's are: a worker that stops reading while
             # its handler slots are full is not dropped by its own keepalive.
@@ -543,9 +632,10 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
             engine = Engine(config, nursery)
             nursery.start_soon(engine._run_timers)
             if config.port is not None:
-                listener = WebSocketListener(config, engine._handle_request)
+                listener = WebSocketListener(config, engine.handle_upgrade)
                 engine.url = await listener.listen(nursery, config.host, config.port)
                 log.info("engine listening on %s", engine.url)
+                await engine._worker_ports.open(nursery)
                 await engine._ports.open(nursery)
             try:
                 yield engine

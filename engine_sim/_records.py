@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ from iii_trio.lifecycle import WORKER_STATUS_LIFECYCLE, StateMachine, WorkerStat
 from iii_trio.protocol import DEFAULT_NAMESPACE, ErrorBody, Message
 
 if TYPE_CHECKING:
+    from ._rbac import Session
     from .modules._seam import BuiltinHandler
 
 __all__ = [
@@ -66,6 +68,11 @@ class WorkerRecord:
     functions: set[str] = field(default_factory=set)
     #: Ids of sync calls this connection issued and is waiting on.
     issued: set[UUID] = field(default_factory=set)
+    #: Its standing on a worker port with ``rbac`` or a middleware; ``None`` elsewhere.
+    session: Session | None = None
+    #: A registration of it waits for its port's hook: its frames wait in ``backlog``.
+    held: bool = False
+    backlog: deque[Message] = field(default_factory=deque)
 
     @property
     def resolved(self) -> bool:

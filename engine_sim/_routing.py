@@ -153,11 +153,13 @@ class Calls:
         invocation_id = invocation_id or UUID(self.core.new_id())
         self.core.pending[invocation_id] = Pending(invocation_id, function_id, executor.id, reply)
         executor.status.apply(InvocationStarted(str(invocation_id)))
+        session = executor.session
         self.core.send(
             executor.id,
             InvokeFunction(
                 invocation_id=invocation_id,
-                function_id=function_id,
+                # A prefixed session's worker knows its functions without the prefix.
+                function_id=function_id if session is None else session.without_prefix(function_id),
                 data=data,
                 metadata=metadata,
                 traceparent=traceparent,
@@ -210,12 +212,17 @@ class Calls:
                     ),
                 )
             return
+        namespace = message.namespace or DEFAULT_NAMESPACE
+        session = worker.session
+        if session is not None and self.core.sessions.gate_invoke(
+            worker, session, message, namespace
+        ):
+            return  # refused, or handed to the port's middleware
         caller_reply: ReplyTo | NoReply = (
             ReplyTo(worker.id, message.invocation_id)
             if message.invocation_id is not None and not isinstance(message.action, VoidAction)
             else NoReply()
         )
-        namespace = message.namespace or DEFAULT_NAMESPACE
         if isinstance(caller_reply, ReplyTo):
             worker.issued.add(caller_reply.invocation_id)
         if isinstance(message.action, EnqueueAction):
@@ -248,6 +255,12 @@ class Calls:
                 message.invocation_id,
             )
             return
+        session = worker.session
+        if session is not None and message.function_id == session.without_prefix(
+            pending.function_id
+        ):
+            # A prefixed session's worker answers under the id it was called with.
+            message = message.model_copy(update={"function_id": pending.function_id})
         if not result_accepted(self.core, worker, pending, message):
             return  # the call stays pending for the worker it was routed to
         del self.core.pending[message.invocation_id]

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 from iii_trio.protocol import DEFAULT_NAMESPACE, INVALID_NAMESPACE, is_blank_namespace
 
 from .._discovery import (
+    ENGINE_MODULES,
     ENGINE_WORKER_NAME,
     WORKER_MANAGER,
     binding_summary,
@@ -39,6 +40,7 @@ from .._discovery import (
     worker_summary,
 )
 from .._ownership import unbinding_refusal
+from .._rbac_infra import INFRA_FUNCTIONS
 from .._records import Binding, FunctionEntry, TriggerTypeEntry, WorkerRecord
 from .._sanitize import sanitize
 from ._seam import DEFERRED, BuiltinError, CallContext, Deferred, EngineModule, ModuleHost
@@ -112,6 +114,8 @@ def functions_list(core: EngineCore, ctx: CallContext) -> JsonValue:
     for entry in core.all_functions():
         if not query.include_internal and _hidden_function(entry):
             continue
+        if not core.sessions.visible(ctx.caller, entry):
+            continue  # what an RBAC session may not call, it does not see
         if query.prefix and not entry.id.startswith(query.prefix):
             continue
         if names and function_worker_name(core, entry) not in names:
@@ -156,7 +160,12 @@ def functions_info(core: EngineCore, ctx: CallContext) -> JsonValue:
     if (query.function_id is None) == (query.function_ids is None):
         raise BuiltinError("INVALID_ARGUMENTS", "Give exactly one of function_id or function_ids.")
     if query.function_id is not None:
-        return function_detail(core, _resolve_function(core, query.function_id, query.namespace))
+        entry = _resolve_function(core, query.function_id, query.namespace)
+        if not core.sessions.visible(ctx.caller, entry):
+            raise BuiltinError(
+                "FORBIDDEN", f"Function '{query.function_id}' is not visible to this session."
+            )
+        return function_detail(core, entry)
     ids = query.function_ids or []
     if not ids or len(ids) > _MAX_BATCH or len(set(ids)) != len(ids):
         raise BuiltinError(
@@ -165,11 +174,14 @@ def functions_info(core: EngineCore, ctx: CallContext) -> JsonValue:
     details: list[JsonValue] = []
     for function_id in ids:
         try:
-            details.append(
-                function_detail(core, _resolve_function(core, function_id, query.namespace))
-            )
+            entry = _resolve_function(core, function_id, query.namespace)
         except BuiltinError:
             details.append({"function_id": function_id, "error": "not_found"})
+            continue
+        if core.sessions.visible(ctx.caller, entry):
+            details.append(function_detail(core, entry))
+        else:
+            details.append({"function_id": function_id, "error": "forbidden"})
     return {"functions": details}
 
 
@@ -306,7 +318,7 @@ def _module_summaries(core: EngineCore) -> list[dict[str, JsonValue]]:
     return [
         module_worker_summary(core, module.name, _first_line(module.__doc__))
         for module in core.modules
-        if module.name != WORKER_MANAGER
+        if module.name not in ENGINE_MODULES
     ]
 
 
@@ -471,10 +483,22 @@ def register_trigger(core: EngineCore, ctx: CallContext) -> Deferred:
     query = _parse(_RegisterTrigger, ctx)
     if is_blank_namespace(query.trigger_namespace):
         raise BuiltinError(INVALID_NAMESPACE, "trigger_namespace must not be blank")
+    caller = core.workers.get(ctx.caller) if ctx.caller is not None else None
+    session = caller.session if caller is not None else None
+    function_id = query.function_id
+    if session is not None:
+        allowed = session.allowed_trigger_types
+        if allowed is not None and query.trigger_type not in allowed:
+            raise BuiltinError(
+                "FORBIDDEN",
+                f"Trigger type '{query.trigger_type}' is not allowed for this session.",
+            )
+        # The session's functions are stored prefixed: bind to what it registered.
+        function_id = session.with_prefix(function_id)
     binding = Binding(
         id=core.new_id(),
         trigger_type=query.trigger_type,
-        function_id=query.function_id,
+        function_id=function_id,
         config=query.config,
         metadata=query.metadata,
         trigger_namespace=query.trigger_namespace,
@@ -541,6 +565,8 @@ class WorkerManager(EngineModule):
         core = self.core
         for function_id, (handler, description) in _FUNCTIONS.items():
             self.host.add_function(function_id, partial(handler, core), description)
+        for function_id, (infra, description) in INFRA_FUNCTIONS.items():
+            self.host.add_function(function_id, partial(infra, core), description)
         self.host.add_trigger_type(
             "engine::workers-available",
             "Fires when a worker connects, announces itself or leaves",

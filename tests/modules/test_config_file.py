@@ -25,6 +25,7 @@ from engine_sim._not_simulated import (
     not_simulated,
     not_simulated_trigger_type,
 )
+from engine_sim._rbac import FunctionFilter, RbacConfig
 from engine_sim._yaml import YamlError, read_yaml
 from engine_sim.modules import EngineModule, ModuleSpec
 
@@ -392,7 +393,7 @@ def test_the_first_worker_manager_sets_host_port_and_handshake_timeout() -> None
     assert warnings == []
 
 
-def test_rbac_and_a_second_worker_manager_are_one_warning_each() -> None:
+def test_every_worker_manager_entry_is_a_worker_port_with_its_rules() -> None:
     config, warnings = parse(
         "workers:\n"
         "  - name: iii-worker-manager\n"
@@ -403,18 +404,78 @@ def test_rbac_and_a_second_worker_manager_are_one_warning_each() -> None:
         "      tls: true\n"
         "  - name: iii-worker-manager\n"
         "    config:\n"
+        "      host: 0.0.0.0\n"
         "      port: 49135\n"
-        "      rbac: {auth_function_id: app::auth}\n"
+        "      middleware_function_id: app::edge-mw\n"
+        "      rbac:\n"
+        "        auth_function_id: app::auth\n"
+        "        on_function_registration_function_id: app::on-fn\n"
+        "        expose_functions:\n"
+        '          - match("api::*")\n'
+        "          - match('*::public')\n"
+        '          - metadata: {public: true, tier: match("free*")}\n'
+        '          - {match: "svc::*", namespace: orders}\n'
     )
-    assert config.port == 49199
+    assert (config.port, config.middleware_function_id) == (49199, "app::mw")
+    assert config.rbac == RbacConfig(auth_function_id="app::auth")
+    [edge] = config.worker_ports
+    assert (edge.name, edge.host, edge.port) == ("49135", "0.0.0.0", 49135)
+    assert edge.middleware_function_id == "app::edge-mw"
+    assert edge.rbac is not None
+    assert edge.rbac.on_function_registration_function_id == "app::on-fn"
+    assert edge.rbac.expose_functions == (
+        FunctionFilter.match("api::*"),
+        FunctionFilter.match("*::public"),
+        FunctionFilter.with_metadata({"public": True, "tier": 'match("free*")'}),
+        FunctionFilter.match("svc::*", namespace="orders"),
+    )
+    assert warnings == ["cfg.yaml: workers[0] iii-worker-manager: unknown option 'tls' ignored"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ('"api::*"', 'expose_functions[0]: expected match("pattern"), got: api::*'),
+        (
+            '{match: "a::*", namesapce: x}',
+            "expose_functions[0]: unknown key 'namesapce' in expose_functions filter; "
+            "expected 'match', 'metadata', or 'namespace'",
+        ),
+        (
+            '{match: "a::*", metadata: {x: 1}}',
+            "expose_functions[0]: a filter has either a 'match' or a 'metadata' key, not both",
+        ),
+        (
+            "{metadata: {}}",
+            "expose_functions[0]: expected a 'match' or 'metadata' key with filter conditions",
+        ),
+    ],
+)
+def test_an_rbac_rule_that_does_not_parse_stops_the_engine_naming_it(
+    rule: str, message: str
+) -> None:
+    text = (
+        "workers:\n"
+        "  - name: iii-worker-manager\n"
+        "  - name: iii-worker-manager\n"
+        "    config:\n"
+        "      port: 49135\n"
+        f"      rbac: {{expose_functions: [{rule}]}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse(text)
+    assert str(caught.value) == f"cfg.yaml: workers[1] iii-worker-manager: config.rbac.{message}"
+
+
+def test_two_worker_managers_on_one_port_are_an_error_and_unknown_rbac_keys_a_warning() -> None:
+    with pytest.raises(ConfigError, match=r"workers\[1\].*config.port: 49134 is already"):
+        parse("workers:\n  - name: iii-worker-manager\n  - name: iii-worker-manager\n")
+    config, warnings = parse(
+        "workers:\n  - name: iii-worker-manager\n    config: {rbac: {expose: []}}\n"
+    )
+    assert config.rbac == RbacConfig()
     assert warnings == [
-        "cfg.yaml: workers[0] iii-worker-manager: unknown option 'tls' ignored",
-        "cfg.yaml: workers[0] iii-worker-manager: option 'middleware_function_id' not "
-        "simulated: no middleware function is called",
-        "cfg.yaml: workers[0] iii-worker-manager: option 'rbac' not simulated: workers are "
-        "not authenticated and every function is exposed",
-        "cfg.yaml: workers[1] iii-worker-manager: not simulated: a second worker port "
-        "(49135, with rbac); engine_sim serves workers on one port, 49199; entry skipped",
+        "cfg.yaml: workers[0] iii-worker-manager: unknown option 'rbac.expose' ignored"
     ]
 
 
@@ -506,18 +567,19 @@ def test_an_sdk_test_style_file_loads_with_one_warning_per_unsupported_entry(
     config, warnings = load_config(path, env={"STREAM_PORT": "3999"})
     assert (config.host, config.port) == ("127.0.0.1", 49199)
     assert config.modules is not None
+    entries = ["iii-stream", "iii-state", "iii-http", "iii-pubsub", "iii-http-functions"]
     assert [spec.name for spec in config.modules] == [
-        "iii-stream",
-        "iii-state",
-        "iii-pubsub",
-        "iii-cron",
+        name for name in [*entries, "iii-cron"] if modules.module_class(name) is not None
     ]
     assert config.modules[0].config["port"] == 3999
+    assert [spec.name for spec in config.worker_ports] == ["49135"]
+    unsimulated = [
+        (index, name)
+        for index, name in ((4, "iii-http"), (6, "iii-observability"), (7, "iii-http-functions"))
+        if modules.module_class(name) is None
+    ]
     assert [warning.split(": ", 2)[1] for warning in warnings] == [
-        "workers[1] iii-worker-manager",
-        "workers[4] iii-http",
-        "workers[6] iii-observability",
-        "workers[7] iii-http-functions",
+        f"workers[{index}] {name}" for index, name in unsimulated
     ]
     assert all(warning.startswith(f"{path}: ") for warning in warnings)
 

@@ -1,0 +1,140 @@
+"""``engine::log::*``, ``engine::baggage::*`` and ``engine::health::check``: the built-ins
+an RBAC session may always call (``INFRASTRUCTURE_FUNCTIONS``), and the health check.
+
+Upstream these belong to the observability worker, which every engine runs
+(https://github.com/iii-hq/iii/blob/main/engine/src/workers/observability/mod.rs):
+
+* ``engine::log::{info,warn,error,debug,trace}`` take ``{message, data?, trace_id?,
+  span_id?, service_name?}`` and answer nothing (``null``). engine_sim writes the line to
+  the Python logger ``engine_sim.worker_log`` at the matching level (``trace`` as DEBUG),
+  prefixed by the service name or else the calling worker's name.
+* ``engine::baggage::get {key}`` / ``get_all`` read the engine's ambient OpenTelemetry
+  context, which is empty for any call: ``{"value": null}`` / ``{"baggage": {}}``;
+  ``engine::baggage::set {key, value}`` answers ``{"success": true, "note": ...}`` and
+  changes nothing, as upstream.
+* ``engine::health::check`` answers ``{status, components: {otel, metrics, logs, spans},
+  timestamp, version}``; engine_sim has no telemetry store, so every component is
+  ``{"status": "disabled", "details": null}`` and the status ``healthy``.
+
+Differences from the real engine
+--------------------------------
+* Logs are not kept for ``engine::logs::list`` (engine_sim has no observability store)
+  and ``logs_enabled`` / sampling do not apply; discovery lists these functions under the
+  engine's own worker, not ``iii-observability``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeVar
+
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+
+from ._config import ENGINE_VERSION
+from .modules._seam import BuiltinError, CallContext
+
+if TYPE_CHECKING:
+    from ._core import EngineCore
+
+__all__ = ["INFRA_FUNCTIONS"]
+
+worker_log = logging.getLogger("engine_sim.worker_log")
+M = TypeVar("M", bound=BaseModel)
+
+_LEVELS: Final = {
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "debug": logging.DEBUG,
+    "trace": logging.DEBUG,
+}
+_BAGGAGE_NOTE: Final = "Baggage set in new context. For propagation, use SDK-level baggage headers."
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class _LogInput(_Input):
+    message: str
+    data: JsonValue = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    service_name: str | None = None
+
+
+class _BaggageGet(_Input):
+    key: str
+
+
+class _BaggageSet(_Input):
+    key: str
+    value: str
+
+
+def _parse(model: type[M], ctx: CallContext) -> M:
+    try:
+        return model.model_validate({} if ctx.data is None else ctx.data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "input"
+        raise BuiltinError(
+            "deserialization_error",
+            f"Failed to deserialize input for {ctx.function_id}: {where}: {first['msg']}",
+        ) from None
+
+
+def _log(level: str, core: EngineCore, ctx: CallContext) -> JsonValue:
+    entry = _parse(_LogInput, ctx)
+    caller = core.workers.get(ctx.caller) if ctx.caller is not None else None
+    source = entry.service_name or (caller.display_name if caller is not None else "engine")
+    if entry.data is None:
+        worker_log.log(_LEVELS[level], "[%s] %s", source, entry.message)
+    else:
+        worker_log.log(_LEVELS[level], "[%s] %s %s", source, entry.message, entry.data)
+    return None
+
+
+def _baggage_get(core: EngineCore, ctx: CallContext) -> JsonValue:
+    _parse(_BaggageGet, ctx)
+    return {"value": None}
+
+
+def _baggage_set(core: EngineCore, ctx: CallContext) -> JsonValue:
+    _parse(_BaggageSet, ctx)
+    return {"success": True, "note": _BAGGAGE_NOTE}
+
+
+def _baggage_get_all(core: EngineCore, ctx: CallContext) -> JsonValue:
+    return {"baggage": {}}
+
+
+def _health_check(core: EngineCore, ctx: CallContext) -> JsonValue:
+    disabled: JsonValue = {"status": "disabled", "details": None}
+    return {
+        "status": "healthy",
+        "components": {"otel": disabled, "metrics": disabled, "logs": disabled, "spans": disabled},
+        "timestamp": int(core.wall_time(ctx.now) * 1000),
+        "version": ENGINE_VERSION,
+    }
+
+
+def _log_handler(level: str) -> Callable[[EngineCore, CallContext], JsonValue]:
+    def handler(core: EngineCore, ctx: CallContext) -> JsonValue:
+        return _log(level, core, ctx)
+
+    return handler
+
+
+#: ``function id -> (handler(core, ctx), description)``, registered by the worker manager.
+INFRA_FUNCTIONS: Final[dict[str, tuple[Callable[[EngineCore, CallContext], JsonValue], str]]] = {
+    **{
+        f"engine::log::{level}": (_log_handler(level), f"Record a {level.upper()}-level log")
+        for level in _LEVELS
+    },
+    "engine::baggage::get": (_baggage_get, "Read one baggage entry of the engine's context"),
+    "engine::baggage::set": (_baggage_set, "Set a baggage entry (verification only)"),
+    "engine::baggage::get_all": (_baggage_get_all, "Read every baggage entry"),
+    "engine::health::check": (_health_check, "Report the engine's health"),
+}
