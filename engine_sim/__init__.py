@@ -8,6 +8,10 @@ disagree about what a frame or a state is.
 * ``open_engine(config)`` runs one inside your Trio program (WebSocket listener
   and/or in-memory connections through ``engine.connect()``);
 * ``run_in_thread(config)`` runs one on its own thread, for code that is not Trio;
+* ``EngineConfig(rbac=RbacConfig(...))`` guards the worker port (an auth function,
+  ``FunctionFilter`` rules for which functions its workers may call); ``worker_ports=(WorkerPort(...),)``
+  opens more ports, each with its own ``rbac`` and middleware, as further
+  ``iii-worker-manager`` entries of a real engine's config.yaml do;
 * ``EngineCore`` is the engine without I/O, for driving it step by step;
 * ``engine.faults`` injects faults, now or on a schedule (``engine_sim.faults``);
   ``Trace`` tells a run one line per event; ``engine_sim.chaos`` runs seeded
@@ -40,6 +44,7 @@ from ._events import (
 )
 from ._injector import FaultInjector
 from ._peers import MemoryConnection
+from ._rbac import FunctionFilter, RbacConfig, WorkerPort
 from ._thread import ThreadedEngine, run_in_thread
 from ._trace import Trace, TraceLine
 
@@ -58,14 +63,17 @@ __all__ = [
     "FaultInjector",
     "FrameRecord",
     "FrameSeen",
+    "FunctionFilter",
     "LinkClosed",
     "LinkOpened",
     "MemoryConnection",
+    "RbacConfig",
     "Send",
     "StatusChanged",
     "ThreadedEngine",
     "Trace",
     "TraceLine",
+    "WorkerPort",
     "WorkerStatus",
     "WorkerView",
     "open_engine",
