@@ -36,12 +36,10 @@ workers:
       host: 127.0.0.1
       port: {port}
   - name: iii-state
-  - name: iii-http
+  - name: iii-exec
     config:
-      port: 3199
-  - name: iii-worker-manager
-    config:
-      port: 49135
+      watch: [src]
+  - name: iii-bridge
 """
 
 
@@ -67,9 +65,9 @@ def test_serve_listens_on_the_files_port_runs_its_modules_and_warns(
     try:
         assert served.port == port
         served.wait_for_log(
-            f"WARNING engine_sim.config: {path}: workers[2] iii-http: not simulated"
+            f"WARNING engine_sim.config: {path}: workers[2] iii-exec: not simulated"
         )
-        served.wait_for_log(f"{path}: workers[3] iii-worker-manager: not simulated")
+        served.wait_for_log(f"{path}: workers[3] iii-bridge: not simulated")
         worker = register_worker(
             served.url, InitOptions(worker_name="configured", otel={"enabled": False})
         )
