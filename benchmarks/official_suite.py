@@ -1,29 +1,39 @@
 """The official Python SDK's own integration tests against ``iii-sim serve``, run by hand or CI.
 
-    .venv/bin/python benchmarks/official_suite.py                 # the five target files
+    .venv/bin/python benchmarks/official_suite.py                 # issue 12's five files
+    .venv/bin/python benchmarks/official_suite.py --issue14       # issue 14's seven files
     .venv/bin/python benchmarks/official_suite.py --all           # every file of the suite
     .venv/bin/python benchmarks/official_suite.py --files test_state.py test_pubsub.py
     .venv/bin/python benchmarks/official_suite.py --write         # also results/official_suite.md
+    .venv/bin/python benchmarks/official_suite.py --issue14 --sdist iii_sdk-0.25.0.tar.gz --keep
 
 The tests are not ours and are never kept in this repository: at run time the script
-downloads the ``iii-sdk==0.25.0`` sdist from PyPI (``pip download --no-binary :all:``),
-extracts its ``tests/`` folder into a temporary directory, installs ``pytest-asyncio``
-(the suite's test runner plugin; ``--all`` also needs ``aiohttp``) into that directory
-too, starts ``iii-sim serve`` as a subprocess and runs pytest on each chosen file, one
-file at a time, with the official SDK installed in this environment as the client.
+downloads the ``iii-sdk==0.25.0`` sdist from PyPI (``pip download --no-binary :all:``;
+``--sdist`` names a local copy instead), extracts its ``tests/`` folder into a temporary
+directory, installs ``pytest-asyncio`` (the suite's test runner plugin) and, when a chosen
+file imports it, ``aiohttp`` into that directory too, starts ``iii-sim serve`` as a
+subprocess and runs pytest on each chosen file, one file at a time, with the official
+SDK installed in this environment as the client.
 
-The suite's ``conftest.py`` reads the engine's address from ``III_URL`` (default
-``ws://localhost:49199``) and the HTTP module's from ``III_HTTP_URL``; upstream's test
-config puts the stream module on ``${STREAMS_PORT:3112}``. The script picks free ports
-for all three and passes them on, so a busy port on a shared machine does not matter.
-When ``iii-sim serve`` has ``--config``, the engine is configured by a config.yaml shaped
-like upstream's ``sdk/fixtures/config-test.yaml`` (in-memory stores, so no run leaves
-files behind); an older ``iii-sim`` without it is run with ``--port`` only.
+The engine's config mirrors upstream's ``sdk/fixtures/config-test.yaml``: two
+``iii-worker-manager`` entries (the main port, and the RBAC port with its auth,
+middleware and registration hook functions and ``expose_functions``), ``iii-stream``,
+``iii-state`` (file-based stores under the temporary directory, the engine's working
+directory), ``iii-http`` (``default_timeout: 30000``), ``iii-pubsub``,
+``iii-observability``, ``iii-http-functions`` (allow-list ``localhost``/``127.0.0.1``,
+private IPs and plain HTTP allowed) and ``iii-cron``. Every port is a free one instead
+of upstream's fixed 49199 / 49135 / 3199 / 3112, and every host is 127.0.0.1 instead
+of 0.0.0.0; the tests find them in the environment variables they read: ``III_URL``
+(main worker port), ``III_RBAC_WORKER_URL`` (RBAC port), ``III_HTTP_URL`` (the HTTP
+module) and ``STREAMS_PORT`` (upstream's ``${STREAMS_PORT:3112}`` substitution). An
+``iii-sim`` without ``--config`` is run with ``--port`` only. ``--keep`` keeps the
+directory: ``config.yaml``, ``engine.log`` and each file's ``pytest-<file>.log``.
 
-Prints passed / failed / error / skipped counts per file and a total. Exit code 0 when
-every collected test passed, 1 when some did not, 3 when the setup failed (PyPI
-unreachable, the engine did not start), 2 for bad arguments. ``--json FILE`` writes the
-counts and the ids of the tests that did not pass, for ``tests/test_official_suite.py``.
+Prints passed / failed / error / skipped counts per file, a total, and which of the
+configured ports accepted a connection. Exit code 0 when every collected test passed,
+1 when some did not, 3 when the setup failed (PyPI unreachable, the engine did not
+start), 2 for bad arguments. ``--json FILE`` writes the counts and the ids of the tests
+that did not pass, for ``tests/test_official_suite.py``.
 """
 
 from __future__ import annotations
@@ -54,8 +64,8 @@ SDK_VERSION = "0.25.0"
 SDK_REQUIREMENT = f"iii-sdk=={SDK_VERSION}"
 #: The suite's pytest plugin, pinned to the version upstream's uv.lock has for 0.25.0.
 PYTEST_ASYNCIO = "pytest-asyncio==1.3.0"
-#: What ``--all`` adds: test_http_external_functions_integration.py imports aiohttp.
-ALL_EXTRAS = ("aiohttp",)
+#: Installed too when a chosen file imports it (the HTTP tests' client).
+EXTRAS = ("aiohttp",)
 #: The files issue 12 asks to pass in full.
 TARGET_FILES = (
     "test_bridge.py",
@@ -63,6 +73,16 @@ TARGET_FILES = (
     "test_state.py",
     "test_streams.py",
     "test_pubsub.py",
+)
+#: The files issue 14 names (HTTP, HTTP-invoked functions, channels, RBAC port).
+ISSUE14_FILES = (
+    "test_api_triggers.py",
+    "test_healthcheck.py",
+    "test_data_channels.py",
+    "test_http_external_functions_integration.py",
+    "test_middleware.py",
+    "test_rbac_workers.py",
+    "test_handshake_token.py",
 )
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
@@ -101,6 +121,8 @@ class SuiteRun:
     mode: str
     engine_command: list[str]
     files: list[FileResult]
+    #: Each configured port and whether it accepted a connection once the engine was up.
+    ports: dict[str, bool] = field(default_factory=dict)
 
     def totals(self) -> dict[str, int]:
         return {o: sum(getattr(f, o) for f in self.files) for o in OUTCOMES}
@@ -165,8 +187,17 @@ def download_tests(workdir: Path, sdist: Path | None, timeout: float) -> Path:
     return tests
 
 
-def install_runner_deps(workdir: Path, everything: bool, timeout: float) -> Path:
-    """``pytest-asyncio`` (and for ``--all`` aiohttp) in a folder of its own, put on
+def needs_extras(tests: Path, files: Sequence[str]) -> bool:
+    """Whether a chosen file imports one of ``EXTRAS``."""
+    return any(
+        f"import {extra}" in (tests / name).read_text(errors="replace")
+        for name in files
+        for extra in EXTRAS
+    )
+
+
+def install_runner_deps(workdir: Path, extras: bool, timeout: float) -> Path:
+    """``pytest-asyncio`` (and with ``extras``, aiohttp) in a folder of its own, put on
     PYTHONPATH for the pytest runs only: this environment is left as it is."""
     target = workdir / "deps"
     # --no-deps: its dependency is pytest, which must stay this environment's own.
@@ -178,14 +209,14 @@ def install_runner_deps(workdir: Path, everything: bool, timeout: float) -> Path
         timeout,
         f"installing {PYTEST_ASYNCIO} from PyPI (is PyPI reachable?)",
     )  # fmt: skip
-    if everything:
+    if extras:
         _run(
             [
                 sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                "--target", str(target), *ALL_EXTRAS,
+                "--target", str(target), *EXTRAS,
             ],
             timeout,
-            f"installing {', '.join(ALL_EXTRAS)} from PyPI",
+            f"installing {', '.join(EXTRAS)} from PyPI",
         )  # fmt: skip
     return target
 
@@ -204,52 +235,131 @@ def has_config_flag() -> bool:
     return "--config" in done.stdout
 
 
-def write_config(path: Path, worker_port: int, stream_port: int) -> None:
-    """A config.yaml shaped like upstream's sdk/fixtures/config-test.yaml, for the modules
-    engine_sim has, with in-memory stores (the tests use fresh keys; nothing is left
-    behind). ``${STREAMS_PORT:...}`` is upstream's own substitution syntax."""
-    path.write_text(
-        f"""\
+@dataclass(frozen=True)
+class Ports:
+    """The free ports the run uses in place of upstream's fixed ones."""
+
+    worker: int
+    rbac: int
+    http: int
+    stream: int
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Four distinct ports nothing listens on right now."""
+        chosen: list[int] = []
+        while len(chosen) < 4:
+            port = free_port()
+            if port not in chosen:
+                chosen.append(port)
+        return cls(*chosen)
+
+    def env(self) -> dict[str, str]:
+        """The environment variables the official tests read for each address."""
+        return {
+            "III_URL": f"ws://127.0.0.1:{self.worker}",
+            "III_RBAC_WORKER_URL": f"ws://127.0.0.1:{self.rbac}",
+            "III_HTTP_URL": f"http://127.0.0.1:{self.http}",
+            "STREAMS_PORT": str(self.stream),
+        }
+
+    def by_name(self) -> dict[str, int]:
+        return {"worker": self.worker, "rbac": self.rbac, "http": self.http, "stream": self.stream}
+
+
+#: upstream's sdk/fixtures/config-test.yaml with the ports as placeholders and hosts on
+#: loopback. ``${NAME:default}`` is upstream's own substitution syntax, kept as it is.
+CONFIG_TEMPLATE = """\
 workers:
   - name: iii-worker-manager
     config:
       host: 127.0.0.1
-      port: {worker_port}
+      port: {worker}
+
+  - name: iii-worker-manager
+    config:
+      host: 127.0.0.1
+      port: {rbac}
+      middleware_function_id: test::rbac-worker::middleware
+      rbac:
+        auth_function_id: test::rbac-worker::auth
+        on_function_registration_function_id: test::rbac-worker::on-function-reg
+        on_trigger_registration_function_id: test::rbac-worker::on-trigger-reg
+        on_trigger_type_registration_function_id: test::rbac-worker::on-trigger-type-reg
+        expose_functions:
+          - match("test::ew::public::*")
+          - match("engine::functions::list")
+          - metadata:
+              ew_public: true
 
   - name: iii-stream
     config:
-      port: ${{STREAMS_PORT:{stream_port}}}
+      port: ${{STREAMS_PORT:{stream}}}
       host: 127.0.0.1
       adapter:
         name: kv
         config:
-          store_method: in_memory
+          store_method: file_based
+          file_path: ./data/stream_store
 
   - name: iii-state
     config:
       adapter:
         name: kv
         config:
-          store_method: in_memory
+          store_method: file_based
+          file_path: ./data/state_store.db
+
+  - name: iii-http
+    config:
+      host: 127.0.0.1
+      port: {http}
+      default_timeout: 30000
 
   - name: iii-pubsub
     config:
       adapter:
         name: local
 
-  - name: iii-queue
+  - name: iii-observability
     config:
-      adapter:
-        name: builtin
-        config:
-          store_method: in_memory
+      enabled: ${{OTEL_ENABLED:true}}
+      service_name: ${{OTEL_SERVICE_NAME:iii-test}}
+      service_version: ${{SERVICE_VERSION:0.2.0}}
+      exporter: ${{OTEL_EXPORTER_TYPE:memory}}
+      endpoint: ${{OTEL_EXPORTER_OTLP_ENDPOINT:http://localhost:4317}}
+      sampling_ratio: 1.0
+      memory_max_spans: ${{OTEL_MEMORY_MAX_SPANS:10000}}
+      metrics_enabled: true
+      metrics_exporter: ${{OTEL_METRICS_EXPORTER:memory}}
+      metrics_retention_seconds: 3600
+      metrics_max_count: 10000
+      logs_enabled: ${{OTEL_LOGS_ENABLED:true}}
+      logs_exporter: ${{OTEL_LOGS_EXPORTER:memory}}
+      logs_max_count: ${{OTEL_LOGS_MAX_COUNT:1000}}
+      logs_retention_seconds: ${{OTEL_LOGS_RETENTION_SECONDS:3600}}
+      logs_sampling_ratio: ${{OTEL_LOGS_SAMPLING_RATIO:1.0}}
+      logs_console_output: ${{OTEL_LOGS_CONSOLE_OUTPUT:false}}
+
+  - name: iii-http-functions
+    config:
+      security:
+        url_allowlist:
+          - localhost
+          - 127.0.0.1
+        block_private_ips: false
+        require_https: false
 
   - name: iii-cron
     config:
       adapter:
         name: kv
 """
-    )
+
+
+def write_config(path: Path, ports: Ports) -> None:
+    """Upstream's test config (``CONFIG_TEMPLATE``) with this run's ports."""
+    path.write_text(CONFIG_TEMPLATE.format(**ports.by_name()))
 
 
 class Engine:
@@ -259,9 +369,11 @@ class Engine:
         self.command = command
         self.log_path = log_path
         self._log = log_path.open("w")
+        # The config's file-based stores (./data/...) land in the run's directory.
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=self._log, text=True, start_new_session=True
-        )
+            command, stdout=subprocess.PIPE, stderr=self._log, text=True,
+            start_new_session=True, cwd=log_path.parent,
+        )  # fmt: skip
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -312,22 +424,31 @@ class Engine:
             self._log.close()
 
 
+def listening(port: int, timeout: float) -> bool:
+    """Whether something accepts a connection on ``port`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
-def running_engine(
-    workdir: Path, worker_port: int, stream_port: int, timeout: float
-) -> Iterator[tuple[Engine, str]]:
+def running_engine(workdir: Path, ports: Ports, timeout: float) -> Iterator[tuple[Engine, str]]:
     """Start ``iii-sim serve`` (``--config`` when it has it) and stop it on the way out."""
     if has_config_flag():
         config = workdir / "config.yaml"
-        write_config(config, worker_port, stream_port)
+        write_config(config, ports)
         command = [str(III_SIM), "serve", "--config", str(config)]
         mode = "--config"
     else:
-        command = [str(III_SIM), "serve", "--port", str(worker_port)]
+        command = [str(III_SIM), "serve", "--port", str(ports.worker)]
         mode = "--port (no --config in this iii-sim)"
     engine = Engine(command, workdir / "engine.log")
     try:
-        engine.wait_ready(worker_port, timeout)
+        engine.wait_ready(ports.worker, timeout)
         yield engine, mode
     finally:
         engine.stop()
@@ -390,25 +511,27 @@ def run_suite(args: argparse.Namespace, workdir: Path) -> SuiteRun:
     tests = download_tests(workdir, args.sdist, args.setup_timeout)
     if args.all:
         files = sorted(p.name for p in tests.glob("test_*.py"))
+    elif args.issue14:
+        files = list(ISSUE14_FILES)
     else:
         files = list(args.files or TARGET_FILES)
     missing = [f for f in files if not (tests / f).is_file()]
     if missing:
         raise SetupError(f"not in the sdist's tests/: {', '.join(missing)}")
-    deps = install_runner_deps(workdir, args.all, args.setup_timeout)
-    worker_port, stream_port, http_port = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "III_URL": f"ws://127.0.0.1:{worker_port}",
-        # Nothing listens there: engine_sim has no HTTP module yet.
-        "III_HTTP_URL": f"http://127.0.0.1:{http_port}",
-        "STREAMS_PORT": str(stream_port),
-    }
+    deps = install_runner_deps(workdir, needs_extras(tests, files), args.setup_timeout)
+    ports = Ports.free()
+    env = {**os.environ, **ports.env()}
     results = []
-    with running_engine(workdir, worker_port, stream_port, args.engine_timeout) as (
-        engine,
-        mode,
-    ):
+    with running_engine(workdir, ports, args.engine_timeout) as (engine, mode):
+        # The main port is up; the others may take a moment more, or not be served.
+        listens = {name: listening(port, 2.0) for name, port in ports.by_name().items()}
+        print(
+            "ports: " + ", ".join(
+                f"{name} {port} {'listening' if listens[name] else 'NOT listening'}"
+                for name, port in ports.by_name().items()
+            ),
+            flush=True,
+        )  # fmt: skip
         for name in files:
             if not engine.alive():
                 results.append(FileResult(name, problem="iii-sim had exited"))
@@ -418,7 +541,8 @@ def run_suite(args: argparse.Namespace, workdir: Path) -> SuiteRun:
             print(_row(result), flush=True)
         if not engine.alive():
             print(f"iii-sim exited during the run:\n{engine.log_tail()}", file=sys.stderr)
-        return SuiteRun(mode, [Path(engine.command[0]).name, *engine.command[1:]], results)
+        command = [Path(engine.command[0]).name, *engine.command[1:]]
+        return SuiteRun(mode, command, results, listens)
 
 
 def _row(f: FileResult) -> str:
@@ -477,6 +601,15 @@ def markdown(run: SuiteRun, command: str) -> str:
         f"{platform.machine()}); iii-trio {_commit()}, {SDK_REQUIREMENT}, "
         f"pytest {_version('pytest')}, {PYTEST_ASYNCIO}. The engine ran as "
         f"`{' '.join(run.engine_command[:3])} ...` ({run.mode}).",
+        *(
+            [
+                "Ports listening once the engine was up: "
+                + ", ".join(f"{n} {'yes' if up else 'no'}" for n, up in run.ports.items())
+                + "."
+            ]
+            if run.ports
+            else []
+        ),
         "",
         "| file | passed | failed | error | skipped | seconds |",
         "|---|---:|---:|---:|---:|---:|",
@@ -511,9 +644,24 @@ def write_results(section: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n", 1)[0].replace("``", "")
+        + " With no choice of files it runs issue 12's: "
+        + ", ".join(TARGET_FILES)
+        + ".",
+        epilog=(
+            "Ports: free ones, passed to the tests as III_URL (main worker port), "
+            "III_RBAC_WORKER_URL (RBAC port), III_HTTP_URL (iii-http) and STREAMS_PORT. "
+            "The engine runs upstream's sdk/fixtures/config-test.yaml with those ports "
+            "(--keep shows it). Exit: 0 all passed, 1 some did not, 2 bad arguments, "
+            "3 setup failed."
+        ),
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="run every test_*.py of the suite")
+    which.add_argument(
+        "--issue14", action="store_true", help=f"run issue 14's files: {', '.join(ISSUE14_FILES)}"
+    )
     which.add_argument("--files", nargs="+", metavar="FILE", help="run these files of the suite")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(REPO)}")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")

@@ -1,9 +1,10 @@
 """The official Python SDK's own integration tests pass against ``iii-sim serve``.
 
-Runs ``benchmarks/official_suite.py`` once for the five files issue 12 targets
-(it downloads the ``iii-sdk==0.25.0`` sdist from PyPI, so it needs the network, as
-installing the test extras does) and checks each file: every test collected there
-passed. Deselect with ``-m "not official_suite"`` (e.g. offline).
+Runs ``benchmarks/official_suite.py`` once for the files that pass in full (issue 12's
+five, and those of issue 14's that pass so far; it downloads the ``iii-sdk==0.25.0``
+sdist from PyPI, so it needs the network, as installing the test extras does) and
+checks each file: every test collected there passed. Deselect with
+``-m "not official_suite"`` (e.g. offline).
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from typing import Any
 import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "official_suite.py"
+#: Issue 12's files, then the files of issue 14 that pass in full (the rest join
+#: once they do: ``official_suite.py --issue14`` shows where they stand).
 TARGET_FILES = (
     "test_bridge.py",
     "test_trigger_type_lifecycle.py",
     "test_state.py",
     "test_streams.py",
     "test_pubsub.py",
+    "test_handshake_token.py",
 )
-#: Download, install and all five files; a hang fails the run instead of blocking CI.
+#: Download, install and every file; a hang fails the run instead of blocking CI.
 RUN_TIMEOUT = 900
 
 pytestmark = pytest.mark.official_suite
