@@ -50,6 +50,8 @@ _SETTINGS = {
     "functions_poll_ms": "functions-available check period",
     "trigger_ack_timeout_ms": "wait for a worker's verdict on a trigger of its type",
     "close_timeout_ms": "time a closing handshake may take",
+    "rbac_call_timeout_ms": "with --config's rbac rules: time an auth function or "
+    "registration hook may take",
     **_LIMITS,
     "frame_log_link_bytes": "with --record: bytes of frames kept per connection",
     "frame_log_bytes": "with --record: bytes of frames kept in all",
@@ -65,7 +67,6 @@ _NOT_FLAGS = frozenset(
         "middleware_function_id",
         "rbac",
         "worker_ports",
-        "rbac_call_timeout_ms",
     )
 )
 
