@@ -53,7 +53,7 @@ async def demo(engine: Engine, calls: int, interval: float) -> None:
     """The two workers: ``calc`` serves, ``demo-caller`` calls, until done or cancelled."""
     url = engine.url
     assert url is not None  # the engine listens on a port
-    calc_options = iii_trio.InitOptions(worker_name="calc", description="serves math::add")
+    calc_options = iii_trio.InitOptions(worker_name="calc", worker_description="serves math::add")
     async with iii_trio.register_worker(url, calc_options) as calc:
         calc.register_function("math::add", add, description="Add two numbers")
         # Wait until the engine routes math::add (not just until calc sent it), so the
