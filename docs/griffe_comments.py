@@ -1,21 +1,32 @@
-"""A griffe extension: ``#:`` comment lines above an assignment are its docstring.
+"""A griffe extension that lets mkdocstrings show the docstrings as the code writes them.
 
-The code documents constants and type aliases with ``#:`` comments (the Sphinx convention)
-rather than a string after the assignment; mkdocstrings' loader, griffe, reads only the
-latter. This hands the comments to it, so the API reference shows them, as
-tests/test_public_docstrings.py counts them.
+* ``#:`` comment lines above an assignment are its docstring. The code documents constants
+  and type aliases that way (the Sphinx convention) rather than with a string after the
+  assignment, which is all griffe, mkdocstrings' loader, reads. The API reference then
+  shows them, as tests/test_public_docstrings.py counts them.
+* An reStructuredText literal-block marker (a ``::`` line, or ``::`` ending a paragraph)
+  becomes plain Markdown: the indented block after it is a code block in both.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 import griffe
 
+_MARKER_LINE = re.compile(r"^[ \t]*::[ \t]*\n", re.MULTILINE)
+_MARKER_END = re.compile(r"(\S)::[ \t]*$", re.MULTILINE)
+
+
+def markdown_literals(text: str) -> str:
+    """``text`` with reStructuredText's ``::`` markers dropped (``Example::`` -> ``Example:``)."""
+    return _MARKER_END.sub(r"\1:", _MARKER_LINE.sub("", text))
+
 
 class HashColonComments(griffe.Extension):
-    """Give an attribute without a docstring the ``#:`` lines right above it."""
+    """Read ``#:`` comments as attribute docstrings; turn ``::`` markers into Markdown."""
 
     def on_attribute_instance(
         self,
@@ -40,3 +51,14 @@ class HashColonComments(griffe.Extension):
             attr.docstring = griffe.Docstring(
                 " ".join(found), lineno=index + 2, endlineno=attr.lineno - 1, parent=attr
             )
+
+    def on_instance(
+        self,
+        *,
+        node: ast.AST | griffe.ObjectNode,
+        obj: griffe.Object,
+        agent: griffe.Visitor | griffe.Inspector,
+        **kwargs: Any,
+    ) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = markdown_literals(obj.docstring.value)
