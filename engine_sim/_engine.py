@@ -19,7 +19,6 @@ from typing import Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import trio
-import trio_websocket
 
 from iii_trio import (
     Connection,
@@ -48,11 +47,11 @@ from ._events import EngineEvent, FrameSeen, LinkClosed, LinkOpened, StatusChang
 from ._framelog import FrameLog, FrameRecord
 from ._injector import FaultInjector
 from ._links import CloseRequest, Link, Outgoing, Queued, SendBuffer, frame_bytes
-from ._listener import FirstMessagePeer, Throttled, WebSocketListener, watch_first_message
+from ._listener import WebSocketListener
 from ._module_ports import AsgiApp, ModulePorts
-from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
-from ._rbac import Session, WorkerPort
-from ._rbac_ports import MEMORY_IP, WorkerPorts, upgrade_headers
+from ._peers import MemoryConnection, Peer, memory_pair
+from ._rbac import Session
+from ._rbac_ports import MEMORY_IP, WorkerPorts
 
 __all__ = [
     "BindingView",
@@ -119,8 +118,6 @@ class Engine:
             closed_links=config.frame_log_closed_links,
         )
         self._changed = trio.Event()
-        #: One throttle for every silent peer's warning, so a flood logs a few lines.
-        self._warn_silent = Throttled()
         self._observers: list[Callable[[EngineEvent], None]] = []
         self._restarts = 0
         self._status_held: list[StatusChanged] | None = None
@@ -128,7 +125,7 @@ class Engine:
         # wall time go back by the virtual time that passed (cron would fire again).
         self._epoch = time.time() - trio.current_time()
         self._ports = ModulePorts(self)
-        self._worker_ports = WorkerPorts(self, self._apply)
+        self._worker_ports = WorkerPorts(self, self._ports, self._apply, self._serve)
         self.core = self._new_core()
         #: Inject faults now or on a schedule (``engine_sim.faults``).
         self.faults = FaultInjector(self)
@@ -195,7 +192,7 @@ class Engine:
         engine_end, worker_end = memory_pair(buffer)
         query = urlsplit(path).query
         self._nursery.start_soon(
-            self._serve_upgraded, worker_port, engine_end, ip, label, query, headers or {}
+            self._worker_ports.serve, worker_port, engine_end, ip, label, query, headers or {}
         )
         try:
             yield worker_end
@@ -251,68 +248,7 @@ class Engine:
         ``EngineTransport(engine, ...)`` takes the other options."""
         return EngineTransport(self, label=label)
 
-    async def handle_upgrade(
-        self,
-        request: trio_websocket.WebSocketRequest,
-        ip: str | None,
-        *,
-        port: WorkerPort | None = None,
-    ) -> None:
-        """Answer one upgrade request to a worker port (``WebSocketListener`` guards
-        the connection; ``port``: the engine's own if ``None``)."""
-        worker_port = port or self._worker_ports.main
-        target = urlsplit(request.path)
-        path = target.path
-        headers = upgrade_headers(request.headers)
-        if path == "/":
-            peer = FirstMessagePeer(await request.accept())
-            await self._serve_upgraded(worker_port, peer, ip, None, target.query, headers)
-        elif path == "/otel":
-            # Telemetry: accepted and drained, never a worker (§2.1); on a port with an
-            # auth function, only once it lets the connection in, as upstream.
-            ws = WebSocketPeer(await request.accept())
-            admitted, _ = await self._worker_ports.admit(worker_port, ws, target.query, headers, ip)
-            try:
-                while admitted:
-                    await ws.receive()
-            except ConnectionClosed:
-                pass
-        elif (module := self._ports.worker_path_module(path)) is not None:
-            await self._ports.serve_worker_path(module, request, ip)
-        else:
-            log.info("refused a connection to %s (404)", path)
-            await request.reject(404)
-
     # -- one connection ---------------------------------------------------------------------
-
-    async def _serve_upgraded(
-        self,
-        port: WorkerPort,
-        peer: Peer,
-        ip: str | None,
-        label: str | None,
-        query: str,
-        headers: Mapping[str, str],
-    ) -> None:
-        """Serve a worker connection whose upgrade ``port`` accepted, once its auth
-        function (if the port has one) lets it in."""
-        admitted, session = await self._worker_ports.admit(port, peer, query, headers, ip)
-        if not admitted:
-            return
-        if not isinstance(peer, FirstMessagePeer):
-            await self._serve(peer, ip, label, session)
-            return
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                watch_first_message,
-                peer,
-                ip or "a peer",
-                self.config.first_message_timeout_ms,
-                self._close_timeout,
-                self._warn_silent,
-            )
-            await self._serve(peer, ip, label, session)
-            nursery.cancel_scope.cancel()
 
     async def _serve(
         self,
@@ -632,7 +568,7 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
             engine = Engine(config, nursery)
             nursery.start_soon(engine._run_timers)
             if config.port is not None:
-                listener = WebSocketListener(config, engine.handle_upgrade)
+                listener = WebSocketListener(config, engine._worker_ports.handle_upgrade)
                 engine.url = await listener.listen(nursery, config.host, config.port)
                 log.info("engine listening on %s", engine.url)
                 await engine._worker_ports.open(nursery)

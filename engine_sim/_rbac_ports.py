@@ -26,18 +26,21 @@ Differences from the real engine
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Final
+from urllib.parse import urlsplit
 
 import trio
+import trio_websocket
 from wsproto.frame_protocol import CloseReason
 
 from iii_trio import ConnectionClosed
 from iii_trio.protocol import DEFAULT_NAMESPACE, EngineError, ErrorBody, encode
 
 from ._config import MAIN_PORT
-from ._listener import WebSocketListener
+from ._listener import FirstMessagePeer, Throttled, WebSocketListener, watch_first_message
+from ._peers import Peer, WebSocketPeer
 from ._rbac import AuthRefused, Session, WorkerPort, parse_auth_result
 from ._records import CallbackReply
 
@@ -46,7 +49,10 @@ if TYPE_CHECKING:
 
     from ._effects import Effect
     from ._engine import Engine
-    from ._peers import Peer
+    from ._module_ports import ModulePorts
+
+#: ``serve(peer, ip, label, session)``: the engine serving one admitted worker connection.
+Serve = Callable[[Peer, "str | None", "str | None", "Session | None"], Awaitable[None]]
 
 __all__ = ["AUTH_ERROR", "WorkerPorts", "query_params", "upgrade_headers"]
 
@@ -85,9 +91,19 @@ def query_params(query: str) -> dict[str, list[str]]:
 class WorkerPorts:
     """The engine's worker ports by name, their listeners and their admission."""
 
-    def __init__(self, engine: Engine, apply: Callable[[Iterable[Effect]], None]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        module_ports: ModulePorts,
+        apply: Callable[[Iterable[Effect]], None],
+        serve: Serve,
+    ) -> None:
         self._engine = engine
+        self._module_ports = module_ports
         self._apply = apply
+        self._serve = serve
+        #: One throttle for every silent peer's warning, so a flood logs a few lines.
+        self._warn_silent = Throttled()
         config = engine.config
         #: The engine's own port (``EngineConfig.port``) with its rules.
         self.main = WorkerPort(
@@ -116,7 +132,7 @@ class WorkerPorts:
         """Listen on every further port (engine start only; they outlive restarts)."""
         for port in self._engine.config.worker_ports:
             listener = WebSocketListener(
-                self._engine.config, partial(self._engine.handle_upgrade, port=port)
+                self._engine.config, partial(self.handle_upgrade, port=port)
             )
             self.urls[port.name] = url = await listener.listen(nursery, port.host, port.port)
             log.info(
@@ -125,6 +141,68 @@ class WorkerPorts:
                 url,
                 " (rbac)" if port.rbac is not None else "",
             )
+
+    async def handle_upgrade(
+        self,
+        request: trio_websocket.WebSocketRequest,
+        ip: str | None,
+        *,
+        port: WorkerPort | None = None,
+    ) -> None:
+        """Answer one upgrade request to a worker port (``WebSocketListener`` guards
+        the connection; ``port``: the engine's own if ``None``)."""
+        worker_port = port or self.main
+        target = urlsplit(request.path)
+        headers = upgrade_headers(request.headers)
+        if target.path == "/":
+            peer = FirstMessagePeer(await request.accept())
+            await self.serve(worker_port, peer, ip, None, target.query, headers)
+        elif target.path == "/otel":
+            # Telemetry: accepted and drained, never a worker (§2.1); on a port with an
+            # auth function, only once it lets the connection in, as upstream.
+            ws = WebSocketPeer(await request.accept())
+            admitted, _ = await self.admit(worker_port, ws, target.query, headers, ip)
+            try:
+                while admitted:
+                    await ws.receive()
+            except ConnectionClosed:
+                pass
+        elif (module := self._module_ports.worker_path_module(target.path)) is not None:
+            await self._module_ports.serve_worker_path(module, request, ip)
+        else:
+            log.info("refused a connection to %s (404)", target.path)
+            await request.reject(404)
+
+    async def serve(
+        self,
+        port: WorkerPort,
+        peer: Peer,
+        ip: str | None,
+        label: str | None,
+        query: str,
+        headers: Mapping[str, str],
+    ) -> None:
+        """Serve a worker connection whose upgrade ``port`` accepted, once its auth
+        function (if the port has one) lets it in; a socket that sends nothing in time
+        is closed (``first_message_timeout_ms``)."""
+        admitted, session = await self.admit(port, peer, query, headers, ip)
+        if not admitted:
+            return
+        if not isinstance(peer, FirstMessagePeer):
+            await self._serve(peer, ip, label, session)
+            return
+        config = self._engine.config
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                watch_first_message,
+                peer,
+                ip or "a peer",
+                config.first_message_timeout_ms,
+                config.close_timeout_ms / 1000,
+                self._warn_silent,
+            )
+            await self._serve(peer, ip, label, session)
+            nursery.cancel_scope.cancel()
 
     async def admit(
         self, port: WorkerPort, peer: Peer, query: str, headers: Mapping[str, str], ip: str | None
