@@ -144,9 +144,10 @@ def test_a_failed_install_is_an_error_and_the_engine_serves_on(tmp_path: Path) -
     assert "broken: scripts.start" not in "".join(served.log)
 
 
-def test_no_install_skips_it(tmp_path: Path) -> None:
+def test_no_install_skips_it_and_deprecated_keys_are_one_warning(tmp_path: Path) -> None:
     (tmp_path / "iii.worker.yaml").write_text(
-        "name: quick\nscripts: {install: 'exit 1', start: 'echo started'}\n"
+        "name: quick\nruntime: {kind: python}\n"
+        "scripts: {install: 'exit 1', start: 'echo started'}\n"
     )
     served = ServedWorkers(["--worker", str(tmp_path), "--no-install", "--restart", "never"])
     try:
@@ -154,7 +155,15 @@ def test_no_install_skips_it(tmp_path: Path) -> None:
         served.wait_for_log("quick: exited with 0 after")
     finally:
         assert served.stop() == 0
-    assert "installing" not in "".join(served.log)
+    log = "".join(served.log)
+    assert "installing" not in log
+    warnings = [line for line in log.splitlines() if " WARNING " in line]
+    assert warnings == [
+        warnings[0].split(" WARNING ")[0]
+        + f" WARNING engine_sim.workers: {tmp_path / 'iii.worker.yaml'}: deprecated key(s) "
+        "runtime.kind: still read, but define `scripts.install` and `scripts.start` instead "
+        "(and move `config` to config.yaml)"
+    ]
 
 
 def test_a_second_ctrl_c_kills_a_worker_that_ignores_sigterm_at_once(tmp_path: Path) -> None:
