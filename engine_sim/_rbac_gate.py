@@ -208,6 +208,8 @@ class SessionRules:
     def _vet_trigger_type(
         self, worker: WorkerRecord, session: Session, message: RegisterTriggerType
     ) -> Message | None:
+        if is_blank_namespace(message.namespace):
+            return message  # refused before any rule, as upstream
         what = f"trigger type {message.id}"
         if not session.allow_trigger_type_registration:
             self._refused(worker, what, "trigger type registration not allowed")

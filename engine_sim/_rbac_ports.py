@@ -244,12 +244,9 @@ class WorkerPorts:
             "ip_address": ip or MEMORY_IP,
         }
         answer: list[tuple[JsonValue, ErrorBody | None]] = []
-        answered = trio.Event()
 
         def done(result: JsonValue, error: ErrorBody | None) -> None:
-            if not answered.is_set():
-                answer.append((result, error))
-                answered.set()
+            answer.append((result, error))
 
         engine = self._engine
         core = engine.core
@@ -260,7 +257,10 @@ class WorkerPorts:
         self._apply(core.take())
         timeout_ms = engine.config.rbac_call_timeout_ms
         with trio.move_on_after(timeout_ms / 1000):
-            await answered.wait()
+            # A restart drops the call with the core that made it: stop waiting then.
+            await engine.wait_for(lambda: answer or engine.core is not core)
+        if not answer and engine.core is not core:
+            raise AuthRefused("the engine restarted while the auth function was running")
         if not answer:
             raise AuthRefused(
                 f"auth function {auth_function} did not answer within {timeout_ms} ms"

@@ -23,6 +23,7 @@ from trio.testing import MockClock
 import iii_trio
 from engine_sim import Engine, EngineConfig, EngineTransport, MemoryConnection, open_engine
 from engine_sim._rbac import FunctionFilter, RbacConfig, WorkerPort
+from engine_sim.faults import RestartEngine
 from iii_trio import ConnectionClosed, InitOptions, InvocationError, Worker
 from iii_trio.protocol import (
     EngineError,
@@ -212,6 +213,21 @@ async def test_a_refused_or_failing_auth_answers_auth_error_then_closes(
         # The engine goes on serving the others.
         async with edge(engine) as client:
             assert (await client.ok("api::echo", {}))["echoed"] == {}
+
+
+async def test_a_restart_while_the_auth_function_runs_refuses_at_once(
+    autojump_clock: MockClock,
+) -> None:
+    async with (
+        rbac_engine() as (engine, server),
+        engine.connect(port=EDGE, headers={"x-token": "hang"}) as conn,
+    ):
+        with trio.fail_after(30):
+            await engine.wait_for(lambda: server.auth_inputs)
+        started = trio.current_time()
+        engine.faults.inject(RestartEngine())
+        assert await refused(conn) == "the engine restarted while the auth function was running"
+        assert trio.current_time() - started < 1
 
 
 async def test_a_missing_auth_function_refuses_everyone() -> None:
