@@ -31,8 +31,9 @@ from trio.testing import MockClock
 import engine_sim.modules as modules
 import iii_trio
 from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim._config_file import parse_config
 from engine_sim.faults import RestartEngine
-from engine_sim.modules import ModuleSpec
+from engine_sim.modules import ModuleConfigError, ModuleSpec
 from engine_sim.modules.http_functions import HttpFunctionsModule
 from engine_sim.modules.http_functions import _module as http_module
 from engine_sim.modules.http_functions._client import HttpClient
@@ -649,3 +650,35 @@ async def test_a_scheme_http_clients_do_not_speak_fails_the_call() -> None:
         "http_request_failed",
         "builder error for url (ftp://h.test/x): URL scheme is not allowed",
     )
+
+
+def test_upstreams_test_config_entry_loads_without_a_warning() -> None:
+    text = """\
+workers:
+  - name: iii-http-functions
+    config:
+      security:
+        url_allowlist:
+          - localhost
+          - 127.0.0.1
+        block_private_ips: false
+        require_https: false
+"""
+    config, warnings = parse_config(text)
+    assert warnings == []
+    assert config.modules is not None
+    (spec,) = [m for m in config.modules if m.name == "iii-http-functions"]
+    assert spec.config["security"] == OPEN["security"] | {
+        "url_allowlist": ["localhost", "127.0.0.1"]
+    }
+
+
+def test_a_bad_allow_list_pattern_or_key_is_a_clear_config_error() -> None:
+    with pytest.raises(ModuleConfigError, match=r"url_allowlist.*'\[oops' is not a valid host"):
+        modules.validate_modules(
+            [ModuleSpec("iii-http-functions", {"security": {"url_allowlist": ["[oops"]}})]
+        )
+    with pytest.raises(ModuleConfigError, match="allow_list"):
+        modules.validate_modules(
+            [ModuleSpec("iii-http-functions", {"security": {"allow_list": ["x"]}})]
+        )
