@@ -107,30 +107,37 @@ def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_worker_path_without_a_manifest_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    done = _serve("--worker", str(tmp_path))
-    assert (done.returncode, done.stdout) == (2, "")
-    assert done.stderr == (
-        f"iii-sim serve: {tmp_path}: no iii.worker.yaml in that directory (--worker takes a "
-        "worker's directory holding its manifest)\n"
-    )
-
-
-def test_a_bad_manifest_is_one_line_naming_file_and_field_and_exit_2(tmp_path: Path) -> None:
-    (tmp_path / "iii.worker.yaml").write_text("name: w\nscripts:\n  start: [a, b]\n")
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (
+            None,
+            "{dir}: no iii.worker.yaml in that directory (--worker takes a worker's directory "
+            "holding its manifest)",
+        ),
+        (
+            "name: w\nscripts:\n  start: [a, b]\n",
+            "{file}: `scripts.start` must be a string, got a list (one command string; chain "
+            "commands with `&&`)",
+        ),
+        (
+            "name: math-worker\nscripts: {start: run}\n",
+            "{file}: `name` 'math-worker' is also the name in {example}; each worker needs its own",
+        ),
+    ],
+    ids=["no-manifest", "bad-field", "same-name"],
+)
+def test_a_worker_it_cannot_start_is_one_line_naming_file_and_field_and_exit_2(
+    tmp_path: Path, manifest: str | None, message: str
+) -> None:
+    if manifest is not None:
+        (tmp_path / "iii.worker.yaml").write_text(manifest)
     done = _serve("--worker", str(EXAMPLE), "--worker", str(tmp_path))
     assert (done.returncode, done.stdout) == (2, "")
+    where = {"dir": tmp_path, "file": tmp_path / "iii.worker.yaml"}
     assert done.stderr == (
-        f"iii-sim serve: {tmp_path / 'iii.worker.yaml'}: `scripts.start` must be a string, "
-        "got a list (one command string; chain commands with `&&`)\n"
+        "iii-sim serve: " + message.format(**where, example=EXAMPLE / "iii.worker.yaml") + "\n"
     )
-
-
-def test_two_workers_with_one_name_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "iii.worker.yaml").write_text("name: math-worker\nscripts: {start: run}\n")
-    done = _serve("--worker", str(EXAMPLE), "--worker", str(tmp_path))
-    assert done.returncode == 2
-    assert "`name` 'math-worker' is also the name in" in done.stderr
 
 
 def test_a_failed_install_is_an_error_and_the_engine_serves_on(tmp_path: Path) -> None:
