@@ -1,4 +1,4 @@
-"""Trigger types and their bindings: which provider a binding goes to, and when (§10).
+"""Trigger types and their bindings: which provider a binding goes to, and when.
 
 A part of ``EngineCore`` (see ``_core.py``): the registries it works on
 (``core.trigger_types``, ``core.bindings``, ``core.trigger_hooks``) stay on the core,
@@ -75,7 +75,7 @@ class Triggers:
                 )
 
     def register_binding(self, binding: Binding, reply: Reply | None, now: float) -> None:
-        """File a binding with its provider, or park it (§10.3); ``reply`` hears failures.
+        """File a binding with its provider, or park it; ``reply`` hears failures.
 
         ``reply`` set means a durable ``engine::register_trigger`` call that waits for a
         worker provider's verdict; ``None`` means a ``registertrigger`` frame, whose
@@ -124,7 +124,7 @@ class Triggers:
         """Answer the ``engine::register_trigger`` calls whose provider stayed silent."""
         for binding_id, wait in list(self._ack_waits.items()):
             if wait.deadline <= now:
-                # No verdict in time counts as acceptance (§10.4).
+                # No verdict in time counts as acceptance.
                 del self._ack_waits[binding_id]
                 self.core.calls.complete(wait.reply, wait.function_id, {"id": binding_id}, None)
 
@@ -133,7 +133,7 @@ class Triggers:
         return [wait.deadline for wait in self._ack_waits.values()]
 
     def worker_left(self, worker: WorkerRecord) -> None:
-        """Drop the bindings ``worker`` owned; refile those whose provider it was (§5.7)."""
+        """Drop the bindings ``worker`` owned; refile those whose provider it was."""
         for binding in list(self.core.bindings.values()):
             if binding.owner == worker.id:
                 self._drop_binding(binding, tell_provider=True)
@@ -149,7 +149,7 @@ class Triggers:
     def register_trigger_type(
         self, worker: WorkerRecord, home: str, message: RegisterTriggerType
     ) -> None:
-        """A ``registertriggertype`` frame, applied once ``worker``'s namespace is fixed (§10.2)."""
+        """A ``registertriggertype`` frame, applied once ``worker``'s namespace is fixed."""
         if is_blank_namespace(message.namespace):
             log.warning(
                 "%s: trigger type %s has a blank namespace; refused",
@@ -197,7 +197,7 @@ class Triggers:
     def register_trigger(
         self, worker: WorkerRecord, home: str, message: RegisterTrigger, now: float
     ) -> None:
-        """A ``registertrigger`` frame, applied once ``worker``'s namespace is fixed (§10.3)."""
+        """A ``registertrigger`` frame, applied once ``worker``'s namespace is fixed."""
         blank = next(
             (
                 field
@@ -238,7 +238,7 @@ class Triggers:
         self.register_binding(binding, None, now)
 
     def on_verdict(self, worker: WorkerRecord, message: TriggerRegistrationResult) -> None:
-        """A worker provider accepted or refused a binding it was given (§10.4)."""
+        """A worker provider accepted or refused a binding it was given."""
         binding = self.core.bindings.get(message.id)
         if binding is None or binding.provider is None:
             return

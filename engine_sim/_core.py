@@ -1,7 +1,8 @@
 """The engine itself, without I/O: registries in, messages in, effects out.
 
-``EngineCore`` is what the real engine's router does for every frame (PROTOCOL.md
-§5 to §11), written as plain method calls. It never reads a socket, sleeps or reads a
+``EngineCore`` is what the real engine's router does for every frame
+(https://github.com/iii-hq/iii/blob/main/engine/src/engine/mod.rs), written as plain
+method calls. It never reads a socket, sleeps or reads a
 clock: each call gets the current time and returns the frames to send and the
 connections to close, in order. ``engine_sim.open_engine`` drives it with Trio;
 property tests can drive it directly.
@@ -95,7 +96,7 @@ __all__ = [
 
 log = logging.getLogger("engine_sim")
 
-#: Frames the engine holds until the connection's namespace is known (§5.4).
+#: Frames the engine holds until the connection's namespace is known.
 _REGISTRATIONS: Final = (
     RegisterFunction,
     UnregisterFunction,
@@ -121,7 +122,7 @@ class EngineCore:
         self.trigger_types: dict[TypeKey, TriggerTypeEntry] = {}
         self.bindings: dict[str, Binding] = {}
         self.pending: dict[UUID, Pending] = {}
-        #: Explicit services (bookkeeping only, §15), with the connection that declared them.
+        #: Explicit services (bookkeeping only), with the connection that declared them.
         self.services: dict[tuple[str, str], tuple[str, RegisterService]] = {}
         self.names: dict[tuple[str, str], str] = {}
         #: Hooks of the trigger types modules provide.
@@ -223,7 +224,7 @@ class EngineCore:
         self, now: float, ip_address: str | None = None, session: Session | None = None
     ) -> tuple[str, list[Effect]]:
         """A socket finished its upgrade (and its port's auth): create the worker and
-        greet it (§5.1). ``session``: its standing on a port with rbac or a middleware."""
+        greet it. ``session``: its standing on a port with rbac or a middleware."""
         self.advance(now)
         worker = WorkerRecord(
             id=self.new_id(),
@@ -246,7 +247,7 @@ class EngineCore:
         return worker.id, self._take()
 
     def receive(self, worker_id: str, message: Message, now: float) -> list[Effect]:
-        """One decoded frame from a connection, processed completely (§2.5)."""
+        """One decoded frame from a connection, processed completely."""
         self.advance(now)
         worker = self.workers.get(worker_id)
         if worker is None:
@@ -267,7 +268,7 @@ class EngineCore:
             self._dispatch(worker, message, now)
 
     def disconnect(self, worker_id: str, now: float) -> list[Effect]:
-        """The connection ended (closed, failed, evicted): clean up after it (§5.7)."""
+        """The connection ended (closed, failed, evicted): clean up after it."""
         self.advance(now)
         if worker_id in self.workers:
             self.cleanup(self.workers[worker_id], now)
@@ -317,7 +318,7 @@ class EngineCore:
         self.triggers.fire_trigger_type(type_id, data, now)
 
     def register_binding(self, binding: Binding, reply: Reply | None, now: float) -> None:
-        """File a binding with its provider, or park it (§10.3); see ``Triggers``."""
+        """File a binding with its provider, or park it; see ``Triggers``."""
         self.triggers.register_binding(binding, reply, now)
 
     def unregister_binding(self, binding_id: str) -> bool:
@@ -347,7 +348,7 @@ class EngineCore:
                 )
 
     def _on_reattach(self, worker: WorkerRecord, message: Reattach, now: float) -> None:
-        """Retire the connection ``message`` names, before the replay behind it (§5.5).
+        """Retire the connection ``message`` names, before the replay behind it.
 
         Only the reattach token proves a newcomer is the worker behind a live
         connection: ids and names are public. So, as in the real engine, a worker
@@ -378,7 +379,7 @@ class EngineCore:
     def apply_registration(
         self, worker: WorkerRecord, message: Message, now: float, *, vetted: bool = False
     ) -> None:
-        """Apply a registration frame held until ``worker``'s namespace was fixed (§5.4),
+        """Apply a registration frame held until ``worker``'s namespace was fixed,
         once its session's rules (``vetted``) let it through."""
         if worker.session is not None and not vetted:
             if worker.held:
@@ -419,13 +420,13 @@ class EngineCore:
     def reject_worker(
         self, worker: WorkerRecord, namespace: str, name: str, holder: str, now: float
     ) -> None:
-        """Refuse ``worker`` the name ``holder`` has, and close its connection (§5.3)."""
+        """Refuse ``worker`` the name ``holder`` has, and close its connection."""
         self.namespaces.reject_worker(worker, namespace, name, holder, now)
 
     # -- for the core's parts ----------------------------------------------------------------
 
     def cleanup(self, worker: WorkerRecord, now: float) -> None:
-        """Forget ``worker`` and everything it held, in the engine's order (§5.7)."""
+        """Forget ``worker`` and everything it held, in the engine's order."""
         del self.workers[worker.id]
         worker.buffered.clear()
         worker.backlog.clear()

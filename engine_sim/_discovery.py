@@ -1,4 +1,4 @@
-"""The shapes discovery functions return (PROTOCOL.md §11.1), built from the registries."""
+"""The shapes discovery functions return, built from the registries."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ WORKER_MANAGER: Final = "iii-worker-manager"
 #: Modules whose built-ins are the engine's own (upstream, the worker manager serves
 #: data channels too): listed under ``ENGINE_WORKER_NAME``, never as workers of their own.
 ENGINE_MODULES: Final = frozenset({WORKER_MANAGER, "iii-channels"})
-#: Who provides the engine's well-known trigger types, when no worker does (§11.1):
+#: Who provides the engine's well-known trigger types, when no worker does:
 #: upstream's table, which names the queue's provider by its new name.
 _KNOWN_PROVIDERS: Final = {**TRIGGER_TYPES, "durable:subscriber": "queue"}
 _SUMMARY_CHARS: Final = 80
@@ -122,7 +122,7 @@ def trigger_type_summary(core: EngineCore, entry: TriggerTypeEntry) -> JsonValue
 
 
 def legacy_trigger_type(entry: TriggerTypeEntry) -> JsonValue:
-    """A trigger type in the pre-0.19.4 shape of ``engine::trigger-types::list`` (§11.9)."""
+    """A trigger type in the pre-0.19.4 shape of ``engine::trigger-types::list``."""
     return {
         "id": entry.id,
         "description": entry.description,
@@ -187,7 +187,7 @@ def worker_summary(core: EngineCore, worker: WorkerRecord) -> dict[str, JsonValu
         "os": worker.os,
         "status": worker.status.state.value,
         "function_count": len(worker.functions),
-        # The seeds list the ids themselves too (the pre-0.19.4 shape, §11.9).
+        # The seeds list the ids themselves too (the pre-0.19.4 shape).
         "functions": list[JsonValue](sorted(worker.functions)),
         "connected_at_ms": worker.connected_at_ms,
         "active_invocations": worker.active_invocations,

@@ -1,5 +1,5 @@
 """Workers' functions: registering, unregistering, and telling ``engine::functions-available``
-subscribers when the set changes (§6, §11.8).
+subscribers when the set changes.
 
 A part of ``EngineCore`` (see ``_core.py``): ``core.functions`` stays on the core, where
 routing, modules, discovery and the tests read it; the rules for changing it and the
@@ -52,7 +52,7 @@ class FunctionRegistry:
         self._known = self.core.function_keys()
 
     def register(self, worker: WorkerRecord, namespace: str, message: RegisterFunction) -> None:
-        """A ``registerfunction`` frame, applied once ``worker``'s namespace is fixed (§6.1)."""
+        """A ``registerfunction`` frame, applied once ``worker``'s namespace is fixed."""
         server = None
         if message.invocation is not None:
             server = next((m for m in self.core.modules if m.serves_invocations), None)
@@ -110,13 +110,13 @@ class FunctionRegistry:
         )
 
     def unregister(self, worker: WorkerRecord, namespace: str, function_id: str) -> None:
-        """An ``unregisterfunction`` frame: only the owner's counts (§6.3)."""
+        """An ``unregisterfunction`` frame: only the owner's counts."""
         entry = self.core.functions.get((namespace, function_id))
         if entry is not None and entry.owner == worker.id:
             self._remove(entry)
 
     def worker_left(self, worker: WorkerRecord) -> None:
-        """Remove the functions ``worker`` registered (§5.7)."""
+        """Remove the functions ``worker`` registered."""
         for function_id in sorted(worker.functions):
             entry = self.core.functions.get((worker.namespace or DEFAULT_NAMESPACE, function_id))
             if entry is not None and entry.owner == worker.id:

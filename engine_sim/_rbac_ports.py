@@ -158,7 +158,7 @@ class WorkerPorts:
             peer = FirstMessagePeer(await request.accept())
             await self.serve(worker_port, peer, ip, None, target.query, headers)
         elif target.path == "/otel":
-            # Telemetry: accepted and drained, never a worker (§2.1); on a port with an
+            # Telemetry: accepted and drained, never a worker; on a port with an
             # auth function, only once it lets the connection in, as upstream.
             ws = WebSocketPeer(await request.accept())
             admitted, _ = await self.admit(worker_port, ws, target.query, headers, ip)

@@ -1,4 +1,4 @@
-"""The engine's registries, as plain records (PROTOCOL.md §19)."""
+"""The engine's registries, as plain records."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class WorkerRecord:
     pid: int | None = None
     isolation: str | None = None
     telemetry: JsonValue = None
-    #: The connection's namespace once it is known (§5.4).
+    #: The connection's namespace once it is known.
     namespace: str | None = None
     #: Registration frames held until the namespace is known.
     buffered: list[Message] = field(default_factory=list)
@@ -90,7 +90,7 @@ class WorkerRecord:
 
     @property
     def listed(self) -> bool:
-        """Discovery shows a connection only once it announced a pid (§11.5)."""
+        """Discovery shows a connection only once it announced a pid."""
         return self.pid is not None
 
     @property

@@ -1,5 +1,5 @@
 """Invocation routing: a call goes to a built-in or to the worker that owns the function,
-its outcome back to whoever waits for it (§7).
+its outcome back to whoever waits for it.
 
 A part of ``EngineCore`` (see ``_core.py``): the registries it reads and writes
 (``core.functions``, ``core.builtins``, ``core.pending``, ``core.workers``) stay on the
@@ -114,7 +114,7 @@ class Calls:
             return
         caller = self.core.workers.get(reply.worker_id)
         if caller is None:
-            return  # the caller left; its answer is dropped (§7.6)
+            return  # the caller left; its answer is dropped
         caller.issued.discard(reply.invocation_id)
         self.core.send(
             caller.id,
@@ -175,7 +175,7 @@ class Calls:
         )
 
     def worker_left(self, worker: WorkerRecord) -> None:
-        """Fail the calls ``worker`` was running; forget the ones it issued (§5.7)."""
+        """Fail the calls ``worker`` was running; forget the ones it issued."""
         for invocation_id, pending in list(self.core.pending.items()):
             if pending.executor == worker.id:
                 del self.core.pending[invocation_id]
@@ -190,7 +190,7 @@ class Calls:
     # -- frames ------------------------------------------------------------------------------
 
     def on_invoke(self, worker: WorkerRecord, message: InvokeFunction, now: float) -> None:
-        """An ``invokefunction`` frame from ``worker`` (§7.1)."""
+        """An ``invokefunction`` frame from ``worker``."""
         refusal: ErrorBody | None = None
         if is_blank_namespace(message.namespace):
             refusal = ErrorBody(code=INVALID_NAMESPACE, message="namespace must not be blank")
@@ -200,7 +200,7 @@ class Calls:
                 message=f"Invocation {message.invocation_id} is already in flight.",
             )
         if refusal is not None:
-            # Refused before routing, whatever the action (§7.1 step 1), and without
+            # Refused before routing, whatever the action, and without
             # touching the bookkeeping of a live call that owns the same id.
             if message.invocation_id is not None:
                 self.core.send(
@@ -230,7 +230,7 @@ class Calls:
             return
         data = message.data
         if isinstance(data, dict):
-            # The engine tells the callee who called, overwriting any such key (§7.2).
+            # The engine tells the callee who called, overwriting any such key.
             data = {**data, "_caller_worker_id": worker.id}
         self.invoke(
             namespace,
@@ -246,7 +246,7 @@ class Calls:
         )
 
     def on_result(self, worker: WorkerRecord, message: InvocationResult) -> None:
-        """An ``invocationresult`` frame: ``worker`` answers a call routed to it (§4.5)."""
+        """An ``invocationresult`` frame: ``worker`` answers a call routed to it."""
         pending = self.core.pending.get(message.invocation_id)
         if pending is None:
             log.debug(

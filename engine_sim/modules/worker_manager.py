@@ -1,5 +1,5 @@
 """The worker manager's functions and trigger types: discovery, durable triggers,
-worker announcements (PROTOCOL.md §5.3, §11).
+worker announcements.
 
 Upstream these belong to the engine itself and its worker manager
 (https://github.com/iii-hq/iii/tree/main/engine/src/workers/worker), which every
@@ -220,7 +220,7 @@ def triggers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
 
 
 def trigger_types_list(core: EngineCore, ctx: CallContext) -> JsonValue:
-    """The pre-0.19.4 name the seeds use: trigger types with their schemas (§11.9)."""
+    """The pre-0.19.4 name the seeds use: trigger types with their schemas."""
     query = _parse(_TriggersList, ctx)
     return {
         "trigger_types": [
