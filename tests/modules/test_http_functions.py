@@ -682,3 +682,28 @@ def test_a_bad_allow_list_pattern_or_key_is_a_clear_config_error() -> None:
         modules.validate_modules(
             [ModuleSpec("iii-http-functions", {"security": {"allow_list": ["x"]}})]
         )
+
+
+async def test_a_bug_in_the_call_still_answers_the_caller_and_is_logged(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(http_module, "build_call", broken)
+    async with engine_with(Server(), monkeypatch) as engine, raw_workers(engine) as connect:
+        await register(await connect("owner"), engine, "f::bug", "http://h.test/")
+        async with caller(engine) as w:
+            with (
+                caplog.at_level(logging.ERROR, logger="engine_sim"),
+                pytest.raises(InvocationError) as caught,
+            ):
+                await w.trigger("f::bug", {})
+            # Fixed, the same function is served again.
+            monkeypatch.setattr(http_module, "build_call", build_call)
+            assert await w.trigger("f::bug", 7) == {"echo": 7}
+    assert (caught.value.code, caught.value.message) == (
+        "http_request_failed",
+        "error sending request for url (http://h.test/): simulated bug",
+    )
+    assert any("f::bug" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -31,6 +31,8 @@ Differences from the real engine:
 * The error messages of failed requests follow reqwest's wording for the common cases
   (refused connection, timeout, a server closing early); other causes are worded by
   httpcore.
+* The connection pool is closed when the core's background tasks end (a restart, the
+  engine stopping), not in ``stop``: closing connections takes awaiting.
 """
 
 from __future__ import annotations
@@ -164,7 +166,17 @@ class HttpFunctionsModule(EngineModule):
         timestamp = int(self.host.wall_time(ctx.now))
 
         async def run(io: ModuleIO) -> None:
-            result, error = await self._request(endpoint, ctx.data, invocation_id, timestamp)
+            try:
+                result, error = await self._request(endpoint, ctx.data, invocation_id, timestamp)
+            except Exception as exc:  # a bug here must still answer the caller
+                self.host.log.exception("HTTP call of %s failed unexpectedly", ctx.function_id)
+                result, error = (
+                    None,
+                    ErrorBody(
+                        code="http_request_failed",
+                        message=f"error sending request for url ({endpoint.url}): {exc}",
+                    ),
+                )
             io.call(partial(self._finish, endpoint, ctx.reply, ctx.function_id, result, error))
 
         self.host.spawn(run, f"HTTP call of {ctx.function_id}")
