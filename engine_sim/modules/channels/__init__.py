@@ -30,7 +30,9 @@ How a channel works, as with the real engine:
    like a close: the reader gets what was buffered, then the end, and cannot tell it
    from a complete stream (as upstream). A reader leaving discards what is buffered;
    the writer's socket is dropped without a close frame at its next write.
-6. A worker's main connection ending does not touch channels (upstream's channels
+6. Neither end has an idle timeout (as upstream): a reader waits as long as its
+   writer stays connected, a writer as long as its reader stays connected.
+7. A worker's main connection ending does not touch channels (upstream's channels
    made by ``engine::channels::create`` have no owner). A channel with an end nobody
    opened within 5 minutes is dropped by a sweep every 60 s (a waiting reader sees the
    end, a writer's writes fail); upstream does the same.
@@ -40,10 +42,11 @@ Other modules (the HTTP module) stream through channels with the engine-side API
 then ``EngineWriter.send`` / ``close`` and ``EngineReader.receive`` / ``items`` from a
 background task, each with the caller's timeout.
 
-Limits (engine_sim's own; set with ``ModuleSpec("iii-channels", {...})``):
-``max_channels`` (16,384 open at once; ``engine::channels::create`` then fails with
-``channel_limit``), ``max_buffered_bytes`` (256 MiB held by all channels together;
-writers wait past it), ``ttl`` (300 s) and ``sweep_interval`` (60 s).
+Limits (engine_sim's own, fixed: upstream has no channel settings and no config.yaml
+entry for channels): at most 16,384 channels open at once (``engine::channels::create``
+then fails with ``channel_limit``), 256 MiB buffered by all channels together (writers
+wait past it), and the sweep's 300 s / 60 s. They are the defaults of
+``ChannelsConfig``, which the always-on module is built with.
 
 Differences from the real engine:
 

@@ -66,7 +66,8 @@ RESPONSE_FORMAT: Final[JsonValue] = {
 
 
 class ChannelsConfig(BaseModel):
-    """Limits of the channel table (engine_sim's own: upstream has no such settings)."""
+    """Limits of the channel table (engine_sim's own: upstream has no such settings).
+    The always-on module is built with the defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
