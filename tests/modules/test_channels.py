@@ -521,3 +521,17 @@ async def test_a_restart_fails_the_engine_ends(autojump_clock: MockClock) -> Non
             await trio.sleep(1)
             engine.faults.inject(RestartEngine())
         assert module_of(engine) is not module
+
+
+async def test_discovery_lists_create_as_an_engine_function_and_no_channels_worker(
+    autojump_clock: MockClock,
+) -> None:
+    async with channels_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        info = await w.ok("engine::functions::info", {"function_id": "engine::channels::create"})
+        assert info["worker_name"] == "iii-engine-functions"
+        assert info["description"] == "Create a streaming channel pair"
+        assert info["request_schema"]["title"] == "CreateChannelInput"
+        assert info["response_schema"]["required"] == ["reader", "writer"]
+        workers = await w.ok("engine::workers::list", {})
+        assert ChannelsModule.name not in {entry["name"] for entry in workers["workers"]}

@@ -22,7 +22,7 @@ from iii.helpers import create_channel_async
 from iii.iii_types import StreamChannelRef
 from websockets.sync.client import ClientConnection, connect
 
-from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
+from engine_sim import EngineConfig, ThreadedEngine, WorkerPort, run_in_thread
 from engine_sim.modules.channels import ChannelsModule
 from tests.modules.official_sdk import SdkWorker, sdk_worker
 
@@ -216,3 +216,23 @@ def test_the_reader_socket_gets_binary_and_text_frames_then_a_bare_close() -> No
             with pytest.raises(websockets.ConnectionClosedOK):
                 reader.recv(timeout=WAIT)
             assert reader.close_code == 1005
+
+
+def test_channels_are_served_on_every_worker_port() -> None:
+    config = EngineConfig(modules=(), worker_ports=(WorkerPort(port=0, name="public"),))
+    with run_in_thread(config) as sim, sdk_worker(sim.url, "w") as w:
+        public = sim.call(lambda e: e.worker_url("public"))
+        assert public != sim.url
+        pair = create_pair(w)
+        # Created through the main port, written through the second one, as upstream
+        # mounts /ws/channels/{id} on every iii-worker-manager listener.
+        writer = ChannelWriter(public, StreamChannelRef(**pair["writer"]))
+        reader = ChannelReader(sim.url, StreamChannelRef(**pair["reader"]))
+
+        async def round_trip() -> bytes:
+            await writer.write(b"across ports")
+            await writer.close_async()
+            body: bytes = await reader.read_all()
+            return body
+
+        assert asyncio.run(round_trip()) == b"across ports"
