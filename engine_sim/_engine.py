@@ -4,6 +4,11 @@ Each connection runs in its own nursery (a reader and a writer task). The reader
 decodes frames and hands them to the core one at a time, as the real engine does;
 the writer drains that connection's send buffer, so routing never waits on one
 worker (the slow-consumer policy is in ``_links``).
+
+Workers reach it on the engine's own worker port and on each further one
+(``EngineConfig.worker_ports``; ``_rbac_ports`` listens, and asks a port's auth
+function about each connection before the core greets it). While a registration of a
+connection with a session waits for its port's hook, its reader reads nothing more.
 """
 
 from __future__ import annotations
