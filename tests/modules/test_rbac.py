@@ -92,9 +92,10 @@ def _own(data: Any) -> Any:
 
 
 @asynccontextmanager
-async def _server(engine: Engine) -> AsyncIterator[Server]:
+async def _server(engine: Engine, port: str | None = None) -> AsyncIterator[Server]:
     options = InitOptions(worker_name="trusted", enable_metrics_reporting=False)
-    async with iii_trio.register_worker(options=options, transport=engine.transport) as w:
+    transport = EngineTransport(engine, port=port)
+    async with iii_trio.register_worker(options=options, transport=transport) as w:
         server = Server(w)
 
         async def auth(data: Any) -> Any:
@@ -345,6 +346,24 @@ async def test_the_middleware_sees_every_call_but_the_engines_own(
         await client.ok("engine::functions::list")
         await client.result("internal::secret", {})
         assert [m["function_id"] for m in server.middleware_inputs] == ["api::echo", "api::fail"]
+
+
+async def test_a_middleware_without_rbac_sees_the_calls_of_the_engines_own_port(
+    autojump_clock: MockClock,
+) -> None:
+    # The trusted worker is on a port of its own, with neither rules nor middleware.
+    inside = WorkerPort(port=0, name="inside")
+    config = EngineConfig(modules=(), middleware_function_id="mw::all", worker_ports=(inside,))
+    async with (
+        open_engine(config) as engine,
+        _server(engine, port="inside") as server,
+        engine.connect() as conn,
+    ):
+        assert server.middleware_inputs == []
+        client = await RawWorker.accept(engine, conn)
+        assert await client.ok("internal::secret") == "secret"  # no rules: all allowed
+        assert [m["function_id"] for m in server.middleware_inputs] == ["internal::secret"]
+        assert server.middleware_inputs[0]["context"] == {}
 
 
 # -- registrations -----------------------------------------------------------------------------

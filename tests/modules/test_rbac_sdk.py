@@ -169,6 +169,19 @@ def test_a_bad_token_is_answered_auth_error_and_closed() -> None:
         assert sim.call(lambda e: [w.name for w in e.workers()]) == ["trusted"]
 
 
+def test_the_telemetry_socket_of_an_rbac_port_is_authenticated_too() -> None:
+    with setup() as (sim, _, seen):
+        url = rbac_url(sim) + "/otel"
+        with connect(url, additional_headers={"x-token": "nope"}) as ws:
+            frame = json.loads(ws.recv(timeout=WAIT))
+            assert frame["error"]["code"] == "AUTH_ERROR"
+        with connect(url, additional_headers={"x-token": "admin"}) as ws:
+            ws.send(b"OTLP{}")  # drained, never a worker
+            assert taken(seen, "auth")["headers"]["x-token"] == "nope"
+            assert taken(seen, "auth")["headers"]["x-token"] == "admin"
+        assert sim.call(lambda e: [w.name for w in e.workers()]) == ["trusted"]
+
+
 def test_registrations_go_through_the_hook_and_the_sessions_prefix() -> None:
     with (
         setup() as (sim, server, seen),
