@@ -10,10 +10,12 @@
 The tests are not ours and are never kept in this repository: at run time the script
 downloads the ``iii-sdk==0.25.0`` sdist from PyPI (``pip download --no-binary :all:``;
 ``--sdist`` names a local copy instead), extracts its ``tests/`` folder into a temporary
-directory, installs ``pytest-asyncio`` (the suite's test runner plugin) and, when a chosen
-file imports it, ``aiohttp`` into that directory too, starts ``iii-sim serve`` as a
-subprocess and runs pytest on each chosen file, one file at a time, with the official
-SDK installed in this environment as the client.
+directory (at ``sdk/packages/python/iii/tests``, as in upstream's repository, next to a
+seeded stand-in for ``sdk/test-assets/handbook.pdf``, which the sdist lacks and three
+HTTP tests stream), installs ``pytest-asyncio`` (the suite's test runner plugin) and,
+when a chosen file imports it, ``aiohttp`` into that directory too, starts ``iii-sim
+serve`` as a subprocess and runs pytest on each chosen file, one file at a time, with
+the official SDK installed in this environment as the client.
 
 The engine's config mirrors upstream's ``sdk/fixtures/config-test.yaml``: two
 ``iii-worker-manager`` entries (the main port, and the RBAC port with its auth,
@@ -46,6 +48,7 @@ import json
 import os
 import platform
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -85,6 +88,10 @@ ISSUE14_FILES = (
     "test_handshake_token.py",
 )
 OUTCOMES = ("passed", "failed", "error", "skipped")
+#: Where the tests live in upstream's repository (their paths to assets are relative).
+TESTS_IN_MONOREPO = Path("sdk/packages/python/iii/tests")
+#: The size of the stand-in ``handbook.pdf`` (``write_test_assets``).
+STAND_IN_PDF_BYTES = 9 * 1024 * 1024
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "official_suite.md"
@@ -164,8 +171,10 @@ def download_tests(workdir: Path, sdist: Path | None, timeout: float) -> Path:
         if not found:
             raise SetupError(f"pip download left no .tar.gz for {SDK_REQUIREMENT} in {dest}")
         sdist = found[0]
-    tests = workdir / "tests"
-    tests.mkdir()
+    # Where upstream's monorepo keeps them, so the paths the tests build from their own
+    # location (sdk/test-assets, sdk/fixtures) stay inside the run's directory.
+    tests = workdir / TESTS_IN_MONOREPO
+    tests.mkdir(parents=True)
     with tarfile.open(sdist) as archive:
         for member in archive.getmembers():
             parts = Path(member.name).parts
@@ -471,11 +480,23 @@ def parse_junit(path: Path, result: FileResult) -> None:
             result.passed += 1
 
 
+def write_test_assets(workdir: Path) -> None:
+    """A stand-in for ``sdk/test-assets/handbook.pdf``, which the sdist lacks: the HTTP
+    tests only stream its bytes (the first 8 MiB for uploads, all of it for the
+    download) and compare them, so any file over 8 MiB does; this one is 9 MiB of
+    seeded random bytes behind a PDF header, the same on every run."""
+    assets = workdir / "sdk" / "test-assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    body = random.Random(14).randbytes(STAND_IN_PDF_BYTES - 16)
+    (assets / "handbook.pdf").write_bytes(b"%PDF-1.4\n" + body + b"\n%%EOF\n")
+
+
 def run_file(tests: Path, deps: Path, name: str, env: dict[str, str], timeout: float) -> FileResult:
     """pytest on one file, in its own process group, killed after ``timeout`` seconds."""
     result = FileResult(name)
-    report = tests.parent / f"junit-{name}.xml"
-    output = tests.parent / f"pytest-{name}.log"
+    logs = tests.parents[len(TESTS_IN_MONOREPO.parts) - 1]
+    report = logs / f"junit-{name}.xml"
+    output = logs / f"pytest-{name}.log"
     command = [
         sys.executable, "-m", "pytest", name, "-q", "-p", "no:cacheprovider",
         # Our own plugins stay out of the way: this is upstream's suite as upstream runs it.
@@ -519,6 +540,7 @@ def run_suite(args: argparse.Namespace, workdir: Path) -> SuiteRun:
     if missing:
         raise SetupError(f"not in the sdist's tests/: {', '.join(missing)}")
     deps = install_runner_deps(workdir, needs_extras(tests, files), args.setup_timeout)
+    write_test_assets(workdir)
     ports = Ports.free()
     env = {**os.environ, **ports.env()}
     results = []
