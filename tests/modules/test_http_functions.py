@@ -540,7 +540,9 @@ async def test_the_function_is_listed_as_its_workers_and_leaves_with_it(
         assert {"f::a", "f::b"} <= view.functions
         async with caller(engine) as w:
             listed: Any = await w.trigger("engine::functions::list", {})
-            assert {"f::a", "f::b"} <= {f["function_id"] for f in listed["functions"]}
+            # Listed as the registering worker's, as upstream's functions::list does.
+            names = {f["function_id"]: f["worker_name"] for f in listed["functions"]}
+            assert (names["f::a"], names["f::b"]) == ("owner", "owner")
             # Unregistering one removes it; leaving removes the rest.
             await owner.send(UnregisterFunction(id="f::a"))
             await engine.wait_for(lambda: "f::a" not in engine.function_ids())
