@@ -110,7 +110,8 @@ class EngineConfig:
     def from_yaml(cls, path: str | os.PathLike[str]) -> EngineConfig:
         """The engine a real engine's ``config.yaml`` describes (``${VAR:default}``
         substituted from the environment): the first ``iii-worker-manager`` entry's
-        host and port, and a module for each entry engine_sim has. Each entry or
+        host, port, middleware and ``rbac`` block, one ``WorkerPort`` for each further
+        entry, and a module for each entry engine_sim has. Each entry or
         option it skips is logged at WARNING (logger ``engine_sim.config``); a file it
         cannot use raises ``ConfigError`` (a ``ValueError``) naming file and field.
         For an in-memory engine, ``dataclasses.replace(config, port=None)``."""
