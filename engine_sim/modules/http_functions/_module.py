@@ -1,20 +1,40 @@
 """The ``iii-http-functions`` module: functions a worker registers with an
-``invocation``, which the engine runs by making an HTTP request.
+``invocation`` (a URL), which the engine runs by making an HTTP request.
 
-Upstream: https://github.com/iii-hq/iii/blob/main/engine/src/workers/http_functions/mod.rs
-and the ``registerfunction`` handling in
-https://github.com/iii-hq/iii/blob/main/engine/src/engine/mod.rs. A ``registerfunction``
-frame with ``invocation`` (URL, method, timeout_ms, headers, auth) is checked against
-``security`` (``_url``) and its auth secret is read from the engine's environment; on
-success the function is listed like any other, owned by the worker that registered
-it (removed when that worker unregisters it or leaves), and every call of it is one
-HTTP request (``_request``) made by the engine (``_client``), the answer mapped to a
-result or an error. On failure the registration is logged at ERROR and the worker is
-sent nothing, as upstream.
+Upstream: https://github.com/iii-hq/iii/blob/main/engine/src/workers/http_functions/mod.rs,
+https://github.com/iii-hq/iii/tree/main/engine/src/invocation and the
+``registerfunction`` handling in
+https://github.com/iii-hq/iii/blob/main/engine/src/engine/mod.rs. With the official
+Python SDK: ``register_function(id, HttpInvocationConfig(url=..., method="POST",
+timeout_ms=..., headers={...}, auth=HttpAuthBearer(token_key="ENV_NAME")))``.
 
-Each call is checked against ``security`` again when it is made, with the host name
-resolved when ``block_private_ips`` is on, so a name that now points at a private
-address is refused then (``url_validation_failed``).
+Registration: the URL is checked against ``security`` (below) and the auth secret is
+read from the engine's environment (``auth`` names a variable, never the secret). On
+success the function is listed like any other, under the registering worker's name,
+and goes when that worker unregisters it or leaves. On failure the registration is
+logged at ERROR, saying what to change, and the worker is sent nothing, as upstream.
+
+A call is one HTTP request: the registration's method and URL, the payload as compact
+JSON (an object from a worker carries ``_caller_worker_id``), and the headers
+``content-type: application/json``, ``x-iii-function-path`` (the function id),
+``x-iii-invocation-id`` (a fresh UUID), ``x-iii-timestamp`` (Unix seconds), the
+registration's ``headers``, then the credentials: ``authorization: Bearer <token>``
+(``bearer``), ``<header>: <value>`` (``api_key``) or ``x-iii-signature:
+sha256=<hex HMAC-SHA256 of "<timestamp>:<base64 of the body>">`` (``hmac``). Redirects
+are not followed. The whole request is bounded by ``timeout_ms`` (default 30 s).
+
+The answer: 2xx JSON is the result, an empty 2xx body is ``null``, other 2xx bodies
+fail with ``invalid_response``; 1xx/3xx succeed (the body as result if it is JSON);
+400 and up fail with the body's ``{"error": {"code", "message"}}`` or ``http_error``
+"HTTP <status> <reason>". A request that cannot be made or times out before the
+answer's head fails with ``http_request_failed``, one whose body cannot be read with
+``http_response_failed``, a URL refused at call time with ``url_validation_failed``.
+
+``security`` (config.yaml): ``url_allowlist`` (host patterns in Rust ``glob`` syntax,
+default any), ``block_private_ips`` (default on: loopback, private, link-local,
+documentation, broadcast, unspecified and IPv6 multicast addresses, also when a host
+name resolves to one) and ``require_https`` (default on). Each call is checked again,
+with the host name resolved when ``block_private_ips`` is on.
 
 Differences from the real engine:
 
