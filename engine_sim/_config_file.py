@@ -36,7 +36,9 @@ Differences from the real engine
   and not used (every port has the first entry's); a second entry of one module is
   warned about and skipped.
 * Unknown options are warnings; upstream refuses unknown worker-manager options and
-  silently ignores unknown module options and entry keys.
+  silently ignores unknown module options, ``rbac`` keys and entry keys.
+* Two ``iii-worker-manager`` entries on one (non-zero) port are an error naming the
+  second; upstream fails to bind it when it starts.
 * A duplicate key anywhere is an error; upstream refuses one only at the top level
   and in an entry, and keeps the last one inside ``config:``.
 * The new worker names ``state``, ``cron``, ``queue``, ``pubsub`` and ``http``
