@@ -53,6 +53,7 @@ from iii_trio.protocol import (
     is_blank_namespace,
 )
 
+from ._ownership import FORBIDDEN
 from ._records import CallbackReply, FunctionEntry, WorkerRecord
 from ._timers import Timer
 
@@ -64,7 +65,7 @@ __all__ = ["SessionRules"]
 
 log = logging.getLogger("engine_sim")
 
-FORBIDDEN: Final = "FORBIDDEN"
+
 _REGISTER_WORKER: Final = "engine::workers::register"
 #: A hook's answer: apply the registration it maps to.
 _Apply = Callable[[dict[str, JsonValue]], None]

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final
 
-from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+from pydantic import JsonValue
 
 from ._config import ENGINE_VERSION
-from .modules._seam import BuiltinError, CallContext
+from .modules._seam import CallContext
+from .modules.worker_manager import BuiltinInput, parse_input
 
 if TYPE_CHECKING:
     from ._core import EngineCore
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["INFRA_FUNCTIONS"]
 
 worker_log = logging.getLogger("engine_sim.worker_log")
-M = TypeVar("M", bound=BaseModel)
 
 _LEVELS: Final = {
     "info": logging.INFO,
@@ -52,11 +52,7 @@ _LEVELS: Final = {
 _BAGGAGE_NOTE: Final = "Baggage set in new context. For propagation, use SDK-level baggage headers."
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
-
-
-class _LogInput(_Input):
+class _LogInput(BuiltinInput):
     message: str
     data: JsonValue = None
     trace_id: str | None = None
@@ -64,29 +60,17 @@ class _LogInput(_Input):
     service_name: str | None = None
 
 
-class _BaggageGet(_Input):
+class _BaggageGet(BuiltinInput):
     key: str
 
 
-class _BaggageSet(_Input):
+class _BaggageSet(BuiltinInput):
     key: str
     value: str
 
 
-def _parse(model: type[M], ctx: CallContext) -> M:
-    try:
-        return model.model_validate({} if ctx.data is None else ctx.data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "input"
-        raise BuiltinError(
-            "deserialization_error",
-            f"Failed to deserialize input for {ctx.function_id}: {where}: {first['msg']}",
-        ) from None
-
-
 def _log(level: str, core: EngineCore, ctx: CallContext) -> JsonValue:
-    entry = _parse(_LogInput, ctx)
+    entry = parse_input(_LogInput, ctx)
     caller = core.workers.get(ctx.caller) if ctx.caller is not None else None
     source = entry.service_name or (caller.display_name if caller is not None else "engine")
     if entry.data is None:
@@ -97,12 +81,12 @@ def _log(level: str, core: EngineCore, ctx: CallContext) -> JsonValue:
 
 
 def _baggage_get(core: EngineCore, ctx: CallContext) -> JsonValue:
-    _parse(_BaggageGet, ctx)
+    parse_input(_BaggageGet, ctx)
     return {"value": None}
 
 
 def _baggage_set(core: EngineCore, ctx: CallContext) -> JsonValue:
-    _parse(_BaggageSet, ctx)
+    parse_input(_BaggageSet, ctx)
     return {"success": True, "note": _BAGGAGE_NOTE}
 
 

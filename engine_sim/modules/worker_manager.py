@@ -40,7 +40,6 @@ from .._discovery import (
     worker_summary,
 )
 from .._ownership import unbinding_refusal
-from .._rbac_infra import INFRA_FUNCTIONS
 from .._records import Binding, FunctionEntry, TriggerTypeEntry, WorkerRecord
 from .._sanitize import sanitize
 from ._seam import DEFERRED, BuiltinError, CallContext, Deferred, EngineModule, ModuleHost
@@ -48,7 +47,7 @@ from ._seam import DEFERRED, BuiltinError, CallContext, Deferred, EngineModule, 
 if TYPE_CHECKING:
     from .._core import EngineCore
 
-__all__ = ["WorkerManager"]
+__all__ = ["BuiltinInput", "WorkerManager", "parse_input"]
 
 #: The function the queue serves ``action: enqueue`` through.
 ENQUEUE_FUNCTION = "engine::queue::enqueue"
@@ -58,11 +57,16 @@ _MAX_BATCH = 32
 M = TypeVar("M", bound=BaseModel)
 
 
-class _Input(BaseModel):
+class BuiltinInput(BaseModel):
+    """A built-in's input, read as the engine's serde structs read it: strict types,
+    unknown keys (such as the injected ``_caller_worker_id``) ignored."""
+
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
-def _parse(model: type[M], ctx: CallContext) -> M:
+def parse_input(model: type[M], ctx: CallContext) -> M:
+    """``ctx.data`` (``null`` read as ``{}``) as ``model``; a wrong shape is a
+    ``deserialization_error`` naming the function and the field."""
     data = {} if ctx.data is None else ctx.data
     try:
         return model.model_validate(data)
@@ -82,7 +86,7 @@ def _not_found(message: str) -> BuiltinError:
 # -- functions ----------------------------------------------------------------------------
 
 
-class _FunctionsList(_Input):
+class _FunctionsList(BuiltinInput):
     search: str | None = None
     prefix: str | None = None
     worker: str | None = None
@@ -107,7 +111,7 @@ def _search_rank(entry: FunctionEntry, needle: str) -> int | None:
 
 
 def functions_list(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_FunctionsList, ctx)
+    query = parse_input(_FunctionsList, ctx)
     names = set(query.workers or []) | ({query.worker} if query.worker else set())
     needle = query.search.lower() if query.search else None
     ranked: list[tuple[int, str, str, FunctionEntry]] = []
@@ -131,7 +135,7 @@ def functions_list(core: EngineCore, ctx: CallContext) -> JsonValue:
     return {"functions": [function_summary(core, item[3]) for item in ranked]}
 
 
-class _FunctionsInfo(_Input):
+class _FunctionsInfo(BuiltinInput):
     function_id: str | None = None
     function_ids: list[str] | None = None
     namespace: str | None = None
@@ -156,7 +160,7 @@ def _resolve_function(core: EngineCore, function_id: str, namespace: str | None)
 
 
 def functions_info(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_FunctionsInfo, ctx)
+    query = parse_input(_FunctionsInfo, ctx)
     if (query.function_id is None) == (query.function_ids is None):
         raise BuiltinError("INVALID_ARGUMENTS", "Give exactly one of function_id or function_ids.")
     if query.function_id is not None:
@@ -188,7 +192,7 @@ def functions_info(core: EngineCore, ctx: CallContext) -> JsonValue:
 # -- trigger types ----------------------------------------------------------------------
 
 
-class _TriggersList(_Input):
+class _TriggersList(BuiltinInput):
     search: str | None = None
     prefix: str | None = None
     worker: str | None = None
@@ -205,7 +209,7 @@ def _trigger_types(core: EngineCore, include_internal: bool) -> list[TriggerType
 
 
 def triggers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_TriggersList, ctx)
+    query = parse_input(_TriggersList, ctx)
     needle = query.search.lower() if query.search else None
     found = []
     for entry in _trigger_types(core, query.include_internal):
@@ -221,7 +225,7 @@ def triggers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
 
 def trigger_types_list(core: EngineCore, ctx: CallContext) -> JsonValue:
     """The pre-0.19.4 name the seeds use: trigger types with their schemas."""
-    query = _parse(_TriggersList, ctx)
+    query = parse_input(_TriggersList, ctx)
     return {
         "trigger_types": [
             legacy_trigger_type(entry) for entry in _trigger_types(core, query.include_internal)
@@ -229,13 +233,13 @@ def trigger_types_list(core: EngineCore, ctx: CallContext) -> JsonValue:
     }
 
 
-class _TriggerInfo(_Input):
+class _TriggerInfo(BuiltinInput):
     id: str
     namespace: str | None = None
 
 
 def triggers_info(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_TriggerInfo, ctx)
+    query = parse_input(_TriggerInfo, ctx)
     entry = core.trigger_types.get((query.namespace or DEFAULT_NAMESPACE, query.id))
     if entry is None:
         raise _not_found(f"Trigger type '{query.id}' not found.")
@@ -245,7 +249,7 @@ def triggers_info(core: EngineCore, ctx: CallContext) -> JsonValue:
 # -- registered triggers (bindings) ---------------------------------------------------------
 
 
-class _BindingsList(_Input):
+class _BindingsList(BuiltinInput):
     search: str | None = None
     trigger_type: str | None = None
     function_id: str | None = None
@@ -273,18 +277,18 @@ def _bindings_matching(core: EngineCore, query: _BindingsList) -> Iterable[Bindi
 
 
 def registered_triggers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_BindingsList, ctx)
+    query = parse_input(_BindingsList, ctx)
     return {
         "registered_triggers": [binding_summary(core, b) for b in _bindings_matching(core, query)]
     }
 
 
-class _BindingInfo(_Input):
+class _BindingInfo(BuiltinInput):
     id: str
 
 
 def registered_triggers_info(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_BindingInfo, ctx)
+    query = parse_input(_BindingInfo, ctx)
     binding = core.bindings.get(query.id)
     if binding is None or not binding.live:
         raise _not_found(f"Trigger '{query.id}' not found.")
@@ -308,7 +312,7 @@ def registered_triggers_info(core: EngineCore, ctx: CallContext) -> JsonValue:
 # -- workers -------------------------------------------------------------------------------
 
 
-class _WorkersList(_Input):
+class _WorkersList(BuiltinInput):
     search: str | None = None
     runtime: str | None = None
     status: str | None = None
@@ -328,7 +332,7 @@ def _first_line(text: str | None) -> str | None:
 
 
 def workers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_WorkersList, ctx)
+    query = parse_input(_WorkersList, ctx)
     summaries = [worker_summary(core, w) for w in core.workers.values() if w.listed]
     summaries.append(engine_worker_summary(core))
     summaries += _module_summaries(core)
@@ -347,13 +351,13 @@ def workers_list(core: EngineCore, ctx: CallContext) -> JsonValue:
     return {"workers": list[JsonValue](kept)}
 
 
-class _WorkerInfo(_Input):
+class _WorkerInfo(BuiltinInput):
     name: str
     namespace: str | None = None
 
 
 def workers_info(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_WorkerInfo, ctx)
+    query = parse_input(_WorkerInfo, ctx)
     in_process = {str(s["name"]): s for s in [engine_worker_summary(core)]}
     in_process |= {str(s["name"]): s for s in _module_summaries(core)}
     summary = in_process.get(query.name)
@@ -411,7 +415,7 @@ def _pick_worker(matches: list[WorkerRecord], name: str) -> WorkerRecord:
     raise _not_found(f"Worker '{name}' is not connected.")
 
 
-class _RegisterWorker(_Input):
+class _RegisterWorker(BuiltinInput):
     runtime: str | None = None
     version: str | None = None
     name: str | None = None
@@ -424,7 +428,7 @@ class _RegisterWorker(_Input):
 
 
 def workers_register(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_RegisterWorker, ctx)
+    query = parse_input(_RegisterWorker, ctx)
     caller_id = ctx.data.get("_caller_worker_id") if isinstance(ctx.data, dict) else None
     worker = core.workers.get(caller_id) if isinstance(caller_id, str) else None
     if worker is None:
@@ -471,7 +475,7 @@ def workers_register(core: EngineCore, ctx: CallContext) -> JsonValue:
 # -- durable bindings ----------------------------------------------------------------------
 
 
-class _RegisterTrigger(_Input):
+class _RegisterTrigger(BuiltinInput):
     trigger_type: str
     function_id: str
     config: JsonValue = None
@@ -480,7 +484,7 @@ class _RegisterTrigger(_Input):
 
 
 def register_trigger(core: EngineCore, ctx: CallContext) -> Deferred:
-    query = _parse(_RegisterTrigger, ctx)
+    query = parse_input(_RegisterTrigger, ctx)
     if is_blank_namespace(query.trigger_namespace):
         raise BuiltinError(INVALID_NAMESPACE, "trigger_namespace must not be blank")
     caller = core.workers.get(ctx.caller) if ctx.caller is not None else None
@@ -507,13 +511,13 @@ def register_trigger(core: EngineCore, ctx: CallContext) -> Deferred:
     return DEFERRED
 
 
-class _UnregisterTrigger(_Input):
+class _UnregisterTrigger(BuiltinInput):
     id: str
     trigger_type: str | None = None
 
 
 def unregister_trigger(core: EngineCore, ctx: CallContext) -> JsonValue:
-    query = _parse(_UnregisterTrigger, ctx)
+    query = parse_input(_UnregisterTrigger, ctx)
     refused = unbinding_refusal(core, ctx.caller, query.id)
     if refused is not None:
         raise BuiltinError(refused.code, refused.message)
@@ -565,6 +569,9 @@ class WorkerManager(EngineModule):
         core = self.core
         for function_id, (handler, description) in _FUNCTIONS.items():
             self.host.add_function(function_id, partial(handler, core), description)
+        # Imported here: those built-ins read their inputs with this module's helpers.
+        from .._rbac_infra import INFRA_FUNCTIONS
+
         for function_id, (infra, description) in INFRA_FUNCTIONS.items():
             self.host.add_function(function_id, partial(infra, core), description)
         self.host.add_trigger_type(
