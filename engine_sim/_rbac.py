@@ -154,6 +154,7 @@ class MetadataMatcher:
     pattern: str | None = None
 
     def matches(self, value: JsonValue) -> bool:
+        """Whether a function's metadata ``value`` for this key satisfies the condition."""
         if self.pattern is not None:
             return isinstance(value, str) and wildcard_match(self.pattern, value)
         return json_equal(self.exact, value)
