@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -256,3 +257,54 @@ def test_the_function_goes_when_its_worker_disconnects() -> None:
             w.trigger("remote::gone", {}, timeout=WAIT)
     assert caught.value.code == "function_not_found"
     assert seen.empty()
+
+
+@contextmanager
+def read_once_server() -> Iterator[tuple[str, queue.Queue[bytes]]]:
+    """A server that, like the official suite's webhook probe, reads each request with
+    one ``recv`` and takes what follows the blank line as the whole body, then answers
+    without a length and closes. It needs a request's head and body to arrive together,
+    as hyper (under the real engine's reqwest) sends them; whether they do on loopback
+    also depends on timing, so the in-memory tests check that each request is one
+    write."""
+    received: queue.Queue[bytes] = queue.Queue()
+    answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"ok":true}'
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)  # how often the thread looks at ``stop``
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(WAIT)
+                data = conn.recv(65536)
+                received.put(data.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in data else b"")
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, name="read-once-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", received
+    finally:
+        stop.set()
+        thread.join(WAIT)
+        listener.close()
+
+
+def test_a_server_that_reads_each_request_once_gets_head_and_body_together() -> None:
+    with (
+        read_once_server() as (base, received),
+        engine() as sim,
+        sdk_worker(sim.url, "owner") as owner,
+    ):
+        register_http(owner, "remote::probe", HttpInvocationConfig(url=f"{base}/webhook"))
+        registered(sim, "remote::probe")
+        with trio_caller(sim) as w:
+            results = [w.trigger("remote::probe", {"n": n}, timeout=WAIT) for n in range(10)]
+        bodies = [json.loads(received.get(timeout=WAIT)) for _ in range(10)]
+    assert results == [{"ok": True}] * 10
+    assert [body["n"] for body in bodies] == list(range(10))
