@@ -327,6 +327,15 @@ async def _lifespan(receive: AsgiReceive, send: AsgiSend) -> None:
             return
 
 
+def _not_running_on(record: logging.LogRecord) -> bool:
+    # hypercorn's "Running on http://..." repeats the line ModulePorts logs itself.
+    return not record.getMessage().startswith("Running on ")
+
+
+_SERVER_LOG: Final = logging.getLogger("engine_sim.http.server")
+_SERVER_LOG.addFilter(_not_running_on)
+
+
 async def serve_http(nursery: trio.Nursery, app: AsgiApp, host: str, port: int) -> str:
     """Serve ``app`` over HTTP/1.1 on ``host:port`` (0: any free port) with hypercorn's
     Trio worker in ``nursery``; returns the ``http://`` URL. Raises ``OSError`` if the
@@ -334,7 +343,7 @@ async def serve_http(nursery: trio.Nursery, app: AsgiApp, host: str, port: int) 
     config = hypercorn.Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     # Its own log lines go to engine_sim's logger (hypercorn would print to stderr).
-    config.errorlog = logging.getLogger("engine_sim.http")
+    config.errorlog = _SERVER_LOG
     config.accesslog = None
     # The real engine's server (hyper) sends Date, not Server.
     config.include_server_header = False

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -25,7 +26,8 @@ from pydantic import JsonValue
 
 from iii_trio.protocol import ErrorBody
 
-from ..channels import ChannelClosed, EngineReader, EngineWriter
+from ..channels import EngineReader
+from ._body import RequestBody
 from ._request import (
     header_map,
     is_json,
@@ -52,8 +54,6 @@ __all__ = ["Exchange"]
 
 #: Items each of a request's two channels holds (upstream ``create_channel(64, None)``).
 CHANNEL_ITEMS: Final = 64
-#: Seconds the rest of a request body is read (and dropped) after the answer.
-LINGER: Final = 2.0
 #: What a send to a client that went away raises.
 _CLIENT_GONE: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -95,7 +95,6 @@ class Exchange:
         self.module = module
         self.settings = module.settings
         self.io = io
-        self._receive = receive
         self._send = send
         self.method = str(scope["method"]).upper()
         raw_path = scope.get("raw_path") or str(scope["path"]).encode()
@@ -104,14 +103,10 @@ class Exchange:
         self.headers = header_map(scope.get("headers", ()))
         self.origin = self.headers.get("origin")
         self.log = module.host.log
-        self._writer: EngineWriter | None = None
         self._reader: EngineReader | None = None
         self._channel_ids: list[str] = []
-        self._body = bytearray()
-        self._body_done = trio.Event()
-        self._too_large = False
+        self.body = RequestBody(receive, self.settings.body_limit)
         self._prepare_scope = trio.CancelScope()
-        self._pumping = False
 
     # -- the request's life ------------------------------------------------------------
 
@@ -127,7 +122,7 @@ class Exchange:
                 with trio.move_on_after(self.settings.default_timeout / 1000):
                     with self._prepare_scope:
                         outcome = await self._prepare()
-                if self._prepare_scope.cancelled_caught and self._too_large:
+                if self._prepare_scope.cancelled_caught and self.body.too_large:
                     outcome = self._over_limit()
                 if outcome is None:
                     # Upstream's TimeoutLayer: an empty 504, without the CORS headers.
@@ -141,7 +136,7 @@ class Exchange:
             self._release()
 
     def _release(self) -> None:
-        for end in (self._writer, self._reader):
+        for end in (self.body.writer, self._reader):
             if end is not None:
                 end.close()
         channels = self.module.channels()
@@ -165,7 +160,7 @@ class Exchange:
         if match.route is None:
             return Answer(405, [(b"allow", ",".join(match.allow).encode())])
         route = match.route
-        if self._declared_length() > self.settings.body_limit:
+        if self.body.declared_too_large(self.headers.get("content-length")):
             return self._over_limit()
         for middleware in self.settings.middleware:
             if middleware.phase == "preHandler":
@@ -174,11 +169,18 @@ class Exchange:
                     return refusal
         refs = self._open_channels()
         json_body = is_json(self.headers)
-        self._nursery.start_soon(self._pump, json_body)
+        self._nursery.start_soon(
+            partial(
+                self.body.pump,
+                collect=json_body,
+                on_too_large=self._prepare_scope.cancel,
+                on_gone=self._nursery.cancel_scope.cancel,
+            )
+        )
         body: JsonValue = None
         if json_body:
-            await self._body_done.wait()
-            body = parse_json_body(bytes(self._body))
+            await self.body.done.wait()
+            body = parse_json_body(bytes(self.body.data))
         payload = request_payload(
             api_path=route.spec.api_path,
             method=self.method,
@@ -325,12 +327,6 @@ class Exchange:
 
     # -- bodies ------------------------------------------------------------------------
 
-    def _declared_length(self) -> int:
-        try:
-            return int(self.headers.get("content-length", "0"))
-        except ValueError:
-            return 0
-
     def _over_limit(self) -> Answer:
         limit = self.settings.body_limit
         self.log.warning(
@@ -350,68 +346,12 @@ class Exchange:
             return None
 
         def open_pair() -> tuple[JsonValue, JsonValue]:
-            request_ref, self._writer = channels.open_to_worker(CHANNEL_ITEMS)
+            request_ref, self.body.writer = channels.open_to_worker(CHANNEL_ITEMS)
             response_ref, self._reader = channels.open_from_worker(CHANNEL_ITEMS)
             self._channel_ids = [request_ref.channel_id, response_ref.channel_id]
             return request_ref.to_json(), response_ref.to_json()
 
         return self.io.call(open_pair)
-
-    async def _pump(self, collect: bool) -> None:
-        """Read the request body: kept whole when ``collect`` (JSON), else written to
-        the request channel as it comes; then wait for the client to go away."""
-        self._pumping = True
-        received = 0
-        try:
-            while True:
-                message = await self._receive()
-                if message["type"] == "http.disconnect":
-                    self._nursery.cancel_scope.cancel()
-                    return
-                chunk = bytes(message.get("body", b""))
-                received += len(chunk)
-                if received > self.settings.body_limit and not self._too_large:
-                    self._too_large = True
-                    self._prepare_scope.cancel()
-                if not self._too_large:
-                    if collect:
-                        self._body += chunk
-                    await self._forward(chunk)
-                if not message.get("more_body", False):
-                    break
-        finally:
-            self._body_done.set()
-            if self._writer is not None:
-                self._writer.close()
-        while (await self._receive())["type"] != "http.disconnect":
-            pass
-        self._nursery.cancel_scope.cancel()
-
-    async def _forward(self, chunk: bytes) -> None:
-        writer = self._writer
-        if writer is None or not chunk:
-            return
-        try:
-            await writer.send(chunk, timeout=math.inf)
-        except ChannelClosed:
-            # The handler stopped reading, or the answer went out: the rest is read
-            # and dropped, so the client can finish sending and read the answer.
-            self._writer = None
-
-    async def _linger(self) -> None:
-        """Before the answer's end: read what is left of the body (dropping it) for a
-        while, so a client still sending gets the answer, not a reset connection (the
-        server closes a connection whose request was not read to its end)."""
-        if self._writer is not None:
-            self._writer.close()
-        with trio.move_on_after(LINGER):
-            if self._pumping:
-                await self._body_done.wait()
-                return
-            while True:
-                message = await self._receive()
-                if message["type"] == "http.disconnect" or not message.get("more_body", False):
-                    return
 
     # -- answers -----------------------------------------------------------------------
 
@@ -425,7 +365,7 @@ class Exchange:
                 {"type": "http.response.start", "status": answer.status, "headers": headers}
             )
             await self._send({"type": "http.response.body", "body": answer.body, "more_body": True})
-            await self._linger()
+            await self.body.linger()
             await self._send({"type": "http.response.body", "body": b""})
         except _CLIENT_GONE:
             self.log.debug(
@@ -448,7 +388,7 @@ class Exchange:
                         await self._send(
                             {"type": "http.response.body", "body": item, "more_body": True}
                         )
-            await self._linger()
+            await self.body.linger()
             await self._send({"type": "http.response.body", "body": b""})
         except _CLIENT_GONE:
             self.log.debug("iii-http: client of %s %s left mid-response", self.method, self.path)
