@@ -28,7 +28,7 @@ async def http_engine(
     spec = ModuleSpec(HttpModule.name, config)
     async with open_engine(EngineConfig(port=port, modules=(spec,))) as engine:
         if port is None:
-            app = engine._ports.asgi_app(HttpModule.name, "http")
+            app = engine.module_asgi(HttpModule.name, "http")
             transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app)
             base = "http://sim"
         else:
