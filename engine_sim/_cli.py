@@ -231,6 +231,14 @@ async def serve(
         async with open_engine(config) as engine, trio.open_nursery() as outer:
             assert engine.url is not None  # serve always listens
             print(f"iii-sim listening on {engine.url} (Ctrl-C stops)", flush=True)
+            for port in config.worker_ports:
+                # After the banner, which scripts read as the first line.
+                rbac = " (rbac)" if port.rbac is not None else ""
+                print(
+                    f"iii-sim worker port {port.name} listening on "
+                    f"{engine.worker_url(port.name)}{rbac}",
+                    flush=True,
+                )
             emit = _line_printer([plan.name for plan in workers])
             running = [
                 WorkerSupervisor(

@@ -193,3 +193,28 @@ def test_a_setting_the_engine_cannot_run_with_is_refused_before_it_starts(
         main(["serve", "--port", "0", flag, value])
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_each_further_worker_port_is_printed_after_the_banner(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "workers:\n"
+        "  - name: iii-worker-manager\n"
+        "    config: {host: 127.0.0.1, port: 0}\n"
+        "  - name: iii-worker-manager\n"
+        "    config:\n"
+        "      host: 127.0.0.1\n"
+        "      port: 0\n"
+        "      rbac: {auth_function_id: my::auth}\n"
+    )
+    served = Served(["--config", str(path)], port=None)
+    try:
+        assert served.process.stdout is not None
+        line = served.process.stdout.readline().split()
+        assert line[:6] == ["iii-sim", "worker", "port", "port1", "listening", "on"]
+        assert line[7:] == ["(rbac)"]
+        port = int(line[6].rsplit(":", 1)[1])
+        assert line[6] == f"ws://127.0.0.1:{port}"
+        assert port not in (0, served.port)
+    finally:
+        _stopped(served)
