@@ -22,7 +22,8 @@ Config (upstream's keys; unknown keys are refused, as upstream):
 Binding: ``{"type": "http", "function_id": ..., "config": {"api_path": "users/:id",
 "http_method": "GET", "condition_function_id": ..., "middleware_function_ids": [...]}}``.
 ``api_path`` is required (``/`` optional in front; ``:name`` segments are path
-parameters); ``http_method`` defaults to ``GET`` (``GET`` routes answer ``HEAD`` too).
+parameters); ``http_method`` defaults to ``GET`` (``HEAD`` to a ``GET`` route is a 404,
+as upstream).
 A route of the same method and path replaces the earlier one; one that differs only in
 its parameter names is refused (the worker gets ``triggerregistrationresult`` with
 "conflicts with already-registered route").

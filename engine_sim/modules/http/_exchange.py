@@ -275,6 +275,10 @@ class Exchange:
         await call.done.wait()
         if call.error is not None:
             return self._failure("condition", function_id, call.error)
+        if call.result is None:
+            self.log.warning(
+                "iii-http: condition %s returned no result; the handler runs", function_id
+            )
         if call.result is False:
             return error_answer(422, "CONDITION_NOT_MET", "Request condition not met", skipped=True)
         return None

@@ -8,7 +8,9 @@ A route is keyed by its method and its path without leading slashes, so ``items`
 parameters; two routes of one method whose paths differ only in parameter names (axum
 sees them as one) are refused. A request meets the route whose path matches segment
 by segment, literal segments before parameters, then its method: a path that matches
-with no route of the request's method is ``405`` (``HEAD`` runs a ``GET`` route).
+with no route of the request's method is ``405``. ``HEAD`` on a path with only a ``GET``
+route is ``404``, as upstream: axum hands it to the ``GET`` route's handler, which then
+looks the route up by the request's method and finds none.
 """
 
 from __future__ import annotations
@@ -164,7 +166,9 @@ class RouteTable:
         if shape is None:
             return None
         candidates = [route for route in served if route.spec.shape == shape]
-        chosen = _by_method(candidates, method)
+        chosen = next((route for route in candidates if route.spec.method == method), None)
+        if chosen is None and method == "HEAD" and any(r.spec.method == "GET" for r in candidates):
+            return None
         if chosen is None:
             return Match(None, {}, _allowed(candidates))
         params = {
@@ -191,14 +195,6 @@ def _rank(shape: tuple[str | None, ...], parts: list[str]) -> tuple[int, ...] | 
         else:
             return None
     return tuple(rank)
-
-
-def _by_method(candidates: list[Route], method: str) -> Route | None:
-    for wanted in (method, "GET") if method == "HEAD" else (method,):
-        for route in candidates:
-            if route.spec.method == wanted:
-                return route
-    return None
 
 
 def _allowed(candidates: list[Route]) -> tuple[str, ...]:
