@@ -45,7 +45,7 @@ import trio
 import trio.testing
 
 import iii_trio
-from iii_trio import DEFAULT_ENGINE_URL, InitOptions
+from iii_trio import InitOptions
 
 from ._config import EngineConfig
 from ._engine import Engine, open_engine
@@ -190,9 +190,7 @@ async def iii_worker(iii_engine: Engine) -> AsyncIterator[iii_trio.Worker]:
     """
     options = InitOptions(worker_name="test-worker", enable_metrics_reporting=False, env={})
     transport = iii_engine.transport_for("test-worker")
-    # The URL only names the engine in logs and errors (the transport is in memory);
-    # given here so that III_URL is not read.
-    async with iii_trio.register_worker(DEFAULT_ENGINE_URL, options, transport=transport) as worker:
+    async with iii_trio.register_worker(options=options, transport=transport) as worker:
         with trio.fail_after(60):
             await worker.ready()
         yield worker
