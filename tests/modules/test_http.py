@@ -614,3 +614,43 @@ def test_config_is_upstreams_with_unknown_keys_refused(caplog: pytest.LogCapture
         config = HttpModule.Config.model_validate({"concurrency_request_limit": 0})
     assert config.model_dump()["concurrency_request_limit"] == 1
     assert "would block all requests" in caplog.text
+
+
+async def test_no_value_and_nothing_written_waits_for_the_channel_then_504(
+    autojump_clock: MockClock,
+) -> None:
+    """A handler that returns nothing leaves the answer to the response channel; if it
+    never writes or closes it, the request times out as upstream's does."""
+
+    async def handler(_data: Any) -> Any:
+        return None
+
+    async with http_engine(default_timeout=3000) as (engine, client), worker(engine) as w:
+        await route(engine, w, "api::silent", handler, "silent")
+        start = trio.current_time()
+        reply = await client.get("/silent")
+    assert reply.status_code == 504
+    assert 3 <= trio.current_time() - start < 3.5
+
+
+async def test_module_bug_is_500_and_the_next_request_is_served(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with http_engine() as (engine, client), worker(engine) as w:
+        await route(engine, w, "api::fine", answer("fine"), "fine")
+        original = HttpModule.serve_asgi
+        calls = 0
+
+        async def flaky(self: HttpModule, *args: Any) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("module bug")
+            await original(self, *args)
+
+        monkeypatch.setattr(HttpModule, "serve_asgi", flaky)
+        broken = await client.get("/fine")
+        served = await client.get("/fine")
+    assert broken.status_code == 500
+    assert "iii-http failed serving an HTTP request" in caplog.text
+    assert served.json() == "fine"

@@ -43,8 +43,8 @@ Answers the engine makes itself use upstream's envelope ``{"error": {"code", "me
 methods; ``Allow`` header), ``422 CONDITION_NOT_MET`` (the condition returned
 ``false``; ``"skipped": true``), ``500`` with the function's error code (the handler,
 the condition or a middleware failed), ``504`` (timeouts, above), ``413`` (body over
-``body_limit``). A malformed request (bad request line or headers, headers over 16 KiB)
-is answered ``400`` by the server before any route.
+``body_limit``). A malformed request (a bad request line or header) is answered ``400``,
+one whose request line and headers pass 16 KiB ``431``, by the server before any route.
 
 Differences from the real engine:
 
@@ -59,8 +59,9 @@ Differences from the real engine:
 * The request body stream and the response stream live in ``iii-channels``; with it
   off, handlers get no ``request_body``/``response`` refs (upstream always has them).
 * ``error_id`` is 12 hex digits of a fresh id (upstream: of the clock's nanoseconds).
-* Limits come from hypercorn (request line and headers: 16 KiB together, keep-alive
-  5 s); upstream's hyper has its own.
+* Limits come from hypercorn (request line and headers: 16 KiB together; an idle
+  keep-alive connection is closed after 5 s); upstream's hyper has its own. Status
+  lines carry no reason phrase (``HTTP/1.1 200``; hyper writes ``200 OK``).
 """
 
 from __future__ import annotations
