@@ -36,7 +36,7 @@ else ``null``; ``request_body`` is a channel the function reads the raw body fro
 "status_code": N}`` / ``{"type": "set_headers", "headers": {...}}``, then binary body
 chunks, then close: a streamed response such as a download or SSE). A function that
 returns a value instead answers with ``{status_code, headers, body}`` (see
-``_response``). Channels need the ``iii-channels`` module on.
+``_response``). The channels are the always-on ``iii-channels`` module's.
 
 Answers the engine makes itself use upstream's envelope ``{"error": {"code", "message",
 "error_id"?}}``: ``404 NOT_FOUND`` (no route), ``405`` (the path has routes of other
@@ -45,23 +45,23 @@ methods; ``Allow`` header), ``422 CONDITION_NOT_MET`` (the condition returned
 the condition or a middleware failed), ``504`` (timeouts, above), ``413`` (body over
 ``body_limit``). A malformed request (a bad request line or header) is answered ``400``,
 one whose request line and headers pass 16 KiB ``431``, by the server before any route.
+As upstream, there is no built-in ``/health`` route (an app binds its own ``http``
+trigger there); ``engine::health::check`` is the worker manager's.
 
 Differences from the real engine:
 
 * ``host`` defaults to loopback; ``body_limit`` exists (upstream reads any body size).
 * The ``iii-http`` configuration is read once at start; upstream's configuration-worker
   hot reload (``configuration::set`` on ``iii-http``) is not simulated.
-* There is no ``/health`` route and no ``engine::health::check`` here (upstream's
-  observability worker provides the function; an app adds its own ``http`` route).
 * Two routes whose paths differ only in parameter names but have different methods are
   both served (upstream's router fails to build such a table).
 * A WebSocket upgrade to the HTTP port is refused (403); upstream treats it as a GET.
-* The request body stream and the response stream live in ``iii-channels``; with it
-  off, handlers get no ``request_body``/``response`` refs (upstream always has them).
 * ``error_id`` is 12 hex digits of a fresh id (upstream: of the clock's nanoseconds).
 * Limits come from hypercorn (request line and headers: 16 KiB together; an idle
   keep-alive connection is closed after 5 s); upstream's hyper has its own. Status
-  lines carry no reason phrase (``HTTP/1.1 200``; hyper writes ``200 OK``).
+  lines carry no reason phrase (``HTTP/1.1 200``; hyper writes ``200 OK``). hypercorn
+  also speaks HTTP/2 to a client that asks for it in clear text (h2c); upstream's
+  server speaks HTTP/1.1 only.
 """
 
 from __future__ import annotations
