@@ -312,8 +312,11 @@ class ModuleAsgiApp:
 
 async def _plain(send: AsgiSend, status: int) -> None:
     headers = [(b"content-length", b"0")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        log.debug("an HTTP client left before its %d answer", status)
 
 
 async def _lifespan(receive: AsgiReceive, send: AsgiSend) -> None:
