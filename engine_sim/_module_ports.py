@@ -16,6 +16,7 @@ response had started loses its connection.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
@@ -23,9 +24,11 @@ from typing import TYPE_CHECKING, Final, TypeVar
 from urllib.parse import urlsplit
 
 import hypercorn
-import hypercorn.trio
 import trio
 import trio_websocket
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
 from iii_trio import ConnectionClosed
 
@@ -344,17 +347,35 @@ async def serve_http(nursery: trio.Nursery, app: AsgiApp, host: str, port: int) 
     Trio worker in ``nursery``; returns the ``http://`` URL. Raises ``OSError`` if the
     address cannot be bound."""
     config = hypercorn.Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     # Its own log lines go to engine_sim's logger (hypercorn would print to stderr).
     config.errorlog = _SERVER_LOG
     config.accesslog = None
     # The real engine's server (hyper) sends Date, not Server.
     config.include_server_header = False
     config.graceful_timeout = _HTTP_GRACE
+    # Bound here, so a taken port is a plain OSError (inside hypercorn's nurseries it
+    # would come out wrapped in exception groups, its socket left open).
+    sockets = Sockets([], [_listening_socket(host, port, config.backlog)], [])
     # hypercorn types the app with its own TypedDicts; ours takes any mapping.
-    serve = partial(hypercorn.trio.serve, app, config)  # type: ignore[arg-type]
-    binds: list[str] = await nursery.start(serve)
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+    binds: list[str] = await nursery.start(partial(worker_serve, wrapped, config, sockets=sockets))
     return binds[0]
+
+
+def _listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A socket listening on ``host:port`` (the first address ``host`` resolves to)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _peer_left(exc: Exception) -> bool:

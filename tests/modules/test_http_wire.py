@@ -17,7 +17,10 @@ import pytest
 import trio
 
 import engine_sim.modules as modules
+from engine_sim import EngineConfig, open_engine
+from engine_sim._module_ports import ModulePortError
 from engine_sim.faults import RestartEngine
+from engine_sim.modules import ModuleSpec
 from engine_sim.modules.http import HttpModule
 from iii_trio import ConnectionClosed
 from tests.modules.test_http_support import channel_url, http_engine, read_channel, route, worker
@@ -209,3 +212,14 @@ async def test_port_outlives_a_restart_and_cut_requests_get_503() -> None:
                 await route(engine, w2, "api::back", answer("back"), "back")
                 assert (await client.get("/back")).json() == "back"
             assert engine.module_url(HttpModule.name, "http") == url
+
+
+async def test_taken_port_is_a_clear_error() -> None:
+    with trio.socket.socket() as taken:
+        await taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = EngineConfig(port=0, modules=(ModuleSpec("iii-http", {"port": port}),))
+        with pytest.raises(ModulePortError, match=f"iii-http cannot listen on 127.0.0.1:{port}"):
+            async with open_engine(config):
+                pass
