@@ -171,7 +171,7 @@ class Calls:
             function_id,
             short(str(invocation_id)),
             self.core.who(executor),
-            "" if isinstance(reply, ReplyTo) else " (no reply wanted)",
+            " (no reply wanted)" if isinstance(reply, NoReply) else "",
         )
 
     def worker_left(self, worker: WorkerRecord) -> None:
