@@ -709,3 +709,28 @@ async def test_a_bug_in_the_call_still_answers_the_caller_and_is_logged(
         "error sending request for url (http://h.test/): simulated bug",
     )
     assert any("f::bug" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_the_same_id_in_two_namespaces_calls_each_workers_own_url(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = Server()
+    async with engine_with(server, monkeypatch) as engine, raw_workers(engine) as connect:
+        orders = await connect("orders-svc", namespace="orders")
+        billing = await connect("billing-svc", namespace="billing")
+        await orders.register("svc::hook", invocation=HttpInvocationRef(url="http://o.test/"))
+        await billing.register("svc::hook", invocation=HttpInvocationRef(url="http://b.test/"))
+        await engine.wait_for(lambda: "svc::hook" in engine.function_ids("billing"))
+        await engine.wait_for(lambda: "svc::hook" in engine.function_ids("orders"))
+        caller_ = await connect("caller")
+        for namespace in ("billing", "orders"):
+            answer = await caller_.result("svc::hook", {"ns": namespace}, namespace=namespace)
+            assert answer.error is None
+        # Leaving, billing's worker takes only its own registration with it.
+        await billing.close()
+        assert "svc::hook" in engine.function_ids("orders")
+        assert "svc::hook" not in engine.function_ids("billing")
+    assert [(r.host, r.json["ns"]) for r in server.requests] == [
+        ("b.test", "billing"),
+        ("o.test", "orders"),
+    ]
