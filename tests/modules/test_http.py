@@ -147,6 +147,8 @@ async def test_headers_are_flat_lower_case_and_visible_ascii(autojump_clock: Moc
         ("not an object", 200, JSON_TYPE, "{}"),
         ({"status_code": "201", "body": 1}, 200, JSON_TYPE, "1"),
         ({"status_code": 99, "body": None}, 200, JSON_TYPE, "null"),
+        ({"status_code": 65_536 + 418, "body": 1}, 418, JSON_TYPE, "1"),  # `as u16`
+        ({"status_code": True, "body": 1}, 200, JSON_TYPE, "1"),
         (
             {"headers": {"Content-Type": "text/xml"}, "body": "<a/>"},
             200,

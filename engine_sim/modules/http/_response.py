@@ -70,9 +70,12 @@ def valid_header(name: str, value: str) -> tuple[bytes, bytes] | None:
 
 
 def _status(value: JsonValue, default: int = 200) -> int:
-    # serde's as_u64: a non-negative integer (JSON true is not a number).
-    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 999:
-        return value
+    # serde's as_u64 (a non-negative integer; JSON true is not a number), cut to u16 as
+    # upstream's `as u16` does, then StatusCode::from_u16 (100 to 999).
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        code = value & 0xFFFF
+        if 100 <= code <= 999:
+            return code
     return default
 
 
