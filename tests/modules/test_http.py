@@ -174,6 +174,26 @@ async def test_return_value_becomes_the_answer(
     assert reply.text == text
 
 
+async def test_informational_status_is_an_empty_500_as_hyper_sends(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def streamed(data: Any) -> Any:
+        status = json.dumps({"type": "set_status", "status_code": 103})
+        await write_channel(engine, data["response"], [status, b"body"])
+        return None
+
+    async with http_engine() as (engine, client), worker(engine) as w:
+        await route(engine, w, "api::early", answer("x", status=150), "early")
+        await route(engine, w, "api::hints", streamed, "hints")
+        early = await client.get("/early")
+        hints = await client.get("/hints")
+    for reply in (early, hints):
+        assert reply.status_code == 500
+        assert reply.content == b""
+        assert "access-control-allow-origin" not in reply.headers
+    assert "status 150 is informational" in caplog.text
+
+
 async def test_header_forms_and_invalid_headers(
     autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -359,7 +359,22 @@ class Exchange:
 
     # -- answers -----------------------------------------------------------------------
 
+    def _informational(self, status: int) -> bool:
+        if status >= 200:
+            return False
+        # hyper cannot send a 1xx as the answer: it sends an empty 500 instead.
+        self.log.warning(
+            "iii-http: %s %s: status %d is informational, not an answer; sent 500 "
+            "(answer with a status of 200 or more)",
+            self.method,
+            self.path,
+            status,
+        )
+        return True
+
     async def _answer(self, answer: Answer, *, cors: bool = True) -> None:
+        if self._informational(answer.status):
+            answer, cors = Answer(500), False
         headers = list(answer.headers)
         if cors:
             headers = self.module.cors.decorate(headers, self.origin)
@@ -377,6 +392,9 @@ class Exchange:
             )
 
     async def _stream(self, streamed: Streamed) -> None:
+        if self._informational(streamed.status):
+            await self._answer(Answer(500), cors=False)
+            return
         headers = self.module.cors.decorate(streamed_headers(streamed.headers), self.origin)
         try:
             await self._send(
