@@ -35,11 +35,11 @@ def _http_registered(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, HttpModule))
 
 
-def answer(body: Any) -> Any:
+def answer(body: Any, status: int = 200) -> Any:
     """A handler answering ``body``."""
 
     async def handler(_data: Any) -> Any:
-        return {"body": body}
+        return {"status_code": status, "body": body}
 
     return handler
 
@@ -76,6 +76,20 @@ async def test_json_round_trip_and_404_over_the_wire() -> None:
     assert "server" not in made.headers
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "NOT_FOUND"
+
+
+async def test_no_content_has_no_length_and_no_body() -> None:
+    with trio.fail_after(WAIT):
+        async with http_engine(port=0) as (engine, _client), worker(engine) as w:
+            await route(engine, w, "api::none", answer({"ignored": True}, 204), "none")
+            raw = await raw_exchange(
+                engine.module_url(HttpModule.name, "http"),
+                b"GET /none HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 204")
+    assert b"content-length" not in head.lower()
+    assert body == b""
 
 
 async def test_streamed_answer_reaches_the_client_while_it_is_written() -> None:

@@ -378,7 +378,8 @@ class Exchange:
         headers = list(answer.headers)
         if cors:
             headers = self.module.cors.decorate(headers, self.origin)
-        headers.append((b"content-length", str(len(answer.body)).encode()))
+        if answer.status != 204:  # a 204 has no body, so no length (as hyper writes it)
+            headers.append((b"content-length", str(len(answer.body)).encode()))
         try:
             await self._send(
                 {"type": "http.response.start", "status": answer.status, "headers": headers}
