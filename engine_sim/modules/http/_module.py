@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import ClassVar, Final
 
 import trio
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
 from ..._records import Binding
 from .._seam import (
@@ -92,8 +92,8 @@ class HttpModule(EngineModule):
 
     # -- bindings ----------------------------------------------------------------------
 
-    def _check(self, config: object) -> None:
-        spec = parse_route(config)  # type: ignore[arg-type]
+    def _check(self, config: JsonValue) -> None:
+        spec = parse_route(config)
         conflict = self.routes.conflict(spec)
         if conflict is not None:
             raise BuiltinError("route_conflict", conflict)
