@@ -170,6 +170,19 @@ async def test_malformed_requests_are_400_and_the_server_keeps_serving() -> None
     assert still.json() == "fine"
 
 
+async def test_websocket_upgrade_is_refused() -> None:
+    with trio.fail_after(WAIT):
+        async with http_engine(port=0) as (engine, client), worker(engine) as w:
+            await route(engine, w, "api::ok", answer("ok"), "ok")
+            upgrade = await raw_exchange(
+                engine.module_url(HttpModule.name, "http"),
+                b"GET /ok HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            assert (await client.get("/ok")).json() == "ok"
+    assert upgrade.startswith(b"HTTP/1.1 403")
+
+
 async def test_client_leaving_mid_answer_ends_the_stream_and_nothing_else() -> None:
     write_failed = trio.Event()
 
