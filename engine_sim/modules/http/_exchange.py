@@ -333,7 +333,7 @@ class Exchange:
 
     def _over_limit(self) -> Answer:
         limit = self.settings.body_limit
-        self.log.warning(
+        self.module.warn_too_large(
             "iii-http: %s %s: request body over %d bytes refused (413); raise the "
             "iii-http body_limit to accept it",
             self.method,

@@ -8,6 +8,7 @@ from typing import ClassVar, Final
 import trio
 from pydantic import BaseModel, JsonValue
 
+from ..._listener import Throttled
 from ..._records import Binding
 from .._seam import (
     AsgiReceive,
@@ -47,6 +48,8 @@ class HttpModule(EngineModule):
         self.cors = Cors(config.cors)
         #: Requests served at once; the rest wait (upstream ``ConcurrencyLimitLayer``).
         self.slots = trio.Semaphore(config.concurrency_request_limit)
+        #: HTTP clients cause these: a flood of them logs a few lines.
+        self.warn_too_large = Throttled()
 
     def start(self) -> None:
         """Provide the ``http`` trigger type."""
