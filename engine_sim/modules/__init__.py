@@ -37,6 +37,8 @@ from ._seam import (
 )
 from .channels import ChannelsModule
 from .cron import CronModule
+from .http import HttpModule
+from .http_functions import HttpFunctionsModule
 from .pubsub import PubSubModule
 from .queue import QueueModule
 from .state import StateModule
@@ -83,6 +85,8 @@ MODULES: Final[tuple[type[EngineModule], ...]] = (
     PubSubModule,
     QueueModule,
     CronModule,
+    HttpModule,
+    HttpFunctionsModule,
 )
 
 #: What runs when ``EngineConfig.modules`` is ``None`` (as ``iii`` with no config file).

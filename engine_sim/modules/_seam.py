@@ -241,8 +241,6 @@ class PortSpec:
     label: str
     host: str
     port: int
-    #: ``"websocket"``: the engine accepts WebSocket upgrades and calls ``serve_peer``;
-    #: ``"http"``: the engine serves HTTP and calls ``serve_asgi`` for each request.
     #: ``False`` when ``port`` is only the module's default: an engine whose worker
     #: port is 0 (any free port, as in tests) then takes any free port for this one
     #: too, so test engines never fight over a fixed port.
