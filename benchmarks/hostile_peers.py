@@ -1,6 +1,6 @@
 """Hostile peers against ``iii-sim serve`` while two honest workers call each other.
 
-    .venv/bin/python benchmarks/hostile_peers.py [--write] [--no-restart]
+    .venv/bin/python -m benchmarks.hostile_peers [--write] [--no-restart]
 
 Starts ``python -m engine_sim serve --port 0`` and, in a second process, two
 iii_trio workers (honest-a, honest-b) that call each other's echo function every
@@ -24,8 +24,8 @@ is caught apart from this bound, by the 2,000 connect/disconnect cycles.
 An attack that kills the engine is reported, and the engine is started again on
 the same port (the honest workers reconnect) so the later attacks still run;
 ``--no-restart`` stops attacking instead. ``--write`` also writes the report to
-``benchmarks/results/hostile_peers.md``. Run it as a file (the path form above):
-it imports its parts from ``benchmarks/hostile/``, next to it.
+``benchmarks/results/hostile_peers.md``. Run it as a module from the repository root
+(the form above): its parts are in ``benchmarks/hostile/``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import trio
-from hostile.connections import (
+
+from .hostile.connections import (
     StalledConnections,
     connect_cycles,
     connection_flood,
@@ -56,9 +57,9 @@ from hostile.connections import (
     large_frames,
     upgrade_then_reset,
 )
-from hostile.engine import EngineProcess, Life
-from hostile.honest import HonestPair, honest_pair
-from hostile.messages import (
+from .hostile.engine import EngineProcess, Life
+from .hostile.honest import HonestPair, honest_pair
+from .hostile.messages import (
     NeverReader,
     call_burst,
     deep_nesting,
@@ -66,7 +67,7 @@ from hostile.messages import (
     observe_ids,
     takeovers,
 )
-from hostile.target import Finding, MiB, Target
+from .hostile.target import Finding, MiB, Target
 
 SCRIPT: Final = Path(__file__).resolve()
 ROOT: Final = SCRIPT.parent.parent
@@ -408,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     run = trio.run(run_all, args)
     given = sys.argv[1:] if argv is None else list(argv)
-    command = shlex.join(["python", "benchmarks/hostile_peers.py", *given])
+    command = shlex.join(["python", "-m", "benchmarks.hostile_peers", *given])
     text, reasons = report(run, args, command)
     print()
     print(text)
