@@ -4,18 +4,23 @@ Runs ``benchmarks/official_suite.py`` once for the files that pass in full (issu
 five, and those of issue 14's that pass so far; it downloads the ``iii-sdk==0.25.0``
 sdist from PyPI, so it needs the network, as installing the test extras does) and
 checks each file: every test collected there passed. Deselect with
-``-m "not official_suite"`` (e.g. offline).
+``-m "not official_suite"`` (e.g. offline). Offline, the config the runner gives the
+engine is checked to be upstream's test config, which engine_sim serves whole.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+
+from engine_sim._config_file import parse_config
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "official_suite.py"
 #: Issue 12's files, then the files of issue 14 that pass in full (the rest join
@@ -30,8 +35,6 @@ TARGET_FILES = (
 )
 #: Download, install and every file; a hang fails the run instead of blocking CI.
 RUN_TIMEOUT = 900
-
-pytestmark = pytest.mark.official_suite
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]
     return {f["name"]: f for f in files}
 
 
+@pytest.mark.official_suite
 @pytest.mark.parametrize("name", TARGET_FILES)
 def test_every_official_test_in_the_file_passes(
     suite: dict[str, dict[str, Any]], name: str
@@ -63,3 +67,46 @@ def test_every_official_test_in_the_file_passes(
     assert result["passed"] > 0
     assert result["not_passed"] == [], f"{name}: not passing: {result['not_passed']}"
     assert result["skipped"] == 0
+
+
+def _runner() -> ModuleType:
+    """``benchmarks/official_suite.py`` as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("official_suite_runner", SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the class is made.
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_the_engine_gets_upstreams_test_config_on_the_runs_ports(tmp_path: Path) -> None:
+    runner = _runner()
+    ports = runner.Ports(worker=41001, rbac=41002, http=41003, stream=41004)
+    path = tmp_path / "config.yaml"
+    runner.write_config(path, ports)
+    config, warnings = parse_config(path.read_text(), env={})
+    # Every entry is served but the observability worker (exporters, no engine side).
+    assert [w for w in warnings if "iii-observability" not in w] == []
+    assert config.port == 41001
+    (rbac_port,) = config.worker_ports
+    assert rbac_port.port == 41002
+    assert rbac_port.middleware_function_id == "test::rbac-worker::middleware"
+    assert rbac_port.rbac is not None
+    modules = {spec.name: dict(spec.config) for spec in config.modules or ()}
+    assert set(modules) == {
+        "iii-stream", "iii-state", "iii-http", "iii-pubsub", "iii-http-functions", "iii-cron",
+    }  # fmt: skip
+    assert modules["iii-http"]["port"] == 41003
+    assert modules["iii-stream"]["port"] == 41004  # ${STREAMS_PORT:...} with no such variable
+    # The tests find each address in the variable they read.
+    assert ports.env() == {
+        "III_URL": "ws://127.0.0.1:41001",
+        "III_RBAC_WORKER_URL": "ws://127.0.0.1:41002",
+        "III_HTTP_URL": "http://127.0.0.1:41003",
+        "STREAMS_PORT": "41004",
+    }

@@ -53,12 +53,6 @@ OPEN: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _module_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    if modules.module_class(HttpFunctionsModule.name) is None:
-        monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, HttpFunctionsModule))
-
-
 # --- the in-memory HTTP server ------------------------------------------------------
 
 

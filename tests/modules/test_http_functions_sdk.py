@@ -24,10 +24,8 @@ import pytest
 from iii import InvocationError as SdkInvocationError
 from iii_helpers.http import HttpAuthBearer, HttpInvocationConfig
 
-import engine_sim.modules as modules
 from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
 from engine_sim.modules import ModuleSpec
-from engine_sim.modules.http_functions import HttpFunctionsModule
 from iii_trio import InitOptions, InvocationError
 from iii_trio import sync as iii
 from tests.modules.official_sdk import SdkWorker, sdk_worker
@@ -42,12 +40,6 @@ TEST_CONFIG: dict[str, Any] = {
         "require_https": False,
     }
 }
-
-
-@pytest.fixture(autouse=True)
-def _module_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    if modules.module_class(HttpFunctionsModule.name) is None:
-        monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, HttpFunctionsModule))
 
 
 @dataclass
