@@ -156,7 +156,8 @@ WORKERS: Final[Mapping[str, str]] = MappingProxyType(
         "iii-cron": "no `cron` trigger type",
         "iii-http": "no HTTP server and no `http` trigger type",
         "iii-http-functions": "functions with an HTTP `invocation` are never called",
-        "iii-observability": "no engine::log/traces/metrics/logs/alerts functions, "
+        "iii-observability": "no engine::traces/metrics/logs/alerts functions "
+        "(engine::log, engine::baggage and engine::health::check are served), "
         "no `log` or `trace` trigger type",
         "iii-telemetry": "no usage telemetry is sent",
         "iii-exec": "no shell commands are run",

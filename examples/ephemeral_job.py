@@ -48,7 +48,7 @@ async def job(url: str | None, calls: int) -> None:
 
     options = iii_trio.InitOptions(
         worker_name="ephemeral-job",
-        description="iii_trio example: a one-off job",
+        worker_description="iii_trio example: a one-off job",
         enable_metrics_reporting=False,  # it will not live long enough to report any
         invocation_timeout_ms=10_000,
     )

@@ -55,7 +55,7 @@ def multiply(data: AddInput) -> MultiplyOutput:
 
 async def serve(url: str | None, name: str) -> None:
     """Connect, register both functions, and serve until cancelled."""
-    options = iii_trio.InitOptions(worker_name=name, description="iii_trio example: math")
+    options = iii_trio.InitOptions(worker_name=name, worker_description="iii_trio example: math")
     # Leaving this block (here: when a signal cancels it) shuts the worker down:
     # running handlers get to finish, then the connection is closed.
     async with iii_trio.register_worker(url, options) as worker:

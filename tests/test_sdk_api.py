@@ -3,10 +3,10 @@
 Every test runs on Trio's autojump clock (the worker reaches the engine through
 ``engine.transport``, an in-memory connection), so timeouts and the engine's 5 s
 polls are virtual time and "nothing arrived" is a statement about an idle system.
-Tests named ``test_item_N_...`` check item N of the conformance checklist in
-PROTOCOL.md §20 (the [S] items; 12 to 14 are reconnects and live elsewhere, 53 is
-not implemented). Plain ``def`` handlers run in real threads, while the autojump
-clock keeps jumping, so calls that reach one pass ``timeout=None``.
+Tests named ``test_item_N_...`` check item N of the project's wire-conformance
+checklist (the SDK's items; 12 to 14 are reconnects and live elsewhere, 53 is not
+implemented). Plain ``def`` handlers run in real threads; the autojump clock holds
+while one works, so the calls that reach one need no special timeout.
 """
 
 from __future__ import annotations
