@@ -535,3 +535,41 @@ async def test_discovery_lists_create_as_an_engine_function_and_no_channels_work
         assert info["response_schema"]["required"] == ["reader", "writer"]
         workers = await w.ok("engine::workers::list", {})
         assert ChannelsModule.name not in {entry["name"] for entry in workers["workers"]}
+
+
+async def test_refusals_are_logged_at_most_once_per_ten_seconds_with_a_count(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with channels_engine() as engine, raw_workers(engine) as connect:
+        pair = await create(await connect("w"))
+        channel_id = pair["reader"]["channel_id"]
+        with caplog.at_level("WARNING", logger="engine_sim"):
+            for n in range(50):  # a peer guessing keys
+                with pytest.raises(UpgradeRefused):
+                    async with engine.connect_port(
+                        ChannelsModule.name, "worker", f"/ws/channels/{channel_id}?key={n}&dir=read"
+                    ):
+                        pass
+            await trio.sleep(11)
+            with pytest.raises(UpgradeRefused):
+                async with end(engine, {**pair["reader"], "access_key": "still-wrong"}):
+                    pass
+        refused = [r.getMessage() for r in caplog.records if "wrong access key" in r.getMessage()]
+        assert len(refused) == 2
+        assert "(49 more like it in the last 10 s)" in refused[1]
+
+
+@pytest.mark.parametrize("key", ["", "%C3%A9t%C3%A9", "%ED%A0%80", "+", "k" * 2000])
+async def test_a_key_of_any_form_is_refused_404_and_the_right_one_still_opens(
+    autojump_clock: MockClock, key: str
+) -> None:
+    async with channels_engine() as engine, raw_workers(engine) as connect:
+        pair = await create(await connect("w"))
+        target = f"/ws/channels/{pair['reader']['channel_id']}?key={key}&dir=read"
+        with pytest.raises(UpgradeRefused) as refused:
+            async with engine.connect_port(ChannelsModule.name, "worker", target):
+                pass
+        assert refused.value.status == 404
+        async with end(engine, pair["writer"]) as writer, end(engine, pair["reader"]) as reader:
+            await writer.send("opened")
+            assert await reader.receive() == "opened"

@@ -61,8 +61,10 @@ Differences from the real engine:
   ``max_channels`` above are engine_sim's.
 * A reader's socket closing is noticed at once (upstream notices at its next send);
   the writer is told the same way, at its next write.
-* Upstream logs each channel socket at INFO; engine_sim logs refusals at WARNING
-  and the sweep at INFO only.
+* Upstream logs each channel socket at INFO and each refusal at WARNING; engine_sim
+  logs the sweep at INFO and refusals at WARNING at most once per 10 s (the next line
+  counts the ones left out), so a peer guessing channel ids or keys cannot flood the
+  log. It compares access keys in constant time (upstream with ``==``).
 """
 
 from __future__ import annotations

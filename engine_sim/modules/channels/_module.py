@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from hmac import compare_digest
 from typing import ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from ..._listener import Throttled
 from ..._peers import Peer
 from .._seam import BuiltinError, CallContext, EngineModule, ModuleHost, ModuleIO, PortRequest
 from .._update_ops import DecodeError, _invalid_type, expect_struct
@@ -94,6 +96,11 @@ def buffer_size_of(data: JsonValue) -> int:
     return max(1, min(raw, MAX_BUFFER_SIZE))
 
 
+def _utf8(text: str) -> bytes:
+    # compare_digest takes only ASCII str; a key from a query string may be anything.
+    return text.encode("utf-8", "surrogatepass")
+
+
 class ChannelsModule(EngineModule):
     """Data channels: ``engine::channels::create`` and ``/ws/channels/{id}`` on the
     worker port, plus the engine-side API other modules stream through.
@@ -116,6 +123,9 @@ class ChannelsModule(EngineModule):
         self.pool = BytePool(config.max_buffered_bytes)
         #: Open channels by id (forgotten once both ends are done, or removed).
         self.channels: dict[str, ChannelBuffer] = {}
+        #: Refused channel sockets are logged at most once per 10 s (with a count of
+        #: the rest), so a peer guessing ids or keys cannot flood the log.
+        self.warn_refused = Throttled()
 
     def start(self) -> None:
         """Serve ``engine::channels::create`` and start sweeping abandoned channels."""
@@ -160,7 +170,9 @@ class ChannelsModule(EngineModule):
     def lookup(self, channel_id: str, access_key: str) -> ChannelBuffer | None:
         """The channel ``channel_id`` if ``access_key`` is its key (upstream ``get_channel``)."""
         buffer = self.channels.get(channel_id)
-        if buffer is None or buffer.access_key != access_key:
+        # The key is the only secret: compared in constant time, so the time a refusal
+        # takes tells nothing about how much of a guess was right (upstream uses ==).
+        if buffer is None or not compare_digest(_utf8(buffer.access_key), _utf8(access_key)):
             return None
         return buffer
 
@@ -279,7 +291,7 @@ class ChannelsModule(EngineModule):
         if isinstance(target, int):
             return target
         if self.lookup(target.channel_id, target.access_key) is None:
-            self.host.log.warning(
+            self.warn_refused(
                 "channel %s: not found or a wrong access key; refused (404)", target.channel_id
             )
             return 404

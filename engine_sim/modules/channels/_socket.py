@@ -72,7 +72,7 @@ def _finish(io: ModuleIO, fn: Callable[[], None]) -> None:
 
 async def _refuse(module: ChannelsModule, peer: Peer, what: str) -> None:
     # Upstream accepts the upgrade, then sends a bare close frame.
-    module.host.log.warning("%s; closing the channel socket", what)
+    module.warn_refused("%s; closing the channel socket", what)
     await peer.close(_NO_STATUS, "", _CLOSE_GRACE)
 
 
