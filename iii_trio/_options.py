@@ -12,8 +12,9 @@ import math
 import os
 import platform
 import random
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Final
 
 __all__ = ["DEFAULT_ENGINE_URL", "InitOptions", "ReconnectionConfig", "resolve_url"]
@@ -71,8 +72,8 @@ class InitOptions:
     * ``worker_name``: shown by ``engine::workers::list``; ``III_WORKER_NAME`` wins over
       it (the orchestrator's name), and ``"<hostname>:<pid>"`` is used when neither is set.
     * ``worker_description``: a one-line summary of what the worker does, shown by
-      ``engine::workers::list`` (the official SDK's name; ``description`` is the same
-      option under this SDK's earlier name).
+      ``engine::workers::list`` (the official SDK's name). ``description=``, its name
+      in iii-trio 0.1.0, still sets it, with a ``DeprecationWarning``.
     * ``invocation_timeout_ms``: default timeout of ``trigger()``; ``None`` waits forever.
     * ``enable_metrics_reporting``: send CPU/memory/loop-lag gauges to the engine as
       OTLP ``MTRC`` frames every ``metrics_interval_ms`` (60 s by default, as the
@@ -98,8 +99,8 @@ class InitOptions:
 
     worker_name: str | None = None
     worker_description: str | None = None
-    #: ``worker_description`` under its earlier name; always equal to it.
-    description: str | None = field(default=None, repr=False, compare=False)
+    #: Deprecated: ``worker_description`` under its 0.1.0 name (sets it, and warns).
+    description: InitVar[str | None] = None
     invocation_timeout_ms: float | None = 30000
     enable_metrics_reporting: bool = True
     metrics_interval_ms: float = 60000
@@ -116,8 +117,8 @@ class InitOptions:
     #: Not in ``repr``: an environment holds secrets.
     env: Mapping[str, str] | None = field(default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        self._merge_description()
+    def __post_init__(self, description: str | None) -> None:
+        self._take_description(description)
         if self.namespace is not None and not self.namespace.strip():
             raise ValueError(
                 f"namespace is blank ({self.namespace!r}): give it a name, or leave it "
@@ -133,17 +134,23 @@ class InitOptions:
         if self.invocation_timeout_ms is not None and self.invocation_timeout_ms <= 0:
             raise ValueError("invocation_timeout_ms must be positive, or None for no timeout")
 
-    def _merge_description(self) -> None:
-        """``description`` and ``worker_description`` are one option: both read the same."""
-        new, old = self.worker_description, self.description
-        if new is not None and old is not None and new != old:
+    def _take_description(self, description: str | None) -> None:
+        """``description=`` (0.1.0's name) sets ``worker_description``."""
+        if description is None:
+            return
+        if self.worker_description is not None and self.worker_description != description:
             raise ValueError(
-                f"worker_description={new!r} and description={old!r} disagree: they are "
-                "the same option (description is its earlier name); give worker_description"
+                f"worker_description={self.worker_description!r} and "
+                f"description={description!r} disagree: they are the same option; "
+                "give worker_description only"
             )
-        value = new if new is not None else old
-        object.__setattr__(self, "worker_description", value)
-        object.__setattr__(self, "description", value)
+        warnings.warn(
+            "InitOptions(description=...) is now InitOptions(worker_description=...), the "
+            "official iii SDK's name; description= will be removed in a later version",
+            DeprecationWarning,
+            stacklevel=4,  # this, __post_init__, __init__, then the caller's line
+        )
+        object.__setattr__(self, "worker_description", description)
 
     def environ(self) -> Mapping[str, str]:
         """Where the ``III_*`` variables are read: ``env``, else ``os.environ``."""
