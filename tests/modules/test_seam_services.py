@@ -31,7 +31,7 @@ from engine_sim.modules import (
     PortRequest,
     UpgradeRefused,
 )
-from iii_trio.protocol import HttpInvocationRef, RegisterFunction
+from iii_trio.protocol import HttpInvocationRef, InvocationResult, RegisterFunction
 from tests.raw_worker import raw_workers
 
 
@@ -51,6 +51,9 @@ class _Services(EngineModule):
 
     def start(self) -> None:
         self.finished: list[str] = []
+        #: What the task spawned from ``start`` went through: "ran", then "cancelled".
+        self.lifetime: list[str] = []
+        self.host.spawn(self._for_the_cores_life, "for the core's life")
         self.host.add_function("services::later", self._later, "Answers after a second")
         self.host.add_function("services::crash", self._crash, "Its background task fails")
         _Services.started.append(self)
@@ -64,6 +67,13 @@ class _Services(EngineModule):
         self.host.spawn(wait_then_answer, "later")
         return DEFERRED
 
+    async def _for_the_cores_life(self, io: ModuleIO) -> None:
+        self.lifetime.append("ran")
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.lifetime.append("cancelled")
+
     def _crash(self, ctx: CallContext) -> JsonValue:
         async def crash(io: ModuleIO) -> None:
             raise RuntimeError("a bug in a background task")
@@ -72,6 +82,8 @@ class _Services(EngineModule):
         return "spawned"
 
     def refuse_upgrade(self, label: str, request: PortRequest) -> int | None:
+        if request.path.endswith("/boom"):
+            raise RuntimeError("a bug deciding on an upgrade")
         return 404 if request.path.endswith("/missing") else None
 
     async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
@@ -88,8 +100,18 @@ class _Services(EngineModule):
         if url.startswith("http://blocked"):
             raise BuiltinError("url_validation_failed", f"{url} is not allowed")
 
-        def handler(ctx: CallContext) -> JsonValue:
-            return {"url": url, "owner": owner, "namespace": namespace}
+        def handler(ctx: CallContext) -> JsonValue | Deferred:
+            answer: JsonValue = {"url": url, "owner": owner, "namespace": namespace}
+            if not url.startswith("http://slow"):
+                return answer
+
+            async def call_the_url(io: ModuleIO) -> None:
+                await trio.sleep(1)
+                io.call(lambda: self.host.complete(ctx.reply, ctx.function_id, answer, None))
+                self.finished.append(ctx.function_id)
+
+            self.host.spawn(call_the_url, "an HTTP call")
+            return DEFERRED
 
         return handler
 
@@ -105,9 +127,24 @@ class _Other(EngineModule):
         )
 
 
+class _Greedy(EngineModule):
+    """Claims every path on the worker port, as a careless module might."""
+
+    name: ClassVar[str] = "greedy"
+    Config: ClassVar[type[BaseModel]] = _Config
+    worker_paths: ClassVar[tuple[str, ...]] = ("/",)
+
+    def start(self) -> None:
+        pass
+
+    async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
+        await peer.send(f"greedy {request.path}")
+        await peer.receive()
+
+
 @pytest.fixture(autouse=True)
 def _registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, _Services, _Other))
+    monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, _Services, _Other, _Greedy))
     _Services.started.clear()
 
 
@@ -228,3 +265,95 @@ async def test_an_invoked_function_the_module_refuses_is_logged_and_not_register
             await owner.silent(1)
         assert "ext::g not registered: http://blocked/g is not allowed" in caplog.text
         assert "ext::g" not in engine.function_ids()
+
+
+async def test_a_task_spawned_at_start_runs_and_is_cancelled_when_the_engine_stops(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _engine() as (engine, services):
+        await engine.wait_for(lambda: services.lifetime or None)
+        assert services.lifetime == ["ran"]
+    assert services.lifetime == ["ran", "cancelled"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_restart_cancels_the_old_cores_task_and_starts_the_new_ones(
+    autojump_clock: MockClock,
+) -> None:
+    async with _engine() as (engine, first):
+        await engine.wait_for(lambda: first.lifetime or None)
+        engine.faults.inject(RestartEngine())
+        second = _Services.started[-1]
+        assert second is not first
+        await engine.wait_for(lambda: second.lifetime or None)
+        assert first.lifetime == ["ran", "cancelled"]
+        assert second.lifetime == ["ran"]
+
+
+async def test_an_invoked_call_in_flight_when_its_worker_leaves_still_answers_its_caller(
+    autojump_clock: MockClock,
+) -> None:
+    # Upstream halts only the invocations a leaving worker was sent over its socket;
+    # an HTTP-invoked call is the engine's own request, and its answer still comes.
+    async with _engine() as (engine, services), raw_workers(engine) as connect:
+        owner = await connect("owner")
+        await owner.register("ext::slow", invocation=HttpInvocationRef(url="http://slow/x"))
+        await engine.wait_for(lambda: "ext::slow" in engine.function_ids() or None)
+        caller = await connect("c")
+        invocation_id = await caller.call("ext::slow", {})
+        await trio.sleep(0.5)
+        await owner.close()
+        assert "ext::slow" not in engine.function_ids()
+        answer = await caller.expect(InvocationResult)
+        assert (answer.invocation_id, answer.error) == (invocation_id, None)
+        assert answer.result == {"url": "http://slow/x", "owner": owner.id, "namespace": "default"}
+        assert services.finished == ["ext::slow"]
+
+
+async def test_an_invoked_call_whose_caller_left_is_dropped_quietly(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _engine() as (engine, services), raw_workers(engine) as connect:
+        owner = await connect("owner")
+        await owner.register("ext::slow", invocation=HttpInvocationRef(url="http://slow/y"))
+        await engine.wait_for(lambda: "ext::slow" in engine.function_ids() or None)
+        caller = await connect("c")
+        await caller.call("ext::slow", {})
+        await trio.sleep(0.5)
+        await caller.close()
+        await trio.sleep(1)
+        assert services.finished == ["ext::slow"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert await owner.ok("services::later") == "later"
+
+
+async def test_a_refuse_upgrade_that_raises_ends_that_upgrade_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with _engine(port=0) as (engine, _):
+        assert engine.url is not None
+        port = int(engine.url.rsplit(":", 1)[1])
+        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+            await stream.send_all(
+                b"GET /ws/echo/boom HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            with trio.fail_after(5):
+                head = await stream.receive_some()
+        assert not head.startswith(b"HTTP/1.1 101")
+        assert "a bug deciding on an upgrade" in caplog.text
+        async with trio_websocket.open_websocket_url(f"{engine.url}/ws/echo/1") as ws:
+            assert await ws.get_message() == "worker /ws/echo/1 "
+
+
+async def test_a_module_path_never_takes_the_workers_own_path() -> None:
+    config = EngineConfig(port=0, modules=(ModuleSpec("greedy"),))
+    async with open_engine(config) as engine:
+        assert engine.url is not None
+        async with trio_websocket.open_websocket_url(f"{engine.url}/") as ws:
+            with trio.fail_after(5):
+                assert '"workerregistered"' in await ws.get_message()
+        async with trio_websocket.open_websocket_url(f"{engine.url}/elsewhere") as ws:
+            with trio.fail_after(5):
+                assert await ws.get_message() == "greedy /elsewhere"
