@@ -622,7 +622,9 @@ def markdown(run: SuiteRun, command: str) -> str:
         f"`{command}` on {platform.node()} (CPython {platform.python_version()}, "
         f"{platform.machine()}); iii-trio {_commit()}, {SDK_REQUIREMENT}, "
         f"pytest {_version('pytest')}, {PYTEST_ASYNCIO}. The engine ran as "
-        f"`{' '.join(run.engine_command[:3])} ...` ({run.mode}).",
+        f"`{' '.join(run.engine_command[:3])} ...` ({run.mode}); the tests ran from "
+        "`sdk/packages/python/iii/tests` beside a seeded stand-in for "
+        "`sdk/test-assets/handbook.pdf`, which the sdist lacks.",
         *(
             [
                 "Ports listening once the engine was up: "
@@ -724,7 +726,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json.dumps({"mode": run.mode, "files": [asdict(f) for f in run.files]}, indent=2)
             )
         if args.write:
-            shown = " ".join(["benchmarks/official_suite.py", *(argv or sys.argv[1:])])
+            # Local paths (--sdist, --json) are shown by their file name only.
+            shown = " ".join(
+                ["benchmarks/official_suite.py"]
+                + [Path(a).name if os.sep in a else a for a in (argv or sys.argv[1:])]
+            )
             write_results(markdown(run, shown))
         return 0 if run.all_passed else 1
     finally:
