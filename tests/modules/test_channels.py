@@ -514,7 +514,9 @@ async def test_a_restart_fails_the_engine_ends(autojump_clock: MockClock) -> Non
         async with trio.open_nursery() as nursery:
 
             async def blocked_write() -> None:
-                with pytest.raises(ChannelClosed):
+                # Bounded here, not by the write: a write the restart left waiting
+                # fails the test instead of hanging it.
+                with trio.fail_after(10), pytest.raises(ChannelClosed):
                     await writer.send(b"waits", timeout=math.inf)
 
             nursery.start_soon(blocked_write)
