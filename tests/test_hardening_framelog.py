@@ -156,7 +156,7 @@ def test_serve_keeps_frame_logs_only_with_record(
 ) -> None:
     configs: list[EngineConfig] = []
 
-    async def serve(config: EngineConfig) -> None:
+    async def serve(config: EngineConfig, *workers_and_options: object) -> None:
         configs.append(config)
 
     monkeypatch.setattr(cli, "serve", serve)
