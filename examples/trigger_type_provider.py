@@ -136,7 +136,9 @@ async def on_tick(data: Tick) -> None:
 
 
 async def serve(url: str | None, interval_ms: float) -> None:
-    options = iii_trio.InitOptions(worker_name="ticker", description="iii_trio example: ticker")
+    options = iii_trio.InitOptions(
+        worker_name="ticker", worker_description="iii_trio example: ticker"
+    )
     async with iii_trio.register_worker(url, options) as worker, open_ticker(worker):
         worker.register_function("demo::on_tick", on_tick, description="Prints each tick")
         worker.register_trigger("ticker", "demo::on_tick", {"interval_ms": interval_ms})
