@@ -575,3 +575,26 @@ async def test_a_key_of_any_form_is_refused_404_and_the_right_one_still_opens(
         async with end(engine, pair["writer"]) as writer, end(engine, pair["reader"]) as reader:
             await writer.send("opened")
             assert await reader.receive() == "opened"
+
+
+async def test_past_max_channels_the_engines_own_channels_still_open(
+    autojump_clock: MockClock, limits: Callable[..., None]
+) -> None:
+    # An HTTP request opens two channels; upstream has no limit, so it must not fail
+    # because workers created many.
+    limits(max_channels=1)
+    async with channels_engine() as engine, raw_workers(engine) as connect:
+        w = await connect("w")
+        await create(w)
+        module = module_of(engine)
+        to_worker, writer = module.open_to_worker()
+        from_worker, reader = module.open_from_worker()
+        assert len(module.channels) == 3
+        assert (await w.result("engine::channels::create", {})).error is not None
+        async with end(engine, to_worker) as body:
+            await writer.send(b"request body", timeout=5)
+            assert await body.receive() == b"request body"
+        module.remove(to_worker.channel_id)
+        module.remove(from_worker.channel_id)
+        assert await reader.receive(timeout=5) is None
+        assert len(module.channels) == 1

@@ -44,11 +44,13 @@ background task, each with the caller's timeout.
 
 Limits (engine_sim's own, fixed: upstream has no channel settings and no config.yaml
 entry for channels): at most 16,384 channels open at once (``engine::channels::create``
-then fails with ``channel_limit``), 256 MiB buffered by all channels together (writers
-wait past it; one bigger item passes while nothing else is held), and the sweep's
-300 s / 60 s. A writer's message is at most what the worker port takes (a single frame
-over 16 MiB drops the connection, as the real engine's WebSocket does). They are the defaults of
-``ChannelsConfig``, which the always-on module is built with.
+then fails with ``channel_limit``; the channels the engine opens itself for an HTTP
+request are never refused, and go when the request ends), 256 MiB buffered by all
+channels together (writers wait past it; one bigger item passes while nothing else is
+held), and the sweep's 300 s / 60 s. A writer's message is at most what the worker port
+takes (a single frame over 16 MiB drops the connection, as the real engine's WebSocket
+does). They are the defaults of ``ChannelsConfig``, which the always-on module is built
+with.
 
 Differences from the real engine:
 

@@ -158,6 +158,9 @@ class ChannelsModule(EngineModule):
                 f"{len(self.channels)} channels are open, the most this engine holds; "
                 "read or close channels before creating more",
             )
+        return self._new_channel(buffer_size)
+
+    def _new_channel(self, buffer_size: int) -> ChannelPair:
         channel_id, access_key = self.host.new_id(), self.host.new_id()
         size = max(1, min(buffer_size, MAX_BUFFER_SIZE))
         buffer = ChannelBuffer(channel_id, access_key, self.host.now, size, self.pool)
@@ -220,16 +223,21 @@ class ChannelsModule(EngineModule):
         self, buffer_size: int = DEFAULT_BUFFER_SIZE
     ) -> tuple[ChannelRef, EngineWriter]:
         """A channel the engine writes and a worker reads: the worker's ``read`` ref
-        (for the payload) and the engine's writer (an HTTP request body)."""
-        pair = self.create(buffer_size)
+        (for the payload) and the engine's writer (an HTTP request body).
+
+        Never refused for ``max_channels`` (upstream has no limit, and an HTTP request
+        must not fail for it): such a channel lives only as long as its caller's
+        exchange, which ends with ``remove``."""
+        pair = self._new_channel(buffer_size)
         return pair.reader, self.take_writer(pair.writer)
 
     def open_from_worker(
         self, buffer_size: int = DEFAULT_BUFFER_SIZE
     ) -> tuple[ChannelRef, EngineReader]:
         """A channel a worker writes and the engine reads: the worker's ``write`` ref
-        (for the payload) and the engine's reader (an HTTP response)."""
-        pair = self.create(buffer_size)
+        (for the payload) and the engine's reader (an HTTP response); never refused
+        for ``max_channels``, as ``open_to_worker``."""
+        pair = self._new_channel(buffer_size)
         return pair.writer, self.take_reader(pair.reader)
 
     def remove(self, channel_id: str) -> None:
