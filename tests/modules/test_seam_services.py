@@ -155,6 +155,21 @@ async def _engine(port: int | None = None) -> AsyncIterator[tuple[Engine, _Servi
         yield engine, _Services.started[-1]
 
 
+async def _raw_upgrade(engine: Engine, path: str) -> bytes:
+    """The head of the engine's answer to a plain upgrade request for ``path`` (not
+    trio-websocket's client, which leaks its socket when an upgrade is refused)."""
+    assert engine.url is not None
+    port = int(engine.url.rsplit(":", 1)[1])
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        with trio.fail_after(5):
+            return bytes(await stream.receive_some())
+
+
 async def test_a_module_path_on_the_worker_port_is_served_in_memory(
     autojump_clock: MockClock,
 ) -> None:
@@ -184,17 +199,7 @@ async def test_a_module_path_on_the_worker_port_is_served_over_the_socket() -> N
             assert await ws.get_message() == "worker /ws/echo/1 x=2"
             await ws.send_message("yo")
             assert await ws.get_message() == "echo yo"
-        # A raw upgrade: trio-websocket's client leaks its socket when one is refused.
-        port = int(engine.url.rsplit(":", 1)[1])
-        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-            await stream.send_all(
-                b"GET /ws/echo/missing HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                b"Sec-WebSocket-Version: 13\r\n\r\n"
-            )
-            with trio.fail_after(5):
-                head = await stream.receive_some()
-        assert head.startswith(b"HTTP/1.1 404")
+        assert (await _raw_upgrade(engine, "/ws/echo/missing")).startswith(b"HTTP/1.1 404")
 
 
 async def test_a_background_task_answers_a_deferred_call_on_the_engine_clock(
@@ -332,15 +337,7 @@ async def test_a_refuse_upgrade_that_raises_ends_that_upgrade_only(
 ) -> None:
     async with _engine(port=0) as (engine, _):
         assert engine.url is not None
-        port = int(engine.url.rsplit(":", 1)[1])
-        async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-            await stream.send_all(
-                b"GET /ws/echo/boom HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                b"Sec-WebSocket-Version: 13\r\n\r\n"
-            )
-            with trio.fail_after(5):
-                head = await stream.receive_some()
+        head = await _raw_upgrade(engine, "/ws/echo/boom")
         assert not head.startswith(b"HTTP/1.1 101")
         assert "a bug deciding on an upgrade" in caplog.text
         async with trio_websocket.open_websocket_url(f"{engine.url}/ws/echo/1") as ws:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hmac import compare_digest
-from typing import ClassVar, Final
+from typing import ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -185,26 +185,20 @@ class ChannelsModule(EngineModule):
             raise ChannelRefused(f"channel {ref.channel_id}: not found (or a wrong access key)")
         return buffer
 
-    def take_writer_end(self, ref: ChannelRef) -> ChannelBuffer:
-        """Mark the writer end of ``ref``'s channel taken (``ChannelRefused`` if it
-        cannot be) and return the channel."""
+    def take_end(self, ref: ChannelRef, direction: Literal["read", "write"]) -> ChannelBuffer:
+        """Mark the ``direction`` end (``"write"``: the writer) of ``ref``'s channel
+        taken and return the channel; ``ChannelRefused`` if it cannot be."""
         buffer = self._found(ref)
-        if buffer.writer_taken:
+        writing = direction == "write"
+        if buffer.writer_taken if writing else buffer.reader_taken:
+            end = "writer" if writing else "reader"
             raise ChannelRefused(
-                f"channel {ref.channel_id}: writer already taken", already_taken=True
+                f"channel {ref.channel_id}: {end} already taken", already_taken=True
             )
-        buffer.writer_taken = True
-        return buffer
-
-    def take_reader_end(self, ref: ChannelRef) -> ChannelBuffer:
-        """Mark the reader end of ``ref``'s channel taken (``ChannelRefused`` if it
-        cannot be) and return the channel."""
-        buffer = self._found(ref)
-        if buffer.reader_taken:
-            raise ChannelRefused(
-                f"channel {ref.channel_id}: reader already taken", already_taken=True
-            )
-        buffer.reader_taken = True
+        if writing:
+            buffer.writer_taken = True
+        else:
+            buffer.reader_taken = True
         return buffer
 
     def take_writer(self, ref: ChannelRef) -> EngineWriter:
@@ -212,12 +206,12 @@ class ChannelsModule(EngineModule):
 
         Raises ``ChannelRefused`` for an unknown channel, a wrong key, or a writer end
         already taken (by a socket or the engine)."""
-        return EngineWriter(self.take_writer_end(ref))
+        return EngineWriter(self.take_end(ref, "write"))
 
     def take_reader(self, ref: ChannelRef) -> EngineReader:
         """The engine as the reader of ``ref``'s channel (upstream ``take_receiver``);
         ``ChannelRefused`` as ``take_writer``."""
-        return EngineReader(self.take_reader_end(ref))
+        return EngineReader(self.take_end(ref, "read"))
 
     def open_to_worker(
         self, buffer_size: int = DEFAULT_BUFFER_SIZE

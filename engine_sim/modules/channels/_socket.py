@@ -86,10 +86,7 @@ async def serve_channel(
         return
     ref = ChannelRef(target.channel_id, target.access_key, target.direction)
     try:
-        if ref.direction == "write":
-            buffer = io.call(lambda: module.take_writer_end(ref))
-        else:
-            buffer = io.call(lambda: module.take_reader_end(ref))
+        buffer = io.call(lambda: module.take_end(ref, ref.direction))
     except ChannelRefused as exc:
         await _refuse(module, peer, str(exc))
         return
