@@ -90,6 +90,16 @@ class FunctionRegistry:
                     exc.body.message,
                 )
                 return
+            except Exception:
+                # A bug in a module must not end the engine for every worker.
+                log.exception(
+                    "%s: the %s module failed on HTTP-invoked function %s%s; not registered",
+                    self.core.who(worker),
+                    server.name,
+                    message.id,
+                    in_namespace(namespace),
+                )
+                return
         self.core.functions[(namespace, message.id)] = FunctionEntry(
             namespace=namespace,
             id=message.id,
