@@ -381,8 +381,76 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_when_called(
                 "Private IP blocked",
             )
             assert await w.trigger("f::outside", {}) == {"echo": {"_caller_worker_id": w.worker_id}}
-    assert [r.host for r in server.requests] == ["outside.example"]
+    # The connection goes to the address checked; the request still names the host.
+    assert [(r.host, r.header("host")) for r in server.requests] == [
+        ("93.184.215.14", ["outside.example"])
+    ]
     assert any("block_private_ips" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_connection_goes_to_the_checked_address_not_a_second_lookups(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DNS rebinding: the name answers a public address to the check, then a private
+    # one. Only one lookup happens per call, and the connection uses its answer; when
+    # the first checked address refuses, the next one is tried.
+    answers = iter([["93.184.215.14"], ["10.0.0.5"], ["203.0.114.1", "93.184.215.14"]])
+    asked: list[str] = []
+
+    async def resolve(host: str) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        asked.append(host)
+        return next(answers)
+
+    class RefusingOne(Server):
+        async def connect_tcp(self, host: str, port: int, *args: Any, **kw: Any) -> Any:
+            if host == "203.0.114.1":
+                await trio.lowlevel.checkpoint()
+                raise httpcore.ConnectError("refused")
+            return await super().connect_tcp(host, port, *args, **kw)
+
+    monkeypatch.setattr(http_module, "resolve_host", resolve)
+    server = RefusingOne(answer=await answer_with(200, b"1"))
+    async with engine_with(server, monkeypatch, {}) as engine, raw_workers(engine) as connect:
+        await register(await connect("owner"), engine, "f::rebind", "https://rebind.example/")
+        async with caller(engine) as w:
+            assert await w.trigger("f::rebind", {}) == 1
+            with pytest.raises(InvocationError) as caught:
+                await w.trigger("f::rebind", {})
+            assert await w.trigger("f::rebind", {}) == 1
+    assert caught.value.message == "Private IP blocked"
+    assert asked == ["rebind.example"] * 3
+    assert [r.host for r in server.requests] == ["93.184.215.14", "93.184.215.14"]
+
+
+async def test_the_name_lookup_counts_against_the_calls_timeout(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def slow_resolve(host: str) -> list[str]:
+        await trio.sleep(1)
+        return ["93.184.215.14"]
+
+    async def hang(request: Request) -> bytes:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(http_module, "resolve_host", slow_resolve)
+    server = Server(answer=hang)
+    async with engine_with(server, monkeypatch, {}) as engine, raw_workers(engine) as connect:
+        owner = await connect("owner")
+        await register(owner, engine, "f::slow", "https://slow.example/", timeout_ms=1500)
+        await register(owner, engine, "f::dns", "https://slow.example/", timeout_ms=500)
+        async with caller(engine) as w:
+            started = trio.current_time()
+            with pytest.raises(InvocationError) as slow:
+                await w.trigger("f::slow", {})
+            assert trio.current_time() - started == pytest.approx(1.5, abs=0.01)
+            started = trio.current_time()
+            with pytest.raises(InvocationError) as dns:
+                await w.trigger("f::dns", {})
+            assert trio.current_time() - started == pytest.approx(0.5, abs=0.01)
+    assert (slow.value.code, dns.value.code) == ("http_request_failed", "url_validation_failed")
+    assert dns.value.message == "DNS lookup failed"
 
 
 async def answer_with(status: int, body: bytes) -> Answer:

@@ -214,12 +214,24 @@ async def test_a_name_is_resolved_and_refused_if_any_address_is_private() -> Non
             host
         ]
 
-    assert (await strict.validate("https://public.example/x", resolve)).host == "public.example"
+    target = await strict.validate("https://public.example/x", resolve)
+    # The checked addresses come with the target: the call connects to those.
+    assert (target.host, target.addresses) == ("public.example", ("93.184.215.14",))
     with pytest.raises(SecurityError, match=r"^Private IP blocked$"):
         await strict.validate("https://sneaky.example/", resolve)
     # An IP literal needs no lookup.
-    await strict.validate("https://8.8.8.8/", resolve)
+    assert (await strict.validate("https://8.8.8.8/", resolve)).addresses == ()
     assert asked == ["public.example", "sneaky.example"]
+
+
+async def test_a_name_that_resolves_to_nothing_usable_is_refused() -> None:
+    async def resolve(host: str) -> list[str]:
+        await trio.lowlevel.checkpoint()
+        return {"none.example": [], "odd.example": ["not-an-address"]}[host]
+
+    for url in ("https://none.example/", "https://odd.example/"):
+        with pytest.raises(SecurityError, match=r"^DNS lookup failed$"):
+            await validator().validate(url, resolve)
 
 
 async def test_a_name_that_does_not_resolve_is_refused() -> None:
@@ -313,6 +325,13 @@ def test_a_header_http_cannot_carry_fails_the_call_as_reqwests_builder_does() ->
     assert caught.value.body.code == "http_request_failed"
     # ...but UTF-8 can, as http's HeaderValue allows bytes over 0x7f.
     assert call_for(endpoint(function_id="café"))[0][b"x-iii-function-path"] == ["café".encode()]
+
+
+def test_a_secret_is_never_in_an_endpoints_repr() -> None:
+    for auth in (ResolvedAuth("bearer", "tok-123"), ResolvedAuth("api_key", "tok-123", "X-K")):
+        ep = endpoint(auth=auth)
+        assert "tok-123" not in repr(ep)
+        assert auth.kind in repr(ep)
 
 
 def test_auth_secrets_come_from_the_environment_with_upstreams_codes() -> None:

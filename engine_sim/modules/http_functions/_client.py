@@ -22,6 +22,7 @@ import os
 import socket
 import ssl
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import Final
 
 import httpcore
@@ -91,9 +92,18 @@ class _CoalescingStream(httpcore.AsyncNetworkStream):
         return self._inner.get_extra_info(info)
 
 
+#: The host name of the call being made in this task and the addresses the URL
+#: validator checked for it. httpcore opens a call's connection in the calling task,
+#: so the backend sees them there and connects to those addresses instead of
+#: resolving the name again (a second answer could be a private address).
+_CHECKED: ContextVar[tuple[str, tuple[str, ...]] | None] = ContextVar(
+    "iii_http_functions_checked", default=None
+)
+
+
 class _CoalescingBackend(httpcore.AsyncNetworkBackend):
     """A network backend (Trio's sockets by default) whose connections are each a
-    ``_CoalescingStream``."""
+    ``_CoalescingStream``, made to the checked addresses when there are some."""
 
     def __init__(self, inner: httpcore.AsyncNetworkBackend | None = None) -> None:
         self._inner = inner or httpcore.TrioBackend()
@@ -106,8 +116,22 @@ class _CoalescingBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _CoalescingStream(stream)
+        checked = _CHECKED.get()
+        addresses = checked[1] if checked is not None and checked[0] == host else ()
+        options = list(socket_options or ())
+        failure: httpcore.ConnectError | None = None
+        # In the resolver's order, as a client given the list tries them.
+        for address in addresses or (host,):
+            try:
+                stream = await self._inner.connect_tcp(
+                    address, port, timeout, local_address, options
+                )
+            except httpcore.ConnectError as exc:
+                failure = exc
+                continue
+            return _CoalescingStream(stream)
+        assert failure is not None  # there is always at least one address
+        raise failure
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
@@ -163,7 +187,15 @@ class HttpClient:
         await self._pool.aclose()
 
     async def send(self, call: HttpCall) -> tuple[JsonValue, ErrorBody | None]:
-        """Make ``call`` within its timeout: ``(result, None)`` or ``(None, error)``."""
+        """Make ``call`` within its timeout: ``(result, None)`` or ``(None, error)``.
+        A new connection goes to the addresses the validator checked, when it did."""
+        checked = _CHECKED.set((call.target.connect_host, call.target.addresses))
+        try:
+            return await self._exchange(call)
+        finally:
+            _CHECKED.reset(checked)
+
+    async def _exchange(self, call: HttpCall) -> tuple[JsonValue, ErrorBody | None]:
         url = call.target.url
         if call.target.scheme not in ("http", "https"):
             return None, ErrorBody(

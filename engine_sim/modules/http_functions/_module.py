@@ -44,7 +44,10 @@ Differences from the real engine:
   there. A host name that resolves to a private address, or not at all, is therefore
   registered here and refused at each call (``url_validation_failed``, "Private IP
   blocked" / "DNS lookup failed") instead of being dropped at registration.
-* The name lookup of a call is bounded by the call's timeout (upstream: unbounded).
+* The name lookup of a call counts against the call's ``timeout_ms`` with the rest of
+  the call (upstream: the lookup is unbounded and the timeout starts after it). The
+  connection goes to the addresses that lookup checked (see ``_url``); upstream
+  resolves the name again to connect.
 * A response body over 16 MiB fails the call (``http_response_failed``); upstream reads
   any size. At most 1,000 calls are in flight at once; past that a call fails at once
   with ``http_request_failed``. Upstream bounds neither.
@@ -205,8 +208,10 @@ class HttpFunctionsModule(EngineModule):
     async def _request(
         self, endpoint: HttpEndpoint, data: JsonValue, invocation_id: str, timestamp: int
     ) -> tuple[JsonValue, ErrorBody | None]:
+        # One limit for the whole call: the name lookup, connecting, sending, the answer.
+        deadline = trio.current_time() + endpoint.timeout()
         try:
-            with trio.fail_after(endpoint.timeout()):
+            with trio.fail_at(deadline):
                 target = await self._validator.validate(endpoint.url, resolve_host)
         except trio.TooSlowError:
             return None, ErrorBody(code="url_validation_failed", message=DNS_LOOKUP_FAILED)
@@ -215,7 +220,12 @@ class HttpFunctionsModule(EngineModule):
             return None, ErrorBody(code="url_validation_failed", message=str(exc))
         try:
             call = build_call(
-                endpoint, target, data, invocation_id=invocation_id, timestamp=timestamp
+                endpoint,
+                target,
+                data,
+                invocation_id=invocation_id,
+                timestamp=timestamp,
+                timeout=deadline - trio.current_time(),
             )
         except CallFailed as exc:
             return None, exc.body

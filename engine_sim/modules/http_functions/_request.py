@@ -31,7 +31,7 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from pydantic import JsonValue
@@ -97,7 +97,8 @@ class ResolvedAuth:
     """Credentials with the secret read from the engine's environment."""
 
     kind: Literal["hmac", "bearer", "api_key"]
-    secret: str
+    #: Never in a ``repr`` (an endpoint in a traceback or a debug line).
+    secret: str = field(repr=False)
     #: The header an ``api_key`` goes in.
     header: str = ""
 
@@ -189,9 +190,11 @@ def build_call(
     *,
     invocation_id: str,
     timestamp: int,
+    timeout: float | None = None,
 ) -> HttpCall:
-    """The request for one call of ``endpoint`` with payload ``data``; raises
-    ``CallFailed`` for a header HTTP cannot carry."""
+    """The request for one call of ``endpoint`` with payload ``data``, bounded by
+    ``timeout`` seconds (default: the endpoint's); raises ``CallFailed`` for a header
+    HTTP cannot carry."""
     try:
         body = _json.dumps(data).encode()
     except ProtocolError as exc:
@@ -226,7 +229,7 @@ def build_call(
         target=target,
         headers=tuple(headers),
         body=body,
-        timeout=endpoint.timeout(),
+        timeout=endpoint.timeout() if timeout is None else max(0.0, timeout),
     )
 
 

@@ -11,6 +11,17 @@ A URL passes when, in this order:
    none of the addresses it resolves to is (else "Private IP blocked", or "DNS lookup
    failed" when it does not resolve).
 
+The addresses checked in step 4 are the ones the call connects to (``Target.addresses``):
+a name that answers a public address to the check and a private one to a second
+lookup (DNS rebinding) still reaches only the checked one. Upstream checks, then lets
+reqwest resolve the name again to connect.
+
+As upstream (Rust's ``Ipv4Addr``/``Ipv6Addr`` tests), an IPv4-mapped IPv6 address
+(``::ffff:10.0.0.1``) counts as its IPv4 address, but IPv4 addresses embedded other
+ways (6to4 ``2002::/16``, NAT64 ``64:ff9b::/96``, the deprecated IPv4-compatible
+``::a.b.c.d``) and the shared (``100.64.0.0/10``) and benchmarking ranges are not
+blocked.
+
 The host matched against the patterns is written as the WHATWG URL parser writes it
 (Rust's ``url`` crate): lower case, IDNA names in punycode, IPv4 shorthands such as
 ``127.1`` or ``0x7f.0.0.1`` as dotted quads, IPv6 compressed and in brackets.
@@ -24,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 from urllib.parse import unquote
 
@@ -84,6 +95,10 @@ class Target:
     target: bytes
     #: The host as an address, when it is an IP literal.
     ip: IpAddress | None
+    #: The addresses ``UrlValidator.validate`` resolved the host name to and checked;
+    #: the call connects to one of these, never to a second lookup's answer. Empty
+    #: when nothing was resolved (an IP literal, or ``block_private_ips`` off).
+    addresses: tuple[str, ...] = ()
 
     @property
     def connect_host(self) -> str:
@@ -247,6 +262,7 @@ class UrlValidator:
             addresses = await resolve(target.host)
         except OSError:
             raise SecurityError(DNS_LOOKUP_FAILED) from None
+        checked: list[str] = []
         for address in addresses:
             try:
                 ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -254,4 +270,9 @@ class UrlValidator:
                 continue
             if is_private_ip(ip):
                 raise SecurityError(PRIVATE_IP_BLOCKED)
-        return target
+            if str(ip) not in checked:
+                checked.append(str(ip))
+        if not checked:
+            # Nothing checked to connect to (upstream lets reqwest look the name up again).
+            raise SecurityError(DNS_LOOKUP_FAILED)
+        return replace(target, addresses=tuple(checked))
