@@ -334,16 +334,19 @@ class SessionRules:
                 call.timer.cancel()
             if worker.id not in core.workers:
                 return
-            if error is None and isinstance(result, dict):
-                apply(result)
-            else:
-                reason = (
-                    f"{error.code}: {error.message}"
-                    if error is not None
-                    else f"it answered {result!r}, not an object"
-                )
-                self._refused(worker, what, f"refused by hook {hook} ({reason})")
-            self.release(worker)
+            try:
+                if error is None and isinstance(result, dict):
+                    apply(result)
+                else:
+                    reason = (
+                        f"{error.code}: {error.message}"
+                        if error is not None
+                        else f"it answered {result!r}, not an object"
+                    )
+                    self._refused(worker, what, f"refused by hook {hook} ({reason})")
+            finally:
+                # Whatever applying it did, the connection's frames flow again.
+                self.release(worker)
 
         timeout_ms = core.config.rbac_call_timeout_ms
         call.timer = core.timers.call_at(

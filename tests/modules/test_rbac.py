@@ -375,13 +375,15 @@ async def test_the_function_hook_sees_each_registration_and_may_rewrite_or_refus
     async with rbac_engine() as (engine, server), edge(engine) as client:
         with caplog.at_level(logging.WARNING, logger="engine_sim"):
             await client.register("denied::fn")
+            await client.register("null-answer")
             await client.register("rename::me", metadata={"k": 1})
             await client.register("plain::fn", description="kept", metadata={"k": 2})
             with trio.fail_after(30):
                 await engine.wait_for(lambda: "plain::fn" in engine.function_ids())
         assert {"renamed::fn", "plain::fn"} <= engine.function_ids()
-        assert "denied::fn" not in engine.function_ids()
+        assert not {"denied::fn", "null-answer"} & engine.function_ids()
         assert "refused by hook hooks::function" in caplog.text
+        assert "(it answered None, not an object)" in caplog.text
         assert server.hook_inputs[0] == (
             "function",
             {
