@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
 import random
@@ -21,10 +20,14 @@ from ._config_file import ConfigError, load_config
 from ._engine import open_engine
 from ._manifest import ManifestError, WorkerPlan, load_worker
 from ._module_ports import ModulePortError
-from ._supervisor import Emit, Stream, WorkerSupervisor
+from ._supervisor import WorkerSupervisor
+from ._supervisor_output import WorkerConsole
 from ._supervisor_policy import RESTART_MODES, RestartMode, RestartPolicy
 
 __all__ = ["main"]
+
+#: At stop, how long the workers' last lines may take to reach the terminal.
+_OUTPUT_DRAIN_SECONDS = 1.0
 
 
 #: ``EngineConfig``'s limits, each a ``serve`` flag of the same name (``EngineConfig``
@@ -190,22 +193,6 @@ class WorkerOptions:
     stop_grace_ms: int = 5000
 
 
-def _line_printer(names: Sequence[str]) -> Emit:
-    """Prints a worker's line with its name, the names padded to one width (so the
-    lines of several workers stay aligned), stdout's on stdout, stderr's on stderr."""
-    width = max(map(len, names), default=0)
-
-    def emit(name: str, stream: Stream, line: str) -> None:
-        with contextlib.suppress(OSError):  # a closed pipe (| head) must not stop the engine
-            print(
-                f"{name:<{width}} | {line}",
-                file=sys.stdout if stream == "stdout" else sys.stderr,
-                flush=True,
-            )
-
-    return emit
-
-
 async def _hurry_on_signal(
     signals: AsyncIterator[int], running: Sequence[WorkerSupervisor]
 ) -> None:
@@ -239,12 +226,13 @@ async def serve(
                     f"{engine.worker_url(port.name)}{rbac}",
                     flush=True,
                 )
-            emit = _line_printer([plan.name for plan in workers])
+            console = WorkerConsole([plan.name for plan in workers])
+            outer.start_soon(console.run, name="worker output")
             running = [
                 WorkerSupervisor(
                     plan,
                     url=engine.url,
-                    emit=emit,
+                    emit=console.emit,
                     policy=RestartPolicy(options.restart),
                     install=options.install,
                     stop_grace=options.stop_grace_ms / 1000,
@@ -260,6 +248,8 @@ async def serve(
                 supervisors.cancel_scope.cancel()
                 if running:
                     outer.start_soon(_hurry_on_signal, signals, running)
+            with trio.move_on_after(_OUTPUT_DRAIN_SECONDS):
+                await console.close()
             outer.cancel_scope.cancel()
     logging.getLogger("engine_sim").info("stopped")
 

@@ -54,8 +54,9 @@ __all__ = ["Emit", "WorkerSupervisor", "child_env"]
 _log = logging.getLogger("engine_sim.workers")
 
 Stream = Literal["stdout", "stderr"]
-#: Where a child's output lines go: ``emit(worker_name, stream, line)``.
-Emit = Callable[[str, Stream, str], None]
+#: Where a child's output lines go: ``await emit(worker_name, stream, line)``; it
+#: may wait (a terminal not keeping up), which holds the child's pipe unread.
+Emit = Callable[[str, Stream, str], Awaitable[None]]
 #: Runs one script and gives its exit code: ``run(script_name, command)``.
 Runner = Callable[[str, str], Awaitable[int]]
 
@@ -292,14 +293,15 @@ class WorkerSupervisor:
             try:
                 while chunk := await stream.receive_some(65536):
                     for line in cutter.feed(chunk):
-                        self._line(which, line.data, line.cut, limit)
+                        await self._line(which, line.data, line.cut, limit)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
-        for line in cutter.close():
-            self._line(which, line.data, line.cut, limit)
+            # Inside the scope: its deadline bounds a wait for a stalled terminal.
+            for line in cutter.close():
+                await self._line(which, line.data, line.cut, limit)
 
-    def _line(self, which: Stream, data: bytes, cut: bool, limit: int) -> None:
+    async def _line(self, which: Stream, data: bytes, cut: bool, limit: int) -> None:
         text = data.decode("utf-8", errors="replace")
         if cut:
             text += f" [cut: line over {limit} bytes]"
-        self._emit(self.plan.name, which, text)
+        await self._emit(self.plan.name, which, text)

@@ -209,3 +209,20 @@ def test_several_workers_lines_are_aligned_by_name(tmp_path: Path) -> None:
         served.wait_for_log("longer-name | hi from longer-name")
     finally:
         assert served.stop() == 0
+
+
+def test_a_worker_flooding_output_nobody_reads_does_not_stall_the_engine(tmp_path: Path) -> None:
+    # The engine's stdout is a pipe nobody reads after the banner (a stalled pager,
+    # a stopped terminal): the worker's lines wait, the engine serves on.
+    (tmp_path / "iii.worker.yaml").write_text(
+        "name: loud\nscripts: {install: '', start: 'exec yes flood'}\n"
+    )
+    served = Served(["--worker", str(tmp_path), "--stop-grace-ms", "2000"])
+    try:
+        served.wait_for_log("loud: scripts.start running")
+        with iii.register_worker(served.url, InitOptions(worker_name="caller")) as caller:
+            caller.ready(timeout=10)
+            assert "caller" in [worker["name"] for worker in caller.list_workers()]
+    finally:
+        assert served.stop(timeout=20) == 0
+    assert "loud: stopped (was killed by SIGTERM)" in "".join(served.log)

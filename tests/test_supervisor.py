@@ -112,7 +112,7 @@ class FakeRunner:
         return self.codes.pop(0)
 
 
-def _ignore(name: str, stream: str, line: str) -> None:
+async def _ignore(name: str, stream: str, line: str) -> None:
     raise AssertionError("no output expected")
 
 
@@ -192,7 +192,7 @@ class Output:
         self.lines: list[tuple[str, str, str]] = []
         self._changed = trio.Event()
 
-    def __call__(self, name: str, stream: str, line: str) -> None:
+    async def __call__(self, name: str, stream: str, line: str) -> None:
         self.lines.append((name, stream, line))
         self._changed.set()
         self._changed = trio.Event()
