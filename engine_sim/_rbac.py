@@ -75,6 +75,7 @@ RBAC_KEYS: Final = (
     "on_trigger_type_registration_function_id",
 )
 _FORBIDDEN_WARNINGS: Final = 64
+_WARNED_ID_CHARS: Final = 200
 
 
 class RbacRuleError(ValueError):
@@ -388,9 +389,11 @@ class Session:
     def should_warn(self, function_id: str) -> bool:
         """Whether a refusal of ``function_id`` is worth a log line (once per function,
         for a bounded number of them: a peer calling in a loop cannot flood the log)."""
-        if function_id in self.warned or len(self.warned) >= _FORBIDDEN_WARNINGS:
+        # Only a bounded prefix is kept: a peer's ids may be megabytes long.
+        key = function_id[:_WARNED_ID_CHARS]
+        if key in self.warned or len(self.warned) >= _FORBIDDEN_WARNINGS:
             return False
-        self.warned.add(function_id)
+        self.warned.add(key)
         return True
 
     def with_prefix(self, function_id: str) -> str:

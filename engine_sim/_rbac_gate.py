@@ -110,7 +110,7 @@ class SessionRules:
             )
             if session.should_warn(function_id):
                 log.warning(
-                    "%s (port %s) may not call %s: refused with FORBIDDEN (%s)",
+                    "%s (port %s) may not call %.200s: refused with FORBIDDEN (%s)",
                     self.core.who(worker),
                     session.port.name,
                     function_id,
