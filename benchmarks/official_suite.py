@@ -31,6 +31,9 @@ module) and ``STREAMS_PORT`` (upstream's ``${STREAMS_PORT:3112}`` substitution).
 ``iii-sim`` without ``--config`` is run with ``--port`` only. ``--keep`` keeps the
 directory: ``config.yaml``, ``engine.log`` and each file's ``pytest-<file>.log``.
 
+Ctrl-C or SIGTERM stops the file's pytest and the engine and removes the temporary
+directory (unless ``--keep``) before the script exits.
+
 Prints passed / failed / error / skipped counts per file, a total, and which of the
 configured ports accepted a connection. Exit code 0 when every collected test passed,
 1 when some did not, 3 when the setup failed (PyPI unreachable, the engine did not
@@ -709,9 +712,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # SIGTERM (a CI job's timeout, ``kill``) unwinds like Ctrl-C: the ``finally``
+    # blocks stop pytest and the engine (each in a session of its own, so a signal to
+    # this process alone never reaches them) and remove the temporary directory.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="iii-official-suite-"))
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         try:
             run = run_suite(args, workdir)
@@ -734,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_results(markdown(run, shown))
         return 0 if run.all_passed else 1
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:

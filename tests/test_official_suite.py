@@ -11,9 +11,15 @@ engine is checked to be upstream's test config, which engine_sim serves whole.
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import tarfile
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -44,26 +50,48 @@ RUNNER = _runner()
 #: Issue 12's files (HTTP-less modules), then issue 14's (HTTP, HTTP-invoked
 #: functions, channels, the RBAC port), as the runner names them.
 TARGET_FILES: tuple[str, ...] = (*RUNNER.TARGET_FILES, *RUNNER.ISSUE14_FILES)
-#: Download, install and every file; a hang fails the run instead of blocking CI.
+#: Each file's limit: the slowest takes ~12 s; a hung test costs this much, not the run.
+FILE_TIMEOUT = 120
+#: Download, install and every file; past it the run is stopped and fails.
 RUN_TIMEOUT = 900
+#: How long the script has to stop pytest and the engine once told to.
+STOP_TIMEOUT = 60
+
+
+def run_script(args: list[str], timeout: float) -> tuple[int | None, str]:
+    """Run the script; past ``timeout`` it gets SIGTERM (it then stops its pytest and
+    engine, which live in sessions of their own, and removes its directory), and
+    SIGKILL if it has not exited ``STOP_TIMEOUT`` s later. ``(exit code or None if it
+    timed out, its output)``."""
+    with subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as process:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                output, _ = process.communicate(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                output, _ = process.communicate()
+            return None, output
+        return process.returncode, output
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The script's per-file results, by file name (one run for the whole module)."""
     out = tmp_path_factory.mktemp("official_suite") / "results.json"
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--files", *TARGET_FILES, "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    if done.returncode not in (0, 1) or not out.is_file():
-        pytest.fail(
-            f"official_suite.py could not run (exit {done.returncode}):\n"
-            f"{done.stdout}\n{done.stderr}"
-        )
+    args = ["--files", *TARGET_FILES, "--file-timeout", str(FILE_TIMEOUT), "--json", str(out)]
+    code, output = run_script(args, RUN_TIMEOUT)
+    if code is None:
+        pytest.fail(f"official_suite.py did not finish within {RUN_TIMEOUT} s:\n{output}")
+    if code not in (0, 1) or not out.is_file():
+        pytest.fail(f"official_suite.py could not run (exit {code}):\n{output}")
     files = json.loads(out.read_text())["files"]
     return {f["name"]: f for f in files}
 
@@ -106,3 +134,76 @@ def test_the_engine_gets_upstreams_test_config_on_the_runs_ports(tmp_path: Path)
         "III_HTTP_URL": "http://127.0.0.1:41003",
         "STREAMS_PORT": "41004",
     }
+
+
+HANGING_TEST = """\
+import os
+import pathlib
+import time
+
+
+def test_hangs():
+    marker = pathlib.Path(os.environ["HANG_MARKER"])
+    marker.write_text(f"{os.getpid()} {os.environ['III_URL']}")
+    time.sleep(600)
+"""
+
+#: The script with the network-bound install replaced (nothing to install: the hanging
+#: file needs only pytest), run on a stand-in sdist.
+DRIVER = """\
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("official_suite_runner", sys.argv[1])
+runner = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = runner
+spec.loader.exec_module(runner)
+runner.install_runner_deps = lambda workdir, extras, timeout: workdir
+sys.exit(runner.main(sys.argv[2:]))
+"""
+
+
+def _stand_in_sdist(path: Path) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, text in (("conftest.py", ""), ("test_hang.py", HANGING_TEST)):
+            data = text.encode()
+            member = tarfile.TarInfo(f"iii_sdk-0.25.0/tests/{name}")
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    return path
+
+
+def test_a_run_told_to_stop_stops_its_pytest_and_engine_and_removes_its_directory(
+    tmp_path: Path,
+) -> None:
+    sdist = _stand_in_sdist(tmp_path / "iii_sdk-0.25.0.tar.gz")
+    marker, temp = tmp_path / "started", tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "HANG_MARKER": str(marker)}
+    args = ["--sdist", str(sdist), "--files", "test_hang.py", "--file-timeout", "600"]
+    with subprocess.Popen(
+        [sys.executable, "-c", DRIVER, str(SCRIPT), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            deadline = time.monotonic() + 60
+            while not marker.is_file() or not marker.read_text():
+                assert process.poll() is None, process.communicate()[1]
+                assert time.monotonic() < deadline, "the hanging test never started"
+                time.sleep(0.05)
+            pid, url = marker.read_text().split()
+            process.terminate()
+            _, stderr = process.communicate(timeout=STOP_TIMEOUT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    # The hanging pytest is gone (killed and reaped), the engine's port is closed and
+    # the run's directory removed.
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid), 0)
+    port = int(url.rsplit(":", 1)[1])
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 2):
+        pass
+    assert list(temp.iterdir()) == []
