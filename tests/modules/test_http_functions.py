@@ -249,6 +249,28 @@ def trio_wall_now(engine: Engine) -> float:
     return engine.core.wall_time(trio.current_time())
 
 
+async def test_credentials_in_the_url_are_sent_as_basic_auth_not_in_the_url(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = Server()
+    async with engine_with(server, monkeypatch) as engine, raw_workers(engine) as connect:
+        owner = await connect("owner")
+        await register(owner, engine, "f::basic", "http://alice:s%20cret@h.test/x")
+        await register(owner, engine, "f::user", "http://bob@h.test/y")
+        async with caller(engine) as w:
+            await w.trigger("f::basic", {})
+            await w.trigger("f::user", {})
+    basic, user = server.requests
+    # First after host (which h11 always writes first), as reqwest sets it.
+    assert basic.headers[1] == ("authorization", "Basic " + b64("alice:s cret"))
+    assert user.header("authorization") == ["Basic " + b64("bob:")]
+    assert (basic.target, basic.header("host")) == ("/x", ["h.test"])
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 async def test_each_call_gets_its_own_invocation_id(
     autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

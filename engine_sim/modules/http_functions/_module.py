@@ -20,8 +20,10 @@ JSON (an object from a worker carries ``_caller_worker_id``), and the headers
 ``x-iii-invocation-id`` (a fresh UUID), ``x-iii-timestamp`` (Unix seconds), the
 registration's ``headers``, then the credentials: ``authorization: Bearer <token>``
 (``bearer``), ``<header>: <value>`` (``api_key``) or ``x-iii-signature:
-sha256=<hex HMAC-SHA256 of "<timestamp>:<base64 of the body>">`` (``hmac``). Redirects
-are not followed. The whole request is bounded by ``timeout_ms`` (default 30 s).
+sha256=<hex HMAC-SHA256 of "<timestamp>:<base64 of the body>">`` (``hmac``). A
+``user:password@`` in the URL goes as ``authorization: Basic ...`` (first, as reqwest
+sends it). Redirects are not followed. The whole call, the name lookup included, is
+bounded by ``timeout_ms`` (default 30 s).
 
 The answer: 2xx JSON is the result, an empty 2xx body is ``null``, other 2xx bodies
 fail with ``invalid_response``; 1xx/3xx succeed (the body as result if it is JSON);

@@ -6,14 +6,16 @@ https://github.com/iii-hq/iii/blob/main/engine/src/invocation/http_invoker.rs
 (``build_base_request``, ``apply_auth``, ``invoke_http``, ``parse_error_response``),
 ``auth.rs`` (``resolve_auth_ref``) and ``signature.rs`` (``sign_request``).
 
-The request: the endpoint's method and URL; the body is the payload as compact JSON
-(keys sorted, as serde_json writes a ``Value``); the headers, names in lower case as
-hyper writes them, are ``content-type: application/json``, ``x-iii-function-path``
-(the function id), ``x-iii-invocation-id`` (a fresh UUID per call),
-``x-iii-timestamp`` (Unix seconds), then the endpoint's own ``headers`` (added, not
-replacing: a second ``content-type`` is sent as a second header), then the
-credentials: ``authorization: Bearer <token>``, ``<header>: <api key>``, or for
-``hmac`` ``x-iii-signature: sha256=<hex HMAC-SHA256 of "<timestamp>:<base64 body>">``.
+The request: the endpoint's method and URL (a ``user:password@`` in it is sent as
+``authorization: Basic ...``, first, as reqwest does, and not in the URL); the body
+is the payload as compact JSON (keys sorted, as serde_json writes a ``Value``); the
+headers, names in lower case as hyper writes them, are ``content-type:
+application/json``, ``x-iii-function-path`` (the function id),
+``x-iii-invocation-id`` (a fresh UUID per call), ``x-iii-timestamp`` (Unix seconds),
+then the endpoint's own ``headers`` (added, not replacing: a second ``content-type``
+is sent as a second header), then the credentials: ``authorization: Bearer
+<token>``, ``<header>: <api key>``, or for ``hmac`` ``x-iii-signature:
+sha256=<hex HMAC-SHA256 of "<timestamp>:<base64 body>">``.
 A header name or value HTTP cannot carry fails the call (``http_request_failed``,
 "builder error: ..."), as reqwest's builder does.
 
@@ -183,6 +185,10 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
     return name.lower().encode("ascii"), raw.strip(b" \t")
 
 
+def _basic(userinfo: str) -> str:
+    return "Basic " + base64.b64encode(userinfo.encode()).decode("ascii")
+
+
 def build_call(
     endpoint: HttpEndpoint,
     target: Target,
@@ -199,7 +205,9 @@ def build_call(
         body = _json.dumps(data).encode()
     except ProtocolError as exc:
         raise CallFailed("serialization_error", str(exc)) from None
-    named = [
+    # reqwest moves a URL's userinfo into Basic credentials before anything else.
+    named = [] if target.basic_auth is None else [("authorization", _basic(target.basic_auth))]
+    named += [
         ("content-type", "application/json"),
         ("x-iii-function-path", endpoint.function_id),
         ("x-iii-invocation-id", invocation_id),

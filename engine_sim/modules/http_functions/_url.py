@@ -35,7 +35,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import unquote
 
@@ -99,6 +99,9 @@ class Target:
     #: the call connects to one of these, never to a second lookup's answer. Empty
     #: when nothing was resolved (an IP literal, or ``block_private_ips`` off).
     addresses: tuple[str, ...] = ()
+    #: ``"user:password"`` (percent-decoded) from the URL's userinfo, sent as HTTP Basic
+    #: credentials as reqwest does; ``None`` when the URL has none.
+    basic_auth: str | None = field(default=None, repr=False)
 
     @property
     def connect_host(self) -> str:
@@ -185,7 +188,15 @@ def parse_url(url: str) -> Target:
     if port is not None and not 0 <= port <= 65535:
         raise SecurityError(INVALID_URL)
     host, ip = _host(raw_host)
-    return Target(scheme=scheme, host=host, port=port, target=target or b"/", ip=ip)
+    userinfo = parsed.username or parsed.password
+    return Target(
+        scheme=scheme,
+        host=host,
+        port=port,
+        target=target or b"/",
+        ip=ip,
+        basic_auth=f"{parsed.username}:{parsed.password}" if userinfo else None,
+    )
 
 
 def _is_private_v4(ip: ipaddress.IPv4Address) -> bool:
