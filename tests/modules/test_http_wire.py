@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import hypercorn
 import pytest
 import trio
 
@@ -250,3 +251,68 @@ async def test_taken_port_is_a_clear_error() -> None:
         with pytest.raises(ModulePortError, match=f"iii-http cannot listen on 127.0.0.1:{port}"):
             async with open_engine(config):
                 pass
+
+
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = bytearray()
+    while chunk := await stream.receive_some():
+        data += chunk
+    return bytes(data)
+
+
+async def test_idle_keep_alive_connection_is_closed_after_a_routed_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """hypercorn closes a keep-alive connection idle for keep_alive_timeout; the answer's
+    end must reach it whole, or the idle timer never restarts and the socket stays."""
+    monkeypatch.setattr(hypercorn.Config, "keep_alive_timeout", 0.5)
+    with trio.fail_after(WAIT):
+        async with http_engine(port=0) as (engine, _client), worker(engine) as w:
+            await route(engine, w, "api::ok", answer("ok"), "ok")
+            target = urlsplit(engine.module_url(HttpModule.name, "http"))
+            assert target.hostname is not None
+            assert target.port is not None
+            async with await trio.open_tcp_stream(target.hostname, target.port) as stream:
+                await stream.send_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+                start = trio.current_time()
+                with trio.fail_after(3):
+                    raw = await read_until_closed(stream)
+                assert trio.current_time() - start >= 0.5
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert raw.endswith(b'"ok"')
+
+
+async def test_client_still_sending_after_a_504_is_disconnected() -> None:
+    """A client trickling a JSON body past default_timeout gets its 504, then (after the
+    linger) the server closes the connection instead of reading forever."""
+    with trio.fail_after(WAIT):
+        async with (
+            http_engine(port=0, default_timeout=500) as (engine, _client),
+            worker(engine) as w,
+        ):
+            await route(engine, w, "api::ok", answer("ok"), "ok", "POST")
+            target = urlsplit(engine.module_url(HttpModule.name, "http"))
+            assert target.hostname is not None
+            assert target.port is not None
+            async with await trio.open_tcp_stream(target.hostname, target.port) as stream:
+                await stream.send_all(
+                    b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 100\r\n\r\n["
+                )
+                raw = bytearray()
+
+                async def trickle() -> None:
+                    for _ in range(60):
+                        await trio.sleep(0.1)
+                        try:
+                            await stream.send_all(b"1")
+                        except trio.BrokenResourceError:
+                            return
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(trickle)
+                    with trio.fail_after(5):
+                        raw += await read_until_closed(stream)
+                    nursery.cancel_scope.cancel()
+    assert raw.startswith(b"HTTP/1.1 504")

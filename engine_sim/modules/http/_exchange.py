@@ -107,6 +107,8 @@ class Exchange:
         self._channel_ids: list[str] = []
         self.body = RequestBody(receive, self.settings.body_limit)
         self._prepare_scope = trio.CancelScope()
+        #: Set once the answer's last message is being sent (see ``_client_left``).
+        self._ending = False
 
     # -- the request's life ------------------------------------------------------------
 
@@ -174,7 +176,7 @@ class Exchange:
                 self.body.pump,
                 collect=json_body,
                 on_too_large=self._prepare_scope.cancel,
-                on_gone=self._nursery.cancel_scope.cancel,
+                on_gone=self._client_left,
             )
         )
         body: JsonValue = None
@@ -200,6 +202,14 @@ class Exchange:
             if refusal is not None:
                 return refusal
         return await self._handle(route, payload)
+
+    def _client_left(self) -> None:
+        # hypercorn itself says ``http.disconnect`` while it handles the answer's last
+        # message (it recycles the connection for the next request, or closes it): a
+        # cancel then would cut that work short, and the connection would never again
+        # be timed out as idle, nor closed when the client still sends.
+        if not self._ending:
+            self._nursery.cancel_scope.cancel()
 
     # -- calls -------------------------------------------------------------------------
 
@@ -386,7 +396,7 @@ class Exchange:
             )
             await self._send({"type": "http.response.body", "body": answer.body, "more_body": True})
             await self.body.linger()
-            await self._send({"type": "http.response.body", "body": b""})
+            await self._end()
         except _CLIENT_GONE:
             self.log.debug(
                 "iii-http: client of %s %s left before the answer", self.method, self.path
@@ -412,6 +422,10 @@ class Exchange:
                             {"type": "http.response.body", "body": item, "more_body": True}
                         )
             await self.body.linger()
-            await self._send({"type": "http.response.body", "body": b""})
+            await self._end()
         except _CLIENT_GONE:
             self.log.debug("iii-http: client of %s %s left mid-response", self.method, self.path)
+
+    async def _end(self) -> None:
+        self._ending = True
+        await self._send({"type": "http.response.body", "body": b""})
