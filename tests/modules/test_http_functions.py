@@ -43,6 +43,7 @@ from iii_trio import InitOptions, InvocationError, Worker
 from iii_trio.protocol import (
     BearerAuth,
     HttpInvocationRef,
+    InvocationResult,
     RegistrationRejected,
     UnregisterFunction,
 )
@@ -680,6 +681,41 @@ async def test_calls_in_flight_are_bounded(
     assert results == [1, 1]
     assert caught.value.code == "http_request_failed"
     assert "in flight" in caught.value.message
+
+
+async def test_a_call_in_flight_answers_its_caller_after_the_owner_leaves(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The request is the engine's own: the owner leaving ends the function, not the
+    # call already made (as upstream's spawned handler). A caller that leaves before the
+    # answer costs nothing but that answer.
+    release = trio.Event()
+
+    async def wait(request: Request) -> bytes:
+        await release.wait()
+        return response(200, b'"done"')
+
+    server = Server(answer=wait)
+    async with engine_with(server, monkeypatch) as engine, raw_workers(engine) as connect:
+        owner = await connect("owner")
+        await register(owner, engine, "f::slow", "http://h.test/")
+        stays, leaves = await connect("stays"), await connect("leaves")
+        invocation_id = await stays.call("f::slow", {})
+        await leaves.call("f::slow", {})
+        await engine.wait_for(lambda: len(server.requests) == 2)
+        await owner.close()
+        await leaves.close()
+        assert "f::slow" not in engine.function_ids()
+        release.set()
+        answer = await stays.expect(InvocationResult)
+        assert (answer.invocation_id, answer.result, answer.error) == (
+            invocation_id, "done", None,
+        )  # fmt: skip
+        # Both calls are done: the in-flight count is back to zero.
+        module = engine.core.module("iii-http-functions")
+        assert isinstance(module, HttpFunctionsModule)
+        await engine.wait_for(lambda: module._in_flight == 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_calls_in_flight_are_cancelled_when_the_core_restarts(
