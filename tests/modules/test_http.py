@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -107,6 +108,37 @@ async def test_body_is_parsed_only_as_json(
     assert reply.status_code == 200
     assert seen == [body]
     assert raw_seen == [raw]  # the raw body is in the request channel either way
+
+
+async def test_json_body_in_many_chunks_reaches_the_handler_whole(
+    autojump_clock: MockClock,
+) -> None:
+    """A JSON body is read to its end before the handler is called, however many pieces
+    it came in (more than the request channel holds), and is in the channel after."""
+    seen: list[Any] = []
+    raw_seen: list[bytes] = []
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"["
+        for _ in range(200):
+            yield b"1,"
+        yield b"1]"
+
+    async def handler(data: Any) -> Any:
+        seen.append(data["body"])
+        if len(seen) == 2:
+            raw_seen.append(await read_channel(engine, data["request_body"]))
+        return {"body": len(data["body"])}
+
+    async with http_engine() as (engine, client), worker(engine) as w:
+        await route(engine, w, "api::sum", handler, "sum", "POST")
+        unread = await client.post("/sum", content=pieces(), headers={"content-type": JSON_TYPE})
+        read = await client.post("/sum", content=pieces(), headers={"content-type": JSON_TYPE})
+    assert unread.status_code == 200
+    assert unread.json() == 201
+    assert seen == [[1] * 201] * 2
+    assert raw_seen == [b"[" + b"1," * 200 + b"1]"]
+    assert read.json() == 201
 
 
 async def test_headers_are_flat_lower_case_and_visible_ascii(autojump_clock: MockClock) -> None:

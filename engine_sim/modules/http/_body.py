@@ -55,9 +55,10 @@ class RequestBody:
     async def pump(
         self, *, collect: bool, on_too_large: Callable[[], None], on_gone: Callable[[], None]
     ) -> None:
-        """Read the body to its end: kept in ``data`` when ``collect``, and written to
-        ``writer`` (then closed); ``on_too_large`` hears the limit passed (the rest is
-        dropped). Then wait for the client to leave and call ``on_gone``."""
+        """Read the body to its end: kept in ``data`` when ``collect`` (then written to
+        ``writer`` whole, once ``done`` is set), else written to ``writer`` as it comes;
+        ``on_too_large`` hears the limit passed (the rest is dropped). Then wait for the
+        client to leave and call ``on_gone``."""
         self._pumping = True
         received = 0
         try:
@@ -73,10 +74,17 @@ class RequestBody:
                     on_too_large()
                 if not self.too_large:
                     if collect:
+                        # Not forwarded yet: nobody reads the channel before the whole
+                        # body is in, and a full channel would wait forever.
                         self.data += chunk
-                    await self._forward(chunk)
+                    else:
+                        await self._forward(chunk)
                 if not message.get("more_body", False):
                     break
+            self.done.set()
+            if collect and not self.too_large:
+                # The handler is called now; it may read this while we wait on it.
+                await self._forward(bytes(self.data))
         finally:
             self.done.set()
             if self.writer is not None:
