@@ -97,6 +97,8 @@ class _Services(EngineModule):
     ) -> BuiltinHandler:
         assert message.invocation is not None
         url = message.invocation.url
+        if url.startswith("http://bug"):
+            raise RuntimeError("a bug in invoked_function")
         if url.startswith("http://blocked"):
             raise BuiltinError("url_validation_failed", f"{url} is not allowed")
 
@@ -354,3 +356,19 @@ async def test_a_module_path_never_takes_the_workers_own_path() -> None:
         async with trio_websocket.open_websocket_url(f"{engine.url}/elsewhere") as ws:
             with trio.fail_after(5):
                 assert await ws.get_message() == "greedy /elsewhere"
+
+
+async def test_a_registration_that_hits_a_module_bug_is_logged_and_the_engine_goes_on(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _engine() as (engine, _), raw_workers(engine) as connect:
+        owner = await connect("owner")
+        with caplog.at_level(logging.ERROR, "engine_sim"):
+            await owner.register("ext::bug", invocation=HttpInvocationRef(url="http://bug/b"))
+            await owner.register("ext::ok", invocation=HttpInvocationRef(url="http://ok/b"))
+            await engine.wait_for(lambda: "ext::ok" in engine.function_ids() or None)
+        assert "ext::bug" not in engine.function_ids()
+        assert "a bug in invoked_function" in caplog.text
+        caller = await connect("c")
+        assert (await caller.ok("ext::ok", {}))["url"] == "http://ok/b"
+        assert owner.id in {worker.id for worker in engine.workers()}
