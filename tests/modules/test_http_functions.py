@@ -246,6 +246,22 @@ async def test_a_call_is_one_http_request_with_upstreams_headers_and_body(
     assert abs(int(request.header("x-iii-timestamp")[0]) - trio_wall_now(engine)) <= 2
 
 
+async def test_a_large_payload_reaches_the_server_whole(
+    autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past the size at which the client stops joining writes until its first read.
+    server = Server()
+    text = "x" * (1024 * 1024)
+    async with engine_with(server, monkeypatch) as engine, raw_workers(engine) as connect:
+        await register(await connect("owner"), engine, "f::big", "http://h.test/")
+        async with caller(engine) as w:
+            result: Any = await w.trigger("f::big", {"text": text})
+    (request,) = server.requests
+    assert request.json["text"] == text
+    assert request.header("content-length") == [str(len(request.body))]
+    assert result["echo"]["text"] == text
+
+
 def trio_wall_now(engine: Engine) -> float:
     return engine.core.wall_time(trio.current_time())
 
