@@ -211,10 +211,12 @@ async def serve(
     workers: Sequence[WorkerPlan] = (),
     options: WorkerOptions = WorkerOptions(),
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then stop the ``workers`` started from their
+    """Serve until SIGINT, SIGTERM or SIGHUP, then stop the ``workers`` started from their
     manifests (SIGTERM, then SIGKILL after the grace) and close every connection
     (1001), and return."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # SIGHUP too: the workers' own process groups do not get a closed terminal's
+    # hangup, so an engine that died of it would leave them running, orphaned.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with open_engine(config) as engine, trio.open_nursery() as outer:
             assert engine.url is not None  # serve always listens
             print(f"iii-sim listening on {engine.url} (Ctrl-C stops)", flush=True)

@@ -226,3 +226,32 @@ def test_a_worker_flooding_output_nobody_reads_does_not_stall_the_engine(tmp_pat
     finally:
         assert served.stop(timeout=20) == 0
     assert "loud: stopped (was killed by SIGTERM)" in "".join(served.log)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie nobody reaped does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_closed_terminal_sighup_stops_the_workers_too(tmp_path: Path) -> None:
+    # The workers have process groups of their own, so the terminal's SIGHUP reaches
+    # the engine only; were the engine to die of it, they would run on, orphaned.
+    (tmp_path / "iii.worker.yaml").write_text(
+        "name: orphan\nscripts: {install: '', start: 'echo pid $$; exec sleep 60'}\n"
+    )
+    served = ServedWorkers(["--worker", str(tmp_path)])
+    try:
+        served.wait_for_log("orphan | pid ")
+        [line] = [line for line in served.log if "orphan | pid " in line]
+        pid = int(line.split()[-1])
+        assert _running(pid)
+        served.process.send_signal(signal.SIGHUP)
+        assert served.process.wait(timeout=10) == 0
+    finally:
+        served.stop()
+    assert not _running(pid)
+    assert "orphan: stopped (was killed by SIGTERM)" in "".join(served.log)
