@@ -182,7 +182,18 @@ class ModulePorts:
         engine = self._engine
         if engine.core.module(module.name) is not module:
             return 503
-        return _CoreIO(engine, engine.core).call(lambda: module.refuse_upgrade(label, request))
+        try:
+            return _CoreIO(engine, engine.core).call(lambda: module.refuse_upgrade(label, request))
+        except ConnectionClosed:
+            return 503
+        except Exception:
+            # A module's bug refuses that upgrade with an answer, never drops the socket.
+            log.exception(
+                "%s failed deciding on an upgrade to %s; refused it (500)",
+                module.name,
+                request.path,
+            )
+            return 500
 
     @asynccontextmanager
     async def connect(
