@@ -105,6 +105,10 @@ class SetupError(Exception):
     """Something the run needs is missing (PyPI, the engine): nothing was measured."""
 
 
+class EngineExited(SetupError):
+    """The engine ended while starting (a port it was given was taken, a bad config)."""
+
+
 @dataclass
 class FileResult:
     """One test file's counts, and the ids of its tests that did not pass."""
@@ -387,7 +391,8 @@ class Engine:
             start_new_session=True, cwd=log_path.parent,
         )  # fmt: skip
         self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -405,7 +410,7 @@ class Engine:
             except queue.Empty:
                 raise SetupError(f"iii-sim printed no banner within {timeout:.0f} s") from None
             if line is None:
-                raise SetupError(f"iii-sim exited ({self.process.wait()}):\n{self.log_tail()}")
+                raise EngineExited(f"iii-sim exited ({self.process.wait()}):\n{self.log_tail()}")
             if "listening on ws://" in line:
                 url = line.split("listening on ", 1)[1].split()[0]
         while True:
@@ -434,6 +439,10 @@ class Engine:
                     self.process.wait(timeout=10)
         finally:
             self._log.close()
+            # The reader sees the end of the pipe once the engine is gone.
+            self._reader.join(timeout=5)
+            if self.process.stdout is not None and not self._reader.is_alive():
+                self.process.stdout.close()
 
 
 def listening(port: int, timeout: float) -> bool:
@@ -447,21 +456,42 @@ def listening(port: int, timeout: float) -> bool:
         time.sleep(0.05)
 
 
+#: Engine starts tried, each on fresh ports: a port found free can be taken by someone
+#: else before the engine binds it.
+START_ATTEMPTS = 3
+
+
 @contextlib.contextmanager
-def running_engine(workdir: Path, ports: Ports, timeout: float) -> Iterator[tuple[Engine, str]]:
-    """Start ``iii-sim serve`` (``--config`` when it has it) and stop it on the way out."""
-    if has_config_flag():
-        config = workdir / "config.yaml"
-        write_config(config, ports)
-        command = [str(III_SIM), "serve", "--config", str(config)]
-        mode = "--config"
-    else:
-        command = [str(III_SIM), "serve", "--port", str(ports.worker)]
-        mode = "--port (no --config in this iii-sim)"
-    engine = Engine(command, workdir / "engine.log")
+def running_engine(workdir: Path, timeout: float) -> Iterator[tuple[Engine, str, Ports]]:
+    """Start ``iii-sim serve`` (``--config`` when it has it) on free ports, again on
+    other ports if it exits while starting (a port taken meanwhile), and stop it on
+    the way out."""
+    with_config = has_config_flag()
+    for attempt in range(1, START_ATTEMPTS + 1):
+        ports = Ports.free()
+        if with_config:
+            config = workdir / "config.yaml"
+            write_config(config, ports)
+            command = [str(III_SIM), "serve", "--config", str(config)]
+            mode = "--config"
+        else:
+            command = [str(III_SIM), "serve", "--port", str(ports.worker)]
+            mode = "--port (no --config in this iii-sim)"
+        engine = Engine(command, workdir / "engine.log")
+        try:
+            engine.wait_ready(ports.worker, timeout)
+        except EngineExited as exc:
+            engine.stop()
+            if attempt == START_ATTEMPTS:
+                raise
+            print(f"{exc}\n(again on other ports)", file=sys.stderr)
+            continue
+        except BaseException:
+            engine.stop()
+            raise
+        break
     try:
-        engine.wait_ready(ports.worker, timeout)
-        yield engine, mode
+        yield engine, mode, ports
     finally:
         engine.stop()
 
@@ -544,10 +574,9 @@ def run_suite(args: argparse.Namespace, workdir: Path) -> SuiteRun:
         raise SetupError(f"not in the sdist's tests/: {', '.join(missing)}")
     deps = install_runner_deps(workdir, needs_extras(tests, files), args.setup_timeout)
     write_test_assets(workdir)
-    ports = Ports.free()
-    env = {**os.environ, **ports.env()}
     results = []
-    with running_engine(workdir, ports, args.engine_timeout) as (engine, mode):
+    with running_engine(workdir, args.engine_timeout) as (engine, mode, ports):
+        env = {**os.environ, **ports.env()}
         # The main port is up; the others may take a moment more, or not be served.
         listens = {name: listening(port, 2.0) for name, port in ports.by_name().items()}
         print(

@@ -207,3 +207,24 @@ def test_a_run_told_to_stop_stops_its_pytest_and_engine_and_removes_its_director
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port), 2):
         pass
     assert list(temp.iterdir()) == []
+
+
+def test_the_engine_starts_on_other_ports_when_one_is_taken_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Someone binds the HTTP port between the runner finding it free and the engine
+    # binding it: that start fails, the next one (fresh ports) serves the run.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        first = RUNNER.Ports.free()
+        first = RUNNER.Ports(first.worker, first.rbac, taken.getsockname()[1], first.stream)
+        second = RUNNER.Ports.free()
+        chosen = iter([first, second])
+        monkeypatch.setattr(RUNNER.Ports, "free", classmethod(lambda cls: next(chosen)))
+        with RUNNER.running_engine(tmp_path, 30) as (engine, mode, ports):
+            assert (ports, mode) == (second, "--config")
+            assert engine.alive()
+            with socket.create_connection(("127.0.0.1", second.http), 2):
+                pass
+    assert not engine.alive()
