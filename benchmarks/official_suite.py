@@ -27,9 +27,11 @@ private IPs and plain HTTP allowed) and ``iii-cron``. Every port is a free one i
 of upstream's fixed 49199 / 49135 / 3199 / 3112, and every host is 127.0.0.1 instead
 of 0.0.0.0; the tests find them in the environment variables they read: ``III_URL``
 (main worker port), ``III_RBAC_WORKER_URL`` (RBAC port), ``III_HTTP_URL`` (the HTTP
-module) and ``STREAMS_PORT`` (upstream's ``${STREAMS_PORT:3112}`` substitution). An
-``iii-sim`` without ``--config`` is run with ``--port`` only. ``--keep`` keeps the
-directory: ``config.yaml``, ``engine.log`` and each file's ``pytest-<file>.log``.
+module) and ``STREAMS_PORT`` (upstream's ``${STREAMS_PORT:3112}`` substitution); an
+engine that exits while starting (a port taken meanwhile) is started again on other
+free ports, up to three times. An ``iii-sim`` without ``--config`` is run with
+``--port`` only. ``--keep`` keeps the directory: ``config.yaml``, ``engine.log`` and
+each file's ``pytest-<file>.log``.
 
 Ctrl-C or SIGTERM stops the file's pytest and the engine and removes the temporary
 directory (unless ``--keep``) before the script exits.
