@@ -117,6 +117,13 @@ def test_urls_parse_to_the_host_the_whatwg_parser_gives(
     assert (parsed.host, parsed.port, parsed.target) == (host, port, target)
 
 
+def test_userinfo_becomes_basic_credentials_kept_out_of_the_url_and_repr() -> None:
+    target = parse_url("https://al%20ice:p%40ss@api.example.com/x")
+    assert (target.basic_auth, target.url) == ("al ice:p@ss", "https://api.example.com/x")
+    assert "p@ss" not in repr(target)
+    assert parse_url("https://api.example.com/").basic_auth is None
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -161,6 +168,11 @@ def test_urls_that_do_not_parse_are_invalid(url: str) -> None:
         ("::ffff:127.0.0.1", True),  # IPv4-mapped: judged as the IPv4 address
         ("::ffff:8.8.8.8", False),
         ("2001:4860:4860::8888", False),
+        # Other IPv4 embeddings are not unwrapped (upstream's to_ipv4_mapped only
+        # unwraps ::ffff:): 6to4, NAT64, the deprecated IPv4-compatible form.
+        ("2002:7f00:1::", False),
+        ("64:ff9b::7f00:1", False),
+        ("::7f00:1", False),
     ],
 )
 def test_private_addresses_are_the_ones_rusts_std_calls_private(
