@@ -651,6 +651,28 @@ async def test_requests_past_the_concurrency_limit_wait(autojump_clock: MockCloc
     assert 3 <= elapsed < 3.5
 
 
+async def test_concurrency_limit_is_per_route_as_upstreams(autojump_clock: MockClock) -> None:
+    """Upstream's ConcurrencyLimitLayer is applied to each route (axum layers every
+    route on its own): a route at its limit does not hold up another route."""
+
+    async def slow(_data: Any) -> Any:
+        await trio.sleep(10)
+        return {"body": "slow"}
+
+    async with http_engine(concurrency_request_limit=1) as (engine, client), worker(engine) as w:
+        await route(engine, w, "api::slow", slow, "slow")
+        await route(engine, w, "api::fast", answer("fast"), "fast")
+        start = trio.current_time()
+        fast_at: list[float] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.get, "/slow")
+            await trio.sleep(1)
+            reply = await client.get("/fast")
+            fast_at.append(trio.current_time() - start)
+    assert reply.json() == "fast"
+    assert fast_at[0] < 2
+
+
 # -- config -------------------------------------------------------------------------------
 
 

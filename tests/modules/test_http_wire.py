@@ -316,3 +316,38 @@ async def test_client_still_sending_after_a_504_is_disconnected() -> None:
                         raw += await read_until_closed(stream)
                     nursery.cancel_scope.cancel()
     assert raw.startswith(b"HTTP/1.1 504")
+
+
+async def test_a_streamed_answer_frees_its_concurrency_slot_once_it_starts() -> None:
+    """As upstream's ConcurrencyLimitLayer, a slot is held until the answer starts, not
+    while its body streams: an open SSE stream does not hold up the next request."""
+    hold = trio.Event()
+    calls = 0
+
+    async def handler(data: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return {"body": "next"}
+        async with engine.connect_port(
+            "iii-channels", "worker", channel_url(data["response"])
+        ) as conn:
+            await conn.send(b"data: one\n\n")
+            await hold.wait()
+            await conn.aclose()
+        return None
+
+    with trio.fail_after(WAIT):
+        async with (
+            http_engine(port=0, concurrency_request_limit=1) as (engine, client),
+            worker(engine) as w,
+        ):
+            await route(engine, w, "api::sse", handler, "events")
+            async with client.stream("GET", "/events") as stream:
+                chunks = stream.aiter_raw()
+                assert await anext(chunks) == b"data: one\n\n"
+                with trio.fail_after(2):
+                    reply = await client.get("/events")
+                hold.set()
+                assert [chunk async for chunk in chunks] == []
+    assert reply.json() == "next"

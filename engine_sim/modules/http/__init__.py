@@ -13,7 +13,9 @@ Config (upstream's keys; unknown keys are refused, as upstream):
 * ``default_timeout`` (ms, 30000): a request whose answer has not started by then is
   answered ``504`` with no body; each middleware call has the same bound (then ``504``
   ``MIDDLEWARE_TIMEOUT``);
-* ``concurrency_request_limit`` (1024): requests past it wait for a slot;
+* ``concurrency_request_limit`` (1024): requests to one route past it wait for a slot
+  (per route, as upstream's layer on each axum route; a slot is free again once the
+  answer starts, so an open SSE stream does not hold one);
 * ``cors`` (``allowed_origins``, ``allowed_methods``; none: any origin, any method);
 * ``middleware``: ``[{function_id, phase: preHandler, priority}]``, run on every route,
   lowest priority first;

@@ -44,7 +44,7 @@ from ._response import (
     middleware_answer,
     streamed_headers,
 )
-from ._routes import Route
+from ._routes import Match, Route
 
 if TYPE_CHECKING:
     from .._seam import AsgiReceive, AsgiScope, AsgiSend, ModuleIO
@@ -107,23 +107,45 @@ class Exchange:
         self._channel_ids: list[str] = []
         self.body = RequestBody(receive, self.settings.body_limit)
         self._prepare_scope = trio.CancelScope()
+        #: The concurrency slot held until the answer starts.
+        self._slots: trio.Semaphore | None = None
         #: Set once the answer's last message is being sent (see ``_client_left``).
         self._ending = False
 
     # -- the request's life ------------------------------------------------------------
 
     async def run(self) -> None:
-        """Answer the request (the caller holds a concurrency slot)."""
-        if self.method == "OPTIONS":
-            await self._answer(self.module.cors.preflight(self.origin))
-            return
+        """Answer the request, once its route has a free concurrency slot."""
+        module = self.module
+        match = None
+        if self.method != "OPTIONS":
+            match = self.io.call(lambda: module.routes.match(self.method, self.path))
+        slots = module.slots(None if match is None else match.route)
+        # No timeout: upstream's TimeoutLayer starts inside the limit, as here.
+        await slots.acquire()
+        self._slots = slots
+        try:
+            if match is None and self.method == "OPTIONS":
+                await self._answer(module.cors.preflight(self.origin))
+            else:
+                await self._serve(match)
+        finally:
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        # At the answer's start (a streamed body no longer counts), or at the end.
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None
+
+    async def _serve(self, match: Match | None) -> None:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 outcome: Answer | Streamed | None = None
                 with trio.move_on_after(self.settings.default_timeout / 1000):
                     with self._prepare_scope:
-                        outcome = await self._prepare()
+                        outcome = await self._prepare(match)
                 if self._prepare_scope.cancelled_caught and self.body.too_large:
                     outcome = self._over_limit()
                 if outcome is None:
@@ -154,8 +176,7 @@ class Exchange:
             except Exception:  # the core was dropped: its channels went with it
                 self.log.debug("channels %s not removed: the engine restarted", ids)
 
-    async def _prepare(self) -> Answer | Streamed:
-        match = self.io.call(lambda: self.module.routes.match(self.method, self.path))
+    async def _prepare(self, match: Match | None) -> Answer | Streamed:
         if match is None:
             self.log.info("iii-http: no route for %s %s (404)", self.method, self.path)
             return error_answer(404, "NOT_FOUND", "Not Found")
@@ -394,6 +415,7 @@ class Exchange:
             await self._send(
                 {"type": "http.response.start", "status": answer.status, "headers": headers}
             )
+            self._free_slot()
             await self._send({"type": "http.response.body", "body": answer.body, "more_body": True})
             await self.body.linger()
             await self._end()
@@ -411,6 +433,7 @@ class Exchange:
             await self._send(
                 {"type": "http.response.start", "status": streamed.status, "headers": headers}
             )
+            self._free_slot()
             if streamed.first is not None:
                 await self._send(
                     {"type": "http.response.body", "body": streamed.first, "more_body": True}

@@ -46,8 +46,12 @@ class HttpModule(EngineModule):
         self.settings = config
         self.routes = RouteTable()
         self.cors = Cors(config.cors)
-        #: Requests served at once; the rest wait (upstream ``ConcurrencyLimitLayer``).
-        self.slots = trio.Semaphore(config.concurrency_request_limit)
+        #: Requests of one route served at once until their answers start; the rest
+        #: wait. Upstream's ``ConcurrencyLimitLayer`` is per route (axum layers each
+        #: route alone), and its permit goes once the response (not its body) is ready.
+        self._route_slots: dict[str, trio.Semaphore] = {}
+        #: The same for requests no route serves (404, 405, CORS preflights).
+        self._other_slots = trio.Semaphore(config.concurrency_request_limit)
         #: HTTP clients cause these: a flood of them logs a few lines.
         self.warn_too_large = Throttled()
 
@@ -90,8 +94,17 @@ class HttpModule(EngineModule):
             # A WebSocket upgrade: no route serves one (closing before accepting is a 403).
             await send({"type": "websocket.close", "code": 1000})
             return
-        async with self.slots:
-            await Exchange(self, scope, receive, send, io).run()
+        await Exchange(self, scope, receive, send, io).run()
+
+    def slots(self, route: Route | None) -> trio.Semaphore:
+        """The concurrency slots of ``route`` (``None``: of requests no route serves)."""
+        if route is None:
+            return self._other_slots
+        key = route.spec.key
+        slots = self._route_slots.get(key)
+        if slots is None:
+            slots = self._route_slots[key] = trio.Semaphore(self.settings.concurrency_request_limit)
+        return slots
 
     # -- bindings ----------------------------------------------------------------------
 
@@ -128,4 +141,5 @@ class HttpModule(EngineModule):
     def _unbind(self, binding: Binding) -> None:
         spec = parse_route(binding.config)
         if self.routes.remove(binding.id, spec):
+            self._route_slots.pop(spec.key, None)  # requests in flight keep theirs
             self.host.log.info("iii-http: endpoint %s %s removed", spec.method, spec.api_path)
