@@ -397,6 +397,7 @@ def test_an_endpoint_takes_the_registrations_fields_and_the_default_timeout() ->
         ),
         (500, b'{"error":{"message":"only a message"}}', None, ("http_error", "only a message")),
         (400, b'{"error":"a string"}', None, ("http_error", "HTTP request failed")),
+        (400, b'{"error":null}', None, ("http_error", "HTTP request failed")),
         (404, b"<h1>nope</h1>", None, ("http_error", "HTTP 404 Not Found")),
         (413, b"", None, ("http_error", "HTTP 413 Payload Too Large")),
         (599, b"", None, ("http_error", "HTTP 599 <unknown status code>")),

@@ -287,8 +287,9 @@ def error_from_response(status: int, body: bytes) -> ErrorBody:
         parsed = _parse_json(body)
     except ValueError:
         parsed = None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if error is not None:
+    # serde's ``get("error")``: a key present with any value, ``null`` included.
+    if isinstance(parsed, dict) and "error" in parsed:
+        error = parsed["error"]
         code = error.get("code") if isinstance(error, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
         return ErrorBody(
