@@ -21,7 +21,7 @@ from ._engine import open_engine
 from ._manifest import ManifestError, WorkerPlan, load_worker
 from ._module_ports import ModulePortError
 from ._supervisor import WorkerSupervisor
-from ._supervisor_output import WorkerConsole
+from ._supervisor_output import LogWriter, WorkerConsole
 from ._supervisor_policy import RESTART_MODES, RestartMode, RestartPolicy
 
 __all__ = ["main"]
@@ -175,8 +175,9 @@ class _LogFormat(logging.Formatter):
 
 
 def configure_logging(verbose: bool) -> None:
-    """Readable lines on stderr: time, then what happened."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Readable lines on stderr: time, then what happened (written off the engine's
+    loop, so a stderr nobody reads cannot stop it)."""
+    handler = LogWriter(sys.stderr.fileno())
     handler.setFormatter(_LogFormat())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     if not verbose:

@@ -1,21 +1,29 @@
-"""Where ``iii-sim serve --worker``'s workers' output lines go: the engine's own
-stdout and stderr, written off the engine's loop.
+"""Where ``iii-sim serve`` writes: its workers' output lines and its own log, both
+off the engine's loop.
 
 A write to a terminal or pipe blocks while nobody reads it (a pager waiting at a
-screenful, a stopped terminal, a consumer that stalled). Written from the Trio
-loop, that would stop the engine for every worker. So ``WorkerConsole.emit`` only
-queues the line (a bounded number of lines, each bounded by the supervisor's line
-cutter) and a writer task hands batches to a thread. When the queue is full,
-``emit`` waits, so the worker's reader stops reading its pipe and the worker
-blocks on its own writes, as it would writing to that terminal directly: output
-is held back, never dropped, and never holds up the engine.
+screenful, a terminal stopped with Ctrl-S, a consumer that stalled). Written from
+the Trio loop, that would stop the engine for every worker, and Ctrl-C with it.
+
+* ``WorkerConsole.emit`` only queues a worker's line (a bounded number of lines,
+  each bounded by the supervisor's line cutter) and a writer task hands batches to
+  a thread. When the queue is full, ``emit`` waits, so the worker's reader stops
+  reading its pipe and the worker blocks on its own writes, as it would writing
+  to that terminal directly: its output is held back, never dropped.
+* ``LogWriter``, the log handler, formats a record where it is logged and leaves
+  the write to a thread of its own. A log record cannot wait (the engine logs from
+  its loop), so past ``max_bytes`` of waiting lines, lines are dropped and
+  counted, and the count is written when the stream takes lines again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import threading
+from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
@@ -23,7 +31,7 @@ import trio
 
 from ._supervisor import Stream
 
-__all__ = ["WorkerConsole"]
+__all__ = ["LogWriter", "WorkerConsole"]
 
 #: Lines that may wait for the terminal; with lines of at most 8 KiB (the
 #: supervisor's cutter) a few hundred KiB.
@@ -86,3 +94,70 @@ class WorkerConsole:
         reads never takes them: bound this with a cancel scope)."""
         self._send.close()
         await self._done.wait()
+
+
+class LogWriter(logging.Handler):
+    """A log handler writing to descriptor ``fd`` from a thread of its own; at most
+    ``max_bytes`` of lines wait, the ones beyond are dropped and counted. ``close``
+    (``logging.shutdown`` at exit calls it) waits up to ``close_timeout`` seconds for
+    the waiting lines to be written."""
+
+    def __init__(self, fd: int, *, max_bytes: int = 1 << 20, close_timeout: float = 1.0) -> None:
+        super().__init__()
+        self._fd = fd
+        self._max_bytes = max_bytes
+        self._close_timeout = close_timeout
+        self._waiting: deque[bytes] = deque()
+        #: Bytes queued or being written.
+        self._held = 0
+        self._dropped = 0
+        self._closing = False
+        self._changed = threading.Condition()
+        # A daemon: one blocked on a stream nobody reads must not keep the process.
+        self._thread = threading.Thread(target=self._write_loop, name="iii-sim log", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue ``record``'s line, or count it dropped when too much waits."""
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", errors="replace")
+        except Exception:
+            self.handleError(record)
+            return
+        with self._changed:
+            if self._closing:
+                return
+            if self._held + len(data) > self._max_bytes:
+                self._dropped += 1
+                return
+            self._waiting.append(data)
+            self._held += len(data)
+            self._changed.notify()
+
+    def close(self) -> None:
+        """Stop taking lines; wait (bounded) for the queued ones to be written."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join(self._close_timeout)
+        super().close()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._waiting and not self._dropped and not self._closing:
+                    self._changed.wait()
+                if not self._waiting and not self._dropped:
+                    return  # closing, and all written
+                batch = b"".join(self._waiting)
+                self._waiting.clear()
+                dropped, self._dropped = self._dropped, 0
+            queued = len(batch)
+            if dropped:
+                batch += (
+                    f"iii-sim: {dropped} log line(s) dropped: the log's stream was not read\n"
+                ).encode()
+            _write_all([(self._fd, batch)])
+            with self._changed:
+                self._held -= queued

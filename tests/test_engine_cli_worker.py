@@ -255,3 +255,35 @@ def test_a_closed_terminal_sighup_stops_the_workers_too(tmp_path: Path) -> None:
         served.stop()
     assert not _running(pid)
     assert "orphan: stopped (was killed by SIGTERM)" in "".join(served.log)
+
+
+def test_a_stalled_terminal_does_not_stop_the_engine(tmp_path: Path) -> None:
+    # Neither stdout nor stderr is read after the banner (a terminal stopped with
+    # Ctrl-S, a pager at a screenful): the engine's log lines (one per call) and the
+    # worker's flood wait or are dropped; the engine serves on and stops at Ctrl-C.
+    (tmp_path / "iii.worker.yaml").write_text(
+        "name: loud\nscripts: {install: '', start: 'exec yes flood'}\n"
+    )
+    process = subprocess.Popen(
+        [str(BIN / "iii-sim"), "serve", "-v", "--port", "0", "--worker", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[3].decode()
+        with iii.register_worker(url, InitOptions(worker_name="caller")) as caller:
+            caller.register_function("t::echo", lambda data: data)
+            caller.ready(timeout=10)
+            # With -v, each call is a few log lines: far more than a pipe holds.
+            for n in range(300):
+                assert caller.trigger("t::echo", n, timeout=10) == n
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -9,10 +9,12 @@ children on the real clock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ import trio.testing
 
 from engine_sim._manifest import WorkerPlan
 from engine_sim._supervisor import INSTALL_TIMEOUT, WorkerSupervisor, child_env
+from engine_sim._supervisor_output import LogWriter
 from engine_sim._supervisor_policy import Line, LineCutter, RestartPolicy, describe_exit
 
 # --- the restart policy ---------------------------------------------------------
@@ -353,3 +356,41 @@ async def test_an_install_that_hangs_is_stopped_at_the_install_timeout(
     assert [script for _, script in runner.runs] == ["scripts.install"]
     [error] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert error.startswith("w: scripts.install did not finish within 900 s, so the worker")
+
+
+# --- the engine's log, written off its loop -----------------------------------------
+
+
+def test_log_lines_a_stalled_stream_cannot_take_are_dropped_and_counted() -> None:
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    with contextlib.suppress(BlockingIOError):  # the pipe is full: nobody reads it
+        while True:
+            os.write(write, b"." * 4096)
+    os.set_blocking(write, True)
+    handler = LogWriter(write, max_bytes=100, close_timeout=10)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("tests.log_writer")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for n in range(10):
+            logger.warning("line %d %s", n, "x" * 20)  # 29 bytes: three fit in 100
+    finally:
+        logger.removeHandler(handler)
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read, 65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    handler.close()
+    os.close(write)
+    reader.join(10)
+    os.close(read)
+    lines = bytes(received).lstrip(b".").decode().splitlines()
+    assert lines == [f"line {n} {'x' * 20}" for n in range(3)] + [
+        "iii-sim: 7 log line(s) dropped: the log's stream was not read"
+    ]
