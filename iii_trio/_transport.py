@@ -158,7 +158,8 @@ class WebSocketTransport:
                         with trio.CancelScope(shield=True):
                             await stream.aclose()
         except trio_websocket.ConnectionRejected as exc:
-            body = (exc.body or b"")[:200].decode(errors="replace").strip()
+            # One log line: the start of the body, its whitespace (newlines) folded.
+            body = " ".join((exc.body or b"")[:200].decode(errors="replace").split())
             path = urlsplit(url).path or "/"
             cause = f"HTTP {exc.status_code} at {path}" + (f": {body}" if body else "")
             raise ConnectFailed(url, cause) from exc

@@ -120,7 +120,7 @@ async def open_websocket(
             else:
                 stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            raise ConnectFailed(url, describe_os_error(exc)) from exc
+            raise ConnectFailed(url, describe_os_error(exc)) from _first_error(exc)
         with trio.CancelScope() as upgrade:
             watch = _UpgradeWatch(stream, upgrade)
             try:
@@ -171,6 +171,20 @@ def describe_os_error(exc: OSError) -> str:
     return "; ".join(causes)
 
 
+def _first_error(exc: OSError) -> BaseException:
+    """The error to chain a ``ConnectFailed`` on: the first address's own error.
+
+    Trio chains the per-address errors on as an exception group, which a traceback
+    prints as a box of nested frames: the user reads ``ConnectFailed.cause`` (every
+    address's reason) and, below it, one plain ``ConnectionRefusedError`` naming the
+    address, not the group.
+    """
+    group = exc.__cause__
+    if isinstance(group, BaseExceptionGroup) and group.exceptions:
+        return group.exceptions[0]
+    return exc
+
+
 def _tls_cause(error: ssl.SSLError) -> str:
     if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
         return f"TLS error: certificate verify failed: {error.verify_message}"
@@ -191,7 +205,10 @@ def _parse(url: str) -> tuple[str, int, str, str, bool]:
     """``(host, port, Host header, resource, tls)`` of a ``ws://`` or ``wss://`` URL."""
     if "://" not in url:
         raise InvalidUrl(url, "it has no scheme")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for ws://[::1
+        raise InvalidUrl(url, str(exc)) from None
     if parts.scheme not in ("ws", "wss"):
         hint = (
             " (the engine's worker port speaks WebSocket)"

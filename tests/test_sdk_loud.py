@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import traceback
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 
@@ -91,6 +92,10 @@ async def test_engine_down_is_a_warning_naming_the_url_and_connection_refused(
     errors = [r for r in caplog.records if r.name == "iii_trio" and r.levelno == logging.ERROR]
     assert len(errors) == 1
     assert url in errors[0].getMessage()
+    # The traceback a user sees has plain errors, not trio's per-address exception group.
+    printed = "".join(traceback.format_exception(error))
+    assert "ExceptionGroup" not in printed
+    assert "ConnectionRefusedError" in printed
 
 
 async def test_a_wrong_path_is_http_404_at_that_path(caplog: pytest.LogCaptureFixture) -> None:
@@ -136,6 +141,34 @@ async def _never_answer(stream: trio.SocketStream) -> None:
     """Accept the TCP connection, never answer the upgrade request."""
     async with stream:
         await trio.sleep_forever()
+
+
+async def _answer_with_a_web_page(stream: trio.SocketStream) -> None:
+    """Answer the upgrade request as a web server would: 200 and a page of HTML."""
+    async with stream:
+        await stream.receive_some(65536)
+        page = b"<!DOCTYPE html>\n<html>\n  <body>It works</body>\n</html>\n" + b"x" * 500
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: %d\r\n\r\n"
+        await stream.send_all(head % len(page) + page)
+        await trio.sleep_forever()
+
+
+async def test_a_web_server_in_the_engines_place_is_one_line_with_the_start_of_its_page(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="iii_trio")
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    url = f"ws://127.0.0.1:{listener.socket.getsockname()[1]}/"
+    async with listener, trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, _answer_with_a_web_page, [listener])
+        with trio.fail_after(WIRE_DEADLINE), pytest.raises(iii_trio.ReconnectFailed):
+            async with iii_trio.register_worker(url, _options(max_retries=0)) as worker:
+                await worker.serve_forever()
+        nursery.cancel_scope.cancel()
+    first = _warnings(caplog)[0]
+    assert f"cannot connect to '{url}': HTTP 200 at /: <!DOCTYPE html> <html> <body>It" in first
+    assert "\n" not in first
+    assert len(first) < 400
 
 
 async def test_an_upgrade_nobody_answers_is_a_timeout_naming_the_wait(
@@ -254,6 +287,7 @@ BAD_URLS = [
     ("ws://127.0.0.1:99999", "the port '99999' is not a number from 1 to 65535"),
     ("ws://127.0.0.1:port", "the port 'port' is not a number from 1 to 65535"),
     ("ws://127.0.0.1:0", "the port is 0"),
+    ("ws://[::1:49134", "Invalid IPv6 URL"),
 ]
 
 
