@@ -45,13 +45,18 @@ def answer(body: Any, status: int = 200) -> Any:
     return handler
 
 
-async def raw_exchange(url: str, request: bytes) -> bytes:
-    """Send ``request`` bytes to the server at ``url``; everything it answers until it
-    closes (or goes quiet for a second)."""
+async def connect(url: str) -> trio.SocketStream:
+    """A plain TCP connection to the server at ``url``."""
     target = urlsplit(url)
     assert target.hostname is not None
     assert target.port is not None
-    stream = await trio.open_tcp_stream(target.hostname, target.port)
+    return await trio.open_tcp_stream(target.hostname, target.port)
+
+
+async def raw_exchange(url: str, request: bytes) -> bytes:
+    """Send ``request`` bytes to the server at ``url``; everything it answers until it
+    closes (or goes quiet for a second)."""
+    stream = await connect(url)
     async with stream:
         await stream.send_all(request)
         answer = bytearray()
@@ -202,10 +207,8 @@ async def test_client_leaving_mid_answer_ends_the_stream_and_nothing_else() -> N
         async with http_engine(port=0) as (engine, client), worker(engine) as w:
             await route(engine, w, "api::endless", handler, "endless")
             await route(engine, w, "api::ok", answer("ok"), "ok")
-            target = urlsplit(engine.module_url(HttpModule.name, "http"))
-            assert target.hostname is not None
-            assert target.port is not None
-            async with await trio.open_tcp_stream(target.hostname, target.port) as stream:
+            url = engine.module_url(HttpModule.name, "http")
+            async with await connect(url) as stream:
                 await stream.send_all(b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n")
                 head = await stream.receive_some()
                 assert head.startswith(b"HTTP/1.1 200")
@@ -270,10 +273,8 @@ async def test_idle_keep_alive_connection_is_closed_after_a_routed_request(
     with trio.fail_after(WAIT):
         async with http_engine(port=0) as (engine, _client), worker(engine) as w:
             await route(engine, w, "api::ok", answer("ok"), "ok")
-            target = urlsplit(engine.module_url(HttpModule.name, "http"))
-            assert target.hostname is not None
-            assert target.port is not None
-            async with await trio.open_tcp_stream(target.hostname, target.port) as stream:
+            url = engine.module_url(HttpModule.name, "http")
+            async with await connect(url) as stream:
                 await stream.send_all(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
                 start = trio.current_time()
                 with trio.fail_after(3):
@@ -292,10 +293,8 @@ async def test_client_still_sending_after_a_504_is_disconnected() -> None:
             worker(engine) as w,
         ):
             await route(engine, w, "api::ok", answer("ok"), "ok", "POST")
-            target = urlsplit(engine.module_url(HttpModule.name, "http"))
-            assert target.hostname is not None
-            assert target.port is not None
-            async with await trio.open_tcp_stream(target.hostname, target.port) as stream:
+            url = engine.module_url(HttpModule.name, "http")
+            async with await connect(url) as stream:
                 await stream.send_all(
                     b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     b"Content-Length: 100\r\n\r\n["
