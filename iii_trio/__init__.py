@@ -11,7 +11,7 @@
         await worker.serve_forever()
 
 The wire protocol lives in ``iii_trio.protocol`` and the lifecycle tables in
-``iii_trio.lifecycle``; every exception is listed in ``iii_trio._exceptions``. For
+``iii_trio.lifecycle``; its own exceptions all derive from ``IIIError``. For
 code that is not async, ``iii_trio.sync`` has the same API behind a blocking portal.
 """
 
