@@ -56,6 +56,8 @@ Differences from the real engine:
 * The error messages of failed requests follow reqwest's wording for the common cases
   (refused connection, timeout, a server closing early); other causes are worded by
   httpcore.
+* Calls connect directly: ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` are not
+  read (reqwest uses them by default).
 * The connection pool is closed when the core's background tasks end (a restart, the
   engine stopping), not in ``stop``: closing connections takes awaiting.
 """
