@@ -48,8 +48,9 @@ Differences from the real engine:
   blocked" / "DNS lookup failed") instead of being dropped at registration.
 * The name lookup of a call counts against the call's ``timeout_ms`` with the rest of
   the call (upstream: the lookup is unbounded and the timeout starts after it). The
-  connection goes to the addresses that lookup checked (see ``_url``); upstream
-  resolves the name again to connect.
+  connection goes to the addresses that lookup checked, so a name that answers a
+  private address to a second lookup (DNS rebinding) is not reached; upstream resolves
+  the name again to connect.
 * A response body over 16 MiB fails the call (``http_response_failed``); upstream reads
   any size. At most 1,000 calls are in flight at once; past that a call fails at once
   with ``http_request_failed``. Upstream bounds neither.
