@@ -5,7 +5,9 @@ downloads the ``iii-sdk==0.25.0`` sdist from PyPI, so it needs the network, as
 installing the test extras does) and checks each file: every test collected there
 passed, none skipped. Deselect with
 ``-m "not official_suite"`` (e.g. offline). Offline, the config the runner gives the
-engine is checked to be upstream's test config, which engine_sim serves whole.
+engine is checked to be upstream's test config, which engine_sim serves whole; a run
+told to stop (SIGTERM) is checked to leave no pytest, engine or directory behind, and
+an engine start on a port taken meanwhile to be retried on other ports.
 """
 
 from __future__ import annotations
