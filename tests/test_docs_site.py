@@ -3,7 +3,11 @@ every page and public module in the site (``./dev docs`` builds it strictly)."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -18,8 +22,11 @@ USER_TEXTS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *PAGES]
 LINK = re.compile(r"(?<!`)\[[^\]\n]*\]\(([^)\s]+)\)")
 
 
+OUTSIDE = re.compile(r"\.\./shared|PROTOCOL\.md|ENGINE-MODULES|§|/work/|/tmp/")
+
+
 def test_the_docs_name_no_place_outside_the_repository() -> None:
-    outside = re.compile(r"\.\./shared|PROTOCOL\.md|ENGINE-MODULES|§|/work/|/tmp/")
+    outside = OUTSIDE
     found = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
         for path in USER_TEXTS
@@ -66,3 +73,54 @@ def test_every_public_module_is_in_the_api_reference() -> None:
     # lists their differences from the real engine; each package's public names are here.
     expected = {m for m in public_modules() if not m.startswith("engine_sim.modules.")}
     assert expected <= rendered
+
+
+def rendered_targets() -> set[str]:
+    """The modules the API reference and the guides render (``::: module`` lines)."""
+    return {
+        match.group(1)
+        for page in PAGES
+        for match in re.finditer(r"^::: ([\w.]+)$", page.read_text("utf-8"), re.MULTILINE)
+    }
+
+
+def _docstrings(obj: object, seen: set[int]) -> Iterator[tuple[str, str]]:
+    """``obj``'s docstring and, for a class, those of its public methods and properties."""
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    yield getattr(obj, "__qualname__", repr(obj)), inspect.getdoc(obj) or ""
+    if inspect.isclass(obj):
+        for name, member in vars(obj).items():
+            if name.startswith("_") and name != "__init__":
+                continue
+            if isinstance(member, staticmethod | classmethod):
+                member = member.__func__
+            if isinstance(member, property):
+                member = member.fget
+            if inspect.isfunction(member) or inspect.isclass(member):
+                yield from _docstrings(member, seen)
+
+
+def test_the_rendered_docstrings_name_no_place_outside_the_repository() -> None:
+    """The API reference shows docstrings and ``#:`` comments: they must stand alone too."""
+    found = []
+    for target in sorted(rendered_targets()):
+        module = importlib.import_module(target)
+        seen: set[int] = set()
+        texts = list(_docstrings(module, seen))
+        sources = {module.__name__}
+        for name in getattr(module, "__all__", ()):
+            value = getattr(module, name)
+            if inspect.isclass(value) or inspect.isfunction(value):
+                texts += _docstrings(value, seen)
+                sources.add(value.__module__)
+        for source in sources:
+            path = getattr(sys.modules[source], "__file__", None)
+            if path is None:
+                continue
+            for number, line in enumerate(Path(path).read_text("utf-8").splitlines(), 1):
+                if line.lstrip().startswith("#:"):
+                    texts.append((f"{source}:{number}", line))
+        found += [f"{target}: {where}" for where, text in texts if OUTSIDE.search(text)]
+    assert found == []
