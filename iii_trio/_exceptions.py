@@ -242,6 +242,13 @@ class ReadyTimeout(IIIError, trio.TooSlowError):
             cause = last_error.cause if isinstance(last_error, ConnectFailed) else str(last_error)
             tries = "attempt" if failed_attempts == 1 else "attempts"
             last = f"{failed_attempts} failed connection {tries}, the last: {cause}"
+        if state == "registering":
+            # Connected, and nothing came back: a WebSocket server that is not an iii
+            # worker port (the stream port, another service) looks exactly like this.
+            last += (
+                "; connected, but the engine has not registered the worker: is this the "
+                "engine's worker port?"
+            )
         super().__init__(f"not ready after {waited:g} s at {url!r} (state {state}); {last}")
         self.url = url
         self.waited = waited
