@@ -275,6 +275,21 @@ async def test_a_lost_connection_is_one_warning_and_the_next_outage_starts_afres
     assert len(lines) == 2
 
 
+async def test_leaving_the_block_during_a_long_backoff_is_prompt_and_quiet(
+    autojump_clock: trio.testing.MockClock, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="iii_trio")
+    url = "ws://engine.example:49134"
+    flaky = Flaky(engine)
+    async with iii_trio.register_worker(url, _options(delay_ms=60_000), transport=flaky):
+        await trio.sleep(1)  # the first attempt failed; the next is 60 s away
+        left_at = trio.current_time()
+    assert trio.current_time() - left_at < 1  # the backoff's wait was cancelled, not sat out
+    assert flaky.attempts == 1
+    assert len(_warnings(caplog)) == 1  # the failure; leaving adds no "lost" line
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 # -- bad URLs ----------------------------------------------------------------------------------
 
 BAD_URLS = [
