@@ -334,16 +334,21 @@ async def test_an_invoked_call_whose_caller_left_is_dropped_quietly(
         assert await owner.ok("services::later") == "later"
 
 
-async def test_a_refuse_upgrade_that_raises_ends_that_upgrade_only(
+async def test_a_refuse_upgrade_that_raises_is_a_500_for_that_upgrade_only(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with _engine(port=0) as (engine, _):
         assert engine.url is not None
         head = await _raw_upgrade(engine, "/ws/echo/boom")
-        assert not head.startswith(b"HTTP/1.1 101")
+        assert head.startswith(b"HTTP/1.1 500")
         assert "a bug deciding on an upgrade" in caplog.text
         async with trio_websocket.open_websocket_url(f"{engine.url}/ws/echo/1") as ws:
             assert await ws.get_message() == "worker /ws/echo/1 "
+        # In memory the same bug is a refusal too, as a socket would be answered.
+        with pytest.raises(UpgradeRefused) as refused:
+            async with engine.connect_port("services", "worker", "/ws/echo/boom"):
+                pass
+        assert refused.value.status == 500
 
 
 async def test_a_module_path_never_takes_the_workers_own_path() -> None:
