@@ -173,6 +173,36 @@ def test_forgetting_trio_mode_says_how_to_enable_it(pytester: pytest.Pytester) -
     pytester.runpytest_subprocess("-q").assert_outcomes(passed=2, errors=2)
 
 
+ANYIO_TRIO = """
+import pytest
+
+
+@pytest.fixture
+def anyio_backend():
+    return "trio"
+
+
+@pytest.mark.anyio
+async def test_under_anyio(iii_engine, iii_worker):
+    async def echo(data):
+        return data
+
+    iii_worker.register_function("t::echo", echo)
+    assert await iii_worker.trigger("t::echo", {"a": 1}) == {
+        "a": 1,
+        "_caller_worker_id": iii_worker.worker_id,
+    }
+"""
+
+
+def test_a_test_anyio_runs_on_trio_is_not_refused(pytester: pytest.Pytester) -> None:
+    # anyio's plugin runs an anyio-marked test's async fixtures itself; on its trio
+    # backend the engine and worker fixtures work, so no "enable pytest-trio" error.
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")
+    pytester.makepyfile(test_anyio=ANYIO_TRIO)
+    pytester.runpytest_subprocess("-q").assert_outcomes(passed=1)
+
+
 def test_without_pytest_trio_the_error_says_to_install_it(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nfilterwarnings = error\n")  # trio_mode: unknown option
     pytester.makepyfile(test_no_plugin=TRIO_SUITE)
