@@ -20,6 +20,7 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Mapping
+from typing import Final
 from urllib.parse import urlsplit
 
 import trio
@@ -41,12 +42,19 @@ _ERRNO_CAUSES = {
 }
 
 
+#: Most bytes read before the upgrade completes: trio-websocket keeps the whole body of
+#: a refusal (a web server's page, say) in memory, with no bound of its own.
+UPGRADE_RESPONSE_LIMIT: Final = 1024 * 1024
+
+
 class _UpgradeWatch(StreamWrapper):
-    """A TCP (or TLS) stream that, until ``upgraded()``, cancels ``scope`` when it ends."""
+    """A TCP (or TLS) stream that, until ``upgraded()``, cancels ``scope`` when it ends
+    or when the upgrade response passes ``UPGRADE_RESPONSE_LIMIT`` bytes."""
 
     def __init__(self, stream: trio.abc.Stream, scope: trio.CancelScope) -> None:
         super().__init__(stream)
         self._scope: trio.CancelScope | None = scope
+        self._received = 0
         #: Why the link ended before the upgrade completed.
         self.ended: str | None = None
 
@@ -76,6 +84,10 @@ class _UpgradeWatch(StreamWrapper):
             raise
         if not data:
             self._end("the engine closed the connection")
+        elif self._scope is not None:
+            self._received += len(data)
+            if self._received > UPGRADE_RESPONSE_LIMIT:
+                self._end(f"more than {UPGRADE_RESPONSE_LIMIT // 1024**2} MiB of answer")
         return data
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:

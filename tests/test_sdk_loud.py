@@ -15,7 +15,7 @@ import re
 import socket
 import traceback
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 
 import pytest
 import trio
@@ -169,6 +169,34 @@ async def test_a_web_server_in_the_engines_place_is_one_line_with_the_start_of_i
     assert f"cannot connect to '{url}': HTTP 200 at /: <!DOCTYPE html> <html> <body>It" in first
     assert "\n" not in first
     assert len(first) < 400
+
+
+async def _answer_with_an_endless_page(stream: trio.SocketStream) -> None:
+    """Answer the upgrade request with 200 and a body that never ends."""
+    async with stream:
+        await stream.receive_some(65536)
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000000000\r\n\r\n")
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while True:
+                await stream.send_all(b"x" * 65536)
+
+
+async def test_an_endless_answer_to_the_upgrade_is_cut_at_one_mib(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="iii_trio")
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    url = f"ws://127.0.0.1:{listener.socket.getsockname()[1]}/"
+    async with listener, trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, _answer_with_an_endless_page, [listener])
+        with trio.fail_after(WIRE_DEADLINE), pytest.raises(iii_trio.ReconnectFailed):
+            async with iii_trio.register_worker(url, _options(max_retries=0)) as worker:
+                await worker.serve_forever()
+        nursery.cancel_scope.cancel()
+    assert (
+        f"cannot connect to '{url}': more than 1 MiB of answer during the upgrade"
+        in _warnings(caplog)[0]
+    )
 
 
 async def test_an_upgrade_nobody_answers_is_a_timeout_naming_the_wait(
