@@ -142,6 +142,16 @@ class ConnectLog:
         self._left_out = 0
         self._logged_at = None
 
+    def not_registered(self, waited: float) -> None:
+        """Connected ``waited`` seconds ago and the engine has not registered the worker."""
+        self._log.warning(
+            "worker %s: connected to %r, but the engine has not registered the worker after "
+            "%g s: is this the engine's worker port?",
+            self._name,
+            self._url,
+            waited,
+        )
+
     def lost(self, error: BaseException | None) -> None:
         """A registered connection ended while the worker was not shutting down."""
         self._log.warning(

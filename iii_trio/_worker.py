@@ -961,8 +961,18 @@ class Worker:
             nursery.start_soon(self._write_loop, live)
             nursery.start_soon(self._read_loop, live)
             nursery.start_soon(self._drain_on_shutdown, live)
+            nursery.start_soon(self._watch_registration, live)
             if self.options.enable_metrics_reporting:
                 nursery.start_soon(report_metrics, self, live.outbox)
+
+    async def _watch_registration(self, live: _Live) -> None:
+        # ``workerregistered`` is the engine's first frame on every connection: a
+        # WebSocket server that never sends one (the stream port, another service)
+        # would otherwise leave the worker waiting in silence.
+        waited = self.options.connect_timeout_ms / 1000
+        await trio.sleep(waited)
+        if not (live.registered or live.lost or self._shutdown_requested.is_set()):
+            self._connect_log.not_registered(waited)
 
     def _announcement(self) -> InvokeFunction:
         data: dict[str, JsonValue] = {

@@ -404,13 +404,20 @@ async def test_ready_refuses_a_negative_timeout(
             await worker.ready(timeout=-1)
 
 
-async def test_ready_timeout_on_a_websocket_that_is_not_a_worker_port_says_so() -> None:
+async def test_a_websocket_that_is_not_a_worker_port_is_a_warning_and_a_ready_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="iii_trio")
     # The stream port speaks WebSocket too: the upgrade succeeds and nothing registers.
     async with open_engine(EngineConfig(port=0)) as engine:
         url = engine.module_url("iii-stream", "stream")
-        async with iii_trio.register_worker(url, _options()) as worker:
+        async with iii_trio.register_worker(url, _options(connect_ms=300)) as worker:
             with trio.fail_after(WIRE_DEADLINE), pytest.raises(iii_trio.ReadyTimeout) as raised:
                 await worker.ready(timeout=0.5)
+    assert _warnings(caplog) == [
+        f"worker loud: connected to {url!r}, but the engine has not registered the worker "
+        "after 0.3 s: is this the engine's worker port?"
+    ]
     assert str(raised.value) == (
         f"not ready after 0.5 s at {url!r} (state registering); no connection attempt has "
         "failed yet; connected, but the engine has not registered the worker: is this the "
