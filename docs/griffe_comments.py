@@ -4,7 +4,7 @@
   and type aliases that way (the Sphinx convention) rather than with a string after the
   assignment, which is all griffe, mkdocstrings' loader, reads. The API reference then
   shows them, as tests/test_public_docstrings.py counts them.
-* An reStructuredText literal-block marker (a ``::`` line, or ``::`` ending a paragraph)
+* A reStructuredText literal-block marker (a ``::`` line, or ``::`` ending a paragraph)
   becomes plain Markdown: the indented block after it is a code block in both.
 """
 
