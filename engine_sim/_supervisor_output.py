@@ -33,8 +33,8 @@ from ._supervisor import Stream
 
 __all__ = ["LogWriter", "WorkerConsole"]
 
-#: Lines that may wait for the terminal; with lines of at most 8 KiB (the
-#: supervisor's cutter) a few hundred KiB.
+#: Lines that may wait for the terminal, and the most handed to the writing thread
+#: at once: with lines of at most 8 KiB (the supervisor's cutter), about 1 MiB in all.
 QUEUED_LINES: Final = 64
 
 
