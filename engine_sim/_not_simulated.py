@@ -38,7 +38,7 @@ __all__ = [
 #: (the engine functions) and served by the worker manager on ``/ws/channels/{id}``.
 CHANNELS: Final = "channels"
 #: Where a user reads what engine_sim simulates (named in ``not_simulated`` errors).
-DOCS: Final = "the 'Engine modules' section of engine_sim's README"
+DOCS: Final = "the 'Not simulated' section of docs/guides/engine-simulator.md"
 
 _OBSERVABILITY = "iii-observability"
 _QUEUE = "iii-queue"

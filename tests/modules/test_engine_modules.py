@@ -91,7 +91,7 @@ async def test_a_builtin_engine_sim_does_not_simulate_says_so(
         assert answer.error is not None
         assert answer.error.code == "not_simulated"
         assert "engine_sim has no " in answer.error.message
-        assert "README" in answer.error.message
+        assert "docs/guides/engine-simulator.md" in answer.error.message
         if module is not None:
             assert f"engine_sim has no {module};" in answer.error.message
 
