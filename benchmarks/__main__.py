@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,12 +79,19 @@ def run(sections: list[str], reps: int, quick: bool) -> str:
         "by the calls: the steady figure on a shared machine.",
         "",
     ]
+    load_before = os.getloadavg()[0]
     for name in sections:
         title, command, make = runners[name]
         started = time.monotonic()
         print(f"benchmarks: {name}…", flush=True)
         body = make()
         parts.append(_section(title, command, body, time.monotonic() - started))
+    # Other work on the machine inflates CPU per call (caches, frequency): say how busy it was.
+    parts.insert(
+        4,
+        f"Load average (1 min) {load_before:.1f} when the run began, "
+        f"{os.getloadavg()[0]:.1f} when it ended.\n",
+    )
     return "\n".join(parts)
 
 
