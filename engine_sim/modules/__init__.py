@@ -151,4 +151,29 @@ def build_modules(
         cls = module_class(spec.name)
         assert cls is not None, "EngineConfig validates module names"
         built.append(cls(cls.Config.model_validate(dict(spec.config)), host_for(cls.name)))
+    _check_worker_paths(built)
     return built
+
+
+#: Paths of the worker port that stay the engine's own (the worker socket, telemetry).
+_RESERVED_PATHS: Final = ("/", "/otel")
+
+
+def _check_worker_paths(built: Sequence[EngineModule]) -> None:
+    """Refuse modules whose ``worker_paths`` would take the engine's own paths or each
+    other's: served first-come, such a claim would silently steal connections."""
+    claimed: dict[str, str] = {}
+    for module in built:
+        for prefix in module.worker_paths:
+            if len(prefix) < 2 or not prefix.startswith("/") or prefix in _RESERVED_PATHS:
+                raise ModuleConfigError(
+                    f"module {module.name!r} claims worker-port path {prefix!r}: a path "
+                    "prefix must start with '/' and not be '/' or '/otel'"
+                )
+            for other, owner in claimed.items():
+                if prefix.startswith(other) or other.startswith(prefix):
+                    raise ModuleConfigError(
+                        f"modules {owner!r} and {module.name!r} both claim worker-port paths "
+                        f"under {min(prefix, other, key=len)!r}"
+                    )
+            claimed[prefix] = module.name

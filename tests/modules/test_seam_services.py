@@ -26,6 +26,7 @@ from engine_sim.modules import (
     CallContext,
     Deferred,
     EngineModule,
+    ModuleConfigError,
     ModuleIO,
     ModuleSpec,
     PortRequest,
@@ -130,18 +131,15 @@ class _Other(EngineModule):
 
 
 class _Greedy(EngineModule):
-    """Claims every path on the worker port, as a careless module might."""
+    """Claims every path on the worker port, as a careless module might (each test
+    sets the claim)."""
 
     name: ClassVar[str] = "greedy"
     Config: ClassVar[type[BaseModel]] = _Config
     worker_paths: ClassVar[tuple[str, ...]] = ("/",)
 
     def start(self) -> None:
-        pass
-
-    async def serve_peer(self, label: str, peer: Peer, request: PortRequest, io: ModuleIO) -> None:
-        await peer.send(f"greedy {request.path}")
-        await peer.receive()
+        pass  # it is refused before it starts
 
 
 @pytest.fixture(autouse=True)
@@ -351,16 +349,15 @@ async def test_a_refuse_upgrade_that_raises_is_a_500_for_that_upgrade_only(
         assert refused.value.status == 500
 
 
-async def test_a_module_path_never_takes_the_workers_own_path() -> None:
-    config = EngineConfig(port=0, modules=(ModuleSpec("greedy"),))
-    async with open_engine(config) as engine:
-        assert engine.url is not None
-        async with trio_websocket.open_websocket_url(f"{engine.url}/") as ws:
-            with trio.fail_after(5):
-                assert '"workerregistered"' in await ws.get_message()
-        async with trio_websocket.open_websocket_url(f"{engine.url}/elsewhere") as ws:
-            with trio.fail_after(5):
-                assert await ws.get_message() == "greedy /elsewhere"
+@pytest.mark.parametrize("claim", [("/",), ("",), ("/otel",), ("ws/x",), ("/ws/echo/x",)])
+async def test_a_module_claiming_the_engines_paths_or_anothers_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, claim: tuple[str, ...]
+) -> None:
+    monkeypatch.setattr(_Greedy, "worker_paths", claim)
+    specs = (ModuleSpec("services"), ModuleSpec("greedy"))
+    with pytest.raises(ModuleConfigError, match="worker-port path"):
+        async with open_engine(EngineConfig(modules=specs)):
+            pass
 
 
 async def test_a_registration_that_hits_a_module_bug_is_logged_and_the_engine_goes_on(
