@@ -1,5 +1,4 @@
-"""Namespaces and worker names: when a connection's namespace is fixed, who holds a name
-(§5.3, §5.4, §9).
+"""Namespaces and worker names: when a connection's namespace is fixed, who holds a name.
 
 A part of ``EngineCore`` (see ``_core.py``): the worker records and ``core.names`` stay
 on the core; the rules for fixing a namespace (an announcement, or the grace timer
@@ -61,7 +60,7 @@ class Namespaces:
     def reject_worker(
         self, worker: WorkerRecord, namespace: str, name: str, holder: str, now: float
     ) -> None:
-        """Refuse ``worker`` the name ``holder`` has, and close its connection (§5.3)."""
+        """Refuse ``worker`` the name ``holder`` has, and close its connection."""
         log.warning(
             "%s: worker name %r is taken in %s by %s; closing",
             self.core.who(worker),
@@ -82,7 +81,7 @@ class Namespaces:
         self.core.cleanup(worker, now)
 
     def expire_graces(self, now: float) -> None:
-        """Fix the default namespace for connections that announced none in time (§5.4)."""
+        """Fix the default namespace for connections that announced none in time."""
         for worker in list(self.core.workers.values()):
             if worker.grace_deadline is not None and worker.grace_deadline <= now:
                 log.info(
@@ -99,7 +98,7 @@ class Namespaces:
         ]
 
     def worker_left(self, worker: WorkerRecord) -> None:
-        """Free the names ``worker`` held (§5.7)."""
+        """Free the names ``worker`` held."""
         for name_key, holder in list(self.core.names.items()):
             if holder == worker.id:
                 del self.core.names[name_key]

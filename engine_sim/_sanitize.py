@@ -1,4 +1,4 @@
-"""Worker-supplied text as the engine stores it (PROTOCOL.md §5.3)."""
+"""Worker-supplied text as the engine stores it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ _MAX_NAME_CHARS: Final = 280
 
 
 def sanitize(text: str | None) -> str | None:
-    """A worker-supplied name or description as the engine stores it (§5.3)."""
+    """A worker-supplied name or description as the engine stores it."""
     if text is None:
         return None
     kept = "".join(

@@ -7,7 +7,7 @@ OpenTelemetry metrics as OTLP-JSON carried in a binary WebSocket frame that star
 with the ASCII bytes ``MTRC`` (accepted on the worker socket itself), keeps them in
 its metric store, and fills ``latest_metrics`` from the ``iii.worker.*`` gauges
 whose data points carry ``worker.id`` equal to the id it gave the connection
-(PROTOCOL.md section 12).
+(see docs/internals/protocol.md).
 
 What: ``report_metrics`` runs in each connection's nursery. Every
 ``metrics_interval_ms`` it samples the process with the standard library only and

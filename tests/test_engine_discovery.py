@@ -1,4 +1,4 @@
-"""Engine: discovery built-ins (PROTOCOL.md §11; §20 items 71 to 74 and 77) and the
+"""Engine: discovery built-ins (conformance checklist items 71 to 74 and 77) and the
 names the seeds use."""
 
 from __future__ import annotations

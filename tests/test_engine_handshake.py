@@ -1,4 +1,4 @@
-"""Engine: handshake, frames, registration and namespaces (PROTOCOL.md §20 items 1 to 28).
+"""Engine: handshake, frames, registration and namespaces (conformance checklist items 1 to 28).
 
 Each test names the checklist item it checks. Workers are in-memory connections
 on a virtual clock (see ``tests/raw_worker.py``).

@@ -1,4 +1,4 @@
-"""Engine: routing invocations and relaying results (PROTOCOL.md §20 items 31 to 44), and
+"""Engine: routing invocations and relaying results (conformance checklist items 31 to 44), and
 the seeds' worker status (available while idle, busy while running a call)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Engine: trigger types, bindings and the discovery triggers (PROTOCOL.md §20 items 55 to 68)."""
+"""Engine: trigger types, bindings and the discovery triggers (checklist items 55 to 68)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Engine over real loopback WebSockets: what only a socket can show (PROTOCOL.md §2,
-§20 items 1, 3, 6 and 8), with trio-websocket as the client."""
+"""Engine over real loopback WebSockets: what only a socket can show (conformance
+checklist items 1, 3, 6 and 8), with trio-websocket as the client."""
 
 from __future__ import annotations
 

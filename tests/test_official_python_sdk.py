@@ -379,7 +379,7 @@ def test_workers_list_shows_available_then_busy_as_the_docs_describe(
 ) -> None:
     # The seeds' lifecycle (available while idle, busy while running a call), which
     # engine_sim tracks on purpose where the real engine leaves every worker
-    # "connected" (PROTOCOL.md §5.8; README, "Where it chooses differently").
+    # "connected" (docs/guides/differences.md).
     block = Blocking("done")
     started, release = block.started, block.release
     executor = workers.start("executor", {"slow::op": block})

@@ -1,4 +1,4 @@
-"""Frames from PROTOCOL.md (Appendix A, §4 examples, §20 checklist) decode, and
+"""Frames from the protocol specification (its appendix, message examples and checklist) decode, and
 re-encode byte for byte to the engine's canonical form.
 
 Each case is ``(frame as the document writes it, canonical JSON)``. The canonical

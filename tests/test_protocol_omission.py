@@ -1,4 +1,4 @@
-"""One test per rule of PROTOCOL.md §3.1/§4 on absent optional fields.
+"""One test per rule of the wire protocol on absent optional fields.
 
 Each case builds a message with every optional field unset and states the exact
 frame the engine writes for it: which keys are left out, which are written as

@@ -15,7 +15,7 @@ bounded (``trio.fail_after``, the engine's ``wait_for`` timeout, the SDK's
 * ``invocation_stopped`` each way: the executing worker leaves mid-call (iii_trio: its
   ``async with`` is cancelled, with a short ``drain_timeout_ms``; official: its socket
   is aborted) and the caller hears it at once, far ahead of its own timeout.
-* The handshake (PROTOCOL.md §5.2, §5.5): both SDKs make the same registrations before
+* The handshake : both SDKs make the same registrations before
   their connection opens, then the engine drops them (``engine.disconnect``) and they
   reconnect; the frame types each sent up to its announcement are compared. The
   official ``register_worker()`` connects before anything can be registered (its
@@ -57,7 +57,7 @@ T = TypeVar("T")
 
 #: The function every SDK invokes (fire and forget) to announce itself (§5.3).
 ANNOUNCE = "engine::workers::register"
-#: What the Python SDK sends on connect, per PROTOCOL.md §5.2 (frame types; the
+#: What the Python SDK sends on connect, per the protocol (frame types; the
 #: announcement with its function id).
 FIRST_CONNECT = [
     "registertriggertype",
@@ -228,7 +228,7 @@ async def test_official_caller_gets_results_and_errors_from_an_iii_trio_worker(
         assert unknown.value.message == "Function trio::missing not found in namespace default."
 
         # An id the engine routes to iii_trio, which no longer has it: iii_trio answers,
-        # in the official SDK's words (PROTOCOL.md §7.4).
+        # in the official SDK's words.
         del worker._registry.functions["trio::forgotten"]
         with pytest.raises(OfficialInvocationError) as forgotten:
             await call("trio::forgotten")

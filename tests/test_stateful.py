@@ -9,7 +9,7 @@ Two kinds of machine live here:
 * an engine machine drives ``EngineCore`` with protocol messages from several
   workers while a plain model of its registries predicts every registry change and
   every frame that matters (results, invocations, rejections, closes, trigger
-  deliveries), following PROTOCOL.md.
+  deliveries), following the wire protocol.
 
 ``tests/test_lifecycle.py`` covers the tables edge by edge; these machines cover
 sequences, where bookkeeping bugs hide.
@@ -225,7 +225,7 @@ class WorkerLife(LifeMachine[lc.WorkerState]):
     lifecycle = lc.WORKER_LIFECYCLE
 
     def expect(self, event: lc.Event) -> Outcome[lc.WorkerState]:
-        # Written from the diagram (PROTOCOL.md §5.6, the iii docs), not from the table.
+        # Written from the diagram (the iii docs), not from the table.
         phase, running = self.phase, self.running
         if phase in (W.FAILED, W.EXITED):
             return None
@@ -627,7 +627,7 @@ class EngineRegistries(RuleBasedStateMachine):
             case _:
                 raise AssertionError(f"unexpected frame to {to}: {message!r}")
 
-    # -- the model: what the engine should do (PROTOCOL.md §5 to §10) -----------------------
+    # -- the model: what the engine should do -----------------------
 
     def resolve_provider(self, binding: ModelBinding) -> TypeKey | None:
         # §10.3: a strict trigger_namespace, else the home namespace, then default.

@@ -1,4 +1,4 @@
-"""Names and codes the protocol fixes (PROTOCOL.md §8 and §9)."""
+"""Names and codes the protocol fixes (docs/internals/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The protocol's messages (PROTOCOL.md §4), one model per ``type``.
+"""The protocol's messages, one model per ``type`` (docs/internals/protocol.md).
 
 Fields are declared in the order the engine writes them, so an encoded message
 matches the engine's bytes. W→E is worker to engine, E→W engine to worker.

@@ -1,4 +1,4 @@
-"""Types shared by several messages (PROTOCOL.md §3)."""
+"""Types shared by several messages (docs/internals/protocol.md)."""
 
 from __future__ import annotations
 
