@@ -37,7 +37,13 @@ from ._config import EngineConfig
 from ._frame_sizes import FrameSizes
 from ._peers import WebSocketPeer
 
-__all__ = ["FirstMessagePeer", "Throttled", "WebSocketListener", "watch_first_message"]
+__all__ = [
+    "FirstMessagePeer",
+    "Throttled",
+    "WebSocketListener",
+    "local_address",
+    "watch_first_message",
+]
 
 log = logging.getLogger("engine_sim")
 
@@ -173,8 +179,7 @@ class WebSocketListener:
         # Connections live in the listener's own nursery, each behind a guard:
         # nothing a peer does reaches the one given here, which holds the engine.
         await nursery.start(self.serve, listeners)
-        local = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        return f"ws://{local}:{bound}"
+        return f"ws://{local_address(host)}:{bound}"
 
     async def serve(
         self,
@@ -315,6 +320,13 @@ class WebSocketListener:
                 self._config.handshake_timeout_ms,
             )
         return None
+
+
+def local_address(host: str) -> str:
+    """How a client on this machine names a listener bound to ``host`` in a URL: the
+    loopback address for a wildcard, and an IPv6 address in brackets."""
+    local = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{local}]" if ":" in local else local
 
 
 def _peer_ip(stream: trio.SocketStream) -> str:
