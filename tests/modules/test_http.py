@@ -673,6 +673,54 @@ async def test_concurrency_limit_is_per_route_as_upstreams(autojump_clock: MockC
     assert fast_at[0] < 2
 
 
+async def test_a_client_that_leaves_while_waiting_for_a_slot_is_never_served(
+    autojump_clock: MockClock,
+) -> None:
+    """As upstream (hyper drops a request whose client left), a request still waiting
+    for a concurrency slot when its client goes is dropped: its handler never runs."""
+    calls: list[str] = []
+
+    async def slow(data: Any) -> Any:
+        calls.append(data["query_params"]["n"])
+        await trio.sleep(10)
+        return {"body": "slow"}
+
+    async with http_engine(concurrency_request_limit=1) as (engine, client), worker(engine) as w:
+        await route(engine, w, "api::slow", slow, "slow")
+        app = engine.module_asgi(HttpModule.name, "http")
+        left = trio.Event()
+        sent: list[Any] = []
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive() -> Any:
+            if messages:
+                return messages.pop()
+            await left.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/slow",
+            "raw_path": b"/slow",
+            "query_string": b"n=gone",
+            "headers": [],
+        }
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.get, "/slow?n=first")
+            await trio.sleep(1)
+            nursery.start_soon(app, scope, receive, send)
+            await trio.sleep(1)
+            left.set()
+        after = await client.get("/slow?n=after")
+    assert calls == ["first", "after"]
+    assert after.json() == "slow"
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] in ([], [503])
+
+
 # -- config -------------------------------------------------------------------------------
 
 

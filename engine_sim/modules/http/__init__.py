@@ -15,7 +15,8 @@ Config (upstream's keys; unknown keys are refused, as upstream):
   ``MIDDLEWARE_TIMEOUT``);
 * ``concurrency_request_limit`` (1024): requests to one route past it wait for a slot
   (per route, as upstream's layer on each axum route; a slot is free again once the
-  answer starts, so an open SSE stream does not hold one);
+  answer starts, so an open SSE stream does not hold one; a request whose client
+  leaves while it waits is dropped, its handler never called);
 * ``cors`` (``allowed_origins``, ``allowed_methods``; none: any origin, any method);
 * ``middleware``: ``[{function_id, phase: preHandler, priority}]``, run on every route,
   lowest priority first;

@@ -13,8 +13,9 @@ reset instead of the answer.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from collections import deque
+from collections.abc import Callable, MutableMapping
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -27,6 +28,9 @@ __all__ = ["LINGER", "RequestBody"]
 
 #: Seconds the rest of a request body is read (and dropped) before an answer ends.
 LINGER: Final = 2.0
+#: Bytes of body read ahead (and kept) while a request waits for a concurrency slot,
+#: watching for its client to leave; past them the client waits on the server.
+READ_AHEAD: Final = 65_536
 
 
 class RequestBody:
@@ -44,6 +48,25 @@ class RequestBody:
         #: Whether the body went past the limit.
         self.too_large = False
         self._pumping = False
+        #: Messages read by ``watch_for_leaving``, for ``pump`` to take first.
+        self._early: deque[MutableMapping[str, Any]] = deque()
+
+    async def watch_for_leaving(self) -> None:
+        """Return once the client has left; meanwhile read ahead (kept for ``pump``)
+        at most ``READ_AHEAD`` bytes of the body. Cancel it to stop watching."""
+        held = 0
+        while held <= READ_AHEAD:
+            message = await self._receive()
+            self._early.append(message)
+            if message["type"] == "http.disconnect":
+                return
+            held += len(message.get("body", b""))
+        await trio.sleep_forever()
+
+    async def _next(self) -> MutableMapping[str, Any]:
+        if self._early:
+            return self._early.popleft()
+        return await self._receive()
 
     def declared_too_large(self, content_length: str | None) -> bool:
         """Whether ``Content-Length`` alone says the body is over the limit."""
@@ -63,7 +86,7 @@ class RequestBody:
         received = 0
         try:
             while True:
-                message = await self._receive()
+                message = await self._next()
                 if message["type"] == "http.disconnect":
                     on_gone()
                     return
@@ -89,7 +112,7 @@ class RequestBody:
             self.done.set()
             if self.writer is not None:
                 self.writer.close()
-        while (await self._receive())["type"] != "http.disconnect":
+        while (await self._next())["type"] != "http.disconnect":
             pass
         on_gone()
 
@@ -113,6 +136,6 @@ class RequestBody:
                 await self.done.wait()
                 return
             while True:
-                message = await self._receive()
+                message = await self._next()
                 if message["type"] == "http.disconnect" or not message.get("more_body", False):
                     return

@@ -121,16 +121,43 @@ class Exchange:
         if self.method != "OPTIONS":
             match = self.io.call(lambda: module.routes.match(self.method, self.path))
         slots = module.slots(None if match is None else match.route)
-        # No timeout: upstream's TimeoutLayer starts inside the limit, as here.
-        await slots.acquire()
-        self._slots = slots
         try:
+            if not await self._take_slot(slots):
+                self.log.debug(
+                    "iii-http: client of %s %s left waiting for a slot", self.method, self.path
+                )
+                return
             if match is None and self.method == "OPTIONS":
                 await self._answer(module.cors.preflight(self.origin))
             else:
                 await self._serve(match)
         finally:
             self._free_slot()
+
+    async def _take_slot(self, slots: trio.Semaphore) -> bool:
+        """Wait for a slot (no timeout: upstream's TimeoutLayer starts inside the
+        limit); ``False`` if the client left first (upstream drops such a request)."""
+        try:
+            slots.acquire_nowait()
+        except trio.WouldBlock:
+            pass
+        else:
+            self._slots = slots
+            return True
+        left = False
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal left
+                await self.body.watch_for_leaving()
+                left = True
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(watch)
+            await slots.acquire()
+            self._slots = slots
+            nursery.cancel_scope.cancel()
+        return not left
 
     def _free_slot(self) -> None:
         # At the answer's start (a streamed body no longer counts), or at the end.
