@@ -61,10 +61,18 @@ Differences from the real engine:
 * A WebSocket upgrade to the HTTP port is refused (403); upstream treats it as a GET.
 * ``error_id`` is 12 hex digits of a fresh id (upstream: of the clock's nanoseconds).
 * Limits come from hypercorn (request line and headers: 16 KiB together; an idle
-  keep-alive connection is closed after 5 s); upstream's hyper has its own. Status
+  keep-alive connection, or one whose request line and headers take over 5 s to
+  arrive, is closed after 5 s); upstream's hyper has its own. Status
   lines carry no reason phrase (``HTTP/1.1 200``; hyper writes ``200 OK``). hypercorn
   also speaks HTTP/2 to a client that asks for it in clear text (h2c); upstream's
   server speaks HTTP/1.1 only.
+* A client that leaves while its answer streams is noticed when its disconnect
+  reaches the engine: behind a request body nobody reads (a handler that streams an
+  answer without reading an upload over the request channel's 4 MiB), only once the
+  handler stops writing. Upstream notices at once.
+* Past ``body_limit`` in the middle of a streamed upload, the handler's
+  ``request_body`` ends where the limit was passed, as upstream's ends where a client
+  that left stopped sending.
 """
 
 from __future__ import annotations
