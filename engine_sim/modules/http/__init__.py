@@ -69,7 +69,7 @@ Differences from the real engine:
 * A client that leaves while its answer streams is noticed when its disconnect
   reaches the engine: behind a request body nobody reads (a handler that streams an
   answer without reading an upload over the request channel's 4 MiB), only once the
-  handler stops writing. Upstream notices at once.
+  handler closes the response channel. Upstream notices at once.
 * Past ``body_limit`` in the middle of a streamed upload, the handler's
   ``request_body`` ends where the limit was passed, as upstream's ends where a client
   that left stopped sending.
