@@ -32,7 +32,7 @@ from hypercorn.utils import wrap_app
 
 from iii_trio import ConnectionClosed
 
-from ._listener import Handler, WebSocketListener
+from ._listener import Handler, WebSocketListener, local_address
 from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
 from .modules._seam import (
     AsgiReceive,
@@ -366,11 +366,15 @@ async def serve_http(nursery: trio.Nursery, app: AsgiApp, host: str, port: int) 
     config.graceful_timeout = _HTTP_GRACE
     # Bound here, so a taken port is a plain OSError (inside hypercorn's nurseries it
     # would come out wrapped in exception groups, its socket left open).
-    sockets = Sockets([], [_listening_socket(host, port, config.backlog)], [])
+    sock = _listening_socket(host, port, config.backlog)
+    bound_port = sock.getsockname()[1]
+    sockets = Sockets([], [sock], [])
     # hypercorn types the app with its own TypedDicts; ours takes any mapping.
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
-    binds: list[str] = await nursery.start(partial(worker_serve, wrapped, config, sockets=sockets))
-    return binds[0]
+    await nursery.start(partial(worker_serve, wrapped, config, sockets=sockets))
+    # As the worker port's URL: one a client here can use (hypercorn's would name
+    # 0.0.0.0 or an IPv6 wildcard).
+    return f"http://{local_address(host)}:{bound_port}"
 
 
 def _listening_socket(host: str, port: int, backlog: int) -> socket.socket:

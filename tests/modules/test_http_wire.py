@@ -9,6 +9,7 @@ malformed requests, a client leaving mid-answer, and the port across a restart.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -350,3 +351,24 @@ async def test_a_streamed_answer_frees_its_concurrency_slot_once_it_starts() -> 
                 hold.set()
                 assert [chunk async for chunk in chunks] == []
     assert reply.json() == "next"
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("host", "named"), [("0.0.0.0", "127.0.0.1"), ("::", "[::1]")])
+async def test_a_wildcard_host_gives_a_url_a_local_client_can_use(host: str, named: str) -> None:
+    if host == "::" and not _ipv6_loopback():
+        pytest.skip("no IPv6 loopback on this machine")
+    with trio.fail_after(WAIT):
+        async with http_engine(port=0, host=host) as (engine, client), worker(engine) as w:
+            await route(engine, w, "api::ok", answer("ok"), "ok")
+            url = engine.module_url(HttpModule.name, "http")
+            assert urlsplit(url).netloc.rsplit(":", 1)[0] == named
+            assert (await client.get("/ok")).json() == "ok"
