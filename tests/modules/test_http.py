@@ -141,6 +141,30 @@ async def test_json_body_in_many_chunks_reaches_the_handler_whole(
     assert read.json() == 201
 
 
+@pytest.mark.parametrize(("depth", "parsed"), [(125, True), (126, False), (127, False)])
+async def test_a_json_body_too_deep_for_an_invocation_is_null_not_a_timeout(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture, depth: int, parsed: bool
+) -> None:
+    """The handler's payload puts the body two levels down in the invocation frame,
+    and frames nest at most 127 deep: a deeper body is ``null`` (raw bytes in the
+    channel, a warning), not an invocation that cannot be sent and a 504."""
+    raw = b"[" * depth + b"]" * depth
+    seen: list[Any] = []
+
+    async def handler(data: Any) -> Any:
+        seen.append(data["body"])
+        return {"body": "ok"}
+
+    async with http_engine() as (engine, client), worker(engine) as w:
+        await route(engine, w, "api::deep", handler, "deep", "POST")
+        start = trio.current_time()
+        reply = await client.post("/deep", content=raw, headers={"content-type": JSON_TYPE})
+    assert reply.status_code == 200
+    assert trio.current_time() - start < 1
+    assert (seen[0] is not None) == parsed
+    assert ("nested too deeply" in caplog.text) != parsed
+
+
 async def test_headers_are_flat_lower_case_and_visible_ascii(autojump_clock: MockClock) -> None:
     seen: list[Any] = []
 

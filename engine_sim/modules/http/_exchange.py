@@ -24,11 +24,14 @@ from typing import TYPE_CHECKING, Final
 import trio
 from pydantic import JsonValue
 
+from iii_trio._protocol._json import MAX_DEPTH
 from iii_trio.protocol import ErrorBody
 
 from ..channels import EngineReader
 from ._body import RequestBody
 from ._request import (
+    FRAME_LEVELS_ABOVE_BODY,
+    body_too_deep,
     header_map,
     is_json,
     middleware_input,
@@ -230,7 +233,18 @@ class Exchange:
         body: JsonValue = None
         if json_body:
             await self.body.done.wait()
-            body = parse_json_body(bytes(self.body.data))
+            raw = bytes(self.body.data)
+            body = parse_json_body(raw)
+            if body is not None and body_too_deep(raw):
+                self.module.warn_too_deep(
+                    "iii-http: %s %s: JSON body nested too deeply to pass in an "
+                    "invocation (over %d levels); the handler gets body null and the "
+                    "raw body in request_body",
+                    self.method,
+                    self.path,
+                    MAX_DEPTH - FRAME_LEVELS_ABOVE_BODY,
+                )
+                body = None
         payload = request_payload(
             api_path=route.spec.api_path,
             method=self.method,

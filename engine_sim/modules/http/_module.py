@@ -54,6 +54,7 @@ class HttpModule(EngineModule):
         self._other_slots = trio.Semaphore(config.concurrency_request_limit)
         #: HTTP clients cause these: a flood of them logs a few lines.
         self.warn_too_large = Throttled()
+        self.warn_too_deep = Throttled()
 
     def start(self) -> None:
         """Provide the ``http`` trigger type."""

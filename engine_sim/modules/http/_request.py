@@ -21,6 +21,8 @@ from pydantic import JsonValue
 from iii_trio._protocol import _json
 
 __all__ = [
+    "FRAME_LEVELS_ABOVE_BODY",
+    "body_too_deep",
     "header_map",
     "is_json",
     "middleware_input",
@@ -30,6 +32,8 @@ __all__ = [
 ]
 
 _VISIBLE: Final = frozenset(range(32, 127)) | {9}
+#: Levels of the invocation frame above a handler's ``body``: the frame and ``data``.
+FRAME_LEVELS_ABOVE_BODY: Final = 2
 
 
 def header_map(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -59,6 +63,17 @@ def parse_json_body(raw: bytes) -> JsonValue:
     except Exception:  # the engine answers a body it cannot parse with null, not 400
         return None
     return value
+
+
+def body_too_deep(raw: bytes) -> bool:
+    """Whether a JSON body, two levels down in the invocation frame, would nest deeper
+    than a frame may (``MAX_DEPTH``): the engine could not send that invocation."""
+    wrapped = b"[" * FRAME_LEVELS_ABOVE_BODY + raw + b"]" * FRAME_LEVELS_ABOVE_BODY
+    try:
+        _json.check_depth(wrapped.decode(), "request body")
+    except Exception:  # ProtocolError: too deep (or not UTF-8, then not parsed anyway)
+        return True
+    return False
 
 
 def request_payload(
