@@ -48,6 +48,7 @@ from ._response import (
     streamed_headers,
 )
 from ._routes import Match, Route
+from ._slots import Slot
 
 if TYPE_CHECKING:
     from .._seam import AsgiReceive, AsgiScope, AsgiSend, ModuleIO
@@ -110,8 +111,8 @@ class Exchange:
         self._channel_ids: list[str] = []
         self.body = RequestBody(receive, self.settings.body_limit)
         self._prepare_scope = trio.CancelScope()
-        #: The concurrency slot held until the answer starts.
-        self._slots: trio.Semaphore | None = None
+        #: The concurrency slot, held until the answer starts.
+        self._slot: Slot | None = None
         #: Set once the answer's last message is being sent (see ``_client_left``).
         self._ending = False
 
@@ -123,9 +124,9 @@ class Exchange:
         match = None
         if self.method != "OPTIONS":
             match = self.io.call(lambda: module.routes.match(self.method, self.path))
-        slots = module.slots(None if match is None else match.route)
+        self._slot = Slot(module.slots.of(None if match is None else match.route))
         try:
-            if not await self._take_slot(slots):
+            if not await self._slot.take(self.body.watch_for_leaving):
                 self.log.debug(
                     "iii-http: client of %s %s left waiting for a slot", self.method, self.path
                 )
@@ -135,38 +136,7 @@ class Exchange:
             else:
                 await self._serve(match)
         finally:
-            self._free_slot()
-
-    async def _take_slot(self, slots: trio.Semaphore) -> bool:
-        """Wait for a slot (no timeout: upstream's TimeoutLayer starts inside the
-        limit); ``False`` if the client left first (upstream drops such a request)."""
-        try:
-            slots.acquire_nowait()
-        except trio.WouldBlock:
-            pass
-        else:
-            self._slots = slots
-            return True
-        left = False
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                nonlocal left
-                await self.body.watch_for_leaving()
-                left = True
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(watch)
-            await slots.acquire()
-            self._slots = slots
-            nursery.cancel_scope.cancel()
-        return not left
-
-    def _free_slot(self) -> None:
-        # At the answer's start (a streamed body no longer counts), or at the end.
-        if self._slots is not None:
-            self._slots.release()
-            self._slots = None
+            self._slot.free()
 
     async def _serve(self, match: Match | None) -> None:
         try:
@@ -456,7 +426,7 @@ class Exchange:
             await self._send(
                 {"type": "http.response.start", "status": answer.status, "headers": headers}
             )
-            self._free_slot()
+            self._answer_started()
             await self._send({"type": "http.response.body", "body": answer.body, "more_body": True})
             await self.body.linger()
             await self._end()
@@ -474,7 +444,7 @@ class Exchange:
             await self._send(
                 {"type": "http.response.start", "status": streamed.status, "headers": headers}
             )
-            self._free_slot()
+            self._answer_started()
             if streamed.first is not None:
                 await self._send(
                     {"type": "http.response.body", "body": streamed.first, "more_body": True}
@@ -489,6 +459,11 @@ class Exchange:
             await self._end()
         except _CLIENT_GONE:
             self.log.debug("iii-http: client of %s %s left mid-response", self.method, self.path)
+
+    def _answer_started(self) -> None:
+        # Upstream's permit goes once the response is ready: its body streams freely.
+        if self._slot is not None:
+            self._slot.free()
 
     async def _end(self) -> None:
         self._ending = True

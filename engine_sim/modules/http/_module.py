@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar, Final
 
-import trio
 from pydantic import BaseModel, JsonValue
 
 from ..._listener import Throttled
@@ -25,6 +24,7 @@ from ._config import CALL_REQUEST_FORMAT, TRIGGER_REQUEST_FORMAT, HttpConfig
 from ._cors import Cors
 from ._exchange import Exchange
 from ._routes import METHODS, Route, RouteTable, parse_route
+from ._slots import RouteSlots
 
 __all__ = ["HTTP_TRIGGER", "HttpModule"]
 
@@ -46,12 +46,8 @@ class HttpModule(EngineModule):
         self.settings = config
         self.routes = RouteTable()
         self.cors = Cors(config.cors)
-        #: Requests of one route served at once until their answers start; the rest
-        #: wait. Upstream's ``ConcurrencyLimitLayer`` is per route (axum layers each
-        #: route alone), and its permit goes once the response (not its body) is ready.
-        self._route_slots: dict[str, trio.Semaphore] = {}
-        #: The same for requests no route serves (404, 405, CORS preflights).
-        self._other_slots = trio.Semaphore(config.concurrency_request_limit)
+        #: Requests of one route served at once until their answers start.
+        self.slots = RouteSlots(config.concurrency_request_limit)
         #: HTTP clients cause these: a flood of them logs a few lines.
         self.warn_too_large = Throttled()
         self.warn_too_deep = Throttled()
@@ -97,16 +93,6 @@ class HttpModule(EngineModule):
             return
         await Exchange(self, scope, receive, send, io).run()
 
-    def slots(self, route: Route | None) -> trio.Semaphore:
-        """The concurrency slots of ``route`` (``None``: of requests no route serves)."""
-        if route is None:
-            return self._other_slots
-        key = route.spec.key
-        slots = self._route_slots.get(key)
-        if slots is None:
-            slots = self._route_slots[key] = trio.Semaphore(self.settings.concurrency_request_limit)
-        return slots
-
     # -- bindings ----------------------------------------------------------------------
 
     def _check(self, config: JsonValue) -> None:
@@ -142,5 +128,5 @@ class HttpModule(EngineModule):
     def _unbind(self, binding: Binding) -> None:
         spec = parse_route(binding.config)
         if self.routes.remove(binding.id, spec):
-            self._route_slots.pop(spec.key, None)  # requests in flight keep theirs
+            self.slots.forget(spec.key)
             self.host.log.info("iii-http: endpoint %s %s removed", spec.method, spec.api_path)
