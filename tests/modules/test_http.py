@@ -21,6 +21,7 @@ from trio.testing import MockClock
 import engine_sim.modules as modules
 from engine_sim.modules import ModuleConfigError, ModuleSpec, validate_modules
 from engine_sim.modules.http import HttpModule
+from engine_sim.modules.http._response import from_function_return
 from tests.modules.test_http_support import (
     http_engine,
     read_channel,
@@ -269,6 +270,17 @@ async def test_header_forms_and_invalid_headers(
     assert "skipping invalid response header 'Bad Name'" in caplog.text
     assert mapped.headers["x-b"] == "b"
     assert "x-c" not in mapped.headers
+
+
+def test_an_objects_headers_go_out_in_key_order() -> None:
+    """serde_json's map (no preserve_order) iterates its keys sorted, so upstream writes
+    a returned object's headers in that order, whatever order the worker sent."""
+    answer = from_function_return({"headers": {"X-C": "c", "X-A": "a", "X-B": "b"}})
+    assert [name for name, _ in answer.headers if name.startswith(b"x-")] == [
+        b"x-a",
+        b"x-b",
+        b"x-c",
+    ]
 
 
 async def test_streamed_answer_takes_status_and_headers_from_the_channel(

@@ -89,7 +89,8 @@ def _headers_of(value: JsonValue) -> list[tuple[str, str]]:
                     pairs.append((name.strip(), text.strip()))
         return pairs
     if isinstance(value, dict):
-        return [(name, text) for name, text in value.items() if isinstance(text, str)]
+        # serde_json's map (no preserve_order) iterates sorted: the order upstream writes.
+        return [(name, text) for name, text in sorted(value.items()) if isinstance(text, str)]
     return []
 
 
