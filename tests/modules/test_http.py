@@ -645,7 +645,7 @@ async def test_cors_is_permissive_without_config(autojump_clock: MockClock) -> N
 
 
 async def test_cors_lists_restrict_origins_and_methods(autojump_clock: MockClock) -> None:
-    cors = {"allowed_origins": ["http://ok.test"], "allowed_methods": ["get", "POST"]}
+    cors = {"allowed_origins": ["http://ok.test"], "allowed_methods": ["get", "POST", "B@D"]}
     async with http_engine(cors=cors) as (engine, client), worker(engine) as w:
         await route(engine, w, "api::c", answer("c"), "c")
         allowed = await client.get("/c", headers={"origin": "http://ok.test"})
@@ -654,8 +654,17 @@ async def test_cors_lists_restrict_origins_and_methods(autojump_clock: MockClock
     assert allowed.headers["access-control-allow-origin"] == "http://ok.test"
     assert "access-control-allow-origin" not in other.headers
     assert other.json() == "c"  # CORS headers only; the server still answers
-    assert preflight.headers["access-control-allow-methods"] == "GET,POST"
+    # The http crate keeps a method's case ("get" is not GET) and drops a non-token.
+    assert preflight.headers["access-control-allow-methods"] == "get,POST"
     assert "access-control-expose-headers" not in allowed.headers
+
+
+async def test_cors_methods_none_valid_sends_no_allow_methods(autojump_clock: MockClock) -> None:
+    async with http_engine(cors={"allowed_methods": ["B@D"]}) as (_engine, client):
+        preflight = await client.options("/c", headers={"origin": "http://ok.test"})
+    assert preflight.status_code == 200
+    assert "access-control-allow-methods" not in preflight.headers
+    assert preflight.headers["access-control-allow-origin"] == "*"
 
 
 async def test_requests_past_the_concurrency_limit_wait(autojump_clock: MockClock) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 from ._config import CorsConfig
-from ._response import Answer, Headers
+from ._response import Answer, Headers, is_token
 
 __all__ = ["Cors"]
 
@@ -32,7 +32,13 @@ class Cors:
             None if not origins or "*" in origins else frozenset(origins)
         )
         methods = [] if config is None else config.allowed_methods
-        self._methods = ",".join(m.upper() for m in methods).encode() if methods else _ANY
+        # As the http crate parses them: case kept ("get" is a method of its own),
+        # a name that is not a token dropped.
+        valid = [method for method in methods if is_token(method)]
+        # None: listed, but none valid (tower-http then sends no such header).
+        self._methods: bytes | None = (
+            _ANY if not methods else ",".join(valid).encode() if valid else None
+        )
 
     def _common(self, origin: str | None) -> Headers:
         headers: Headers = []
@@ -46,7 +52,8 @@ class Cors:
     def preflight(self, origin: str | None) -> Answer:
         """The answer to an ``OPTIONS`` request."""
         headers = self._common(origin)
-        headers.append((b"access-control-allow-methods", self._methods))
+        if self._methods is not None:
+            headers.append((b"access-control-allow-methods", self._methods))
         headers.append((b"access-control-allow-headers", _ANY))
         return Answer(200, headers)
 

@@ -29,6 +29,7 @@ __all__ = [
     "apply_control",
     "error_answer",
     "from_function_return",
+    "is_token",
     "json_bytes",
     "middleware_answer",
 ]
@@ -60,11 +61,14 @@ def json_bytes(value: JsonValue) -> bytes:
     return _json.write(value).encode()
 
 
+def is_token(text: str) -> bool:
+    """Whether ``text`` is an RFC 9110 token (a header name, a method)."""
+    return _TOKEN.fullmatch(text) is not None
+
+
 def valid_header(name: str, value: str) -> tuple[bytes, bytes] | None:
     """``(name, value)`` as bytes if the http crate would take them, else ``None``."""
-    if not _TOKEN.fullmatch(name) or any(
-        (ord(ch) < 32 and ch != "\t") or ord(ch) == 127 for ch in value
-    ):
+    if not is_token(name) or any((ord(ch) < 32 and ch != "\t") or ord(ch) == 127 for ch in value):
         return None
     return name.lower().encode("ascii"), value.encode()
 
