@@ -38,6 +38,8 @@ from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT
 from iii_trio.lifecycle import Transition, WorkerStatus
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
+    ErrorBody,
+    InvokeFunction,
     Message,
     Pong,
     decode,
@@ -369,13 +371,15 @@ class Engine:
             link = self._links.get(effect.worker_id)
             if link is None or link.closing:
                 continue
-            item: Queued | None
+            item: Queued
             if isinstance(effect, Send):
                 if isinstance(effect.message, Pong) and link.pings_muted:
                     continue
-                item = _encode_frame(effect)
-                if item is None:
+                encoded = _encode_frame(effect)
+                if isinstance(encoded, ProtocolError):
+                    queue.extend(_unsent(self.core, effect, encoded))
                     continue
+                item = encoded
             else:
                 link.closing = True
                 item = CloseRequest(effect.code, effect.reason)
@@ -606,8 +610,8 @@ def _decode_frame(who: str, frame: str | bytes, max_size: int) -> Message | None
     return None
 
 
-def _encode_frame(effect: Send) -> Outgoing | None:
-    """``effect``'s frame, ready to queue; ``None`` (logged) if JSON cannot carry it."""
+def _encode_frame(effect: Send) -> Outgoing | ProtocolError:
+    """``effect``'s frame, ready to queue; the error (logged) if JSON cannot carry it."""
     try:
         frame = encode(effect.message)
     except ProtocolError as exc:
@@ -619,5 +623,16 @@ def _encode_frame(effect: Send) -> Outgoing | None:
             effect.worker_id[:8],
             exc,
         )
-        return None
+        return exc
     return Outgoing(frame, effect.message.type, frame_bytes(frame))
+
+
+def _unsent(core: EngineCore, effect: Send, error: ProtocolError) -> list[Effect]:
+    """What follows from a frame that could not be sent: a call whose ``invokefunction``
+    never reached its worker fails at once, rather than after its caller's timeout."""
+    message = effect.message
+    if not isinstance(message, InvokeFunction) or message.invocation_id is None:
+        return []
+    text = f"the engine could not encode the call for its worker: {error}"
+    core.calls.abandon(message.invocation_id, ErrorBody(code="serialization_error", message=text))
+    return core.take()

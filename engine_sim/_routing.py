@@ -174,6 +174,17 @@ class Calls:
             " (no reply wanted)" if isinstance(reply, NoReply) else "",
         )
 
+    def abandon(self, invocation_id: UUID, error: ErrorBody) -> None:
+        """Fail a call routed to a worker that will never get it (its frame could not be
+        sent): its caller hears ``error`` now."""
+        pending = self.core.pending.pop(invocation_id, None)
+        if pending is None:
+            return
+        executor = self.core.workers.get(pending.executor)
+        if executor is not None:
+            executor.status.apply(InvocationFinished(str(invocation_id)))
+        self.complete(pending.reply, pending.function_id, None, error)
+
     def worker_left(self, worker: WorkerRecord) -> None:
         """Fail the calls ``worker`` was running; forget the ones it issued."""
         for invocation_id, pending in list(self.core.pending.items()):
