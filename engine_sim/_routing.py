@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 __all__ = ["Calls"]
 
 log = logging.getLogger("engine_sim")
+#: One line per routed call and per result: DEBUG, so a busy engine does not spend its
+#: time writing them (``iii-sim serve -v`` shows them; the demo switches this logger on).
+calls_log = logging.getLogger("engine_sim.calls")
 
 
 #: Built-in calls one message or timer may set off. A built-in runs at once, inside
@@ -166,13 +169,14 @@ class Calls:
                 baggage=baggage,
             ),
         )
-        log.info(
-            "call %s %s → %s%s",
-            function_id,
-            short(str(invocation_id)),
-            self.core.who(executor),
-            " (no reply wanted)" if isinstance(reply, NoReply) else "",
-        )
+        if calls_log.isEnabledFor(logging.DEBUG):
+            calls_log.debug(
+                "call %s %s → %s%s",
+                function_id,
+                short(str(invocation_id)),
+                self.core.who(executor),
+                " (no reply wanted)" if isinstance(reply, NoReply) else "",
+            )
 
     def abandon(self, invocation_id: UUID, error: ErrorBody) -> None:
         """Fail a call routed to a worker that will never get it (its frame could not be
@@ -278,10 +282,11 @@ class Calls:
         executor = self.core.workers.get(pending.executor)
         if executor is not None:
             executor.status.apply(InvocationFinished(str(message.invocation_id)))
-        outcome = f"error {message.error.code}" if message.error else "ok"
-        log.info(
-            "result %s %s: %s", message.function_id, short(str(message.invocation_id)), outcome
-        )
+        if calls_log.isEnabledFor(logging.DEBUG):
+            outcome = f"error {message.error.code}" if message.error else "ok"
+            calls_log.debug(
+                "result %s %s: %s", message.function_id, short(str(message.invocation_id)), outcome
+            )
         self.complete(pending.reply, pending.function_id, message.result, message.error)
 
     # -- internals ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -128,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between calls")
     args = parser.parse_args(argv)
     configure_logging(verbose=False)
+    # The demo is there to be watched: show each routed call and result, which
+    # ``iii-sim serve`` leaves at DEBUG (``-v``) so a busy engine does not pay for them.
+    logging.getLogger("engine_sim.calls").setLevel(logging.DEBUG)
     try:
         return trio.run(run, args.port, args.calls, args.interval)
     except ModulePortError as exc:
