@@ -27,7 +27,8 @@ real engine's read loop does (it awaits the hook before reading on): the frames 
 Differences from the real engine
 --------------------------------
 * A hook gets ``EngineConfig.rbac_call_timeout_ms`` to answer; then the registration is
-  refused (logged) and the connection's frames flow again. Upstream waits forever.
+  refused (logged), the call forgotten (a late answer is dropped) and the connection's
+  frames flow again. Upstream waits forever.
 """
 
 from __future__ import annotations
@@ -349,15 +350,23 @@ class SessionRules:
                 self.release(worker)
 
         timeout_ms = core.config.rbac_call_timeout_ms
-        call.timer = core.timers.call_at(
-            core.now + timeout_ms / 1000,
-            lambda _when: answered(
-                None,
-                ErrorBody(code="timeout", message=f"no answer within {timeout_ms} ms"),
-            ),
-        )
+        invocation_id = UUID(core.new_id())
+
+        def timed_out(_when: float) -> None:
+            late = ErrorBody(code="timeout", message=f"no answer within {timeout_ms} ms")
+            answered(None, late)
+            # Forget the call too, or every timed-out registration would stay pending
+            # on the hook's worker for good (its late answer is dropped as unknown).
+            core.calls.abandon(invocation_id, late)
+
+        call.timer = core.timers.call_at(core.now + timeout_ms / 1000, timed_out)
         core.calls.invoke(
-            DEFAULT_NAMESPACE, hook, data, reply=CallbackReply(answered), now=core.now
+            DEFAULT_NAMESPACE,
+            hook,
+            data,
+            reply=CallbackReply(answered),
+            now=core.now,
+            invocation_id=invocation_id,
         )
 
     def _refused(self, worker: WorkerRecord, what: str, why: str) -> None:

@@ -16,7 +16,8 @@ worker. A refusal, a failure of the auth function, ``null``, or an answer that i
 Differences from the real engine
 --------------------------------
 * The auth function gets ``EngineConfig.rbac_call_timeout_ms`` to answer; then the
-  connection is refused (``AUTH_ERROR``). Upstream waits for it.
+  connection is refused (``AUTH_ERROR``) and the call forgotten (a late answer is
+  dropped). Upstream waits for it.
 * Every port shares the engine's ``handshake_timeout_ms`` and ``max_connections`` (each
   port counts its own connections); upstream reads ``handshake_timeout_ms`` per entry.
 * An in-memory connection to a port with a session comes from ``ip`` (default
@@ -30,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import trio
 import trio_websocket
@@ -251,8 +253,14 @@ class WorkerPorts:
         engine = self._engine
         core = engine.core
         core.advance(trio.current_time())
+        invocation_id = UUID(core.new_id())
         core.calls.invoke(
-            DEFAULT_NAMESPACE, auth_function, data, reply=CallbackReply(done), now=core.now
+            DEFAULT_NAMESPACE,
+            auth_function,
+            data,
+            reply=CallbackReply(done),
+            now=core.now,
+            invocation_id=invocation_id,
         )
         self._apply(core.take())
         timeout_ms = engine.config.rbac_call_timeout_ms
@@ -262,9 +270,12 @@ class WorkerPorts:
         if not answer and engine.core is not core:
             raise AuthRefused("the engine restarted while the auth function was running")
         if not answer:
-            raise AuthRefused(
-                f"auth function {auth_function} did not answer within {timeout_ms} ms"
-            )
+            text = f"auth function {auth_function} did not answer within {timeout_ms} ms"
+            # Forget the call: each refused connection would otherwise leave one pending
+            # on the auth worker for good (its late answer is dropped as unknown).
+            core.calls.abandon(invocation_id, ErrorBody(code="timeout", message=text))
+            self._apply(core.take())
+            raise AuthRefused(text)
         result, error = answer[0]
         if error is not None:
             raise AuthRefused(error.message)

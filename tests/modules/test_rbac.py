@@ -211,6 +211,8 @@ async def test_a_refused_or_failing_auth_answers_auth_error_then_closes(
                 assert await refused(conn) == message
         assert [w.name for w in engine.workers()] == ["trusted"]
         assert f"on port {EDGE}: AUTH_ERROR: {message}" in caplog.text
+        # A call that timed out is forgotten: it stays no invocation of the auth worker.
+        assert [w.active_invocations for w in engine.workers()] == [0]
         # The engine goes on serving the others.
         async with edge(engine) as client:
             assert (await client.ok("api::echo", {}))["echoed"] == {}
@@ -424,6 +426,8 @@ async def test_a_hook_that_never_answers_refuses_the_registration_after_the_time
         assert answer.error is None
         assert "late::fn" not in engine.function_ids()
         assert "timeout: no answer within 2000 ms" in caplog.text
+        # The timed-out call is forgotten, not left running on the hook's worker.
+        assert [w.active_invocations for w in engine.workers() if w.name == "trusted"] == [0]
 
 
 async def test_a_prefixed_session_registers_under_its_prefix_and_is_called_without_it(
