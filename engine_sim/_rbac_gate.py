@@ -93,6 +93,8 @@ class SessionRules:
 
     def __init__(self, core: EngineCore) -> None:
         self.core = core
+        #: Connections whose held frames a ``release`` loop is taking now.
+        self._releasing: set[str] = set()
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -163,8 +165,17 @@ class SessionRules:
     def release(self, worker: WorkerRecord) -> None:
         """A hook answered: take the held frames, in order, until one waits again."""
         worker.held = False
-        while worker.backlog and not worker.held and worker.id in self.core.workers:
-            self.core.handle(worker, worker.backlog.popleft(), self.core.now)
+        if worker.id in self._releasing:
+            # A hook answered at once (its function is gone, say) from inside the loop
+            # below: that loop takes the next frame. Recursing instead would go one level
+            # deeper per held frame, past Python's limit with a few hundred of them.
+            return
+        self._releasing.add(worker.id)
+        try:
+            while worker.backlog and not worker.held and worker.id in self.core.workers:
+                self.core.handle(worker, worker.backlog.popleft(), self.core.now)
+        finally:
+            self._releasing.discard(worker.id)
 
     def _vet_function(
         self, worker: WorkerRecord, session: Session, message: RegisterFunction

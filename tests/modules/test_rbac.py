@@ -430,6 +430,39 @@ async def test_a_hook_that_never_answers_refuses_the_registration_after_the_time
         assert [w.active_invocations for w in engine.workers() if w.name == "trusted"] == [0]
 
 
+async def test_held_registrations_are_refused_in_turn_when_the_hooks_worker_leaves(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = RbacConfig(on_function_registration_function_id="hooks::function")
+    config = EngineConfig(modules=(), worker_ports=(WorkerPort(port=0, name=EDGE, rbac=rules),))
+    async with open_engine(config) as engine, engine.connect(port=EDGE) as conn:
+        client = await RawWorker.accept(engine, conn)
+        asked = trio.Event()
+        options = InitOptions(worker_name="hooks", enable_metrics_reporting=False)
+        transport = EngineTransport(engine)
+        async with iii_trio.register_worker(options=options, transport=transport) as hooks:
+
+            async def hook(data: Any) -> Any:
+                asked.set()
+                await trio.sleep_forever()
+
+            hooks.register_function("hooks::function", hook)
+            await hooks.ready()
+            # Sent before the announcement: held until it, then each waits for the hook.
+            for index in range(300):
+                await client.register(f"held::f{index}")
+            with caplog.at_level(logging.WARNING, logger="engine_sim"):
+                await client.announce("client")
+                with trio.fail_after(30):
+                    await asked.wait()
+        # The hook's function left with its worker: every held registration is refused
+        # in turn (one at a time, not one call deeper each) and the connection goes on.
+        assert await client.ok("engine::log::info", {"message": "still here"}) is None
+        assert "function held::f299 not registered" in caplog.text
+        assert "RecursionError" not in caplog.text
+        assert not any(f.startswith("held::") for f in engine.function_ids())
+
+
 async def test_a_prefixed_session_registers_under_its_prefix_and_is_called_without_it(
     autojump_clock: MockClock,
 ) -> None:
