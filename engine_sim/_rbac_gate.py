@@ -381,7 +381,8 @@ class SessionRules:
         )
 
     def _refused(self, worker: WorkerRecord, what: str, why: str) -> None:
-        log.warning("%s: %s not registered: %s", self.core.who(worker), what, why)
+        # Cut short: the ids in them are the peer's, which may be megabytes long.
+        log.warning("%s: %.300s not registered: %.300s", self.core.who(worker), what, why)
 
     def _engine_builtin(self, namespace: str, function_id: str) -> bool:
         """An ``engine::`` id no worker registered: the engine's own, which the middleware

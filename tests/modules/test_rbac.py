@@ -499,6 +499,13 @@ async def test_a_session_may_be_denied_function_and_trigger_type_registration(
         assert server.hook_inputs == []
         assert "function registration not allowed" in caplog.text
         assert "trigger type registration not allowed" in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="engine_sim"):
+            await client.register("x" * 100_000)
+            await client.ok("api::echo")
+        # A peer's megabyte id does not go whole into the log.
+        assert "function xxx" in caplog.text
+        assert max(len(r.getMessage()) for r in caplog.records) < 1_000
 
 
 async def test_trigger_types_and_triggers_go_through_their_hooks_and_rules(
