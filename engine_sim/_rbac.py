@@ -376,6 +376,15 @@ class Session:
     def allows(self, function_id: str, namespace: str, metadata: JsonValue) -> bool:
         """Whether this session may call ``function_id`` in ``namespace`` (``metadata``:
         the function's, ``None`` if it does not exist)."""
+        if function_id in INFRASTRUCTURE_FUNCTIONS and function_id in self.forbidden_functions:
+            # Told once per session: its SDK may call engine::log::* on every call.
+            if self.should_warn(f"infrastructure {function_id}"):
+                log.warning(
+                    "an auth function forbids infrastructure function %r: the worker may "
+                    "misbehave (connection setup, logging or context propagation blocked)",
+                    function_id,
+                )
+            return False
         return is_function_allowed(
             function_id,
             namespace,
@@ -421,13 +430,7 @@ def is_function_allowed(
     """Upstream's decision (see the module docstring): denials are global and win over
     everything; other grants hold in their namespace only."""
     if function_id in forbidden_functions:
-        if function_id in INFRASTRUCTURE_FUNCTIONS:
-            log.warning(
-                "an auth function forbids infrastructure function %r: the worker may "
-                "misbehave (connection setup, logging or context propagation blocked)",
-                function_id,
-            )
-        return False
+        return False  # even an infrastructure function (``Session.allows`` warns of it)
     granted = session_namespaces.get(namespace)
     if granted is not None and any(grant_matches(grant, function_id) for grant in granted):
         return True

@@ -57,6 +57,7 @@ TOKENS: dict[str, Any] = {
     "readonly": {"forbidden_functions": ["api::delete"]},
     "prefixed": {"function_registration_prefix": "t1", "context": {"user": "u2"}},
     "no-register": {"allow_function_registration": False},
+    "no-log": {"forbidden_functions": ["engine::log::info"]},
     "scoped": {"namespaces": {"orders": ["svc::*"]}},
     "null": None,
     "bad-shape": {"allowed_functions": "api::x"},
@@ -277,6 +278,19 @@ async def test_calls_are_checked_against_the_sessions_rules(autojump_clock: Mock
         assert denied.error.message == (
             "function 'api::delete' not allowed (remove from rbac.forbidden_functions)"
         )
+
+
+async def test_a_forbidden_infrastructure_function_is_warned_of_once_per_session(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with rbac_engine() as (engine, _), edge(engine, token="no-log") as client:
+        with caplog.at_level(logging.WARNING, logger="engine_sim"):
+            for _ in range(5):
+                refused_log = await client.result("engine::log::info", {"message": "x"})
+                assert refused_log.error is not None
+                assert refused_log.error.code == "FORBIDDEN"
+        # An SDK logging on every call must not put a warning in the log each time.
+        assert caplog.text.count("forbids infrastructure function 'engine::log::info'") == 1
 
 
 async def test_a_forbidden_void_call_is_still_answered_under_a_fresh_id(
