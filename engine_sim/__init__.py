@@ -9,9 +9,9 @@ disagree about what a frame or a state is.
   and/or in-memory connections through ``engine.connect()``);
 * ``run_in_thread(config)`` runs one on its own thread, for code that is not Trio;
 * ``EngineConfig(rbac=RbacConfig(...))`` guards the worker port (an auth function,
-  ``FunctionFilter`` rules for which functions its workers may call); ``worker_ports=(WorkerPort(...),)``
-  opens more ports, each with its own ``rbac`` and middleware, as further
-  ``iii-worker-manager`` entries of a real engine's config.yaml do;
+  ``FunctionFilter`` rules for which functions its workers may call);
+  ``worker_ports=(WorkerPort(...),)`` opens more ports, each with its own ``rbac`` and
+  middleware, as further ``iii-worker-manager`` entries of a real engine's config.yaml do;
 * ``EngineCore`` is the engine without I/O, for driving it step by step;
 * ``engine.faults`` injects faults, now or on a schedule (``engine_sim.faults``);
   ``Trace`` tells a run one line per event; ``engine_sim.chaos`` runs seeded
