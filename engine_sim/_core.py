@@ -263,7 +263,7 @@ class EngineCore:
             if worker.resolved:
                 self.apply_registration(worker, message, now)
             else:
-                worker.buffered.append(message)
+                self.namespaces.hold(worker, message, now)
         else:
             self._dispatch(worker, message, now)
 

@@ -3,15 +3,25 @@
 A part of ``EngineCore`` (see ``_core.py``): the worker records and ``core.names`` stay
 on the core; the rules for fixing a namespace (an announcement, or the grace timer
 running out) and for claiming a name live here.
+
+Differences from the real engine: a connection that sends ``MAX_BUFFERED_REGISTRATIONS``
+registrations before its namespace is fixed gets the default namespace at once, and
+they apply there, instead of being held until the grace ends (upstream holds any
+number): what a connection makes the engine hold stays bounded.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from iii_trio.lifecycle import NamespaceResolved
-from iii_trio.protocol import DEFAULT_NAMESPACE, WORKER_NAMESPACE_CONFLICT, RegistrationRejected
+from iii_trio.protocol import (
+    DEFAULT_NAMESPACE,
+    WORKER_NAMESPACE_CONFLICT,
+    Message,
+    RegistrationRejected,
+)
 
 from ._logtext import short
 from ._records import WorkerRecord
@@ -22,6 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["Namespaces"]
 
 log = logging.getLogger("engine_sim")
+
+#: Registrations held for a connection whose namespace is not fixed yet; at this many
+#: it gets the default namespace at once (a peer flooding them cannot grow the engine).
+MAX_BUFFERED_REGISTRATIONS: Final = 1_000
 
 
 class Namespaces:
@@ -90,6 +104,20 @@ class Namespaces:
                     DEFAULT_NAMESPACE,
                 )
                 self._resolve_namespace(worker, DEFAULT_NAMESPACE, now)
+
+    def hold(self, worker: WorkerRecord, message: Message, now: float) -> None:
+        """Keep a registration until ``worker``'s namespace is fixed, or fix it now (as
+        the default) once it has sent ``MAX_BUFFERED_REGISTRATIONS`` of them."""
+        worker.buffered.append(message)
+        if len(worker.buffered) >= MAX_BUFFERED_REGISTRATIONS:
+            log.warning(
+                "%s sent %d registrations before announcing its namespace; using %s "
+                "for them now instead of waiting for the announcement",
+                self.core.who(worker),
+                len(worker.buffered),
+                DEFAULT_NAMESPACE,
+            )
+            self._resolve_namespace(worker, DEFAULT_NAMESPACE, now)
 
     def deadlines(self) -> list[float]:
         """When ``expire_graces`` has something to do."""

@@ -6,6 +6,7 @@ on a virtual clock (see ``tests/raw_worker.py``).
 
 from __future__ import annotations
 
+import logging
 from uuid import UUID
 
 import pytest
@@ -14,6 +15,7 @@ from pydantic import JsonValue
 from trio.testing import MockClock
 
 from engine_sim import Engine, EngineConfig, EngineCore, WorkerStatus
+from engine_sim._namespaces import MAX_BUFFERED_REGISTRATIONS
 from iii_trio import ConnectionClosed
 from iii_trio.protocol import (
     FUNCTION_NAMESPACE_CONFLICT,
@@ -115,6 +117,29 @@ async def test_item_16_unannounced_registrations_wait_for_the_grace_period(
     await trio.sleep_until(start + 6)
     assert engine.worker(w1.id).namespace == "default"  # type: ignore[union-attr]
     await w2.call("a::f", {})
+    await w1.expect(InvokeFunction)
+
+
+async def test_a_flood_of_unannounced_registrations_is_applied_in_default_at_once(
+    autojump_clock: MockClock,
+    engine: Engine,
+    connect: Connect,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Held until the grace ends, they would be memory a peer grows at will.
+    start = trio.current_time()
+    w1, w2 = await connect(), await connect("w2")
+    with caplog.at_level(logging.WARNING, "engine_sim"):
+        for index in range(MAX_BUFFERED_REGISTRATIONS):
+            await w1.register(f"a::f{index}")
+        await engine.wait_for(lambda: "a::f0" in engine.function_ids() or None)
+    assert trio.current_time() - start < 1  # well before the 5 s grace
+    assert engine.worker(w1.id).namespace == "default"  # type: ignore[union-attr]
+    assert len({f for f in engine.function_ids() if f.startswith("a::f")}) == (
+        MAX_BUFFERED_REGISTRATIONS
+    )
+    assert "registrations before announcing its namespace" in caplog.text
+    await w2.call(f"a::f{MAX_BUFFERED_REGISTRATIONS - 1}", {})
     await w1.expect(InvokeFunction)
 
 
