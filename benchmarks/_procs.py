@@ -15,7 +15,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Final
 
-ROOT: Final = Path(__file__).resolve().parent.parent
+#: The tree whose code the started processes run (``benchmarks.compare`` points it at
+#: another checkout for a cell: ``python -m`` imports from the working directory first).
+ROOT = Path(__file__).resolve().parent.parent
 _TICKS: Final = os.sysconf("SC_CLK_TCK")
 _URL: Final = re.compile(r"ws://[\w.\-\[\]:]+")
 
