@@ -88,9 +88,9 @@ def list_cost(functions: int, times: int) -> tuple[float, float]:
     return 1000 * (after - before) / times, float(outcome["mean_ms"])
 
 
-def in_flight(calls: int) -> tuple[float, float, int]:
-    """``calls`` calls held in flight at once: seconds to finish all, engine RSS growth
-    in MiB, errors."""
+def in_flight(calls: int) -> tuple[float, float, int, int]:
+    """``calls`` calls started at once and held by the worker: seconds to finish all,
+    engine RSS growth in MiB, errors, and how many the worker held at once."""
     with _procs.engine() as (engine, url):
         worker_argv = _procs.python_module(
             "benchmarks.peers.scale_peer", "worker", url, "--hold", str(calls)
@@ -106,7 +106,12 @@ def in_flight(calls: int) -> tuple[float, float, int]:
                 caller.tell("GO")
                 outcome = json.loads(caller.wait_line("{", timeout=600))
                 after = _procs.rss_bytes(engine.pid)
-    return float(outcome["wall"]), (after - before) / 2**20, int(outcome["errors"])
+    return (
+        float(outcome["wall"]),
+        (after - before) / 2**20,
+        int(outcome["errors"]),
+        int(outcome["in_flight"]),
+    )
 
 
 def measure(reps: int, quick: bool = False) -> dict[str, list[float]]:
@@ -124,7 +129,8 @@ def measure(reps: int, quick: bool = False) -> dict[str, list[float]]:
             cpu_ms, latency_ms = list_cost(n, 5 if quick else 20)
             runs[f"list|{n}|cpu"].append(cpu_ms)
             runs[f"list|{n}|latency"].append(latency_ms)
-        wall, mib, errors = in_flight(1_500 if quick else IN_FLIGHT)
+        wall, mib, errors, held = in_flight(1_500 if quick else IN_FLIGHT)
+        runs["inflight|held"].append(held)
         runs["inflight|wall"].append(wall)
         runs["inflight|mib"].append(mib)
         runs["inflight|errors"].append(errors)
@@ -162,9 +168,18 @@ def render(runs: dict[str, list[float]]) -> str:
     parts.append(
         table(["functions", "engine CPU ms per functions::list", "caller latency ms"], listing)
     )
-    if runs.get("inflight|wall"):
+    failed_all = runs.get("inflight|held") and max(runs["inflight|held"]) == 0
+    if failed_all:
         parts.append(
-            f"{IN_FLIGHT:,} calls in flight at once (quick: 1,500): all answered in "
+            f"{IN_FLIGHT:,} calls started at once (quick: 1,500): none came back; every one "
+            f"failed (errors {int(sum(runs['inflight|errors']))}) after "
+            f"{spread(runs['inflight|wall'], 2)} s; engine RSS grew "
+            f"{spread(runs['inflight|mib'], 1)} MiB."
+        )
+    elif runs.get("inflight|wall"):
+        parts.append(
+            f"{IN_FLIGHT:,} calls started at once (quick: 1,500): the worker held "
+            f"{spread(runs['inflight|held'])} at once; the last call ended after "
             f"{spread(runs['inflight|wall'], 2)} s; engine RSS grew "
             f"{spread(runs['inflight|mib'], 1)} MiB; errors {int(sum(runs['inflight|errors']))}."
         )

@@ -29,12 +29,21 @@ async def worker(url: str, functions: int, hold: int) -> None:
         return None
 
     async def held(data: JsonValue) -> JsonValue:
+        # Held until all ``hold`` calls are here, or none came for a second (something
+        # between caller and worker holds the rest back): then all answer, saying how
+        # many were in flight at once.
         nonlocal arrived
         arrived += 1
         if arrived >= hold:
             release.set()
-        await release.wait()
-        return data
+        seen = arrived
+        while not release.is_set():
+            with trio.move_on_after(1):
+                await release.wait()
+            if arrived == seen:
+                release.set()
+            seen = arrived
+        return {"in_flight": arrived}
 
     options = iii_trio.InitOptions(
         worker_name="bench-scale", max_concurrent_invocations=max(100, hold + 100)
@@ -90,18 +99,24 @@ async def in_flight(url: str, calls: int) -> None:
         started = time.perf_counter()
         errors = 0
 
+        most = 0
+
         async def one() -> None:
-            nonlocal errors
+            nonlocal errors, most
             try:
-                await w.trigger("bench::hold", {"a": 1}, timeout=120)
+                answer = await w.trigger("bench::hold", {"a": 1}, timeout=120)
             except iii_trio.IIIError:
                 errors += 1
+                return
+            if isinstance(answer, dict) and isinstance(answer.get("in_flight"), int):
+                most = max(most, int(answer["in_flight"]))  # type: ignore[arg-type]
 
         async with trio.open_nursery() as nursery:
             for _ in range(calls):
                 nursery.start_soon(one)
         wall = time.perf_counter() - started
-        print(json.dumps({"calls": calls, "wall": wall, "errors": errors}), flush=True)
+        outcome = {"calls": calls, "wall": wall, "errors": errors, "in_flight": most}
+        print(json.dumps(outcome), flush=True)
 
 
 if __name__ == "__main__":
