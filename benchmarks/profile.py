@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import _procs
 from ._stats import table
+from .roundtrip import TRIO, Cell, warmed_pair
 
 _FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -49,41 +50,37 @@ def own_time(raw: str) -> tuple[Counter[str], int]:
 def record(seconds: float, calls: int) -> dict[str, str]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out: dict[str, str] = {}
-    with tempfile.TemporaryDirectory() as tmp, _procs.engine() as (engine, url):
-        worker_argv = _procs.python_module("benchmarks.peers.trio_worker", url)
-        with _procs.started(worker_argv) as worker:
-            worker.wait_line("SERVING")
-            caller_argv = _procs.python_module(
-                "benchmarks.peers.trio_caller", url, "--calls", str(calls), "--concurrency", "16"
-            )
-            with _procs.started(caller_argv) as caller:
-                caller.wait_line("READY", timeout=120)
-                caller.tell("GO")
-                spies = {
-                    name: subprocess.Popen(
-                        [
-                            py_spy,
-                            "record",
-                            "-p",
-                            str(pid),
-                            "-d",
-                            str(int(seconds)),
-                            "-r",
-                            "200",
-                            "-f",
-                            "raw",
-                            "-o",
-                            f"{tmp}/{name}.txt",
-                            "--nonblocking",
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                    for name, pid in (("engine", engine.pid), ("worker", worker.pid))
-                }
-                for spy in spies.values():
-                    spy.wait(timeout=seconds + 60)
-                caller.wait_line("{", timeout=600)
+    with tempfile.TemporaryDirectory() as tmp:
+        with (
+            _procs.engine() as (engine, url),
+            warmed_pair(Cell(TRIO, TRIO, 16), url, calls) as (worker, caller),
+        ):
+            caller.tell("GO")
+            spies = {
+                name: subprocess.Popen(
+                    [
+                        py_spy,
+                        "record",
+                        "-p",
+                        str(pid),
+                        "-d",
+                        str(int(seconds)),
+                        "-r",
+                        "200",
+                        "-f",
+                        "raw",
+                        "-o",
+                        f"{tmp}/{name}.txt",
+                        "--nonblocking",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for name, pid in (("engine", engine.pid), ("worker", worker.pid))
+            }
+            for spy in spies.values():
+                spy.wait(timeout=seconds + 60)
+            caller.wait_line("{", timeout=600)
         for name in spies:
             path = Path(tmp, f"{name}.txt")
             out[name] = path.read_text() if path.exists() else ""

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -76,16 +77,14 @@ class Run:
     errors: int
 
 
-def run_cell(cell: Cell, calls: int, engine_args: Sequence[str] = ()) -> Run:
-    """One fresh engine, worker and caller; the timed phase of ``calls`` calls."""
-    with (
-        _procs.engine(*engine_args) as (engine, url),
-        _procs.started(
-            _procs.python_module(*cell.worker.worker[:1], url, *cell.worker.worker[1:])
-        ) as worker,
-    ):
+@contextmanager
+def warmed_pair(cell: Cell, url: str, calls: int) -> Iterator[tuple[_procs.Proc, _procs.Proc]]:
+    """``cell``'s worker and caller against the engine at ``url``: the worker serving,
+    the caller warmed up and waiting for ``GO`` before its ``calls`` timed calls."""
+    worker_argv = _procs.python_module(*cell.worker.worker[:1], url, *cell.worker.worker[1:])
+    with _procs.started(worker_argv) as worker:
         worker.wait_line("SERVING")
-        argv = _procs.python_module(
+        caller_argv = _procs.python_module(
             cell.caller.caller[0],
             url,
             "--calls",
@@ -94,13 +93,22 @@ def run_cell(cell: Cell, calls: int, engine_args: Sequence[str] = ()) -> Run:
             str(cell.concurrency),
             *cell.caller.caller[1:],
         )
-        with _procs.started(argv) as caller:
+        with _procs.started(caller_argv) as caller:
             caller.wait_line("READY", timeout=120)
-            pids = (engine.pid, worker.pid, caller.pid)
-            before = [_procs.cpu_seconds(pid) for pid in pids]
-            caller.tell("GO")
-            outcome = json.loads(caller.wait_line("{", timeout=600))
-            after = [_procs.cpu_seconds(pid) for pid in pids]
+            yield worker, caller
+
+
+def run_cell(cell: Cell, calls: int, engine_args: Sequence[str] = ()) -> Run:
+    """One fresh engine, worker and caller; the timed phase of ``calls`` calls."""
+    with (
+        _procs.engine(*engine_args) as (engine, url),
+        warmed_pair(cell, url, calls) as (worker, caller),
+    ):
+        pids = (engine.pid, worker.pid, caller.pid)
+        before = [_procs.cpu_seconds(pid) for pid in pids]
+        caller.tell("GO")
+        outcome = json.loads(caller.wait_line("{", timeout=600))
+        after = [_procs.cpu_seconds(pid) for pid in pids]
     used = [1e6 * (a - b) / calls for a, b in zip(after, before, strict=True)]
     return Run(
         calls_per_s=calls / outcome["wall"],

@@ -13,6 +13,7 @@ from typing import Final
 
 from . import _procs
 from ._stats import spread, table
+from .roundtrip import TRIO, Cell, warmed_pair
 
 IDLE: Final = (0, 1_000, 3_000)
 MEMORY_COUNTS: Final = (500, 2_000)
@@ -46,18 +47,11 @@ def cpu_beside_idle(idle: int, calls: int) -> float:
 
 
 def _cell_against(engine: _procs.Proc, url: str, calls: int) -> float:
-    worker_argv = _procs.python_module("benchmarks.peers.trio_worker", url)
-    with _procs.started(worker_argv) as worker:
-        worker.wait_line("SERVING")
-        caller_argv = _procs.python_module(
-            "benchmarks.peers.trio_caller", url, "--calls", str(calls), "--concurrency", "16"
-        )
-        with _procs.started(caller_argv) as caller:
-            caller.wait_line("READY", timeout=120)
-            before = _procs.cpu_seconds(engine.pid)
-            caller.tell("GO")
-            caller.wait_line("{", timeout=600)
-            after = _procs.cpu_seconds(engine.pid)
+    with warmed_pair(Cell(TRIO, TRIO, 16), url, calls) as (_, caller):
+        before = _procs.cpu_seconds(engine.pid)
+        caller.tell("GO")
+        caller.wait_line("{", timeout=600)
+        after = _procs.cpu_seconds(engine.pid)
     return 1e6 * (after - before) / calls
 
 
