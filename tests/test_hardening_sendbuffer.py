@@ -78,17 +78,27 @@ async def _echo(data: Any) -> Any:
 # worker never stopped reading. Real time, every wait bounded.
 
 
-def _against_a_threaded_engine(test: Callable[[str], Awaitable[None]]) -> None:
+def _against_a_threaded_engine(
+    test: Callable[[str, Callable[[str], Awaitable[None]]], Awaitable[None]],
+) -> None:
+    """Run ``test(url, registered)`` against an engine on its own thread, where
+    ``await registered(function_id)`` returns once the engine holds that function:
+    a registration travels on the registering worker's link, so another link's
+    call can reach the engine first."""
     with run_in_thread(EngineConfig(port=0)) as sim:
         assert sim.url is not None
-        trio.run(test, sim.url)
+
+        async def registered(function_id: str) -> None:
+            await trio.to_thread.run_sync(sim.wait_for, lambda e: function_id in e.function_ids())
+
+        trio.run(test, sim.url, registered)
         # Nobody was dropped: each worker is still on the link it started with.
         dropped = sim.call(lambda e: [r for r in e.workers() if r.name is None])
         assert dropped == []
 
 
 def test_one_worker_firing_500_concurrent_calls_gets_500_results() -> None:
-    async def burst(url: str) -> None:
+    async def burst(url: str, registered: Callable[[str], Awaitable[None]]) -> None:
         async with iii_trio.register_worker(url, options("burst")) as w:
             await w.ready()
             first = w.worker_id
@@ -107,7 +117,7 @@ def test_one_worker_firing_500_concurrent_calls_gets_500_results() -> None:
 
 
 def test_two_workers_calling_each_other_256_at_a_time_all_succeed() -> None:
-    async def load(url: str) -> None:
+    async def load(url: str, registered: Callable[[str], Awaitable[None]]) -> None:
         async with (
             iii_trio.register_worker(url, options("b")) as b,
             iii_trio.register_worker(url, options("a")) as a,
@@ -115,6 +125,7 @@ def test_two_workers_calling_each_other_256_at_a_time_all_succeed() -> None:
             b.register_function("b::echo", _echo)
             await a.ready()
             await b.ready()
+            await registered("b::echo")
             ids = (a.worker_id, b.worker_id)
             for round_ in range(4):
                 with trio.fail_after(30):
