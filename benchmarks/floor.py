@@ -1,6 +1,6 @@
 """The floor: what forwarding a call's four frames costs on each WebSocket stack.
 
-    python -m benchmarks.floor [--reps N] [--quick]
+    python -m benchmarks.floor [--reps N] [--quick] [--stacks S...] [--concurrency C...]
 
 A relay process forwards a caller's captured ``invokefunction`` frame to an echo
 process and its ``invocationresult`` back: the engine's shape (3 processes, 2 hops,
@@ -15,13 +15,19 @@ import argparse
 import json
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from . import _procs
 from ._stats import spread, table
 
-STACKS: Final = ("trio-websocket", "websockets-trio", "websockets-asyncio")
+STACKS: Final = (
+    "trio-websocket",
+    "websockets-trio",
+    "websockets-sansio-trio",
+    "websockets-asyncio",
+)
 CONCURRENCY: Final = (1, 16, 256)
 CALLS: Final = {1: 3_000, 16: 12_000, 256: 20_000}
 _URL: Final = re.compile(r"ws://\S+")
@@ -57,11 +63,17 @@ def run_cell(stack: str, concurrency: int, calls: int) -> FloorRun:
     return FloorRun(calls / outcome["wall"], 1e6 * (after - before) / calls)
 
 
-def measure(reps: int, quick: bool = False) -> dict[tuple[str, int], list[FloorRun]]:
+def measure(
+    reps: int,
+    quick: bool = False,
+    stacks: Sequence[str] = STACKS,
+    concurrencies: Sequence[int] = CONCURRENCY,
+) -> dict[tuple[str, int], list[FloorRun]]:
+    """Relay CPU and round trips/s per (stack, concurrency), ``reps`` interleaved runs."""
     runs: dict[tuple[str, int], list[FloorRun]] = defaultdict(list)
     for _ in range(reps):
-        for concurrency in CONCURRENCY:
-            for stack in STACKS:
+        for concurrency in concurrencies:
+            for stack in stacks:
                 calls = CALLS[concurrency] // (4 if quick else 1)
                 runs[(stack, concurrency)].append(run_cell(stack, concurrency, calls))
     return runs
@@ -84,8 +96,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--stacks", nargs="+", choices=STACKS, default=list(STACKS))
+    parser.add_argument("--concurrency", nargs="+", type=int, default=list(CONCURRENCY))
     args = parser.parse_args()
-    print(render(measure(args.reps, args.quick)))
+    print(render(measure(args.reps, args.quick, args.stacks, args.concurrency)))
 
 
 if __name__ == "__main__":
