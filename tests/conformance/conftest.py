@@ -8,10 +8,14 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import pytest
+import trio
 
 import iii_trio
 from engine_sim import Engine, EngineConfig, open_engine
 from iii_trio import InitOptions
+
+#: How often ``serving``/``offering`` ask an engine that cannot be watched (seconds).
+_POLL = 0.05
 
 
 @dataclass
@@ -39,6 +43,37 @@ class Target:
             **options,  # type: ignore[arg-type]
         )
         return iii_trio.register_worker(self.url, init)
+
+    async def serving(self, caller: iii_trio.Worker, *function_ids: str) -> None:
+        """Return once the engine routes every one of ``function_ids``.
+
+        A worker's ``ready()`` says the engine greeted it, not that it has read the
+        registrations that follow on that connection; a call on another worker's
+        connection can reach the engine first and miss. engine_sim is asked directly;
+        another engine is polled through ``caller``'s function listing. Bound the wait
+        with ``trio.fail_after``.
+        """
+        wanted = set(function_ids)
+        if self.engine is not None:
+            engine = self.engine
+            await engine.wait_for(lambda: wanted <= engine.function_ids())
+            return
+        while True:  # another engine can only be polled
+            if wanted <= {f.get("function_id") for f in await caller.list_functions()}:
+                return
+            await trio.sleep(_POLL)
+
+    async def offering(self, user: iii_trio.Worker, trigger_type: str) -> None:
+        """Return once the engine offers ``trigger_type`` (registered on another
+        connection than ``user``'s), as ``serving`` does for functions."""
+        if self.engine is not None:
+            engine = self.engine
+            await engine.wait_for(lambda: trigger_type in engine.trigger_type_ids())
+            return
+        while True:  # another engine can only be polled
+            if trigger_type in {t.get("id") for t in await user.list_trigger_types()}:
+                return
+            await trio.sleep(_POLL)
 
 
 WorkerFactory = Callable[..., AbstractAsyncContextManager[iii_trio.Worker]]

@@ -51,6 +51,7 @@ async def test_a_call_reaches_the_function_and_its_result_comes_back(target: Tar
         with trio.fail_after(LIMIT):
             await callee.ready()
             await caller.ready()
+            await target.serving(caller, target.fn("echo"))
             result = await caller.trigger(target.fn("echo"), NESTED)
     assert isinstance(result, dict)
     echoed = result["echo"]
@@ -77,6 +78,7 @@ async def test_a_handler_error_reaches_the_caller_with_code_and_message(target: 
         with trio.fail_after(LIMIT):
             await callee.ready()
             await caller.ready()
+            await target.serving(caller, target.fn("broken"))
             with pytest.raises(InvocationError) as failed:
                 await caller.trigger(target.fn("broken"), {})
     assert failed.value.code == "invocation_failed"
@@ -97,6 +99,7 @@ async def test_a_void_call_runs_the_function_and_returns_nothing(target: Target)
         with trio.fail_after(LIMIT):
             await callee.ready()
             await caller.ready()
+            await target.serving(caller, target.fn("sink"))
             await caller.trigger_void(target.fn("sink"), {"k": 1})
             await arrived.wait()
     assert received[0]["k"] == 1
@@ -111,6 +114,7 @@ async def test_the_callee_is_told_which_worker_called(target: Target) -> None:
         with trio.fail_after(LIMIT):
             await callee.ready()
             await caller.ready()
+            await target.serving(caller, target.fn("who"))
             assert await caller.trigger(target.fn("who"), {}) == caller.worker_id
 
 
@@ -132,6 +136,7 @@ async def test_a_departed_workers_functions_are_gone(target: Target) -> None:
             with trio.fail_after(LIMIT):
                 await leaving.ready()
                 await caller.ready()
+                await target.serving(caller, target.fn("leaving"))
                 await caller.trigger(target.fn("leaving"), {})
         with trio.fail_after(LIMIT):
             # The engine cleans up when it sees the close; a call after that misses.
@@ -165,6 +170,7 @@ async def test_a_call_in_flight_when_its_worker_leaves_is_stopped(target: Target
                 async with target.worker("stuck", drain_timeout_ms=1) as callee:
                     callee.register_function(target.fn("stuck"), stuck)
                     await callee.ready()
+                    await target.serving(caller, target.fn("stuck"))
                     nursery.start_soon(call)
                     await started.wait()
     assert len(outcome) == 1
@@ -183,6 +189,7 @@ async def test_a_call_times_out_at_its_deadline(target: Target) -> None:
         with trio.fail_after(LIMIT):
             await callee.ready()
             await caller.ready()
+            await target.serving(caller, target.fn("slow"))
             before = trio.current_time()
             with pytest.raises(InvocationTimeout):
                 await caller.trigger(target.fn("slow"), {}, timeout=0.3)
@@ -208,6 +215,7 @@ async def test_a_binding_reaches_its_provider_and_so_does_its_removal(target: Ta
         with trio.fail_after(LIMIT):
             await provider.ready()
             await user.ready()
+            await target.offering(user, target.fn("kind"))
             binding = user.register_trigger(target.fn("kind"), target.fn("on-event"), {"k": "v"})
             while not events:
                 await changed.wait()
@@ -248,6 +256,7 @@ async def test_status_is_busy_exactly_while_a_call_runs(target: Target) -> None:
         with trio.fail_after(LIMIT):
             await callee.ready()
             await caller.ready()
+            await target.serving(caller, target.fn("held"))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(caller.trigger, target.fn("held"), {})
                 view = await engine.wait_for(
@@ -277,10 +286,19 @@ async def test_a_dropped_worker_reattaches_and_serves_again(target: Target) -> N
         with trio.fail_after(LIMIT):
             await callee.ready()
             await caller.ready()
+            await target.serving(caller, target.fn("echo"))
             first_id = callee.worker_id
             engine.faults.inject(Drop(callee.name))
             await engine.wait_for(lambda: callee.worker_id != first_id and callee.worker_id)
             await callee.ready()
+            # The new connection replays the registration; the engine must hold it
+            # before the caller's connection asks for it.
+            await engine.wait_for(
+                lambda: (
+                    (view := engine.worker(callee.worker_id or "")) is not None
+                    and target.fn("echo") in view.functions
+                )
+            )
             assert await caller.trigger(target.fn("echo"), {"x": 1}) == {"x": 1}
             reattach = next(
                 r.message for r in engine.frames(callee.worker_id or "") if r.direction == "in"
