@@ -231,6 +231,9 @@ class StateMachine(Generic[S]):
         self.on_transition = on_transition
         self._state = lifecycle.start
         self._in_flight: set[str] = set()
+        #: ``in_flight`` as last handed out, until the set changes (readers that look
+        #: between events share one copy rather than each paying for the whole set).
+        self._snapshot: frozenset[str] | None = frozenset()
 
     @property
     def state(self) -> S:
@@ -239,32 +242,49 @@ class StateMachine(Generic[S]):
     @property
     def in_flight(self) -> frozenset[str]:
         """Ids of the invocations currently counted as running."""
-        return frozenset(self._in_flight)
+        snapshot = self._snapshot
+        if snapshot is None:
+            snapshot = self._snapshot = frozenset(self._in_flight)
+        return snapshot
+
+    @property
+    def in_flight_count(self) -> int:
+        """How many invocations are counted as running (without copying their ids)."""
+        return len(self._in_flight)
+
+    def is_in_flight(self, invocation_id: str) -> bool:
+        """Whether ``invocation_id`` is counted as running (without copying the set)."""
+        return invocation_id in self._in_flight
 
     def apply(self, event: Event) -> Transition[S]:
         """Move along the table's edge for ``event``; refuse it if there is none.
 
-        A refused event changes nothing.
+        A refused event changes nothing: every check comes before the first change,
+        so the in-flight set is changed in place (one event costs the same with one
+        invocation in flight or thousands).
         """
         source = self._state
-        target = self.lifecycle.table.get((source, type(event)))
+        lifecycle = self.lifecycle
+        target = lifecycle.table.get((source, type(event)))
         if target is None:
             raise self._illegal(event)
-        in_flight = set(self._in_flight)
-        if isinstance(event, self.lifecycle.opens):
+        in_flight = self._in_flight
+        if isinstance(event, lifecycle.opens):
             if event.invocation_id in in_flight:
                 raise self._illegal(event, f"invocation {event.invocation_id} already in flight")
             in_flight.add(event.invocation_id)
-        elif isinstance(event, self.lifecycle.closes):
+            self._snapshot = None
+        elif isinstance(event, lifecycle.closes):
             if event.invocation_id not in in_flight:
                 raise self._illegal(event, f"invocation {event.invocation_id} is not in flight")
             in_flight.discard(event.invocation_id)
+            self._snapshot = None
         if isinstance(target, Guarded):
             target = target.busy if in_flight else target.idle
-        if target not in self.lifecycle.carrying:
+        if in_flight and target not in lifecycle.carrying:
             in_flight.clear()
+            self._snapshot = None
         self._state = target
-        self._in_flight = in_flight
         transition = Transition(source, event, target)
         if self.on_transition is not None:
             self.on_transition(transition)
