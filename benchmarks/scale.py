@@ -2,6 +2,7 @@
 of many functions, and thousands of calls in flight, all through ``iii-sim serve``.
 
     python -m benchmarks.scale [--reps N] [--quick]
+    python -m benchmarks.scale --in-flight 2000,3000,6000    # that row alone, per count
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Final
 
 from . import _procs
@@ -82,9 +84,24 @@ def list_cost(functions: int, times: int) -> tuple[float, float]:
     return 1000 * (after - before) / times, float(outcome["mean_ms"])
 
 
-def in_flight(calls: int) -> tuple[float, float, int, int]:
-    """``calls`` calls started at once and held by the worker: seconds to finish all,
-    engine RSS growth in MiB, errors, and how many the worker held at once."""
+@dataclass(frozen=True)
+class InFlight:
+    """One run of the calls-in-flight row."""
+
+    #: Seconds from the start until the last call ended.
+    wall: float
+    #: Engine RSS growth, MiB.
+    mib: float
+    errors: int
+    #: The most calls the worker held at once.
+    held: int
+    #: CPU seconds of each process over the run: engine, worker, caller.
+    cpu: tuple[float, float, float]
+
+
+def in_flight(calls: int) -> InFlight:
+    """``calls`` calls started at once and held by the worker until all are there (or
+    no more arrive), then answered."""
     with _procs.engine() as (engine, url):
         worker_argv = _procs.python_module(
             "benchmarks.peers.scale_peer", "worker", url, "--hold", str(calls)
@@ -96,15 +113,20 @@ def in_flight(calls: int) -> tuple[float, float, int, int]:
             )
             with _procs.started(caller_argv) as caller:
                 caller.wait_line("READY", timeout=120)
+                pids = (engine.pid, worker.pid, caller.pid)
                 before = _procs.rss_bytes(engine.pid)
+                cpu_before = [_procs.cpu_seconds(pid) for pid in pids]
                 caller.tell("GO")
                 outcome = json.loads(caller.wait_line("{", timeout=600))
+                cpu_after = [_procs.cpu_seconds(pid) for pid in pids]
                 after = _procs.rss_bytes(engine.pid)
-    return (
-        float(outcome["wall"]),
-        (after - before) / 2**20,
-        int(outcome["errors"]),
-        int(outcome["in_flight"]),
+    engine_s, worker_s, caller_s = (b - a for a, b in zip(cpu_before, cpu_after, strict=True))
+    return InFlight(
+        wall=float(outcome["wall"]),
+        mib=(after - before) / 2**20,
+        errors=int(outcome["errors"]),
+        held=int(outcome["in_flight"]),
+        cpu=(engine_s, worker_s, caller_s),
     )
 
 
@@ -123,11 +145,11 @@ def measure(reps: int, quick: bool = False) -> dict[str, list[float]]:
             cpu_ms, latency_ms = list_cost(n, 5 if quick else 20)
             runs[f"list|{n}|cpu"].append(cpu_ms)
             runs[f"list|{n}|latency"].append(latency_ms)
-        wall, mib, errors, held = in_flight(1_500 if quick else IN_FLIGHT)
-        runs["inflight|held"].append(held)
-        runs["inflight|wall"].append(wall)
-        runs["inflight|mib"].append(mib)
-        runs["inflight|errors"].append(errors)
+        run = in_flight(1_500 if quick else IN_FLIGHT)
+        runs["inflight|held"].append(run.held)
+        runs["inflight|wall"].append(run.wall)
+        runs["inflight|mib"].append(run.mib)
+        runs["inflight|errors"].append(run.errors)
     return runs
 
 
@@ -184,9 +206,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--reps", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--in-flight",
+        metavar="N[,N...]",
+        help="only the calls-in-flight row, once per count (comma-separated)",
+    )
     args = parser.parse_args()
+    if args.in_flight:
+        print(render_in_flight([int(n) for n in args.in_flight.split(",")], args.reps))
+        return
     print(render(measure(args.reps, args.quick)))
 
 
-if __name__ == "__main__":
-    main()
+def render_in_flight(counts: list[int], reps: int) -> str:
+    """The calls-in-flight row alone: one line per count, repetitions interleaved."""
+    runs: dict[int, list[InFlight]] = defaultdict(list)
+    for _ in range(reps):
+        for calls in counts:
+            runs[calls].append(in_flight(calls))
+    rows = []
+    for calls, outcomes in runs.items():
+        per_call = [spread([1e6 * r.cpu[index] / calls for r in outcomes]) for index in range(3)]
+        rows.append(
+            [
+                f"{calls:,}",
+                spread([float(r.held) for r in outcomes]),
+                spread([r.wall for r in outcomes], 2),
+                *per_call,
+                spread([r.mib for r in outcomes], 1),
+                str(sum(r.errors for r in outcomes)),
+            ]
+        )
+    headers = ["calls started at once", "held at once", "seconds to the last"]
+    cpu = ["engine", "worker", "caller"]
+    return table([*headers, *(f"{who} CPU µs/call" for who in cpu), "engine MiB", "errors"], rows)
