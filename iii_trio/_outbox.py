@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-import trio
-
 from ._exceptions import SendBufferFull
+from ._signal import Signal
 
 __all__ = ["Outbox", "Outgoing"]
 
@@ -36,24 +35,22 @@ class Outgoing:
 
 
 class Outbox:
+    """Frames waiting for one writer, oldest first, at most ``capacity`` of them."""
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: deque[Outgoing] = deque()
-        self._changed = trio.Event()
+        self._changed = Signal()
 
     def __len__(self) -> int:
         return len(self._items)
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
 
     def put_nowait(self, item: Outgoing, *, control: bool = False) -> None:
         if not control and len(self._items) >= self.capacity:
             raise SendBufferFull(self.capacity)
         item.box = self
         self._items.append(item)
-        self._notify()
+        self._changed.notify()
 
     async def put(self, item: Outgoing) -> None:
         while len(self._items) >= self.capacity:
@@ -65,7 +62,7 @@ class Outbox:
             return False
         self._items.remove(item)
         item.box = None
-        self._notify()
+        self._changed.notify()
         return True
 
     def take_all(self) -> list[Outgoing]:
@@ -74,7 +71,7 @@ class Outbox:
         self._items.clear()
         for item in items:
             item.box = None
-        self._notify()
+        self._changed.notify()
         return items
 
     async def get(self) -> Outgoing:
@@ -82,7 +79,7 @@ class Outbox:
             await self._changed.wait()
         item = self._items.popleft()
         item.box = None
-        self._notify()
+        self._changed.notify()
         return item
 
     async def wait_empty(self) -> None:

@@ -112,6 +112,7 @@ from ._registry import (
     TriggerTypeProvider,
     TriggerTypeRegistration,
 )
+from ._signal import Signal
 from ._transport import ABNORMAL_CLOSURE, Connection, Transport, WebSocketTransport
 from ._upgrade import check_url
 from ._version import __version__
@@ -248,15 +249,14 @@ class _Live:
     nursery: trio.Nursery | None = None
     send_lock: trio.Lock = field(default_factory=trio.Lock)
     invocations: dict[str, trio.CancelScope] = field(default_factory=dict)
-    changed: trio.Event = field(default_factory=trio.Event)
+    changed: Signal = field(default_factory=Signal)
     lost: ConnectionClosed | None = None
     fatal: RegistrationRejected | None = None
     #: The engine registered the worker on this connection (``workerregistered``).
     registered: bool = False
 
     def notify(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
+        self.changed.notify()
 
     def end(self) -> None:
         if self.nursery is not None:
@@ -298,7 +298,7 @@ class Worker:
         self._backoff = Backoff(options.reconnection_config, rng or random.Random())
         self._connect_log = ConnectLog(log, self.name, self.url)
         self._machine = StateMachine(WORKER_LIFECYCLE)
-        self._state_changed = trio.Event()
+        self._state_changed = Signal()
         self._streams: weakref.WeakSet[TransitionStream] = weakref.WeakSet()
         self._listeners: list[Callable[[ConnectionState], None]] = []
         self._registry = Registry()
@@ -352,15 +352,18 @@ class Worker:
         return unsubscribe
 
     def _apply(self, event: Event) -> None:
-        before = self.connection_state
+        # Every invocation passes here twice: what nobody listens to costs a test.
+        before = self._machine.state
         transition = self._machine.apply(event)
         log.debug("worker %s: %s", self.name, transition)
-        self._state_changed.set()
-        self._state_changed = trio.Event()
-        for stream in list(self._streams):
-            stream._push(transition)
-        after = self.connection_state
-        if after != before:
+        self._state_changed.notify()
+        if self._streams:
+            for stream in list(self._streams):
+                stream._push(transition)
+        if not self._listeners:
+            return
+        after = _CONNECTION_STATE[transition.target]
+        if after != _CONNECTION_STATE[before]:
             for listener in list(self._listeners):
                 try:
                     listener(after)
