@@ -9,13 +9,13 @@ import random
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, get_args
 
 import trio
 
 from iii_trio import __version__
 
-from ._config import DEFAULT_PORT, ENGINE_VERSION, EngineConfig
+from ._config import DEFAULT_PORT, ENGINE_VERSION, EngineConfig, WebSocketStack
 from ._config_file import ConfigError, load_config
 from ._engine import open_engine
 from ._manifest import ManifestError, WorkerPlan, load_worker
@@ -59,6 +59,11 @@ _SETTINGS = {
     "frame_log_link_bytes": "with --record: bytes of frames kept per connection",
     "frame_log_bytes": "with --record: bytes of frames kept in all",
     "frame_log_closed_links": "with --record: closed connections whose frames are kept",
+}
+#: ``serve`` flags that pick one of a few values of the ``EngineConfig`` field of the
+#: same name: the values, and the help text.
+_CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
+    "websocket": (get_args(WebSocketStack), "the engine's WebSocket stack"),
 }
 #: ``EngineConfig`` fields with no flag of their own: ``record_frames`` is
 #: ``--record``; the modules, the further worker ports and their RBAC rules
@@ -109,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
             "--" + field.replace("_", "-"),
             type=str if field == "host" else int,
             metavar=_metavar(field),
+            help=f"{text} (default {_default(field)})",
+        )
+    for field, (choices, text) in _CHOICES.items():
+        serve.add_argument(
+            "--" + field.replace("_", "-"),
+            choices=choices,
             help=f"{text} (default {_default(field)})",
         )
     serve.add_argument(
@@ -297,7 +308,9 @@ def chaos(seed: int, runs: int, schedule_json: str | None, show_trace: bool) -> 
 def _engine_config(args: argparse.Namespace) -> tuple[EngineConfig, list[str]]:
     """The engine ``serve`` runs: ``--config`` (or the defaults), then the flags given."""
     given: dict[str, Any] = {
-        field: getattr(args, field) for field in _SETTINGS if getattr(args, field) is not None
+        field: getattr(args, field)
+        for field in [*_SETTINGS, *_CHOICES]
+        if getattr(args, field) is not None
     }
     # A long-running engine has no reader for frame logs: keep none unless asked.
     given["record_frames"] = args.record

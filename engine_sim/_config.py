@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from iii_trio.protocol import MAX_MESSAGE_BYTES
 
@@ -14,7 +14,7 @@ from ._rbac import RbacConfig, WorkerPort
 if TYPE_CHECKING:
     from .modules._seam import ModuleSpec
 
-__all__ = ["DEFAULT_PORT", "ENGINE_VERSION", "MAIN_PORT", "EngineConfig"]
+__all__ = ["DEFAULT_PORT", "ENGINE_VERSION", "MAIN_PORT", "EngineConfig", "WebSocketStack"]
 
 #: The real engine's worker port.
 DEFAULT_PORT: Final = 49134
@@ -22,6 +22,9 @@ DEFAULT_PORT: Final = 49134
 MAIN_PORT: Final = "main"
 #: Reported as the version of the engine's in-process worker in discovery listings.
 ENGINE_VERSION: Final = "0.23.0-sim"
+
+#: The WebSocket implementations the engine's listeners can run on.
+WebSocketStack = Literal["websockets", "trio-websocket"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +108,10 @@ class EngineConfig:
     #: How long an RBAC port's auth function or registration hook may take to answer;
     #: then the connection (or the registration) is refused. The real engine waits.
     rbac_call_timeout_ms: int = 10_000
+    #: The engine's WebSocket stack: ``"websockets"`` (the websockets package's
+    #: sans-I/O protocol, driven by Trio; the cheaper per frame) or
+    #: ``"trio-websocket"``. Both speak the same wire and enforce the same limits.
+    websocket: WebSocketStack = "websockets"
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> EngineConfig:
@@ -141,6 +148,11 @@ class EngineConfig:
         for name in ("namespace_grace_ms", "trigger_ack_timeout_ms", "close_timeout_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if self.websocket not in get_args(WebSocketStack):
+            raise ValueError(
+                f"websocket must be one of {', '.join(get_args(WebSocketStack))}, "
+                f"got {self.websocket!r}"
+            )
         if self.frame_log_closed_links < 0:
             raise ValueError("frame_log_closed_links must not be negative")
         object.__setattr__(self, "worker_ports", tuple(self.worker_ports))

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from engine_sim import EngineConfig
-from engine_sim._cli import _NOT_FLAGS, _SETTINGS, _engine_config, _parser
+from engine_sim._cli import _CHOICES, _NOT_FLAGS, _SETTINGS, _engine_config, _parser
 from iii_trio import InitOptions
 from iii_trio import sync as iii
 from tests.served import Served
@@ -28,7 +28,17 @@ def _config(*argv: str) -> EngineConfig:
 
 def test_every_engine_setting_is_a_flag_or_said_why_not() -> None:
     fields = {field.name for field in dataclasses.fields(EngineConfig)}
-    assert fields - _NOT_FLAGS == set(_SETTINGS)
+    assert fields - _NOT_FLAGS == set(_SETTINGS) | set(_CHOICES)
+
+
+def test_the_websocket_flag_picks_the_engines_stack_and_refuses_others(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _config().websocket == "websockets"
+    assert _config("--websocket", "trio-websocket").websocket == "trio-websocket"
+    with pytest.raises(SystemExit):
+        _config("--websocket", "tornado")
+    assert "invalid choice: 'tornado'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("field", sorted(_SETTINGS))
