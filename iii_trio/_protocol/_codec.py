@@ -81,7 +81,8 @@ def decode(frame: str | bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Message:
     if model is None:
         raise UnknownMessageType(message_type)
     try:
-        return cast(Message, model.model_validate(value))
+        # model_validate's own work, without its Python wrapper around the validator.
+        return cast(Message, model.__pydantic_validator__.validate_python(value))
     except ValidationError as exc:
         raise ProtocolError(_describe(message_type, exc)) from None
 

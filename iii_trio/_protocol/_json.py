@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from itertools import accumulate
+from json.encoder import encode_basestring
 from typing import Any, Final
 
 from .._exceptions import ProtocolError
 
-__all__ = ["MAX_DEPTH", "check_depth", "dumps", "loads", "serde_float", "write"]
+__all__ = ["MAX_DEPTH", "check_depth", "dumps", "loads", "serde_float", "write", "write_string"]
 
 #: The deepest nesting of arrays and objects the engine reads, a whole frame's own
 #: object counting as the first level. serde_json's deserializer starts with 128
@@ -78,21 +80,66 @@ def write(value: Any) -> str:
     """``dumps`` without the depth check, for a value that is part of a larger text
     whose depth is checked as a whole (a message's field)."""
     try:
-        text = json.dumps(
+        text = "".join(_ENCODE(value, 0))
+    except Exception:  # json.dumps says what it was, in its own words
+        text = _write_reference(value)
+    if "e-" in text:
+        text = _STRING_OR_NEGATIVE_EXPONENT.sub(_fix_token, text)
+    if not text.isascii():
+        _refuse_lone_surrogate(text)
+    return text
+
+
+def write_string(value: str) -> str:
+    """``write`` of a ``str`` (exactly: not a subclass), without the encoder's set-up."""
+    text: str = encode_basestring(value)
+    if not value.isascii():
+        _refuse_lone_surrogate(text)
+    return text
+
+
+def _write_reference(value: Any) -> str:
+    # What ``write`` does, through json.dumps: its failures are the errors we report.
+    try:
+        return json.dumps(
             value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True
         )
     except (ValueError, TypeError) as exc:  # NaN/infinity; a set; keys of mixed types
         raise ProtocolError(f"cannot encode as JSON: {exc}") from None
     except RecursionError:
         raise ProtocolError("cannot encode as JSON: value is nested too deeply") from None
-    if "e-" in text:
-        text = _STRING_OR_NEGATIVE_EXPONENT.sub(_fix_token, text)
-    if not text.isascii() and (bad := _LONE_SURROGATE.search(text)):
+
+
+def _refuse_lone_surrogate(text: str) -> None:
+    if bad := _LONE_SURROGATE.search(text):
         raise ProtocolError(
             f"cannot encode as JSON: a string holds the lone surrogate "
             f"U+{ord(bad.group()):04X}, which the engine refuses"
         )
-    return text
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _make_encoder() -> Callable[[Any, int], Any]:
+    # The encoder json.dumps builds for each call with these settings, built once (a third
+    # of the cost of encoding a small payload). It keeps no record of the containers it is
+    # inside (no ``markers``), which is what lets it be shared: a value that holds itself
+    # recurses until RecursionError, and ``write`` then asks json.dumps, which names it.
+    # Not in typeshed's json.encoder, hence getattr; None without the C accelerator.
+    c_make_encoder: Callable[..., Callable[[Any, int], Any]] | None = getattr(
+        json.encoder, "c_make_encoder", None
+    )
+    if c_make_encoder is None:
+        encoder = json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True
+        )
+        return lambda value, _level: encoder.encode(value)
+    return c_make_encoder(None, _not_json, encode_basestring, None, ":", ",", True, False, False)
+
+
+_ENCODE: Final = _make_encoder()
 
 
 def _refuse_constant(name: str) -> Any:
@@ -181,6 +228,17 @@ def _deeper_than(limit: int, text: str) -> bool:
     return True
 
 
+# json.loads with these hooks, built once: json.loads builds its decoder on every call.
+_DECODER: Final = json.JSONDecoder(
+    parse_constant=_refuse_constant,
+    # The hooks cost about a quarter of the parse on a payload of numbers; each
+    # pre-check on the text tried to spare them cost more (a regex) or was often
+    # fooled by the hex digits of ids (bytes methods).
+    parse_float=_finite_float,
+    parse_int=_serde_int,
+)
+
+
 def loads(text: str) -> Any:
     """Parse strict JSON; raise ProtocolError with a short reason if it is not."""
     if not text.isascii() and _LONE_SURROGATE.search(text):
@@ -188,15 +246,9 @@ def loads(text: str) -> Any:
     # Before parsing, so the parser and everything after it meet only shallow values.
     check_depth(text, "frame is not usable JSON")
     try:
-        value = json.loads(
-            text,
-            parse_constant=_refuse_constant,
-            # The hooks cost about a quarter of the parse on a payload of numbers;
-            # each pre-check on the text tried to spare them cost more (a regex) or
-            # was often fooled by the hex digits of ids (bytes methods).
-            parse_float=_finite_float,
-            parse_int=_serde_int,
-        )
+        if text.startswith("\ufeff"):  # what json.loads refuses before its decoder runs
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         preview = text[:60] + ("…" if len(text) > 60 else "")
         raise ProtocolError(

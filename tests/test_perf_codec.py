@@ -1,0 +1,174 @@
+"""The codec's fast paths give the bytes, values and errors of the plain path they stand in for.
+
+``_json.write`` encodes with an encoder built once and without circular-reference
+bookkeeping, falling back on ``json.dumps`` for anything that fails; ``write_string``
+skips the encoder for ``str`` fields; ``loads`` parses with a decoder built once. Each is
+compared here with the plain ``json`` call it replaced, on values that are JSON and on
+values that are not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from uuid import UUID
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine_sim.strategies import messages
+from iii_trio import protocol as p
+from iii_trio._protocol import _json
+
+INV = UUID("7c9e6679-7425-40de-944b-e07fc1f90ae7")
+
+#: Scalars that JSON can carry and scalars that it cannot (NaN, infinities, lone
+#: surrogates, integers outside 64 bits, objects that are not JSON at all).
+_any_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(st.characters(codec=None, exclude_categories=()))
+    | st.sampled_from([INV, {1, 2}, b"x", 1 + 2j])
+)
+#: Values that may or may not be JSON, nested, with keys of any kind in some objects.
+_maybe_json = st.recursive(
+    _any_scalar,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(), inner, max_size=4)
+        | st.dictionaries(st.text() | st.integers() | st.none(), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _plain_write(value: Any) -> str:
+    """What ``write`` did with one ``json.dumps`` call per value (the reference)."""
+    try:
+        text = json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, sort_keys=True
+        )
+    except (ValueError, TypeError) as exc:
+        raise p.ProtocolError(f"cannot encode as JSON: {exc}") from None
+    except RecursionError:
+        raise p.ProtocolError("cannot encode as JSON: value is nested too deeply") from None
+    text = _json._STRING_OR_NEGATIVE_EXPONENT.sub(_json._fix_token, text)
+    if bad := re.search("[\ud800-\udfff]", text):
+        raise p.ProtocolError(
+            f"cannot encode as JSON: a string holds the lone surrogate "
+            f"U+{ord(bad.group()):04X}, which the engine refuses"
+        )
+    return text
+
+
+def _outcome(fn: Any, *args: Any) -> tuple[str, str]:
+    try:
+        return "ok", fn(*args)
+    except p.ProtocolError as exc:
+        return type(exc).__name__, str(exc)
+
+
+@given(_maybe_json)
+def test_write_gives_the_text_or_the_error_of_json_dumps(value: Any) -> None:
+    assert _outcome(_json.write, value) == _outcome(_plain_write, value)
+
+
+@given(st.text(st.characters(codec=None, exclude_categories=())))
+def test_write_string_is_write_of_a_str(value: str) -> None:
+    assert _outcome(_json.write_string, value) == _outcome(_plain_write, value)
+
+
+def test_a_value_that_holds_itself_is_named_as_such() -> None:
+    # The shared encoder keeps no record of where it is; json.dumps, asked again, does.
+    looped: list[Any] = [1]
+    looped.append(looped)
+    with pytest.raises(p.ProtocolError, match="Circular reference detected"):
+        _json.write(looped)
+    # After that failure the encoder still serves, and a value held twice is no loop.
+    shared = {"k": [1.5, "é"]}
+    assert _json.write([shared, shared]) == '[{"k":[1.5,"é"]},{"k":[1.5,"é"]}]'
+
+
+def test_a_value_deeper_than_python_recurses_is_refused_as_before() -> None:
+    value: Any = []
+    for _ in range(5 * 1000):
+        value = [value]
+    with pytest.raises(p.ProtocolError, match="cannot encode as JSON: value is nested too deeply"):
+        _json.write(value)
+
+
+@given(messages)
+def test_a_message_encodes_as_its_fields_written_one_by_one(message: Any) -> None:
+    # The encoder's field loop against the rule it implements: every field in
+    # declaration order, ``None`` left out where the model says so, and each value
+    # written by the plain path (models as their own objects, UUIDs as strings).
+    def plain(model: p.WireModel) -> str:
+        parts = []
+        for name, value in model._present():
+            if isinstance(value, p.WireModel):
+                text = plain(value)
+            elif isinstance(value, UUID):
+                text = f'"{value}"'
+            else:
+                text = _plain_write(value)
+            parts.append(f"{json.dumps(name)}:{text}")
+        return "{" + ",".join(parts) + "}"
+
+    assert p.encode(message) == plain(message)
+
+
+def _plain_loads(text: str) -> Any:
+    """``json.loads`` with the hooks ``loads`` uses (the reference decoder)."""
+    return json.loads(
+        text,
+        parse_constant=_json._refuse_constant,
+        parse_float=_json._finite_float,
+        parse_int=_json._serde_int,
+    )
+
+
+def _parse(fn: Any, text: str) -> tuple[str, Any]:
+    try:
+        return "ok", fn(text)
+    except json.JSONDecodeError as exc:
+        return "JSONDecodeError", (exc.msg, exc.pos)
+    except p.ProtocolError as exc:
+        return "ProtocolError", str(exc)
+
+
+_json_texts = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=10,
+).map(lambda value: json.dumps(value, allow_nan=True))
+#: Texts that are JSON, nearly JSON, or not JSON at all.
+_frame_texts = (
+    _json_texts
+    | _json_texts.map(lambda text: "\ufeff" + text)
+    | _json_texts.map(lambda text: f" {text}\n")
+    | _json_texts.map(lambda text: text[: len(text) // 2])
+    | st.text(alphabet='{}[]":,0123456789.eE+- truefalsn\\u')
+)
+
+
+@given(_frame_texts)
+def test_the_shared_decoder_reads_as_json_loads_does(text: str) -> None:
+    mine, plain = _parse(_json._DECODER.decode, text), _parse(_plain_loads, text)
+    if text.startswith("\ufeff"):  # json.loads refuses it before its decoder; loads as well
+        assert plain[0] == "JSONDecodeError"
+        assert _outcome(_json.loads, text)[0] == "ProtocolError"
+        return
+    # repr tells 1 from 1.0 and -0.0 from 0.0, and keeps the order of keys.
+    assert repr(mine) == repr(plain)
+
+
+def test_a_byte_order_mark_is_refused_as_json_loads_refuses_it() -> None:
+    with pytest.raises(p.ProtocolError) as caught:
+        p.decode('\ufeff{"type":"ping"}')
+    assert "Unexpected UTF-8 BOM (decode using utf-8-sig) at char 0" in str(caught.value)
+    assert type(caught.value) is p.ProtocolError
