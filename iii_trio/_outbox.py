@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import trio.lowlevel
+
 from ._exceptions import SendBufferFull
 from ._signal import Signal
 
@@ -40,7 +42,12 @@ class Outbox:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._items: deque[Outgoing] = deque()
+        #: For the writer (``get``) and the drain (``wait_empty``).
         self._changed = Signal()
+        #: Senders waiting for room. Each freed slot wakes one of them, oldest first:
+        #: waking all of them for every frame taken made thousands of blocked senders
+        #: each look and wait again, quadratic in how many were blocked.
+        self._room = trio.lowlevel.ParkingLot()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -54,7 +61,7 @@ class Outbox:
 
     async def put(self, item: Outgoing) -> None:
         while len(self._items) >= self.capacity:
-            await self._changed.wait()
+            await self._room.park()
         self.put_nowait(item)
 
     def remove(self, item: Outgoing) -> bool:
@@ -62,7 +69,7 @@ class Outbox:
             return False
         self._items.remove(item)
         item.box = None
-        self._changed.notify()
+        self._freed(1)
         return True
 
     def take_all(self) -> list[Outgoing]:
@@ -71,7 +78,7 @@ class Outbox:
         self._items.clear()
         for item in items:
             item.box = None
-        self._changed.notify()
+        self._freed(len(items))
         return items
 
     async def get(self) -> Outgoing:
@@ -79,8 +86,13 @@ class Outbox:
             await self._changed.wait()
         item = self._items.popleft()
         item.box = None
-        self._changed.notify()
+        self._freed(1)
         return item
+
+    def _freed(self, slots: int) -> None:
+        if self._room:
+            self._room.unpark(count=slots)
+        self._changed.notify()
 
     async def wait_empty(self) -> None:
         while self._items:
