@@ -22,7 +22,7 @@ from ._groups import unwrap_single
 from ._keepalive import kept_alive
 from ._upgrade import open_websocket
 
-__all__ = ["ABNORMAL_CLOSURE", "Connection", "Transport", "WebSocketTransport"]
+__all__ = ["ABNORMAL_CLOSURE", "Connection", "MessageSocket", "Transport", "WebSocketTransport"]
 
 #: Keepalive: seconds between pings, and how long a pong may take before the link
 #: is dropped; shared with engine_sim's in-memory transport, so a worker under test
@@ -43,6 +43,23 @@ class Connection(Protocol):
         ...
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close with a closing handshake."""
+        ...
+
+
+class MessageSocket(Protocol):
+    """What ``WebSocketConnection`` wraps: a WebSocket carrying whole messages
+    (trio-websocket's connection, or ``engine_sim``'s sans-I/O one)."""
+
+    async def send_message(self, message: str | bytes) -> None:
+        """Send one message: text for ``str``, binary for ``bytes``."""
+        ...
+
+    async def get_message(self) -> str | bytes:
+        """The next whole message."""
+        ...
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """Close with a closing handshake."""
         ...
 

@@ -1,0 +1,207 @@
+"""The engine's sans-I/O WebSocket (``engine_sim._ws``): what a peer sees and what the
+engine sees, on every path trio-websocket's connection covered.
+
+In-memory streams drive the connection (frames crafted and read with ``websockets``'
+client protocol).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import trio
+import trio.testing
+from trio.testing import MockClock
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+
+from engine_sim._ws import ServerWebSocket
+from iii_trio import ConnectionClosed
+
+_LIMIT = 5.0
+
+
+def _pair(
+    stream_pair: Callable[
+        [], tuple[trio.abc.Stream, trio.abc.Stream]
+    ] = trio.testing.memory_stream_pair,
+    max_size: int | None = 1000,
+) -> tuple[ServerWebSocket, trio.abc.Stream, ClientProtocol]:
+    """An open engine end, the raw client stream, and a client protocol for frames."""
+    server_stream, client_stream = stream_pair()
+    server = ServerWebSocket(server_stream, ServerProtocol(state=State.OPEN, max_size=max_size), [])
+    client = ClientProtocol(parse_uri("ws://engine/"), state=State.OPEN, max_size=None)
+    return server, client_stream, client
+
+
+async def _send(stream: trio.abc.Stream, client: ClientProtocol, make: Callable[[], None]) -> None:
+    make()
+    await stream.send_all(b"".join(client.data_to_send()))
+
+
+async def _frames(stream: trio.abc.Stream, client: ClientProtocol, count: int) -> list[Frame]:
+    frames: list[Frame] = []
+    with trio.fail_after(_LIMIT):
+        while len(frames) < count:
+            data = await stream.receive_some()
+            if data:
+                client.receive_data(data)
+            else:
+                client.receive_eof()
+            frames += [e for e in client.events_received() if isinstance(e, Frame)]
+            if not data:
+                break
+    return frames
+
+
+async def test_text_binary_and_fragmented_messages_arrive_whole() -> None:
+    server, stream, client = _pair()
+    await _send(stream, client, lambda: client.send_text(b"h\xc3\xa9llo"))
+    await _send(stream, client, lambda: client.send_binary(b"\x00\x01"))
+    await _send(stream, client, lambda: client.send_text(b"ab", fin=False))
+    await _send(stream, client, lambda: client.send_continuation(b"cd", fin=True))
+    with trio.fail_after(_LIMIT):
+        assert [await server.get_message() for _ in range(3)] == ["héllo", b"\x00\x01", "abcd"]
+
+
+async def test_sends_are_text_for_str_and_binary_for_bytes() -> None:
+    server, stream, client = _pair()
+    await server.send_message("é")
+    await server.send_message(b"\xff")
+    frames = await _frames(stream, client, 2)
+    assert [(f.opcode, f.data) for f in frames] == [
+        (Opcode.TEXT, "é".encode()),
+        (Opcode.BINARY, b"\xff"),
+    ]
+
+
+async def test_a_ping_is_answered_while_the_engine_reads() -> None:
+    server, stream, client = _pair()
+    await _send(stream, client, lambda: client.send_ping(b"k"))
+    await _send(stream, client, lambda: client.send_text(b"after"))
+    with trio.fail_after(_LIMIT):
+        assert await server.get_message() == "after"
+    [pong] = await _frames(stream, client, 1)
+    assert (pong.opcode, pong.data) == (Opcode.PONG, b"k")
+
+
+async def test_the_peers_close_code_ends_reads_and_writes_and_is_echoed() -> None:
+    server, stream, client = _pair()
+    await _send(stream, client, lambda: client.send_close(1000, "bye"))
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+        await server.get_message()
+    assert (closed.value.code, closed.value.reason) == (1000, "bye")
+    with pytest.raises(ConnectionClosed):
+        await server.send_message("late")
+    [echo] = await _frames(stream, client, 1)
+    assert echo.opcode is Opcode.CLOSE
+    assert await stream.receive_some() == b""  # and the engine closed the socket
+
+
+async def test_a_dropped_link_is_1006() -> None:
+    server, stream, _ = _pair()
+    await stream.aclose()
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+        await server.get_message()
+    assert closed.value.code == 1006
+
+
+@pytest.mark.parametrize(
+    ("payload", "text", "code"),
+    [(b"x" * 1001, False, 1009), (b"\xff\xfe", True, 1007)],
+    ids=["over max_message_bytes", "text not UTF-8"],
+)
+async def test_what_the_engine_refuses_is_closed_with_its_code(
+    payload: bytes, text: bool, code: int
+) -> None:
+    server, stream, client = _pair(max_size=1000)
+    send = client.send_text if text else client.send_binary
+    await _send(stream, client, lambda: send(payload))
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+        await server.get_message()
+    assert closed.value.code == code
+    [close] = await _frames(stream, client, 1)
+    assert close.opcode is Opcode.CLOSE
+    assert int.from_bytes(close.data[:2], "big") == code
+
+
+async def test_a_fragmented_message_over_the_limit_is_1009() -> None:
+    server, stream, client = _pair(max_size=1000)
+    await _send(stream, client, lambda: client.send_binary(b"x" * 600, fin=False))
+    await _send(stream, client, lambda: client.send_continuation(b"x" * 600, fin=True))
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+        await server.get_message()
+    assert closed.value.code == 1009
+
+
+async def test_close_waits_for_the_peers_close_while_another_task_reads() -> None:
+    server, stream, client = _pair()
+    ended: list[ConnectionClosed] = []
+
+    async def reader() -> None:
+        try:
+            await server.get_message()
+        except ConnectionClosed as exc:
+            ended.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(server.aclose, 1001, "going away")
+        [close] = await _frames(stream, client, 1)
+        assert close.opcode is Opcode.CLOSE
+        assert int.from_bytes(close.data[:2], "big") == 1001
+        await stream.send_all(b"".join(client.data_to_send()))  # the client's answer
+    assert [(e.code, e.reason) for e in ended] == [(1001, "going away")]
+
+
+async def test_a_cancelled_close_drops_the_link_at_once(autojump_clock: MockClock) -> None:
+    server, stream, _ = _pair()
+    with trio.move_on_after(1):
+        await server.aclose(1000)  # the peer never answers
+    assert await stream.receive_some() != b""  # the close frame went out
+    assert await stream.receive_some() == b""  # then the socket was closed
+    with pytest.raises(ConnectionClosed):
+        await server.send_message("late")
+
+
+async def test_a_send_cancelled_while_waiting_its_turn_sends_nothing() -> None:
+    server, stream, client = _pair(trio.testing.lockstep_stream_pair)
+    waiting = trio.CancelScope()
+
+    async def second() -> None:
+        with waiting:
+            await server.send_message("second")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.send_message, "first")  # blocks until the client reads
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(second)
+        await trio.testing.wait_all_tasks_blocked()
+        waiting.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        frames = await _frames(stream, client, 1)
+        nursery.start_soon(server.send_message, "third")
+        frames += await _frames(stream, client, 1)
+    assert waiting.cancelled_caught
+    assert [f.data for f in frames] == [b"first", b"third"]
+
+
+async def test_closing_with_1005_sends_an_empty_close_frame() -> None:
+    # What the engine does to a worker its auth function refused, as upstream.
+    server, stream, client = _pair()
+    with trio.move_on_after(0.5):
+        await server.aclose(1005)
+    [close] = await _frames(stream, client, 1)
+    assert (close.opcode, close.data) == (Opcode.CLOSE, b"")
+
+
+async def test_closing_with_1006_drops_the_link_without_a_close_frame() -> None:
+    server, stream, _ = _pair()
+    with trio.fail_after(_LIMIT):
+        await server.aclose(1006)
+        assert await stream.receive_some() == b""
