@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Final
@@ -51,16 +48,7 @@ def current_invocation() -> InvocationContext | None:
     return _current.get()
 
 
-@contextmanager
-def caller_noted(data: JsonValue) -> Iterator[None]:
-    """Within the block, the current invocation carries the caller the engine put in ``data``."""
+def caller_in(data: JsonValue) -> str | None:
+    """The caller's worker id the engine put in ``data`` (an object payload), if any."""
     caller = data.get(CALLER_WORKER_ID_KEY) if isinstance(data, dict) else None
-    context = _current.get()
-    if context is None or not isinstance(caller, str) or context.caller_worker_id == caller:
-        yield
-        return
-    token = _current.set(dataclasses.replace(context, caller_worker_id=caller))
-    try:
-        yield
-    finally:
-        _current.reset(token)
+    return caller if isinstance(caller, str) else None

@@ -48,7 +48,7 @@ import trio.testing
 from pydantic import BaseModel, JsonValue, ValidationError
 from pydantic.fields import FieldInfo
 
-from ._context import ENGINE_INJECTED_KEYS, caller_noted, current_invocation
+from ._context import ENGINE_INJECTED_KEYS, current_invocation
 
 __all__ = ["CLOCK_HOLD_LIMIT_S", "AdaptedHandler", "HandlerInputError", "adapt_handler", "to_json"]
 
@@ -145,12 +145,11 @@ def adapt_handler(handler: Handler, limiter: trio.CapacityLimiter) -> AdaptedHan
         return (value,), {}
 
     async def run(data: JsonValue, metadata: JsonValue) -> JsonValue:
-        with caller_noted(data):
-            args, kwargs = arguments(data, metadata)
-            if is_async:
-                result = await handler(*args, **kwargs)
-            else:
-                result = await run_in_thread(partial(handler, *args, **kwargs), limiter)
+        args, kwargs = arguments(data, metadata)
+        if is_async:
+            result = await handler(*args, **kwargs)
+        else:
+            result = await run_in_thread(partial(handler, *args, **kwargs), limiter)
         return to_json(result)
 
     return AdaptedHandler(

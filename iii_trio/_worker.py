@@ -39,7 +39,7 @@ import trio
 from pydantic import JsonValue, TypeAdapter
 
 from ._backoff import Backoff, ConnectLog
-from ._context import InvocationContext, _current
+from ._context import InvocationContext, _current, caller_in
 from ._exceptions import (
     ConnectionClosed,
     ConnectionLost,
@@ -1002,8 +1002,17 @@ class Worker:
         try:
             while True:
                 item = await live.outbox.get()
-                async with live.send_lock:
+                lock = live.send_lock
+                try:
+                    # Free but for the closing handshake: skip the lock's checkpoint
+                    # (the send has its own).
+                    lock.acquire_nowait()
+                except trio.WouldBlock:
+                    await lock.acquire()
+                try:
                     await live.connection.send(item.frame)
+                finally:
+                    lock.release()
         except ConnectionClosed as exc:
             self._lose(live, exc)
 
@@ -1035,7 +1044,11 @@ class Worker:
                     await self._refuse(live, message, "invocation_stopped", _SHUTTING_DOWN)
                     return
                 slot = object()
-                await self._handler_slots.acquire_on_behalf_of(slot)
+                try:
+                    # No checkpoint when a slot is free: the next receive() is one.
+                    self._handler_slots.acquire_on_behalf_of_nowait(slot)
+                except trio.WouldBlock:
+                    await self._handler_slots.acquire_on_behalf_of(slot)
                 assert live.nursery is not None
                 live.nursery.start_soon(self._invoke, live, message, slot)
             case InvocationResult():
@@ -1183,7 +1196,8 @@ class Worker:
                 )
                 await self._answer(live, message, None, missing)
                 return
-            key = str(message.invocation_id or self._new_uuid())
+            invocation_id = message.invocation_id
+            key = str(invocation_id if invocation_id is not None else self._new_uuid())
             if key in live.invocations:
                 # The engine never reuses a live id; a peer that does must not crash us.
                 await self._refuse(live, message, "invocation_failed", "Duplicate invocation_id")
@@ -1192,11 +1206,13 @@ class Worker:
                 live.invocations[key] = scope
                 self._apply(InvocationStarted(key))
                 try:
-                    result, error = await self._run_handler(registration, message)
+                    result, error = await self._run_handler(
+                        registration, message, key if invocation_id is not None else None
+                    )
                 finally:
                     del live.invocations[key]
                     live.notify()
-                    if key in self._machine.in_flight:
+                    if self._machine.is_in_flight(key):
                         self._apply(InvocationFinished(key))
             if not scope.cancelled_caught:
                 await self._answer(live, message, result, error)
@@ -1204,14 +1220,15 @@ class Worker:
             self._handler_slots.release_on_behalf_of(slot)
 
     async def _run_handler(
-        self, registration: FunctionRegistration, message: InvokeFunction
+        self, registration: FunctionRegistration, message: InvokeFunction, invocation_id: str | None
     ) -> tuple[JsonValue, ErrorBody | None]:
         context = InvocationContext(
-            invocation_id=str(message.invocation_id) if message.invocation_id else None,
+            invocation_id=invocation_id,
             function_id=message.function_id,
             metadata=message.metadata,
             traceparent=message.traceparent,
             baggage=message.baggage,
+            caller_worker_id=caller_in(message.data),
         )
         token = _current.set(context)
         try:
