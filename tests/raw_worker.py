@@ -74,6 +74,34 @@ class RawWorker:
     async def register(self, function_id: str, **fields: Any) -> None:
         await self.send(RegisterFunction(id=function_id, **fields))
 
+    async def owns(self, *function_ids: str) -> None:
+        """Wait until the engine has applied this worker's registration of every one of
+        ``function_ids``: the engine reads each link on its own task, so a call sent on
+        another link right after ``register`` can reach it first."""
+        wanted = set(function_ids)
+
+        def applied() -> bool:
+            view = self.engine.worker(self.id)
+            return view is not None and wanted <= view.functions
+
+        await self.engine.wait_for(applied)
+
+    async def provides(self, trigger_type: str) -> None:
+        """Wait until the engine has applied this worker's ``registertriggertype`` for
+        ``trigger_type`` (see ``owns``)."""
+        engine = self.engine
+        await engine.wait_for(lambda: trigger_type in engine.trigger_type_ids())
+
+    async def binds(self, binding_id: str) -> None:
+        """Wait until the engine holds this worker's live binding ``binding_id`` (see
+        ``owns``)."""
+        engine = self.engine
+        await engine.wait_for(
+            lambda: any(
+                b.id == binding_id and b.owner == self.id and b.live for b in engine.bindings()
+            )
+        )
+
     async def call(
         self,
         function_id: str,

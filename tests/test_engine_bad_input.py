@@ -59,6 +59,7 @@ async def test_result_for_an_unknown_invocation_changes_nothing(
 ) -> None:
     executor, caller = await connect("exec"), await connect("caller")
     await executor.register("math::add")
+    await executor.owns("math::add")
     invocation_id = await caller.call("math::add", {})
     call = await executor.expect(InvokeFunction)
     stray = InvocationResult(
@@ -82,6 +83,7 @@ async def test_oversized_message_closes_with_1009(
     ):
         executor, caller, big = await connect("exec"), await connect("caller"), await connect("big")
         await executor.register("math::add")
+        await executor.owns("math::add")
         payload = '{"type":"ping","pad":"' + "x" * 2000 + '"}'
         with caplog.at_level(logging.WARNING, logger="engine_sim"):
             await big.conn.send(payload)
@@ -100,6 +102,8 @@ async def test_a_crashing_peer_mid_call_is_cleaned_up(
     await executor.register("math::add")
     other = await connect("other")
     await other.register("slow::op")
+    await executor.owns("math::add")
+    await other.owns("slow::op")
     await caller.call("slow::op", {})
     await other.expect(InvokeFunction)
     await other.conn.abort()

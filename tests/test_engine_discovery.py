@@ -76,6 +76,7 @@ async def test_functions_list_search_ranks_and_filters(
     await w1.register("orders::create")
     await w1.register("billing::charge", description="charge for orders")
     await w2.register("reorders::x")
+    await w2.owns("reorders::x")
     found = await w1.ok("engine::functions::list", {"search": "orders"})
     assert [f["function_id"] for f in found["functions"]] == [
         "orders::create",  # a `::` segment equals the needle
@@ -184,6 +185,7 @@ async def test_functions_info_resolves_bare_ids_leniently(
     w1 = await connect("w1", namespace="orders")
     w2 = await connect("w2", namespace="billing")
     await w1.register("a::f")
+    await w1.owns("a::f")
     detail = await w2.ok("engine::functions::info", {"function_id": "a::f"})
     assert detail["namespace"] == "orders"  # the only namespace that has it
     await w2.register("a::f")

@@ -98,6 +98,7 @@ async def test_item_15_registrations_apply_after_the_announcement(
     w1, w2 = await connect(), await connect("w2")
     await w1.register("a::f")
     await w1.announce("w")
+    await w1.owns("a::f")
     invocation_id = await w2.call("a::f", {})
     call = await w1.expect(InvokeFunction)
     assert call.invocation_id == invocation_id
@@ -149,6 +150,7 @@ async def test_item_17_namespaced_function_is_not_found_in_default(
     w1, w2 = await connect(), await connect("w2")
     await w1.register("a::f")
     await w1.announce("w", namespace="orders")
+    await w1.owns("a::f")
     missed = await w2.result("a::f", {})
     assert missed.error is not None
     assert missed.error.code == "function_not_found"
@@ -163,6 +165,7 @@ async def test_item_18_function_conflict_rejects_the_second_owner(
 ) -> None:
     w1, w2 = await connect("w1"), await connect("w2")
     await w1.register("a::f")
+    await w1.owns("a::f")
     await w2.register("a::f")
     rejected = await w2.expect(RegistrationRejected)
     assert rejected == RegistrationRejected(
@@ -249,7 +252,9 @@ async def test_item_24_unregistered_function_is_not_found(
 ) -> None:
     w1, w2 = await connect("w1"), await connect("w2")
     await w1.register("a::f")
+    await w1.owns("a::f")
     await w1.send(UnregisterFunction(id="a::f"))
+    await w1.engine.wait_for(lambda: "a::f" not in w1.engine.function_ids())
     answer = await w2.result("a::f", {})
     assert answer.error is not None
     assert answer.error.code == "function_not_found"
@@ -260,6 +265,7 @@ async def test_item_25_only_the_owner_can_unregister(
 ) -> None:
     w1, w2 = await connect("w1"), await connect("w2")
     await w1.register("a::f")
+    await w1.owns("a::f")
     await w2.send(UnregisterFunction(id="a::f"))
     await w2.call("a::f", {})
     await w1.expect(InvokeFunction)

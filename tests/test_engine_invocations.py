@@ -25,6 +25,7 @@ from tests.raw_worker import Connect, RawWorker, raw_workers
 async def _pair(connect: Connect, function_id: str = "math::add") -> tuple[RawWorker, RawWorker]:
     w1, w2 = await connect("w1"), await connect("w2")
     await w1.register(function_id)
+    await w1.owns(function_id)
     return w1, w2
 
 
@@ -285,6 +286,7 @@ async def test_calls_resolve_in_the_frames_namespace_only(
     w1 = await connect("w1", namespace="orders")
     w2 = await connect("w2", namespace="orders")
     await w1.register("a::f")
+    await w1.owns("a::f")
     await w2.call("a::f", {}, namespace=namespace)
     if namespace == "orders":
         await w1.expect(InvokeFunction)

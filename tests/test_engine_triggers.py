@@ -225,6 +225,7 @@ async def test_item_67_durable_binding_waits_for_the_verdict_and_survives_its_ca
 ) -> None:
     provider, w1 = await connect("P"), await connect("W1")
     await provider.send(RegisterTriggerType(id="webhook", description="d"))
+    await provider.provides("webhook")
     await w1.call(
         "engine::register_trigger", {"trigger_type": "webhook", "function_id": "h::f", "config": {}}
     )
@@ -245,6 +246,7 @@ async def test_item_67_no_verdict_within_ten_seconds_counts_as_accepted(
 ) -> None:
     provider, w1 = await connect("P"), await connect("W1")
     await provider.send(RegisterTriggerType(id="webhook", description="d"))
+    await provider.provides("webhook")
     start = trio.current_time()
     answer = await w1.result(
         "engine::register_trigger", {"trigger_type": "webhook", "function_id": "h::f"}, within=30
@@ -259,6 +261,7 @@ async def test_item_68_durable_binding_refused_by_the_provider(
 ) -> None:
     provider, w1 = await connect("P"), await connect("W1")
     await provider.send(RegisterTriggerType(id="webhook", description="d"))
+    await provider.provides("webhook")
     await w1.call("engine::register_trigger", {"trigger_type": "webhook", "function_id": "h::f"})
     delivered = await provider.expect(RegisterTrigger)
     await provider.send(
@@ -326,6 +329,7 @@ async def test_durable_binding_removed_before_its_verdict_is_still_answered(
 ) -> None:
     provider, w1 = await connect("P"), await connect("W1")
     await provider.send(RegisterTriggerType(id="webhook", description="d"))
+    await provider.provides("webhook")
     await w1.call("engine::register_trigger", {"trigger_type": "webhook", "function_id": "h::f"})
     delivered = await provider.expect(RegisterTrigger)
     await provider.send(UnregisterTrigger(id=delivered.id))

@@ -93,6 +93,7 @@ async def _routed_call(connect: Connect) -> tuple[RawWorker, RawWorker, InvokeFu
     """Caller C calls ``svc::f`` on S; returns C, S and the call as S received it."""
     svc, caller = await connect("S"), await connect("C")
     await svc.register("svc::f")
+    await svc.owns("svc::f")
     await caller.call("svc::f", {"x": 1})
     return caller, svc, await svc.expect(InvokeFunction)
 
@@ -268,6 +269,7 @@ async def test_a_worker_cannot_take_over_an_engine_trigger_type(
     await watcher.send(
         _binding("t", trigger_type="engine::workers-available", function_id="w::on", config={})
     )
+    await watcher.binds("t")
     intruder = await connect("X")
     assert (await watcher.serve_once(None)).data == {
         "event": "worker_connected",
