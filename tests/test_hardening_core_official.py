@@ -19,6 +19,7 @@ from tests.test_official_python_sdk import (
     _binding,
     _call,
     _provide,
+    _until,
     sim,
     workers,
 )
@@ -36,14 +37,19 @@ def test_a_shadow_engine_function_is_refused_and_the_worker_keeps_serving(
     names = {w["name"] for w in listed["workers"]}
     assert {"intruder", "caller"} <= names
     assert _call(caller, "x::f") == "served"
-    # The SDK logs the refusal (FUNCTION_NAMESPACE_CONFLICT is not fatal to it).
-    assert any(
-        r.levelno == logging.WARNING
-        and "FUNCTION_NAMESPACE_CONFLICT" in r.getMessage()
-        and "engine::workers::list" in r.getMessage()
-        for r in caplog.records
-        if not r.name.startswith("engine_sim")
-    ), caplog.text
+    # The SDK logs the refusal (FUNCTION_NAMESPACE_CONFLICT is not fatal to it), on its
+    # own thread whenever the engine's answer reaches it: nothing above waited for that
+    # (the x::f call may even have been routed before the engine read the registration).
+    _until(
+        lambda: any(
+            r.levelno == logging.WARNING
+            and "FUNCTION_NAMESPACE_CONFLICT" in r.getMessage()
+            and "engine::workers::list" in r.getMessage()
+            for r in caplog.records
+            if not r.name.startswith("engine_sim")
+        ),
+        "the SDK logs the refusal",
+    )
     assert intruder.get_connection_state() == "connected"
 
 
