@@ -557,7 +557,7 @@ def test_the_official_sdk_gets_a_firing_every_second_over_loopback() -> None:
         jobs.register_trigger(
             {"type": "cron", "function_id": "jobs::tick", "config": {"expression": "* * * * * *"}}
         )
-        first, second = fired.get(timeout=5), fired.get(timeout=5)
+        first, second = fired.get(timeout=30), fired.get(timeout=30)
         assert first["trigger"] == second["trigger"] == "cron"
         assert first["job_id"] == second["job_id"]
         assert any(b.id == first["job_id"] for b in sim.call(lambda e: e.bindings()))

@@ -30,8 +30,9 @@ def _pubsub_registered(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, PubSubModule))
 
 
-#: Every wait of the loopback tests (everything is local).
-WAIT = 5.0
+#: Every wait of the loopback tests: generous, since CI runs the suite on two busy cores;
+#: a passing test never waits it out.
+WAIT = 30.0
 
 
 @asynccontextmanager
