@@ -29,6 +29,7 @@ from ._logtext import in_namespace
 from ._not_simulated import DOCS, TRIGGER_TYPES, not_simulated_trigger_type
 from ._ownership import binding_refusal, trigger_type_refused
 from ._records import Binding, NoReply, Reply, TriggerTypeEntry, TypeKey, WorkerRecord
+from ._timers import Timer, Timers
 from .modules._seam import BuiltinError
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ class _AckWait:
 
     reply: Reply
     function_id: str
-    deadline: float
+    #: Answers the call as accepted when the provider stays silent; cancelled otherwise.
+    timer: Timer
 
 
 class Triggers:
@@ -58,6 +60,7 @@ class Triggers:
     def __init__(self, core: EngineCore) -> None:
         self.core = core
         self._ack_waits: dict[str, _AckWait] = {}
+        self._ack_timers = Timers(core.deadline_armed, "a trigger acknowledgement timer")
 
     # -- entry points the core and the worker manager call --------------------------------
 
@@ -101,11 +104,12 @@ class Triggers:
         elif self.core.trigger_types[key].provider is not None:
             self._deliver_binding(binding)
             if reply is not None:
-                self._ack_waits[binding.id] = _AckWait(
-                    reply,
-                    "engine::register_trigger",
-                    now + self.core.config.trigger_ack_timeout_ms / 1000,
+                deadline = now + self.core.config.trigger_ack_timeout_ms / 1000
+                self._pop_ack_wait(binding.id)  # a wait it replaces must not time out this one
+                timer = self._ack_timers.call_at(
+                    deadline, lambda _when: self._ack_timed_out(binding.id)
                 )
+                self._ack_waits[binding.id] = _AckWait(reply, "engine::register_trigger", timer)
             return
         else:
             self._module_bound(binding)
@@ -122,15 +126,11 @@ class Triggers:
 
     def expire_ack_waits(self, now: float) -> None:
         """Answer the ``engine::register_trigger`` calls whose provider stayed silent."""
-        for binding_id, wait in list(self._ack_waits.items()):
-            if wait.deadline <= now:
-                # No verdict in time counts as acceptance.
-                del self._ack_waits[binding_id]
-                self.core.calls.complete(wait.reply, wait.function_id, {"id": binding_id}, None)
+        self._ack_timers.run_due(now)
 
-    def deadlines(self) -> list[float]:
-        """When ``expire_ack_waits`` has something to do."""
-        return [wait.deadline for wait in self._ack_waits.values()]
+    def next_deadline(self) -> float | None:
+        """When ``expire_ack_waits`` next has something to do."""
+        return self._ack_timers.next_deadline()
 
     def worker_left(self, worker: WorkerRecord) -> None:
         """Drop the bindings ``worker`` owned; refile those whose provider it was."""
@@ -250,7 +250,7 @@ class Triggers:
                 message.id,
             )
             return
-        wait = self._ack_waits.pop(message.id, None)
+        wait = self._pop_ack_wait(message.id)
         if message.error is None:
             if wait is not None:
                 self.core.calls.complete(wait.reply, wait.function_id, {"id": binding.id}, None)
@@ -268,6 +268,18 @@ class Triggers:
             self.core.send(binding.owner, message)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _ack_timed_out(self, binding_id: str) -> None:
+        wait = self._ack_waits.pop(binding_id, None)
+        if wait is not None:
+            # No verdict in time counts as acceptance.
+            self.core.calls.complete(wait.reply, wait.function_id, {"id": binding_id}, None)
+
+    def _pop_ack_wait(self, binding_id: str) -> _AckWait | None:
+        wait = self._ack_waits.pop(binding_id, None)
+        if wait is not None:
+            wait.timer.cancel()
+        return wait
 
     def _resolve_provider(self, binding: Binding) -> TypeKey | None:
         if binding.trigger_namespace is not None:
@@ -373,7 +385,7 @@ class Triggers:
         if self.core.bindings.get(binding.id) is binding:
             self._module_unbound(binding)
         self.core.bindings.pop(binding.id, None)
-        wait = self._ack_waits.pop(binding.id, None)
+        wait = self._pop_ack_wait(binding.id)
         if wait is not None:
             # Removed before its provider answered: the registration itself happened.
             self.core.calls.complete(wait.reply, wait.function_id, {"id": binding.id}, None)

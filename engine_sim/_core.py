@@ -140,7 +140,10 @@ class EngineCore:
         self.stopped = False
         #: Told of every worker status transition: ``(worker_id, transition)``.
         self.on_status: Callable[[str, Transition[WorkerStatus]], None] | None = None
-        self.timers = Timers()
+        #: Told the time of each deadline that may be earlier than every other one
+        #: (``next_deadline`` before it): a driver sleeping until then wakes sooner.
+        self.on_deadline: Callable[[float], None] | None = None
+        self.timers = Timers(self.deadline_armed)
         #: Starts a module's background task (set by the driver; ``Engine`` sets it).
         #: Until it is set, tasks wait in ``_spawns`` (a module may spawn from ``start``).
         self.spawner: Callable[[BackgroundTask, str], None] | None = None
@@ -231,11 +234,11 @@ class EngineCore:
             reattach_token=self.new_id(),
             connected_at_ms=int((self._epoch + now) * 1000),
             ip_address=ip_address,
-            grace_deadline=now + self.config.namespace_grace_ms / 1000,
             session=session,
         )
         worker.status.on_transition = lambda transition: self._status_changed(worker.id, transition)
         self.workers[worker.id] = worker
+        self.namespaces.start_grace(worker, now + self.config.namespace_grace_ms / 1000)
         self.send(
             worker.id, WorkerRegistered(worker_id=worker.id, reattach_token=worker.reattach_token)
         )
@@ -284,14 +287,22 @@ class EngineCore:
         return self._take()
 
     def next_deadline(self) -> float | None:
-        """When ``tick`` next has something to do."""
-        deadlines = [self.function_registry.next_poll()]
-        deadlines += self.namespaces.deadlines()
-        deadlines += self.triggers.deadlines()
-        module_timer = self.timers.next_deadline()
-        if module_timer is not None:
-            deadlines.append(module_timer)
-        return min(deadlines)
+        """When ``tick`` next has something to do (each kind of deadline is a heap:
+        this looks at their tops, never at every connection)."""
+        deadline = self.function_registry.next_poll()
+        for other in (
+            self.timers.next_deadline(),
+            self.namespaces.next_deadline(),
+            self.triggers.next_deadline(),
+        ):
+            if other is not None and other < deadline:
+                deadline = other
+        return deadline
+
+    def deadline_armed(self, when: float) -> None:
+        """A timer at ``when`` became the earliest of its kind: tell ``on_deadline``."""
+        if self.on_deadline is not None:
+            self.on_deadline(when)
 
     # -- for modules, the module host and discovery ----------------------------------------
 

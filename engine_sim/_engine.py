@@ -124,7 +124,12 @@ class Engine:
             total_bytes=config.frame_log_bytes,
             closed_links=config.frame_log_closed_links,
         )
-        self._changed = trio.Event()
+        # Created by the first ``wait_for`` to wait, set and dropped at the next change:
+        # with nobody waiting, a change (every frame) costs one test.
+        self._changed: trio.Event | None = None
+        # The timer task's sleep until the core's next deadline (``None`` while it runs
+        # them): a deadline armed earlier than that moves its end sooner.
+        self._timer_sleep: trio.CancelScope | None = None
         self._observers: list[Callable[[EngineEvent], None]] = []
         self._restarts = 0
         self._status_held: list[StatusChanged] | None = None
@@ -144,6 +149,7 @@ class Engine:
             config = replace(config, seed=config.seed * 1_000_003 + self._restarts)
         core = EngineCore(config, now=trio.current_time(), epoch=self._epoch)
         core.on_status = self._status_changed
+        core.on_deadline = self._deadline_armed
         core.attach_spawner(lambda task, name: self._ports.spawn(core, task, name))
         return core
 
@@ -425,19 +431,33 @@ class Engine:
         self.core.stop()
         self._restarts += 1
         self.core = self._new_core()
+        if self._timer_sleep is not None:
+            self._timer_sleep.cancel()  # it slept until the old core's next deadline
         self._notify()
 
     def _notify(self) -> None:
-        """Wake whoever waits for a change (``wait_for``, the timer task)."""
-        self._changed.set()
-        self._changed = trio.Event()
+        """Wake whoever waits for a change (``wait_for``)."""
+        changed = self._changed
+        if changed is not None:
+            self._changed = None
+            changed.set()
+
+    def _deadline_armed(self, when: float) -> None:
+        sleep = self._timer_sleep
+        if sleep is not None and when < sleep.deadline:
+            sleep.deadline = when
 
     async def _run_timers(self) -> None:
+        # Sleeps until the core's next deadline, and wakes sooner only when one
+        # earlier is armed (``_deadline_armed``): frames do not wake it.
         while True:
             deadline = self.core.next_deadline()
-            changed = self._changed
-            with trio.move_on_at(math.inf if deadline is None else deadline):
-                await changed.wait()
+            try:
+                with trio.CancelScope(deadline=math.inf if deadline is None else deadline) as sleep:
+                    self._timer_sleep = sleep
+                    await trio.sleep_forever()
+            finally:
+                self._timer_sleep = None
             self._apply(self.core.tick(trio.current_time()))
 
     async def _close_all(self) -> None:
@@ -502,11 +522,12 @@ class Engine:
         Put a deadline around it (``trio.fail_after``) for a test that must not hang.
         """
         while True:
-            changed = self._changed
             value = predicate()
             if value:
                 return value
-            await changed.wait()
+            if self._changed is None:
+                self._changed = trio.Event()
+            await self._changed.wait()
 
 
 class EngineTransport:

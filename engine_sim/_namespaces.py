@@ -25,6 +25,7 @@ from iii_trio.protocol import (
 
 from ._logtext import short
 from ._records import WorkerRecord
+from ._timers import Timer, Timers
 
 if TYPE_CHECKING:
     from ._core import EngineCore
@@ -43,6 +44,17 @@ class Namespaces:
 
     def __init__(self, core: EngineCore) -> None:
         self.core = core
+        # Each unannounced connection's grace in a heap: the next one due is found
+        # without looking at every connection (thousands may sit idle).
+        self._graces = Timers(core.deadline_armed, "a namespace grace timer")
+        self._grace_timers: dict[str, Timer] = {}
+
+    def start_grace(self, worker: WorkerRecord, deadline: float) -> None:
+        """Give ``worker`` until ``deadline`` to announce its namespace."""
+        worker.grace_deadline = deadline
+        self._grace_timers[worker.id] = self._graces.call_at(
+            deadline, lambda _when: self._grace_over(worker)
+        )
 
     def announce(self, worker: WorkerRecord, namespace: str, now: float) -> None:
         """``engine::workers::register`` fixed the namespace (unless the grace timer did)."""
@@ -95,15 +107,17 @@ class Namespaces:
         self.core.cleanup(worker, now)
 
     def expire_graces(self, now: float) -> None:
-        """Fix the default namespace for connections that announced none in time."""
-        for worker in list(self.core.workers.values()):
-            if worker.grace_deadline is not None and worker.grace_deadline <= now:
-                log.info(
-                    "%s sent no namespace in time; using %s",
-                    self.core.who(worker),
-                    DEFAULT_NAMESPACE,
-                )
-                self._resolve_namespace(worker, DEFAULT_NAMESPACE, now)
+        """Fix the default namespace for connections that announced none in time,
+        in the order they connected."""
+        self._graces.run_due(now)
+
+    def _grace_over(self, worker: WorkerRecord) -> None:
+        self._grace_timers.pop(worker.id, None)
+        if worker.grace_deadline is None or worker.id not in self.core.workers:
+            return
+        log.info("%s sent no namespace in time; using %s", self.core.who(worker), DEFAULT_NAMESPACE)
+        # ``tick`` set the core's clock to the time it runs at.
+        self._resolve_namespace(worker, DEFAULT_NAMESPACE, self.core.now)
 
     def hold(self, worker: WorkerRecord, message: Message, now: float) -> None:
         """Keep a registration until ``worker``'s namespace is fixed, or fix it now (as
@@ -119,21 +133,26 @@ class Namespaces:
             )
             self._resolve_namespace(worker, DEFAULT_NAMESPACE, now)
 
-    def deadlines(self) -> list[float]:
-        """When ``expire_graces`` has something to do."""
-        return [
-            w.grace_deadline for w in self.core.workers.values() if w.grace_deadline is not None
-        ]
+    def next_deadline(self) -> float | None:
+        """When ``expire_graces`` next has something to do."""
+        return self._graces.next_deadline()
 
     def worker_left(self, worker: WorkerRecord) -> None:
-        """Free the names ``worker`` held."""
+        """Forget ``worker``'s grace; free the names it held."""
+        self._cancel_grace(worker)
         for name_key, holder in list(self.core.names.items()):
             if holder == worker.id:
                 del self.core.names[name_key]
 
+    def _cancel_grace(self, worker: WorkerRecord) -> None:
+        worker.grace_deadline = None
+        timer = self._grace_timers.pop(worker.id, None)
+        if timer is not None:
+            timer.cancel()
+
     def _resolve_namespace(self, worker: WorkerRecord, namespace: str, now: float) -> None:
         worker.namespace = namespace
-        worker.grace_deadline = None
+        self._cancel_grace(worker)
         # Available before the held registrations apply: one of them may be a binding
         # whose module calls the worker's function at once (InvocationStarted is not
         # allowed while the worker is still ``connected``).

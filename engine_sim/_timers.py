@@ -1,4 +1,9 @@
-"""Timers the engine's modules set on its clock (sans I/O: the driver asks when)."""
+"""Timers on the engine's clock (sans I/O: the driver asks when).
+
+The core keeps one ``Timers`` per kind of deadline (modules' timers, namespace graces,
+trigger acknowledgements), so the next deadline is a look at each heap's top rather
+than a scan of every connection.
+"""
 
 from __future__ import annotations
 
@@ -42,22 +47,38 @@ class Timers:
     loop) would otherwise grow the heap without bound.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        on_earliest: Callable[[float], None] | None = None,
+        what: str = "a module's timer",
+    ) -> None:
         self._heap: list[tuple[float, int, Timer]] = []
         self._order = itertools.count()
         #: Cancelled timers still in the heap.
         self._cancelled = 0
+        #: Told the time of a timer that becomes the earliest here, so that a driver
+        #: sleeping until the old earliest can wake sooner (and otherwise sleep on).
+        self.on_earliest = on_earliest
+        #: How a failing callback is named in the log.
+        self._what = what
 
     def __len__(self) -> int:
         """Entries held, cancelled ones not yet dropped included."""
         return len(self._heap)
 
     def call_at(self, when: float, callback: Callable[[float], None]) -> Timer:
+        """Call ``callback(when)`` from the first ``run_due`` at ``when`` or later."""
         timer = Timer(when, callback, self)
         heapq.heappush(self._heap, (when, next(self._order), timer))
+        # Not the top: an entry no later than ``when`` is already there, so whoever
+        # sleeps until the earliest entry wakes in time for this one too.
+        if self.on_earliest is not None and self._heap[0][2] is timer:
+            self.on_earliest(when)
         return timer
 
     def next_deadline(self) -> float | None:
+        """The earliest live timer's time, or ``None``: a look at the heap's top (cancelled
+        timers found there are dropped on the way)."""
         while self._heap and self._heap[0][2].callback is None:
             self._pop()
         return self._heap[0][0] if self._heap else None
@@ -74,7 +95,7 @@ class Timers:
                 callback(when)
             except Exception:
                 # A module's bug must not stop the engine's clock for everyone.
-                log.exception("a module's timer failed")
+                log.exception("%s failed", self._what)
 
     def clear(self) -> None:
         for _, _, timer in self._heap:
