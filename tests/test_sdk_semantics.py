@@ -642,6 +642,10 @@ def test_6_no_thread_is_left_behind_after_a_sync_handler_ran() -> None:
         ):
             w.register_function("sync::op", lambda data: threading.current_thread().name)
             await w.ready()
+            # Real time here: the caller's call must not reach the engine before w's
+            # registration does (each link is read on its own task).
+            with trio.fail_after(30):
+                await engine.wait_for(lambda: "sync::op" in engine.function_ids())
             async with iii_trio.register_worker(
                 options=options("caller"), transport=engine.transport
             ) as caller:
