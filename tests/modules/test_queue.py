@@ -669,21 +669,21 @@ def test_the_official_sdk_enqueues_and_subscribes_over_the_wire() -> None:
             )
             sim.wait_for(
                 lambda e: any(b.live for b in e.bindings() if b.function_id == "sdk::sub"),
-                timeout=5,
+                timeout=30,
             )
             receipt = sdk.trigger(
                 {
                     "function_id": "sdk::job",
                     "payload": {"n": 1},
                     "action": TriggerAction.Enqueue(queue="jobs"),
-                    "timeout_ms": 5000,
+                    "timeout_ms": 30_000,
                 }
             )
             assert set(receipt) == {"messageReceiptId"}
-            assert got.get(timeout=5) == ("job", {"n": 1})
+            assert got.get(timeout=30) == ("job", {"n": 1})
             published = {"topic": "t", "data": [1, 2]}
             sdk.trigger({"function_id": "iii::durable::publish", "payload": published})
-            assert got.get(timeout=5) == ("sub", [1, 2])
+            assert got.get(timeout=30) == ("sub", [1, 2])
         finally:
             sdk.shutdown()
             sdk._loop.close()

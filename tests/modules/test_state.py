@@ -581,11 +581,11 @@ def test_the_official_sdk_over_loopback_sees_upstreams_shapes() -> None:
                     "config": {"scope": "carts", "condition_function_id": "app::condition"},
                 }
             )
-            sim.wait_for(lambda e: any(b.live for b in e.bindings()), timeout=5)
+            sim.wait_for(lambda e: any(b.live for b in e.bindings()), timeout=30)
 
             def call(function_id: str, payload: Any) -> Any:
                 return worker.trigger(
-                    {"function_id": function_id, "payload": payload, "timeout_ms": 5000}
+                    {"function_id": function_id, "payload": payload, "timeout_ms": 30_000}
                 )
 
             assert call("state::set", {"scope": "carts", "key": "skip", "value": 0}) == {
@@ -596,13 +596,13 @@ def test_the_official_sdk_over_loopback_sees_upstreams_shapes() -> None:
                 "old_value": None,
                 "new_value": {"n": 1},
             }
-            assert events.get(timeout=5) == event("created", None, {"n": 1}, "carts", "c1")
+            assert events.get(timeout=30) == event("created", None, {"n": 1}, "carts", "c1")
             update = [{"type": "increment", "path": "n", "by": 2}]
             assert call("state::update", {"scope": "carts", "key": "c1", "ops": update}) == {
                 "old_value": {"n": 1},
                 "new_value": {"n": 3},
             }
-            assert events.get(timeout=5)["event_type"] == "state:updated"
+            assert events.get(timeout=30)["event_type"] == "state:updated"
             assert call("state::list", {"scope": "carts"}) == [0, {"n": 3}]
             assert call("state::list_groups", {}) == {"groups": ["carts"]}
             assert sorted(asked) == ["c1", "c1", "skip"]

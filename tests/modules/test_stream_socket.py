@@ -335,12 +335,12 @@ def test_the_official_sdk_writes_and_a_websocket_subscriber_sees_it() -> None:
         try:
             with ws_connect(url) as ws:
                 ws.send(join("s1"))
-                assert json.loads(ws.recv(timeout=5))["event"] == {"type": "sync", "data": []}
+                assert json.loads(ws.recv(timeout=30))["event"] == {"type": "sync", "data": []}
                 written = worker.trigger(
                     {"function_id": "stream::set", "payload": item("m1", data={"hi": 1})}
                 )
                 assert written == {"old_value": None, "new_value": {"hi": 1}}
-                change = json.loads(ws.recv(timeout=5))
+                change = json.loads(ws.recv(timeout=30))
                 assert (change["id"], change["event"]) == (
                     "m1",
                     {"type": "create", "data": {"hi": 1}},
