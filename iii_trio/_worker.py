@@ -57,6 +57,7 @@ from ._exceptions import (
     UnknownMessageType,
     WorkerClosed,
 )
+from ._expiry import Expiry
 from ._groups import unwrap_single
 from ._handlers import Handler, HandlerInputError, adapt_handler, to_json
 from ._ids import new_uuid
@@ -233,10 +234,17 @@ class _Pending:
     live: _Live | None = None
     answer: InvocationResult | None = None
     error: BaseException | None = None
+    #: The worker's ``Expiry`` ended the wait (the call's default timeout passed).
+    timed_out: bool = False
 
     def fail(self, error: BaseException) -> None:
         if not self.done.is_set():
             self.error = error
+            self.done.set()
+
+    def expire(self) -> None:
+        if not self.done.is_set():
+            self.timed_out = True
             self.done.set()
 
 
@@ -302,7 +310,11 @@ class Worker:
         self._streams: weakref.WeakSet[TransitionStream] = weakref.WeakSet()
         self._listeners: list[Callable[[ConnectionState], None]] = []
         self._registry = Registry()
-        self._pending: dict[str, _Pending] = {}
+        #: Calls waiting for their answer, by the ``int`` of their invocation id.
+        self._pending: dict[int, _Pending] = {}
+        default_ms = options.invocation_timeout_ms
+        self._expiry = Expiry(math.inf if default_ms is None else default_ms / 1000)
+        self._expiry_scope = trio.CancelScope()
         self._offline = Outbox(options.send_buffer_frames)
         self._live: _Live | None = None
         self._handler_slots = trio.CapacityLimiter(options.max_concurrent_invocations)
@@ -712,7 +724,7 @@ class Worker:
     ) -> JsonValue:
         self._raise_if_closed()
         invocation_id = self._new_uuid()
-        key = str(invocation_id)
+        key = invocation_id.int
         message = self._invoke_message(
             function_id, data, invocation_id, action, namespace, metadata, traceparent, baggage
         )
@@ -722,14 +734,29 @@ class Worker:
         seconds = self._timeout(timeout)
         self._pending[key] = pending
         try:
-            with trio.move_on_after(seconds) as scope:
-                await self._submit(item, pending)
-                await pending.done.wait()
+            if (
+                timeout is USE_DEFAULT
+                and self._expiry.running
+                and self._submit_nowait(item, pending)
+            ):
+                # The common case, without a cancel scope of its own (see ``_expiry``).
+                if seconds < math.inf:
+                    self._expiry.add(pending, pending.expire)
+                try:
+                    await pending.done.wait()
+                finally:
+                    self._expiry.discard(pending)
+                timed_out = pending.timed_out
+            else:
+                with trio.move_on_after(seconds) as scope:
+                    await self._submit(item, pending)
+                    await pending.done.wait()
+                timed_out = scope.cancelled_caught and not pending.done.is_set()
         finally:
             # Whatever ended the wait, the call is over for us: nothing stale may follow.
             del self._pending[key]
             item.withdraw()
-        if scope.cancelled_caught and not pending.done.is_set():
+        if timed_out:
             millis = round(seconds * 1000)
             raise InvocationTimeout(
                 "TIMEOUT", f"invocation timed out after {millis}ms", function_id=function_id
@@ -753,6 +780,18 @@ class Worker:
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise ValueError(f"timeout must be a positive number of seconds or None: {timeout!r}")
         return float(timeout)
+
+    def _submit_nowait(self, item: Outgoing, pending: _Pending) -> bool:
+        """``_submit`` if it need not wait for room; whether it did."""
+        live = self._live
+        if live is not None and live.lost is None:
+            if len(live.outbox) >= live.outbox.capacity:
+                return False
+            pending.live = live
+            live.outbox.put_nowait(item)
+        else:
+            self._offline.put_nowait(item)
+        return True
 
     async def _submit(self, item: Outgoing, pending: _Pending | None) -> None:
         """Queue a call frame on the live connection, else in the offline buffer."""
@@ -845,6 +884,12 @@ class Worker:
 
     # -- running ----------------------------------------------------------------------------------
 
+    async def _expire_calls(self) -> None:
+        """Time out calls that wait the default timeout, while the manager runs."""
+        with self._expiry_scope:
+            if not self._stopped.is_set():
+                await self._expiry.run()
+
     async def _run(self) -> None:
         """The manager: connection attempts one after another, with backoff in between."""
         backoff = self._backoff
@@ -869,6 +914,7 @@ class Worker:
                     await trio.sleep(delay / 1000)
         finally:
             self._stopped.set()
+            self._expiry_scope.cancel()
 
     async def _attempt(self) -> None:
         """One connection, from dialling to its end."""
@@ -1052,7 +1098,8 @@ class Worker:
                 assert live.nursery is not None
                 live.nursery.start_soon(self._invoke, live, message, slot)
             case InvocationResult():
-                pending = self._pending.get(str(message.invocation_id))
+                invocation_id = message.invocation_id
+                pending = self._pending.get(invocation_id.int) if invocation_id else None
                 if pending is not None and pending.live is live and not pending.done.is_set():
                     pending.answer = message
                     pending.done.set()
@@ -1367,6 +1414,7 @@ async def register_worker(
     with unwrap_single(), _once_each():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker._run)
+            nursery.start_soon(worker._expire_calls)
             try:
                 yield worker
             finally:
