@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
@@ -71,6 +70,9 @@ __all__ = [
 
 log = logging.getLogger("engine_sim")
 T = TypeVar("T")
+
+#: What ``_apply_one`` returns for an effect that leads to nothing more (never mutated).
+_NONE: Final[list[Effect]] = []
 
 #: WebSocket close code for a message over the size limit.
 MESSAGE_TOO_BIG: Final = 1009
@@ -370,45 +372,56 @@ class Engine:
         link.scope.cancel()
 
     def _apply(self, effects: Iterable[Effect]) -> None:
-        """Queue the core's effects on their connections; never waits (see ``_links``)."""
-        queue = deque(effects)
-        while queue:
-            effect = queue.popleft()
-            link = self._links.get(effect.worker_id)
-            if link is None or link.closing:
-                continue
-            item: Queued
-            if isinstance(effect, Send):
-                if isinstance(effect.message, Pong) and link.pings_muted:
-                    continue
-                encoded = _encode_frame(effect)
-                if isinstance(encoded, ProtocolError):
-                    queue.extend(_unsent(self.core, effect, encoded))
-                    continue
-                item = encoded
-            else:
-                link.closing = True
-                item = CloseRequest(effect.code, effect.reason)
-            if not link.buffer.put(item):
-                log.warning(
-                    "%s is not reading fast enough: over %d bytes (send_buffer_bytes) "
-                    "wait for it; dropping it",
-                    link.worker_id[:8],
-                    link.buffer.limit,
-                )
-                queue.extend(self._cut(link))
+        """Queue the core's effects on their connections; never waits (see ``_links``).
+
+        What follows from an effect (a frame that could not be encoded, a connection
+        cut for not reading) is applied after every effect before it, in order.
+        """
+        while effects:
+            later: list[Effect] = []
+            for effect in effects:
+                later += self._apply_one(effect)
+            effects = later
         self._notify()
+
+    def _apply_one(self, effect: Effect) -> list[Effect]:
+        """Queue one effect; returns the effects that follow from it (mostly none)."""
+        link = self._links.get(effect.worker_id)
+        if link is None or link.closing:
+            return _NONE
+        item: Queued
+        if isinstance(effect, Send):
+            if link.pings_muted and isinstance(effect.message, Pong):
+                return _NONE
+            encoded = _encode_frame(effect)
+            if isinstance(encoded, ProtocolError):
+                return _unsent(self.core, effect, encoded)
+            item = encoded
+        else:
+            link.closing = True
+            item = CloseRequest(effect.code, effect.reason)
+        if link.buffer.put(item):
+            return _NONE
+        log.warning(
+            "%s is not reading fast enough: over %d bytes (send_buffer_bytes) "
+            "wait for it; dropping it",
+            link.worker_id[:8],
+            link.buffer.limit,
+        )
+        return self._cut(link)
 
     def _held(self, worker_id: str) -> bool:
         worker = self.core.workers.get(worker_id)
         return worker is not None and worker.held
 
     def _record(self, worker_id: str, direction: Literal["in", "out"], frame: str | bytes) -> None:
-        now = trio.current_time()
-        if self._frames.enabled:
-            self._frames.record(worker_id, FrameRecord(direction, now, frame))
-        if self._observers:
-            self._emit(FrameSeen(now, worker_id, direction, frame))
+        # Nothing is built for a frame nobody keeps or watches (``iii-sim serve``).
+        if self._frames.enabled or self._observers:
+            now = trio.current_time()
+            if self._frames.enabled:
+                self._frames.record(worker_id, FrameRecord(direction, now, frame))
+            if self._observers:
+                self._emit(FrameSeen(now, worker_id, direction, frame))
         self._notify()
 
     def _drop(self, link: Link) -> None:
@@ -618,8 +631,10 @@ def _decode_frame(who: str, frame: str | bytes, max_size: int) -> Message | None
     """
     if isinstance(frame, bytes) and is_telemetry_frame(frame):
         return None
-    if isinstance(frame, str) and not frame.strip():
-        return None  # the engine skips empty text frames
+    if isinstance(frame, str) and (not frame or frame.isspace()):
+        # The engine skips empty text frames (``isspace`` stops at the first other
+        # character, where ``strip`` would copy the frame).
+        return None
     try:
         return decode(frame, max_size=max_size)
     except FrameTooLarge:
