@@ -25,11 +25,13 @@ import trio
 import trio_websocket
 
 from iii_trio._streams import StreamWrapper
+from iii_trio._transport import MessageSocket
 
 from ._core import EngineCore
 from ._faults import Direction
 from ._injector import Gate
 from ._peers import Peer, WebSocketPeer, _MemoryEnd
+from ._ws import ServerWebSocket
 
 __all__ = ["CloseRequest", "Link", "Outgoing", "Queued", "SendBuffer", "frame_bytes"]
 
@@ -179,11 +181,10 @@ class _ProgressStream(StreamWrapper):
                 self._on_progress()
 
 
-def _watch_progress(
-    ws: trio_websocket.WebSocketConnection, on_progress: Callable[[], None]
-) -> None:
-    # trio-websocket writes a whole message with one ``send_all`` and has no
-    # progress hook; its stream is swapped for one that reports each piece. The
-    # connection is already open, and every later read, write and close of it
-    # goes through ``_stream``.
-    ws._stream = _ProgressStream(ws._stream, on_progress)
+def _watch_progress(ws: MessageSocket, on_progress: Callable[[], None]) -> None:
+    # Both WebSocket stacks (trio-websocket, and ``_ws``'s sans-I/O one) write a
+    # whole message with one ``send_all`` and have no progress hook; the stream is
+    # swapped for one that reports each piece. The connection is already open, and
+    # every later read, write and close of it goes through ``_stream``.
+    if isinstance(ws, (trio_websocket.WebSocketConnection, ServerWebSocket)):
+        ws._stream = _ProgressStream(ws._stream, on_progress)
