@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import trio
-from trio.testing import MockClock
+from trio.testing import MockClock, wait_all_tasks_blocked
 
 from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim._peers import MemoryConnection
@@ -406,6 +406,9 @@ async def test_the_engine_writes_a_channel_a_worker_socket_reads(
             assert all(len(chunk) == 64 * KIB for chunk in chunks)
             assert b"".join(bytes(chunk) for chunk in chunks) == body
             assert await closed_code(reader) == 1005
+        # The engine forgets the channel on the task that served the socket, which may
+        # not have run since the socket closed.
+        await wait_all_tasks_blocked()
         assert not module.channels
 
 
