@@ -86,7 +86,7 @@ class WorkerRecord:
     @property
     def active_invocations(self) -> int:
         # The engine counts both the calls a worker runs and the ones it waits on.
-        return len(self.executing) + len(self.issued)
+        return self.status.in_flight_count + len(self.issued)
 
     @property
     def listed(self) -> bool:
