@@ -229,6 +229,8 @@ async def test_one_connect_fanning_out_to_500_trigger_deliveries_keeps_the_provi
         p.register_function("p::status", _echo)
         p.register_trigger_type("webhook", provider)
         await p.ready()
+        # caller's calls must not reach the engine before p's registration does.
+        await engine.wait_for(lambda: "p::status" in engine.function_ids())
         first = p.worker_id
         # Registering the type made the engine send all 500 parked bindings at once;
         # the provider runs 100 hooks at a time and reads on as slots free up.
@@ -259,6 +261,7 @@ async def test_a_peer_that_never_reads_is_dropped_after_the_write_timeout_only(
     async with open_engine() as engine, raw_workers(engine) as connect:
         executor, caller = await connect("exec"), await connect("caller")
         await executor.register("math::add")
+        await executor.owns("math::add")
         async with engine.connect(buffer=2) as stuck_conn:
             stuck = await slow_op_worker(engine, stuck_conn)
             # From here on `stuck` reads nothing: its socket buffer (2) fills, and the
@@ -318,6 +321,7 @@ async def test_a_send_buffer_over_its_byte_bound_drops_only_that_peer(
     async with open_engine(config) as engine, raw_workers(engine) as connect:
         executor, caller = await connect("exec"), await connect("caller")
         await executor.register("math::add")
+        await executor.owns("math::add")
         async with engine.connect(buffer=2) as stuck_conn:
             stuck = await slow_op_worker(engine, stuck_conn)
             with caplog.at_level(logging.WARNING, logger="engine_sim"):
