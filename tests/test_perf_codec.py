@@ -146,9 +146,27 @@ _json_texts = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=10,
 ).map(lambda value: json.dumps(value, allow_nan=True))
+#: Numbers of every shape: long, tiny, huge, past what a double or 64 bits hold.
+_numbers = st.from_regex(
+    r"-?(0|[1-9][0-9]{0,30})(\.[0-9]{1,30})?([eE][+-]?[0-9]{1,3})?", fullmatch=True
+)
+#: Strings with escapes, paired and unpaired surrogates among them.
+_escaped = st.lists(
+    st.sampled_from(
+        ["\\ud800", "\\udc00", "\\ud83d\\ude00", "\\u0000", '\\"', "\\\\", "\\/", "é", "\x7f"]
+    ),
+    max_size=4,
+).map(lambda parts: '"' + "".join(parts) + '"')
+#: Objects whose keys repeat.
+_repeated_keys = st.lists(st.tuples(st.sampled_from("ab"), _numbers | _escaped), max_size=5).map(
+    lambda items: "{" + ",".join(f'"{key}":{value}' for key, value in items) + "}"
+)
 #: Texts that are JSON, nearly JSON, or not JSON at all.
 _frame_texts = (
     _json_texts
+    | _numbers.map(lambda text: f"[{text}]")
+    | _escaped
+    | _repeated_keys
     | _json_texts.map(lambda text: "\ufeff" + text)
     | _json_texts.map(lambda text: f" {text}\n")
     | _json_texts.map(lambda text: text[: len(text) // 2])
