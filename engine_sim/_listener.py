@@ -16,6 +16,10 @@ Limits, each with a timeout or a bound:
   before the upgrade (a bounded number at a time, the rest closed at once);
 * ``accept`` failing for want of descriptors or memory (``EMFILE``...) pauses
   the accept loop, growing from 0.1 s to 1 s, instead of ending it.
+
+Two WebSocket stacks serve the upgrades (``EngineConfig.websocket``): ``websockets``'
+sans-I/O protocol driven from Trio (``engine_sim._ws``, the default: a routed call
+costs the engine much less CPU) and trio-websocket. Both behave the same to the engine.
 """
 
 from __future__ import annotations
@@ -24,22 +28,26 @@ import errno
 import logging
 import math
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Final, Protocol
 
 import trio
 import trio_websocket
 
 from iii_trio import ConnectionClosed
 from iii_trio._streams import StreamWrapper
+from iii_trio._transport import MessageSocket
 from iii_trio.protocol import MAX_FRAME_BYTES
 
-from ._config import EngineConfig
+from ._config import EngineConfig, WebSocketStack
 from ._frame_sizes import FrameSizes
 from ._peers import WebSocketPeer
+from ._ws import read_upgrade_request
 
 __all__ = [
+    "SANS_IO",
     "FirstMessagePeer",
     "Throttled",
+    "UpgradeRequest",
     "WebSocketListener",
     "local_address",
     "watch_first_message",
@@ -74,8 +82,40 @@ _PEER_ERRORS: Final = (
     ConnectionClosed,
 )
 
+
+class UpgradeRequest(Protocol):
+    """A complete upgrade request, on either stack."""
+
+    @property
+    def path(self) -> str:
+        """The request target: path and query."""
+        ...
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Header names and values as sent."""
+        ...
+
+    async def accept(self) -> MessageSocket:
+        """Complete the upgrade."""
+        ...
+
+    async def reject(
+        self,
+        status_code: int,
+        *,
+        extra_headers: list[tuple[bytes, bytes]] | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        """Answer with an HTTP error; the connection ends."""
+        ...
+
+
+#: ``EngineConfig.websocket`` for the sans-I/O stack.
+SANS_IO: Final[WebSocketStack] = "websockets"
+
 #: ``handler(request, peer_ip)``: answer one complete upgrade request.
-Handler = Callable[[trio_websocket.WebSocketRequest, "str | None"], Awaitable[None]]
+Handler = Callable[[UpgradeRequest, "str | None"], Awaitable[None]]
 
 
 class Throttled:
@@ -162,6 +202,7 @@ class WebSocketListener:
     def __init__(self, config: EngineConfig, handler: Handler) -> None:
         self._config = config
         self._handler = handler
+        self._stack = config.websocket
         self.open_connections = 0
         self._refusing = 0
         self._warn_refused = Throttled()
@@ -259,6 +300,12 @@ class WebSocketListener:
             await watched.aclose()
 
     async def _serve_admitted(self, stream: _WatchedStream, ip: str) -> None:
+        if self._stack == SANS_IO:
+            # No task of its own: the connection is read by whoever awaits a message.
+            request = await self._read_request(None, stream, ip)
+            if request is not None:
+                await self._handler(request, ip)
+            return
         async with trio.open_nursery() as nursery:
             request = await self._read_request(nursery, stream, ip)
             if request is not None:
@@ -286,7 +333,9 @@ class WebSocketListener:
         self._refusing += 1
         try:
             async with trio.open_nursery() as nursery:
-                request = await self._read_request(nursery, stream, ip)
+                request = await self._read_request(
+                    None if self._stack == SANS_IO else nursery, stream, ip
+                )
                 if request is not None:
                     await request.reject(
                         503,
@@ -298,21 +347,29 @@ class WebSocketListener:
             self._refusing -= 1
 
     async def _read_request(
-        self, nursery: trio.Nursery, stream: _WatchedStream, ip: str
-    ) -> trio_websocket.WebSocketRequest | None:
-        """The upgrade request, or ``None`` if the peer left or was too slow (logged)."""
+        self, nursery: trio.Nursery | None, stream: _WatchedStream, ip: str
+    ) -> UpgradeRequest | None:
+        """The upgrade request, or ``None`` if the peer left or was too slow (logged);
+        read by trio-websocket's reader task in ``nursery``, or sans-I/O if ``None``."""
         timeout = self._config.handshake_timeout_ms / 1000
         with trio.move_on_after(timeout) as scope:
             stream.cancel_when_gone = scope
             if stream.gone:
                 scope.cancel()
-            request = await trio_websocket.wrap_server_stream(
-                nursery, stream, max_message_size=self._config.max_message_bytes
-            )
+            request: UpgradeRequest | None
+            if nursery is None:
+                request = await read_upgrade_request(stream, self._config.max_message_bytes)
+            else:
+                request = await trio_websocket.wrap_server_stream(
+                    nursery, stream, max_message_size=self._config.max_message_bytes
+                )
             stream.cancel_when_gone = None
-            return request
+            if request is not None:
+                return request
         if stream.gone:
             log.debug("%s left before finishing the upgrade", ip)
+        elif not scope.cancelled_caught:
+            log.debug("%s sent no valid upgrade request; closed it", ip)
         else:
             self._warn_handshake(
                 "closed a connection from %s: upgrade not complete within %d ms",
@@ -338,7 +395,7 @@ def _peer_ip(stream: trio.SocketStream) -> str:
 class FirstMessagePeer(WebSocketPeer):
     """A WebSocket worker that notes when its first message arrives."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, ws: MessageSocket) -> None:
         super().__init__(ws)
         self.first_message = trio.Event()
 

@@ -25,14 +25,13 @@ from urllib.parse import urlsplit
 
 import hypercorn
 import trio
-import trio_websocket
 from hypercorn.config import Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from iii_trio import ConnectionClosed
 
-from ._listener import Handler, WebSocketListener, local_address
+from ._listener import Handler, UpgradeRequest, WebSocketListener, local_address
 from ._peers import MemoryConnection, Peer, WebSocketPeer, memory_pair
 from .modules._seam import (
     AsgiReceive,
@@ -134,7 +133,7 @@ class ModulePorts:
         return ModuleAsgiApp(self._engine, name, label, self._scopes)
 
     def _handler(self, name: str, label: str) -> Handler:
-        async def handle(request: trio_websocket.WebSocketRequest, ip: str | None) -> None:
+        async def handle(request: UpgradeRequest, ip: str | None) -> None:
             target = urlsplit(request.path)
             module = self._engine.core.module(name)
             if module is None or not module.accepts_path(label, target.path):
@@ -153,7 +152,7 @@ class ModulePorts:
         return None
 
     async def serve_worker_path(
-        self, module: EngineModule, request: trio_websocket.WebSocketRequest, ip: str | None
+        self, module: EngineModule, request: UpgradeRequest, ip: str | None
     ) -> None:
         """Serve an upgrade on the worker port whose path ``module`` claims."""
         await self._accept(module, WORKER_LABEL, request, ip)
@@ -162,7 +161,7 @@ class ModulePorts:
         self,
         module: EngineModule,
         label: str,
-        request: trio_websocket.WebSocketRequest,
+        request: UpgradeRequest,
         ip: str | None,
     ) -> None:
         target = urlsplit(request.path)

@@ -34,14 +34,19 @@ from urllib.parse import urlsplit
 from uuid import UUID
 
 import trio
-import trio_websocket
 from wsproto.frame_protocol import CloseReason
 
 from iii_trio import ConnectionClosed
 from iii_trio.protocol import DEFAULT_NAMESPACE, EngineError, ErrorBody, encode
 
 from ._config import MAIN_PORT
-from ._listener import FirstMessagePeer, Throttled, WebSocketListener, watch_first_message
+from ._listener import (
+    FirstMessagePeer,
+    Throttled,
+    UpgradeRequest,
+    WebSocketListener,
+    watch_first_message,
+)
 from ._peers import Peer, WebSocketPeer
 from ._rbac import AuthRefused, Session, WorkerPort, parse_auth_result
 from ._records import CallbackReply
@@ -146,7 +151,7 @@ class WorkerPorts:
 
     async def handle_upgrade(
         self,
-        request: trio_websocket.WebSocketRequest,
+        request: UpgradeRequest,
         ip: str | None,
         *,
         port: WorkerPort | None = None,

@@ -8,7 +8,7 @@ is fed by whichever task asks for the next message: no task of its own, no chann
 
 ``ServerWebSocket`` answers to the subset of trio-websocket's ``WebSocketConnection``
 the engine uses (``get_message``, ``send_message``, ``aclose``, and ``_stream``,
-every read and write going through it), and ``UpgradeRequest`` to that of its
+every read and write going through it), and ``ServerUpgrade`` to that of its
 ``WebSocketRequest`` (``path``, ``headers``, ``accept``, ``reject``), so the engine
 serves either stack through one code path and errors map the same way:
 ``ConnectionClosed`` with the peer's close code, 1006 when the link broke.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
 from http import HTTPStatus
 from typing import Final
 
@@ -32,7 +31,7 @@ from websockets.server import ServerProtocol
 from iii_trio import ConnectionClosed
 from iii_trio._transport import ABNORMAL_CLOSURE
 
-__all__ = ["ServerWebSocket", "UpgradeRequest", "read_upgrade_request"]
+__all__ = ["ServerUpgrade", "ServerWebSocket", "read_upgrade_request"]
 
 #: Bytes asked of the socket per read: a burst of frames is parsed in one go.
 RECEIVE_BYTES: Final = 65_536
@@ -64,7 +63,10 @@ class ServerWebSocket:
         #: (the engine's write-progress watch) sees them all.
         self._stream = stream
         self._protocol = protocol
-        self._messages: deque[str | bytes] = deque()
+        #: Messages parsed and not yet taken, from ``_next`` on (a list, not a deque:
+        #: an idle connection holds an empty one, 56 bytes against a deque's 760).
+        self._messages: list[str | bytes] = []
+        self._next = 0
         #: Pieces of a fragmented message, and whether it is text.
         self._fragments: list[bytes] = []
         self._fragmented_text = False
@@ -79,16 +81,24 @@ class ServerWebSocket:
 
     async def get_message(self) -> str | bytes:
         """The next whole message; ``ConnectionClosed`` once the connection is over."""
-        if self._messages:
+        if self._next < len(self._messages):
             # Messages a read already parsed; a checkpoint still, as every Trio await.
             await trio.lowlevel.checkpoint()
-            return self._messages.popleft()
+            return self._take_next()
         while True:
             if self._closed is not None:
                 raise self._closed
             await self._read()  # the socket read is the checkpoint
-            if self._messages:
-                return self._messages.popleft()
+            if self._next < len(self._messages):
+                return self._take_next()
+
+    def _take_next(self) -> str | bytes:
+        message = self._messages[self._next]
+        self._next += 1
+        if self._next == len(self._messages):
+            self._messages = []
+            self._next = 0
+        return message
 
     async def send_message(self, message: str | bytes) -> None:
         """Send one message: text for ``str``, binary for ``bytes``."""
@@ -228,7 +238,7 @@ def _ended(protocol: ServerProtocol) -> ConnectionClosed | None:
     return None
 
 
-class UpgradeRequest:
+class ServerUpgrade:
     """A complete upgrade request, answered once with ``accept`` or ``reject``."""
 
     def __init__(
@@ -240,20 +250,29 @@ class UpgradeRequest:
     ) -> None:
         self._stream = stream
         self._protocol = protocol
-        self._request = request
+        self._request: Request | None = request
         self._early = early
         #: The request target: path and query.
         self.path = request.path
-        #: Header names (lower case) and values, as sent.
-        self.headers = [
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Header names (lower case) and values, as sent; empty once the request is
+        answered (it is let go then: an idle connection's handler still holds this)."""
+        if self._request is None:
+            return []
+        return [
             (name.lower().encode("ascii"), value.encode("latin-1"))
-            for name, value in request.headers.raw_items()
+            for name, value in self._request.headers.raw_items()
         ]
 
     async def accept(self) -> ServerWebSocket:
         """Complete the upgrade (101); an invalid upgrade request is answered with an
         HTTP error instead and ends in ``ConnectionClosed``."""
-        response = self._protocol.accept(self._request)
+        request, self._request = self._request, None
+        if request is None:
+            raise RuntimeError("this upgrade request was answered already")
+        response = self._protocol.accept(request)
         # As trio-websocket's: no Date header on the 101.
         if response.status_code == 101:
             del response.headers["Date"]
@@ -262,7 +281,8 @@ class UpgradeRequest:
         if response.status_code != 101:
             await trio.aclose_forcefully(self._stream)
             raise ConnectionClosed(ABNORMAL_CLOSURE, f"upgrade refused ({response.status_code})")
-        return ServerWebSocket(self._stream, self._protocol, self._early)
+        early, self._early = self._early, []
+        return ServerWebSocket(self._stream, self._protocol, early)
 
     async def reject(
         self,
@@ -273,6 +293,7 @@ class UpgradeRequest:
     ) -> None:
         """Answer with HTTP ``status_code`` (and ``extra_headers``, ``body``); the
         connection ends."""
+        self._request = None
         response = Response(status_code, _reason(status_code), _headers(extra_headers, body))
         response.body = body or b""
         self._protocol.send_response(response)
@@ -303,7 +324,7 @@ def _headers(extra: list[tuple[bytes, bytes]] | None, body: bytes | None) -> Hea
 
 async def read_upgrade_request(
     stream: trio.abc.Stream, max_message_bytes: int
-) -> UpgradeRequest | None:
+) -> ServerUpgrade | None:
     """Read the peer's upgrade request; ``None`` if it leaves (or sends something that
     is not an HTTP request, answered as ``websockets`` answers it) before finishing."""
     protocol = ServerProtocol(max_size=max_message_bytes, logger=_PROTOCOL_LOG)
@@ -320,7 +341,7 @@ async def read_upgrade_request(
         request = next((event for event in events if isinstance(event, Request)), None)
         if request is not None:
             early = [event for event in events if isinstance(event, Frame)]
-            return UpgradeRequest(stream, protocol, request, early)
+            return ServerUpgrade(stream, protocol, request, early)
         answer = b"".join(protocol.data_to_send())
         if answer:
             # A request line or headers too long: websockets' 414/431.

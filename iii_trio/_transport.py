@@ -80,9 +80,10 @@ class Transport(Protocol):
 
 
 class WebSocketConnection:
-    """A ``Connection`` over trio-websocket, its errors turned into ``ConnectionClosed``."""
+    """A ``Connection`` over a ``MessageSocket``, trio-websocket's errors turned into
+    ``ConnectionClosed`` (the sans-I/O socket raises that itself)."""
 
-    def __init__(self, ws: trio_websocket.WebSocketConnection) -> None:
+    def __init__(self, ws: MessageSocket) -> None:
         self._ws = ws
 
     async def send(self, frame: str | bytes) -> None:

@@ -1,8 +1,9 @@
 """The engine's sans-I/O WebSocket (``engine_sim._ws``): what a peer sees and what the
 engine sees, on every path trio-websocket's connection covered.
 
-In-memory streams drive the connection (frames crafted and read with ``websockets``'
-client protocol).
+In-memory streams drive the connection for the logic (frames crafted and read with
+``websockets``' client protocol); loopback sockets where the listener is under test
+(both stacks, ``EngineConfig.websocket``, serve the same echo).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import pytest
 import trio
 import trio.testing
+import trio_websocket
 from trio.testing import MockClock
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
@@ -19,6 +21,9 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
+from engine_sim import EngineConfig
+from engine_sim._config import WebSocketStack
+from engine_sim._listener import UpgradeRequest, WebSocketListener
 from engine_sim._ws import ServerWebSocket
 from iii_trio import ConnectionClosed
 
@@ -189,6 +194,27 @@ async def test_a_send_cancelled_while_waiting_its_turn_sends_nothing() -> None:
         frames += await _frames(stream, client, 1)
     assert waiting.cancelled_caught
     assert [f.data for f in frames] == [b"first", b"third"]
+
+
+async def _echo(request: UpgradeRequest, ip: str | None) -> None:
+    ws = await request.accept()
+    while True:
+        await ws.send_message(await ws.get_message())
+
+
+@pytest.mark.parametrize("stack", ["websockets", "trio-websocket"])
+async def test_both_stacks_serve_the_same_upgrade_and_messages(stack: WebSocketStack) -> None:
+    listener = WebSocketListener(EngineConfig(port=0, websocket=stack), _echo)
+    async with trio.open_nursery() as nursery:
+        url = await listener.listen(nursery, "127.0.0.1", 0)
+        with trio.fail_after(_LIMIT):
+            async with trio_websocket.open_websocket_url(url) as ws:
+                await ws.send_message("text")
+                assert await ws.get_message() == "text"
+                await ws.send_message(b"bin")
+                assert await ws.get_message() == b"bin"
+                await ws.ping(b"p")
+        nursery.cancel_scope.cancel()
 
 
 async def test_closing_with_1005_sends_an_empty_close_frame() -> None:
