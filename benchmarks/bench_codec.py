@@ -49,6 +49,11 @@ def _call() -> p.InvokeFunction:
     )
 
 
+def _answer() -> p.InvocationResult:
+    # The other frame of every call: a worker's answer, as the engine forwards it.
+    return p.InvocationResult(invocation_id=uuid.uuid4(), function_id="math::add", result={"c": 5})
+
+
 def _big_result() -> p.InvocationResult:
     rows: list[JsonValue] = [
         {"id": i, "name": f"row {i}", "score": i * 0.5, "tags": ["x", "y"]} for i in range(20_000)
@@ -58,6 +63,7 @@ def _big_result() -> p.InvocationResult:
 
 CASES: list[tuple[str, Callable[[], p.Message]]] = [
     ("invokefunction, small payload", _call),
+    ("invocationresult, small payload", _answer),
     ("ping", p.Ping),
     ("invocationresult, 20k-row payload", _big_result),
 ]
