@@ -208,6 +208,13 @@ class ServerWebSocket:
             if self._closed is None:
                 self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "link broken")
             raise ConnectionClosed(ABNORMAL_CLOSURE, "link broken") from None
+        except BaseException:
+            # Cancelled mid-write: part of a frame may be on the wire, so nothing more
+            # can follow it (not even a close frame); the link is dropped.
+            if self._closed is None:
+                self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "a write was cut short")
+            await trio.aclose_forcefully(self._stream)
+            raise
         finally:
             self._writing = False
             self._turns.unpark_all()

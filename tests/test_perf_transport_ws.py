@@ -231,3 +231,20 @@ async def test_closing_with_1006_drops_the_link_without_a_close_frame() -> None:
     with trio.fail_after(_LIMIT):
         await server.aclose(1006)
         assert await stream.receive_some() == b""
+
+
+async def test_a_write_cancelled_part_way_drops_the_link(autojump_clock: MockClock) -> None:
+    # Part of a frame may be on the wire: nothing may follow it, not even a close.
+    server, stream, _ = _pair(trio.testing.lockstep_stream_pair)
+    with trio.move_on_after(1):
+        await server.send_message("x" * 100)  # nobody reads: the write blocks
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+        await server.send_message("next")
+    assert closed.value.code == 1006
+    await server.aclose(1000)  # no close frame is tried
+    received = b""
+    with trio.fail_after(_LIMIT):
+        while chunk := await stream.receive_some():
+            received += chunk
+    frame = b"\x81\x64" + b"x" * 100  # the cut text frame, unmasked
+    assert frame.startswith(received)
