@@ -255,8 +255,13 @@ class _Live:
     connection: Connection
     outbox: Outbox
     nursery: trio.Nursery | None = None
+    #: Inside ``nursery``: every invocation's task. The drain cancels them all at once.
+    handlers: trio.Nursery | None = None
     send_lock: trio.Lock = field(default_factory=trio.Lock)
-    invocations: dict[str, trio.CancelScope] = field(default_factory=dict)
+    #: Ids of the invocations whose handler is running.
+    invocations: set[str] = field(default_factory=set)
+    #: Answers made, waiting for room in the outbox (``_queue_answer``).
+    answering: int = 0
     changed: Signal = field(default_factory=Signal)
     lost: ConnectionClosed | None = None
     fatal: RegistrationRejected | None = None
@@ -1007,12 +1012,29 @@ class Worker:
         # frame on every connection), so a ready worker knows its ``worker_id``.
         async with trio.open_nursery() as nursery:
             live.nursery = nursery
+            await nursery.start(self._hold_handlers, live)
             nursery.start_soon(self._write_loop, live)
             nursery.start_soon(self._read_loop, live)
             nursery.start_soon(self._drain_on_shutdown, live)
             nursery.start_soon(self._watch_registration, live)
             if self.options.enable_metrics_reporting:
                 nursery.start_soon(report_metrics, self, live.outbox)
+
+    async def _hold_handlers(
+        self, live: _Live, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep the connection's handlers nursery open until it is cancelled.
+
+        One nursery for every invocation instead of a cancel scope each: the drain,
+        the only thing that cancels invocations one connection at a time, cancels
+        them all together. So that cancelling it stops nothing but handlers, an
+        invocation's task never waits for anything else (``_queue_answer``).
+        """
+        with unwrap_single():
+            async with trio.open_nursery() as handlers:
+                live.handlers = handlers
+                task_status.started()
+                await trio.sleep_forever()
 
     async def _watch_registration(self, live: _Live) -> None:
         # ``workerregistered`` is the engine's first frame on every connection: a
@@ -1095,8 +1117,12 @@ class Worker:
                     self._handler_slots.acquire_on_behalf_of_nowait(slot)
                 except trio.WouldBlock:
                     await self._handler_slots.acquire_on_behalf_of(slot)
-                assert live.nursery is not None
-                live.nursery.start_soon(self._invoke, live, message, slot)
+                handlers = live.handlers
+                if handlers is None or handlers.cancel_scope.cancel_called:
+                    # Drained while this call waited for a slot: ``_invoke`` refuses it.
+                    handlers = live.nursery
+                assert handlers is not None
+                handlers.start_soon(self._invoke, live, message, slot)
             case InvocationResult():
                 invocation_id = message.invocation_id
                 pending = self._pending.get(invocation_id.int) if invocation_id else None
@@ -1231,39 +1257,70 @@ class Worker:
         await self._answer(live, message, None, ErrorBody(code=code, message=text))
 
     async def _invoke(self, live: _Live, message: InvokeFunction, slot: object) -> None:
+        # In ``live.handlers``: only the handler may wait (see ``_hold_handlers``).
+        holds_slot = True
         try:
             if self._shutdown_requested.is_set():
                 # It waited for a handler slot while shutdown began.
-                await self._refuse(live, message, "invocation_stopped", _SHUTTING_DOWN)
-                return
-            registration = self._registry.functions.get(message.function_id)
-            if registration is None:
-                missing = ErrorBody(
+                error = ErrorBody(code="invocation_stopped", message=_SHUTTING_DOWN)
+                frame = self._reply(message, None, error)
+            elif (registration := self._registry.functions.get(message.function_id)) is None:
+                error = ErrorBody(
                     code="function_not_found", message=f"Function '{message.function_id}' not found"
                 )
-                await self._answer(live, message, None, missing)
-                return
-            invocation_id = message.invocation_id
-            key = str(invocation_id if invocation_id is not None else self._new_uuid())
-            if key in live.invocations:
-                # The engine never reuses a live id; a peer that does must not crash us.
-                await self._refuse(live, message, "invocation_failed", "Duplicate invocation_id")
-                return
-            with trio.CancelScope() as scope:
-                live.invocations[key] = scope
-                self._apply(InvocationStarted(key))
-                try:
-                    result, error = await self._run_handler(
-                        registration, message, key if invocation_id is not None else None
-                    )
-                finally:
-                    del live.invocations[key]
-                    live.notify()
-                    if self._machine.is_in_flight(key):
-                        self._apply(InvocationFinished(key))
-            if not scope.cancelled_caught:
-                await self._answer(live, message, result, error)
+                frame = self._reply(message, None, error)
+            else:
+                frame = await self._run_invocation(live, registration, message)
+            if frame is not None:
+                holds_slot = not self._queue_answer(live, frame, slot)
         finally:
+            if holds_slot:
+                self._handler_slots.release_on_behalf_of(slot)
+
+    async def _run_invocation(
+        self, live: _Live, registration: FunctionRegistration, message: InvokeFunction
+    ) -> str | None:
+        """Run the handler, counted in flight while it runs; the answer's frame."""
+        invocation_id = message.invocation_id
+        key = str(invocation_id if invocation_id is not None else self._new_uuid())
+        if key in live.invocations:
+            # The engine never reuses a live id; a peer that does must not crash us.
+            duplicate = ErrorBody(code="invocation_failed", message="Duplicate invocation_id")
+            return self._reply(message, None, duplicate)
+        live.invocations.add(key)
+        self._apply(InvocationStarted(key))
+        try:
+            result, error = await self._run_handler(
+                registration, message, key if invocation_id is not None else None
+            )
+        finally:
+            live.invocations.discard(key)
+            live.notify()
+            if self._machine.is_in_flight(key):
+                self._apply(InvocationFinished(key))
+        return self._reply(message, result, error)
+
+    def _queue_answer(self, live: _Live, frame: str, slot: object) -> bool:
+        """Queue an invocation's answer without waiting; whether ``slot`` was handed on.
+
+        With the outbox full, a task of the connection (not of its handlers, which
+        the drain may cancel) waits for room and then gives the handler slot back,
+        so the worker still reads no more calls than it can answer.
+        """
+        if len(live.outbox) < live.outbox.capacity:
+            live.outbox.put_nowait(Outgoing(frame))
+            return False
+        assert live.nursery is not None
+        live.answering += 1
+        live.nursery.start_soon(self._put_answer, live, frame, slot)
+        return True
+
+    async def _put_answer(self, live: _Live, frame: str, slot: object) -> None:
+        try:
+            await live.outbox.put(Outgoing(frame))
+        finally:
+            live.answering -= 1
+            live.notify()
             self._handler_slots.release_on_behalf_of(slot)
 
     async def _run_handler(
@@ -1302,8 +1359,16 @@ class Worker:
     async def _answer(
         self, live: _Live, message: InvokeFunction, result: JsonValue, error: ErrorBody | None
     ) -> None:
+        frame = self._reply(message, result, error)
+        if frame is not None:
+            await live.outbox.put(Outgoing(frame))
+
+    def _reply(
+        self, message: InvokeFunction, result: JsonValue, error: ErrorBody | None
+    ) -> str | None:
+        """The ``invocationresult`` frame answering ``message`` (``None``: nobody waits)."""
         if message.invocation_id is None:
-            return
+            return None
         trace = self.options.propagate_trace_context
         reply = InvocationResult(
             invocation_id=message.invocation_id,
@@ -1322,7 +1387,7 @@ class Worker:
         except ProtocolError as exc:
             failure = ErrorBody(code="serialization_error", message=f"result is not JSON: {exc}")
             frame = encode(reply.model_copy(update={"result": None, "error": failure}))
-        await live.outbox.put(Outgoing(frame))
+        return frame
 
     # -- shutdown ---------------------------------------------------------------------------------
 
@@ -1331,13 +1396,17 @@ class Worker:
         with trio.move_on_after(self.options.drain_timeout_ms / 1000):
             while live.invocations:
                 await live.changed.wait()
-        for scope in live.invocations.values():
-            scope.cancel()
+        if live.invocations and live.handlers is not None:
+            live.handlers.cancel_scope.cancel()
         while live.invocations:
             await live.changed.wait()
         closed = WorkerClosed(_CLOSED_WHILE_WAITING)
         self._fail_waiting(lambda _: closed, live)
         with trio.move_on_after(self.options.connect_timeout_ms / 1000):
+            # Answers made before the drain ended go out before the close, including
+            # those still waiting for room in the outbox.
+            while live.answering:
+                await live.changed.wait()
             await live.outbox.wait_empty()
             async with live.send_lock:
                 await live.connection.aclose(1000, "worker shutting down")
