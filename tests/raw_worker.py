@@ -86,6 +86,16 @@ class RawWorker:
 
         await self.engine.wait_for(applied)
 
+    async def idle(self) -> None:
+        """Wait until the engine counts no call in flight to or from this worker: once it
+        has read the answers this worker sent (see ``owns``)."""
+
+        def idle() -> bool:
+            view = self.engine.worker(self.id)
+            return view is not None and view.active_invocations == 0
+
+        await self.engine.wait_for(idle)
+
     async def provides(self, trigger_type: str) -> None:
         """Wait until the engine has applied this worker's ``registertriggertype`` for
         ``trigger_type`` (see ``owns``)."""

@@ -302,6 +302,7 @@ async def test_events_held_up_by_a_slow_handler_are_bounded(
             await c.ok("stream::set", item("m", data=2))
         assert f"stream event update {S}/{G}/m not delivered: 1 events" in caplog.text
         await w.answer(first, None)
+        await w.idle()  # the answer frees the slot only once the engine reads it
         await c.ok("stream::set", item("m", data=3))
         assert (await fired(w))["event"] == {"type": "update", "data": 3}
         await w.silent(10)
