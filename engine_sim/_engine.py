@@ -313,63 +313,112 @@ class Engine:
         return self.config.close_timeout_ms / 1000
 
     async def _read_loop(self, link: Link, *, guarded: bool = False) -> None:
-        who = link.worker_id[:8]
+        gate = link.to_engine
         while True:
-            try:
-                frame = await link.to_engine.receive(link.peer.receive)
-            except ConnectionClosed as closed:
-                if closed.code == MESSAGE_TOO_BIG:
-                    log.warning(
-                        "%s sent a message over %d bytes; closed with 1009",
-                        who,
-                        self.config.max_message_bytes,
-                    )
-                link.scope.cancel()
+            await gate.until_readable()
+            arrived: str | bytes | None = None
+            # One cancel scope for a run of reads, not one each (a scope costs more than
+            # the rest of a frame's bookkeeping): the gate cancels it only while a read
+            # waits (``gate.reading``), which loses nothing; a frame's own waits (its
+            # passage, a guarded registration) are never cut short by it.
+            with trio.CancelScope() as reading:
+                while True:
+                    gate.reading = reading
+                    try:
+                        arrived = await link.peer.receive()
+                    except ConnectionClosed as closed:
+                        self._peer_closed(link, closed)
+                        return
+                    finally:
+                        gate.reading = None
+                    if reading.cancel_called:
+                        break  # the gate changed as the frame came: take it outside
+                    if not await self._take(link, arrived, guarded=guarded):
+                        return
+                    arrived = None
+                    if not gate.readable:
+                        break
+            if arrived is not None and not await self._take(link, arrived, guarded=guarded):
                 return
-            await link.to_engine.passage()
-            try:
-                message = _decode_frame(who, frame, self.config.max_message_bytes)
-            except FrameTooLarge as exc:
-                # Not recorded: the log must not keep what the engine refuses to hold.
-                log.warning("%s: %s; closing with 1009", who, exc)
-                self._apply([Close(link.worker_id, MESSAGE_TOO_BIG, "message too big")])
-                return
-            self._record(link.worker_id, "in", frame)
-            if message is not None:
-                instead = self.faults.intercept(link, message)
-                if instead is None:
-                    instead = self.core.receive(link.worker_id, message, trio.current_time())
-                self._apply(instead)
-            self.faults.frame_handled(message.type if message is not None else None)
-            if guarded:
-                # A registration waits for its port's hook: read nothing more meanwhile,
-                # as the real engine's read loop (the socket's buffer holds the rest).
-                await self.wait_for(lambda: not self._held(link.worker_id))
+
+    def _peer_closed(self, link: Link, closed: ConnectionClosed) -> None:
+        if closed.code == MESSAGE_TOO_BIG:
+            log.warning(
+                "%s sent a message over %d bytes; closed with 1009",
+                link.worker_id[:8],
+                self.config.max_message_bytes,
+            )
+        link.scope.cancel()
+
+    async def _take(self, link: Link, frame: str | bytes, *, guarded: bool) -> bool:
+        """Handle one frame ``link`` read; ``False`` when the link reads no more."""
+        await link.to_engine.passage()
+        try:
+            message = _decode_frame(link.worker_id, frame, self.config.max_message_bytes)
+        except FrameTooLarge as exc:
+            # Not recorded: the log must not keep what the engine refuses to hold.
+            log.warning("%s: %s; closing with 1009", link.worker_id[:8], exc)
+            self._apply([Close(link.worker_id, MESSAGE_TOO_BIG, "message too big")])
+            return False
+        self._record(link.worker_id, "in", frame)
+        if message is not None:
+            instead = self.faults.intercept(link, message)
+            if instead is None:
+                instead = self.core.receive(link.worker_id, message, trio.current_time())
+            self._apply(instead)
+        self.faults.frame_handled(message.type if message is not None else None)
+        if guarded:
+            # A registration waits for its port's hook: read nothing more meanwhile,
+            # as the real engine's read loop (the socket's buffer holds the rest).
+            await self.wait_for(lambda: not self._held(link.worker_id))
+        return True
 
     async def _write_loop(self, link: Link) -> None:
         while True:
-            item = await link.buffer.get()
-            await link.to_worker.passage()
-            if isinstance(item, CloseRequest):
-                await link.peer.close(item.code, item.reason, self._close_timeout)
+            done = False
+            with trio.CancelScope() as writes:
+                done = await self._write_run(link, writes)
+            if done:
                 break
-            try:
-                written = await link.write(item.frame)
-            except ConnectionClosed:
-                break
-            if not written:
+            # A deadline ended ``writes``: a write's timeout, unless the frame went out
+            # just as it passed (then write on in a new scope).
+            stuck = link.unfinished
+            if stuck is not None:
                 log.warning(
                     "%s is not reading: it accepted no byte for %g s (%d bytes wait "
                     "for it); dropping it",
                     link.worker_id[:8],
                     link.write_timeout,
-                    link.buffer.queued_bytes + item.size,
+                    link.buffer.queued_bytes + stuck.size,
                 )
                 self._drop(link)
                 break
+        link.scope.cancel()
+
+    async def _write_run(self, link: Link, writes: trio.CancelScope) -> bool:
+        """Write what ``link`` queues, under one scope: ``True`` once the link closed or
+        is gone, ``False`` when a write's deadline passed just as it finished."""
+        gate = link.to_worker
+        while True:
+            if not link.buffer:
+                # Idle: no write deadline while waiting (a frame taken must be written).
+                writes.deadline = math.inf
+            item = await link.buffer.get()
+            if not gate.passes:
+                writes.deadline = math.inf  # no write timeout while a fault holds frames
+                await gate.passage()
+            if isinstance(item, CloseRequest):
+                writes.deadline = math.inf
+                await link.peer.close(item.code, item.reason, self._close_timeout)
+                return True
+            try:
+                await link.write(item, writes)
+            except ConnectionClosed:
+                return True
             self._record(link.worker_id, "out", item.frame)
             self.faults.frame_handled(item.message_type)
-        link.scope.cancel()
+            if writes.cancel_called:
+                return False  # the frame went out in time; the scope is spent
 
     def _apply(self, effects: Iterable[Effect]) -> None:
         """Queue the core's effects on their connections; never waits (see ``_links``).
@@ -624,7 +673,7 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
                 engine.core.stop()
 
 
-def _decode_frame(who: str, frame: str | bytes, max_size: int) -> Message | None:
+def _decode_frame(worker_id: str, frame: str | bytes, max_size: int) -> Message | None:
     """The message in a worker's frame; ``None`` (logged) for one the engine skips.
 
     Raises ``FrameTooLarge``, which closes the connection.
@@ -640,9 +689,11 @@ def _decode_frame(who: str, frame: str | bytes, max_size: int) -> Message | None
     except FrameTooLarge:
         raise
     except UnknownMessageType as exc:
-        log.warning("%s sent a message of unknown type %r; ignored", who, exc.message_type)
+        log.warning(
+            "%s sent a message of unknown type %r; ignored", worker_id[:8], exc.message_type
+        )
     except ProtocolError as exc:
-        log.warning("%s sent a frame that is not a valid message (%s); ignored", who, exc)
+        log.warning("%s sent a frame that is not a valid message (%s); ignored", worker_id[:8], exc)
     return None
 
 

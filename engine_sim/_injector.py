@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import trio
@@ -51,20 +51,35 @@ if TYPE_CHECKING:
 __all__ = ["FaultInjector", "Gate"]
 
 log = logging.getLogger("engine_sim")
-T = TypeVar("T")
 
 
 class Gate:
     """One direction of one connection: open, held, delaying frames, or (toward the
     engine) reading at a slow pace. Every change takes effect at once, even on a
-    pause or a read already under way."""
+    pause or a read already under way.
+
+    While no fault touches it, passing costs two attribute tests: the engine's
+    reader and writer check ``readable`` and ``passes`` before waiting on the gate.
+    """
 
     def __init__(self) -> None:
         self.held = False
         self.delay = 0.0
         self.pace = 0.0
         self._changed = trio.Event()
-        self._reading: trio.CancelScope | None = None
+        #: The reader's cancel scope while a read waits (set by the reader): a change
+        #: cancels it, so a hold takes effect on a read already under way.
+        self.reading: trio.CancelScope | None = None
+
+    @property
+    def readable(self) -> bool:
+        """A read may start now: the gate is not held and sets no pace."""
+        return not self.held and self.pace <= 0
+
+    @property
+    def passes(self) -> bool:
+        """A frame may pass now: the gate is not held and delays nothing."""
+        return not self.held and self.delay <= 0
 
     def set(
         self, *, held: bool | None = None, delay: float | None = None, pace: float | None = None
@@ -75,8 +90,8 @@ class Gate:
             self.delay = delay
         if pace is not None:
             self.pace = pace
-        if self._reading is not None:
-            self._reading.cancel()  # the reader re-checks the gate before reading on
+        if self.reading is not None:
+            self.reading.cancel()  # the reader re-checks the gate before reading on
         self._changed.set()
         self._changed = trio.Event()
 
@@ -96,21 +111,13 @@ class Gate:
 
     async def passage(self) -> None:
         """Return when the next frame may pass (after ``delay``)."""
-        await self._wait(lambda: self.delay)
+        if not self.passes:
+            await self._wait(lambda: self.delay)
 
-    async def receive(self, receive: Callable[[], Awaitable[T]]) -> T:
-        """Read with ``receive`` at the gate's pace, never while held.
-
-        A hold arriving while the read waits cancels the read (reads are cancel-safe:
-        nothing is lost), so a held direction really takes nothing more.
-        """
-        while True:
+    async def until_readable(self) -> None:
+        """Return when the next read may start (never while held; after ``pace``)."""
+        if not self.readable:
             await self._wait(lambda: self.pace)
-            try:
-                with trio.CancelScope() as self._reading:
-                    return await receive()
-            finally:
-                self._reading = None
 
 
 class FaultInjector:
@@ -206,6 +213,8 @@ class FaultInjector:
             self._frames[None] += 1
             if message_type is not None:
                 self._frames[message_type] += 1
+        if not self._by_frame:
+            return  # nothing scheduled by frame count: the usual case, every frame
         due = [
             step for step in self._by_frame if self._frames[step[0].message_type] >= step[0].index
         ]

@@ -116,7 +116,11 @@ class Link:
     to_worker: Gate = field(default_factory=Gate)
     to_engine: Gate = field(default_factory=Gate)
     pings_muted: bool = False
-    #: The write under way, whose deadline each accepted byte pushes back.
+    #: The frame being written, until the peer took all of it: if the writer's scope
+    #: ends while it is set, its deadline cut this write short.
+    unfinished: Outgoing | None = None
+    #: The writer's scope while a write is under way; each accepted byte pushes its
+    #: deadline back.
     _writing: trio.CancelScope | None = None
 
     def __post_init__(self) -> None:
@@ -149,19 +153,25 @@ class Link:
         if self._writing is not None:
             self._writing.deadline = trio.current_time() + self.write_timeout
 
-    async def write(self, frame: str) -> bool:
-        """Write ``frame``; ``False`` if the peer accepted no byte for the write timeout.
+    async def write(self, item: Outgoing, scope: trio.CancelScope) -> None:
+        """Write ``item`` inside the writer's ``scope``, whose deadline becomes the write
+        timeout (each accepted byte pushes it back).
 
-        Raises ``ConnectionClosed`` if the peer is gone. After ``False`` the
-        connection is in an unknown state (a frame half written) and must be dropped.
+        The writer keeps one scope for many writes (a scope each costs more than the
+        rest of the write's bookkeeping), and lifts the deadline before it waits for
+        anything else. If the deadline passes, ``scope`` is cancelled with
+        ``unfinished`` still set: the peer accepted no byte for the write timeout, and
+        the connection, a frame half written, must be dropped. Raises
+        ``ConnectionClosed`` if the peer is gone.
         """
-        with trio.CancelScope(deadline=trio.current_time() + self.write_timeout) as scope:
-            self._writing = scope
-            try:
-                await self.peer.send(frame)
-            finally:
-                self._writing = None
-        return not scope.cancelled_caught
+        scope.deadline = trio.current_time() + self.write_timeout
+        self.unfinished = item
+        self._writing = scope
+        try:
+            await self.peer.send(item.frame)
+        finally:
+            self._writing = None
+        self.unfinished = None
 
 
 class _ProgressStream(StreamWrapper):
