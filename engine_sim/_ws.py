@@ -201,6 +201,10 @@ class ServerWebSocket:
             return
         while self._writing:
             await self._turns.park()
+        # Already cancelled (a gate's hold that came first): raise before a byte goes,
+        # so the link stays whole. Past this, a cancel can only land while the socket
+        # is full, part of the frame perhaps written.
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._writing = True
         try:
             await self._stream.send_all(payload)

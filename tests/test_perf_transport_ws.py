@@ -248,3 +248,13 @@ async def test_a_write_cancelled_part_way_drops_the_link(autojump_clock: MockClo
             received += chunk
     frame = b"\x81\x64" + b"x" * 100  # the cut text frame, unmasked
     assert frame.startswith(received)
+
+
+async def test_a_write_cancelled_before_it_starts_keeps_the_link() -> None:
+    server, stream, client = _pair()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await server.send_message("never")
+    await server.send_message("sent")
+    [frame] = await _frames(stream, client, 1)
+    assert frame.data == b"sent"
