@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio_websocket
 from pydantic import BaseModel, ConfigDict, JsonValue
-from trio.testing import MockClock
+from trio.testing import MockClock, wait_all_tasks_blocked
 
 import engine_sim.modules as modules
 from engine_sim import Engine, EngineConfig, open_engine
@@ -291,6 +291,9 @@ async def test_a_restart_cancels_the_old_cores_task_and_starts_the_new_ones(
         second = _Services.started[-1]
         assert second is not first
         await engine.wait_for(lambda: second.lifetime or None)
+        # The old task notes its cancellation when it next runs, which may be after
+        # the new one started.
+        await wait_all_tasks_blocked()
         assert first.lifetime == ["ran", "cancelled"]
         assert second.lifetime == ["ran"]
 
