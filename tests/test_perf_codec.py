@@ -190,3 +190,41 @@ def test_a_byte_order_mark_is_refused_as_json_loads_refuses_it() -> None:
         p.decode('\ufeff{"type":"ping"}')
     assert "Unexpected UTF-8 BOM (decode using utf-8-sig) at char 0" in str(caught.value)
     assert type(caught.value) is p.ProtocolError
+
+
+def _padded(text: str) -> str:
+    """``text`` made long enough for ``loads`` to look at its numbers first."""
+    return " " * _json._NUMBER_CHECK_FROM + text + "\n"
+
+
+@given(_frame_texts)
+def test_long_text_reads_as_json_loads_does(text: str) -> None:
+    # Long text whose numbers need no hooks is parsed without them: same values, and
+    # text that is not JSON goes back to the hooks for the same error.
+    for long_text in (_padded(text), f'[{text},"{"x" * _json._NUMBER_CHECK_FROM}"]'):
+        assert repr(_read(_json._parse, long_text)) == repr(_read(_plain_loads, long_text))
+
+
+@given(st.lists(_numbers | _escaped | st.sampled_from(['"9e667-"', '"e100, x"']), max_size=6))
+def test_numbers_the_hooks_would_change_are_always_seen(items: list[str]) -> None:
+    text = "[" + ",".join(items) + "]"
+    without_hooks = _read(_json._DECODER_WITHOUT_NUMBER_HOOKS.decode, text)
+    if without_hooks[0] == "ok" and repr(without_hooks) != repr(_read(_plain_loads, text)):
+        assert _json._numbers_need_hooks(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "needs_hooks"),
+    [
+        ("[1e400]", True),
+        ("[1E+400]", True),
+        ("[-2.5e0308 ]", True),
+        ("[18446744073709551616]", True),
+        ("[-9223372036854775809]", True),
+        ('{"n":1' + "0" * 400 + ".5}", True),
+        ("[1e-400,2.5e99,123456789012345678]", False),
+        ('{"id":"7c9e6679-7425-40de-944b-e07fc1f90ae7","e":"9e667","n":1e5}', False),
+    ],
+)
+def test_which_numbers_need_the_hooks(text: str, needs_hooks: bool) -> None:
+    assert _json._numbers_need_hooks(text) is needs_hooks

@@ -230,28 +230,72 @@ def _deeper_than(limit: int, text: str) -> bool:
 
 # json.loads with these hooks, built once: json.loads builds its decoder on every call.
 _DECODER: Final = json.JSONDecoder(
-    parse_constant=_refuse_constant,
-    # The hooks cost about a quarter of the parse on a payload of numbers; each
-    # pre-check on the text tried to spare them cost more (a regex) or was often
-    # fooled by the hex digits of ids (bytes methods).
-    parse_float=_finite_float,
-    parse_int=_serde_int,
+    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_serde_int
 )
+# The same without the number hooks, for long text whose numbers cannot need them
+# (``_numbers_need_hooks``): the hooks cost a quarter of the parse of a payload of numbers.
+_DECODER_WITHOUT_NUMBER_HOOKS: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+# From this length the look at the numbers costs less than the hooks it may spare.
+_NUMBER_CHECK_FROM: Final = 4096
 
 
-# The decoder's C scanner (an attribute typeshed leaves out of JSONDecoder).
-_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = cast(Any, _DECODER).scan_once
+def _scanner(decoder: json.JSONDecoder) -> Callable[[str, int], tuple[Any, int]]:
+    # The decoder's C scanner: an attribute typeshed leaves out of JSONDecoder.
+    scan: Callable[[str, int], tuple[Any, int]] = cast(Any, decoder).scan_once
+    return scan
+
+
+_SCAN: Final = _scanner(_DECODER)
+_SCAN_WITHOUT_NUMBER_HOOKS: Final = _scanner(_DECODER_WITHOUT_NUMBER_HOOKS)
 _WHITESPACE: Final = re.compile(r"[ \t\n\r]*")
 _SPACES: Final = frozenset(" \t\n\r")
 
 
+def _number_shape(byte: int) -> int:
+    # For ``_numbers_need_hooks``: digits become 0, E becomes e, what may follow a
+    # number (",]}" and JSON whitespace) becomes a comma, "e" and "." stay, the rest x.
+    if byte in b"0123456789":
+        return ord("0")
+    if byte in b",]} \t\n\r":
+        return ord(",")
+    return ord("e") if byte in b"eE" else byte if byte == ord(".") else ord("x")
+
+
+_NUMBER_SHAPE_TABLE: Final = bytes(map(_number_shape, range(256)))
+_NINETEEN_DIGITS: Final = b"0" * 19
+_LONG_EXPONENT: Final = re.compile(rb"e000+,")
+
+
+def _numbers_need_hooks(text: str) -> bool:
+    """Whether valid JSON ``text`` may hold a number the hooks would change or refuse.
+
+    An integer outside 64 bits has 19 digits or more; a double overflows only with
+    19 integer digits or more, or with a positive exponent of three digits or more,
+    which valid JSON follows with one of ",]}" or whitespace (so the hex digits of
+    an id inside a string, such as "9e667-", do not count). Either shape anywhere,
+    strings included, answers yes: never wrong, only sometimes cautious.
+    """
+    shapes = text.encode("utf-8", "surrogatepass").translate(_NUMBER_SHAPE_TABLE, b"+") + b","
+    return _NINETEEN_DIGITS in shapes or _LONG_EXPONENT.search(shapes) is not None
+
+
 def _parse(text: str) -> Any:
+    if len(text) >= _NUMBER_CHECK_FROM and not _numbers_need_hooks(text):
+        try:
+            # Every number is then read as the hooks would read it (int(), float()).
+            return _scan_all(_SCAN_WITHOUT_NUMBER_HOOKS, text)
+        except (ValueError, ProtocolError):
+            pass  # not valid JSON: read it again with the hooks, whose error is reported
+    return _scan_all(_SCAN, text)
+
+
+def _scan_all(scan: Callable[[str, int], tuple[Any, int]], text: str) -> Any:
     # JSONDecoder.decode's steps without its two Python calls around the scanner and,
     # for text that neither starts nor ends with whitespace, without its two regex
     # matches: together a third of the parse of a small frame. Same errors.
     start = _after_spaces(text, 0) if text[:1] in _SPACES else 0
     try:
-        value, end = _SCAN(text, start)
+        value, end = scan(text, start)
     except StopIteration as exc:
         raise json.JSONDecodeError("Expecting value", text, exc.value) from None
     if end != len(text) and (end := _after_spaces(text, end)) != len(text):
