@@ -284,6 +284,9 @@ class ServerUpgrade:
         if request is None:
             raise RuntimeError("this upgrade request was answered already")
         response = self._protocol.accept(request)
+        # websockets' parser keeps the request as a local of its generator for the
+        # connection's life; its headers (~2 KiB) are not needed past the answer.
+        request.headers.clear()
         # As trio-websocket's: no Date header on the 101.
         if response.status_code == 101:
             del response.headers["Date"]
@@ -304,7 +307,9 @@ class ServerUpgrade:
     ) -> None:
         """Answer with HTTP ``status_code`` (and ``extra_headers``, ``body``); the
         connection ends."""
-        self._request = None
+        if self._request is not None:
+            self._request.headers.clear()  # as in accept
+            self._request = None
         response = Response(status_code, _reason(status_code), _headers(extra_headers, body))
         response.body = body or b""
         self._protocol.send_response(response)
