@@ -152,8 +152,12 @@ def adapt_handler(handler: Handler, limiter: trio.CapacityLimiter) -> AdaptedHan
             result = await run_in_thread(partial(handler, *args, **kwargs), limiter)
         return to_json(result)
 
+    async def run_untyped(data: JsonValue, metadata: JsonValue) -> JsonValue:
+        # The common shape, ``async def f(data)``: nothing to validate or arrange.
+        return to_json(await handler(data))
+
     return AdaptedHandler(
-        run=run,
+        run=run_untyped if is_async and input_model is None and mode == "none" else run,
         request_format=_schema(input_model),
         response_format=_schema(output_model),
         is_async=is_async,
