@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from http import HTTPStatus
 from typing import Final
 
 import trio
-from websockets.datastructures import Headers
 from websockets.frames import EXTERNAL_CLOSE_CODES, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -257,11 +255,13 @@ class ServerUpgrade:
         stream: trio.abc.Stream,
         protocol: ServerProtocol,
         request: Request,
+        response: Response,
         early: list[Frame],
     ) -> None:
         self._stream = stream
         self._protocol = protocol
         self._request: Request | None = request
+        self._response = response
         self._early = early
         #: The request target: path and query.
         self.path = request.path
@@ -277,24 +277,19 @@ class ServerUpgrade:
             for name, value in self._request.headers.raw_items()
         ]
 
-    async def accept(self) -> ServerWebSocket:
-        """Complete the upgrade (101); an invalid upgrade request is answered with an
-        HTTP error instead and ends in ``ConnectionClosed``."""
-        request, self._request = self._request, None
-        if request is None:
+    def _answered(self) -> None:
+        if self._request is None:
             raise RuntimeError("this upgrade request was answered already")
-        response = self._protocol.accept(request)
         # websockets' parser keeps the request as a local of its generator for the
         # connection's life; its headers (~2 KiB) are not needed past the answer.
-        request.headers.clear()
-        # As trio-websocket's: no Date header on the 101.
-        if response.status_code == 101:
-            del response.headers["Date"]
-        self._protocol.send_response(response)
-        await self._send(self._protocol.data_to_send())
-        if response.status_code != 101:
-            await trio.aclose_forcefully(self._stream)
-            raise ConnectionClosed(ABNORMAL_CLOSURE, f"upgrade refused ({response.status_code})")
+        self._request.headers.clear()
+        self._request = None
+
+    async def accept(self) -> ServerWebSocket:
+        """Complete the upgrade (101)."""
+        self._answered()
+        self._protocol.send_response(self._response)
+        await _send(self._stream, b"".join(self._protocol.data_to_send()))
         early, self._early = self._early, []
         return ServerWebSocket(self._stream, self._protocol, early)
 
@@ -307,35 +302,24 @@ class ServerUpgrade:
     ) -> None:
         """Answer with HTTP ``status_code`` (and ``extra_headers``, ``body``); the
         connection ends."""
-        if self._request is not None:
-            self._request.headers.clear()  # as in accept
-            self._request = None
-        response = Response(status_code, _reason(status_code), _headers(extra_headers, body))
-        response.body = body or b""
-        self._protocol.send_response(response)
-        await self._send(self._protocol.data_to_send())
-
-    async def _send(self, data: list[bytes]) -> None:
-        try:
-            await self._stream.send_all(b"".join(data))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise ConnectionClosed(ABNORMAL_CLOSURE, "link broken") from None
+        self._answered()
+        await _send(self._stream, _plain_response(status_code, extra_headers or [], body or b""))
 
 
-def _reason(status: int) -> str:
+async def _send(stream: trio.abc.Stream, data: bytes) -> None:
     try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
+        await stream.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        raise ConnectionClosed(ABNORMAL_CLOSURE, "link broken") from None
 
 
-def _headers(extra: list[tuple[bytes, bytes]] | None, body: bytes | None) -> Headers:
-    headers = Headers()
-    for name, value in extra or []:
-        headers[name.decode("ascii")] = value.decode("latin-1")
-    if body:
-        headers["Content-Length"] = str(len(body))
-    return headers
+def _plain_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """An HTTP answer byte for byte as trio-websocket (h11) wrote it: no reason phrase,
+    the headers as given, then the body's length (clients need it to find the end)."""
+    lines = [b"HTTP/1.1 %d \r\n" % status]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    lines.append(b"Content-length: %d\r\n" % len(body) if body else b"content-length: 0\r\n")
+    return b"".join(lines) + b"\r\n" + body
 
 
 async def read_upgrade_request(
@@ -344,11 +328,19 @@ async def read_upgrade_request(
     """Read the peer's upgrade request; ``None`` if it leaves (or sends something that
     is not an HTTP request, answered as ``websockets`` answers it) before finishing."""
     protocol = ServerProtocol(max_size=max_message_bytes, logger=_PROTOCOL_LOG)
+    first = True
     while True:
         try:
             data = await stream.receive_some(RECEIVE_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
+        if first and data and not data[:1].isalpha():
+            # Not HTTP at all (a TLS ClientHello, say: it then waits for an answer, and
+            # websockets would wait for a line end): 400 at once, as before, so a TLS
+            # client reads plain HTTP and can say so.
+            await _answer(stream, _plain_response(400, [], b""))
+            return None
+        first = False
         if data:
             protocol.receive_data(data)
         else:
@@ -356,12 +348,26 @@ async def read_upgrade_request(
         events = protocol.events_received()
         request = next((event for event in events if isinstance(event, Request)), None)
         if request is not None:
+            response = protocol.accept(request)
+            if response.status_code != 101:
+                # Not a WebSocket upgrade (a plain GET, a missing key...): 400, as before.
+                request.headers.clear()
+                await _answer(stream, _plain_response(400, [], b""))
+                return None
+            del response.headers["Date"]  # the 101 as trio-websocket sent it, byte for byte
             early = [event for event in events if isinstance(event, Frame)]
-            return ServerUpgrade(stream, protocol, request, early)
+            return ServerUpgrade(stream, protocol, request, response, early)
         answer = b"".join(protocol.data_to_send())
         if answer:
-            # A request line or headers too long: websockets' 414/431.
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send_all(answer)
+            # A request line or headers too long: websockets' own 414/431.
+            await _answer(stream, answer)
+        elif data and protocol.handshake_exc is not None:
+            await _answer(stream, _plain_response(400, [], b""))  # not a valid request
         if not data or protocol.handshake_exc is not None:
             return None
+
+
+async def _answer(stream: trio.abc.Stream, data: bytes) -> None:
+    """Write a refusal; a peer that is gone by then does not need it."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(data)

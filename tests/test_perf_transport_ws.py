@@ -258,3 +258,49 @@ async def test_a_write_cancelled_before_it_starts_keeps_the_link() -> None:
     await server.send_message("sent")
     [frame] = await _frames(stream, client, 1)
     assert frame.data == b"sent"
+
+
+_UPGRADE = (
+    b"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def _refuse_by_path(request: UpgradeRequest, ip: str | None) -> None:
+    if request.path == "/busy":
+        await request.reject(503, extra_headers=[(b"Retry-After", b"1")], body=b"busy\n")
+    elif request.path == "/missing":
+        await request.reject(404)
+    else:
+        await _echo(request, ip)
+
+
+async def _answer_to(stack: WebSocketStack, payload: bytes) -> bytes:
+    listener = WebSocketListener(EngineConfig(port=0, websocket=stack), _refuse_by_path)
+    async with trio.open_nursery() as nursery:
+        url = await listener.listen(nursery, "127.0.0.1", 0)
+        stream = await trio.open_tcp_stream("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        await stream.send_all(payload)
+        answer = b""
+        with trio.fail_after(_LIMIT):
+            while chunk := await stream.receive_some():
+                answer += chunk
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    return answer
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _UPGRADE.replace(b"{path}", b"/busy"),
+        _UPGRADE.replace(b"{path}", b"/missing"),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,
+    ],
+    ids=["503 with headers and body", "404", "not an upgrade", "a TLS hello"],
+)
+async def test_both_stacks_refuse_with_the_same_bytes(payload: bytes) -> None:
+    answer = await _answer_to("websockets", payload)
+    assert answer == await _answer_to("trio-websocket", payload)
+    assert answer.startswith((b"HTTP/1.1 503 ", b"HTTP/1.1 404 ", b"HTTP/1.1 400 "))
