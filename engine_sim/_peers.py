@@ -7,9 +7,9 @@ engine reads and writes them through one code path.
 from __future__ import annotations
 
 import math
+from collections import deque
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 import trio
 
@@ -57,31 +57,112 @@ class WebSocketPeer(WebSocketConnection):
             await self._ws.aclose(ABNORMAL_CLOSURE)
 
 
-@dataclass(frozen=True, slots=True)
-class _CloseFrame:
-    code: int
-    reason: str
+class _Control:
+    """A WebSocket control frame in an in-memory pipe (anything else is a message)."""
+
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _PingFrame:
-    pass
+class _CloseFrame(_Control):
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class _PongFrame:
-    pass
+class _PingFrame(_Control):
+    __slots__ = ()
 
 
-_Item = str | bytes | _CloseFrame | _PingFrame | _PongFrame
+class _PongFrame(_Control):
+    __slots__ = ()
+
+
+_PING: Final = _PingFrame()
+_PONG: Final = _PongFrame()
+
+_Item = str | bytes | _Control
+
+
+class _Gone(Exception):
+    """The pipe's other side is closed (or this side was): nothing more passes."""
+
+
+class _Pipe:
+    """One direction of an in-memory link: whole items in order, at most ``capacity``
+    waiting (the socket's buffer), then writers wait for room.
+
+    What ``trio``'s memory channel does for this link, and no more: a reader takes
+    what is left after the writing side ended, a side that closes wakes whoever
+    waits, each ``put`` and ``get`` is a checkpoint, and a cancelled one moves
+    nothing.
+    """
+
+    __slots__ = ("_items", "_readers", "_writers", "broken", "capacity", "ended")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"an in-memory link holds at least one message each way: {capacity}")
+        self.capacity = capacity
+        self._items: deque[_Item] = deque()
+        #: Tasks waiting for an item, and for room: one is woken per item and per slot.
+        self._readers = trio.lowlevel.ParkingLot()
+        self._writers = trio.lowlevel.ParkingLot()
+        #: The writing side closed: readers take what is left, then the pipe is gone.
+        self.ended = False
+        #: The reading side closed: what waits is dropped and writers are refused.
+        self.broken = False
+
+    async def put(self, item: _Item) -> None:
+        """Queue ``item``, waiting for room; raises ``_Gone`` if either side is closed."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while self.capacity <= len(self._items) and not (self.ended or self.broken):
+            await self._writers.park()
+            waited = True
+        if self.ended or self.broken:
+            raise _Gone
+        self._items.append(item)
+        if self._readers:
+            self._readers.unpark()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def get(self) -> _Item:
+        """The oldest item, waiting for one; raises ``_Gone`` once nothing more can come."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while not (self._items or self.ended or self.broken):
+            await self._readers.park()
+            waited = True
+        if self.broken or not self._items:
+            raise _Gone
+        item = self._items.popleft()
+        if self._writers:
+            self._writers.unpark()
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return item
+
+    def end(self) -> None:
+        """The writing side closes: readers drain what waits, then hear ``_Gone``."""
+        self.ended = True
+        self._readers.unpark_all()
+        self._writers.unpark_all()
+
+    def abandon(self) -> None:
+        """The reading side closes: what waits is dropped, writers hear ``_Gone``."""
+        self.broken = True
+        self._items.clear()
+        self._readers.unpark_all()
+        self._writers.unpark_all()
 
 
 class _MemoryEnd:
     """One end of an in-memory WebSocket: whole messages each way, then a close code."""
 
-    def __init__(
-        self, outgoing: trio.MemorySendChannel[_Item], incoming: trio.MemoryReceiveChannel[_Item]
-    ) -> None:
+    def __init__(self, outgoing: _Pipe, incoming: _Pipe) -> None:
         self._out = outgoing
         self._in = incoming
         self.closed: ConnectionClosed | None = None
@@ -89,41 +170,49 @@ class _MemoryEnd:
         self.answer_pings = True
         self._pongs: list[trio.Event] = []
 
-    async def _receive(self) -> str | bytes:
+    async def receive(self) -> str | bytes:
+        """The next message; raises ``ConnectionClosed`` once the link is gone."""
         while True:
             if self.closed is not None:
                 raise self.closed
             try:
-                item = await self._in.receive()
-            except (trio.EndOfChannel, trio.ClosedResourceError):
+                item = await self._in.get()
+            except _Gone:
                 item = _CloseFrame(ABNORMAL_CLOSURE, "")
+            if not isinstance(item, _Control):
+                return item
             if isinstance(item, _CloseFrame):
                 self.closed = ConnectionClosed(item.code, item.reason)
-                await self._out.aclose()
+                self._out.end()
+                # A checkpoint, as closing the channel that stood here was.
+                await trio.lowlevel.checkpoint()
                 raise self.closed
             if isinstance(item, _PingFrame):
                 if self.answer_pings:
-                    await self._send(_PongFrame())
-            elif isinstance(item, _PongFrame):
+                    await self._put(_PONG)
+            else:
                 pongs, self._pongs = self._pongs, []
                 for pong in pongs:
                     pong.set()
-            else:
-                return item
+
+    async def send(self, frame: str | bytes) -> None:
+        """Write one message (text for ``str``, binary for ``bytes``); raises
+        ``ConnectionClosed`` if the link is gone."""
+        await self._put(frame)
 
     async def _ping(self) -> None:
         # Answered only while the other end reads, as on a real socket.
         pong = trio.Event()
         self._pongs.append(pong)
-        await self._send(_PingFrame())
+        await self._put(_PING)
         await pong.wait()
 
-    async def _send(self, frame: _Item) -> None:
+    async def _put(self, item: _Item) -> None:
         if self.closed is not None:
             raise self.closed
         try:
-            await self._out.send(frame)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._out.put(item)
+        except _Gone:
             self.closed = ConnectionClosed(ABNORMAL_CLOSURE, "link broken")
             raise self.closed from None
 
@@ -131,32 +220,23 @@ class _MemoryEnd:
         if self.closed is None:
             self.closed = ConnectionClosed(code, reason)
             # A worker that went away meanwhile cannot take the close frame; fine.
-            with (
-                trio.move_on_after(grace),
-                suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-            ):
-                await self._out.send(_CloseFrame(code, reason))
-        await self._abort()
+            with trio.move_on_after(grace), suppress(_Gone):
+                await self._out.put(_CloseFrame(code, reason))
+        await self.abort()
 
-    async def _abort(self) -> None:
+    async def abort(self) -> None:
+        """Drop the link at once, without a closing handshake."""
         if self.closed is None:
             self.closed = ConnectionClosed(ABNORMAL_CLOSURE)
-        await self._out.aclose()
-        await self._in.aclose()
+        self._out.end()
+        self._in.abandon()
+        # A checkpoint, as closing the two channels that stood here was.
+        await trio.lowlevel.checkpoint()
 
 
 class _EngineEnd(_MemoryEnd):
-    async def receive(self) -> str | bytes:
-        return await self._receive()
-
-    async def send(self, frame: str | bytes) -> None:
-        await self._send(frame)
-
     async def close(self, code: int, reason: str, grace: float) -> None:
         await self._close(code, reason, grace)
-
-    async def abort(self) -> None:
-        await self._abort()
 
 
 class MemoryConnection(_MemoryEnd):
@@ -168,29 +248,17 @@ class MemoryConnection(_MemoryEnd):
     link without a handshake).
     """
 
-    async def send(self, frame: str | bytes) -> None:
-        """Send one message (text or binary) to the engine."""
-        await self._send(frame)
-
-    async def receive(self) -> str | bytes:
-        """The next message from the engine."""
-        return await self._receive()
-
     async def send_message(self, message: Message) -> None:
         """Encode ``message`` and send it as a text frame."""
-        await self._send(encode(message))
+        await self._put(encode(message))
 
     async def receive_message(self) -> Message:
         """The next frame from the engine, decoded."""
-        return decode(await self._receive())
+        return decode(await self.receive())
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection, as a worker's socket close would."""
         await self._close(code, reason, grace=math.inf)
-
-    async def abort(self) -> None:
-        """Drop the connection without a close frame (a crashed worker)."""
-        await self._abort()
 
     async def ping(self) -> None:
         """Ping the engine and wait for its pong (which needs this end to be read)."""
@@ -203,9 +271,5 @@ def memory_pair(buffer: int) -> tuple[Peer, MemoryConnection]:
     The buffer stands for the socket's: a worker that stops reading fills it, and
     the engine's writes to that worker then wait, as they would on TCP.
     """
-    to_engine_send, to_engine_receive = trio.open_memory_channel[_Item](buffer)
-    to_worker_send, to_worker_receive = trio.open_memory_channel[_Item](buffer)
-    return (
-        _EngineEnd(to_worker_send, to_engine_receive),
-        MemoryConnection(to_engine_send, to_worker_receive),
-    )
+    to_engine, to_worker = _Pipe(buffer), _Pipe(buffer)
+    return _EngineEnd(to_worker, to_engine), MemoryConnection(to_engine, to_worker)
