@@ -9,6 +9,8 @@ nursery, cancels running handlers only, never an answer already made.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 import trio
@@ -16,6 +18,7 @@ import trio.testing
 
 from engine_sim import Engine, EngineConfig, open_engine
 from iii_trio import IIIError, InitOptions, Worker, register_worker
+from iii_trio._worker import _Live
 
 
 @pytest.fixture
@@ -62,82 +65,88 @@ async def _start_callee(
         await leave.wait()
 
 
-async def test_an_answer_waiting_for_room_keeps_its_handler_slot(
-    engine: Engine, autojump_clock: trio.testing.MockClock
-) -> None:
+@dataclass
+class _Scene:
+    caller: Worker
+    callee: Worker
+    live: _Live
+    nursery: trio.Nursery
+    leave: trio.Event
+
+
+@asynccontextmanager
+async def _writer_held(engine: Engine, options: InitOptions) -> AsyncIterator[_Scene]:
+    """A caller, and a callee whose writer waits at the send lock that the test holds."""
     caller_options = InitOptions(worker_name="caller", enable_metrics_reporting=False)
-    results: list[object] = []
     async with register_worker("ws://sim", caller_options, transport=engine.transport) as caller:
         await caller.ready()
         async with trio.open_nursery() as nursery:
             leave = trio.Event()
-            callee: Worker = await nursery.start(
-                _start_callee, engine, _callee_options(max_concurrent_invocations=2), leave
-            )
+            callee: Worker = await nursery.start(_start_callee, engine, options, leave)
             live = callee._live
             assert live is not None
-            # The writer is held at the lock with the first answer; the second fills
-            # the box; the third waits for room with its slot, so the fourth call is
-            # not read until room comes: both slots are taken while no handler runs.
             await live.send_lock.acquire()
+            yield _Scene(caller, callee, live, nursery, leave)
 
-            answered = trio.Event()
 
-            async def call(n: int) -> None:
-                results.append(await caller.trigger("t::echo", [n]))
-                if len(results) == 5:
-                    answered.set()
+async def test_an_answer_waiting_for_room_keeps_its_handler_slot(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    results: list[object] = []
+    options = _callee_options(max_concurrent_invocations=2)
+    async with _writer_held(engine, options) as scene:
+        live = scene.live
+        # The writer is held at the lock with the first answer; the second fills
+        # the box; the third waits for room with its slot, so the fourth call is
+        # not read until room comes: both slots are taken while no handler runs.
+        answered = trio.Event()
 
-            for n in range(5):
-                nursery.start_soon(call, n)
-            await trio.sleep(1)
-            assert not live.invocations
-            assert callee._handler_slots.borrowed_tokens == 2
-            assert len(live.outbox) == 1
-            assert results == []
-            live.send_lock.release()
-            with trio.fail_after(5):
-                await answered.wait()
-            assert callee._handler_slots.borrowed_tokens == 0
-            leave.set()
+        async def call(n: int) -> None:
+            results.append(await scene.caller.trigger("t::echo", [n]))
+            if len(results) == 5:
+                answered.set()
+
+        for n in range(5):
+            scene.nursery.start_soon(call, n)
+        await trio.sleep(1)
+        assert not live.invocations
+        assert scene.callee._handler_slots.borrowed_tokens == 2
+        assert len(live.outbox) == 1
+        assert results == []
+        live.send_lock.release()
+        with trio.fail_after(5):
+            await answered.wait()
+        assert scene.callee._handler_slots.borrowed_tokens == 0
+        scene.leave.set()
     assert sorted(results, key=str) == [[0], [1], [2], [3], [4]]
 
 
 async def test_the_drain_cancels_handlers_but_not_answers_waiting_for_room(
     engine: Engine, autojump_clock: trio.testing.MockClock
 ) -> None:
-    caller_options = InitOptions(worker_name="caller", enable_metrics_reporting=False)
     results: list[object] = []
     hung: list[str] = []
-    async with register_worker("ws://sim", caller_options, transport=engine.transport) as caller:
-        await caller.ready()
-        async with trio.open_nursery() as nursery:
-            leave = trio.Event()
-            callee: Worker = await nursery.start(
-                _start_callee, engine, _callee_options(drain_timeout_ms=1000), leave
-            )
-            live = callee._live
-            assert live is not None
-            await live.send_lock.acquire()
+    async with _writer_held(engine, _callee_options(drain_timeout_ms=1000)) as scene:
+        live = scene.live
 
-            async def call(n: int) -> None:
-                results.append(await caller.trigger("t::echo", [n]))
+        async def call(n: int) -> None:
+            results.append(await scene.caller.trigger("t::echo", [n]))
 
-            async def call_hang() -> None:
-                try:
-                    await caller.trigger("t::hang", {})
-                except IIIError as exc:
-                    hung.append(type(exc).__name__)
+        async def call_hang() -> None:
+            try:
+                await scene.caller.trigger("t::hang", {})
+            except IIIError as exc:
+                hung.append(type(exc).__name__)
 
-            for n in range(3):
-                nursery.start_soon(call, n)
-            nursery.start_soon(call_hang)
-            await trio.sleep(0.5)
-            assert len(live.invocations) == 1  # the hanging handler; three answers wait
-            leave.set()  # the callee leaves its block: shutdown drains for 1 s
-            await trio.sleep(1.5)
-            assert not live.invocations  # the drain cancelled the hanging handler
-            assert results == []
-            live.send_lock.release()
+        for n in range(3):
+            scene.nursery.start_soon(call, n)
+        scene.nursery.start_soon(call_hang)
+        await trio.sleep(0.5)
+        assert len(live.invocations) == 1  # the hanging handler; three answers wait
+        scene.leave.set()  # the callee leaves its block: shutdown drains for 1 s
+        await trio.sleep(1.5)
+        assert not live.invocations  # the drain cancelled the hanging handler
+        assert results == []
+        live.send_lock.release()
     assert sorted(results, key=str) == [[0], [1], [2]]
     assert len(hung) == 1
