@@ -182,7 +182,8 @@ def _holds_lone_surrogate(value: Any) -> bool:
 
 def check_depth(text: str, context: str) -> None:
     """Raise ProtocolError (``context``: why) if ``text`` nests deeper than ``MAX_DEPTH``."""
-    if _deeper_than(MAX_DEPTH, text):
+    # Every level takes two brackets: most frames are too short to need a look.
+    if len(text) > 2 * MAX_DEPTH and _deeper_than(MAX_DEPTH, text):
         raise ProtocolError(
             f"{context}: nested too deeply (arrays and objects more than {MAX_DEPTH} "
             f"levels deep, which the engine's JSON parser refuses)"
