@@ -71,8 +71,9 @@ class ServerWebSocket:
         self._closed: ConnectionClosed | None = None
         self._reading = False
         self._writing = False
-        #: Tasks waiting for the write under way (or the read, in ``aclose``) to end.
-        self._turns = trio.lowlevel.ParkingLot()
+        #: Tasks waiting for the write under way (or the read, in ``aclose``) to end;
+        #: made at the first wait (most connections never have one).
+        self._turns: trio.lowlevel.ParkingLot | None = None
         for frame in early:
             self._take(frame)
         self._closed = _ended(protocol)
@@ -125,13 +126,22 @@ class ServerWebSocket:
             while self._protocol.close_rcvd is None and not self._eof():
                 if self._reading:
                     # The reader task takes the peer's close frame; wait for its read.
-                    await self._turns.park()
+                    await self._wait_turn()
                 else:
                     await self._read()
         except ConnectionClosed:
             pass
         finally:
             await trio.aclose_forcefully(self._stream)
+
+    async def _wait_turn(self) -> None:
+        if self._turns is None:
+            self._turns = trio.lowlevel.ParkingLot()
+        await self._turns.park()
+
+    def _next_turn(self) -> None:
+        if self._turns is not None:
+            self._turns.unpark_all()
 
     def _eof(self) -> bool:
         return self._protocol.state is State.CLOSED or self._protocol.parser_exc is not None
@@ -164,7 +174,7 @@ class ServerWebSocket:
                 await trio.aclose_forcefully(self._stream)
         finally:
             self._reading = False
-            self._turns.unpark_all()
+            self._next_turn()
 
     def _take(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -198,7 +208,7 @@ class ServerWebSocket:
         if not payload:
             return
         while self._writing:
-            await self._turns.park()
+            await self._wait_turn()
         # Already cancelled (a gate's hold that came first): raise before a byte goes,
         # so the link stays whole. Past this, a cancel can only land while the socket
         # is full, part of the frame perhaps written.
@@ -219,7 +229,7 @@ class ServerWebSocket:
             raise
         finally:
             self._writing = False
-            self._turns.unpark_all()
+            self._next_turn()
 
 
 def _fit_reason(reason: str) -> str:
@@ -289,6 +299,8 @@ class ServerUpgrade:
         """Complete the upgrade (101)."""
         self._answered()
         self._protocol.send_response(self._response)
+        # Serialized now; an idle connection's handler still holds this object.
+        self._response.headers.clear()
         await _send(self._stream, b"".join(self._protocol.data_to_send()))
         early, self._early = self._early, []
         return ServerWebSocket(self._stream, self._protocol, early)
