@@ -147,14 +147,18 @@ class _WatchedStream(StreamWrapper):
     connection that closes early does not hold a slot for the handshake timeout.
     """
 
-    def __init__(self, stream: trio.SocketStream, release: Callable[[], None]) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, release: Callable[[], None], read_frames: bool
+    ) -> None:
         super().__init__(stream)
         self._release: Callable[[], None] | None = release
         self.gone = False
         self.cancel_when_gone: trio.CancelScope | None = None
         #: Who is at the other end, for the log.
         self.who = "a peer"
-        self._frames = FrameSizes(MAX_FRAME_BYTES)
+        #: The frame limit read off the bytes: trio-websocket's stack only (websockets'
+        #: protocol parses the frame headers itself and tells ``frame_over_limit``).
+        self._frames = FrameSizes(MAX_FRAME_BYTES) if read_frames else None
 
     def _peer_gone(self) -> None:
         self.gone = True
@@ -169,17 +173,21 @@ class _WatchedStream(StreamWrapper):
             raise
         if not data:
             self._peer_gone()
-        elif not self._frames.feed(data):
-            # As the real engine: a frame over its limit drops the connection.
-            log.warning(
-                "%s sent a frame of %d bytes, over the engine's %d MiB frame limit (send "
-                "larger messages in fragments); dropped the connection",
-                self.who,
-                self._frames.refused,
-                MAX_FRAME_BYTES // (1024 * 1024),
-            )
+        elif self._frames is not None and not self._frames.feed(data):
+            self.frame_over_limit(self._frames.refused or 0)
             raise trio.BrokenResourceError("a frame over the engine's frame limit")
         return data
+
+    def frame_over_limit(self, size: int) -> None:
+        """Log a frame of ``size`` bytes that ends the connection."""
+        # As the real engine: a frame over its limit drops the connection.
+        log.warning(
+            "%s sent a frame of %d bytes, over the engine's %d MiB frame limit (send "
+            "larger messages in fragments); dropped the connection",
+            self.who,
+            size,
+            MAX_FRAME_BYTES // (1024 * 1024),
+        )
 
     async def aclose(self) -> None:
         # The slot is free once the socket is: a peer that sees its connection
@@ -279,7 +287,9 @@ class WebSocketListener:
         admitted = self.open_connections < self._config.max_connections
         if admitted:
             self.open_connections += 1
-        watched = _WatchedStream(stream, self._release if admitted else lambda: None)
+        watched = _WatchedStream(
+            stream, self._release if admitted else lambda: None, self._stack != SANS_IO
+        )
         who = "a peer"
         try:
             ip = _peer_ip(stream)
@@ -358,7 +368,12 @@ class WebSocketListener:
                 scope.cancel()
             request: UpgradeRequest | None
             if nursery is None:
-                request = await read_upgrade_request(stream, self._config.max_message_bytes)
+                request = await read_upgrade_request(
+                    stream,
+                    self._config.max_message_bytes,
+                    MAX_FRAME_BYTES,
+                    stream.frame_over_limit,
+                )
             else:
                 request = await trio_websocket.wrap_server_stream(
                     nursery, stream, max_message_size=self._config.max_message_bytes

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Final
 
 import trio
+from websockets.exceptions import PayloadTooBig
 from websockets.frames import EXTERNAL_CLOSE_CODES, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -55,7 +57,11 @@ class ServerWebSocket:
     """
 
     def __init__(
-        self, stream: trio.abc.Stream, protocol: ServerProtocol, early: list[Frame]
+        self,
+        stream: trio.abc.Stream,
+        protocol: ServerProtocol,
+        early: list[Frame],
+        on_frame_over_limit: Callable[[int], None] | None = None,
     ) -> None:
         #: Every read and write goes through this attribute, so a wrapper put here
         #: (the engine's write-progress watch) sees them all.
@@ -69,6 +75,9 @@ class ServerWebSocket:
         self._fragments: list[bytes] = []
         self._fragmented_text = False
         self._closed: ConnectionClosed | None = None
+        #: Told the size of a frame over the protocol's fragment limit, which drops
+        #: the link with no close frame (the real engine's frame limit).
+        self._on_frame_over_limit = on_frame_over_limit
         self._reading = False
         self._writing = False
         #: Tasks waiting for the write under way (or the read, in ``aclose``) to end;
@@ -162,6 +171,9 @@ class ServerWebSocket:
                 if isinstance(event, Frame):
                     self._take(event)
             replies = protocol.data_to_send()
+            if self._frame_over_limit():
+                replies = []  # not the 1009 close websockets queued: the link is dropped
+                self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "a frame over the limit")
             ended = _ended(protocol)
             if self._closed is None:
                 self._closed = ended
@@ -175,6 +187,19 @@ class ServerWebSocket:
         finally:
             self._reading = False
             self._next_turn()
+
+    def _frame_over_limit(self) -> bool:
+        """Whether the peer just sent a frame over the fragment limit (reported)."""
+        refused = self._protocol.parser_exc
+        limit = self._protocol.max_fragment_size
+        if not (isinstance(refused, PayloadTooBig) and refused.size and limit is not None):
+            return False
+        if refused.size <= limit:
+            return False  # a message over its limit in frames within it: 1009, as ever
+        if self._on_frame_over_limit is not None:
+            self._on_frame_over_limit(refused.size)
+            self._on_frame_over_limit = None
+        return True
 
     def _take(self, frame: Frame) -> None:
         opcode = frame.opcode
@@ -267,7 +292,9 @@ class ServerUpgrade:
         request: Request,
         response: Response,
         early: list[Frame],
+        on_frame_over_limit: Callable[[int], None] | None = None,
     ) -> None:
+        self._on_frame_over_limit = on_frame_over_limit
         self._stream = stream
         self._protocol = protocol
         self._request: Request | None = request
@@ -303,7 +330,7 @@ class ServerUpgrade:
         self._response.headers.clear()
         await _send(self._stream, b"".join(self._protocol.data_to_send()))
         early, self._early = self._early, []
-        return ServerWebSocket(self._stream, self._protocol, early)
+        return ServerWebSocket(self._stream, self._protocol, early, self._on_frame_over_limit)
 
     async def reject(
         self,
@@ -335,11 +362,18 @@ def _plain_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes
 
 
 async def read_upgrade_request(
-    stream: trio.abc.Stream, max_message_bytes: int
+    stream: trio.abc.Stream,
+    max_message_bytes: int,
+    max_frame_bytes: int | None = None,
+    on_frame_over_limit: Callable[[int], None] | None = None,
 ) -> ServerUpgrade | None:
     """Read the peer's upgrade request; ``None`` if it leaves (or sends something that
-    is not an HTTP request, answered as ``websockets`` answers it) before finishing."""
-    protocol = ServerProtocol(max_size=max_message_bytes, logger=_PROTOCOL_LOG)
+    is not an HTTP request, answered as ``websockets`` answers it) before finishing.
+
+    Once upgraded, a message over ``max_message_bytes`` is closed with 1009; a single
+    frame over ``max_frame_bytes`` drops the link (``on_frame_over_limit(size)``).
+    """
+    protocol = ServerProtocol(max_size=(max_message_bytes, max_frame_bytes), logger=_PROTOCOL_LOG)
     first = True
     while True:
         try:
@@ -368,7 +402,7 @@ async def read_upgrade_request(
                 return None
             del response.headers["Date"]  # the 101 as trio-websocket sent it, byte for byte
             early = [event for event in events if isinstance(event, Frame)]
-            return ServerUpgrade(stream, protocol, request, response, early)
+            return ServerUpgrade(stream, protocol, request, response, early, on_frame_over_limit)
         answer = b"".join(protocol.data_to_send())
         if answer:
             # A request line or headers too long: websockets' own 414/431.

@@ -304,3 +304,33 @@ async def test_both_stacks_refuse_with_the_same_bytes(payload: bytes) -> None:
     answer = await _answer_to("websockets", payload)
     assert answer == await _answer_to("trio-websocket", payload)
     assert answer.startswith((b"HTTP/1.1 503 ", b"HTTP/1.1 404 ", b"HTTP/1.1 400 "))
+
+
+async def test_a_frame_over_the_frame_limit_drops_the_link_with_no_close_frame() -> None:
+    # The real engine's frame limit (16 MiB there): the link is dropped, and told once.
+    server_stream, stream = trio.testing.memory_stream_pair()
+    told: list[int] = []
+    protocol = ServerProtocol(state=State.OPEN, max_size=(1000, 100))
+    server = ServerWebSocket(server_stream, protocol, [], told.append)
+    client = ClientProtocol(parse_uri("ws://engine/"), state=State.OPEN, max_size=None)
+    await _send(stream, client, lambda: client.send_text(b"x" * 101))
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+        await server.get_message()
+    assert closed.value.code == 1006
+    assert told == [101]
+    with trio.fail_after(_LIMIT):
+        assert await stream.receive_some() == b""  # no close frame, just the end
+
+
+async def test_a_message_over_its_limit_in_frames_within_the_frame_limit_is_1009() -> None:
+    server_stream, stream = trio.testing.memory_stream_pair()
+    told: list[int] = []
+    protocol = ServerProtocol(state=State.OPEN, max_size=(150, 100))
+    server = ServerWebSocket(server_stream, protocol, [], told.append)
+    client = ClientProtocol(parse_uri("ws://engine/"), state=State.OPEN, max_size=None)
+    await _send(stream, client, lambda: client.send_text(b"x" * 100, fin=False))
+    await _send(stream, client, lambda: client.send_continuation(b"x" * 100, fin=True))
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+        await server.get_message()
+    assert closed.value.code == 1009
+    assert told == []
