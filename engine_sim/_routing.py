@@ -69,6 +69,9 @@ class Calls:
     def __init__(self, core: EngineCore) -> None:
         self.core = core
         self._handlers: dict[FunctionKey, BuiltinHandler] = {}
+        #: The ids in ``core.pending`` by the worker running each, in the order routed,
+        #: so a worker that leaves fails its own calls without a look at everyone's.
+        self._by_executor: dict[str, dict[UUID, None]] = {}
         #: Built-in calls since the core last took a message, a timer or a module's I/O.
         self.turn_calls = 0
 
@@ -155,6 +158,7 @@ class Calls:
         # A caller's id was checked against ``pending`` by ``on_invoke``.
         invocation_id = invocation_id or UUID(self.core.new_id())
         self.core.pending[invocation_id] = Pending(invocation_id, function_id, executor.id, reply)
+        self._by_executor.setdefault(executor.id, {})[invocation_id] = None
         executor.status.apply(InvocationStarted(str(invocation_id)))
         session = executor.session
         self.core.send(
@@ -184,6 +188,7 @@ class Calls:
         pending = self.core.pending.pop(invocation_id, None)
         if pending is None:
             return
+        self._settled(pending)
         executor = self.core.workers.get(pending.executor)
         if executor is not None:
             executor.status.apply(InvocationFinished(str(invocation_id)))
@@ -191,16 +196,25 @@ class Calls:
 
     def worker_left(self, worker: WorkerRecord) -> None:
         """Fail the calls ``worker`` was running; forget the ones it issued."""
-        for invocation_id, pending in list(self.core.pending.items()):
-            if pending.executor == worker.id:
-                del self.core.pending[invocation_id]
-                self.complete(
-                    pending.reply,
-                    pending.function_id,
-                    None,
-                    ErrorBody(code="invocation_stopped", message="Invocation stopped"),
-                )
+        for invocation_id in self._by_executor.pop(worker.id, {}):
+            pending = self.core.pending.pop(invocation_id, None)
+            if pending is None:
+                continue
+            self.complete(
+                pending.reply,
+                pending.function_id,
+                None,
+                ErrorBody(code="invocation_stopped", message="Invocation stopped"),
+            )
         worker.issued.clear()
+
+    def _settled(self, pending: Pending) -> None:
+        """Forget ``pending`` (taken out of ``core.pending``) in the per-worker index."""
+        running = self._by_executor.get(pending.executor)
+        if running is not None:
+            running.pop(pending.invocation_id, None)
+            if not running:
+                del self._by_executor[pending.executor]
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -279,6 +293,7 @@ class Calls:
         if not result_accepted(self.core, worker, pending, message):
             return  # the call stays pending for the worker it was routed to
         del self.core.pending[message.invocation_id]
+        self._settled(pending)
         executor = self.core.workers.get(pending.executor)
         if executor is not None:
             executor.status.apply(InvocationFinished(str(message.invocation_id)))

@@ -18,6 +18,8 @@ from pydantic import JsonValue
 import iii_trio
 from engine_sim import Engine
 from iii_trio.lifecycle import WorkerState, WorkerStatus
+from iii_trio.protocol import InvocationResult, InvokeFunction
+from tests.raw_worker import raw_workers
 
 CALLS = 6_000
 
@@ -72,3 +74,43 @@ async def test_six_thousand_calls_held_at_once_are_all_answered(
     assert seen_by_engine == [CALLS]
     assert states == [WorkerState.EXECUTING]
     assert answers == {n: {"n": n, "held": CALLS} for n in range(CALLS)}
+
+
+async def test_a_worker_leaving_fails_its_own_calls_in_order_and_no_one_elses(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The engine finds a leaving worker's calls in an index of its own (a worker that
+    # left used to look at every pending call, so many departures beside many calls
+    # cost their product); the calls of the workers that stay must stay pending.
+    async with raw_workers(engine) as connect:
+        stays, leaves, caller = await connect("stays"), await connect("leaves"), await connect()
+        await stays.register("a::op")
+        await leaves.register("b::op")
+        await stays.owns("a::op")
+        await leaves.owns("b::op")
+        kept = [await caller.call("a::op", {"n": n}) for n in range(300)]
+        stopped = []
+        for n in range(300):
+            stopped.append(await caller.call("b::op", {"n": n}))
+        for _ in range(300):
+            await stays.expect(InvokeFunction)
+            await leaves.expect(InvokeFunction)
+        # Idle workers come and go meanwhile: nobody's calls move.
+        for _ in range(20):
+            idle = await connect()
+            await idle.close()
+        assert len(engine.core.pending) == 600
+        await leaves.conn.abort()
+        failed = [await caller.expect(InvocationResult) for _ in stopped]
+        assert [r.invocation_id for r in failed] == stopped, "in the order they were routed"
+        assert {r.error.code if r.error else None for r in failed} == {"invocation_stopped"}
+        assert set(engine.core.pending) == set(kept)
+        await caller.silent(within=1)
+        for invocation_id in reversed(kept):
+            await stays.send(
+                InvocationResult(invocation_id=invocation_id, function_id="a::op", result=1)
+            )
+        answered = [await caller.expect(InvocationResult) for _ in kept]
+        assert [r.invocation_id for r in answered] == kept[::-1]
+        assert all(r.error is None and r.result == 1 for r in answered)
+        assert engine.core.pending == {}
