@@ -240,3 +240,7 @@ def render_in_flight(counts: list[int], reps: int) -> str:
     headers = ["calls started at once", "held at once", "seconds to the last"]
     cpu = ["engine", "worker", "caller"]
     return table([*headers, *(f"{who} CPU µs/call" for who in cpu), "engine MiB", "errors"], rows)
+
+
+if __name__ == "__main__":
+    main()
