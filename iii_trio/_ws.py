@@ -1,0 +1,273 @@
+"""A WebSocket on ``websockets``' sans-I/O protocol, driven from Trio (either end).
+
+trio-websocket gives every connection a reader task, a message channel and a send
+lock; a message pays for that machinery at each end (the floor benchmark: a relay on
+it costs 2.7x the CPU of the same relay on this module's shape). Here the protocol
+object (``websockets``' ``ServerProtocol`` or ``ClientProtocol``, whose frame masking
+is in C) is fed by whichever task asks for the next message: no task of its own, no
+channel.
+
+``SansIOWebSocket`` answers to the subset of trio-websocket's ``WebSocketConnection``
+in use (``get_message``, ``send_message``, ``aclose``, ``ping``, and ``_stream``,
+every read and write going through it), so either stack is served through one code
+path and errors map the same way: ``ConnectionClosed`` with the peer's close code,
+1006 when the link broke.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Final
+
+import trio
+from websockets.exceptions import PayloadTooBig
+from websockets.frames import EXTERNAL_CLOSE_CODES, Frame, Opcode
+from websockets.protocol import Protocol, State
+
+from ._exceptions import ABNORMAL_CLOSURE, ConnectionClosed
+
+__all__ = ["RECEIVE_BYTES", "SansIOWebSocket"]
+
+#: Bytes asked of the socket per read: a burst of frames is parsed in one go.
+RECEIVE_BYTES: Final = 65_536
+#: Close code for a text message that is not UTF-8 (RFC 6455 7.4.1).
+INVALID_DATA: Final = 1007
+#: "No status": reported for an empty close frame, never sent as a code.
+NO_STATUS: Final = 1005
+#: A close frame's reason fits its 125-byte payload after the 2-byte code.
+MAX_REASON_BYTES: Final = 123
+
+
+class SansIOWebSocket:
+    """An open WebSocket (either end): whole messages in and out over ``stream``.
+
+    One task reads at a time (the engine and the worker each have one reader per
+    connection); any number may send, one write on the socket at a time. A send
+    cancelled before its turn to write sends nothing.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: Protocol,
+        early: list[Frame],
+        on_frame_over_limit: Callable[[int], None] | None = None,
+    ) -> None:
+        #: Every read and write goes through this attribute, so a wrapper put here
+        #: (the engine's write-progress watch) sees them all.
+        self._stream = stream
+        self._protocol = protocol
+        #: Messages parsed and not yet taken, from ``_next`` on (a list, not a deque:
+        #: an idle connection holds an empty one, 56 bytes against a deque's 760).
+        self._messages: list[str | bytes] = []
+        self._next = 0
+        #: Pieces of a fragmented message, and whether it is text.
+        self._fragments: list[bytes] = []
+        self._fragmented_text = False
+        self._closed: ConnectionClosed | None = None
+        #: Told the size of a frame over the protocol's fragment limit, which drops
+        #: the link with no close frame (the real engine's frame limit).
+        self._on_frame_over_limit = on_frame_over_limit
+        self._reading = False
+        self._writing = False
+        #: Tasks waiting for the write under way (or the read, in ``aclose``) to end;
+        #: made at the first wait (most connections never have one).
+        self._turns: trio.lowlevel.ParkingLot | None = None
+        for frame in early:
+            self._take(frame)
+        self._closed = _ended(protocol)
+
+    async def get_message(self) -> str | bytes:
+        """The next whole message; ``ConnectionClosed`` once the connection is over."""
+        if self._next < len(self._messages):
+            # Messages a read already parsed; a checkpoint still, as every Trio await.
+            await trio.lowlevel.checkpoint()
+            return self._take_next()
+        while True:
+            if self._closed is not None:
+                raise self._closed
+            await self._read()  # the socket read is the checkpoint
+            if self._next < len(self._messages):
+                return self._take_next()
+
+    def _take_next(self) -> str | bytes:
+        message = self._messages[self._next]
+        self._next += 1
+        if self._next == len(self._messages):
+            self._messages = []
+            self._next = 0
+        return message
+
+    async def send_message(self, message: str | bytes) -> None:
+        """Send one message: text for ``str``, binary for ``bytes``."""
+        if self._closed is not None:
+            raise self._closed
+        if isinstance(message, str):
+            self._protocol.send_text(message.encode())
+        else:
+            self._protocol.send_binary(message)
+        await self._write(self._protocol.data_to_send())
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        """Close with a handshake: send a close frame, wait for the peer's, close the
+        socket. Cancelled, it closes the socket at once (no handshake)."""
+        try:
+            if self._closed is None and self._protocol.state is State.OPEN:
+                self._closed = ConnectionClosed(code, reason or "")
+                if code == NO_STATUS:
+                    # 1005 is never sent: an empty close frame means it (as wsproto does).
+                    self._protocol.send_close()
+                elif code in EXTERNAL_CLOSE_CODES or 3000 <= code < 5000:
+                    self._protocol.send_close(code, _fit_reason(reason or ""))
+                else:
+                    return  # 1006 and the like: no close frame, the socket is dropped
+                await self._write(self._protocol.data_to_send())
+            while self._protocol.close_rcvd is None and not self._eof():
+                if self._reading:
+                    # The reader task takes the peer's close frame; wait for its read.
+                    await self._wait_turn()
+                else:
+                    await self._read()
+        except ConnectionClosed:
+            pass
+        finally:
+            await trio.aclose_forcefully(self._stream)
+
+    async def _wait_turn(self) -> None:
+        if self._turns is None:
+            self._turns = trio.lowlevel.ParkingLot()
+        await self._turns.park()
+
+    def _next_turn(self) -> None:
+        if self._turns is not None:
+            self._turns.unpark_all()
+
+    def _eof(self) -> bool:
+        return self._protocol.state is State.CLOSED or self._protocol.parser_exc is not None
+
+    async def _read(self) -> None:
+        self._reading = True
+        try:
+            try:
+                data = await self._stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            protocol = self._protocol
+            if data:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+            for event in protocol.events_received():
+                if isinstance(event, Frame):
+                    self._take(event)
+            replies = protocol.data_to_send()
+            if self._frame_over_limit():
+                replies = []  # not the 1009 close websockets queued: the link is dropped
+                self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "a frame over the limit")
+            ended = _ended(protocol)
+            if self._closed is None:
+                self._closed = ended
+            if any(replies):
+                # Pongs, or the answer to a close frame, or a close for a broken frame.
+                with contextlib.suppress(ConnectionClosed):
+                    await self._write(replies)
+            if ended is not None:
+                # The server closes the TCP connection once the close handshake is done.
+                await trio.aclose_forcefully(self._stream)
+        finally:
+            self._reading = False
+            self._next_turn()
+
+    def _frame_over_limit(self) -> bool:
+        """Whether the peer just sent a frame over the fragment limit (reported)."""
+        refused = self._protocol.parser_exc
+        limit = self._protocol.max_fragment_size
+        if not (isinstance(refused, PayloadTooBig) and refused.size and limit is not None):
+            return False
+        if refused.size <= limit:
+            return False  # a message over its limit in frames within it: 1009, as ever
+        if self._on_frame_over_limit is not None:
+            self._on_frame_over_limit(refused.size)
+            self._on_frame_over_limit = None
+        return True
+
+    def _take(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if frame.fin:
+                self._deliver(frame.data, opcode is Opcode.TEXT)
+            else:
+                self._fragments = [bytes(frame.data)]
+                self._fragmented_text = opcode is Opcode.TEXT
+        elif opcode is Opcode.CONT:
+            self._fragments.append(bytes(frame.data))
+            if frame.fin:
+                whole = b"".join(self._fragments)
+                self._fragments = []
+                self._deliver(whole, self._fragmented_text)
+        # Pings are answered and closes echoed by the protocol itself.
+
+    def _deliver(self, data: bytes | bytearray | memoryview, text: bool) -> None:
+        if not text:
+            self._messages.append(bytes(data))
+            return
+        try:
+            self._messages.append(str(data, "utf-8"))
+        except UnicodeDecodeError:
+            self._protocol.fail(INVALID_DATA, "invalid UTF-8 in a text message")
+
+    async def _write(self, data: list[bytes]) -> None:
+        # An empty chunk is the protocol asking for a half-close; the socket is closed
+        # whole once the connection is over, so it is left out.
+        payload = b"".join(data)
+        if not payload:
+            return
+        while self._writing:
+            await self._wait_turn()
+        # Already cancelled (a gate's hold that came first): raise before a byte goes,
+        # so the link stays whole. Past this, a cancel can only land while the socket
+        # is full, part of the frame perhaps written.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._writing = True
+        try:
+            await self._stream.send_all(payload)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self._closed is None:
+                self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "link broken")
+            raise ConnectionClosed(ABNORMAL_CLOSURE, "link broken") from None
+        except BaseException:
+            # Cancelled mid-write: part of a frame may be on the wire, so nothing more
+            # can follow it (not even a close frame); the link is dropped.
+            if self._closed is None:
+                self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "a write was cut short")
+            await trio.aclose_forcefully(self._stream)
+            raise
+        finally:
+            self._writing = False
+            self._next_turn()
+
+
+def _fit_reason(reason: str) -> str:
+    """``reason`` cut to what a close frame holds, on a character boundary."""
+    encoded = reason.encode()
+    if len(encoded) <= MAX_REASON_BYTES:
+        return reason
+    return encoded[:MAX_REASON_BYTES].decode(errors="ignore")
+
+
+def _ended(protocol: Protocol) -> ConnectionClosed | None:
+    """How the connection ended, if what was just read ended it: the peer's close
+    frame, the link dropping (1006), or a close we sent for what the peer sent (a
+    protocol error 1002, a message too big 1009, text not UTF-8 1007)."""
+    received = protocol.close_rcvd
+    if received is not None:
+        return ConnectionClosed(received.code, received.reason)
+    if isinstance(protocol.parser_exc, EOFError):
+        return ConnectionClosed(ABNORMAL_CLOSURE)
+    sent = protocol.close_sent
+    if sent is not None:
+        return ConnectionClosed(sent.code, sent.reason)
+    if protocol.state is State.CLOSED:
+        return ConnectionClosed(ABNORMAL_CLOSURE)
+    return None
