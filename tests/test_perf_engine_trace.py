@@ -3,6 +3,7 @@ are never printed), with the same lines as when it described every frame at once
 
 from __future__ import annotations
 
+import trio
 from trio.testing import MockClock
 
 from engine_sim import Engine, Trace, TraceLine
@@ -19,6 +20,9 @@ async def test_frame_lines_read_as_they_were_described_at_once(
     w1 = await connect("w1")
     await w1.send(Ping())
     await w1.expect(Pong)
+    # The engine records a frame it sent once the write is done: the worker may have it first.
+    with trio.fail_after(5):
+        await engine.wait_for(lambda: any(line.text == "<- pong" for line in trace.lines))
     texts = [line.text for line in trace.lines]
     assert "-> ping" in texts
     assert "<- pong" in texts
