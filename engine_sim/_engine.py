@@ -24,13 +24,7 @@ from urllib.parse import urlsplit
 
 import trio
 
-from iii_trio import (
-    Connection,
-    ConnectionClosed,
-    FrameTooLarge,
-    ProtocolError,
-    UnknownMessageType,
-)
+from iii_trio import Connection, ProtocolError
 from iii_trio._groups import unwrap_single
 from iii_trio._keepalive import kept_alive
 from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT
@@ -39,11 +33,8 @@ from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
     ErrorBody,
     InvokeFunction,
-    Message,
     Pong,
-    decode,
     encode,
-    is_telemetry_frame,
 )
 
 from ._config import MAIN_PORT, EngineConfig
@@ -56,6 +47,7 @@ from ._links import CloseRequest, Link, Outgoing, Queued, SendBuffer, frame_byte
 from ._listener import WebSocketListener
 from ._module_ports import AsgiApp, ModulePorts
 from ._peers import MemoryConnection, Peer, memory_pair
+from ._pumps import LinkPumps
 from ._rbac import Session
 from ._rbac_ports import MEMORY_IP, WorkerPorts
 
@@ -74,8 +66,6 @@ T = TypeVar("T")
 #: What ``_apply_one`` returns for an effect that leads to nothing more (never mutated).
 _NONE: Final[list[Effect]] = []
 
-#: WebSocket close code for a message over the size limit.
-MESSAGE_TOO_BIG: Final = 1009
 #: Close code when the engine shuts down.
 GOING_AWAY: Final = 1001
 #: Messages each direction of an in-memory link holds before writes wait.
@@ -141,6 +131,7 @@ class Engine:
         self._ports = ModulePorts(self)
         self._worker_ports = WorkerPorts(self, self._ports, self._apply, self._serve)
         self.core = self._new_core()
+        self._pumps = LinkPumps(self)
         #: Inject faults now or on a schedule (``engine_sim.faults``).
         self.faults = FaultInjector(self)
 
@@ -292,9 +283,9 @@ class Engine:
         try:
             with link.scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._write_loop, link)
+                    nursery.start_soon(self._pumps.write_loop, link)
                     self._apply(effects)
-                    await self._read_loop(link, guarded=session is not None)
+                    await self._pumps.read_loop(link, guarded=session is not None)
         finally:
             del self._links[worker_id]
             self._frames.close(worker_id)
@@ -311,114 +302,6 @@ class Engine:
     @property
     def _close_timeout(self) -> float:
         return self.config.close_timeout_ms / 1000
-
-    async def _read_loop(self, link: Link, *, guarded: bool = False) -> None:
-        gate = link.to_engine
-        while True:
-            await gate.until_readable()
-            arrived: str | bytes | None = None
-            # One cancel scope for a run of reads, not one each (a scope costs more than
-            # the rest of a frame's bookkeeping): the gate cancels it only while a read
-            # waits (``gate.reading``), which loses nothing; a frame's own waits (its
-            # passage, a guarded registration) are never cut short by it.
-            with trio.CancelScope() as reading:
-                while True:
-                    gate.reading = reading
-                    try:
-                        arrived = await link.peer.receive()
-                    except ConnectionClosed as closed:
-                        self._peer_closed(link, closed)
-                        return
-                    finally:
-                        gate.reading = None
-                    if reading.cancel_called:
-                        break  # the gate changed as the frame came: take it outside
-                    if not await self._take(link, arrived, guarded=guarded):
-                        return
-                    arrived = None
-                    if not gate.readable:
-                        break
-            if arrived is not None and not await self._take(link, arrived, guarded=guarded):
-                return
-
-    def _peer_closed(self, link: Link, closed: ConnectionClosed) -> None:
-        if closed.code == MESSAGE_TOO_BIG:
-            log.warning(
-                "%s sent a message over %d bytes; closed with 1009",
-                link.worker_id[:8],
-                self.config.max_message_bytes,
-            )
-        link.scope.cancel()
-
-    async def _take(self, link: Link, frame: str | bytes, *, guarded: bool) -> bool:
-        """Handle one frame ``link`` read; ``False`` when the link reads no more."""
-        await link.to_engine.passage()
-        try:
-            message = _decode_frame(link.worker_id, frame, self.config.max_message_bytes)
-        except FrameTooLarge as exc:
-            # Not recorded: the log must not keep what the engine refuses to hold.
-            log.warning("%s: %s; closing with 1009", link.worker_id[:8], exc)
-            self._apply([Close(link.worker_id, MESSAGE_TOO_BIG, "message too big")])
-            return False
-        self._record(link.worker_id, "in", frame)
-        if message is not None:
-            instead = self.faults.intercept(link, message)
-            if instead is None:
-                instead = self.core.receive(link.worker_id, message, trio.current_time())
-            self._apply(instead)
-        self.faults.frame_handled(message.type if message is not None else None)
-        if guarded:
-            # A registration waits for its port's hook: read nothing more meanwhile,
-            # as the real engine's read loop (the socket's buffer holds the rest).
-            await self.wait_for(lambda: not self._held(link.worker_id))
-        return True
-
-    async def _write_loop(self, link: Link) -> None:
-        while True:
-            done = False
-            with trio.CancelScope() as writes:
-                done = await self._write_run(link, writes)
-            if done:
-                break
-            # A deadline ended ``writes``: a write's timeout, unless the frame went out
-            # just as it passed (then write on in a new scope).
-            stuck = link.unfinished
-            if stuck is not None:
-                log.warning(
-                    "%s is not reading: it accepted no byte for %g s (%d bytes wait "
-                    "for it); dropping it",
-                    link.worker_id[:8],
-                    link.write_timeout,
-                    link.buffer.queued_bytes + stuck.size,
-                )
-                self._drop(link)
-                break
-        link.scope.cancel()
-
-    async def _write_run(self, link: Link, writes: trio.CancelScope) -> bool:
-        """Write what ``link`` queues, under one scope: ``True`` once the link closed or
-        is gone, ``False`` when a write's deadline passed just as it finished."""
-        gate = link.to_worker
-        while True:
-            if not link.buffer:
-                # Idle: no write deadline while waiting (a frame taken must be written).
-                writes.deadline = math.inf
-            item = await link.buffer.get()
-            if not gate.passes:
-                writes.deadline = math.inf  # no write timeout while a fault holds frames
-                await gate.passage()
-            if isinstance(item, CloseRequest):
-                writes.deadline = math.inf
-                await link.peer.close(item.code, item.reason, self._close_timeout)
-                return True
-            try:
-                await link.write(item, writes)
-            except ConnectionClosed:
-                return True
-            self._record(link.worker_id, "out", item.frame)
-            self.faults.frame_handled(item.message_type)
-            if writes.cancel_called:
-                return False  # the frame went out in time; the scope is spent
 
     def _apply(self, effects: Iterable[Effect]) -> None:
         """Queue the core's effects on their connections; never waits (see ``_links``).
@@ -671,30 +554,6 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
                 await engine._close_all()
                 nursery.cancel_scope.cancel()
                 engine.core.stop()
-
-
-def _decode_frame(worker_id: str, frame: str | bytes, max_size: int) -> Message | None:
-    """The message in a worker's frame; ``None`` (logged) for one the engine skips.
-
-    Raises ``FrameTooLarge``, which closes the connection.
-    """
-    if isinstance(frame, bytes) and is_telemetry_frame(frame):
-        return None
-    if isinstance(frame, str) and (not frame or frame.isspace()):
-        # The engine skips empty text frames (``isspace`` stops at the first other
-        # character, where ``strip`` would copy the frame).
-        return None
-    try:
-        return decode(frame, max_size=max_size)
-    except FrameTooLarge:
-        raise
-    except UnknownMessageType as exc:
-        log.warning(
-            "%s sent a message of unknown type %r; ignored", worker_id[:8], exc.message_type
-        )
-    except ProtocolError as exc:
-        log.warning("%s sent a frame that is not a valid message (%s); ignored", worker_id[:8], exc)
-    return None
 
 
 def _encode_frame(effect: Send) -> Outgoing | ProtocolError:
