@@ -22,7 +22,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from functools import cached_property
+from typing import Generic, TypeVar, cast
 
 from ._exceptions import IllegalTransition
 
@@ -216,6 +217,44 @@ class Lifecycle(Generic[S]):
         """The event types that ``state`` has an edge for."""
         return frozenset(event_type for (source, event_type) in self.table if source == state)
 
+    @cached_property
+    def _rows(self) -> dict[S, _Row[S]]:
+        """The table as one row per state, each edge pointing at its targets' rows: what
+        ``StateMachine.apply`` reads (no hashing of states per event, which enums do in
+        Python). Derived once from ``table``, which stays the definition."""
+        rows: dict[S, _Row[S]] = {state: {} for state in type(self.start)}
+        for (source, event_type), target in self.table.items():
+            idle, busy = (
+                (target.idle, target.busy) if isinstance(target, Guarded) else (target, target)
+            )
+            rows[source][event_type] = _Edge(
+                idle=idle,
+                busy=busy,
+                idle_row=rows[idle],
+                busy_row=rows[busy],
+                busy_carries=busy in self.carrying,
+                opens=issubclass(event_type, self.opens),
+                closes=issubclass(event_type, self.closes),
+            )
+        return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Edge(Generic[S]):
+    """One compiled edge: the target with none / some invocations left in flight."""
+
+    idle: S
+    busy: S
+    idle_row: _Row[S]
+    busy_row: _Row[S]
+    #: Whether ``busy`` keeps the in-flight set (``idle`` has none to keep).
+    busy_carries: bool
+    opens: bool
+    closes: bool
+
+
+_Row = dict[type[Event], _Edge[S]]
+
 
 class StateMachine(Generic[S]):
     """The current state of one worker, changed only by ``apply``."""
@@ -230,6 +269,7 @@ class StateMachine(Generic[S]):
         #: Told of every transition taken (a trace, a test); never of refused events.
         self.on_transition = on_transition
         self._state = lifecycle.start
+        self._row = lifecycle._rows[lifecycle.start]
         self._in_flight: set[str] = set()
         #: ``in_flight`` as last handed out, until the set changes (readers that look
         #: between events share one copy rather than each paying for the whole set).
@@ -264,26 +304,29 @@ class StateMachine(Generic[S]):
         invocation in flight or thousands).
         """
         source = self._state
-        lifecycle = self.lifecycle
-        target = lifecycle.table.get((source, type(event)))
-        if target is None:
+        edge = self._row.get(type(event))
+        if edge is None:
             raise self._illegal(event)
         in_flight = self._in_flight
-        if isinstance(event, lifecycle.opens):
-            if event.invocation_id in in_flight:
-                raise self._illegal(event, f"invocation {event.invocation_id} already in flight")
-            in_flight.add(event.invocation_id)
+        if edge.opens:
+            invocation_id = cast(InvocationEvent, event).invocation_id
+            if invocation_id in in_flight:
+                raise self._illegal(event, f"invocation {invocation_id} already in flight")
+            in_flight.add(invocation_id)
             self._snapshot = None
-        elif isinstance(event, lifecycle.closes):
-            if event.invocation_id not in in_flight:
-                raise self._illegal(event, f"invocation {event.invocation_id} is not in flight")
-            in_flight.discard(event.invocation_id)
+        elif edge.closes:
+            invocation_id = cast(InvocationEvent, event).invocation_id
+            if invocation_id not in in_flight:
+                raise self._illegal(event, f"invocation {invocation_id} is not in flight")
+            in_flight.discard(invocation_id)
             self._snapshot = None
-        if isinstance(target, Guarded):
-            target = target.busy if in_flight else target.idle
-        if in_flight and target not in lifecycle.carrying:
-            in_flight.clear()
-            self._snapshot = None
+        if in_flight:
+            target, self._row = edge.busy, edge.busy_row
+            if not edge.busy_carries:
+                in_flight.clear()
+                self._snapshot = None
+        else:
+            target, self._row = edge.idle, edge.idle_row
         self._state = target
         transition = Transition(source, event, target)
         if self.on_transition is not None:
