@@ -129,16 +129,6 @@ class _Pipe:
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
 
-    def put_nowait(self, item: _Item) -> bool:
-        """Queue ``item`` if there is room and both sides are open, without waiting
-        (and without a checkpoint); whether it was queued."""
-        if self.ended or self.broken or len(self._items) >= self.capacity:
-            return False
-        self._items.append(item)
-        if self._readers:
-            self._readers.unpark()
-        return True
-
     async def get(self) -> _Item:
         """The oldest item, waiting for one; raises ``_Gone`` once nothing more can come."""
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -209,16 +199,6 @@ class _MemoryEnd:
         """Write one message (text for ``str``, binary for ``bytes``); raises
         ``ConnectionClosed`` if the link is gone."""
         await self._put(frame)
-
-    def send_nowait(self, frame: str | bytes) -> bool:
-        """Write one message if the buffer has room, at once and without a checkpoint;
-        ``False`` (nothing written) when ``send`` would wait or raise.
-
-        A socket's write always waits for the stack; an in-memory one with room need
-        not, so the engine can skip what a write that may wait costs (its task, its
-        deadline).
-        """
-        return self.closed is None and self._out.put_nowait(frame)
 
     async def _ping(self) -> None:
         # Answered only while the other end reads, as on a real socket.

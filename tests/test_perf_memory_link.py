@@ -219,32 +219,3 @@ def test_a_link_holds_at_least_one_message_each_way() -> None:
 def _muted(peer: Peer) -> None:
     # What a fault's ``mute_pings`` does to an in-memory link (engine_sim._links).
     peer.answer_pings = False  # type: ignore[attr-defined]
-
-
-async def test_send_nowait_writes_only_while_there_is_room_and_the_link_is_open(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    engine_end, worker_end = memory_pair(2)
-    assert isinstance(engine_end, MemoryConnection) is False
-    send_nowait = engine_end.send_nowait  # type: ignore[attr-defined]
-    assert send_nowait("1") is True
-    assert send_nowait("2") is True
-    assert send_nowait("3") is False, "full: the frame is not written"
-    got: list[str | bytes] = []
-
-    async def read() -> None:
-        for _ in range(3):
-            got.append(await worker_end.receive())
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(read)
-        await trio.testing.wait_all_tasks_blocked()
-        assert got == ["1", "2"]
-        # A reader waiting on an empty pipe is woken by a frame written at once.
-        assert send_nowait("3") is True
-    assert got == ["1", "2", "3"]
-    await worker_end.abort()
-    assert send_nowait("to nobody") is False
-    with pytest.raises(ConnectionClosed):
-        await engine_end.send("to nobody")
-    assert send_nowait("after the error") is False
