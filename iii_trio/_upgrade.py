@@ -19,8 +19,8 @@ import errno
 import ipaddress
 import socket
 import ssl
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 import trio
@@ -29,7 +29,9 @@ import trio_websocket
 from ._exceptions import ConnectFailed, InvalidUrl
 from ._streams import StreamWrapper
 
-__all__ = ["check_url", "describe_os_error", "open_websocket"]
+__all__ = ["check_url", "describe_os_error", "open_upgraded", "open_websocket"]
+
+T = TypeVar("T")
 
 #: Short names for the errno values a failed connect reports.
 _ERRNO_CAUSES = {
@@ -120,6 +122,32 @@ async def open_websocket(
     answers the upgrade with an HTTP error; ``InvalidUrl`` for a URL that is not
     ``ws://`` or ``wss://``.
     """
+
+    async def upgrade(
+        stream: trio.abc.Stream, host: str, resource: str
+    ) -> trio_websocket.WebSocketConnection:
+        return await trio_websocket.wrap_client_stream(
+            nursery,
+            # Any trio Stream will do (its docs); the annotation names two.
+            stream,  # type: ignore[arg-type]
+            host,
+            resource,
+            extra_headers=[(k.encode(), v.encode()) for k, v in headers.items()],
+            message_queue_size=1,
+            max_message_size=max_message_bytes,
+        )
+
+    return await open_upgraded(url, timeout, upgrade)
+
+
+async def open_upgraded(
+    url: str,
+    timeout: float,  # noqa: ASYNC109 - one bound for the TCP connect and the upgrade
+    upgrade: Callable[[trio.abc.Stream, str, str], Awaitable[T]],
+) -> tuple[T, trio.abc.Stream]:
+    """Connect to ``url`` and run ``upgrade(stream, host_header, resource)`` on the
+    link, within ``timeout`` seconds; what it returns and the stream (the caller
+    closes it). The failures of ``open_websocket``, whatever the WebSocket stack."""
     host, port, host_header, resource, tls = _parse(url)
     stream: trio.abc.Stream | None = None
     watch: _UpgradeWatch | None = None
@@ -133,26 +161,17 @@ async def open_websocket(
                 stream = await trio.open_tcp_stream(host, port)
         except OSError as exc:
             raise ConnectFailed(url, describe_os_error(exc)) from _first_error(exc)
-        with trio.CancelScope() as upgrade:
-            watch = _UpgradeWatch(stream, upgrade)
+        with trio.CancelScope() as scope:
+            watch = _UpgradeWatch(stream, scope)
             try:
-                ws = await trio_websocket.wrap_client_stream(
-                    nursery,
-                    # Any trio Stream will do (its docs); the annotation names two.
-                    watch,  # type: ignore[arg-type]
-                    host_header,
-                    resource,
-                    extra_headers=[(k.encode(), v.encode()) for k, v in headers.items()],
-                    message_queue_size=1,
-                    max_message_size=max_message_bytes,
-                )
+                upgraded = await upgrade(watch, host_header, resource)
             except BaseException:
                 # Also stops trio-websocket's reader task if it is still reading.
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
                 raise
             watch.upgraded()
-            return ws, watch
+            return upgraded, watch
     if stream is None:
         reason = f"timed out: no TCP connection within {timeout:g} s"
     elif watch is not None and watch.ended is not None and not deadline.cancelled_caught:
