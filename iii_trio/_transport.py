@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 from urllib.parse import urlsplit
 
 import trio
@@ -21,8 +21,21 @@ from ._exceptions import ABNORMAL_CLOSURE, ConnectFailed, ConnectionClosed
 from ._groups import unwrap_single
 from ._keepalive import kept_alive
 from ._upgrade import open_websocket
+from ._ws_client import UpgradeRefused, open_sansio_websocket
 
-__all__ = ["ABNORMAL_CLOSURE", "Connection", "MessageSocket", "Transport", "WebSocketTransport"]
+__all__ = [
+    "ABNORMAL_CLOSURE",
+    "Connection",
+    "MessageSocket",
+    "Transport",
+    "WebSocketStack",
+    "WebSocketTransport",
+]
+
+#: The WebSocket stacks a worker can connect with.
+WebSocketStack = Literal["websockets", "trio-websocket"]
+#: The stack ``WebSocketTransport`` uses unless told.
+DEFAULT_WEBSOCKET: Final[WebSocketStack] = "trio-websocket"
 
 #: Keepalive: seconds between pings, and how long a pong may take before the link
 #: is dropped; shared with engine_sim's in-memory transport, so a worker under test
@@ -129,7 +142,11 @@ class WebSocketTransport:
         max_message_bytes: int = 64 * 1024 * 1024,
         ping_interval: float | None = PING_INTERVAL,
         ping_timeout: float = PING_TIMEOUT,
+        websocket: WebSocketStack = DEFAULT_WEBSOCKET,
     ) -> None:
+        #: The WebSocket stack: ``"trio-websocket"``, or ``"websockets"`` (its sans-I/O
+        #: client protocol, no reader task); the same wire and the same failures.
+        self.websocket = websocket
         self.connect_timeout = connect_timeout
         self.close_timeout = close_timeout
         self.max_message_bytes = max_message_bytes
@@ -142,13 +159,17 @@ class WebSocketTransport:
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc) from None
 
-    async def _drop(self, ws: trio_websocket.WebSocketConnection) -> None:
+    async def _drop(self, ws: MessageSocket) -> None:
         with trio.CancelScope() as abort:
             abort.cancel()  # closing under a cancelled scope drops the TCP link
             await ws.aclose(1001, "keepalive timeout")
 
     @asynccontextmanager
     async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
+        if self.websocket == "websockets":
+            async with self._connect_sansio(url, headers) as connection:
+                yield connection
+            return
         try:
             with unwrap_single():
                 async with trio.open_nursery() as reader:
@@ -176,8 +197,38 @@ class WebSocketTransport:
                         with trio.CancelScope(shield=True):
                             await stream.aclose()
         except trio_websocket.ConnectionRejected as exc:
-            # One log line: the start of the body, its whitespace (newlines) folded.
-            body = " ".join((exc.body or b"")[:200].decode(errors="replace").split())
-            path = urlsplit(url).path or "/"
-            cause = f"HTTP {exc.status_code} at {path}" + (f": {body}" if body else "")
-            raise ConnectFailed(url, cause) from exc
+            raise ConnectFailed(url, _refusal(url, exc.status_code, exc.body)) from exc
+
+    @asynccontextmanager
+    async def _connect_sansio(
+        self, url: str, headers: Mapping[str, str]
+    ) -> AsyncIterator[Connection]:
+        try:
+            ws, stream = await open_sansio_websocket(
+                url, headers, timeout=self.connect_timeout, max_message_bytes=self.max_message_bytes
+            )
+        except UpgradeRefused as exc:
+            raise ConnectFailed(url, _refusal(url, exc.status_code, exc.body)) from exc
+        try:
+            with unwrap_single():
+                async with kept_alive(
+                    WebSocketConnection(ws),
+                    ws.ping,
+                    partial(self._drop, ws),
+                    self.ping_interval,
+                    self.ping_timeout,
+                ) as connection:
+                    yield connection
+        finally:
+            with trio.move_on_after(self.close_timeout):
+                await ws.aclose()
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+def _refusal(url: str, status_code: int, body: bytes | None) -> str:
+    """``ConnectFailed``'s cause for an upgrade answered with an HTTP error: one log
+    line, the start of the body with its whitespace (newlines) folded."""
+    text = " ".join((body or b"")[:200].decode(errors="replace").split())
+    path = urlsplit(url).path or "/"
+    return f"HTTP {status_code} at {path}" + (f": {text}" if text else "")

@@ -17,6 +17,7 @@ path and errors map the same way: ``ConnectionClosed`` with the peer's close cod
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 from typing import Final
 
@@ -53,10 +54,17 @@ class SansIOWebSocket:
         protocol: Protocol,
         early: list[Frame],
         on_frame_over_limit: Callable[[int], None] | None = None,
+        *,
+        interrupt_reads: bool = False,
     ) -> None:
         #: Every read and write goes through this attribute, so a wrapper put here
         #: (the engine's write-progress watch) sees them all.
         self._stream = stream
+        #: Whether ``aclose`` ends a read under way at once (``get_message`` then raises
+        #: ``ConnectionClosed``), as trio-websocket's does: a worker closing its side
+        #: must not wait for its reader. The engine's reader takes the peer's close
+        #: frame instead, and spares a cancel scope per read.
+        self._read_scope: trio.CancelScope | None = trio.CancelScope() if interrupt_reads else None
         self._protocol = protocol
         #: Messages parsed and not yet taken, from ``_next`` on (a list, not a deque:
         #: an idle connection holds an empty one, 56 bytes against a deque's 760).
@@ -74,6 +82,8 @@ class SansIOWebSocket:
         #: Tasks waiting for the write under way (or the read, in ``aclose``) to end;
         #: made at the first wait (most connections never have one).
         self._turns: trio.lowlevel.ParkingLot | None = None
+        #: ``ping`` payloads waiting for their pong.
+        self._pings: dict[bytes, trio.Event] = {}
         for frame in early:
             self._take(frame)
         self._closed = _ended(protocol)
@@ -125,14 +135,18 @@ class SansIOWebSocket:
                 await self._write(self._protocol.data_to_send())
             while self._protocol.close_rcvd is None and not self._eof():
                 if self._reading:
-                    # The reader task takes the peer's close frame; wait for its read.
+                    # The reader task takes the peer's close frame (or, interrupted,
+                    # leaves the socket to this task): wait for its read.
+                    if self._read_scope is not None:
+                        self._read_scope.cancel()
                     await self._wait_turn()
                 else:
-                    await self._read()
+                    await self._read(interruptible=False)
         except ConnectionClosed:
             pass
         finally:
             await trio.aclose_forcefully(self._stream)
+            self._wake_pings()
 
     async def _wait_turn(self) -> None:
         if self._turns is None:
@@ -146,13 +160,19 @@ class SansIOWebSocket:
     def _eof(self) -> bool:
         return self._protocol.state is State.CLOSED or self._protocol.parser_exc is not None
 
-    async def _read(self) -> None:
+    async def _read(self, interruptible: bool = True) -> None:
         self._reading = True
+        data: bytes | bytearray | None
         try:
             try:
-                data = await self._stream.receive_some(RECEIVE_BYTES)
+                if self._read_scope is None or not interruptible:
+                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                else:
+                    data = await self._interruptible_receive()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
+            if data is None:
+                return  # interrupted by ``aclose``: it reads from here on
             protocol = self._protocol
             if data:
                 protocol.receive_data(data)
@@ -178,6 +198,16 @@ class SansIOWebSocket:
         finally:
             self._reading = False
             self._next_turn()
+            self._wake_pings()
+
+    async def _interruptible_receive(self) -> bytes | bytearray | None:
+        """Bytes from the socket, or ``None`` if ``aclose`` interrupted the wait."""
+        if self._closed is not None:
+            return None
+        scope = self._read_scope = trio.CancelScope()
+        with scope:
+            return await self._stream.receive_some(RECEIVE_BYTES)
+        return None
 
     def _frame_over_limit(self) -> bool:
         """Whether the peer just sent a frame over the fragment limit (reported)."""
@@ -206,7 +236,34 @@ class SansIOWebSocket:
                 whole = b"".join(self._fragments)
                 self._fragments = []
                 self._deliver(whole, self._fragmented_text)
+        elif opcode is Opcode.PONG and self._pings:
+            waiter = self._pings.pop(bytes(frame.data), None)
+            if waiter is not None:
+                waiter.set()
         # Pings are answered and closes echoed by the protocol itself.
+
+    async def ping(self) -> None:
+        """Ping the peer and wait for its pong (read by whoever reads this connection);
+        ``ConnectionClosed`` if the connection ends first."""
+        if self._closed is not None:
+            raise self._closed
+        payload = os.urandom(4)
+        pong = trio.Event()
+        self._pings[payload] = pong
+        try:
+            self._protocol.send_ping(payload)
+            await self._write(self._protocol.data_to_send())
+            await pong.wait()
+            # A pong takes its waiter out; the end of the connection wakes it in place.
+            if payload in self._pings and self._closed is not None:
+                raise self._closed
+        finally:
+            self._pings.pop(payload, None)
+
+    def _wake_pings(self) -> None:
+        if self._closed is not None:
+            for waiter in self._pings.values():
+                waiter.set()
 
     def _deliver(self, data: bytes | bytearray | memoryview, text: bool) -> None:
         if not text:
