@@ -8,6 +8,7 @@ buffer before the writer resumes, so the clock only jumps once both ends wait.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -21,7 +22,8 @@ import trio_websocket
 from trio.testing import MockClock
 
 from engine_sim import Effect, EngineConfig, open_engine
-from engine_sim._listener import MAX_REFUSING, WebSocketListener
+from engine_sim._listener import MAX_REFUSING, UpgradeRequest, WebSocketListener
+from iii_trio import ConnectionClosed
 from iii_trio.protocol import Message, Pong, WorkerRegistered, decode
 from tests.served import Served
 
@@ -313,9 +315,13 @@ async def test_accept_errors_pause_the_listener_and_never_end_it(
     port = real.socket.getsockname()[1]
     listener = _FailingListener(real, [errno.EMFILE, errno.EMFILE, errno.EIO, errno.ENOBUFS])
 
-    async def greet(request: trio_websocket.WebSocketRequest, ip: str | None) -> None:
+    async def greet(request: UpgradeRequest, ip: str | None) -> None:
         ws = await request.accept()
         await ws.send_message(f"hello {ip}")
+        # Until the client closes: dropping the link at once can deliver "hello" and the
+        # FIN together, and trio-websocket's client then leaks its socket.
+        with contextlib.suppress(ConnectionClosed, trio_websocket.ConnectionClosed):
+            await ws.get_message()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(WebSocketListener(EngineConfig(), greet).serve, [listener])
