@@ -85,6 +85,16 @@ async def engine_id(engine: Engine, name: str) -> str:
         )
 
 
+async def serving(engine: Engine, *workers: iii_trio.Worker) -> None:
+    """Wait until the engine holds every function ``workers`` registered: ``ready()``
+    says the engine greeted a worker, not that it read the registrations behind the
+    greeting, and another worker's call travels on its own link (it could come first
+    and find nothing)."""
+    wanted = {fid for worker in workers for fid in worker._registry.functions}
+    with trio.fail_after(10):
+        await engine.wait_for(lambda: wanted <= engine.function_ids())
+
+
 def sent(engine: Engine, worker_id: str, kind: type[M]) -> list[M]:
     """Frames of type ``kind`` the worker sent to the engine, oldest first."""
     return [
@@ -200,6 +210,7 @@ async def test_decorator_registers_and_returns_the_handler(
         assert calc.function("math::add")(add) is add
         await calc.ready()
         await caller.ready()
+        await serving(engine, calc)
         assert await caller.trigger("math::add", {"a": 2, "b": 3}) == {"c": 5}
 
 
@@ -312,6 +323,7 @@ async def test_unregister_sends_unregisterfunction_and_the_id_is_gone(
         registration = worker.register_function("a::f", f)
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         assert await caller.trigger("a::f", {}) == "first"
 
         registration.unregister()
@@ -416,6 +428,7 @@ async def test_async_and_sync_handlers(
 
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         assert await caller.trigger("h::async", 1) == {"async": 1}
         assert await caller.trigger("h::sync", 2, timeout=None) == {"sync": 2}
     assert threads["async"] == main_thread
@@ -454,6 +467,7 @@ async def test_item_52_metadata_reaches_only_handlers_that_declare_it(
 
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         for function_id in ("positional", "keyword", "data_only", "other_name", "third", "sync"):
             await caller.trigger(f"m::{function_id}", [1], metadata={"m": 1}, timeout=None)
 
@@ -481,6 +495,7 @@ async def test_pydantic_input_is_validated_and_the_worker_keeps_serving(
 
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         with pytest.raises(InvocationError) as caught:
             await caller.trigger("math::add", {"a": "not a number"})
         assert caught.value.code == "deserialization_error"
@@ -501,6 +516,7 @@ async def test_pydantic_output_is_dumped_and_result_type_validates(
 
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         # A model as data is sent as its JSON; a model result comes back as JSON.
         assert await caller.trigger("math::add", In(a=1, b=2)) == {"c": 3}
         typed = await caller.trigger("math::add", In(a=2, b=2), result_type=Out)
@@ -524,6 +540,7 @@ async def test_item_48_result_frame_answers_the_invocation(
 
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         assert await caller.trigger("a::f", {"x": 1}) == {"y": 2}
         wid = await engine_id(engine, "w")
         (call,) = [m for m in received(engine, wid, InvokeFunction) if m.function_id == "a::f"]
@@ -549,6 +566,7 @@ async def test_item_49_handler_error_becomes_invocation_failed(
 
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         with pytest.raises(InvocationError) as caught:
             await caller.trigger("a::bad", {})
         assert type(caught.value) is InvocationError
@@ -592,6 +610,7 @@ async def test_a_result_that_is_not_json_is_a_serialization_error(
 
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         with pytest.raises(InvocationError) as caught:
             await caller.trigger("a::set", {})
         assert caught.value.code == "serialization_error"
@@ -645,6 +664,7 @@ async def test_item_50_a_call_that_arrives_after_unregister_is_function_not_foun
         registration = worker.register_function("r::gone", gone)
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         wid = await engine_id(engine, "w")
         errors: list[InvocationError] = []
 
@@ -783,6 +803,7 @@ async def test_item_46_trigger_void_sends_no_invocation_id_and_returns_at_once(
 
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         start = trio.current_time()
         await caller.trigger_void("v::f", {"k": 1}, metadata={"m": 1})
         assert trio.current_time() == start
@@ -1397,6 +1418,7 @@ async def test_current_invocation_inside_handlers(
 
         await worker.ready()
         await caller.ready()
+        await serving(engine, worker)
         await caller.trigger("c::async", {}, metadata={"m": 1})
         await caller.trigger("c::sync", {}, timeout=None)
         wid = await engine_id(engine, "w")
@@ -1434,6 +1456,7 @@ async def test_trace_context_is_forwarded_only_when_asked(
 
         for worker in (middle, back, front):
             await worker.ready()
+        await serving(engine, middle, back)
         result = await front.trigger("t::outer", {}, traceparent=TRACEPARENT, baggage=BAGGAGE)
         mid = await engine_id(engine, "middle")
 
