@@ -391,6 +391,14 @@ class Worker:
     async def ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - the error names what failed
         """Wait until the worker is connected and registered (``ready`` or ``executing``).
 
+        "Registered" means the engine greeted this connection (``workerregistered``),
+        which it does before it reads the worker's own registrations. They follow on
+        this connection; another worker's call travels on its own connection and may
+        reach the engine first (``function_not_found``), as with the official SDKs. A test
+        waits for the engine to hold the function (``engine.wait_for(lambda:
+        "x::f" in engine.function_ids())`` with ``engine_sim``) before calling it from
+        elsewhere.
+
         It returns only while the connection the worker is ready on is live: between
         losing a link and reporting it lost (close handshake, unregister hooks) the
         state still says ``ready``, and a caller told "ready" then would call into a
