@@ -84,8 +84,13 @@ class SansIOWebSocket:
         self._turns: trio.lowlevel.ParkingLot | None = None
         #: ``ping`` payloads waiting for their pong.
         self._pings: dict[bytes, trio.Event] = {}
+        #: Control replies (pongs, a close echo) taken from the protocol and not yet
+        #: written: a read cancelled before its turn to write (a fault gate changing)
+        #: leaves them here, and the next write or read sends them first.
+        self._owed = b""
         for frame in early:
             self._take(frame)
+        self._owed = b"".join(protocol.data_to_send())
         self._closed = _ended(protocol)
 
     async def get_message(self) -> str | bytes:
@@ -96,10 +101,20 @@ class SansIOWebSocket:
             return self._take_next()
         while True:
             if self._closed is not None:
+                if self._owed:
+                    await self._settle()
                 raise self._closed
             await self._read()  # the socket read is the checkpoint
             if self._next < len(self._messages):
                 return self._take_next()
+
+    async def _settle(self) -> None:
+        """Send the close echo a cancelled read left owed, then close the socket once
+        the close handshake is done (as that read would have)."""
+        with contextlib.suppress(ConnectionClosed):
+            await self._write([])
+        if self._protocol.close_rcvd is not None or self._eof():
+            await trio.aclose_forcefully(self._stream)
 
     def _take_next(self) -> str | bytes:
         message = self._messages[self._next]
@@ -133,6 +148,8 @@ class SansIOWebSocket:
                 else:
                     return  # 1006 and the like: no close frame, the socket is dropped
                 await self._write(self._protocol.data_to_send())
+            elif self._owed:
+                await self._write([])  # a close echo (or pongs) a cancelled read left
             while self._protocol.close_rcvd is None and not self._eof():
                 if self._reading:
                     # The reader task takes the peer's close frame (or, interrupted,
@@ -164,6 +181,9 @@ class SansIOWebSocket:
         self._reading = True
         data: bytes | bytearray | None
         try:
+            if self._owed:
+                with contextlib.suppress(ConnectionClosed):
+                    await self._write([], shield=interruptible)
             try:
                 if self._read_scope is None or not interruptible:
                     data = await self._stream.receive_some(RECEIVE_BYTES)
@@ -181,17 +201,19 @@ class SansIOWebSocket:
             for event in protocol.events_received():
                 if isinstance(event, Frame):
                     self._take(event)
-            replies = protocol.data_to_send()
+            # Pongs, or the answer to a close frame, or a close for a broken frame:
+            # owed from here on, so a cancel before their turn to write loses none.
+            self._owed += b"".join(protocol.data_to_send())
             if self._frame_over_limit():
-                replies = []  # not the 1009 close websockets queued: the link is dropped
+                # Not the 1009 close websockets queued: the link is dropped.
+                self._owed = b""
                 self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "a frame over the limit")
             ended = _ended(protocol)
             if self._closed is None:
                 self._closed = ended
-            if any(replies):
-                # Pongs, or the answer to a close frame, or a close for a broken frame.
+            if self._owed:
                 with contextlib.suppress(ConnectionClosed):
-                    await self._write(replies)
+                    await self._write([], shield=interruptible)
             if ended is not None:
                 # The server closes the TCP connection once the close handshake is done.
                 await trio.aclose_forcefully(self._stream)
@@ -223,6 +245,10 @@ class SansIOWebSocket:
         return True
 
     def _take(self, frame: Frame) -> None:
+        if self._protocol.close_sent is not None and self._protocol.close_rcvd is None:
+            # We closed (for the peer's error: invalid UTF-8 in the same read, say):
+            # nothing past that point is delivered, as wsproto did.
+            return
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
@@ -274,21 +300,32 @@ class SansIOWebSocket:
         except UnicodeDecodeError:
             self._protocol.fail(INVALID_DATA, "invalid UTF-8 in a text message")
 
-    async def _write(self, data: list[bytes]) -> None:
+    async def _write(self, data: list[bytes], *, shield: bool = False) -> None:
+        """Write ``data`` after the control replies owed, at this task's turn.
+
+        ``shield``: the reader's replies, once started, are not cut by a cancel of
+        the read (a gate changing): that would drop the link for a cancelled read.
+        """
         # An empty chunk is the protocol asking for a half-close; the socket is closed
         # whole once the connection is over, so it is left out.
         payload = b"".join(data)
-        if not payload:
+        if not payload and not self._owed:
             return
         while self._writing:
             await self._wait_turn()
         # Already cancelled (a gate's hold that came first): raise before a byte goes,
-        # so the link stays whole. Past this, a cancel can only land while the socket
-        # is full, part of the frame perhaps written.
+        # so the link stays whole (and replies stay owed). Past this, a cancel can only
+        # land while the socket is full, part of the frame perhaps written.
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._owed:
+            # Replies first: a pong the peer waits for goes before our next message.
+            payload, self._owed = self._owed + payload, b""
+        if not payload:
+            return  # the write under way sent what was owed
         self._writing = True
         try:
-            await self._stream.send_all(payload)
+            with trio.CancelScope(shield=shield):
+                await self._stream.send_all(payload)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if self._closed is None:
                 self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "link broken")

@@ -334,3 +334,83 @@ async def test_a_message_over_its_limit_in_frames_within_the_frame_limit_is_1009
         await server.get_message()
     assert closed.value.code == 1009
     assert told == []
+
+
+async def test_a_pong_owed_by_a_read_cancelled_before_its_turn_goes_first_next() -> None:
+    # A fault gate changing cancels the reader's read: a pong it could not write yet
+    # (another write held the turn) is kept and goes out ahead of the next write.
+    server, stream, client = _pair(trio.testing.lockstep_stream_pair)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.send_message, "first")  # holds the turn: nobody reads
+        await trio.testing.wait_all_tasks_blocked()
+        client.send_ping(b"p")
+        nursery.start_soon(stream.send_all, b"".join(client.data_to_send()))
+        with trio.CancelScope() as reading:
+            nursery.start_soon(_cancel_when_blocked, reading)
+            await server.get_message()
+        assert reading.cancelled_caught
+        frames = await _frames(stream, client, 1)  # "first" ends its turn
+        nursery.start_soon(server.send_message, "second")
+        frames += await _frames(stream, client, 2)
+    assert [(f.opcode, f.data) for f in frames] == [
+        (Opcode.TEXT, b"first"),
+        (Opcode.PONG, b"p"),
+        (Opcode.TEXT, b"second"),
+    ]
+
+
+async def test_a_pong_owed_by_a_cancelled_read_goes_at_the_next_read() -> None:
+    server, stream, client = _pair(trio.testing.lockstep_stream_pair)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.send_message, "first")
+        await trio.testing.wait_all_tasks_blocked()
+        client.send_ping(b"p")
+        nursery.start_soon(stream.send_all, b"".join(client.data_to_send()))
+        with trio.CancelScope() as reading:
+            nursery.start_soon(_cancel_when_blocked, reading)
+            await server.get_message()
+        frames = await _frames(stream, client, 1)
+        nursery.start_soon(server.get_message)  # the reader reads on: the pong first
+        frames += await _frames(stream, client, 1)
+        nursery.cancel_scope.cancel()
+    assert [(f.opcode, f.data) for f in frames] == [(Opcode.TEXT, b"first"), (Opcode.PONG, b"p")]
+
+
+async def test_a_read_cancelled_while_its_pong_is_part_written_keeps_the_link() -> None:
+    # The pong is finished (a cut one would have to drop the link), then the read ends.
+    server, stream, client = _pair(trio.testing.lockstep_stream_pair)
+    async with trio.open_nursery() as nursery:
+        client.send_ping(b"p")
+        nursery.start_soon(stream.send_all, b"".join(client.data_to_send()))
+        with trio.CancelScope() as reading:
+            nursery.start_soon(_cancel_when_blocked, reading)  # the pong's write blocks
+            nursery.start_soon(_read_after_cancel, reading, stream, client)
+            await server.get_message()
+        assert reading.cancelled_caught
+        nursery.start_soon(server.send_message, "after")
+        [frame] = await _frames(stream, client, 1)
+    assert frame.data == b"after"
+
+
+async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+
+
+async def _read_after_cancel(
+    scope: trio.CancelScope, stream: trio.abc.Stream, client: ClientProtocol
+) -> None:
+    while not scope.cancel_called:
+        await trio.testing.wait_all_tasks_blocked()
+    [pong] = await _frames(stream, client, 1)
+    assert (pong.opcode, pong.data) == (Opcode.PONG, b"p")
+
+
+async def test_nothing_after_a_text_message_that_is_not_utf8_is_delivered() -> None:
+    server, stream, client = _pair()
+    client.send_text(b"\xff")
+    client.send_text(b"later")
+    await stream.send_all(b"".join(client.data_to_send()))  # one read holds both
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+        await server.get_message()
+    assert closed.value.code == 1007
