@@ -71,7 +71,9 @@ class SansIOWebSocket:
         self._messages: list[str | bytes] = []
         self._next = 0
         #: Pieces of a fragmented message, and whether it is text.
-        self._fragments: list[bytes] = []
+        #: (One buffer, not a list of parts: a peer sending one-byte fragments would
+        #: hold ~40 bytes of memory per byte of its message within the size limit.)
+        self._fragments: bytearray | None = None
         self._fragmented_text = False
         self._closed: ConnectionClosed | None = None
         #: Told the size of a frame over the protocol's fragment limit, which drops
@@ -254,13 +256,13 @@ class SansIOWebSocket:
             if frame.fin:
                 self._deliver(frame.data, opcode is Opcode.TEXT)
             else:
-                self._fragments = [bytes(frame.data)]
+                self._fragments = bytearray(frame.data)
                 self._fragmented_text = opcode is Opcode.TEXT
-        elif opcode is Opcode.CONT:
-            self._fragments.append(bytes(frame.data))
+        elif opcode is Opcode.CONT and self._fragments is not None:
+            # (The protocol refuses a continuation with no message under way.)
+            self._fragments += frame.data
             if frame.fin:
-                whole = b"".join(self._fragments)
-                self._fragments = []
+                whole, self._fragments = self._fragments, None
                 self._deliver(whole, self._fragmented_text)
         elif opcode is Opcode.PONG and self._pings:
             waiter = self._pings.pop(bytes(frame.data), None)

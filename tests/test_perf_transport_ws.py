@@ -8,6 +8,8 @@ In-memory streams drive the connection for the logic (frames crafted and read wi
 
 from __future__ import annotations
 
+import inspect
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
@@ -26,6 +28,7 @@ from engine_sim._config import WebSocketStack
 from engine_sim._listener import UpgradeRequest, WebSocketListener
 from engine_sim._ws import ServerWebSocket
 from iii_trio import ConnectionClosed
+from iii_trio._ws import SansIOWebSocket
 
 _LIMIT = 5.0
 
@@ -414,3 +417,29 @@ async def test_nothing_after_a_text_message_that_is_not_utf8_is_delivered() -> N
     with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
         await server.get_message()
     assert closed.value.code == 1007
+
+
+async def test_a_message_in_tiny_fragments_is_held_in_about_its_own_size() -> None:
+    server, stream, client = _pair(max_size=None)
+    fragments = 20_000
+    tracemalloc.start()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.get_message)
+            client.send_binary(b"x", fin=False)
+            for sent in range(1, fragments):
+                client.send_continuation(b"x", fin=False)
+                if sent % 500 == 0:
+                    await stream.send_all(b"".join(client.data_to_send()))
+                    await trio.testing.wait_all_tasks_blocked()
+            await stream.send_all(b"".join(client.data_to_send()))
+            await trio.testing.wait_all_tasks_blocked()
+            held = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(True, inspect.getfile(SansIOWebSocket))]
+            )
+            nursery.cancel_scope.cancel()
+    finally:
+        tracemalloc.stop()
+    # A list of one bytes object per fragment held ~40 bytes per payload byte.
+    held_bytes = sum(stat.size for stat in held.statistics("filename"))
+    assert fragments <= held_bytes < 2 * fragments + 4096
