@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Final
 
 import trio
-from websockets.frames import Frame
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
@@ -43,7 +42,7 @@ class ServerUpgrade:
         protocol: ServerProtocol,
         request: Request,
         response: Response,
-        early: list[Frame],
+        early: bytes,
         on_frame_over_limit: Callable[[int], None] | None = None,
     ) -> None:
         self._on_frame_over_limit = on_frame_over_limit
@@ -81,8 +80,10 @@ class ServerUpgrade:
         # Serialized now; an idle connection's handler still holds this object.
         self._response.headers.clear()
         await _send(self._stream, b"".join(self._protocol.data_to_send()))
-        early, self._early = self._early, []
-        return ServerWebSocket(self._stream, self._protocol, early, self._on_frame_over_limit)
+        early, self._early = self._early, b""
+        return ServerWebSocket(
+            self._stream, self._protocol, [], self._on_frame_over_limit, unread=early
+        )
 
     async def reject(
         self,
@@ -127,6 +128,9 @@ async def read_upgrade_request(
     """
     protocol = ServerProtocol(max_size=(max_message_bytes, max_frame_bytes), logger=_PROTOCOL_LOG)
     first = True
+    #: The last bytes fed, to find a head end split across reads.
+    seen = b""
+    early = b""
     while True:
         try:
             data = await stream.receive_some(RECEIVE_BYTES)
@@ -140,6 +144,14 @@ async def read_upgrade_request(
             return None
         first = False
         if data:
+            # The protocol gets no byte past the request head before it is answered:
+            # frames sent with the request (a ping, a frame over the limit, an
+            # unmasked one) are parsed after the 101, as on any later read.
+            end = (seen + data).find(b"\r\n\r\n")
+            if end >= 0:
+                cut = end + 4 - len(seen)
+                data, early = data[:cut], bytes(data[cut:])
+            seen = bytes((seen + data)[-3:])
             protocol.receive_data(data)
         else:
             protocol.receive_eof()
@@ -153,7 +165,6 @@ async def read_upgrade_request(
                 await _answer(stream, _plain_response(400, [], b""))
                 return None
             del response.headers["Date"]  # the 101 as trio-websocket sent it, byte for byte
-            early = [event for event in events if isinstance(event, Frame)]
             return ServerUpgrade(stream, protocol, request, response, early, on_frame_over_limit)
         answer = b"".join(protocol.data_to_send())
         if answer:

@@ -56,6 +56,7 @@ class SansIOWebSocket:
         on_frame_over_limit: Callable[[int], None] | None = None,
         *,
         interrupt_reads: bool = False,
+        unread: bytes = b"",
     ) -> None:
         #: Every read and write goes through this attribute, so a wrapper put here
         #: (the engine's write-progress watch) sees them all.
@@ -66,6 +67,9 @@ class SansIOWebSocket:
         #: frame instead, and spares a cancel scope per read.
         self._read_scope: trio.CancelScope | None = trio.CancelScope() if interrupt_reads else None
         self._protocol = protocol
+        #: Bytes the peer sent past the handshake, before it was answered: the first
+        #: read takes them, so they are parsed exactly as later ones.
+        self._unread = unread
         #: Messages parsed and not yet taken, from ``_next`` on (a list, not a deque:
         #: an idle connection holds an empty one, 56 bytes against a deque's 760).
         self._messages: list[str | bytes] = []
@@ -187,7 +191,10 @@ class SansIOWebSocket:
                 with contextlib.suppress(ConnectionClosed):
                     await self._write([], shield=interruptible)
             try:
-                if self._read_scope is None or not interruptible:
+                if self._unread:
+                    data, self._unread = self._unread, b""
+                    await trio.lowlevel.checkpoint()
+                elif self._read_scope is None or not interruptible:
                     data = await self._stream.receive_some(RECEIVE_BYTES)
                 else:
                     data = await self._interruptible_receive()

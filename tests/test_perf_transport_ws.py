@@ -26,7 +26,7 @@ from websockets.uri import parse_uri
 from engine_sim import EngineConfig
 from engine_sim._config import WebSocketStack
 from engine_sim._listener import UpgradeRequest, WebSocketListener
-from engine_sim._ws import ServerWebSocket
+from engine_sim._ws import ServerWebSocket, read_upgrade_request
 from iii_trio import ConnectionClosed
 from iii_trio._ws import SansIOWebSocket
 
@@ -443,3 +443,60 @@ async def test_a_message_in_tiny_fragments_is_held_in_about_its_own_size() -> No
     # A list of one bytes object per fragment held ~40 bytes per payload byte.
     held_bytes = sum(stat.size for stat in held.statistics("filename"))
     assert fragments <= held_bytes < 2 * fragments + 4096
+
+
+async def _upgraded_with(*chunks: bytes) -> tuple[ServerWebSocket, trio.abc.Stream, bytes]:
+    """The engine end upgraded from ``chunks`` (sent one by one), and the raw 101."""
+    server_stream, stream = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_send_one_by_one, stream, chunks)
+        request = await read_upgrade_request(server_stream, 1000, 500)
+    assert request is not None
+    ws = await request.accept()
+    head = b""
+    with trio.fail_after(_LIMIT):
+        while b"\r\n\r\n" not in head:
+            head += await stream.receive_some(1)
+    return ws, stream, head
+
+
+async def _send_one_by_one(stream: trio.abc.Stream, chunks: tuple[bytes, ...]) -> None:
+    for chunk in chunks:
+        await stream.send_all(chunk)
+        await trio.testing.wait_all_tasks_blocked()  # each its own read
+
+
+@pytest.mark.parametrize("split", [0, 2, len(_UPGRADE) - 3, len(_UPGRADE) - 1])
+async def test_a_ping_sent_with_the_upgrade_is_answered_after_the_101(split: int) -> None:
+    upgrade = _UPGRADE.replace(b"{path}", b"/")
+    client = ClientProtocol(parse_uri("ws://engine/"), state=State.OPEN, max_size=None)
+    client.send_ping(b"early")
+    client.send_text(b"hi")
+    frames = b"".join(client.data_to_send())
+    chunks = [upgrade + frames] if not split else [upgrade[:split], upgrade[split:] + frames]
+    ws, stream, head = await _upgraded_with(*chunks)
+    assert head.startswith(b"HTTP/1.1 101 ")  # nothing before the answer
+    with trio.fail_after(_LIMIT):
+        assert await ws.get_message() == "hi"
+    [pong] = await _frames(stream, client, 1)
+    assert (pong.opcode, pong.data) == (Opcode.PONG, b"early")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [(b"\x81\x02hi", 1002), (b"\x82\xfe\x02\x58" + b"\0" * 4, 1006)],
+    ids=["unmasked", "over the frame limit"],
+)
+async def test_a_frame_sent_with_the_upgrade_is_checked_as_later_ones(
+    frame: bytes, code: int
+) -> None:
+    dropped: list[int] = []
+    server_stream, stream = trio.testing.memory_stream_pair()
+    await stream.send_all(_UPGRADE.replace(b"{path}", b"/") + frame)
+    request = await read_upgrade_request(server_stream, 1000, 500, dropped.append)
+    assert request is not None
+    ws = await request.accept()
+    with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+        await ws.get_message()
+    assert closed.value.code == code
+    assert dropped == ([600] if code == 1006 else [])
