@@ -135,10 +135,9 @@ class SansIOWebSocket:
         if self._closed is not None:
             raise self._closed
         if isinstance(message, str):
-            self._protocol.send_text(message.encode())
+            await self._write_frame(self._protocol.send_text, message.encode())
         else:
-            self._protocol.send_binary(message)
-        await self._write(self._protocol.data_to_send())
+            await self._write_frame(self._protocol.send_binary, message)
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """Close with a handshake: send a close frame, wait for the peer's, close the
@@ -286,8 +285,7 @@ class SansIOWebSocket:
         pong = trio.Event()
         self._pings[payload] = pong
         try:
-            self._protocol.send_ping(payload)
-            await self._write(self._protocol.data_to_send())
+            await self._write_frame(self._protocol.send_ping, payload)
             await pong.wait()
             # A pong takes its waiter out; the end of the connection wakes it in place.
             if payload in self._pings and self._closed is not None:
@@ -331,6 +329,26 @@ class SansIOWebSocket:
             payload, self._owed = self._owed + payload, b""
         if not payload:
             return  # the write under way sent what was owed
+        await self._send(payload, shield)
+
+    async def _write_frame(self, make: Callable[[bytes], None], data: bytes) -> None:
+        """Make a frame of ``data`` with ``make`` (``send_text``...) at this task's turn
+        and write it: made only then, it cannot follow a close frame on the wire (a
+        close that came while it waited ends the send with ``ConnectionClosed``)."""
+        while self._writing:
+            await self._wait_turn()
+        # Cancelled before its turn: nothing is made, nothing sent.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed is not None:
+            raise self._closed
+        make(data)
+        payload = b"".join(self._protocol.data_to_send())
+        if self._owed:
+            payload, self._owed = self._owed + payload, b""
+        await self._send(payload, False)
+
+    async def _send(self, payload: bytes, shield: bool) -> None:
+        """Write ``payload``; this task holds the turn until it is written."""
         self._writing = True
         try:
             with trio.CancelScope(shield=shield):

@@ -8,6 +8,7 @@ In-memory streams drive the connection for the logic (frames crafted and read wi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import tracemalloc
 from collections.abc import Callable
@@ -500,3 +501,32 @@ async def test_a_frame_sent_with_the_upgrade_is_checked_as_later_ones(
         await ws.get_message()
     assert closed.value.code == code
     assert dropped == ([600] if code == 1006 else [])
+
+
+async def test_a_send_waiting_its_turn_when_the_peer_closes_sends_nothing_after_the_echo() -> None:
+    server, stream, client = _pair(trio.testing.lockstep_stream_pair)
+    refused: list[ConnectionClosed] = []
+
+    async def send_late() -> None:
+        try:
+            await server.send_message("late")
+        except ConnectionClosed as exc:
+            refused.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.send_message, "first")  # holds the turn
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(send_late)  # waits for its turn
+        client.send_close(1000)
+        nursery.start_soon(stream.send_all, b"".join(client.data_to_send()))
+        nursery.start_soon(_read_all, server)  # takes the close; its echo waits its turn
+        await trio.testing.wait_all_tasks_blocked()
+        frames = await _frames(stream, client, 3)
+    assert [f.opcode for f in frames] == [Opcode.TEXT, Opcode.CLOSE]
+    assert [e.code for e in refused] == [1000]
+
+
+async def _read_all(server: ServerWebSocket) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await server.get_message()
