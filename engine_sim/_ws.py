@@ -121,7 +121,8 @@ async def read_upgrade_request(
     on_frame_over_limit: Callable[[int], None] | None = None,
 ) -> ServerUpgrade | None:
     """Read the peer's upgrade request; ``None`` if it leaves (or sends something that
-    is not an HTTP request, answered as ``websockets`` answers it) before finishing.
+    is not a valid request, or a line over 8 KiB, or over 128 headers: answered with
+    a plain 400, as trio-websocket did) before finishing.
 
     Once upgraded, a message over ``max_message_bytes`` is closed with 1009; a single
     frame over ``max_frame_bytes`` drops the link (``on_frame_over_limit(size)``).
@@ -166,12 +167,11 @@ async def read_upgrade_request(
                 return None
             del response.headers["Date"]  # the 101 as trio-websocket sent it, byte for byte
             return ServerUpgrade(stream, protocol, request, response, early, on_frame_over_limit)
-        answer = b"".join(protocol.data_to_send())
-        if answer:
-            # A request line or headers too long: websockets' own 414/431.
-            await _answer(stream, answer)
-        elif data and protocol.handshake_exc is not None:
-            await _answer(stream, _plain_response(400, [], b""))  # not a valid request
+        if protocol.data_to_send() or (data and protocol.handshake_exc is not None):
+            # Not a valid request, or a request line or header line over websockets'
+            # limits (8 KiB a line, 128 headers), for which it has its own 414/431
+            # with a Date: a plain 400, as trio-websocket (h11) answered.
+            await _answer(stream, _plain_response(400, [], b""))
         if not data or protocol.handshake_exc is not None:
             return None
 

@@ -301,8 +301,9 @@ async def _answer_to(stack: WebSocketStack, payload: bytes) -> bytes:
         _UPGRADE.replace(b"{path}", b"/missing"),
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40,
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 17_000,  # read whole by both
     ],
-    ids=["503 with headers and body", "404", "not an upgrade", "a TLS hello"],
+    ids=["503 with headers and body", "404", "not an upgrade", "a TLS hello", "endless header"],
 )
 async def test_both_stacks_refuse_with_the_same_bytes(payload: bytes) -> None:
     answer = await _answer_to("websockets", payload)
