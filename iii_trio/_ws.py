@@ -118,7 +118,7 @@ class SansIOWebSocket:
         """Send the close echo a cancelled read left owed, then close the socket once
         the close handshake is done (as that read would have)."""
         with contextlib.suppress(ConnectionClosed):
-            await self._write([])
+            await self._write()
         if self._protocol.close_rcvd is not None or self._eof():
             await trio.aclose_forcefully(self._stream)
 
@@ -135,9 +135,9 @@ class SansIOWebSocket:
         if self._closed is not None:
             raise self._closed
         if isinstance(message, str):
-            await self._write_frame(self._protocol.send_text, message.encode())
+            await self._write(self._protocol.send_text, message.encode())
         else:
-            await self._write_frame(self._protocol.send_binary, message)
+            await self._write(self._protocol.send_binary, message)
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """Close with a handshake: send a close frame, wait for the peer's, close the
@@ -152,9 +152,9 @@ class SansIOWebSocket:
                     self._protocol.send_close(code, _fit_reason(reason or ""))
                 else:
                     return  # 1006 and the like: no close frame, the socket is dropped
-                await self._write(self._protocol.data_to_send())
+                await self._write()
             elif self._owed:
-                await self._write([])  # a close echo (or pongs) a cancelled read left
+                await self._write()  # a close echo (or pongs) a cancelled read left
             while self._protocol.close_rcvd is None and not self._eof():
                 if self._reading:
                     # The reader task takes the peer's close frame (or, interrupted,
@@ -188,7 +188,7 @@ class SansIOWebSocket:
         try:
             if self._owed:
                 with contextlib.suppress(ConnectionClosed):
-                    await self._write([], shield=interruptible)
+                    await self._write(shield=interruptible)
             try:
                 if self._unread:
                     data, self._unread = self._unread, b""
@@ -221,7 +221,7 @@ class SansIOWebSocket:
                 self._closed = ended
             if self._owed:
                 with contextlib.suppress(ConnectionClosed):
-                    await self._write([], shield=interruptible)
+                    await self._write(shield=interruptible)
             if ended is not None:
                 # The server closes the TCP connection once the close handshake is done.
                 await trio.aclose_forcefully(self._stream)
@@ -285,7 +285,7 @@ class SansIOWebSocket:
         pong = trio.Event()
         self._pings[payload] = pong
         try:
-            await self._write_frame(self._protocol.send_ping, payload)
+            await self._write(self._protocol.send_ping, payload)
             await pong.wait()
             # A pong takes its waiter out; the end of the connection wakes it in place.
             if payload in self._pings and self._closed is not None:
@@ -307,51 +307,45 @@ class SansIOWebSocket:
         except UnicodeDecodeError:
             self._protocol.fail(INVALID_DATA, "invalid UTF-8 in a text message")
 
-    async def _write(self, data: list[bytes], *, shield: bool = False) -> None:
-        """Write ``data`` after the control replies owed, at this task's turn.
+    async def _write(
+        self,
+        make: Callable[[bytes], None] | None = None,
+        data: bytes = b"",
+        *,
+        shield: bool = False,
+    ) -> None:
+        """At this task's turn, make a frame of ``data`` with ``make`` (``send_text``...),
+        if given, and write what the protocol has to send, after the replies owed.
 
-        ``shield``: the reader's replies, once started, are not cut by a cancel of
-        the read (a gate changing): that would drop the link for a cancelled read.
+        A frame made only at its turn cannot follow a close frame on the wire: a close
+        that came while it waited ends the send with ``ConnectionClosed``. ``shield``:
+        the reader's replies, once started, are not cut by a cancel of the read (a gate
+        changing), which would drop the link for a cancelled read.
         """
-        # An empty chunk is the protocol asking for a half-close; the socket is closed
-        # whole once the connection is over, so it is left out.
-        payload = b"".join(data)
-        if not payload and not self._owed:
-            return
         while self._writing:
             await self._wait_turn()
         # Already cancelled (a gate's hold that came first): raise before a byte goes,
         # so the link stays whole (and replies stay owed). Past this, a cancel can only
         # land while the socket is full, part of the frame perhaps written.
         await trio.lowlevel.checkpoint_if_cancelled()
+        if make is not None:
+            if self._closed is not None:
+                raise self._closed
+            make(data)
+        # (An empty chunk is the protocol asking for a half-close; the socket is closed
+        # whole once the connection is over, so it is left out.)
+        payload = b"".join(self._protocol.data_to_send())
         if self._owed:
             # Replies first: a pong the peer waits for goes before our next message.
             payload, self._owed = self._owed + payload, b""
         if not payload:
             return  # the write under way sent what was owed
-        await self._send(payload, shield)
-
-    async def _write_frame(self, make: Callable[[bytes], None], data: bytes) -> None:
-        """Make a frame of ``data`` with ``make`` (``send_text``...) at this task's turn
-        and write it: made only then, it cannot follow a close frame on the wire (a
-        close that came while it waited ends the send with ``ConnectionClosed``)."""
-        while self._writing:
-            await self._wait_turn()
-        # Cancelled before its turn: nothing is made, nothing sent.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self._closed is not None:
-            raise self._closed
-        make(data)
-        payload = b"".join(self._protocol.data_to_send())
-        if self._owed:
-            payload, self._owed = self._owed + payload, b""
-        await self._send(payload, False)
-
-    async def _send(self, payload: bytes, shield: bool) -> None:
-        """Write ``payload``; this task holds the turn until it is written."""
         self._writing = True
         try:
-            with trio.CancelScope(shield=shield):
+            if shield:
+                with trio.CancelScope(shield=True):
+                    await self._stream.send_all(payload)
+            else:  # (a scope per write would cost more than the rest of the write)
                 await self._stream.send_all(payload)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if self._closed is None:
