@@ -38,6 +38,10 @@ INVALID_DATA: Final = 1007
 NO_STATUS: Final = 1005
 #: A close frame's reason fits its 125-byte payload after the 2-byte code.
 MAX_REASON_BYTES: Final = 123
+#: Seconds the reader's control replies (pongs, a close echo), once started, may take
+#: to be written whatever cancels the read; past it the link is dropped, so a peer that
+#: pings and never reads cannot hold up a shutdown (the engine's close timeout).
+REPLY_GRACE: Final = 2.0
 
 
 class SansIOWebSocket:
@@ -341,26 +345,46 @@ class SansIOWebSocket:
         if not payload:
             return  # the write under way sent what was owed
         self._writing = True
+        if shield:
+            await self._room_for_replies(payload)
         try:
             if shield:
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True) as bounded:
+                    bounded.deadline = trio.current_time() + REPLY_GRACE
                     await self._stream.send_all(payload)
+                if bounded.cancelled_caught:
+                    raise trio.TooSlowError  # dropped below, as a write cut short
             else:  # (a scope per write would cost more than the rest of the write)
                 await self._stream.send_all(payload)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             if self._closed is None:
                 self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "link broken")
             raise ConnectionClosed(ABNORMAL_CLOSURE, "link broken") from None
-        except BaseException:
+        except BaseException as exc:
             # Cancelled mid-write: part of a frame may be on the wire, so nothing more
             # can follow it (not even a close frame); the link is dropped.
             if self._closed is None:
                 self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "a write was cut short")
             await trio.aclose_forcefully(self._stream)
+            if isinstance(exc, trio.TooSlowError):
+                raise self._closed from None
             raise
         finally:
             self._writing = False
             self._next_turn()
+
+    async def _room_for_replies(self, payload: bytes) -> None:
+        """Wait (holding the turn) until the socket may take the replies: cancelled
+        here (a gate changing, a shutdown), nothing is written and they stay owed."""
+        try:
+            await self._stream.wait_send_all_might_not_block()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the write that follows finds the link broken
+        except BaseException:
+            self._owed = payload + self._owed
+            self._writing = False
+            self._next_turn()
+            raise
 
 
 def _fit_reason(reason: str) -> str:

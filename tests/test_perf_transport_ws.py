@@ -29,7 +29,7 @@ from engine_sim._config import WebSocketStack
 from engine_sim._listener import UpgradeRequest, WebSocketListener
 from engine_sim._ws import ServerWebSocket, read_upgrade_request
 from iii_trio import ConnectionClosed
-from iii_trio._ws import SansIOWebSocket
+from iii_trio._ws import REPLY_GRACE, SansIOWebSocket
 
 _LIMIT = 5.0
 
@@ -381,34 +381,101 @@ async def test_a_pong_owed_by_a_cancelled_read_goes_at_the_next_read() -> None:
     assert [(f.opcode, f.data) for f in frames] == [(Opcode.TEXT, b"first"), (Opcode.PONG, b"p")]
 
 
-async def test_a_read_cancelled_while_its_pong_is_part_written_keeps_the_link() -> None:
-    # The pong is finished (a cut one would have to drop the link), then the read ends.
+async def test_a_read_cancelled_while_the_peer_takes_no_bytes_leaves_its_pong_owed() -> None:
+    # A peer that pings and never reads: the cancel (a gate, a shutdown) ends the read
+    # at once, nothing written, and the pong goes with the next write.
     server, stream, client = _pair(trio.testing.lockstep_stream_pair)
     async with trio.open_nursery() as nursery:
         client.send_ping(b"p")
         nursery.start_soon(stream.send_all, b"".join(client.data_to_send()))
-        with trio.CancelScope() as reading:
-            nursery.start_soon(_cancel_when_blocked, reading)  # the pong's write blocks
-            nursery.start_soon(_read_after_cancel, reading, stream, client)
+        with trio.CancelScope() as reading, trio.fail_after(_LIMIT):
+            nursery.start_soon(_cancel_when_blocked, reading)
             await server.get_message()
         assert reading.cancelled_caught
         nursery.start_soon(server.send_message, "after")
-        [frame] = await _frames(stream, client, 1)
-    assert frame.data == b"after"
+        frames = await _frames(stream, client, 2)
+    assert [(f.opcode, f.data) for f in frames] == [(Opcode.PONG, b"p"), (Opcode.TEXT, b"after")]
+
+
+class _HeldWrites(trio.abc.SendStream):
+    """A send stream that says it has room, then holds each write until ``release``."""
+
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.sent = bytearray()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.release.wait()
+        self.sent += data
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def take(self) -> bytes:
+        """What was written since the last ``take``."""
+        data, self.sent = bytes(self.sent), bytearray()
+        return data
+
+
+def _held_pair() -> tuple[ServerWebSocket, _HeldWrites, ClientProtocol]:
+    to_client = _HeldWrites()
+    from_client = trio.testing.MemoryReceiveStream()
+    stream = trio.StapledStream(to_client, from_client)
+    server = ServerWebSocket(stream, ServerProtocol(state=State.OPEN), [])
+    client = ClientProtocol(parse_uri("ws://engine/"), state=State.OPEN, max_size=None)
+    client.send_ping(b"p")
+    from_client.put_data(b"".join(client.data_to_send()))
+    return server, to_client, client
+
+
+async def test_a_reply_once_started_is_finished_despite_the_reads_cancel() -> None:
+    server, to_client, client = _held_pair()
+    async with trio.open_nursery() as nursery:
+        reading = trio.CancelScope()
+        nursery.start_soon(_cancel_then_release, reading, to_client)
+        with reading, trio.fail_after(_LIMIT):
+            await server.get_message()  # the pong's write has begun
+    assert reading.cancelled_caught
+    client.receive_data(to_client.take())
+    [pong] = client.events_received()
+    assert isinstance(pong, Frame)
+    assert (pong.opcode, pong.data) == (Opcode.PONG, b"p")
+    await server.send_message("after")  # the link is whole
+    client.receive_data(to_client.take())
+    assert [f.data for f in client.events_received() if isinstance(f, Frame)] == [b"after"]
+
+
+async def _cancel_then_release(scope: trio.CancelScope, to_client: _HeldWrites) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    to_client.release.set()
+
+
+async def test_a_reply_the_peer_stops_taking_drops_the_link_after_the_grace(
+    autojump_clock: MockClock,
+) -> None:
+    # A shutdown (or a gate) cancelling the read waits for a started reply that long
+    # at most: a peer that pings and never reads cannot hold the engine up.
+    server, _, _ = _held_pair()
+    start = trio.current_time()
+    with trio.CancelScope() as reading:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_when_blocked, reading)
+            await server.get_message()
+    assert reading.cancelled_caught
+    assert trio.current_time() - start == pytest.approx(REPLY_GRACE)
+    with pytest.raises(ConnectionClosed) as closed:
+        await server.send_message("late")
+    assert closed.value.code == 1006
 
 
 async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
     await trio.testing.wait_all_tasks_blocked()
     scope.cancel()
-
-
-async def _read_after_cancel(
-    scope: trio.CancelScope, stream: trio.abc.Stream, client: ClientProtocol
-) -> None:
-    while not scope.cancel_called:
-        await trio.testing.wait_all_tasks_blocked()
-    [pong] = await _frames(stream, client, 1)
-    assert (pong.opcode, pong.data) == (Opcode.PONG, b"p")
 
 
 async def test_nothing_after_a_text_message_that_is_not_utf8_is_delivered() -> None:
