@@ -8,7 +8,7 @@ worker can be tested on Trio's virtual clock with no socket at all.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Final, Literal, Protocol
@@ -182,22 +182,8 @@ class WebSocketTransport:
                         timeout=self.connect_timeout,
                         max_message_bytes=self.max_message_bytes,
                     )
-                    try:
-                        async with kept_alive(
-                            WebSocketConnection(ws),
-                            partial(self._ping, ws),
-                            partial(self._drop, ws),
-                            self.ping_interval,
-                            self.ping_timeout,
-                        ) as connection:
-                            yield connection
-                    finally:
-                        with trio.move_on_after(self.close_timeout):
-                            await ws.aclose()
-                        # trio-websocket leaves its TCP stream open when the engine closes
-                        # first (it waits for a TCP close that never comes), so close it here.
-                        with trio.CancelScope(shield=True):
-                            await stream.aclose()
+                    async with self._kept(ws, stream, partial(self._ping, ws)) as connection:
+                        yield connection
         except trio_websocket.ConnectionRejected as exc:
             raise ConnectFailed(url, _refusal(url, exc.status_code, exc.body)) from exc
 
@@ -211,16 +197,27 @@ class WebSocketTransport:
             )
         except UpgradeRefused as exc:
             raise ConnectFailed(url, _refusal(url, exc.status_code, exc.body)) from exc
+        with unwrap_single():
+            async with self._kept(ws, stream, ws.ping) as connection:
+                yield connection
+
+    @asynccontextmanager
+    async def _kept(
+        self, ws: MessageSocket, stream: trio.abc.Stream, ping: Callable[[], Awaitable[None]]
+    ) -> AsyncIterator[Connection]:
+        """``ws`` as a ``Connection`` kept alive by ``ping``; when the block ends, its
+        closing handshake (bounded by ``close_timeout``), then its TCP stream: either
+        stack may leave that open when the engine closes first (trio-websocket waits
+        for a TCP close that never comes)."""
         try:
-            with unwrap_single():
-                async with kept_alive(
-                    WebSocketConnection(ws),
-                    ws.ping,
-                    partial(self._drop, ws),
-                    self.ping_interval,
-                    self.ping_timeout,
-                ) as connection:
-                    yield connection
+            async with kept_alive(
+                WebSocketConnection(ws),
+                ping,
+                partial(self._drop, ws),
+                self.ping_interval,
+                self.ping_timeout,
+            ) as connection:
+                yield connection
         finally:
             with trio.move_on_after(self.close_timeout):
                 await ws.aclose()
