@@ -185,13 +185,10 @@ class Calls:
     def abandon(self, invocation_id: UUID, error: ErrorBody) -> None:
         """Fail a call routed to a worker that will never get it (its frame could not be
         sent): its caller hears ``error`` now."""
-        pending = self.core.pending.pop(invocation_id, None)
+        pending = self.core.pending.get(invocation_id)
         if pending is None:
             return
-        self._settled(pending)
-        executor = self.core.workers.get(pending.executor)
-        if executor is not None:
-            executor.status.apply(InvocationFinished(str(invocation_id)))
+        self._finished(pending)
         self.complete(pending.reply, pending.function_id, None, error)
 
     def worker_left(self, worker: WorkerRecord) -> None:
@@ -207,6 +204,14 @@ class Calls:
                 ErrorBody(code="invocation_stopped", message="Invocation stopped"),
             )
         worker.issued.clear()
+
+    def _finished(self, pending: Pending) -> None:
+        """``pending`` got its outcome: forget it, and its executor runs it no more."""
+        del self.core.pending[pending.invocation_id]
+        self._settled(pending)
+        executor = self.core.workers.get(pending.executor)
+        if executor is not None:
+            executor.status.apply(InvocationFinished(str(pending.invocation_id)))
 
     def _settled(self, pending: Pending) -> None:
         """Forget ``pending`` (taken out of ``core.pending``) in the per-worker index."""
@@ -292,11 +297,7 @@ class Calls:
             message = message.model_copy(update={"function_id": pending.function_id})
         if not result_accepted(self.core, worker, pending, message):
             return  # the call stays pending for the worker it was routed to
-        del self.core.pending[message.invocation_id]
-        self._settled(pending)
-        executor = self.core.workers.get(pending.executor)
-        if executor is not None:
-            executor.status.apply(InvocationFinished(str(message.invocation_id)))
+        self._finished(pending)
         if calls_log.isEnabledFor(logging.DEBUG):
             outcome = f"error {message.error.code}" if message.error else "ok"
             calls_log.debug(
