@@ -27,7 +27,8 @@ from __future__ import annotations
 import errno
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Final, Protocol
 
 import trio
@@ -309,18 +310,23 @@ class WebSocketListener:
         finally:
             await watched.aclose()
 
-    async def _serve_admitted(self, stream: _WatchedStream, ip: str) -> None:
+    @asynccontextmanager
+    async def _reader(self) -> AsyncIterator[trio.Nursery | None]:
+        """Where a connection's reader runs: trio-websocket's reader task in a nursery
+        cancelled when the block ends; sans-I/O, none (the connection is read by
+        whoever awaits a message)."""
         if self._stack == SANS_IO:
-            # No task of its own: the connection is read by whoever awaits a message.
-            request = await self._read_request(None, stream, ip)
-            if request is not None:
-                await self._handler(request, ip)
+            yield None
             return
         async with trio.open_nursery() as nursery:
-            request = await self._read_request(nursery, stream, ip)
+            yield nursery
+            nursery.cancel_scope.cancel()
+
+    async def _serve_admitted(self, stream: _WatchedStream, ip: str) -> None:
+        async with self._reader() as reader:
+            request = await self._read_request(reader, stream, ip)
             if request is not None:
                 await self._handler(request, ip)
-            nursery.cancel_scope.cancel()
 
     async def _refuse(self, stream: _WatchedStream, ip: str) -> None:
         limit = self._config.max_connections
@@ -342,17 +348,14 @@ class WebSocketListener:
         )
         self._refusing += 1
         try:
-            async with trio.open_nursery() as nursery:
-                request = await self._read_request(
-                    None if self._stack == SANS_IO else nursery, stream, ip
-                )
+            async with self._reader() as reader:
+                request = await self._read_request(reader, stream, ip)
                 if request is not None:
                     await request.reject(
                         503,
                         extra_headers=[(b"Retry-After", b"1")],
                         body=b"too many connections\n",
                     )
-                nursery.cancel_scope.cancel()
         finally:
             self._refusing -= 1
 
