@@ -19,7 +19,7 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from ._exceptions import ConnectFailed
-from ._upgrade import open_upgraded
+from ._upgrade import _UpgradeWatch, open_upgraded
 from ._ws import RECEIVE_BYTES, SansIOWebSocket
 
 __all__ = ["UpgradeRefused", "open_sansio_websocket"]
@@ -99,4 +99,7 @@ async def _handshake(
         if protocol.handshake_exc is not None:
             raise ConnectFailed(url, f"invalid upgrade response ({protocol.handshake_exc})")
         early = [event for event in events if isinstance(event, Frame)]
-        return SansIOWebSocket(stream, protocol, early, interrupt_reads=True)
+        # The watch guards the upgrade only: the connection reads and writes the stream
+        # beneath it, one call fewer per read and write for as long as it lives.
+        inner = stream.inner if isinstance(stream, _UpgradeWatch) else stream
+        return SansIOWebSocket(inner, protocol, early, interrupt_reads=True)
