@@ -52,15 +52,20 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def full(self) -> bool:
+        """``capacity`` frames wait: ``put`` would wait, ``put_nowait`` would refuse."""
+        return len(self._items) >= self.capacity
+
     def put_nowait(self, item: Outgoing, *, control: bool = False) -> None:
-        if not control and len(self._items) >= self.capacity:
+        if not control and self.full:
             raise SendBufferFull(self.capacity)
         item.box = self
         self._items.append(item)
         self._changed.notify()
 
     async def put(self, item: Outgoing) -> None:
-        while len(self._items) >= self.capacity:
+        while self.full:
             await self._room.park()
         self.put_nowait(item)
 

@@ -799,7 +799,7 @@ class Worker:
         """``_submit`` if it need not wait for room; whether it did."""
         live = self._live
         if live is not None and live.lost is None:
-            if len(live.outbox) >= live.outbox.capacity:
+            if live.outbox.full:
                 return False
             pending.live = live
             live.outbox.put_nowait(item)
@@ -1316,7 +1316,7 @@ class Worker:
         the drain may cancel) waits for room and then gives the handler slot back,
         so the worker still reads no more calls than it can answer.
         """
-        if len(live.outbox) < live.outbox.capacity:
+        if not live.outbox.full:
             live.outbox.put_nowait(Outgoing(frame))
             return False
         assert live.nursery is not None
