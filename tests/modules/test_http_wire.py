@@ -9,7 +9,6 @@ malformed requests, a client leaving mid-answer, and the port across a restart.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from engine_sim.modules import ModuleSpec
 from engine_sim.modules.http import HttpModule
 from iii_trio import ConnectionClosed
 from tests.modules.test_http_support import channel_url, http_engine, read_channel, route, worker
+from tests.modules.test_worker_ports import ipv6_loopback
 
 #: Every wait here is on loopback: generous, since CI runs the suite on two busy cores
 #: and a passing test never waits it out.
@@ -361,18 +361,9 @@ async def test_a_streamed_answer_frees_its_concurrency_slot_once_it_starts() -> 
     assert reply.json() == "next"
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize(("host", "named"), [("0.0.0.0", "127.0.0.1"), ("::", "[::1]")])
 async def test_a_wildcard_host_gives_a_url_a_local_client_can_use(host: str, named: str) -> None:
-    if host == "::" and not _ipv6_loopback():
+    if host == "::" and not ipv6_loopback():
         pytest.skip("no IPv6 loopback on this machine")
     with trio.fail_after(WAIT):
         async with http_engine(port=0, host=host) as (engine, client), worker(engine) as w:

@@ -35,7 +35,8 @@ def test_a_listener_is_named_as_a_client_reaches_it(host: str, address: str) -> 
     assert local_address(host) == address
 
 
-def _ipv6_loopback() -> bool:
+def ipv6_loopback() -> bool:
+    """Whether this machine can listen on ``::1`` (containers often cannot)."""
     try:
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
@@ -44,7 +45,7 @@ def _ipv6_loopback() -> bool:
     return True
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this machine")
 async def test_ipv6_worker_ports_give_urls_a_client_connects_to() -> None:
     config = EngineConfig(
         host="::1", port=0, modules=(), worker_ports=(WorkerPort(port=0, host="::"),)
