@@ -38,11 +38,13 @@ def _pair(
     stream_pair: Callable[
         [], tuple[trio.abc.Stream, trio.abc.Stream]
     ] = trio.testing.memory_stream_pair,
-    max_size: int | None = 1000,
+    max_size: int | tuple[int | None, int | None] | None = 1000,
+    on_frame_over_limit: Callable[[int], None] | None = None,
 ) -> tuple[ServerWebSocket, trio.abc.Stream, ClientProtocol]:
     """An open engine end, the raw client stream, and a client protocol for frames."""
     server_stream, client_stream = stream_pair()
-    server = ServerWebSocket(server_stream, ServerProtocol(state=State.OPEN, max_size=max_size), [])
+    protocol = ServerProtocol(state=State.OPEN, max_size=max_size)
+    server = ServerWebSocket(server_stream, protocol, [], on_frame_over_limit)
     client = ClientProtocol(parse_uri("ws://engine/"), state=State.OPEN, max_size=None)
     return server, client_stream, client
 
@@ -313,11 +315,8 @@ async def test_both_stacks_refuse_with_the_same_bytes(payload: bytes) -> None:
 
 async def test_a_frame_over_the_frame_limit_drops_the_link_with_no_close_frame() -> None:
     # The real engine's frame limit (16 MiB there): the link is dropped, and told once.
-    server_stream, stream = trio.testing.memory_stream_pair()
     told: list[int] = []
-    protocol = ServerProtocol(state=State.OPEN, max_size=(1000, 100))
-    server = ServerWebSocket(server_stream, protocol, [], told.append)
-    client = ClientProtocol(parse_uri("ws://engine/"), state=State.OPEN, max_size=None)
+    server, stream, client = _pair(max_size=(1000, 100), on_frame_over_limit=told.append)
     await _send(stream, client, lambda: client.send_text(b"x" * 101))
     with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
         await server.get_message()
@@ -328,11 +327,8 @@ async def test_a_frame_over_the_frame_limit_drops_the_link_with_no_close_frame()
 
 
 async def test_a_message_over_its_limit_in_frames_within_the_frame_limit_is_1009() -> None:
-    server_stream, stream = trio.testing.memory_stream_pair()
     told: list[int] = []
-    protocol = ServerProtocol(state=State.OPEN, max_size=(150, 100))
-    server = ServerWebSocket(server_stream, protocol, [], told.append)
-    client = ClientProtocol(parse_uri("ws://engine/"), state=State.OPEN, max_size=None)
+    server, stream, client = _pair(max_size=(150, 100), on_frame_over_limit=told.append)
     await _send(stream, client, lambda: client.send_text(b"x" * 100, fin=False))
     await _send(stream, client, lambda: client.send_continuation(b"x" * 100, fin=True))
     with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
