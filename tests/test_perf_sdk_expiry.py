@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import trio
 import trio.testing
 
-from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim import Engine
 from iii_trio import InitOptions, InvocationTimeout, register_worker
 from iii_trio._expiry import Expiry
 
@@ -66,13 +64,6 @@ async def test_discarding_what_expired_or_was_never_added_is_harmless(
         expiry.discard("never")
         assert len(expiry) == 0
         nursery.cancel_scope.cancel()
-
-
-@pytest.fixture
-async def engine(autojump_clock: trio.testing.MockClock) -> AsyncIterator[Engine]:
-    assert trio.lowlevel.current_clock() is autojump_clock
-    async with open_engine(EngineConfig(modules=())) as engine:
-        yield engine
 
 
 def _options(name: str, **overrides: object) -> InitOptions:

@@ -12,20 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import pytest
 import trio
 import trio.testing
 
-from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim import Engine
 from iii_trio import IIIError, InitOptions, Worker, register_worker
 from iii_trio._worker import _Live
-
-
-@pytest.fixture
-async def engine(autojump_clock: trio.testing.MockClock) -> AsyncIterator[Engine]:
-    assert trio.lowlevel.current_clock() is autojump_clock
-    async with open_engine(EngineConfig(modules=())) as engine:
-        yield engine
 
 
 async def echo(data: object) -> object:
