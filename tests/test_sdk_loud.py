@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 import traceback
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
 
 import pytest
@@ -62,13 +62,28 @@ def _closed_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-async def _fail_to_connect(url: str, caplog: pytest.LogCaptureFixture) -> iii_trio.ReconnectFailed:
-    """Run a worker with two attempts against ``url``; the error it gives up with."""
+async def _fail_to_connect(
+    url: str, caplog: pytest.LogCaptureFixture, options: iii_trio.InitOptions | None = None
+) -> iii_trio.ReconnectFailed:
+    """Run a worker against ``url`` (by default, two attempts); the error it gives up with."""
     caplog.set_level(logging.WARNING, logger="iii_trio")
+    options = options or _options(max_retries=1, delay_ms=10)
     with trio.fail_after(WIRE_DEADLINE), pytest.raises(iii_trio.ReconnectFailed) as failed:
-        async with iii_trio.register_worker(url, _options(max_retries=1, delay_ms=10)) as worker:
+        async with iii_trio.register_worker(url, options) as worker:
             await worker.serve_forever()
     return failed.value
+
+
+@asynccontextmanager
+async def _served_by(
+    handler: Callable[[trio.SocketStream], Awaitable[None]], path: str = "/"
+) -> AsyncIterator[str]:
+    """A loopback port where ``handler`` serves each connection; its ``ws://`` URL."""
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    async with listener, trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, handler, [listener])
+        yield f"ws://127.0.0.1:{listener.socket.getsockname()[1]}{path}"
+        nursery.cancel_scope.cancel()
 
 
 # -- the cause, from real sockets ------------------------------------------------------------
@@ -156,15 +171,8 @@ async def _answer_with_a_web_page(stream: trio.SocketStream) -> None:
 async def test_a_web_server_in_the_engines_place_is_one_line_with_the_start_of_its_page(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="iii_trio")
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    url = f"ws://127.0.0.1:{listener.socket.getsockname()[1]}/"
-    async with listener, trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, _answer_with_a_web_page, [listener])
-        with trio.fail_after(WIRE_DEADLINE), pytest.raises(iii_trio.ReconnectFailed):
-            async with iii_trio.register_worker(url, _options(max_retries=0)) as worker:
-                await worker.serve_forever()
-        nursery.cancel_scope.cancel()
+    async with _served_by(_answer_with_a_web_page) as url:
+        await _fail_to_connect(url, caplog, _options(max_retries=0))
     first = _warnings(caplog)[0]
     assert f"cannot connect to '{url}': HTTP 200 at /: <!DOCTYPE html> <html> <body>It" in first
     assert "\n" not in first
@@ -184,15 +192,8 @@ async def _answer_with_an_endless_page(stream: trio.SocketStream) -> None:
 async def test_an_endless_answer_to_the_upgrade_is_cut_at_one_mib(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="iii_trio")
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    url = f"ws://127.0.0.1:{listener.socket.getsockname()[1]}/"
-    async with listener, trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, _answer_with_an_endless_page, [listener])
-        with trio.fail_after(WIRE_DEADLINE), pytest.raises(iii_trio.ReconnectFailed):
-            async with iii_trio.register_worker(url, _options(max_retries=0)) as worker:
-                await worker.serve_forever()
-        nursery.cancel_scope.cancel()
+    async with _served_by(_answer_with_an_endless_page) as url:
+        await _fail_to_connect(url, caplog, _options(max_retries=0))
     assert (
         f"cannot connect to '{url}': more than 1 MiB of answer during the upgrade"
         in _warnings(caplog)[0]
@@ -202,17 +203,8 @@ async def test_an_endless_answer_to_the_upgrade_is_cut_at_one_mib(
 async def test_an_upgrade_nobody_answers_is_a_timeout_naming_the_wait(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="iii_trio")
-    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
-    port = listener.socket.getsockname()[1]
-    url = f"ws://127.0.0.1:{port}"
-    options = _options(max_retries=0, connect_ms=200)
-    async with listener, trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, _never_answer, [listener])
-        with trio.fail_after(WIRE_DEADLINE), pytest.raises(iii_trio.ReconnectFailed):
-            async with iii_trio.register_worker(url, options) as worker:
-                await worker.serve_forever()
-        nursery.cancel_scope.cancel()
+    async with _served_by(_never_answer, path="") as url:
+        await _fail_to_connect(url, caplog, _options(max_retries=0, connect_ms=200))
     assert (
         f"cannot connect to '{url}': timed out: no upgrade response within 0.2 s"
         in _warnings(caplog)[0]
