@@ -29,7 +29,9 @@ from tests.raw_worker import (
     [
         pytest.param("{not json", "not a valid message", id="malformed-json"),
         pytest.param("[1,2]", "not a valid message", id="not-an-object"),
-        pytest.param('{"type":"observe","id":"o1"}', "unknown type 'observe'", id="unknown-type"),
+        pytest.param(
+            '{"type":"frobnicate","id":"o1"}', "unknown type 'frobnicate'", id="unknown-type"
+        ),
         pytest.param(
             '{"type":"invokefunction","function_id":"math::add"}',
             "missing field 'data'",
