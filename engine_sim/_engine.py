@@ -17,14 +17,14 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import trio
 
-from iii_trio import Connection, ProtocolError
+from iii_trio import ConnectFailed, Connection, ProtocolError
 from iii_trio._groups import unwrap_single
 from iii_trio._keepalive import kept_alive
 from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT
@@ -45,11 +45,12 @@ from ._framelog import FrameLog, FrameRecord
 from ._injector import FaultInjector
 from ._links import CloseRequest, Link, Outgoing, Queued, SendBuffer, frame_bytes
 from ._listener import WebSocketListener
-from ._module_ports import AsgiApp, ModulePorts
+from ._module_ports import WORKER_LABEL, AsgiApp, ModulePorts
 from ._peers import MemoryConnection, Peer, memory_pair
 from ._pumps import LinkPumps
 from ._rbac import Session
 from ._rbac_ports import MEMORY_IP, WorkerPorts
+from .modules._seam import UpgradeRefused
 
 __all__ = [
     "BindingView",
@@ -508,6 +509,21 @@ class EngineTransport:
     @asynccontextmanager
     async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
         target = urlsplit(url)
+        module = self.engine._ports.worker_path_module(target.path)
+        if module is not None:
+            # A path a module claims on the worker port (a data channel's socket) is
+            # that module's, as over a real socket: it never reaches the worker protocol.
+            async with AsyncExitStack() as stack:
+                try:
+                    channel = await stack.enter_async_context(
+                        self.engine.connect_port(
+                            module.name, WORKER_LABEL, f"{target.path}?{target.query}", headers
+                        )
+                    )
+                except UpgradeRefused as exc:
+                    raise ConnectFailed(url, f"HTTP {exc.status} at {target.path}") from None
+                yield channel
+            return
         async with self.engine.connect(
             buffer=self.buffer,
             label=self.label,
