@@ -1,0 +1,378 @@
+"""Data channels: stream bytes and text between workers, outside the JSON protocol.
+
+A channel is made by the engine (``engine::channels::create``) and has two ends, each
+named by a ``StreamChannelRef``. Each end is one WebSocket to the engine's worker port
+(``/ws/channels/{id}?key=...&dir=read|write``); every message the writer sends is one
+item the reader gets, text or binary as sent, in order; the writer closing its socket
+ends the stream. The engine holds at most ``buffer_size`` items of a channel; past
+that a writer's ``send`` waits (backpressure), and a reader pulls one item from its
+socket at a time, so neither side buffers more than the socket does.
+
+Trio style: an end's socket lives in the nursery of the block that owns the end
+(``Worker.open_channel``, ``channel_reader`` / ``channel_writer``, or the invocation
+that received a ref), and an end connects only when first used, so the ref of an end
+nobody used here can be passed on to another worker. Leaving the block ends the
+stream of every writer used in it and closes every reader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
+
+import trio
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+
+from ._channels_ref import StreamChannelRef, channel_url
+from ._exceptions import ConnectionClosed, IIIError
+from ._groups import unwrap_single
+
+if TYPE_CHECKING:
+    from ._transport import Connection
+    from ._worker import Worker
+
+__all__ = [
+    "CREATE_FUNCTION",
+    "MAX_CHUNK_BYTES",
+    "Channel",
+    "ChannelEnds",
+    "ChannelError",
+    "ChannelReader",
+    "ChannelWriter",
+    "attach_reader",
+    "attach_writer",
+    "open_channel",
+    "open_ends",
+]
+
+log = logging.getLogger("iii_trio.channels")
+
+#: The engine function that makes a channel.
+CREATE_FUNCTION: Final = "engine::channels::create"
+#: A binary ``send`` is cut into messages of at most this size (as the official SDK
+#: does): the engine bounds a channel's bytes by 64 KiB per item.
+MAX_CHUNK_BYTES: Final = 64 * 1024
+#: Default bound of ``ChannelReader.read_all``.
+READ_ALL_LIMIT: Final = 64 * 1024 * 1024
+#: Close codes a reader's socket ends with when the stream is complete: upstream's
+#: engine sends a close frame without a status (1005); 1000 is a plain normal close.
+_STREAM_END: Final = frozenset((1000, 1005))
+
+
+class ChannelError(IIIError):
+    """A data channel failed: it could not be opened, or its link ended before the
+    stream did (the engine stopped, the connection dropped, the reader left while the
+    writer wrote). ``channel_id`` names the channel."""
+
+    def __init__(self, channel_id: str, problem: str) -> None:
+        super().__init__(f"channel {channel_id}: {problem}")
+        self.channel_id = channel_id
+        self.problem = problem
+
+
+class _End:
+    """One end of a channel: connects on first use, in its owner's nursery."""
+
+    direction: ClassVar[str]
+
+    def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
+        self._owner = owner
+        #: The ref naming this end (pass it on instead of using the end here).
+        self.ref = ref
+        self._conn: Connection | None = None
+        self._connecting = trio.Lock()
+        self._release = trio.Event()
+        self._released = trio.Event()
+        self._closed = False
+
+    @property
+    def channel_id(self) -> str:
+        """The channel's id."""
+        return self.ref.channel_id
+
+    @property
+    def used(self) -> bool:
+        """Whether this end opened its socket here (its ref must then not be passed on)."""
+        return self._conn is not None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(channel_id={self.channel_id!r})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(f"{self!r} is closed")
+
+    async def _link(self) -> Connection:
+        self._check_open()
+        if self._conn is None:
+            async with self._connecting:
+                self._check_open()
+                if self._conn is None:
+                    self._conn = await self._owner._start(self)
+        return self._conn
+
+    async def _hold(self, *, task_status: trio.TaskStatus[Connection]) -> None:
+        """The task owning this end's socket: open it, hand it over, keep it until
+        released, then close it (for a writer: the end of the stream)."""
+        started = False
+        try:
+            async with self._owner._connect(self.ref) as conn:
+                task_status.started(conn)
+                started = True
+                await self._release.wait()
+                with trio.move_on_after(self._owner.close_timeout):
+                    await conn.aclose()
+        except (ConnectionClosed, OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
+            if not started:
+                problem = f"cannot open the {self.direction} end: {exc}"
+                raise ChannelError(self.channel_id, problem) from exc
+            log.debug("%r: link ended while closing: %s", self, exc)
+        finally:
+            self._released.set()
+
+    async def _finish(self) -> None:
+        """Close this end's socket if it has one (no connect just to close)."""
+        self._closed = True
+        if self._conn is None:
+            return
+        self._release.set()
+        await self._released.wait()
+
+    def _broken(self, exc: ConnectionClosed) -> ChannelError:
+        what = "the engine went away" if exc.code == 1001 else "the link dropped"
+        return ChannelError(self.channel_id, f"{what} mid-stream ({exc})")
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        """In a handler's input model: the end the invocation opened for the ref."""
+        return core_schema.is_instance_schema(cls)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """Advertised as the ref it arrives as."""
+        return handler(StreamChannelRef.__get_pydantic_core_schema__(StreamChannelRef, handler))  # type: ignore[arg-type]
+
+
+class ChannelReader(_End):
+    """The reading end of a channel: ``async for item in reader`` yields each item as
+    sent (``bytes`` for binary, ``str`` for text) and stops at the end of the stream.
+
+    Raises ``ChannelError`` when the link ends before the stream does. Every wait is
+    cancellable; a reader waits as long as its writer stays connected (wrap it in
+    ``trio.move_on_after`` to bound it)."""
+
+    direction: ClassVar[str] = "read"
+
+    def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
+        super().__init__(owner, ref)
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        """Whether the end of the stream was read."""
+        return self._ended
+
+    async def receive(self) -> bytes | str | None:
+        """The next item, or ``None`` once the stream has ended."""
+        if self._ended:
+            return None
+        conn = await self._link()
+        try:
+            return await conn.receive()
+        except ConnectionClosed as exc:
+            if exc.code in _STREAM_END:
+                self._ended = True
+                return None
+            raise self._broken(exc) from None
+
+    def __aiter__(self) -> ChannelReader:
+        return self
+
+    async def __anext__(self) -> bytes | str:
+        item = await self.receive()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+    async def read_all(self, max_bytes: int = READ_ALL_LIMIT) -> bytes:
+        """Every binary item to the end of the stream, joined. ``ChannelError`` for a
+        text item (it has no place in a byte stream) or past ``max_bytes``."""
+        parts: list[bytes] = []
+        size = 0
+        async for item in self:
+            if isinstance(item, str):
+                raise ChannelError(self.channel_id, "a text item in a stream read as bytes")
+            size += len(item)
+            if size > max_bytes:
+                raise ChannelError(self.channel_id, f"stream is over {max_bytes} bytes")
+            parts.append(item)
+        return b"".join(parts)
+
+    async def aclose(self) -> None:
+        """Stop reading: the engine discards what is buffered and fails the writer's
+        next write."""
+        await self._finish()
+
+
+class ChannelWriter(_End):
+    """The writing end of a channel: ``await writer.send(chunk)`` (``bytes`` as binary
+    items of at most 64 KiB, ``str`` as one text item), ``await writer.aclose()`` to end
+    the stream. ``send`` waits while the channel is full; ``ChannelError`` once the
+    reader has left or the link dropped."""
+
+    direction: ClassVar[str] = "write"
+
+    def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
+        super().__init__(owner, ref)
+        self._sending = trio.StrictFIFOLock()
+
+    async def send(self, chunk: bytes | bytearray | memoryview | str) -> None:
+        """Send ``chunk``: text as one text item, bytes as binary items."""
+        if not isinstance(chunk, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"send takes bytes or str, not {type(chunk).__name__}")
+        conn = await self._link()
+        async with self._sending:  # a big chunk's pieces stay together
+            try:
+                if isinstance(chunk, str):
+                    await conn.send(chunk)
+                    return
+                data = bytes(chunk)
+                for start in range(0, max(len(data), 1), MAX_CHUNK_BYTES):
+                    await conn.send(data[start : start + MAX_CHUNK_BYTES])
+            except ConnectionClosed as exc:
+                raise self._broken(exc) from None
+
+    async def aclose(self) -> None:
+        """End the stream (the reader sees its end after every item sent). Opens the
+        socket if this end never did, so the reader is not left waiting."""
+        if not self._closed:
+            await self._link()
+        await self._finish()
+
+
+class ChannelEnds:
+    """Owns channel ends' sockets for a block (see ``open_ends``)."""
+
+    def __init__(self, worker: Worker, nursery: trio.Nursery) -> None:
+        self._worker = worker
+        self._nursery = nursery
+        self._ends: list[_End] = []
+        #: Seconds a closing handshake may take.
+        self.close_timeout = worker.options.connect_timeout_ms / 1000
+
+    def reader(self, ref: StreamChannelRef | Mapping[str, str]) -> ChannelReader:
+        """A reader for ``ref`` (a ``read`` ref), connected on first use."""
+        end = ChannelReader(self, _ref_for(ref, "read"))
+        self._ends.append(end)
+        return end
+
+    def writer(self, ref: StreamChannelRef | Mapping[str, str]) -> ChannelWriter:
+        """A writer for ``ref`` (a ``write`` ref), connected on first use."""
+        end = ChannelWriter(self, _ref_for(ref, "write"))
+        self._ends.append(end)
+        return end
+
+    def end_for(self, ref: StreamChannelRef) -> ChannelReader | ChannelWriter:
+        """The end ``ref`` names: a reader for a ``read`` ref, else a writer."""
+        return self.reader(ref) if ref.direction == "read" else self.writer(ref)
+
+    def _connect(self, ref: StreamChannelRef) -> AbstractAsyncContextManager[Connection]:
+        worker = self._worker
+        return worker._transport.connect(channel_url(worker.url, ref), worker._headers)
+
+    async def _start(self, end: _End) -> Connection:
+        conn: Connection = await self._nursery.start(end._hold)
+        return conn
+
+    async def close_all(self) -> None:
+        """Close every end that opened a socket: writers end their streams."""
+        for end in self._ends:
+            await end._finish()
+
+
+def _ref_for(ref: StreamChannelRef | Mapping[str, str], direction: str) -> StreamChannelRef:
+    parsed = StreamChannelRef.of(ref)
+    if parsed.direction != direction:
+        raise ValueError(f"{parsed!r} is a {parsed.direction} ref, not a {direction} one")
+    return parsed
+
+
+@asynccontextmanager
+async def open_ends(worker: Worker) -> AsyncIterator[ChannelEnds]:
+    """A block owning channel ends: on a normal exit each used writer ends its stream
+    and each used reader closes (bounded by the worker's connect timeout each); on an
+    error or a cancel the sockets are dropped."""
+    with unwrap_single():
+        async with trio.open_nursery() as nursery:
+            ends = ChannelEnds(worker, nursery)
+            yield ends
+            await ends.close_all()
+            nursery.cancel_scope.cancel()
+
+
+class Channel(NamedTuple):
+    """A new channel: its ``writer`` and ``reader`` ends (each connects when first
+    used) and their refs. Unpacks as ``(writer, reader)``. Use one end here and pass
+    the other's ref on in a payload, or use both."""
+
+    writer: ChannelWriter
+    reader: ChannelReader
+
+    @property
+    def writer_ref(self) -> StreamChannelRef:
+        """The writing end's ref (for another worker to write)."""
+        return self.writer.ref
+
+    @property
+    def reader_ref(self) -> StreamChannelRef:
+        """The reading end's ref (for another worker to read)."""
+        return self.reader.ref
+
+
+@asynccontextmanager
+async def open_channel(worker: Worker, buffer_size: int | None = None) -> AsyncIterator[Channel]:
+    """A new channel for the block (``Worker.open_channel``): the engine holds at most
+    ``buffer_size`` items of it (its default 64; it cuts the value to 1..1024).
+
+    ``engine::channels::create`` is called with the worker's invocation timeout;
+    leaving the block ends the writer's stream if it was used here."""
+    if buffer_size is not None and (isinstance(buffer_size, bool) or buffer_size < 0):
+        raise ValueError(f"buffer_size must be a non-negative int or None, not {buffer_size!r}")
+    pair = await worker.trigger(CREATE_FUNCTION, {"buffer_size": buffer_size})
+    if not isinstance(pair, dict):
+        raise ChannelError("?", f"{CREATE_FUNCTION} answered {pair!r:.200}, not a ref pair")
+    writer_ref, reader_ref = (
+        StreamChannelRef.of(pair.get("writer")),
+        StreamChannelRef.of(pair.get("reader")),
+    )
+    async with open_ends(worker) as ends:
+        yield Channel(ends.writer(writer_ref), ends.reader(reader_ref))
+
+
+@asynccontextmanager
+async def attach_reader(
+    worker: Worker, ref: StreamChannelRef | Mapping[str, str]
+) -> AsyncIterator[ChannelReader]:
+    """The reading end ``ref`` names, for the block (``Worker.channel_reader``)."""
+    async with open_ends(worker) as ends:
+        yield ends.reader(ref)
+
+
+@asynccontextmanager
+async def attach_writer(
+    worker: Worker, ref: StreamChannelRef | Mapping[str, str]
+) -> AsyncIterator[ChannelWriter]:
+    """The writing end ``ref`` names, for the block (``Worker.channel_writer``);
+    leaving the block ends the stream (even if nothing was sent)."""
+    async with open_ends(worker) as ends:
+        writer = ends.writer(ref)
+        yield writer
+        await writer.aclose()

@@ -1,0 +1,60 @@
+"""Channel refs in a handler's input become channel ends (hydration).
+
+As with the official SDK, every object of a ref's shape (``channel_id``,
+``access_key``, ``direction``) anywhere in an invocation's input is replaced by a
+``ChannelReader`` (a ``read`` ref) or a ``ChannelWriter`` (a ``write`` ref) before the
+handler sees it; a handler whose input model types a field as one of them gets it
+there. The ends connect only when used, and live for the invocation: when the handler
+returns, each writer it used ends its stream and each reader it used closes; when it
+fails or is cancelled, their sockets are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from ._channels import ChannelEnds, open_ends
+from ._channels_ref import StreamChannelRef, is_channel_ref
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+__all__ = ["holds_ref", "hydrated"]
+
+
+def holds_ref(value: Any) -> bool:
+    """Whether a channel ref is anywhere in the JSON value ``value``."""
+    # Iterative: a payload may nest as deep as the engine allows.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if is_channel_ref(item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _replace(value: Any, ends: ChannelEnds) -> Any:
+    if isinstance(value, dict):
+        if is_channel_ref(value):
+            return ends.end_for(StreamChannelRef.of(value))
+        return {key: _replace(item, ends) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replace(item, ends) for item in value]
+    return value
+
+
+@asynccontextmanager
+async def hydrated(worker: Worker, data: Any) -> AsyncIterator[Any]:
+    """``data`` with its channel refs turned into ends that live for the block; the
+    same object, and no nursery, when it holds none."""
+    if not holds_ref(data):
+        yield data
+        return
+    async with open_ends(worker) as ends:
+        yield _replace(data, ends)
