@@ -8,7 +8,7 @@ worker can be tested on Trio's virtual clock with no socket at all.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import Final, Literal, Protocol
@@ -16,21 +16,34 @@ from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
+from wsproto.events import BytesMessage, TextMessage
 
 from ._exceptions import ABNORMAL_CLOSURE, ConnectFailed, ConnectionClosed
 from ._groups import unwrap_single
 from ._keepalive import kept_alive
+from ._protocol._codec import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
 from ._upgrade import open_websocket
+from ._ws import SansIOWebSocket, fragment_ends
 from ._ws_client import UpgradeRefused, open_sansio_websocket
 
 __all__ = [
     "ABNORMAL_CLOSURE",
+    "FRAGMENT_BYTES",
+    "LARGE_MESSAGES",
     "Connection",
     "MessageSocket",
     "Transport",
     "WebSocketStack",
     "WebSocketTransport",
+    "allow_large_messages",
 ]
+
+#: The feature an engine announces (``workerregistered.features``), and a worker
+#: declares (``engine::workers::register``), when it reads messages over the 16 MiB
+#: frame limit sent in fragments, up to the 64 MiB message limit.
+LARGE_MESSAGES: Final = "large-messages.v1"
+#: The size of each fragment of a large message, as the official SDKs send them.
+FRAGMENT_BYTES: Final = 1024 * 1024
 
 #: The WebSocket stacks a worker can connect with.
 WebSocketStack = Literal["websockets", "trio-websocket"]
@@ -94,18 +107,61 @@ class Transport(Protocol):
 
 class WebSocketConnection:
     """A ``Connection`` over a ``MessageSocket``, trio-websocket's errors turned into
-    ``ConnectionClosed`` (the sans-I/O socket raises that itself)."""
+    ``ConnectionClosed`` (the sans-I/O socket raises that itself).
+
+    Each message goes as one frame until ``enable_large_messages``; from then on one
+    over 16 MiB goes in 1 MiB fragments, and no other message starts before its last.
+    """
 
     def __init__(self, ws: MessageSocket) -> None:
         self._ws = ws
+        #: Messages over this many bytes go in fragments; ``None``: all in one frame.
+        self._fragment_over: int | None = None
+        #: Set when the message going out in fragments is sent (or given up).
+        self._fragmenting: trio.Event | None = None
+
+    def enable_large_messages(self) -> bool:
+        """Send messages over 16 MiB in fragments from now on (the peer announced
+        ``large-messages.v1``); ``False`` if this connection's stack cannot."""
+        if not isinstance(self._ws, SansIOWebSocket | trio_websocket.WebSocketConnection):
+            return False
+        self._fragment_over = MAX_FRAME_BYTES
+        return True
 
     async def send(self, frame: str | bytes) -> None:
+        limit = self._fragment_over
+        # A UTF-8 character is at most 4 bytes: a short frame is never measured.
+        if limit is not None and 4 * len(frame) > limit:
+            data = frame.encode() if isinstance(frame, str) else frame
+            if len(data) > limit:
+                await self._send_fragmented(data, text=isinstance(frame, str))
+                return
+        while self._fragmenting is not None:
+            await self._fragmenting.wait()
         try:
             await self._ws.send_message(frame)
         except trio_websocket.ConnectionClosed as exc:
             raise _closed(exc) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise ConnectionClosed(ABNORMAL_CLOSURE, "link broken") from None
+
+    async def _send_fragmented(self, data: bytes, *, text: bool) -> None:
+        while self._fragmenting is not None:
+            await self._fragmenting.wait()
+        done = self._fragmenting = trio.Event()
+        try:
+            if isinstance(self._ws, SansIOWebSocket):
+                await self._ws.send_fragmented(data, FRAGMENT_BYTES, text=text)
+            else:
+                assert isinstance(self._ws, trio_websocket.WebSocketConnection)
+                await _send_fragmented(self._ws, data, text=text)
+        except trio_websocket.ConnectionClosed as exc:
+            raise _closed(exc) from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise ConnectionClosed(ABNORMAL_CLOSURE, "link broken") from None
+        finally:
+            self._fragmenting = None
+            done.set()
 
     async def receive(self) -> str | bytes:
         try:
@@ -115,6 +171,51 @@ class WebSocketConnection:
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.aclose(code, reason)
+
+
+async def _send_fragmented(
+    ws: trio_websocket.WebSocketConnection, data: bytes, *, text: bool
+) -> None:
+    """``data`` as one message in fragments on trio-websocket, whose public API sends
+    whole messages only: each fragment is a wsproto message event that does not finish
+    the message, written through the connection's own (private) send, which serializes
+    it with its pongs and close. Cut short, the link is dropped (see
+    ``SansIOWebSocket.send_fragmented``)."""
+    start = 0
+    try:
+        for end in fragment_ends(data, FRAGMENT_BYTES, text=text):
+            if ws._close_reason is not None:
+                raise trio_websocket.ConnectionClosed(ws._close_reason)
+            piece = data[start:end]
+            last = end == len(data)
+            event: TextMessage | BytesMessage
+            if text:
+                event = TextMessage(data=piece.decode(), message_finished=last)
+            else:
+                event = BytesMessage(data=piece, message_finished=last)
+            await ws._send(event)
+            start = end
+    except BaseException:
+        if 0 < start < len(data):
+            with trio.CancelScope() as abort:
+                abort.cancel()  # closing under a cancelled scope drops the TCP link
+                await ws.aclose(ABNORMAL_CLOSURE, "a fragmented send was cut short")
+        raise
+
+
+def allow_large_messages(connection: Connection, engine_features: Collection[str] | None) -> int:
+    """The largest message a worker may send on ``connection`` once the engine said
+    what it supports (``workerregistered.features``).
+
+    64 MiB if the engine announced ``large-messages.v1`` and the connection can send
+    fragments (it then sends messages over 16 MiB in 1 MiB fragments); else 16 MiB,
+    each message one frame, as the engine reads no larger frame.
+    """
+    if engine_features and LARGE_MESSAGES in engine_features:
+        enable = getattr(connection, "enable_large_messages", None)
+        if enable is not None and enable():
+            return MAX_MESSAGE_BYTES
+    return MAX_FRAME_BYTES
 
 
 def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:

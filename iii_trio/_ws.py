@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Final
 
 import trio
@@ -28,7 +29,7 @@ from websockets.protocol import Protocol, State
 
 from ._exceptions import ABNORMAL_CLOSURE, ConnectionClosed
 
-__all__ = ["RECEIVE_BYTES", "SansIOWebSocket"]
+__all__ = ["RECEIVE_BYTES", "SansIOWebSocket", "fragment_ends"]
 
 #: Bytes asked of the socket per read: a burst of frames is parsed in one go.
 RECEIVE_BYTES: Final = 65_536
@@ -83,6 +84,9 @@ class SansIOWebSocket:
         #: hold ~40 bytes of memory per byte of its message within the size limit.)
         self._fragments: bytearray | None = None
         self._fragmented_text = False
+        #: A message is going out in fragments: no other message may start before its
+        #: last one (control frames may go between them).
+        self._fragmenting = False
         self._closed: ConnectionClosed | None = None
         #: Told the size of a frame over the protocol's fragment limit, which drops
         #: the link with no close frame (the real engine's frame limit).
@@ -136,12 +140,59 @@ class SansIOWebSocket:
 
     async def send_message(self, message: str | bytes) -> None:
         """Send one message: text for ``str``, binary for ``bytes``."""
+        if self._fragmenting:
+            await self._wait_fragments()
         if self._closed is not None:
             raise self._closed
         if isinstance(message, str):
             await self._write(self._protocol.send_text, message.encode())
         else:
             await self._write(self._protocol.send_binary, message)
+
+    async def send_fragmented(self, data: bytes, fragment_bytes: int, *, text: bool) -> None:
+        """Send ``data`` as one message (text if ``text``: it must be UTF-8) in fragments
+        of at most ``fragment_bytes``, text cut between characters (``fragment_ends``).
+
+        Pongs, pings and a close may go between fragments; no other message starts
+        before the last one. Cancelled or failed part-way, the link is dropped: the
+        peer must neither take half a message for a whole one nor read the next
+        message as its continuation.
+        """
+        if self._fragmenting:
+            await self._wait_fragments()
+        if self._closed is not None:
+            raise self._closed
+        self._fragmenting = True
+        protocol = self._protocol
+        view = memoryview(data)
+        start = 0
+        try:
+            for end in fragment_ends(view, fragment_bytes, text=text):
+                last = end == len(view)
+                if start:
+                    make = partial(protocol.send_continuation, fin=last)
+                else:
+                    make = partial(protocol.send_text if text else protocol.send_binary, fin=last)
+                await self._write(make, view[start:end])
+                start = end
+                if not last:
+                    # The reader's pongs (or a close) owed meanwhile take their turn
+                    # here, not only once the whole message is out.
+                    await trio.lowlevel.checkpoint()
+        except BaseException:
+            if 0 < start < len(view) and self._closed is None:
+                self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "a fragmented send was cut short")
+                await trio.aclose_forcefully(self._stream)
+            raise
+        finally:
+            view.release()
+            self._fragmenting = False
+            self._next_turn()
+
+    async def _wait_fragments(self) -> None:
+        """Wait for the message going out in fragments to be sent whole."""
+        while self._fragmenting:
+            await self._wait_turn()
 
     async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
         """Close with a handshake: send a close frame, wait for the peer's, close the
@@ -223,6 +274,9 @@ class SansIOWebSocket:
             ended = _ended(protocol)
             if self._closed is None:
                 self._closed = ended
+            if self._closed is not None:
+                # Nothing of a message cut short (one over the limit, say) is kept.
+                self._fragments = None
             if self._owed:
                 with contextlib.suppress(ConnectionClosed):
                     await self._write(shield=interruptible)
@@ -313,8 +367,8 @@ class SansIOWebSocket:
 
     async def _write(
         self,
-        make: Callable[[bytes], None] | None = None,
-        data: bytes = b"",
+        make: Callable[[bytes | memoryview], None] | None = None,
+        data: bytes | memoryview = b"",
         *,
         shield: bool = False,
     ) -> None:
@@ -385,6 +439,23 @@ class SansIOWebSocket:
             self._writing = False
             self._next_turn()
             raise
+
+
+def fragment_ends(data: bytes | memoryview, size: int, *, text: bool) -> Iterator[int]:
+    """Where each fragment of ``data`` ends: every ``size`` bytes (at least 4), for
+    text moved back to the start of a UTF-8 character, so that every fragment is
+    valid UTF-8 by itself (as the official Python SDK cuts, and as a text API that
+    takes a string per fragment needs)."""
+    if size < 4:
+        raise ValueError(f"a fragment holds at least one character (4 bytes), not {size}")
+    total = len(data)
+    end = 0
+    while end < total:
+        end = min(end + size, total)
+        if text:
+            while end < total and data[end] & 0xC0 == 0x80:
+                end -= 1  # a continuation byte: the character starts before it
+        yield end
 
 
 def _fit_reason(reason: str) -> str:
