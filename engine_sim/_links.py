@@ -25,7 +25,8 @@ import trio
 import trio_websocket
 
 from iii_trio._streams import StreamWrapper
-from iii_trio._transport import MessageSocket
+from iii_trio._transport import LARGE_MESSAGES, MessageSocket
+from iii_trio.protocol import MAX_FRAME_BYTES
 
 from ._core import EngineCore
 from ._faults import Direction
@@ -164,6 +165,8 @@ class Link:
         the connection, a frame half written, must be dropped. Raises
         ``ConnectionClosed`` if the peer is gone.
         """
+        if item.size > MAX_FRAME_BYTES and isinstance(self.peer, WebSocketPeer):
+            self._fragment_if_declared(self.peer)
         scope.deadline = trio.current_time() + self.write_timeout
         self.unfinished = item
         self._writing = scope
@@ -172,6 +175,15 @@ class Link:
         finally:
             self._writing = None
         self.unfinished = None
+
+    def _fragment_if_declared(self, peer: WebSocketPeer) -> None:
+        """Send ``peer`` messages over the frame limit in fragments if its worker
+        declared ``large-messages.v1``; one that did not gets each message in one
+        frame, as before (and as the engine without the feature)."""
+        worker = self.core.workers.get(self.worker_id)
+        declared: frozenset[str] = getattr(worker, "features", frozenset())
+        if LARGE_MESSAGES in declared:
+            peer.enable_large_messages()
 
 
 class _ProgressStream(StreamWrapper):
