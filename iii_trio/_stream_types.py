@@ -1,0 +1,114 @@
+"""The shapes of the ``stream::*`` built-ins: their inputs, a change event, a stream's groups.
+
+Inputs are what ``worker.streams`` sends and what a custom stream (``serve_stream``)
+receives; they ignore keys they do not know, so an engine that adds one does not
+break a provider.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from ._update_ops import UpdateOp
+
+__all__ = [
+    "StreamChangeEvent",
+    "StreamCustomEvent",
+    "StreamDeleteInput",
+    "StreamGetInput",
+    "StreamInfo",
+    "StreamItemChange",
+    "StreamListGroupsInput",
+    "StreamListInput",
+    "StreamSentEvent",
+    "StreamSetInput",
+    "StreamUpdateInput",
+]
+
+T = TypeVar("T")
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(strict=True)
+
+
+class StreamListGroupsInput(_Input):
+    """The payload of ``stream::list_groups``: which stream."""
+
+    stream_name: str
+
+
+class StreamListInput(StreamListGroupsInput):
+    """The payload of ``stream::list``: which stream and group."""
+
+    group_id: str
+
+
+class StreamGetInput(StreamListInput):
+    """The payload of ``stream::get``: one item."""
+
+    item_id: str
+
+
+class StreamDeleteInput(StreamGetInput):
+    """The payload of ``stream::delete``: one item."""
+
+
+class StreamSetInput(StreamGetInput):
+    """The payload of ``stream::set``: one item and the value to store."""
+
+    data: Any
+
+
+class StreamUpdateInput(StreamGetInput):
+    """The payload of ``stream::update``: one item and the ops to apply in one step."""
+
+    ops: list[UpdateOp]
+
+
+class StreamInfo(BaseModel):
+    """One stream of ``stream::list_all``: its name and its groups."""
+
+    id: str
+    groups: list[str]
+
+
+class StreamItemChange(BaseModel, Generic[T]):
+    """A stored item changed: ``create``/``update`` carry the new value, ``delete`` the
+    removed one (``sync`` is what a subscriber on the stream port gets on joining)."""
+
+    type: Literal["create", "update", "delete", "sync"]
+    data: T | None = None
+
+
+class StreamSentEvent(BaseModel):
+    """What ``stream::send`` delivered: its own type name and data."""
+
+    type: str
+    data: JsonValue = None
+
+
+class StreamCustomEvent(BaseModel):
+    """A ``stream::send`` event (no item changed)."""
+
+    type: Literal["event"]
+    event: StreamSentEvent
+
+
+class StreamChangeEvent(BaseModel, Generic[T]):
+    """One change in a stream, as a ``stream`` trigger (and a subscriber) receives it.
+
+    ``item_id`` is ``None`` for an event sent to a whole group. ``timestamp`` is Unix
+    milliseconds on the engine's clock.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: Literal["stream"] = "stream"
+    timestamp: int
+    stream_name: str = Field(alias="streamName")
+    group_id: str = Field(alias="groupId")
+    item_id: str | None = Field(default=None, alias="id")
+    event: Annotated[StreamItemChange[T] | StreamCustomEvent, Field(discriminator="type")]
