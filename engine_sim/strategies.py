@@ -81,6 +81,7 @@ json_values: st.SearchStrategy[Any] = st.recursive(
 #: JSON objects with values from ``json_values``.
 json_objects = st.dictionaries(st.text(), json_values, max_size=4)
 names = st.text(min_size=1, max_size=40)
+FEATURES = (p.FEATURE_OBSERVE_V1, p.FEATURE_LOCAL_DISPATCH_V1, p.FEATURE_LARGE_MESSAGES_V1)
 
 
 def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -101,6 +102,61 @@ http_refs = st.builds(
     timeout_ms=optional(st.integers(0, 2**64 - 1)),
     headers=st.dictionaries(st.text(), st.text(), max_size=3),
     auth=optional(auths),
+)
+captures = st.lists(st.sampled_from(p.CAPTURES) | st.text(max_size=10), max_size=5)
+reasons = st.builds(p.Reason, code=st.text(), message=st.text(), stacktrace=optional(st.text()))
+caller_parents = st.builds(
+    p.CallerParent,
+    worker_id=optional(st.text()),
+    worker_name=optional(st.text()),
+    function_id=optional(st.text()),
+    invocation_id=optional(st.text()),
+)
+callers = st.builds(
+    p.Caller,
+    worker_id=optional(st.text()),
+    worker_name=optional(st.text()),
+    function_id=optional(st.text()),
+    invocation_id=optional(st.text()),
+    parent=optional(caller_parents),
+)
+activations = st.builds(p.Activation, observer_id=st.text(), activation_id=optional(st.text()))
+observe_descriptors = st.builds(
+    p.ObserveDescriptor,
+    delivery=optional(st.sampled_from(["auto", "owner"]) | st.text(max_size=10)),
+    args_format=optional(json_values),
+    legacy_trigger_type=optional(names),
+    allow=optional(st.booleans()),
+)
+observer_infos = st.builds(
+    p.ObserverInfo,
+    id=st.text(),
+    args=json_objects,
+    filters=json_values.filter(lambda v: v is not None),
+    target=st.text(),
+    capture=captures,
+    on=st.sampled_from(["success", "error", "complete"]) | st.text(max_size=10),
+    legacy=optional(st.builds(p.LegacyTrigger, trigger_type=st.text(), config=json_values)),
+)
+#: A JSON value, or ``OMITTED`` (no key).
+maybe_json = st.just(p.OMITTED) | json_values
+observed_invocations = st.builds(
+    p.ObservedInvocation,
+    function_id=names,
+    namespace=optional(names),
+    invocation_id=st.text(),
+    matched=st.lists(st.text(), max_size=3),
+    status=st.sampled_from(["success", "error"]),
+    input=maybe_json,
+    output=maybe_json,
+    error=maybe_json,
+    caller=optional(callers),
+    metadata=maybe_json,
+    started_at_ms=st.integers(0, 2**53),
+    duration_ms=st.floats(0, 1e9) | st.integers(0, 2**53),
+    observe_depth=st.integers(0, 64),
+    traceparent=optional(st.text()),
+    baggage=optional(st.text()),
 )
 #: One strategy per message type, keyed by the frame's ``type``.
 MESSAGES: dict[str, st.SearchStrategy[Any]] = {
@@ -138,6 +194,7 @@ MESSAGES: dict[str, st.SearchStrategy[Any]] = {
         response_format=optional(json_values),
         metadata=optional(json_values),
         invocation=optional(http_refs),
+        observe=optional(observe_descriptors),
     ),
     "unregisterfunction": st.builds(p.UnregisterFunction, id=names),
     "invokefunction": st.builds(
@@ -150,6 +207,9 @@ MESSAGES: dict[str, st.SearchStrategy[Any]] = {
         action=optional(actions),
         metadata=optional(json_values),
         namespace=optional(st.text()),
+        caller=optional(callers),
+        observe_depth=optional(st.integers(0, 2**32)),
+        activation=optional(activations),
     ),
     "invocationresult": st.builds(
         p.InvocationResult,
@@ -173,7 +233,10 @@ MESSAGES: dict[str, st.SearchStrategy[Any]] = {
         p.Reattach, previous_worker_id=st.uuids().map(str), reattach_token=optional(names)
     ),
     "workerregistered": st.builds(
-        p.WorkerRegistered, worker_id=st.uuids().map(str), reattach_token=optional(names)
+        p.WorkerRegistered,
+        worker_id=st.uuids().map(str),
+        reattach_token=optional(names),
+        features=optional(st.lists(st.sampled_from(FEATURES) | st.text(max_size=20), max_size=4)),
     ),
     "registrationrejected": st.builds(
         p.RegistrationRejected,
@@ -184,6 +247,99 @@ MESSAGES: dict[str, st.SearchStrategy[Any]] = {
         owner_worker_id=st.text(),
     ),
     "error": st.builds(p.EngineError, error=error_bodies),
+    "unregistertriggertype": st.builds(
+        p.UnregisterTriggerType, id=names, namespace=optional(names)
+    ),
+    "observe": st.builds(
+        p.Observe,
+        id=names,
+        source=st.builds(
+            p.ObserveSource,
+            function_id=names,
+            namespace=optional(names),
+            args=optional(json_objects),
+            filters=optional(json_values),
+            capture=optional(captures),
+            on=optional(st.sampled_from(["success", "error", "complete"])),
+            deliver=optional(st.sampled_from(["envelope", "input", "output"])),
+        ),
+        target=st.builds(p.FunctionTarget, function_id=names, namespace=optional(names)),
+        metadata=optional(json_values),
+        max_fires=optional(st.integers(1, 2**32)),
+        expires_in_ms=optional(st.integers(1, 2**40)),
+        max_in_flight=optional(st.integers(1, 2**16)),
+    ),
+    "unobserve": st.builds(p.Unobserve, id=names),
+    "observeresult": st.builds(
+        p.ObserveResult,
+        id=names,
+        state=st.sampled_from(p.OBSERVER_STATES) | st.text(max_size=10),
+        error=optional(reasons),
+        warnings=optional(st.lists(st.text(), max_size=3)),
+    ),
+    "observerstatechanged": st.builds(
+        p.ObserverStateChanged,
+        id=names,
+        state=st.sampled_from(p.OBSERVER_STATES) | st.text(max_size=10),
+        reason=optional(reasons),
+        fires=st.integers(0, 2**32),
+    ),
+    "functionregistered": st.builds(
+        p.FunctionRegistered,
+        id=names,
+        namespace=names,
+        revision=st.integers(0, 2**53),
+        local_dispatch=st.booleans(),
+        observers=st.lists(observer_infos, max_size=3),
+    ),
+    "observeradded": st.builds(
+        p.ObserverAdded,
+        function_id=names,
+        namespace=names,
+        revision=st.integers(0, 2**53),
+        observer=observer_infos,
+    ),
+    "observerremoved": st.builds(
+        p.ObserverRemoved,
+        function_id=names,
+        namespace=names,
+        revision=st.integers(0, 2**53),
+        id=names,
+    ),
+    "observerack": st.builds(
+        p.ObserverAck,
+        function_id=names,
+        namespace=optional(names),
+        id=names,
+        revision=st.integers(0, 2**53),
+        error=optional(reasons),
+    ),
+    "invocationsobserved": st.builds(
+        p.InvocationsObserved, items=st.lists(observed_invocations, max_size=3)
+    ),
+    "localinvocationstats": st.builds(
+        p.LocalInvocationStats,
+        window_ms=st.integers(0, 2**40),
+        functions=st.lists(
+            st.builds(
+                p.LocalInvocationCount,
+                function_id=names,
+                count=st.integers(0, 2**40),
+                errors=st.integers(0, 2**40),
+                duration_ms_sum=st.floats(0, 1e12),
+            ),
+            max_size=3,
+        ),
+        dropped_reports=st.lists(
+            st.builds(
+                p.DroppedReportCount,
+                function_id=names,
+                reason=st.sampled_from(["BUFFER_FULL", "TOO_LARGE"]),
+                count=st.integers(0, 2**40),
+            ),
+            max_size=3,
+        ),
+    ),
 }
 #: A valid protocol message of any type.
 messages: st.SearchStrategy[Any] = st.one_of(*MESSAGES.values())

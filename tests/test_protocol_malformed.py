@@ -53,14 +53,14 @@ def test_unknown_type_is_distinguishable_and_named() -> None:
     assert p.decode('{"type":"ping"}') == p.Ping()
 
 
-def test_newer_message_types_are_unknown_not_errors_of_another_kind() -> None:
-    # Sent by SDK 0.25 towards engines that advertise it; this protocol skips them.
+def test_types_newer_than_0_25_are_unknown_not_errors_of_another_kind() -> None:
+    # A later SDK's message towards this engine: skipped, like any unknown type.
     with pytest.raises(p.UnknownMessageType):
-        p.decode('{"type":"unregistertriggertype","id":"webhook"}')
+        p.decode('{"type":"observebatch","id":"webhook"}')
 
 
 def test_unknown_fields_are_ignored() -> None:
-    frame = '{"type":"workerregistered","worker_id":"w","features":["observe.v1"],"x":{}}'
+    frame = '{"type":"workerregistered","worker_id":"w","capabilities":["x"],"x":{}}'
     assert p.decode(frame) == p.WorkerRegistered(worker_id="w")
 
 

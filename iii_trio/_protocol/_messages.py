@@ -6,11 +6,25 @@ matches the engine's bytes. W→E is worker to engine, E→W engine to worker.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ._base import WRITE_NULL, Json, Uuid, WireModel
+from ._observe import (
+    FunctionRegistered,
+    InvocationsObserved,
+    LocalInvocationStats,
+    Observe,
+    ObserverAck,
+    ObserverAdded,
+    ObserveResult,
+    ObserverRemoved,
+    ObserverStateChanged,
+    Unobserve,
+    UnregisterTriggerType,
+)
+from ._observe_types import Activation, Caller, ObserveDescriptor
 from ._types import ErrorBody, HttpInvocationRef, TriggerAction
 
 __all__ = [
@@ -90,6 +104,8 @@ class RegisterFunction(WireModel):
     response_format: Annotated[Json | None, WRITE_NULL] = None
     metadata: Json | None = None
     invocation: HttpInvocationRef | None = None
+    #: 0.25, towards engines with ``observe.v1``: how its observers are delivered.
+    observe: ObserveDescriptor | None = None
 
 
 class UnregisterFunction(WireModel):
@@ -104,6 +120,13 @@ class InvokeFunction(WireModel):
 
     Without ``invocation_id`` (or with a void ``action``) nobody is answered. The
     ``data`` key must be present even when it is ``null``.
+
+    The last three fields are 0.25's observe extension. ``caller``: the handler the
+    call is made from (W→E), or who started it, stamped by the engine (E→W); one that
+    is not an object is read as absent. ``observe_depth``: observe hops in the causal
+    chain, left out when 0; read as absent when it is not a non-negative integer.
+    ``activation``: on every activation (E→W) and on an owner delivery (W→E); read as
+    absent without a string ``observer_id``.
     """
 
     type: Literal["invokefunction"] = "invokefunction"
@@ -115,6 +138,30 @@ class InvokeFunction(WireModel):
     action: TriggerAction | None = None
     metadata: Json | None = None
     namespace: str | None = None
+    caller: Caller | None = None
+    observe_depth: int | None = None
+    activation: Activation | None = None
+
+    @field_validator("caller", mode="before")
+    @classmethod
+    def _caller_object(cls, value: Any) -> Any:
+        return value if isinstance(value, dict | Caller) else None
+
+    @field_validator("observe_depth", mode="before")
+    @classmethod
+    def _depth(cls, value: Any) -> Any:
+        if type(value) is int and value >= 0:
+            return value
+        return None
+
+    @field_validator("activation", mode="before")
+    @classmethod
+    def _activation(cls, value: Any) -> Any:
+        if isinstance(value, Activation):
+            return value
+        if isinstance(value, dict) and isinstance(value.get("observer_id"), str):
+            return value
+        return None
 
 
 class InvocationResult(WireModel):
@@ -160,11 +207,14 @@ class Reattach(WireModel):
 
 
 class WorkerRegistered(WireModel):
-    """E→W, first frame of every connection: its worker id and reattach token."""
+    """E→W, first frame of every connection: its worker id and reattach token, and
+    (engines 0.25 and later) the ``features`` it supports: ``FEATURE_OBSERVE_V1``,
+    ``FEATURE_LOCAL_DISPATCH_V1``, ... Absent ``features`` is a pre-0.25 engine."""
 
     type: Literal["workerregistered"] = "workerregistered"
     worker_id: str
     reattach_token: str | None = None
+    features: list[str] | None = None
 
 
 class RegistrationRejected(WireModel):
@@ -208,7 +258,18 @@ Message = Annotated[
     | Reattach
     | WorkerRegistered
     | RegistrationRejected
-    | EngineError,
+    | EngineError
+    | UnregisterTriggerType
+    | Observe
+    | Unobserve
+    | ObserveResult
+    | ObserverStateChanged
+    | FunctionRegistered
+    | ObserverAdded
+    | ObserverRemoved
+    | ObserverAck
+    | InvocationsObserved
+    | LocalInvocationStats,
     Field(discriminator="type"),
 ]
 
