@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import trio
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -74,12 +74,15 @@ class ChannelError(IIIError):
         self.problem = problem
 
 
-class _End:
-    """One end of a channel: connects on first use, in its owner's nursery."""
+class _End(StreamChannelRef):
+    """One end of a channel: connects on first use, in its owner's nursery.
 
-    direction: ClassVar[str]
+    An end is also its ref (a read-only ``dict``): a handler written for the raw ref
+    (``data["reader"]["channel_id"]``) keeps working, and an end nobody used here is
+    passed on in a payload as the ref it is."""
 
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
+        super().__init__(ref.channel_id, ref.access_key, ref.direction)
         self._owner = owner
         #: The ref naming this end (pass it on instead of using the end here).
         self.ref = ref
@@ -90,17 +93,21 @@ class _End:
         self._closed = False
 
     @property
-    def channel_id(self) -> str:
-        """The channel's id."""
-        return self.ref.channel_id
-
-    @property
     def used(self) -> bool:
         """Whether this end opened its socket here (its ref must then not be passed on)."""
         return self._conn is not None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(channel_id={self.channel_id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        # Two ends are the same end only if they are one object; against a plain
+        # mapping an end compares as the ref it is.
+        if isinstance(other, _End):
+            return self is other
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]
 
     def _check_open(self) -> None:
         if self._closed:
@@ -169,8 +176,6 @@ class ChannelReader(_End):
     cancellable; a reader waits as long as its writer stays connected (wrap it in
     ``trio.move_on_after`` to bound it)."""
 
-    direction: ClassVar[str] = "read"
-
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
         super().__init__(owner, ref)
         self._ended = False
@@ -227,8 +232,6 @@ class ChannelWriter(_End):
     items of at most 64 KiB, ``str`` as one text item), ``await writer.aclose()`` to end
     the stream. ``send`` waits while the channel is full; ``ChannelError`` once the
     reader has left or the link dropped."""
-
-    direction: ClassVar[str] = "write"
 
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
         super().__init__(owner, ref)

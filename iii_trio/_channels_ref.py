@@ -55,14 +55,10 @@ class StreamChannelRef(dict[str, str]):
 
     @classmethod
     def of(cls, value: object) -> StreamChannelRef:
-        """``value`` (a ref, any mapping of a ref's shape, or a channel end, whose
-        ``ref`` it is) as a ``StreamChannelRef``; ``ValueError`` for anything else."""
-        if isinstance(value, StreamChannelRef):
+        """``value`` (a ref, any mapping of a ref's shape, or a channel end, which is
+        one) as a plain ``StreamChannelRef``; ``ValueError`` for anything else."""
+        if type(value) is StreamChannelRef:
             return value
-        # A channel end (hydrated from a ref) where a ref is expected: its ref.
-        end_ref = getattr(value, "ref", None)
-        if isinstance(end_ref, StreamChannelRef):
-            return end_ref
         if not is_channel_ref(value):
             raise ValueError(
                 "not a channel ref: expected {'channel_id': str, 'access_key': str, "
