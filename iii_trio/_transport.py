@@ -21,7 +21,7 @@ from wsproto.events import BytesMessage, TextMessage
 from ._exceptions import ABNORMAL_CLOSURE, ConnectFailed, ConnectionClosed
 from ._groups import unwrap_single
 from ._keepalive import kept_alive
-from ._protocol._codec import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
+from ._protocol._codec import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES, check_size
 from ._upgrade import open_websocket
 from ._ws import SansIOWebSocket, fragment_ends
 from ._ws_client import UpgradeRefused, open_sansio_websocket
@@ -31,6 +31,7 @@ __all__ = [
     "FRAGMENT_BYTES",
     "LARGE_MESSAGES",
     "Connection",
+    "MessageLimit",
     "MessageSocket",
     "Transport",
     "WebSocketStack",
@@ -216,6 +217,36 @@ def allow_large_messages(connection: Connection, engine_features: Collection[str
         if enable is not None and enable():
             return MAX_MESSAGE_BYTES
     return MAX_FRAME_BYTES
+
+
+class MessageLimit:
+    """The largest message a worker may send, from what its engine announced.
+
+    16 MiB (one frame each) until an engine announces ``large-messages.v1``, 64 MiB
+    from then on (over 16 MiB in fragments). What the engine announced is kept across
+    reconnects, as the official SDK keeps it: calls queued while disconnected were
+    checked against it, so a new connection fragments from its start (an engine reads
+    fragments whether or not it announced the feature) until its engine says again.
+    """
+
+    def __init__(self) -> None:
+        #: The limit now, in bytes of UTF-8.
+        self.bytes: int = MAX_FRAME_BYTES
+        self._features: Collection[str] | None = None
+
+    def connected(self, connection: Connection) -> None:
+        """A new connection, before its engine greets it: as the last engine said."""
+        self.bytes = allow_large_messages(connection, self._features)
+
+    def registered(self, connection: Connection, engine_features: Collection[str] | None) -> None:
+        """The engine greeted ``connection`` with ``engine_features``."""
+        self._features = engine_features
+        self.bytes = allow_large_messages(connection, engine_features)
+
+    def check(self, frame: str) -> str:
+        """``frame``, or ``FrameTooLarge`` if it is over the limit."""
+        check_size(frame, self.bytes)
+        return frame
 
 
 def _closed(exc: trio_websocket.ConnectionClosed) -> ConnectionClosed:

@@ -26,10 +26,11 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from engine_sim._ws import ServerWebSocket
-from iii_trio import ConnectionClosed
+from iii_trio import ConnectionClosed, FrameTooLarge
 from iii_trio._transport import (
     FRAGMENT_BYTES,
     LARGE_MESSAGES,
+    MessageLimit,
     WebSocketConnection,
     WebSocketStack,
     allow_large_messages,
@@ -369,3 +370,29 @@ async def test_the_limit_is_64_mib_only_when_the_engine_announced_the_feature(
         assert allow_large_messages(connection, [LARGE_MESSAGES]) == MAX_MESSAGE_BYTES
         assert connection._fragment_over == MAX_FRAME_BYTES
     assert allow_large_messages(_Plain(), [LARGE_MESSAGES]) == MAX_FRAME_BYTES
+
+
+@pytest.mark.parametrize("stack", STACKS)
+async def test_a_workers_limit_follows_the_last_engines_announcement(
+    stack: WebSocketStack,
+) -> None:
+    limit = MessageLimit()
+    big = envelope(MAX_FRAME_BYTES + 1)
+    async with worker_end(stack) as (first, _):
+        limit.connected(first)
+        with pytest.raises(FrameTooLarge) as refused:
+            limit.check(big)
+        assert (refused.value.size, refused.value.limit) == (MAX_FRAME_BYTES + 1, MAX_FRAME_BYTES)
+        limit.registered(first, [LARGE_MESSAGES, "observe.v1"])
+        assert limit.check(big) is big
+        with pytest.raises(FrameTooLarge):
+            limit.check(envelope(MAX_MESSAGE_BYTES + 1))
+    async with worker_end(stack) as (second, _):
+        # Calls queued while disconnected were checked against 64 MiB: the next
+        # connection fragments from its start, until its engine says otherwise.
+        limit.connected(second)
+        assert (limit.bytes, second._fragment_over) == (MAX_MESSAGE_BYTES, MAX_FRAME_BYTES)
+        limit.registered(second, None)  # a pre-0.25 engine
+        assert limit.bytes == MAX_FRAME_BYTES
+        with pytest.raises(FrameTooLarge):
+            limit.check(big)
