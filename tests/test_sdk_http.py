@@ -1,0 +1,146 @@
+"""HTTP triggers from the handler's side (``iii_trio._http``), in memory on the virtual
+clock: requests go through engine_sim's ``iii-http`` ASGI app (httpx), the handler is
+an iii_trio worker's function wrapped in ``http``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import BaseModel
+from trio.testing import MockClock
+
+import engine_sim.modules as modules
+from engine_sim import Engine
+from engine_sim.modules.http import HttpModule
+from iii_trio import Worker
+from iii_trio._channels_hydrate import hydrated
+from iii_trio._http import HttpReply, HttpRequest, HttpResponse, http
+from tests.modules.test_http_support import http_engine, route, worker
+
+Handler = Callable[[HttpRequest, HttpResponse], Awaitable[Any]]
+
+
+@pytest.fixture(autouse=True)
+def _http_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    if modules.module_class(HttpModule.name) is None:
+        monkeypatch.setattr(modules, "MODULES", (*modules.MODULES, HttpModule))
+
+
+@asynccontextmanager
+async def served(
+    handler: Handler, api_path: str = "/x", method: str = "POST", **config: Any
+) -> AsyncIterator[tuple[Engine, httpx.AsyncClient, Worker]]:
+    async with http_engine(**config) as (engine, client), worker(engine) as w:
+        await route(engine, w, "api::x", hydrating(w, http(handler)), api_path, method)
+        yield engine, client, w
+
+
+def hydrating(w: Worker, fn: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+    async def run(data: Any) -> Any:
+        async with hydrated(w, data) as ready:
+            return await fn(ready)
+
+    return run
+
+
+class Item(BaseModel):
+    name: str
+    qty: int
+
+
+async def test_a_typed_request_and_a_whole_reply(autojump_clock: MockClock) -> None:
+    seen: list[HttpRequest] = []
+
+    async def handler(req: HttpRequest, res: HttpResponse) -> HttpReply:
+        seen.append(req)
+        item = req.body_as(Item)
+        return HttpReply(status_code=201, headers={"x-id": "7"}, body={"made": item.name})
+
+    async with served(handler, "/items/:id") as (_engine, client, _w):
+        reply = await client.post("/items/a1?verbose=yes", json={"name": "pen", "qty": 2})
+    assert (reply.status_code, reply.headers["x-id"], reply.json()) == (201, "7", {"made": "pen"})
+    (req,) = seen
+    assert (req.method, req.path) == ("POST", "/items/:id")  # the route as registered
+    assert req.path_params == {"id": "a1"}
+    assert req.query_params == {"verbose": "yes"}
+    assert req.headers["content-type"] == "application/json"
+    assert req.body == {"name": "pen", "qty": 2}
+
+
+async def test_the_raw_body_is_read_from_the_request_channel(autojump_clock: MockClock) -> None:
+    async def handler(req: HttpRequest, res: HttpResponse) -> HttpReply:
+        raw = await req.read()
+        return HttpReply(body={"size": len(raw), "head": raw[:4].decode(), "json": req.body})
+
+    upload = b"abcd" + bytes(300_000)
+    async with served(handler) as (_engine, client, _w):
+        reply = await client.post("/x", content=upload, headers={"content-type": "text/plain"})
+    assert reply.json() == {"size": len(upload), "head": "abcd", "json": None}
+
+
+async def test_a_streamed_answer_with_status_and_headers(autojump_clock: MockClock) -> None:
+    async def handler(req: HttpRequest, res: HttpResponse) -> None:
+        await res.status(202)
+        await res.headers({"content-type": "text/plain", "x-kind": "stream"})
+        for n in range(3):
+            await res.send(f"part {n};")
+        await res.send(b"\x00end")
+
+    async with served(handler) as (_engine, client, _w):
+        reply = await client.post("/x")
+    assert reply.status_code == 202
+    assert reply.headers["x-kind"] == "stream"
+    assert reply.content == b"part 0;part 1;part 2;\x00end"
+
+
+async def test_server_sent_events(autojump_clock: MockClock) -> None:
+    async def handler(req: HttpRequest, res: HttpResponse) -> None:
+        await res.sse("hello", event="greeting", id="1")
+        await res.sse("two\nlines")
+
+    async with served(handler, "/events", "GET") as (_engine, client, _w):
+        reply = await client.get("/events")
+    assert reply.headers["content-type"] == "text/event-stream"
+    assert reply.headers["cache-control"] == "no-cache"
+    assert reply.text == "event: greeting\nid: 1\ndata: hello\n\ndata: two\ndata: lines\n\n"
+
+
+async def test_returning_none_without_writing_answers_at_once(autojump_clock: MockClock) -> None:
+    async def handler(req: HttpRequest, res: HttpResponse) -> None:
+        await res.status(204)
+
+    async with served(handler) as (_engine, client, _w):
+        reply = await client.post("/x")
+    assert reply.status_code == 204
+    assert reply.content == b""
+
+
+async def test_status_after_the_body_started_is_an_error(autojump_clock: MockClock) -> None:
+    errors: list[str] = []
+
+    async def handler(req: HttpRequest, res: HttpResponse) -> None:
+        await res.send("body")
+        try:
+            await res.status(500)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await res.send(" still 200")
+
+    async with served(handler) as (_engine, client, _w):
+        reply = await client.post("/x")
+    assert (reply.status_code, reply.text) == (200, "body still 200")
+    assert errors == ["the status and headers go before the body; a chunk was sent"]
+
+
+async def test_a_raising_handler_is_a_500(autojump_clock: MockClock) -> None:
+    async def handler(req: HttpRequest, res: HttpResponse) -> None:
+        raise ValueError("no such item")
+
+    async with served(handler) as (_engine, client, _w):
+        reply = await client.post("/x")
+    assert reply.status_code == 500
+    assert reply.json()["error"]["message"] == "no such item"
