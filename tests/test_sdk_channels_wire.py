@@ -1,0 +1,69 @@
+"""Data channels over loopback against ``iii-sim serve``: the channel sockets are real
+WebSockets (each stack iii_trio speaks), so frame types, the 64 KiB chunking, the
+closing handshake that ends a stream and an engine that goes away are the wire's."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import trio
+
+from iii_trio import InitOptions, WebSocketTransport, register_worker
+from iii_trio._channels import ChannelError, open_channel
+from iii_trio._transport import WebSocketStack
+from tests.served import Served
+
+WAIT = 30.0
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    server = Served()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("stack", ["trio-websocket", "websockets"])
+async def test_a_megabyte_and_text_cross_a_real_channel(
+    served: Served, stack: WebSocketStack
+) -> None:
+    body = bytes(range(251)) * 4200  # ~1 MB, not a multiple of 64 KiB
+    transport = WebSocketTransport(websocket=stack)
+    options = InitOptions(worker_name=f"wire-{stack}")
+    async with register_worker(served.url, options, transport=transport) as worker:
+        with trio.fail_after(WAIT):
+            await worker.ready()
+            async with (
+                open_channel(worker, buffer_size=4) as channel,
+                trio.open_nursery() as nursery,
+            ):
+
+                async def write() -> None:
+                    await channel.writer.send("start")
+                    await channel.writer.send(body)
+                    await channel.writer.send("end")
+                    await channel.writer.aclose()
+
+                nursery.start_soon(write)
+                items = [item async for item in channel.reader]
+    assert items[0] == "start"
+    assert items[-1] == "end"
+    chunks = items[1:-1]
+    assert all(isinstance(chunk, bytes) and len(chunk) <= 64 * 1024 for chunk in chunks)
+    assert b"".join(chunk for chunk in chunks if isinstance(chunk, bytes)) == body
+
+
+async def test_a_reader_sees_the_engine_stop_as_a_channel_error(served: Served) -> None:
+    options = InitOptions(worker_name="wire-stop")
+    async with register_worker(served.url, options) as worker:
+        with trio.fail_after(WAIT):
+            await worker.ready()
+            async with open_channel(worker) as channel:
+                await channel.writer.send(b"x")
+                assert await channel.reader.receive() == b"x"
+                await trio.to_thread.run_sync(served.stop)
+                with pytest.raises(ChannelError, match="mid-stream"):
+                    await channel.reader.receive()
