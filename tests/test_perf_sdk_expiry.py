@@ -101,8 +101,8 @@ async def test_a_worker_forgets_every_call_that_ended_however_it_ended(
         assert trio.current_time() - start == pytest.approx(4)
         with trio.move_on_after(1):  # the caller gives up before its timeout
             await caller.trigger("t::hold", {})
-        assert len(caller._expiry) == 0
-        assert not caller._pending
+        assert len(caller._calls.expiry) == 0
+        assert not caller._calls.pending
         release.set()
 
 

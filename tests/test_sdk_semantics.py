@@ -591,7 +591,7 @@ async def test_6_shutdown_drains_then_cancels_and_every_finally_runs(
 
                 nursery.start_soon(call, "quick::op")
                 nursery.start_soon(call, "stuck::op")
-                await until(w, lambda: len(w._machine.in_flight) == 2)
+                await until(w, lambda: len(w._status.machine.in_flight) == 2)
                 shutdown_at = trio.current_time()
             # Leaving took the drain timeout: the quick handler finished inside it, the
             # stuck one was cancelled at its end.

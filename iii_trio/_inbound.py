@@ -1,0 +1,236 @@
+"""Inbound invocations: what happens to an ``invokefunction`` the engine sends.
+
+``Inbound.on_invoke`` takes a handler slot (``max_concurrent_invocations``: the
+reader waits for one, so the worker reads no more calls than it can run), then
+starts the invocation in the connection's handlers nursery. The invocation runs the
+handler with its ``InvocationContext`` set, turns the outcome into an ``invocationresult`` frame
+(``reply``) and queues it without waiting (``queue_answer``). On shutdown ``drain``
+gives running handlers ``drain_timeout_ms`` and then cancels them.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from typing import Final
+from uuid import UUID
+
+import trio
+from pydantic import JsonValue
+
+from ._calls import check_frame_size
+from ._context import InvocationContext, _current, caller_in
+from ._exceptions import FrameTooLarge, ProtocolError
+from ._handlers import HandlerInputError
+from ._lifecycle import InvocationFinished, InvocationStarted, WorkerState
+from ._live import Live
+from ._options import InitOptions
+from ._outbox import Outgoing
+from ._protocol._codec import encode
+from ._protocol._messages import InvocationResult, InvokeFunction
+from ._protocol._types import ErrorBody
+from ._registry import FunctionRegistration, Registry
+from ._worker_state import Status
+
+__all__ = ["SHUTTING_DOWN", "Inbound"]
+
+log = logging.getLogger("iii_trio")
+
+#: Why a call that arrives while the worker drains is refused (as ``invocation_stopped``,
+#: what its caller would get from the engine had the worker already left).
+SHUTTING_DOWN: Final = "Worker is shutting down"
+
+
+class Inbound:
+    """Runs the calls the engine sends to this worker's functions and answers them."""
+
+    def __init__(
+        self,
+        name: str,
+        options: InitOptions,
+        registry: Registry,
+        status: Status,
+        slots: trio.CapacityLimiter,
+        shutdown_requested: trio.Event,
+        new_uuid: Callable[[], UUID],
+    ) -> None:
+        self.name = name
+        self.options = options
+        self._registry = registry
+        self._status = status
+        self._slots = slots
+        self._shutdown_requested = shutdown_requested
+        self._new_uuid = new_uuid
+
+    async def on_invoke(self, live: Live, message: InvokeFunction) -> None:
+        """An ``invokefunction`` arrived on ``live`` (from the connection's reader)."""
+        if self._status.state is WorkerState.REGISTERING:
+            # Only an engine that skipped ``workerregistered`` gets here.
+            log.warning("worker %s: call before workerregistered refused", self.name)
+            await self._refuse(live, message, "invocation_failed", "Worker not registered")
+            return
+        if self._shutdown_requested.is_set():
+            await self._refuse(live, message, "invocation_stopped", SHUTTING_DOWN)
+            return
+        slot = object()
+        try:
+            # No checkpoint when a slot is free: the next receive() is one.
+            self._slots.acquire_on_behalf_of_nowait(slot)
+        except trio.WouldBlock:
+            await self._slots.acquire_on_behalf_of(slot)
+        handlers = live.handlers
+        if handlers is None or handlers.cancel_scope.cancel_called:
+            # Drained while this call waited for a slot: ``_invoke`` refuses it.
+            handlers = live.nursery
+        assert handlers is not None
+        handlers.start_soon(self._invoke, live, message, slot)
+
+    async def _refuse(self, live: Live, message: InvokeFunction, code: str, text: str) -> None:
+        frame = self.reply(message, None, ErrorBody(code=code, message=text))
+        if frame is not None:
+            await live.outbox.put(Outgoing(frame))
+
+    async def _invoke(self, live: Live, message: InvokeFunction, slot: object) -> None:
+        # In ``live.handlers``: only the handler may wait (see ``Connector._hold_handlers``).
+        holds_slot = True
+        try:
+            if self._shutdown_requested.is_set():
+                # It waited for a handler slot while shutdown began.
+                error = ErrorBody(code="invocation_stopped", message=SHUTTING_DOWN)
+                frame = self.reply(message, None, error)
+            elif (registration := self._registry.functions.get(message.function_id)) is None:
+                error = ErrorBody(
+                    code="function_not_found", message=f"Function '{message.function_id}' not found"
+                )
+                frame = self.reply(message, None, error)
+            else:
+                frame = await self._run_invocation(live, registration, message)
+            if frame is not None:
+                holds_slot = not self._queue_answer(live, frame, slot)
+        finally:
+            if holds_slot:
+                self._slots.release_on_behalf_of(slot)
+
+    async def _run_invocation(
+        self, live: Live, registration: FunctionRegistration, message: InvokeFunction
+    ) -> str | None:
+        """Run the handler, counted in flight while it runs; the answer's frame."""
+        invocation_id = message.invocation_id
+        key = str(invocation_id if invocation_id is not None else self._new_uuid())
+        if key in live.invocations:
+            # The engine never reuses a live id; a peer that does must not crash us.
+            duplicate = ErrorBody(code="invocation_failed", message="Duplicate invocation_id")
+            return self.reply(message, None, duplicate)
+        live.invocations.add(key)
+        status = self._status
+        status.apply(InvocationStarted(key))
+        try:
+            result, error = await self._run_handler(
+                registration, message, key if invocation_id is not None else None
+            )
+        finally:
+            live.invocations.discard(key)
+            live.notify()
+            if status.machine.is_in_flight(key):
+                status.apply(InvocationFinished(key))
+        return self.reply(message, result, error)
+
+    def _queue_answer(self, live: Live, frame: str, slot: object) -> bool:
+        """Queue an invocation's answer without waiting; whether ``slot`` was handed on.
+
+        With the outbox full, a task of the connection (not of its handlers, which
+        the drain may cancel) waits for room and then gives the handler slot back,
+        so the worker still reads no more calls than it can answer.
+        """
+        if not live.outbox.full:
+            live.outbox.put_nowait(Outgoing(frame))
+            return False
+        assert live.nursery is not None
+        live.answering += 1
+        live.nursery.start_soon(self._put_answer, live, frame, slot)
+        return True
+
+    async def _put_answer(self, live: Live, frame: str, slot: object) -> None:
+        try:
+            await live.outbox.put(Outgoing(frame))
+        finally:
+            live.answering -= 1
+            live.notify()
+            self._slots.release_on_behalf_of(slot)
+
+    async def _run_handler(
+        self, registration: FunctionRegistration, message: InvokeFunction, invocation_id: str | None
+    ) -> tuple[JsonValue, ErrorBody | None]:
+        context = InvocationContext(
+            invocation_id=invocation_id,
+            function_id=message.function_id,
+            metadata=message.metadata,
+            traceparent=message.traceparent,
+            baggage=message.baggage,
+            caller_worker_id=caller_in(message.data),
+        )
+        token = _current.set(context)
+        try:
+            return await registration.handler.run(message.data, message.metadata), None
+        except HandlerInputError as exc:
+            text = f"Failed to deserialize input for {message.function_id}: {exc}"
+            return None, ErrorBody(code="deserialization_error", message=text)
+        except Exception as exc:
+            # Loud in the worker's own process too: the caller only sees the error result.
+            log.error(
+                "worker %s: handler of %s raised %s: %s (the caller gets invocation_failed)",
+                self.name,
+                message.function_id,
+                type(exc).__name__,
+                exc,
+                exc_info=True,
+            )
+            return None, ErrorBody(
+                code="invocation_failed", message=str(exc), stacktrace=traceback.format_exc()
+            )
+        finally:
+            _current.reset(token)
+
+    def reply(
+        self, message: InvokeFunction, result: JsonValue, error: ErrorBody | None
+    ) -> str | None:
+        """The ``invocationresult`` frame answering ``message`` (``None``: nobody waits)."""
+        if message.invocation_id is None:
+            return None
+        trace = self.options.propagate_trace_context
+        reply = InvocationResult(
+            invocation_id=message.invocation_id,
+            function_id=message.function_id,
+            result=result,
+            error=error,
+            traceparent=message.traceparent if trace else None,
+            baggage=message.baggage if trace else None,
+        )
+        try:
+            frame = encode(reply)
+            check_frame_size(frame)
+        except FrameTooLarge as exc:
+            failure = ErrorBody(code="payload_too_large", message=str(exc))
+            frame = encode(reply.model_copy(update={"result": None, "error": failure}))
+        except ProtocolError as exc:
+            failure = ErrorBody(code="serialization_error", message=f"result is not JSON: {exc}")
+            frame = encode(reply.model_copy(update={"result": None, "error": failure}))
+        return frame
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def drain(self, live: Live) -> None:
+        """Give ``live``'s running handlers the drain timeout, then cancel them; wait them out."""
+        with trio.move_on_after(self.options.drain_timeout_ms / 1000):
+            while live.invocations:
+                await live.changed.wait()
+        if live.invocations and live.handlers is not None:
+            live.handlers.cancel_scope.cancel()
+        while live.invocations:
+            await live.changed.wait()
+
+    async def answered(self, live: Live) -> None:
+        """Wait until every answer made on ``live`` is in its outbox."""
+        while live.answering:
+            await live.changed.wait()
