@@ -52,8 +52,9 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
-from typing import Any, TypeVar, overload
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
+from functools import cached_property
+from typing import Any, Protocol, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from pydantic import JsonValue
@@ -63,6 +64,11 @@ from ._handlers import Handler
 from ._lifecycle import WorkerState
 from ._options import InitOptions
 from ._registry import Registration, TriggerTypeProvider
+from ._state_client import StateClient
+from ._stream_client import StreamClient
+from ._sync_events import SyncEvents, SyncTransitions
+from ._sync_state import SyncStateClient
+from ._sync_streams import SyncStreamClient
 from ._transport import Transport
 from ._worker import USE_DEFAULT, ConnectionState, EnqueueReceipt, UseDefault, Worker
 from ._worker import register_worker as _register_worker
@@ -70,7 +76,12 @@ from ._worker import register_worker as _register_worker
 __all__ = ["SyncWorker", "register_worker"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 F = TypeVar("F", bound=Handler)
+
+
+class _Receiver(Protocol[T_co]):
+    async def receive(self) -> T_co: ...
 
 
 class SyncWorker:
@@ -97,13 +108,17 @@ class SyncWorker:
                 return None
             raise
 
-    def _wait(self, function: Callable[[], Awaitable[T]]) -> T:
-        """Run an async call of the worker on the loop and block until it returns."""
+    def _refuse_loop_thread(self, what: str) -> None:
+        """A blocking call from the loop's own thread would wait for itself forever."""
         if not self._closed and threading.get_ident() == self._loop_thread:
             raise RuntimeError(
-                "a blocking iii_trio.sync call was made on the worker's own event loop "
-                "thread; await worker.async_worker there instead"
+                f"a blocking iii_trio.sync call ({what}) was made on the worker's own event "
+                "loop thread; await worker.async_worker there instead"
             )
+
+    def _wait(self, function: Callable[[], Awaitable[T]]) -> T:
+        """Run an async call of the worker on the loop and block until it returns."""
+        self._refuse_loop_thread(getattr(function, "__name__", "a call"))
         future = self._submit(function)
         if future is None:
             raise WorkerClosed("the worker has shut down")
@@ -128,6 +143,16 @@ class SyncWorker:
             if future is not None:
                 return future.result()
         return function()
+
+    @contextmanager
+    def _events(self, watch: AbstractAsyncContextManager[_Receiver[T]]) -> Iterator[SyncEvents[T]]:
+        """Enter an async watch on the loop for a ``with`` block; its events are read
+        by blocking calls."""
+        self._refuse_loop_thread("a watch")
+        if self._closed:
+            raise WorkerClosed("the worker has shut down")
+        with self._portal.wrap_async_context_manager(watch) as events:
+            yield SyncEvents(self, events.receive)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -164,6 +189,16 @@ class SyncWorker:
     def worker_id(self) -> str | None:
         """The engine's id for this worker's current (or last) connection."""
         return self._do(lambda: self._worker.worker_id)
+
+    def transitions(self, *, buffer: int = 1024) -> SyncTransitions:
+        """Every lifecycle transition from now on: ``for t in worker.transitions()``.
+
+        The loop ends after the worker reaches a terminal state (leaving its block, or
+        a failure); ``receive(timeout)`` waits for one at most ``timeout`` seconds. A
+        reader more than ``buffer`` behind gets ``trio.TooSlowError``.
+        """
+        self._refuse_loop_thread("transitions()")
+        return SyncTransitions(self, buffer)
 
     def on_connection_state(
         self, listener: Callable[[ConnectionState], None]
@@ -408,6 +443,33 @@ class SyncWorker:
     def list_triggers(self, *, include_internal: bool = False) -> list[dict[str, JsonValue]]:
         """``engine::registered-triggers::list``: the bindings (trigger instances)."""
         return self._wait(lambda: self._worker.list_triggers(include_internal=include_internal))
+
+    def watch_workers(self, *, buffer: int = 100) -> AbstractContextManager[SyncEvents[JsonValue]]:
+        """``engine::workers-available`` events while the block runs:
+        ``with worker.watch_workers() as events: for event in events: ...``.
+
+        The loop ends when the block does (or the worker shuts down); a slow reader
+        holds up the engine's deliveries. See ``Worker.watch_workers``.
+        """
+        return self._events(self._worker.watch_workers(buffer=buffer))
+
+    def watch_functions(
+        self, *, buffer: int = 100
+    ) -> AbstractContextManager[SyncEvents[JsonValue]]:
+        """``engine::functions-available`` events while the block runs (as ``watch_workers``)."""
+        return self._events(self._worker.watch_functions(buffer=buffer))
+
+    # -- state and streams -----------------------------------------------------------------------
+
+    @cached_property
+    def state_store(self) -> SyncStateClient:
+        """The engine's ``state::*`` built-ins, typed and blocking (see ``Worker.state_store``)."""
+        return SyncStateClient(self, StateClient(self._worker))
+
+    @cached_property
+    def streams(self) -> SyncStreamClient:
+        """The engine's ``stream::*`` built-ins, typed and blocking (see ``Worker.streams``)."""
+        return SyncStreamClient(self, StreamClient(self._worker))
 
 
 @contextmanager
