@@ -4,13 +4,17 @@ A call becomes an ``invokefunction`` frame queued on the live connection (or, of
 in a bounded buffer the next handshake flushes). A call that waits for its answer is
 ``Pending`` until the connection's reader hands it the ``invocationresult``
 (``on_result``), its timeout passes, or its connection is lost (``fail_waiting``).
+
+Interceptors (``Calls.interceptors``) see every call before it is sent and may answer
+it themselves (local dispatch) or wrap it (spans); with none, a call takes the path
+it always took.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
@@ -36,8 +40,10 @@ from ._protocol._types import TriggerAction, VoidAction
 
 __all__ = [
     "USE_DEFAULT",
+    "CallInterceptor",
     "Calls",
     "EnqueueReceipt",
+    "OutboundCall",
     "Pending",
     "UseDefault",
     "check_frame_size",
@@ -100,6 +106,33 @@ class Pending:
             self.done.set()
 
 
+@dataclass
+class OutboundCall:
+    """A call this worker makes, as an interceptor sees it (and may change it).
+
+    ``data`` is already JSON; ``namespace`` is resolved (the worker's, or
+    ``default`` for engine built-ins); ``traceparent``/``baggage`` already carry
+    the context of the invocation the call is made from. ``action`` is ``None``
+    for ``trigger`` (the result is awaited), ``VoidAction`` for ``trigger_void``
+    (the result is ignored), ``EnqueueAction`` for ``enqueue``.
+    """
+
+    function_id: str
+    data: JsonValue
+    action: TriggerAction | None
+    timeout: float | UseDefault | None
+    namespace: str | None
+    metadata: JsonValue
+    traceparent: str | None
+    baggage: str | None
+
+
+#: Sends a call on (to the next interceptor, the last one to the engine); its result.
+SendCall = Callable[[OutboundCall], Awaitable[JsonValue]]
+#: ``async def interceptor(call, send_on) -> result``: answer ``call`` or pass it on.
+CallInterceptor = Callable[[OutboundCall, SendCall], Awaitable[JsonValue]]
+
+
 def check_frame_size(frame: str) -> str:
     """Refuse a message the engine would refuse: it reads frames of at most 16 MiB, and
     this SDK, as the official ones, sends each message as one frame."""
@@ -136,6 +169,8 @@ class Calls:
         self._expiry_scope = trio.CancelScope()
         #: Calls made while offline, flushed by the next handshake.
         self.offline = Outbox(options.send_buffer_frames)
+        #: Run in order around every call (see ``CallInterceptor``).
+        self.interceptors: list[CallInterceptor] = []
 
     # -- making calls ---------------------------------------------------------------------
 
@@ -151,6 +186,11 @@ class Calls:
         baggage: str | None,
     ) -> JsonValue:
         """Make a call that waits for its answer (``trigger``, ``enqueue``)."""
+        if self.interceptors:
+            outbound = self._outbound(
+                function_id, data, action, timeout, namespace, metadata, traceparent, baggage
+            )
+            return await self._through_interceptors(outbound)
         invocation_id = self._new_uuid()
         message = self.invoke_message(
             function_id, data, invocation_id, action, namespace, metadata, traceparent, baggage
@@ -167,10 +207,66 @@ class Calls:
         baggage: str | None,
     ) -> None:
         """Make a call nobody answers (``trigger_void``); returns once it is queued."""
+        if self.interceptors:
+            outbound = self._outbound(
+                function_id, data, VoidAction(), None, namespace, metadata, traceparent, baggage
+            )
+            await self._through_interceptors(outbound)
+            return
         message = self.invoke_message(
             function_id, data, None, VoidAction(), namespace, metadata, traceparent, baggage
         )
         await self._submit(Outgoing(check_frame_size(encode(message))), None)
+
+    def _outbound(
+        self,
+        function_id: str,
+        data: Any,
+        action: TriggerAction | None,
+        timeout: float | UseDefault | None,
+        namespace: str | None,
+        metadata: JsonValue,
+        traceparent: str | None,
+        baggage: str | None,
+    ) -> OutboundCall:
+        message = self.invoke_message(
+            function_id, data, None, action, namespace, metadata, traceparent, baggage
+        )
+        self._timeout(timeout)  # a bad timeout is refused before any interceptor runs
+        return OutboundCall(
+            function_id=message.function_id,
+            data=message.data,
+            action=action,
+            timeout=timeout,
+            namespace=message.namespace,
+            metadata=message.metadata,
+            traceparent=message.traceparent,
+            baggage=message.baggage,
+        )
+
+    async def _through_interceptors(self, outbound: OutboundCall) -> JsonValue:
+        chain: SendCall = self._to_engine
+        for interceptor in reversed(self.interceptors):
+            chain = _link(interceptor, chain)
+        return await chain(outbound)
+
+    async def _to_engine(self, call: OutboundCall) -> JsonValue:
+        """The end of the interceptor chain: the call goes to the engine as it is."""
+        invocation_id = None if isinstance(call.action, VoidAction) else self._new_uuid()
+        message = InvokeFunction(
+            invocation_id=invocation_id,
+            function_id=call.function_id,
+            data=call.data,
+            traceparent=call.traceparent,
+            baggage=call.baggage,
+            action=call.action,
+            metadata=call.metadata,
+            namespace=call.namespace,
+        )
+        if invocation_id is None:
+            await self._submit(Outgoing(check_frame_size(encode(message))), None)
+            return None
+        return await self._send_and_wait(message, invocation_id, call.timeout)
 
     def invoke_message(
         self,
@@ -318,3 +414,10 @@ class Calls:
 
     def stop_expiring(self) -> None:
         self._expiry_scope.cancel()
+
+
+def _link(interceptor: CallInterceptor, send_on: SendCall) -> SendCall:
+    async def send(call: OutboundCall) -> JsonValue:
+        return await interceptor(call, send_on)
+
+    return send

@@ -327,6 +327,7 @@ class Connector:
             self._backoff.connection_ready()
             live.registered = True
             self.connect_log.connected()
+            self._registrations.registered(live, message)
 
     async def _on_rejected(self, live: Live, message: RejectedMessage) -> None:
         error = RegistrationRejected(

@@ -3,7 +3,8 @@
 ``Inbound.on_invoke`` takes a handler slot (``max_concurrent_invocations``: the
 reader waits for one, so the worker reads no more calls than it can run), then
 starts the invocation in the connection's handlers nursery. The invocation runs the
-handler with its ``InvocationContext`` set, turns the outcome into an ``invocationresult`` frame
+handler with its ``InvocationContext`` set, through the ``wrappers`` (trace context,
+spans, observe reports...), turns the outcome into an ``invocationresult`` frame
 (``reply``) and queues it without waiting (``queue_answer``). On shutdown ``drain``
 gives running handlers ``drain_timeout_ms`` and then cancels them.
 """
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
 from uuid import UUID
 
 import trio
@@ -33,13 +35,34 @@ from ._protocol._types import ErrorBody
 from ._registry import FunctionRegistration, Registry
 from ._worker_state import Status
 
-__all__ = ["SHUTTING_DOWN", "Inbound"]
+__all__ = ["SHUTTING_DOWN", "Inbound", "InboundCall", "InvocationWrapper", "RunHandler"]
 
 log = logging.getLogger("iii_trio")
 
 #: Why a call that arrives while the worker drains is refused (as ``invocation_stopped``,
 #: what its caller would get from the engine had the worker already left).
 SHUTTING_DOWN: Final = "Worker is shutting down"
+
+
+@dataclass
+class InboundCall:
+    """One run of a handler, as an invocation wrapper sees it (and may change it).
+
+    ``data`` is the payload as the engine sent it (a wrapper may replace it, e.g.
+    with channel readers for channel refs); the handler's own input validation runs
+    after the last wrapper.
+    """
+
+    context: InvocationContext
+    registration: FunctionRegistration
+    data: Any
+
+
+#: Runs the handler (or the next wrapper); the handler's result.
+RunHandler = Callable[[InboundCall], Awaitable[JsonValue]]
+#: ``async def wrapper(call, run) -> result``: runs inside the invocation's context;
+#: what it raises becomes the invocation's error as a handler's exception would.
+InvocationWrapper = Callable[[InboundCall, RunHandler], Awaitable[JsonValue]]
 
 
 class Inbound:
@@ -62,6 +85,8 @@ class Inbound:
         self._slots = slots
         self._shutdown_requested = shutdown_requested
         self._new_uuid = new_uuid
+        #: Run in order around every handler run (see ``InvocationWrapper``).
+        self.wrappers: list[InvocationWrapper] = []
 
     async def on_invoke(self, live: Live, message: InvokeFunction) -> None:
         """An ``invokefunction`` arrived on ``live`` (from the connection's reader)."""
@@ -172,7 +197,11 @@ class Inbound:
         )
         token = _current.set(context)
         try:
-            return await registration.handler.run(message.data, message.metadata), None
+            if self.wrappers:
+                result = await self._wrapped(InboundCall(context, registration, message.data))
+            else:
+                result = await registration.handler.run(message.data, message.metadata)
+            return result, None
         except HandlerInputError as exc:
             text = f"Failed to deserialize input for {message.function_id}: {exc}"
             return None, ErrorBody(code="deserialization_error", message=text)
@@ -191,6 +220,12 @@ class Inbound:
             )
         finally:
             _current.reset(token)
+
+    async def _wrapped(self, call: InboundCall) -> JsonValue:
+        run: RunHandler = _run_handler
+        for wrapper in reversed(self.wrappers):
+            run = _wrap(wrapper, run)
+        return await run(call)
 
     def reply(
         self, message: InvokeFunction, result: JsonValue, error: ErrorBody | None
@@ -234,3 +269,14 @@ class Inbound:
         """Wait until every answer made on ``live`` is in its outbox."""
         while live.answering:
             await live.changed.wait()
+
+
+async def _run_handler(call: InboundCall) -> JsonValue:
+    return await call.registration.handler.run(call.data, call.context.metadata)
+
+
+def _wrap(wrapper: InvocationWrapper, run: RunHandler) -> RunHandler:
+    async def wrapped(call: InboundCall) -> JsonValue:
+        return await wrapper(call, run)
+
+    return wrapped

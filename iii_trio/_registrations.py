@@ -13,7 +13,7 @@ import functools
 import os
 import platform
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +35,7 @@ from ._protocol._messages import (
     RegisterTriggerType,
     UnregisterFunction,
     UnregisterTrigger,
+    WorkerRegistered,
 )
 from ._protocol._types import VoidAction
 from ._registry import (
@@ -47,7 +48,13 @@ from ._registry import (
 )
 from ._version import __version__
 
-__all__ = ["Registrations", "project_name"]
+__all__ = ["RegisteredHook", "Registrations", "ReplayExtra", "project_name"]
+
+#: ``hook(live, message)``: the engine registered the worker on ``live``. Runs in the
+#: connection's reader before the next frame is read, so it must not block.
+RegisteredHook = Callable[[Live, WorkerRegistered], None]
+#: Frames to send on every new connection after the registrations (features' own).
+ReplayExtra = Callable[[], Iterable[Message]]
 
 
 class Registrations:
@@ -69,6 +76,10 @@ class Registrations:
         self._threads = threads
         self._new_uuid = new_uuid
         self._current = current
+        #: Run when the engine greets a connection (``workerregistered``), in order.
+        self.registered_hooks: list[RegisteredHook] = []
+        #: Frames sent after the registrations on every connect, in order.
+        self.replay_extras: list[ReplayExtra] = []
 
     # -- registering ----------------------------------------------------------------------
 
@@ -183,11 +194,13 @@ class Registrations:
     # -- connecting -------------------------------------------------------------------------
 
     def handshake(self, worker_id: str | None, reattach_token: str | None) -> list[Message]:
-        """What a new connection sends first: a reattach, then the registrations."""
+        """What a new connection sends first: a reattach, the registrations, the extras."""
         first: list[Message] = []
         if worker_id is not None:
             first.append(Reattach(previous_worker_id=worker_id, reattach_token=reattach_token))
         first.extend(self.registry.replay())
+        for extra in self.replay_extras:
+            first.extend(extra())
         return first
 
     def announcement(self) -> InvokeFunction:
@@ -211,6 +224,11 @@ class Registrations:
         return InvokeFunction(
             function_id="engine::workers::register", data=data, action=VoidAction()
         )
+
+    def registered(self, live: Live, message: WorkerRegistered) -> None:
+        """The engine greeted ``live``: run the hooks features added."""
+        for hook in self.registered_hooks:
+            hook(live, message)
 
 
 def project_name() -> str | None:

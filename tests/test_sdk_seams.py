@@ -1,0 +1,153 @@
+"""The worker's seams that features plug into: the message table, the hooks run when
+the engine greets a connection, the frames replayed on connect, the outbound-call
+interceptors and the invocation wrappers.
+
+Each is exercised the way a feature uses it, against ``engine_sim`` in memory on the
+virtual clock; with nothing plugged in, behaviour is today's (the rest of the suite).
+"""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+from pydantic import JsonValue
+
+from engine_sim import Engine
+from iii_trio import InitOptions, InvocationError, current_invocation, register_worker
+from iii_trio._calls import OutboundCall, SendCall
+from iii_trio._inbound import InboundCall, RunHandler
+from iii_trio._live import Live
+from iii_trio.protocol import Pong, RegisterService, VoidAction, WorkerRegistered
+
+OPTIONS = InitOptions(worker_name="seams", enable_metrics_reporting=False)
+
+
+async def echo(data: JsonValue) -> JsonValue:
+    return data
+
+
+def _sent(engine: Engine, worker_id: str) -> list[str]:
+    """The types of the messages the worker sent on that connection, in order."""
+    return [
+        record.message.type
+        for record in engine.frames(worker_id)
+        if record.direction == "in" and record.message is not None
+    ]
+
+
+async def _functions_of(engine: Engine, *ids: str) -> None:
+    with trio.fail_after(60):
+        await engine.wait_for(lambda: all(i in engine.function_ids() for i in ids))
+
+
+async def test_a_message_type_goes_to_the_handler_registered_for_it(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    seen: list[WorkerRegistered] = []
+
+    async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
+        dispatch = worker._connector.dispatch
+
+        async def on_pong(live: Live, message: Pong) -> None:
+            raise AssertionError("no pong was sent")
+
+        with pytest.raises(ValueError, match="already has a handler"):
+            dispatch.on(WorkerRegistered, on_pong)  # type: ignore[arg-type]
+
+        dispatch.on(Pong, on_pong)
+        assert dispatch.handler_for(Pong) is on_pong
+        worker._registrations.registered_hooks.append(lambda live, message: seen.append(message))
+        await worker.ready()
+        assert [m.worker_id for m in seen] == [worker.worker_id]
+
+
+async def test_hooks_run_once_per_connection_and_extras_follow_the_registrations(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    greeted: list[str] = []
+    async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
+        worker.register_function("seams::echo", echo)
+        worker._registrations.replay_extras.append(lambda: [RegisterService(id="svc", name="S")])
+        worker._registrations.registered_hooks.append(
+            lambda live, message: greeted.append(message.worker_id)
+        )
+        await worker.ready()
+        first = worker.worker_id
+        assert first is not None
+        assert _sent(engine, first)[:2] == ["registerfunction", "registerservice"]
+        assert greeted == [first]
+        engine.disconnect(first, code=1011)
+        with trio.fail_after(60):
+            await engine.wait_for(lambda: greeted[1:])
+        second = worker.worker_id
+        assert second not in (None, first)
+        assert greeted == [first, second]
+        assert _sent(engine, second)[1:3] == ["registerfunction", "registerservice"]
+
+
+async def test_an_interceptor_may_answer_a_call_itself_or_pass_it_on(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    seen: list[OutboundCall] = []
+
+    async def local(call: OutboundCall, send_on: SendCall) -> JsonValue:
+        seen.append(call)
+        if call.function_id == "seams::local":
+            return {"answered": "here", "data": call.data}
+        call.metadata = {"via": "interceptor"}
+        return await send_on(call)
+
+    async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
+        worker._calls.interceptors.append(local)
+        worker.register_function("seams::echo", lambda data: current_invocation().metadata)  # type: ignore[union-attr]
+        await worker.ready()
+        await _functions_of(engine, "seams::echo")
+        assert await worker.trigger("seams::local", [1]) == {"answered": "here", "data": [1]}
+        assert await worker.trigger("seams::echo", None) == {"via": "interceptor"}
+        await worker.trigger_void("seams::local", 2)
+        assert isinstance(seen[-1].action, VoidAction)
+        assert seen[0].namespace == worker.namespace
+        with pytest.raises(ValueError, match="timeout"):
+            await worker.trigger("seams::echo", None, timeout=-1)
+        assert len(seen) == 3  # a bad timeout is refused before any interceptor
+
+
+async def test_wrappers_run_around_each_handler_in_order_and_see_its_error(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    order: list[str] = []
+
+    def named(name: str):  # type: ignore[no-untyped-def]
+        async def wrapper(call: InboundCall, run: RunHandler) -> JsonValue:
+            assert current_invocation() is call.context
+            order.append(f"{name}>")
+            try:
+                if name == "outer" and call.data == "swap":
+                    call.data = "swapped"
+                return await run(call)
+            except ValueError:
+                order.append(f"{name}!")
+                raise
+            finally:
+                order.append(f"<{name}")
+
+        return wrapper
+
+    async def fails(data: JsonValue) -> JsonValue:
+        if data == "boom":
+            raise ValueError("boom")
+        return data
+
+    async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
+        worker._inbound.wrappers.extend([named("outer"), named("inner")])
+        worker.register_function("seams::f", fails)
+        await worker.ready()
+        await _functions_of(engine, "seams::f")
+        assert await worker.trigger("seams::f", "swap") == "swapped"
+        assert order == ["outer>", "inner>", "<inner", "<outer"]
+        order.clear()
+        with pytest.raises(InvocationError, match="boom"):
+            await worker.trigger("seams::f", "boom")
+        assert order == ["outer>", "inner>", "inner!", "<inner", "outer!", "<outer"]
