@@ -15,13 +15,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ._channels import ChannelEnds, open_ends
+from pydantic import JsonValue
+
+from ._channels import ChannelEnds, _End, open_ends
 from ._channels_ref import StreamChannelRef, is_channel_ref
 
 if TYPE_CHECKING:
+    from ._inbound import InboundCall, InvocationWrapper, RunHandler
     from ._worker import Worker
 
-__all__ = ["holds_ref", "hydrated"]
+__all__ = ["channel_wrapper", "holds_ref", "hydrated"]
 
 
 def holds_ref(value: Any) -> bool:
@@ -30,7 +33,7 @@ def holds_ref(value: Any) -> bool:
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, dict):
+        if isinstance(item, dict) and not isinstance(item, _End):
             if is_channel_ref(item):
                 return True
             stack.extend(item.values())
@@ -40,7 +43,7 @@ def holds_ref(value: Any) -> bool:
 
 
 def _replace(value: Any, ends: ChannelEnds) -> Any:
-    if isinstance(value, dict):
+    if isinstance(value, dict) and not isinstance(value, _End):  # an end is hydrated already
         if is_channel_ref(value):
             return ends.end_for(StreamChannelRef.of(value))
         return {key: _replace(item, ends) for key, item in value.items()}
@@ -58,3 +61,17 @@ async def hydrated(worker: Worker, data: Any) -> AsyncIterator[Any]:
         return
     async with open_ends(worker) as ends:
         yield _replace(data, ends)
+
+
+def channel_wrapper(worker: Worker) -> InvocationWrapper:
+    """The invocation wrapper that hydrates ``worker``'s handlers' inputs (innermost,
+    so the ends live inside whatever the other wrappers open around the handler)."""
+
+    async def hydrate_channels(call: InboundCall, run: RunHandler) -> JsonValue:
+        if not holds_ref(call.data):
+            return await run(call)
+        async with open_ends(worker) as ends:
+            call.data = _replace(call.data, ends)
+            return await run(call)
+
+    return hydrate_channels
