@@ -20,7 +20,8 @@ from ._exceptions import InvocationError
 from ._ids import new_uuid
 
 if TYPE_CHECKING:
-    from ._worker import UseDefault, Worker
+    from ._calls import UseDefault
+    from ._worker import Worker
 
 __all__ = [
     "EventStream",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter
 
+from ._calls import USE_DEFAULT, UseDefault
 from ._client_common import (
     EventStream,
     call_builtin,
@@ -39,7 +40,6 @@ from ._client_common import (
 )
 from ._handlers import to_json
 from ._update_ops import SetResult, UpdateOp, UpdateResult, ops_to_json
-from ._worker import USE_DEFAULT, UseDefault
 
 if TYPE_CHECKING:
     from ._worker import Worker

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel, JsonValue, TypeAdapter
 
+from ._calls import USE_DEFAULT, UseDefault
 from ._client_common import (
     EventStream,
     call_builtin,
@@ -46,7 +47,6 @@ from ._stream_types import (
     StreamSetInput,
 )
 from ._update_ops import SetResult, UpdateOp, UpdateResult, ops_to_json
-from ._worker import USE_DEFAULT, UseDefault
 
 if TYPE_CHECKING:
     from ._worker import Worker

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import JsonValue
 
+from ._calls import USE_DEFAULT, UseDefault
 from ._state_client import StateClient, StateEvent
 from ._sync_events import SyncEvents
 from ._update_ops import SetResult, UpdateOp, UpdateResult
-from ._worker import USE_DEFAULT, UseDefault
 
 if TYPE_CHECKING:
     from ._sync import SyncWorker

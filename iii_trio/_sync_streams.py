@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import JsonValue
 
+from ._calls import USE_DEFAULT, UseDefault
 from ._registry import Registration
 from ._stream_client import StreamClient
 from ._stream_provider import StreamProvider
 from ._stream_types import StreamChangeEvent, StreamInfo
 from ._sync_events import SyncEvents
 from ._update_ops import SetResult, UpdateOp, UpdateResult
-from ._worker import USE_DEFAULT, UseDefault
 
 if TYPE_CHECKING:
     from ._sync import SyncWorker
