@@ -156,9 +156,10 @@ WORKERS: Final[Mapping[str, str]] = MappingProxyType(
         "iii-cron": "no `cron` trigger type",
         "iii-http": "no HTTP server and no `http` trigger type",
         "iii-http-functions": "functions with an HTTP `invocation` are never called",
-        "iii-observability": "no engine::traces/metrics/logs/alerts functions "
-        "(engine::log, engine::baggage and engine::health::check are served), "
-        "no `log` or `trace` trigger type",
+        "iii-observability": "no engine::logs functions and no `log` trigger type (the "
+        "module simulates those); never: engine::traces/metrics/alerts/sampling/rollups "
+        "and the `trace` trigger type (engine::log, engine::baggage and "
+        "engine::health::check are always served)",
         "iii-telemetry": "no usage telemetry is sent",
         "iii-exec": "no shell commands are run",
         "iii-bridge": "no connection to another engine",
@@ -170,28 +171,37 @@ WORKERS: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 
-def _simulated(worker: str) -> bool:
+def _lacks(worker: str, name: str, attribute: str) -> bool:
+    """Whether engine_sim has no module for ``worker``, or one that lists in its
+    ``attribute`` (``served``, ``served_trigger_types``) what part of the worker it
+    simulates, without ``name``."""
     # Imported here: the core imports this module, and the module registry
     # imports module code that refers back to the core.
     from .modules import module_class
 
-    return module_class(worker) is not None
+    module = module_class(worker)
+    if module is None:
+        return True
+    served: frozenset[str] | None = getattr(module, attribute, None)
+    return served is not None and name not in served
 
 
 def not_simulated(function_id: str) -> str | None:
     """The upstream worker that serves ``function_id`` if engine_sim has no module
-    for it (``"iii-observability"``, ``"configuration"``, ``"channels"``…), else
-    ``None`` (not a built-in id, or one engine_sim serves when configured)."""
+    for it, or a module that simulates only part of that worker and not this function
+    (``"iii-observability"``, ``"configuration"``, ``"channels"``…), else ``None``
+    (not a built-in id, or one engine_sim serves when configured)."""
     worker = FUNCTIONS.get(function_id)
-    if worker is None or _simulated(worker):
+    if worker is None or not _lacks(worker, function_id, "served"):
         return None
     return worker
 
 
 def not_simulated_trigger_type(trigger_type: str) -> str | None:
     """The upstream worker providing ``trigger_type`` if engine_sim has no module
-    for it (``"iii-http"`` for ``http``), else ``None``."""
+    for it, or one that simulates only part of that worker and not this type
+    (``"iii-http"`` for ``http``), else ``None``."""
     worker = TRIGGER_TYPES.get(trigger_type)
-    if worker is None or _simulated(worker):
+    if worker is None or not _lacks(worker, trigger_type, "served_trigger_types"):
         return None
     return worker

@@ -7,7 +7,10 @@ Upstream these belong to the observability worker, which every engine runs
 * ``engine::log::{info,warn,error,debug,trace}`` take ``{message, data?, trace_id?,
   span_id?, service_name?}`` and answer nothing (``null``). engine_sim writes the line to
   the Python logger ``engine_sim.worker_log`` at the matching level (``trace`` as DEBUG),
-  prefixed by the service name or else the calling worker's name.
+  prefixed by the service name or else the calling worker's name, and, when the
+  ``iii-observability`` module is on, stores it as upstream does (severity 1/5/9/13/17,
+  the data object's keys as attributes, service ``unknown`` unless named, scope ``iii``)
+  for ``engine::logs::list`` and the ``log`` trigger.
 * ``engine::baggage::get {key}`` / ``get_all`` read the engine's ambient OpenTelemetry
   context, which is empty for any call: ``{"value": null}`` / ``{"baggage": {}}``;
   ``engine::baggage::set {key, value}`` answers ``{"success": true, "note": ...}`` and
@@ -18,9 +21,9 @@ Upstream these belong to the observability worker, which every engine runs
 
 Differences from the real engine
 --------------------------------
-* Logs are not kept for ``engine::logs::list`` (engine_sim has no observability store)
-  and ``logs_enabled`` / sampling do not apply; discovery lists these functions under the
-  engine's own worker, not ``iii-observability``.
+* Without the ``iii-observability`` module logs are not kept; sampling does not apply;
+  discovery lists these functions under the engine's own worker, not
+  ``iii-observability``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pydantic import JsonValue
 
 from ._config import ENGINE_VERSION
 from .modules._seam import CallContext
+from .modules.observability import observability
 from .modules.worker_manager import BuiltinInput, parse_input
 
 if TYPE_CHECKING:
@@ -49,6 +53,8 @@ _LEVELS: Final = {
     "debug": logging.DEBUG,
     "trace": logging.DEBUG,
 }
+#: OpenTelemetry's severity number of each level, as upstream stores it.
+_SEVERITY: Final = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "error": 17}
 _BAGGAGE_NOTE: Final = "Baggage set in new context. For propagation, use SDK-level baggage headers."
 
 
@@ -77,6 +83,25 @@ def _log(level: str, core: EngineCore, ctx: CallContext) -> JsonValue:
         worker_log.log(_LEVELS[level], "[%s] %s", source, entry.message)
     else:
         worker_log.log(_LEVELS[level], "[%s] %s %s", source, entry.message, entry.data)
+    store = observability(core)
+    if store is not None:
+        nanos = int(core.wall_time(ctx.now) * 1e9)
+        store.record(
+            {
+                "timestamp_unix_nano": nanos,
+                "observed_timestamp_unix_nano": nanos,
+                "severity_number": _SEVERITY[level],
+                "severity_text": level.upper(),
+                "body": entry.message,
+                "attributes": dict(entry.data) if isinstance(entry.data, dict) else {},
+                "trace_id": entry.trace_id,
+                "span_id": entry.span_id,
+                "resource": {},
+                "service_name": entry.service_name or "unknown",
+                "instrumentation_scope_name": "iii",
+                "instrumentation_scope_version": ENGINE_VERSION,
+            }
+        )
     return None
 
 

@@ -75,6 +75,9 @@ class RecordBuffer:
         # Where ``add`` wakes the pump: the run and the event it waits on.
         self._token: trio.lowlevel.TrioToken | None = None
         self._event: trio.Event | None = None
+        # One sender at a time (the pump, or a flush at shutdown): a record peeked by
+        # both would go out twice.
+        self._sending = trio.Lock()
 
     def __len__(self) -> int:
         with self._lock:
@@ -145,10 +148,11 @@ class RecordBuffer:
         A record leaves the buffer only once its frame is queued, so a connection
         lost (this task cancelled) while ``send`` waits keeps it for the next one.
         """
-        while (batch := self._peek()) is not None:
-            frame, last = batch
-            await send(frame)
-            self._release(last)
+        async with self._sending:
+            while (batch := self._peek()) is not None:
+                frame, last = batch
+                await send(frame)
+                self._release(last)
         self._report_drops()
 
     def _peek(self) -> tuple[bytes, int] | None:

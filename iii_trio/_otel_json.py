@@ -22,6 +22,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from pydantic import BaseModel
+
 from ._metrics import _INSTANCE_ID, DEFAULT_SERVICE_NAME
 from ._version import __version__
 
@@ -69,17 +71,24 @@ def any_value(value: object, depth: int = 0) -> Json:
         return {"bytesValue": base64.b64encode(value).decode("ascii")}
     if depth >= _MAX_DEPTH:
         return {"stringValue": repr(value)}
+    if isinstance(value, BaseModel):
+        return any_value(value.model_dump(mode="json"), depth + 1)
     if isinstance(value, Mapping):
-        return {"kvlistValue": {"values": key_values(value, depth + 1)}}
+        # Inside data a null is a value (an empty ``AnyValue``), not a missing key.
+        values = [
+            {"key": str(key), "value": any_value(item, depth + 1)} for key, item in value.items()
+        ]
+        return {"kvlistValue": {"values": values}}
     if isinstance(value, list | tuple | set | frozenset):
         return {"arrayValue": {"values": [any_value(item, depth + 1) for item in value]}}
     return {"stringValue": str(value)}
 
 
-def key_values(mapping: Mapping[Any, object], depth: int = 0) -> list[Json]:
-    """A mapping as an OTLP ``KeyValue`` list (keys as strings, ``None`` values left out)."""
+def key_values(mapping: Mapping[Any, object]) -> list[Json]:
+    """Attributes as an OTLP ``KeyValue`` list (keys as strings; a ``None`` value means
+    the attribute is absent and is left out)."""
     return [
-        {"key": str(key), "value": any_value(value, depth)}
+        {"key": str(key), "value": any_value(value)}
         for key, value in mapping.items()
         if value is not None
     ]

@@ -26,13 +26,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._context import InvocationContext
+from ._context import InvocationContext, current_invocation
 from ._logging import Logger, current_sink, encode_log, scope_of
 from ._otel_buffer import RecordBuffer
 from ._otel_json import LOGS_PREFIX, SPANS_PREFIX, encode_resource, resource_attributes
 from ._outbox import Outbox, Outgoing
 
 if TYPE_CHECKING:
+    from pydantic import JsonValue
+
+    from ._calls import Calls, OutboundCall, SendCall
+    from ._inbound import Inbound, InboundCall, RunHandler
     from ._options import InitOptions
     from ._otel import Tracing
 
@@ -259,6 +263,34 @@ class Telemetry:
             log.debug("could not encode a log record for the engine", exc_info=True)
 
     # -- hooks -------------------------------------------------------------------------------
+
+    def install(self, inbound: Inbound, calls: Calls) -> None:
+        """Put the hooks around the worker's invocations and calls: outermost, so that
+        the other wrappers and interceptors run inside the spans. Inert: nothing."""
+        if self._inert:
+            return
+        inbound.wrappers.insert(0, self._wrap_invocation)
+        if self._tracing is not None:
+            calls.interceptors.insert(0, self._intercept_call)
+
+    async def _wrap_invocation(self, call: InboundCall, run: RunHandler) -> JsonValue:
+        with self.invocation(call.context):
+            return await run(call)
+
+    async def _intercept_call(self, call: OutboundCall, send_on: SendCall) -> JsonValue:
+        traceparent, baggage = call.traceparent, call.baggage
+        current = current_invocation()
+        if current is not None:
+            # What the worker copied from the invocation (propagate_trace_context) is
+            # the caller's context: the call's span, child of this invocation's, and
+            # the baggage current in the handler take its place.
+            if traceparent == current.traceparent:
+                traceparent = None
+            if baggage == current.baggage:
+                baggage = None
+        with self.call(call.function_id, traceparent, baggage) as (traceparent, baggage):
+            call.traceparent, call.baggage = traceparent, baggage
+            return await send_on(call)
 
     def invocation(self, context: InvocationContext) -> AbstractContextManager[Traced]:
         """Around a handler: its span, and this worker as the sink of its records."""
