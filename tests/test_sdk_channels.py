@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
+from pydantic import BaseModel
 from trio.testing import MockClock
 
 from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim.faults import RestartEngine
-from iii_trio import InitOptions, Worker, register_worker
+from iii_trio import InitOptions, InvocationError, Worker, register_worker
 from iii_trio._channels import ChannelError, ChannelReader, ChannelWriter, open_channel
+from iii_trio._channels_hydrate import channel_wrapper
 from iii_trio._channels_ref import StreamChannelRef
 
 
@@ -159,3 +163,120 @@ async def write_until_refused(writer: ChannelWriter) -> None:
     for _ in range(10):
         await writer.send(b"y")
         await trio.sleep(1)
+
+
+# -- handlers get channel ends for the refs in their input ---------------------------------
+
+
+def hydrating(worker: Worker) -> Worker:
+    """Until the Worker installs the channel wrapper itself (harmless twice)."""
+    worker._inbound.wrappers.append(channel_wrapper(worker))
+    return worker
+
+
+class Upload(BaseModel):
+    name: str
+    body: ChannelReader
+
+
+async def test_a_typed_handler_gets_a_reader_for_a_read_ref(autojump_clock: MockClock) -> None:
+    async def checksum(upload: Upload) -> dict[str, object]:
+        data = b"".join([chunk async for chunk in upload.body if isinstance(chunk, bytes)])
+        return {"name": upload.name, "size": len(data), "sha": hashlib.sha256(data).hexdigest()}
+
+    body = bytes(range(256)) * 700
+    async with pair() as (engine, worker):
+        hydrating(worker).register_function("files::checksum", checksum)
+        await engine.wait_for(lambda: "files::checksum" in engine.function_ids())
+        async with open_channel(worker) as channel, trio.open_nursery() as nursery:
+
+            async def write() -> None:
+                await channel.writer.send(body)
+                await channel.writer.aclose()
+
+            nursery.start_soon(write)
+            answer = await worker.trigger(
+                "files::checksum", {"name": "b", "body": channel.reader_ref}
+            )
+    assert answer == {"name": "b", "size": len(body), "sha": hashlib.sha256(body).hexdigest()}
+    # The function's request_format shows the field as the ref it arrives as.
+    field = Upload.model_json_schema()["properties"]["body"]
+    assert field["required"] == ["channel_id", "access_key", "direction"]
+
+
+async def test_a_writer_the_handler_used_ends_its_stream_when_the_handler_returns(
+    autojump_clock: MockClock,
+) -> None:
+    async def count(data: dict[str, Any]) -> int:
+        out = data["out"]
+        assert isinstance(out, ChannelWriter)
+        assert out["channel_id"] == out.channel_id  # an end is also its ref
+        for n in range(3):
+            await out.send(f"{n}")
+        return 3
+
+    async with pair() as (engine, worker):
+        hydrating(worker).register_function("t::count", count)
+        await engine.wait_for(lambda: "t::count" in engine.function_ids())
+        async with open_channel(worker) as channel:
+            assert await worker.trigger("t::count", {"out": channel.writer_ref}) == 3
+            with trio.fail_after(5):
+                assert [item async for item in channel.reader] == ["0", "1", "2"]
+
+
+async def test_an_end_the_handler_does_not_use_passes_on_as_its_ref(
+    autojump_clock: MockClock,
+) -> None:
+    async def relay(data: dict[str, Any]) -> Any:
+        assert isinstance(data["in"], ChannelReader)
+        assert not data["in"].used
+        return await worker.trigger("t::drain", {"wrapped": [data["in"]]}, result_type=str)
+
+    async def drain(data: dict[str, Any]) -> str:
+        (reader,) = data["wrapped"]
+        assert isinstance(reader, ChannelReader)
+        return (await reader.read_all()).decode()
+
+    async with pair() as (engine, worker):
+        hydrating(worker).register_function("t::relay", relay)
+        worker.register_function("t::drain", drain)
+        await engine.wait_for(lambda: {"t::relay", "t::drain"} <= engine.function_ids())
+        async with open_channel(worker) as channel:
+            await channel.writer.send(b"passed on")
+            await channel.writer.aclose()
+            assert await worker.trigger("t::relay", {"in": channel.reader_ref}) == "passed on"
+
+
+async def test_a_handler_that_fails_drops_its_writer_and_reports_its_own_error(
+    autojump_clock: MockClock,
+) -> None:
+    async def broken(data: dict[str, Any]) -> None:
+        await data["out"].send(b"partial")
+        raise ValueError("disk full")
+
+    async with pair() as (engine, worker):
+        hydrating(worker).register_function("t::broken", broken)
+        await engine.wait_for(lambda: "t::broken" in engine.function_ids())
+        async with open_channel(worker) as channel:
+            with pytest.raises(InvocationError, match="disk full") as failed:
+                await worker.trigger("t::broken", {"out": channel.writer_ref})
+            assert failed.value.code == "invocation_failed"
+            with trio.fail_after(5):
+                # A dropped writer ends the stream as a close does (upstream cannot tell).
+                assert [item async for item in channel.reader] == [b"partial"]
+
+
+async def test_a_payload_without_refs_reaches_the_handler_untouched(
+    autojump_clock: MockClock,
+) -> None:
+    seen: list[Any] = []
+
+    async def echo(data: Any) -> None:
+        seen.append(data)
+
+    payload = {"a": [1, {"channel_id": "c", "access_key": 5, "direction": "read"}], "b": None}
+    async with pair() as (engine, worker):
+        hydrating(worker).register_function("t::echo", echo)
+        await engine.wait_for(lambda: "t::echo" in engine.function_ids())
+        await worker.trigger("t::echo", payload)
+    assert seen == [{**payload, "_caller_worker_id": worker.worker_id}]

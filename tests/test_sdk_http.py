@@ -17,7 +17,7 @@ import engine_sim.modules as modules
 from engine_sim import Engine
 from engine_sim.modules.http import HttpModule
 from iii_trio import Worker
-from iii_trio._channels_hydrate import hydrated
+from iii_trio._channels_hydrate import channel_wrapper
 from iii_trio._http import HttpReply, HttpRequest, HttpResponse, http
 from tests.modules.test_http_support import http_engine, route, worker
 
@@ -35,16 +35,10 @@ async def served(
     handler: Handler, api_path: str = "/x", method: str = "POST", **config: Any
 ) -> AsyncIterator[tuple[Engine, httpx.AsyncClient, Worker]]:
     async with http_engine(**config) as (engine, client), worker(engine) as w:
-        await route(engine, w, "api::x", hydrating(w, http(handler)), api_path, method)
+        # Until the Worker installs the channel wrapper itself (harmless twice).
+        w._inbound.wrappers.append(channel_wrapper(w))
+        await route(engine, w, "api::x", http(handler), api_path, method)
         yield engine, client, w
-
-
-def hydrating(w: Worker, fn: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
-    async def run(data: Any) -> Any:
-        async with hydrated(w, data) as ready:
-            return await fn(ready)
-
-    return run
 
 
 class Item(BaseModel):
