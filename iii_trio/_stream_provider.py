@@ -28,6 +28,7 @@ from ._handlers import to_json
 from ._registry import Registration
 from ._stream_types import (
     StreamDeleteInput,
+    StreamDeleteResult,
     StreamGetInput,
     StreamListGroupsInput,
     StreamListInput,
@@ -43,6 +44,7 @@ __all__ = ["StreamProvider", "serve_stream"]
 
 _SET_RESULT: TypeAdapter[SetResult[JsonValue]] = TypeAdapter(SetResult[JsonValue])
 _UPDATE_RESULT: TypeAdapter[UpdateResult[JsonValue]] = TypeAdapter(UpdateResult[JsonValue])
+_DELETE_RESULT: TypeAdapter[StreamDeleteResult] = TypeAdapter(StreamDeleteResult)
 _GROUPS: TypeAdapter[list[str]] = TypeAdapter(list[str])
 
 
@@ -62,8 +64,8 @@ class StreamProvider(Protocol):
         """Store ``input.data``; the value replaced (``old_value``) and the new one."""
         ...
 
-    async def delete(self, input: StreamDeleteInput) -> Any:
-        """Remove the item; the value it held, or ``None``."""
+    async def delete(self, input: StreamDeleteInput) -> StreamDeleteResult | Mapping[str, Any]:
+        """Remove the item; the value it held (``old_value``, ``None`` if none)."""
         ...
 
     async def list(self, input: StreamListInput) -> Sequence[Any]:
@@ -98,7 +100,7 @@ def serve_stream(worker: Worker, stream_name: str, provider: StreamProvider) -> 
         return _result(_SET_RESULT, await provider.set(input))
 
     async def delete(input: StreamDeleteInput) -> JsonValue:
-        return {"old_value": to_json(await provider.delete(input))}
+        return _result(_DELETE_RESULT, await provider.delete(input))
 
     async def list_items(input: StreamListInput) -> JsonValue:
         items: list[JsonValue] = [to_json(item) for item in await provider.list(input)]

@@ -17,6 +17,7 @@ __all__ = [
     "StreamChangeEvent",
     "StreamCustomEvent",
     "StreamDeleteInput",
+    "StreamDeleteResult",
     "StreamGetInput",
     "StreamInfo",
     "StreamItemChange",
@@ -66,6 +67,12 @@ class StreamUpdateInput(StreamGetInput):
     """The payload of ``stream::update``: one item and the ops to apply in one step."""
 
     ops: list[UpdateOp]
+
+
+class StreamDeleteResult(BaseModel):
+    """What a custom stream's ``delete`` answers: the value it removed (``None`` if none)."""
+
+    old_value: Any = None
 
 
 class StreamInfo(BaseModel):

@@ -18,6 +18,7 @@ from iii_trio import sync as iii
 from iii_trio._state_client import StateEventType
 from iii_trio._stream_types import (
     StreamDeleteInput,
+    StreamDeleteResult,
     StreamGetInput,
     StreamInfo,
     StreamItemChange,
@@ -93,8 +94,8 @@ class Board:
         self.items[(input.group_id, input.item_id)] = input.data
         return SetResult[Any](old_value=old, new_value=input.data)
 
-    async def delete(self, input: StreamDeleteInput) -> Any:
-        return self.items.pop((input.group_id, input.item_id), None)
+    async def delete(self, input: StreamDeleteInput) -> StreamDeleteResult:
+        return StreamDeleteResult(old_value=self.items.pop((input.group_id, input.item_id), None))
 
     async def list(self, input: StreamListInput) -> Sequence[Any]:
         return [v for (g, _), v in self.items.items() if g == input.group_id]

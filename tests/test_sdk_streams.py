@@ -20,6 +20,7 @@ from iii_trio._stream_types import (
     StreamChangeEvent,
     StreamCustomEvent,
     StreamDeleteInput,
+    StreamDeleteResult,
     StreamGetInput,
     StreamInfo,
     StreamItemChange,
@@ -170,8 +171,8 @@ class Notes:
         self.items[(input.group_id, input.item_id)] = input.data
         return SetResult[Any](old_value=old, new_value=input.data)
 
-    async def delete(self, input: StreamDeleteInput) -> Any:
-        return self.items.pop((input.group_id, input.item_id), None)
+    async def delete(self, input: StreamDeleteInput) -> StreamDeleteResult:
+        return StreamDeleteResult(old_value=self.items.pop((input.group_id, input.item_id), None))
 
     async def list(self, input: StreamListInput) -> Sequence[Any]:
         return [v for (group, _), v in self.items.items() if group == input.group_id]
@@ -241,12 +242,20 @@ async def test_a_provider_answer_of_the_wrong_shape_fails_that_call_only(
 async def test_serving_a_stream_twice_is_refused_and_registers_nothing_more(
     autojump_clock: MockClock,
 ) -> None:
-    async with stream_worker() as (_, worker, streams):
-        streams.serve("notes", Notes())
+    async with stream_worker() as (engine, _, streams):
+        first = Notes()
+        streams.serve("notes", first)
         with pytest.raises(ValueError, match="already registered"):
-            streams.serve("notes", Notes())
+            streams.serve("notes", CountingNotes())
         with pytest.raises(ValueError, match="stream_name"):
             streams.serve("", Notes())
+        await streams.set("notes", "g", "a", 1)
+        assert first.items == {("g", "a"): 1}
+        # The refused second provider left nothing behind (its update function included).
+        served = {f for f in engine.function_ids() if f.endswith("(notes)")}
+        assert served == {
+            f"stream::{op}(notes)" for op in ("get", "set", "delete", "list", "list_groups")
+        }
 
 
 @pytest.fixture
