@@ -117,6 +117,13 @@ class Connector:
         #: The engine's id for this worker's current (or last) connection.
         self.worker_id: str | None = None
         self.reattach_token: str | None = None
+        #: What the engine supports (``workerregistered.features``; empty before 0.25),
+        #: kept across a disconnect until the next engine greets the worker.
+        self.engine_features: frozenset[str] = frozenset()
+        #: Run first thing on each new connection, before any frame is sent on it.
+        self.opened_hooks: list[Callable[[Live], None]] = []
+        #: Run once a connection is gone: its calls have failed, its tasks are cancelled.
+        self.closed_hooks: list[Callable[[Live], None]] = []
         self.dispatch = Dispatch()
         self.dispatch.on(InvokeFunction, inbound.on_invoke)
         self.dispatch.on(InvocationResult, self._on_result)
@@ -188,6 +195,8 @@ class Connector:
             self._lose(live, None)
             if self.live is live:
                 self.live = None
+            for hook in self.closed_hooks:
+                hook(live)
             await self._providers.release()
             if live.fatal is not None and self._status.state is not WorkerState.SHUTTING_DOWN:
                 self._status.apply(Rejected(live.fatal.code))
@@ -225,6 +234,8 @@ class Connector:
 
     async def _serve(self, live: Live) -> None:
         connection = live.connection
+        for hook in self.opened_hooks:
+            hook(live)
         self._status.apply(RegistrationStarted())
         registrations = self._registrations
         first = registrations.handshake(self.worker_id, self.reattach_token)
@@ -322,6 +333,7 @@ class Connector:
     async def _on_registered(self, live: Live, message: WorkerRegistered) -> None:
         self.worker_id = message.worker_id
         self.reattach_token = message.reattach_token
+        live.engine_features = self.engine_features = frozenset(message.features or ())
         if self._status.state is WorkerState.REGISTERING:
             self._status.apply(RegistrationCompleted())
             self._backoff.connection_ready()

@@ -38,6 +38,8 @@ class Live:
     fatal: RegistrationRejected | None = None
     #: The engine registered the worker on this connection (``workerregistered``).
     registered: bool = False
+    #: What the engine said it supports on this connection (``workerregistered.features``).
+    engine_features: frozenset[str] = frozenset()
 
     def notify(self) -> None:
         self.changed.notify()

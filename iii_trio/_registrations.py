@@ -14,7 +14,7 @@ import os
 import platform
 import tomllib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 import trio
@@ -26,6 +26,11 @@ from ._live import Live
 from ._options import InitOptions
 from ._outbox import Outgoing
 from ._protocol._codec import encode
+from ._protocol._constants import (
+    FEATURE_LARGE_MESSAGES_V1,
+    FEATURE_LOCAL_DISPATCH_V1,
+    FEATURE_OBSERVE_V1,
+)
 from ._protocol._messages import (
     InvokeFunction,
     Message,
@@ -49,6 +54,9 @@ from ._registry import (
 from ._version import __version__
 
 __all__ = ["RegisteredHook", "Registrations", "ReplayExtra", "project_name"]
+
+#: The order the official SDK 0.25 declares its features in (the rest follow as added).
+_FEATURE_ORDER: Final = (FEATURE_OBSERVE_V1, FEATURE_LOCAL_DISPATCH_V1, FEATURE_LARGE_MESSAGES_V1)
 
 #: ``hook(live, message)``: the engine registered the worker on ``live``. Runs in the
 #: connection's reader before the next frame is read, so it must not block.
@@ -80,6 +88,9 @@ class Registrations:
         self.registered_hooks: list[RegisteredHook] = []
         #: Frames sent after the registrations on every connect, in order.
         self.replay_extras: list[ReplayExtra] = []
+        #: The 0.25 features this worker declares (each added by its feature's module
+        #: once enabled), announced in ``engine::workers::register``.
+        self.features: list[str] = []
 
     # -- registering ----------------------------------------------------------------------
 
@@ -219,11 +230,21 @@ class Registrations:
                 "framework": "iii-trio",
             },
         }
+        if self.features:
+            # Only when there are some: a worker with no 0.25 feature announces itself
+            # byte for byte as before (an engine reads an absent list as an empty one).
+            data["features"] = self.declared_features()
         if self.options.worker_description:
             data["description"] = self.options.worker_description
         return InvokeFunction(
             function_id="engine::workers::register", data=data, action=VoidAction()
         )
+
+    def declared_features(self) -> list[JsonValue]:
+        """``features`` without repeats, in the official SDK's order, then as added."""
+        unique = list(dict.fromkeys(self.features))
+        known = [feature for feature in _FEATURE_ORDER if feature in unique]
+        return known + [feature for feature in unique if feature not in _FEATURE_ORDER]
 
     def registered(self, live: Live, message: WorkerRegistered) -> None:
         """The engine greeted ``live``: run the hooks features added."""

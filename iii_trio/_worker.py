@@ -193,6 +193,16 @@ class Worker:
     def worker_id(self, value: str | None) -> None:
         self._connector.worker_id = value
 
+    @property
+    def engine_features(self) -> frozenset[str]:
+        """The 0.25 features the engine announced when it last registered this worker
+        (``workerregistered.features``: ``"observe.v1"``, ``"large-messages.v1"``...).
+
+        Empty until then, and for an engine older than 0.25; kept across a disconnect
+        until the next engine greets the worker, as the official SDK keeps it.
+        """
+        return self._connector.engine_features
+
     # -- state ------------------------------------------------------------------------------
 
     @property
