@@ -295,6 +295,11 @@ class ChannelEnds:
         conn: Connection = await self._nursery.start(end._hold)
         return conn
 
+    def seal(self) -> None:
+        """Mark every end closed: using one raises ``trio.ClosedResourceError``."""
+        for end in self._ends:
+            end._closed = True
+
     async def close_all(self) -> None:
         """Close every end that opened a socket: writers end their streams."""
         for end in self._ends:
@@ -316,9 +321,13 @@ async def open_ends(worker: Worker) -> AsyncIterator[ChannelEnds]:
     with unwrap_single():
         async with trio.open_nursery() as nursery:
             ends = ChannelEnds(worker, nursery)
-            yield ends
-            await ends.close_all()
-            nursery.cancel_scope.cancel()
+            try:
+                yield ends
+                await ends.close_all()
+            finally:
+                # An end kept past its block fails cleanly, not on a closed nursery.
+                ends.seal()
+                nursery.cancel_scope.cancel()
 
 
 class Channel(NamedTuple):

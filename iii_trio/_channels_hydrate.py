@@ -11,8 +11,6 @@ fails or is cancelled, their sockets are dropped.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue
@@ -24,7 +22,7 @@ if TYPE_CHECKING:
     from ._inbound import InboundCall, InvocationWrapper, RunHandler
     from ._worker import Worker
 
-__all__ = ["channel_wrapper", "holds_ref", "hydrated"]
+__all__ = ["channel_wrapper", "holds_ref"]
 
 
 def holds_ref(value: Any) -> bool:
@@ -50,17 +48,6 @@ def _replace(value: Any, ends: ChannelEnds) -> Any:
     if isinstance(value, list):
         return [_replace(item, ends) for item in value]
     return value
-
-
-@asynccontextmanager
-async def hydrated(worker: Worker, data: Any) -> AsyncIterator[Any]:
-    """``data`` with its channel refs turned into ends that live for the block; the
-    same object, and no nursery, when it holds none."""
-    if not holds_ref(data):
-        yield data
-        return
-    async with open_ends(worker) as ends:
-        yield _replace(data, ends)
 
 
 def channel_wrapper(worker: Worker) -> InvocationWrapper:

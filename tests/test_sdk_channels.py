@@ -280,3 +280,14 @@ async def test_a_payload_without_refs_reaches_the_handler_untouched(
         await engine.wait_for(lambda: "t::echo" in engine.function_ids())
         await worker.trigger("t::echo", payload)
     assert seen == [{**payload, "_caller_worker_id": worker.worker_id}]
+
+
+async def test_an_end_used_after_its_block_is_closed(autojump_clock: MockClock) -> None:
+    async with pair() as (_engine, worker):
+        with pytest.raises(RuntimeError, match="left"):
+            async with open_channel(worker) as channel:
+                raise RuntimeError("left")
+        with pytest.raises(trio.ClosedResourceError):
+            await channel.writer.send(b"late")
+        with pytest.raises(trio.ClosedResourceError):
+            await channel.reader.receive()
