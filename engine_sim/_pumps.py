@@ -19,6 +19,7 @@ from iii_trio.protocol import Message, decode, is_telemetry_frame
 
 from ._effects import Close
 from ._links import CloseRequest, Link
+from .modules.observability import ingest_telemetry
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -91,6 +92,9 @@ class LinkPumps:
             self._engine._apply([Close(link.worker_id, MESSAGE_TOO_BIG, "message too big")])
             return False
         self._engine._record(link.worker_id, "in", frame)
+        if message is None and isinstance(frame, bytes) and is_telemetry_frame(frame):
+            # Spans, metrics and logs the worker exports: iii-observability's (if on).
+            self._engine._apply(ingest_telemetry(self._engine.core, frame, trio.current_time()))
         if message is not None:
             instead = self._engine.faults.intercept(link, message)
             if instead is None:
