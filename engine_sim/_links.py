@@ -177,12 +177,11 @@ class Link:
         self.unfinished = None
 
     def _fragment_if_declared(self, peer: WebSocketPeer) -> None:
-        """Send ``peer`` messages over the frame limit in fragments if its worker
-        declared ``large-messages.v1``; one that did not gets each message in one
-        frame, as before (and as the engine without the feature)."""
+        """Send ``peer`` messages over the frame limit in fragments if both sides named
+        ``large-messages.v1`` (its worker declared it, the engine announced it); else
+        each message goes in one frame, as before."""
         worker = self.core.workers.get(self.worker_id)
-        declared: frozenset[str] = getattr(worker, "features", frozenset())
-        if LARGE_MESSAGES in declared:
+        if worker is not None and self.core.observe.speaks(worker, LARGE_MESSAGES):
             peer.enable_large_messages()
 
 
