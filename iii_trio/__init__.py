@@ -15,6 +15,8 @@ The wire protocol lives in ``iii_trio.protocol`` and the lifecycle tables in
 code that is not async, ``iii_trio.sync`` has the same API behind a blocking portal.
 """
 
+from ._channels import Channel, ChannelError, ChannelReader, ChannelWriter
+from ._channels_ref import StreamChannelRef
 from ._context import InvocationContext, current_invocation
 from ._exceptions import (
     ConnectFailed,
@@ -36,6 +38,8 @@ from ._exceptions import (
     UnknownMessageType,
     WorkerClosed,
 )
+from ._http import HttpReply, HttpRequest, HttpResponse, http
+from ._http_invocation import ApiKeyAuth, BearerAuth, HmacAuth, HttpInvocation
 from ._lifecycle import (
     WORKER_LIFECYCLE,
     WORKER_STATUS_LIFECYCLE,
@@ -63,6 +67,12 @@ __all__ = [
     "USE_DEFAULT",
     "WORKER_LIFECYCLE",
     "WORKER_STATUS_LIFECYCLE",
+    "ApiKeyAuth",
+    "BearerAuth",
+    "Channel",
+    "ChannelError",
+    "ChannelReader",
+    "ChannelWriter",
     "ConnectFailed",
     "Connection",
     "ConnectionClosed",
@@ -71,6 +81,11 @@ __all__ = [
     "EnqueueReceipt",
     "FrameTooLarge",
     "FunctionNotFound",
+    "HmacAuth",
+    "HttpInvocation",
+    "HttpReply",
+    "HttpRequest",
+    "HttpResponse",
     "IIIError",
     "IllegalTransition",
     "InitOptions",
@@ -87,6 +102,7 @@ __all__ = [
     "RegistrationRejected",
     "SendBufferFull",
     "StateMachine",
+    "StreamChannelRef",
     "Transition",
     "TransitionStream",
     "Transport",
@@ -101,6 +117,7 @@ __all__ = [
     "WorkerStatus",
     "__version__",
     "current_invocation",
+    "http",
     "register_worker",
     "resolve_url",
 ]
