@@ -50,6 +50,7 @@ from ._listener import (
 from ._peers import Peer, WebSocketPeer
 from ._rbac import AuthRefused, Session, WorkerPort, parse_auth_result
 from ._records import CallbackReply
+from .modules.observability import ingest_telemetry
 
 if TYPE_CHECKING:
     from pydantic import JsonValue
@@ -165,13 +166,16 @@ class WorkerPorts:
             peer = FirstMessagePeer(await request.accept())
             await self.serve(worker_port, peer, ip, None, target.query, headers)
         elif target.path == "/otel":
-            # Telemetry: accepted and drained, never a worker; on a port with an
-            # auth function, only once it lets the connection in, as upstream.
+            # Telemetry: never a worker; on a port with an auth function, only once it
+            # lets the connection in, as upstream. Its frames feed iii-observability
+            # (when it is on) as those on a worker's own socket do.
             ws = WebSocketPeer(await request.accept())
             admitted, _ = await self.admit(worker_port, ws, target.query, headers, ip)
             try:
                 while admitted:
-                    await ws.receive()
+                    frame = await ws.receive()
+                    engine = self._engine
+                    engine._apply(ingest_telemetry(engine.core, frame, trio.current_time()))
             except ConnectionClosed:
                 pass
         elif (module := self._module_ports.worker_path_module(target.path)) is not None:
