@@ -52,9 +52,8 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
-from functools import cached_property
-from typing import Any, Protocol, TypeVar, overload
+from contextlib import AbstractAsyncContextManager, contextmanager
+from typing import Any, TypeVar, overload
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from pydantic import JsonValue
@@ -64,11 +63,8 @@ from ._handlers import Handler
 from ._lifecycle import WorkerState
 from ._options import InitOptions
 from ._registry import Registration, TriggerTypeProvider
-from ._state_client import StateClient
-from ._stream_client import StreamClient
 from ._sync_events import SyncEvents, SyncTransitions
-from ._sync_state import SyncStateClient
-from ._sync_streams import SyncStreamClient
+from ._sync_features import Receiver, SyncFeatures
 from ._transport import Transport
 from ._worker import USE_DEFAULT, ConnectionState, EnqueueReceipt, UseDefault, Worker
 from ._worker import register_worker as _register_worker
@@ -80,11 +76,7 @@ T_co = TypeVar("T_co", covariant=True)
 F = TypeVar("F", bound=Handler)
 
 
-class _Receiver(Protocol[T_co]):
-    async def receive(self) -> T_co: ...
-
-
-class SyncWorker:
+class SyncWorker(SyncFeatures):
     """A blocking handle on a ``Worker`` running in a portal thread; get one from
     ``iii_trio.sync.register_worker``. Its methods mirror ``iii_trio.Worker``'s."""
 
@@ -145,7 +137,7 @@ class SyncWorker:
         return function()
 
     @contextmanager
-    def _events(self, watch: AbstractAsyncContextManager[_Receiver[T]]) -> Iterator[SyncEvents[T]]:
+    def _events(self, watch: AbstractAsyncContextManager[Receiver[T]]) -> Iterator[SyncEvents[T]]:
         """Enter an async watch on the loop for a ``with`` block; its events are read
         by blocking calls."""
         self._refuse_loop_thread("a watch")
@@ -443,33 +435,6 @@ class SyncWorker:
     def list_triggers(self, *, include_internal: bool = False) -> list[dict[str, JsonValue]]:
         """``engine::registered-triggers::list``: the bindings (trigger instances)."""
         return self._wait(lambda: self._worker.list_triggers(include_internal=include_internal))
-
-    def watch_workers(self, *, buffer: int = 100) -> AbstractContextManager[SyncEvents[JsonValue]]:
-        """``engine::workers-available`` events while the block runs:
-        ``with worker.watch_workers() as events: for event in events: ...``.
-
-        The loop ends when the block does (or the worker shuts down); a slow reader
-        holds up the engine's deliveries. See ``Worker.watch_workers``.
-        """
-        return self._events(self._worker.watch_workers(buffer=buffer))
-
-    def watch_functions(
-        self, *, buffer: int = 100
-    ) -> AbstractContextManager[SyncEvents[JsonValue]]:
-        """``engine::functions-available`` events while the block runs (as ``watch_workers``)."""
-        return self._events(self._worker.watch_functions(buffer=buffer))
-
-    # -- state and streams -----------------------------------------------------------------------
-
-    @cached_property
-    def state_store(self) -> SyncStateClient:
-        """The engine's ``state::*`` built-ins, typed and blocking (see ``Worker.state_store``)."""
-        return SyncStateClient(self, StateClient(self._worker))
-
-    @cached_property
-    def streams(self) -> SyncStreamClient:
-        """The engine's ``stream::*`` built-ins, typed and blocking (see ``Worker.streams``)."""
-        return SyncStreamClient(self, StreamClient(self._worker))
 
 
 @contextmanager

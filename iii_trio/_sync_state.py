@@ -20,7 +20,7 @@ from ._sync_events import SyncEvents
 from ._update_ops import SetResult, UpdateOp, UpdateResult
 
 if TYPE_CHECKING:
-    from ._sync import SyncWorker
+    from ._sync_features import SyncFeatures
 
 __all__ = ["SyncStateClient"]
 
@@ -32,7 +32,7 @@ Ops = Sequence[UpdateOp | dict[str, Any]] | UpdateOp
 class SyncStateClient:
     """``worker.state_store`` of the sync facade; see ``iii_trio._state_client``."""
 
-    def __init__(self, facade: SyncWorker, client: StateClient) -> None:
+    def __init__(self, facade: SyncFeatures, client: StateClient) -> None:
         self._facade = facade
         self._client = client
 

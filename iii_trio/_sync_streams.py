@@ -23,7 +23,7 @@ from ._sync_events import SyncEvents
 from ._update_ops import SetResult, UpdateOp, UpdateResult
 
 if TYPE_CHECKING:
-    from ._sync import SyncWorker
+    from ._sync_features import SyncFeatures
 
 __all__ = ["SyncStreamClient"]
 
@@ -35,7 +35,7 @@ Ops = Sequence[UpdateOp | dict[str, Any]] | UpdateOp
 class SyncStreamClient:
     """``worker.streams`` of the sync facade; see ``iii_trio._stream_client``."""
 
-    def __init__(self, facade: SyncWorker, client: StreamClient) -> None:
+    def __init__(self, facade: SyncFeatures, client: StreamClient) -> None:
         self._facade = facade
         self._client = client
 

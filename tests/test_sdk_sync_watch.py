@@ -188,3 +188,13 @@ def test_a_watch_after_the_block_raises_worker_closed(sim: ThreadedEngine) -> No
         worker.ready(timeout=WAIT)
     with pytest.raises(iii_trio.WorkerClosed), worker.watch_workers():
         pass  # pragma: no cover
+
+
+def test_engine_features_are_what_the_engine_announced() -> None:
+    config = EngineConfig(port=0, features=("observe.v1", "x-custom.v1"))
+    with (
+        run_in_thread(config) as sim,
+        iii.register_worker(sim.url, options=_options("features")) as worker,
+    ):
+        worker.ready(timeout=WAIT)
+        assert worker.engine_features == frozenset({"observe.v1", "x-custom.v1"})

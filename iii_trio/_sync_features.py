@@ -1,0 +1,87 @@
+"""The sync facade's wrappers of what the worker gained with 0.25: discovery watches,
+state and streams, services, the engine's features.
+
+A mixin of ``SyncWorker`` (kept apart so that ``_sync`` stays about the portal): each
+method crosses into the loop through ``SyncWorker``'s ``_wait`` / ``_do`` / ``_events``
+as the rest of the facade does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from functools import cached_property
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from pydantic import JsonValue
+
+from ._registry import Registration
+from ._state_client import StateClient
+from ._stream_client import StreamClient
+from ._sync_events import SyncEvents
+from ._sync_state import SyncStateClient
+from ._sync_streams import SyncStreamClient
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+__all__ = ["SyncFeatures"]
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Receiver(Protocol[T_co]):
+    """What a watch yields: something to ``await receive()`` events from."""
+
+    async def receive(self) -> T_co:
+        """The next event."""
+        ...
+
+
+class SyncFeatures:
+    """Part of ``SyncWorker``: see there."""
+
+    if TYPE_CHECKING:
+        _worker: Worker
+
+        def _wait(self, function: Callable[[], Awaitable[T]]) -> T: ...
+        def _do(self, function: Callable[[], T]) -> T: ...
+        def _bind(self, registration: Registration) -> Registration: ...
+        def _events(
+            self, watch: AbstractAsyncContextManager[Receiver[T]]
+        ) -> AbstractContextManager[SyncEvents[T]]: ...
+
+    @property
+    def engine_features(self) -> frozenset[str]:
+        """What the engine announced in ``workerregistered.features`` (empty before 0.25)."""
+        return self._do(lambda: self._worker.engine_features)
+
+    # -- discovery watches --------------------------------------------------------------------
+
+    def watch_workers(self, *, buffer: int = 100) -> AbstractContextManager[SyncEvents[JsonValue]]:
+        """``engine::workers-available`` events while the block runs:
+        ``with worker.watch_workers() as events: for event in events: ...``.
+
+        The loop ends when the block does (or the worker shuts down); a slow reader
+        holds up the engine's deliveries. See ``Worker.watch_workers``.
+        """
+        return self._events(self._worker.watch_workers(buffer=buffer))
+
+    def watch_functions(
+        self, *, buffer: int = 100
+    ) -> AbstractContextManager[SyncEvents[JsonValue]]:
+        """``engine::functions-available`` events while the block runs (as ``watch_workers``)."""
+        return self._events(self._worker.watch_functions(buffer=buffer))
+
+    # -- state and streams -----------------------------------------------------------------------
+
+    @cached_property
+    def state_store(self) -> SyncStateClient:
+        """The engine's ``state::*`` built-ins, typed and blocking (see ``Worker.state_store``)."""
+        return SyncStateClient(self, StateClient(self._worker))
+
+    @cached_property
+    def streams(self) -> SyncStreamClient:
+        """The engine's ``stream::*`` built-ins, typed and blocking (see ``Worker.streams``)."""
+        return SyncStreamClient(self, StreamClient(self._worker))
