@@ -8,10 +8,23 @@
         worker.register_function("math::add", add)
         worker.ready(timeout=10)
         print(worker.trigger("math::add", {"a": 1, "b": 2}))
+        worker.state_store.set("counters", "calls", 1)
+        with worker.watch_workers() as events:
+            for event in events: ...
 
 See ``iii_trio._sync`` for how it works and what it costs.
 """
 
 from ._sync import SyncWorker, register_worker
+from ._sync_events import SyncEvents, SyncTransitions
+from ._sync_state import SyncStateClient
+from ._sync_streams import SyncStreamClient
 
-__all__ = ["SyncWorker", "register_worker"]
+__all__ = [
+    "SyncEvents",
+    "SyncStateClient",
+    "SyncStreamClient",
+    "SyncTransitions",
+    "SyncWorker",
+    "register_worker",
+]
