@@ -22,6 +22,7 @@ from iii_trio.protocol import (
     RegisterTriggerType,
     TriggerRegistrationResult,
     UnregisterTrigger,
+    UnregisterTriggerType,
     is_blank_namespace,
 )
 
@@ -139,12 +140,39 @@ class Triggers:
                 self._drop_binding(binding, tell_provider=True)
         for key, provided in list(self.core.trigger_types.items()):
             if provided.provider == worker.id:
-                del self.core.trigger_types[key]
-                for binding in self.core.bindings.values():
-                    if binding.provider == key:
-                        self._refile(binding)
+                self._withdraw_type(key)
+
+    def _withdraw_type(self, key: TypeKey) -> None:
+        """Trigger type ``key`` has no provider any more: its bindings look for another."""
+        del self.core.trigger_types[key]
+        for binding in self.core.bindings.values():
+            if binding.provider == key:
+                self._refile(binding)
 
     # -- frames ------------------------------------------------------------------------------
+
+    def unregister_trigger_type(
+        self, worker: WorkerRecord, home: str, message: UnregisterTriggerType
+    ) -> None:
+        """An ``unregistertriggertype`` frame: ``worker`` stops providing a type. Only its
+        provider may withdraw a type; its bindings stay, parked or refiled elsewhere."""
+        key = (message.namespace or home, message.id)
+        provided = self.core.trigger_types.get(key)
+        if provided is None or provided.provider != worker.id:
+            log.info(
+                "%s withdrew trigger type %s%s, which it does not provide; ignored",
+                self.core.who(worker),
+                message.id,
+                in_namespace(key[0]),
+            )
+            return
+        log.info(
+            "%s no longer provides trigger type %s%s",
+            self.core.who(worker),
+            message.id,
+            in_namespace(key[0]),
+        )
+        self._withdraw_type(key)
 
     def register_trigger_type(
         self, worker: WorkerRecord, home: str, message: RegisterTriggerType

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Final, Literal, get_args
 
 from iii_trio.protocol import MAX_MESSAGE_BYTES
@@ -13,6 +14,7 @@ from ._rbac import RbacConfig, WorkerPort
 
 if TYPE_CHECKING:
     from .modules._seam import ModuleSpec
+    from .modules.observe import ObserveLimits
 
 __all__ = ["DEFAULT_PORT", "ENGINE_VERSION", "MAIN_PORT", "EngineConfig", "WebSocketStack"]
 
@@ -112,6 +114,13 @@ class EngineConfig:
     #: sans-I/O protocol, driven by Trio; the cheaper per frame) or
     #: ``"trio-websocket"``. Both speak the same wire and enforce the same limits.
     websocket: WebSocketStack = "websockets"
+    #: The iii 0.25 features announced in ``workerregistered.features`` (``observe.v1``,
+    #: ``local-dispatch.v1``); a worker gets a feature's frames only if it declared the
+    #: feature too. ``()`` announces none: the pre-0.25 handshake, byte for byte, and no
+    #: observe frame to anyone (``iii-sim serve --features ''``).
+    features: tuple[str, ...] = field(default_factory=lambda: _observe().ENGINE_FEATURES)
+    #: Bounds and waits of observers (``engine_sim.modules.observe.ObserveLimits``).
+    observe: ObserveLimits = field(default_factory=lambda: _observe().ObserveLimits())
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> EngineConfig:
@@ -153,6 +162,11 @@ class EngineConfig:
                 f"websocket must be one of {', '.join(get_args(WebSocketStack))}, "
                 f"got {self.websocket!r}"
             )
+        if isinstance(self.features, str) or not all(isinstance(f, str) for f in self.features):
+            raise TypeError(f"features takes a tuple of feature names, got {self.features!r}")
+        object.__setattr__(self, "features", tuple(dict.fromkeys(self.features)))
+        if not isinstance(self.observe, _observe().ObserveLimits):
+            raise TypeError(f"observe takes an ObserveLimits(...), got {self.observe!r}")
         if self.frame_log_closed_links < 0:
             raise ValueError("frame_log_closed_links must not be negative")
         object.__setattr__(self, "worker_ports", tuple(self.worker_ports))
@@ -173,3 +187,10 @@ class EngineConfig:
 
             object.__setattr__(self, "modules", tuple(self.modules))
             validate_modules(self.modules)
+
+
+def _observe() -> ModuleType:
+    # Imported when first needed: the modules package imports this one.
+    from .modules import observe
+
+    return observe

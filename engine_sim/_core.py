@@ -46,6 +46,7 @@ from iii_trio.protocol import (
     TriggerRegistrationResult,
     UnregisterFunction,
     UnregisterTrigger,
+    UnregisterTriggerType,
     WorkerRegistered,
 )
 
@@ -82,6 +83,7 @@ from .modules._seam import (
     Deferred,
     EngineModule,
 )
+from .modules.observe import OBSERVE_FRAMES, ObserveEngine
 from .modules.worker_manager import ENQUEUE_FUNCTION
 
 __all__ = [
@@ -104,6 +106,9 @@ _REGISTRATIONS: Final = (
     RegisterTriggerType,
     RegisterTrigger,
     UnregisterTrigger,
+    UnregisterTriggerType,
+    # The observe family: in order with the registrations they follow.
+    *OBSERVE_FRAMES,
 )
 
 
@@ -153,6 +158,8 @@ class EngineCore:
         # Built before the modules start: starting registers built-ins and trigger types.
         self.triggers = Triggers(self)
         self.calls = Calls(self)
+        #: Observers (iii 0.25's observe) and the features the engine announces.
+        self.observe = ObserveEngine(self)
         self.namespaces = Namespaces(self)
         self.sessions = SessionRules(self)
         self.function_registry = FunctionRegistry(self, now)
@@ -240,7 +247,12 @@ class EngineCore:
         self.workers[worker.id] = worker
         self.namespaces.start_grace(worker, now + self.config.namespace_grace_ms / 1000)
         self.send(
-            worker.id, WorkerRegistered(worker_id=worker.id, reattach_token=worker.reattach_token)
+            worker.id,
+            WorkerRegistered(
+                worker_id=worker.id,
+                reattach_token=worker.reattach_token,
+                features=self.observe.announced(session),
+            ),
         )
         worker.status.apply(HandshakeCompleted())
         log.info("%s connected%s", short(worker.id), f" from {ip_address}" if ip_address else "")
@@ -372,7 +384,12 @@ class EngineCore:
         except ValueError:
             return
         previous = self.workers.get(previous_id)
-        if previous is None or previous is worker:
+        if previous is worker:
+            return
+        if previous is None:
+            # Already gone: what it left behind for a reconnect (observers) is claimed
+            # with its token.
+            self.observe.reattached(worker, previous_id, message.reattach_token)
             return
         if message.reattach_token is None or message.reattach_token != previous.reattach_token:
             log.warning(
@@ -384,6 +401,7 @@ class EngineCore:
         log.info("%s reattaches; retiring %s", self.who(worker), self.who(previous))
         self.close_connection(previous.id, 1000, "replaced by a reattaching connection")
         self.cleanup(previous, now)
+        self.observe.reattached(worker, previous_id, message.reattach_token)
 
     # -- registrations, applied once the namespace is known ---------------------------------
 
@@ -392,6 +410,10 @@ class EngineCore:
     ) -> None:
         """Apply a registration frame held until ``worker``'s namespace was fixed,
         once its session's rules (``vetted``) let it through."""
+        if isinstance(message, OBSERVE_FRAMES):
+            # Never vetted: a connection with a session is not offered observe.
+            self.observe.on_frame(worker, message)
+            return
         if worker.session is not None and not vetted:
             if worker.held:
                 worker.backlog.append(message)
@@ -410,6 +432,8 @@ class EngineCore:
                 self.services[(namespace, message.name or message.id)] = (worker.id, message)
             case RegisterTriggerType():
                 self.triggers.register_trigger_type(worker, namespace, message)
+            case UnregisterTriggerType():
+                self.triggers.unregister_trigger_type(worker, namespace, message)
             case RegisterTrigger():
                 self.triggers.register_trigger(worker, namespace, message, now)
             case UnregisterTrigger():
@@ -444,6 +468,7 @@ class EngineCore:
         worker.grace_deadline = None
         self.function_registry.worker_left(worker)
         self.calls.worker_left(worker)
+        self.observe.worker_left(worker)
         self.triggers.worker_left(worker)
         self.namespaces.worker_left(worker)
         for service_key, (declared_by, _) in list(self.services.items()):

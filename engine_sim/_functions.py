@@ -100,7 +100,7 @@ class FunctionRegistry:
                     in_namespace(namespace),
                 )
                 return
-        self.core.functions[(namespace, message.id)] = FunctionEntry(
+        entry = self.core.functions[(namespace, message.id)] = FunctionEntry(
             namespace=namespace,
             id=message.id,
             description=message.description,
@@ -118,6 +118,7 @@ class FunctionRegistry:
             message.id,
             in_namespace(namespace),
         )
+        self.core.observe.function_registered(worker, entry, message.observe)
 
     def unregister(self, worker: WorkerRecord, namespace: str, function_id: str) -> None:
         """An ``unregisterfunction`` frame: only the owner's counts."""
@@ -162,3 +163,4 @@ class FunctionRegistry:
         if entry.owner in self.core.workers:
             self.core.workers[entry.owner].functions.discard(entry.id)
         log.info("function %s%s removed", entry.id, in_namespace(entry.namespace))
+        self.core.observe.function_removed(entry)

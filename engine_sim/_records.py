@@ -16,6 +16,7 @@ from iii_trio.protocol import DEFAULT_NAMESPACE, ErrorBody, Message
 if TYPE_CHECKING:
     from ._rbac import Session
     from .modules._seam import BuiltinHandler
+    from .modules.observe import ObservedCall
 
 __all__ = [
     "Binding",
@@ -24,6 +25,7 @@ __all__ = [
     "FunctionEntry",
     "FunctionKey",
     "NoReply",
+    "ObservedReply",
     "Pending",
     "Reply",
     "ReplyTo",
@@ -58,6 +60,10 @@ class WorkerRecord:
     pid: int | None = None
     isolation: str | None = None
     telemetry: JsonValue = None
+    #: The 0.25 features the worker declared in ``engine::workers::register``
+    #: (``observe.v1``, ``local-dispatch.v1``, ``large-messages.v1``): it is sent a
+    #: feature's frames only if it declared it and the engine announced it.
+    features: frozenset[str] = frozenset()
     #: The connection's namespace once it is known.
     namespace: str | None = None
     #: Registration frames held until the namespace is known.
@@ -202,7 +208,16 @@ class CallbackReply:
     callback: Callable[[JsonValue, ErrorBody | None], None]
 
 
-Reply = ReplyTo | NoReply | EnqueueReply | CallbackReply
+@dataclass(frozen=True, slots=True)
+class ObservedReply:
+    """An invocation observers watch: the observe engine hears its outcome (``call``
+    carries what it needs), then ``reply`` is answered as usual."""
+
+    reply: Reply
+    call: ObservedCall
+
+
+Reply = ReplyTo | NoReply | EnqueueReply | CallbackReply | ObservedReply
 
 
 @dataclass(eq=False)

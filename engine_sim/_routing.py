@@ -37,12 +37,14 @@ from ._records import (
     FunctionEntry,
     FunctionKey,
     NoReply,
+    ObservedReply,
     Pending,
     Reply,
     ReplyTo,
     WorkerRecord,
 )
 from .modules._seam import BuiltinError, BuiltinHandler, CallContext, Deferred
+from .modules.observe import CallObserve
 from .modules.worker_manager import ENQUEUE_FUNCTION
 
 if TYPE_CHECKING:
@@ -103,6 +105,11 @@ class Calls:
         self, reply: Reply, function_id: str, result: JsonValue, error: ErrorBody | None
     ) -> None:
         """Deliver an invocation's outcome to whoever waits for it."""
+        while isinstance(reply, ObservedReply):
+            # Observers see the outcome first: an activation starts before the caller
+            # hears the answer, as it would from the engine's own loop.
+            self.core.observe.finished(reply.call, result, error)
+            reply = reply.reply
         if isinstance(reply, EnqueueReply):
             if error is not None:
                 error = ErrorBody(code="enqueue_error", message=f"{error.code}: {error.message}")
@@ -145,12 +152,29 @@ class Calls:
         metadata: JsonValue = None,
         traceparent: str | None = None,
         baggage: str | None = None,
+        observe: CallObserve | None = None,
     ) -> None:
-        """Run ``function_id`` in ``namespace``: in process, or on the worker that owns it."""
+        """Run ``function_id`` in ``namespace``: in process, or on the worker that owns it.
+
+        ``observe``: who called (stamped), the observe depth and the activation, which
+        the worker running it is told when it speaks observe and its observers see.
+        """
         entry = self.core.lookup(namespace, function_id)
         if entry is None:
             self.complete(reply, function_id, None, self._not_found(namespace, function_id))
             return
+        observed = self.core.observe.watch(
+            entry,
+            data,
+            metadata=metadata,
+            observe=observe,
+            traceparent=traceparent,
+            baggage=baggage,
+            invocation_id=invocation_id,
+        )
+        if observed is not None:
+            reply = ObservedReply(reply, observed)
+            invocation_id = invocation_id or UUID(observed.invocation_id)
         if entry.owner is None or entry.handler is not None:
             self._run_builtin(entry, data, caller=caller, reply=reply, now=now)
             return
@@ -171,6 +195,7 @@ class Calls:
                 metadata=metadata,
                 traceparent=traceparent,
                 baggage=baggage,
+                **self.core.observe.invoke_fields(executor, observe),
             ),
         )
         if calls_log.isEnabledFor(logging.DEBUG):
@@ -259,6 +284,15 @@ class Calls:
         )
         if isinstance(caller_reply, ReplyTo):
             worker.issued.add(caller_reply.invocation_id)
+        observe = CallObserve(
+            caller=self.core.observe.stamp(worker, message.caller),
+            depth=message.observe_depth or 0,
+            input=message.data,
+        )
+        if message.activation is not None:
+            # An owner's ``obs.call``: the observer names the target.
+            self.core.observe.owner_call(worker, message, caller_reply, observe)
+            return
         if isinstance(message.action, EnqueueAction):
             self._enqueue(worker, message, namespace, caller_reply, now)
             return
@@ -277,6 +311,7 @@ class Calls:
             metadata=message.metadata,
             traceparent=message.traceparent,
             baggage=message.baggage,
+            observe=observe,
         )
 
     def on_result(self, worker: WorkerRecord, message: InvocationResult) -> None:

@@ -31,7 +31,10 @@ async def test_item_1_first_frame_is_text_workerregistered(served: Engine) -> No
     assert isinstance(frame, str)
     hello = decode(frame)
     assert isinstance(hello, WorkerRegistered)
-    assert list(json.loads(frame)) == ["type", "worker_id", "reattach_token"]
+    # iii 0.25: the features the engine speaks follow (the field is left out when it
+    # announces none, EngineConfig(features=())).
+    assert list(json.loads(frame)) == ["type", "worker_id", "reattach_token", "features"]
+    assert json.loads(frame)["features"] == ["observe.v1", "local-dispatch.v1"]
 
 
 async def test_item_3_websocket_ping_is_answered_with_its_payload(served: Engine) -> None:

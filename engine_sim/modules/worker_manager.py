@@ -425,6 +425,8 @@ class _RegisterWorker(BuiltinInput):
     isolation: str | None = None
     namespace: str | None = None
     telemetry: JsonValue = None
+    #: The iii 0.25 features the worker speaks (``observe.v1``, ...).
+    features: JsonValue = None
 
 
 def workers_register(core: EngineCore, ctx: CallContext) -> JsonValue:
@@ -455,6 +457,7 @@ def workers_register(core: EngineCore, ctx: CallContext) -> JsonValue:
     worker.runtime = query.runtime or "unknown"
     worker.version = query.version
     worker.telemetry = query.telemetry
+    core.observe.declare(worker, query.features)
     log.info(
         "%s announced itself (%s %s, pid %s)%s",
         core.who(worker),

@@ -1,0 +1,83 @@
+"""The live observers, by id and by the three things that change their state: the
+function they observe, the function they activate, and the connection that made them."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from typing import TypeVar
+
+from ..._records import FunctionKey
+from ._observer import Observer
+
+__all__ = ["Registry"]
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Registry:
+    """Indexes of the live observers; every index stays in step with ``by_id``."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Observer] = {}
+        # Dicts as ordered sets: observers of a function are told in the order made.
+        self._by_source: dict[FunctionKey, dict[str, Observer]] = {}
+        self._by_target: dict[FunctionKey, dict[str, Observer]] = {}
+        self._by_watcher: dict[str, dict[str, Observer]] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def __iter__(self) -> Iterator[Observer]:
+        return iter(list(self.by_id.values()))
+
+    def get(self, observer_id: str) -> Observer | None:
+        return self.by_id.get(observer_id)
+
+    def add(self, obs: Observer) -> None:
+        self.by_id[obs.id] = obs
+        self._by_source.setdefault(obs.source, {})[obs.id] = obs
+        self._by_target.setdefault(obs.target, {})[obs.id] = obs
+        self._by_watcher.setdefault(obs.watcher, {})[obs.id] = obs
+
+    def remove(self, obs: Observer) -> None:
+        if self.by_id.get(obs.id) is not obs:
+            return
+        del self.by_id[obs.id]
+        _drop(self._by_source, obs.source, obs.id)
+        _drop(self._by_target, obs.target, obs.id)
+        _drop(self._by_watcher, obs.watcher, obs.id)
+
+    def move_watcher(self, obs: Observer, watcher: str) -> None:
+        """``obs`` now belongs to connection ``watcher`` (its worker reconnected)."""
+        _drop(self._by_watcher, obs.watcher, obs.id)
+        obs.watcher = watcher
+        self._by_watcher.setdefault(watcher, {})[obs.id] = obs
+
+    def of_source(self, key: FunctionKey) -> list[Observer]:
+        """The observers of function ``key``, oldest first (a copy: safe to change them)."""
+        found = self._by_source.get(key)
+        return list(found.values()) if found else []
+
+    def observes(self, key: FunctionKey) -> bool:
+        """Whether any observer watches ``key`` (the routed path asks on every call)."""
+        return key in self._by_source
+
+    def of_target(self, key: FunctionKey) -> list[Observer]:
+        found = self._by_target.get(key)
+        return list(found.values()) if found else []
+
+    def of_watcher(self, watcher: str) -> list[Observer]:
+        found = self._by_watcher.get(watcher)
+        return list(found.values()) if found else []
+
+    def count_of_watcher(self, watcher: str) -> int:
+        return len(self._by_watcher.get(watcher, ()))
+
+
+def _drop(index: dict[K, dict[str, Observer]], key: K, observer_id: str) -> None:
+    bucket = index.get(key)
+    if bucket is None:
+        return
+    bucket.pop(observer_id, None)
+    if not bucket:
+        del index[key]
