@@ -66,15 +66,18 @@ _CHOICES: dict[str, tuple[tuple[str, ...], str]] = {
     "websocket": (get_args(WebSocketStack), "the engine's WebSocket stack"),
 }
 #: ``EngineConfig`` fields with no flag of their own: ``record_frames`` is
-#: ``--record``; the modules, the further worker ports and their RBAC rules
-#: (structured settings) come from ``--config``.
+#: ``--record``, ``features`` is ``--features`` (a list); the modules, the further
+#: worker ports and their RBAC rules, and the observers' bounds (structured settings)
+#: come from ``--config`` or their defaults.
 _NOT_FLAGS = frozenset(
     (
         "record_frames",
+        "features",
         "modules",
         "middleware_function_id",
         "rbac",
         "worker_ports",
+        "observe",
     )
 )
 
@@ -122,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
             choices=choices,
             help=f"{text} (default {_default(field)})",
         )
+    serve.add_argument(
+        "--features",
+        metavar="LIST",
+        help="the iii 0.25 features announced to workers, comma-separated; '' announces "
+        "none, the pre-0.25 handshake (default "
+        f"{','.join(EngineConfig().features)})",
+    )
     serve.add_argument(
         "--record",
         action="store_true",
@@ -312,6 +322,8 @@ def _engine_config(args: argparse.Namespace) -> tuple[EngineConfig, list[str]]:
         for field in [*_SETTINGS, *_CHOICES]
         if getattr(args, field) is not None
     }
+    if args.features is not None:
+        given["features"] = tuple(name.strip() for name in args.features.split(",") if name.strip())
     # A long-running engine has no reader for frame logs: keep none unless asked.
     given["record_frames"] = args.record
     if args.config is None:
