@@ -137,13 +137,19 @@ class SyncWorker(SyncFeatures):
         return function()
 
     @contextmanager
+    def _enter(self, manager: AbstractAsyncContextManager[T], what: str) -> Iterator[T]:
+        """Enter an async context manager of the worker on the loop for a ``with`` block."""
+        self._refuse_loop_thread(what)
+        if self._closed:
+            raise WorkerClosed("the worker has shut down")
+        with self._portal.wrap_async_context_manager(manager) as value:
+            yield value
+
+    @contextmanager
     def _events(self, watch: AbstractAsyncContextManager[Receiver[T]]) -> Iterator[SyncEvents[T]]:
         """Enter an async watch on the loop for a ``with`` block; its events are read
         by blocking calls."""
-        self._refuse_loop_thread("a watch")
-        if self._closed:
-            raise WorkerClosed("the worker has shut down")
-        with self._portal.wrap_async_context_manager(watch) as events:
+        with self._enter(watch, "a watch") as events:
             yield SyncEvents(self, events.receive)
 
     # -- state -------------------------------------------------------------------------------

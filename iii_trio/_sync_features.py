@@ -8,16 +8,19 @@ as the rest of the facade does.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pydantic import JsonValue
 
+from ._channels import attach_reader, attach_writer, open_channel
+from ._channels_ref import StreamChannelRef
 from ._registry import Registration
 from ._state_client import StateClient
 from ._stream_client import StreamClient
+from ._sync_channels import SyncChannel, SyncChannelReader, SyncChannelWriter
 from ._sync_events import SyncEvents
 from ._sync_state import SyncStateClient
 from ._sync_streams import SyncStreamClient
@@ -51,6 +54,9 @@ class SyncFeatures:
         def _events(
             self, watch: AbstractAsyncContextManager[Receiver[T]]
         ) -> AbstractContextManager[SyncEvents[T]]: ...
+        def _enter(
+            self, manager: AbstractAsyncContextManager[T], what: str
+        ) -> AbstractContextManager[T]: ...
 
     @property
     def engine_features(self) -> frozenset[str]:
@@ -85,3 +91,31 @@ class SyncFeatures:
     def streams(self) -> SyncStreamClient:
         """The engine's ``stream::*`` built-ins, typed and blocking (see ``Worker.streams``)."""
         return SyncStreamClient(self, StreamClient(self._worker))
+
+    # -- data channels ----------------------------------------------------------------------
+
+    @contextmanager
+    def open_channel(self, buffer_size: int | None = None) -> Iterator[SyncChannel]:
+        """A new data channel for the block, with blocking ends (see ``Worker.open_channel``):
+        ``with worker.open_channel() as (writer, reader)``. Leaving the block ends the
+        writer's stream if it was used here."""
+        with self._enter(open_channel(self._worker, buffer_size), "open_channel()") as channel:
+            yield SyncChannel(
+                SyncChannelWriter(self, channel.writer), SyncChannelReader(self, channel.reader)
+            )
+
+    @contextmanager
+    def channel_reader(
+        self, ref: StreamChannelRef | Mapping[str, str]
+    ) -> Iterator[SyncChannelReader]:
+        """The reading end ``ref`` names (from another worker's payload), for the block."""
+        with self._enter(attach_reader(self._worker, ref), "channel_reader()") as reader:
+            yield SyncChannelReader(self, reader)
+
+    @contextmanager
+    def channel_writer(
+        self, ref: StreamChannelRef | Mapping[str, str]
+    ) -> Iterator[SyncChannelWriter]:
+        """The writing end ``ref`` names, for the block; leaving it ends the stream."""
+        with self._enter(attach_writer(self._worker, ref), "channel_writer()") as writer:
+            yield SyncChannelWriter(self, writer)

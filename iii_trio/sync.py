@@ -16,11 +16,15 @@ See ``iii_trio._sync`` for how it works and what it costs.
 """
 
 from ._sync import SyncWorker, register_worker
+from ._sync_channels import SyncChannel, SyncChannelReader, SyncChannelWriter
 from ._sync_events import SyncEvents, SyncTransitions
 from ._sync_state import SyncStateClient
 from ._sync_streams import SyncStreamClient
 
 __all__ = [
+    "SyncChannel",
+    "SyncChannelReader",
+    "SyncChannelWriter",
     "SyncEvents",
     "SyncStateClient",
     "SyncStreamClient",
