@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/official_suite.py                 # issue 12's five files
     .venv/bin/python benchmarks/official_suite.py --issue14       # issue 14's seven files
+    .venv/bin/python benchmarks/official_suite.py --issue16       # issue 16's observe files
     .venv/bin/python benchmarks/official_suite.py --all           # every file of the suite
     .venv/bin/python benchmarks/official_suite.py --files test_state.py test_pubsub.py
     .venv/bin/python benchmarks/official_suite.py --write         # also results/official_suite.md
@@ -91,6 +92,12 @@ ISSUE14_FILES = (
     "test_middleware.py",
     "test_rbac_workers.py",
     "test_handshake_token.py",
+)
+#: The files issue 16 names: observe against a real engine (routed, then local dispatch,
+#: reports and owner delivery).
+ISSUE16_FILES = (
+    "test_observe_e2e_routed.py",
+    "test_observe_e2e_local.py",
 )
 OUTCOMES = ("passed", "failed", "error", "skipped")
 #: Where the tests live in upstream's repository (their paths to assets are relative).
@@ -569,6 +576,8 @@ def run_suite(args: argparse.Namespace, workdir: Path) -> SuiteRun:
         files = sorted(p.name for p in tests.glob("test_*.py"))
     elif args.issue14:
         files = list(ISSUE14_FILES)
+    elif args.issue16:
+        files = list(ISSUE16_FILES)
     else:
         files = list(args.files or TARGET_FILES)
     missing = [f for f in files if not (tests / f).is_file()]
@@ -719,6 +728,9 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="run every test_*.py of the suite")
     which.add_argument(
         "--issue14", action="store_true", help=f"run issue 14's files: {', '.join(ISSUE14_FILES)}"
+    )
+    which.add_argument(
+        "--issue16", action="store_true", help=f"run issue 16's files: {', '.join(ISSUE16_FILES)}"
     )
     which.add_argument("--files", nargs="+", metavar="FILE", help="run these files of the suite")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(REPO)}")
