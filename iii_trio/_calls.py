@@ -156,8 +156,11 @@ class Calls:
         namespace: str | None,
         new_uuid: Callable[[], UUID],
         current: Callable[[], Live | None],
+        check_size: Callable[[str], str] = check_frame_size,
     ) -> None:
         self.options = options
+        #: Returns a frame, or raises ``FrameTooLarge`` (the limit may grow per engine).
+        self._check_size = check_size
         self.namespace = namespace
         self._new_uuid = new_uuid
         #: The live connection, if any (its ``lost`` is checked here).
@@ -216,7 +219,7 @@ class Calls:
         message = self.invoke_message(
             function_id, data, None, VoidAction(), namespace, metadata, traceparent, baggage
         )
-        await self._submit(Outgoing(check_frame_size(encode(message))), None)
+        await self._submit(Outgoing(self._check_size(encode(message))), None)
 
     def _outbound(
         self,
@@ -264,7 +267,7 @@ class Calls:
             namespace=call.namespace,
         )
         if invocation_id is None:
-            await self._submit(Outgoing(check_frame_size(encode(message))), None)
+            await self._submit(Outgoing(self._check_size(encode(message))), None)
             return None
         return await self._send_and_wait(message, invocation_id, call.timeout)
 
@@ -305,7 +308,7 @@ class Calls:
     ) -> JsonValue:
         function_id = message.function_id
         key = invocation_id.int
-        item = Outgoing(check_frame_size(encode(message)))
+        item = Outgoing(self._check_size(encode(message)))
         pending = Pending(function_id)
         item.tag = pending
         seconds = self._timeout(timeout)

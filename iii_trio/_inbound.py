@@ -77,8 +77,11 @@ class Inbound:
         slots: trio.CapacityLimiter,
         shutdown_requested: trio.Event,
         new_uuid: Callable[[], UUID],
+        check_size: Callable[[str], str] = check_frame_size,
     ) -> None:
         self.name = name
+        #: Returns a frame, or raises ``FrameTooLarge`` (the limit may grow per engine).
+        self._check_size = check_size
         self.options = options
         self._registry = registry
         self._status = status
@@ -244,7 +247,7 @@ class Inbound:
         )
         try:
             frame = encode(reply)
-            check_frame_size(frame)
+            self._check_size(frame)
         except FrameTooLarge as exc:
             failure = ErrorBody(code="payload_too_large", message=str(exc))
             frame = encode(reply.model_copy(update={"result": None, "error": failure}))

@@ -68,7 +68,7 @@ from ._registrations import Registrations
 from ._registrations import project_name as _project_name
 from ._registrations import project_name_in as _project_name_in
 from ._registry import Registration, Registry, TriggerTypeProvider
-from ._transport import Transport, WebSocketTransport
+from ._transport import LARGE_MESSAGES, MessageLimit, Transport, WebSocketTransport
 from ._upgrade import check_url
 from ._worker_state import CONNECTION_STATE, ConnectionState, Status, TransitionStream
 
@@ -126,7 +126,11 @@ class Worker:
             options.max_concurrent_invocations
         )
         shutdown_requested = trio.Event()
-        self._calls = Calls(options, self.namespace, self._new_uuid, self._current)
+        #: 16 MiB, or 64 MiB once the engine announced ``large-messages.v1``.
+        self._message_limit = limit = MessageLimit()
+        self._calls = Calls(
+            options, self.namespace, self._new_uuid, self._current, check_size=limit.check
+        )
         self._registrations = Registrations(
             self.name,
             self.namespace,
@@ -143,6 +147,7 @@ class Worker:
             handler_slots,
             shutdown_requested,
             self._new_uuid,
+            check_size=limit.check,
         )
         self._providers = Providers(self.name, options, self._registrations.registry, handler_slots)
         self._connector = Connector(
@@ -161,6 +166,12 @@ class Worker:
             shutdown_requested=shutdown_requested,
             report_metrics=functools.partial(report_metrics, self),
         )
+        # Large messages (``large-messages.v1``): the limit follows the engine's greeting.
+        self._connector.opened_hooks.append(lambda live: limit.connected(live.connection))
+        self._registrations.registered_hooks.append(
+            lambda live, message: limit.registered(live.connection, message.features)
+        )
+        self._registrations.features.append(LARGE_MESSAGES)
 
     def _new_uuid(self) -> UUID:
         # A peer sees these ids (the engine forwards invocation ids to the callee), so

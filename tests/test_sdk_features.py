@@ -70,10 +70,11 @@ def _announcement(engine: Engine, worker_id: str) -> dict[str, Any]:
     raise AssertionError("no announcement on that connection")
 
 
-async def test_an_engine_before_0_25_gives_no_features_and_the_announcement_is_unchanged(
+async def test_an_engine_before_0_25_gives_no_features_and_no_feature_means_no_key(
     engine: Engine, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
+        worker._registrations.features.clear()  # as if no 0.25 feature were built in
         assert worker.engine_features == frozenset()
         await worker.ready()
         assert worker.engine_features == frozenset()
@@ -89,6 +90,15 @@ async def test_an_engine_before_0_25_gives_no_features_and_the_announcement_is_u
             "namespace",
             "telemetry",
         }
+
+
+async def test_a_worker_declares_the_features_it_implements(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
+        await worker.ready()
+        assert worker.worker_id is not None
+        assert _announcement(engine, worker.worker_id)["features"] == ["large-messages.v1"]
 
 
 async def test_the_engines_features_are_kept_until_the_next_greeting_replaces_them(

@@ -491,7 +491,7 @@ def test_reattach_names_the_previous_worker_and_its_token(
     }
 
 
-def test_announcement_has_the_official_keys_except_features(
+def test_announcement_has_the_official_keys(
     handshakes: dict[str, Handshakes],
 ) -> None:
     for connection in ("first", "again"):
@@ -502,8 +502,11 @@ def test_announcement_has_the_official_keys_except_features(
         assert ours.pop("invocation_id") is None
         assert set(ours) == set(theirs) == {"type", "function_id", "data", "action"}
         assert ours["action"] == theirs["action"] == {"type": "void"}
-        assert set(theirs["data"]) - set(ours["data"]) == {"features"}  # the observe opt-in
-        assert set(ours["data"]) - set(theirs["data"]) == set()
+        assert set(ours["data"]) == set(theirs["data"])
+        # The features we declare are the official SDK's that we implement, in its order.
+        declared = ours["data"]["features"]
+        assert declared == [f for f in theirs["data"]["features"] if f in declared]
+        assert "large-messages.v1" in declared
         assert set(ours["data"]["telemetry"]) == set(theirs["data"]["telemetry"])
         for key in ("runtime", "os", "pid", "isolation", "namespace"):
             assert ours["data"][key] == theirs["data"][key], key
