@@ -118,6 +118,11 @@ class WatchedConnection:
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         await self.connection.aclose(code, reason)
 
+    def enable_large_messages(self) -> bool:
+        """Send messages over 16 MiB in fragments from now on, if the wrapped connection can."""
+        enable = getattr(self.connection, "enable_large_messages", None)
+        return bool(enable is not None and enable())
+
 
 async def _pong_in_time(
     ping: Callable[[], Awaitable[None]], patience: float, activity: LinkActivity

@@ -24,8 +24,9 @@ import trio.testing
 import iii_trio
 from engine_sim import EngineConfig, open_engine
 from iii_trio import ConnectionState, InitOptions, WorkerState
-from iii_trio._keepalive import LinkActivity, keep_alive
-from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT
+from iii_trio._keepalive import LinkActivity, WatchedConnection, keep_alive
+from iii_trio._protocol._codec import MAX_FRAME_BYTES, MAX_MESSAGE_BYTES
+from iii_trio._transport import PING_INTERVAL, PING_TIMEOUT, allow_large_messages
 
 SLOTS = 2
 LONG = 120.0
@@ -298,3 +299,33 @@ async def test_12_ready_does_not_return_for_a_link_that_is_already_closed(
         ((_, worker_id),) = returned
         assert worker_id not in (None, first)
         assert svc.state is WorkerState.READY
+
+
+class _Plain:
+    """A connection that cannot fragment (no ``enable_large_messages``)."""
+
+    async def send(self, frame: str | bytes) -> None: ...
+
+    async def receive(self) -> str | bytes:
+        return ""
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+class _Fragmenting(_Plain):
+    def __init__(self) -> None:
+        self.enabled = False
+
+    def enable_large_messages(self) -> bool:
+        self.enabled = True
+        return True
+
+
+def test_a_kept_alive_connection_still_takes_large_messages_when_its_socket_can() -> None:
+    inner = _Fragmenting()
+    watched = WatchedConnection(inner)
+    assert allow_large_messages(watched, ["large-messages.v1"]) == MAX_MESSAGE_BYTES
+    assert inner.enabled
+    assert allow_large_messages(WatchedConnection(_Plain()), ["large-messages.v1"]) == (
+        MAX_FRAME_BYTES
+    )
