@@ -263,7 +263,8 @@ class StateClient:
         anything is sent.
         """
         wire_ops = _ops(ops)
-        payload: JsonValue = {"scope": check_str(scope), "key": check_str(key), "ops": wire_ops}
+        key_fields = StateGetInput(scope=scope, key=key).model_dump(mode="json")
+        payload: JsonValue = {**key_fields, "ops": wire_ops}
         answer = await self._call("state::update", payload, timeout)
         return parse_result(UpdateResult, value_type, "state::update", answer)
 
