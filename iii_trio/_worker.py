@@ -70,6 +70,7 @@ from ._registrations import project_name_in as _project_name_in
 from ._registry import Registration, Registry, TriggerTypeProvider
 from ._transport import LARGE_MESSAGES, MessageLimit, Transport, WebSocketTransport
 from ._upgrade import check_url
+from ._worker_features import WorkerFeatures
 from ._worker_state import CONNECTION_STATE, ConnectionState, Status, TransitionStream
 
 __all__ = [
@@ -89,7 +90,7 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Handler)
 
 
-class Worker:
+class Worker(WorkerFeatures):
     """A worker connected (or connecting) to an iii engine. Get one from ``register_worker``."""
 
     def __init__(
@@ -172,6 +173,7 @@ class Worker:
             lambda live, message: limit.registered(live.connection, message.features)
         )
         self._registrations.features.append(LARGE_MESSAGES)
+        self._install_features()
 
     def _new_uuid(self) -> UUID:
         # A peer sees these ids (the engine forwards invocation ids to the callee), so

@@ -151,3 +151,22 @@ async def test_wrappers_run_around_each_handler_in_order_and_see_its_error(
         with pytest.raises(InvocationError, match="boom"):
             await worker.trigger("seams::f", "boom")
         assert order == ["outer>", "inner>", "inner!", "<inner", "outer!", "<outer"]
+
+
+async def test_a_service_is_declared_on_every_connection_until_unregistered(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
+        assert worker.state_store is worker.state_store
+        service = worker.register_service("billing", description="money")
+        await worker.ready()
+        first = worker.worker_id
+        assert first is not None
+        assert "registerservice" in _sent(engine, first)
+        service.unregister()
+        engine.disconnect(first, code=1011)
+        with trio.fail_after(60):
+            await engine.wait_for(lambda: worker.worker_id not in (None, first))
+        second = worker.worker_id
+        assert second is not None
+        assert "registerservice" not in _sent(engine, second)
