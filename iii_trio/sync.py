@@ -18,6 +18,7 @@ See ``iii_trio._sync`` for how it works and what it costs.
 from ._sync import SyncWorker, register_worker
 from ._sync_channels import SyncChannel, SyncChannelReader, SyncChannelWriter
 from ._sync_events import SyncEvents, SyncTransitions
+from ._sync_http import SyncHttpRequest, SyncHttpResponse, http
 from ._sync_state import SyncStateClient
 from ._sync_streams import SyncStreamClient
 
@@ -26,9 +27,12 @@ __all__ = [
     "SyncChannelReader",
     "SyncChannelWriter",
     "SyncEvents",
+    "SyncHttpRequest",
+    "SyncHttpResponse",
     "SyncStateClient",
     "SyncStreamClient",
     "SyncTransitions",
     "SyncWorker",
+    "http",
     "register_worker",
 ]
