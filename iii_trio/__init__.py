@@ -48,8 +48,10 @@ from ._lifecycle import (
     WorkerState,
     WorkerStatus,
 )
+from ._logging import EngineLogHandler, LogContextFilter, Logger, get_logger
 from ._options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig, resolve_url
 from ._registry import Registration, TriggerConfig, TriggerTypeProvider
+from ._telemetry import OtelConfig, OtelNotInstalled
 from ._transport import Connection, Transport, WebSocketTransport
 from ._version import __version__
 from ._worker import (
@@ -61,6 +63,8 @@ from ._worker import (
     Worker,
     register_worker,
 )
+from .state import StateClient
+from .streams import StreamClient
 
 __all__ = [
     "DEFAULT_ENGINE_URL",
@@ -78,6 +82,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionLost",
     "ConnectionState",
+    "EngineLogHandler",
     "EnqueueReceipt",
     "FrameTooLarge",
     "FunctionNotFound",
@@ -94,6 +99,10 @@ __all__ = [
     "InvocationError",
     "InvocationStopped",
     "InvocationTimeout",
+    "LogContextFilter",
+    "Logger",
+    "OtelConfig",
+    "OtelNotInstalled",
     "ProtocolError",
     "ReadyTimeout",
     "ReconnectFailed",
@@ -101,8 +110,10 @@ __all__ = [
     "Registration",
     "RegistrationRejected",
     "SendBufferFull",
+    "StateClient",
     "StateMachine",
     "StreamChannelRef",
+    "StreamClient",
     "Transition",
     "TransitionStream",
     "Transport",
@@ -117,6 +128,7 @@ __all__ = [
     "WorkerStatus",
     "__version__",
     "current_invocation",
+    "get_logger",
     "http",
     "register_worker",
     "resolve_url",
