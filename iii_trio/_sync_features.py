@@ -63,6 +63,23 @@ class SyncFeatures:
         """What the engine announced in ``workerregistered.features`` (empty before 0.25)."""
         return self._do(lambda: self._worker.engine_features)
 
+    def register_service(
+        self,
+        id: str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        parent_service_id: str | None = None,
+    ) -> Registration:
+        """Declare a service, a named group of functions in the engine's dashboard
+        (see ``Worker.register_service``); ``unregister()`` works from any thread."""
+        registration = self._do(
+            lambda: self._worker.register_service(
+                id, name=name, description=description, parent_service_id=parent_service_id
+            )
+        )
+        return self._bind(registration)
+
     # -- discovery watches --------------------------------------------------------------------
 
     def watch_workers(self, *, buffer: int = 100) -> AbstractContextManager[SyncEvents[JsonValue]]:

@@ -55,7 +55,7 @@ async def state_worker(
         ) as worker,
     ):
         await worker.ready()
-        yield engine, worker, StateClient(worker)
+        yield engine, worker, worker.state_store
 
 
 def _calls_sent(engine: Engine, worker: iii_trio.Worker) -> int:
@@ -267,8 +267,13 @@ async def test_watch_yields_typed_events_for_its_scope_only(autojump_clock: Mock
             ),
         ]
         # Leaving the block removed the binding and the function behind it.
-        await engine.wait_for(lambda: not any(b.trigger_type == "state" for b in engine.bindings()))
-        assert not any(f.startswith("iii_trio::watch::") for f in engine.function_ids())
+        # (Two frames, unregistertrigger then unregisterfunction: wait for both.)
+        await engine.wait_for(
+            lambda: (
+                not any(b.trigger_type == "state" for b in engine.bindings())
+                and not any(f.startswith("iii_trio::watch::") for f in engine.function_ids())
+            )
+        )
 
 
 async def test_watch_by_key_and_async_for_ends_with_the_block(autojump_clock: MockClock) -> None:
@@ -304,7 +309,7 @@ async def test_over_loopback_against_iii_sim_serve(served: Served) -> None:
     async with iii_trio.register_worker(served.url, options=_options("loopback")) as worker:
         with trio.fail_after(30):
             await worker.ready()
-            state = StateClient(worker)
+            state = worker.state_store
             async with state.watch(scope="lb") as events:
                 assert (await state.set("lb", "k", {"n": 1})).new_value == {"n": 1}
                 updated = await state.update("lb", "k", UpdateIncrement(path="n", by=2))
@@ -314,3 +319,12 @@ async def test_over_loopback_against_iii_sim_serve(served: Served) -> None:
                 assert await state.delete("lb", "k") == {"n": 3}
                 kinds = [(await events.receive()).event_type for _ in range(3)]
         assert kinds == [StateEventType.CREATED, StateEventType.UPDATED, StateEventType.DELETED]
+
+
+async def test_the_client_is_one_per_worker_and_state_stays_the_lifecycle(
+    autojump_clock: MockClock,
+) -> None:
+    async with state_worker() as (_, worker, state):
+        assert worker.state_store is state
+        assert isinstance(state, StateClient)
+        assert worker.state in (iii_trio.WorkerState.READY, iii_trio.WorkerState.EXECUTING)

@@ -58,7 +58,7 @@ async def stream_worker() -> AsyncIterator[tuple[Engine, iii_trio.Worker, Stream
         iii_trio.register_worker(options=_options("app"), transport=engine.transport) as worker,
     ):
         await worker.ready()
-        yield engine, worker, StreamClient(worker)
+        yield engine, worker, worker.streams
 
 
 async def test_set_get_list_and_delete_typed(autojump_clock: MockClock) -> None:
@@ -271,7 +271,7 @@ async def test_over_loopback_against_iii_sim_serve(served: Served) -> None:
     async with iii_trio.register_worker(served.url, options=_options("loopback")) as worker:
         with trio.fail_after(30):
             await worker.ready()
-            streams = StreamClient(worker)
+            streams = worker.streams
             notes = Notes()
             # Registered on the connection the calls below follow, so the engine has them.
             streams.serve("notes", notes)
