@@ -21,14 +21,8 @@ import trio.testing
 
 import iii_trio
 from engine_sim import Engine
-from iii_trio import InitOptions, Worker
-from iii_trio._logging import (
-    CONTEXT_FIELDS,
-    LogContextFilter,
-    Logger,
-    get_logger,
-    parse_traceparent,
-)
+from iii_trio import InitOptions, LogContextFilter, Logger, Worker, get_logger
+from iii_trio._logging import CONTEXT_FIELDS, parse_traceparent
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
