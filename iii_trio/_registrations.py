@@ -22,6 +22,7 @@ from pydantic import JsonValue
 
 from ._calls import home_namespace
 from ._handlers import Handler, adapt_handler, to_json
+from ._http_invocation import HttpInvocation, http_invoked_handler
 from ._live import Live
 from ._options import InitOptions
 from ._outbox import Outgoing
@@ -97,27 +98,47 @@ class Registrations:
     def function(
         self,
         function_id: str,
-        handler: Handler,
+        handler: Handler | None,
         description: str | None,
         metadata: JsonValue,
         request_format: JsonValue,
         response_format: JsonValue,
+        http: HttpInvocation | None = None,
     ) -> Registration:
         if not function_id:
             raise ValueError("function_id must not be empty")
         functions = self.registry.functions
         if function_id in functions:
             raise ValueError(f"function {function_id!r} is already registered on this worker")
-        adapted = adapt_handler(handler, self._threads)
-        message = RegisterFunction(
-            id=function_id,
-            description=description,
-            request_format=request_format if request_format is not None else adapted.request_format,
-            response_format=(
-                response_format if response_format is not None else adapted.response_format
-            ),
-            metadata=metadata,
-        )
+        if (handler is None) == (http is None):
+            raise TypeError(
+                "register_function takes a handler or http=HttpInvocation(...), not both"
+            )
+        if http is not None:
+            # The engine calls the URL; the stand-in only answers an engine that cannot.
+            adapted = adapt_handler(http_invoked_handler(function_id), self._threads)
+            message = RegisterFunction(
+                id=function_id,
+                description=description,
+                request_format=request_format,
+                response_format=response_format,
+                metadata=metadata,
+                invocation=http.to_wire(),
+            )
+        else:
+            assert handler is not None
+            adapted = adapt_handler(handler, self._threads)
+            message = RegisterFunction(
+                id=function_id,
+                description=description,
+                request_format=(
+                    request_format if request_format is not None else adapted.request_format
+                ),
+                response_format=(
+                    response_format if response_format is not None else adapted.response_format
+                ),
+                metadata=metadata,
+            )
         encode(message)  # refuse a non-JSON description or metadata now, not on connect
         registration = FunctionRegistration(message, adapted)
         functions[function_id] = registration

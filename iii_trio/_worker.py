@@ -55,6 +55,7 @@ from ._connection import Connector, log
 from ._exceptions import InvalidUrl, InvocationError, ReadyTimeout
 from ._groups import unwrap_single
 from ._handlers import Handler
+from ._http_invocation import HttpInvocation
 from ._ids import new_uuid
 from ._inbound import Inbound
 from ._lifecycle import WorkerState
@@ -307,12 +308,13 @@ class Worker(WorkerFeatures):
     def register_function(
         self,
         function_id: str,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
         description: str | None = None,
         metadata: JsonValue = None,
         request_format: JsonValue = None,
         response_format: JsonValue = None,
+        http: HttpInvocation | None = None,
     ) -> Registration:
         """Serve ``function_id`` with ``handler`` (async or plain; see ``iii_trio``'s docs).
 
@@ -325,9 +327,12 @@ class Worker(WorkerFeatures):
         ``iii_trio.current_invocation().caller_worker_id``. A plain ``def`` handler
         runs in a thread; on a ``MockClock`` that autojumps, virtual time stands still
         while it works (see ``iii_trio._handlers``).
+
+        ``http=HttpInvocation(url=...)`` instead of a handler: the engine runs the
+        function by calling that URL; no invocation reaches this worker.
         """
         return self._registrations.function(
-            function_id, handler, description, metadata, request_format, response_format
+            function_id, handler, description, metadata, request_format, response_format, http
         )
 
     def register_trigger_type(

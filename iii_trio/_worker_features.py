@@ -7,8 +7,21 @@ services...), so ``Worker`` itself stays the connection, registration and call A
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, cast
 
+from ._channels import (
+    Channel,
+    ChannelReader,
+    ChannelWriter,
+    attach_reader,
+    attach_writer,
+    open_channel,
+)
+from ._channels_hydrate import channel_wrapper
+from ._channels_ref import StreamChannelRef
+from ._inbound import Inbound
 from ._protocol._messages import RegisterService
 from ._registrations import Registrations
 from ._registry import Registration
@@ -26,6 +39,7 @@ class WorkerFeatures:
     """The 0.25 feature clients of a worker; ``Worker.__init__`` sets the parts used here."""
 
     _registrations: Registrations
+    _inbound: Inbound
     #: Services declared, by id: re-declared on every connection.
     _services: dict[str, RegisterService]
 
@@ -33,6 +47,8 @@ class WorkerFeatures:
         """Plug the feature clients into the worker's parts (from ``Worker.__init__``)."""
         self._services = {}
         self._registrations.replay_extras.append(lambda: list(self._services.values()))
+        # Innermost wrapper: a handler gets channel ends for the refs in its input.
+        self._inbound.wrappers.append(channel_wrapper(cast("Worker", self)))
 
     @functools.cached_property
     def state_store(self) -> StateClient:
@@ -66,3 +82,22 @@ class WorkerFeatures:
             description=description,
             parent_service_id=parent_service_id,
         )
+
+    def open_channel(self, buffer_size: int | None = None) -> AbstractAsyncContextManager[Channel]:
+        """A new data channel for the block: ``async with worker.open_channel() as
+        (writer, reader):``. Each end connects when first used, so the ref of an end not
+        used here (``channel.reader_ref``) can go to another worker in a payload; leaving
+        the block ends the writer's stream. See docs/guides/channels-and-http.md."""
+        return open_channel(cast("Worker", self), buffer_size)
+
+    def channel_reader(
+        self, ref: StreamChannelRef | Mapping[str, str]
+    ) -> AbstractAsyncContextManager[ChannelReader]:
+        """The reading end ``ref`` names, for the block."""
+        return attach_reader(cast("Worker", self), ref)
+
+    def channel_writer(
+        self, ref: StreamChannelRef | Mapping[str, str]
+    ) -> AbstractAsyncContextManager[ChannelWriter]:
+        """The writing end ``ref`` names, for the block; leaving it ends the stream."""
+        return attach_writer(cast("Worker", self), ref)

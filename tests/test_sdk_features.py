@@ -73,7 +73,8 @@ def _announcement(engine: Engine, worker_id: str) -> dict[str, Any]:
 async def test_an_engine_before_0_25_gives_no_features_and_no_feature_means_no_key(
     engine: Engine, autojump_clock: trio.testing.MockClock
 ) -> None:
-    async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
+    pre_0_25 = _Greeting(engine, [None])
+    async with register_worker("ws://sim", OPTIONS, transport=pre_0_25) as worker:
         worker._registrations.features.clear()  # as if no 0.25 feature were built in
         assert worker.engine_features == frozenset()
         await worker.ready()
