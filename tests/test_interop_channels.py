@@ -23,9 +23,7 @@ from iii.channels import ChannelWriter as OfficialWriter
 from iii.helpers import create_channel_async
 
 from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
-from iii_trio import InitOptions, Worker, register_worker
-from iii_trio._channels import attach_reader, open_channel
-from iii_trio._channels_ref import StreamChannelRef
+from iii_trio import ChannelReader, InitOptions, Worker, register_worker
 from tests.modules.official_sdk import SdkWorker, sdk_worker
 
 #: Bound of every wait (everything is loopback).
@@ -73,7 +71,7 @@ async def test_iii_trio_writes_and_the_official_sdk_reads(sim: ThreadedEngine) -
         result: dict[str, Any] = {}
         async with (
             trio_worker(sim, "trio-writer") as worker,
-            open_channel(worker) as channel,
+            worker.open_channel() as channel,
             trio.open_nursery() as nursery,
         ):
 
@@ -103,7 +101,7 @@ async def test_the_official_sdk_writes_to_a_channel_iii_trio_made(sim: ThreadedE
 
         sdk.register_function("py::produce", produce)
         await serving(sim, "py::produce")
-        async with trio_worker(sim, "trio-reader") as worker, open_channel(worker) as channel:
+        async with trio_worker(sim, "trio-reader") as worker, worker.open_channel() as channel:
             with trio.fail_after(WAIT):
                 answer = await worker.trigger("py::produce", {"writer": channel.writer_ref})
                 items = [item async for item in channel.reader]
@@ -117,9 +115,9 @@ async def test_a_channel_the_official_sdk_made_is_read_by_iii_trio(sim: Threaded
     async with trio_worker(sim, "trio-consumer") as worker:
 
         async def consume(data: dict[str, Any]) -> str:
-            ref = StreamChannelRef.of(data["reader"])
-            async with attach_reader(worker, ref) as reader:
-                return (await reader.read_all()).decode()
+            reader = data["reader"]  # the official SDK's ref, as a reader here
+            assert isinstance(reader, ChannelReader)
+            return (await reader.read_all()).decode()
 
         worker.register_function("trio::consume", consume)
         await serving(sim, "trio::consume")

@@ -12,9 +12,7 @@ import pytest
 import trio
 
 from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
-from iii_trio import InitOptions, register_worker
-from iii_trio._channels import attach_reader, attach_writer, open_channel
-from iii_trio._channels_ref import StreamChannelRef
+from iii_trio import ChannelReader, ChannelWriter, InitOptions, register_worker
 from tests.test_official_node_sdk import NodeScript, events, node_executable
 
 WAIT = 20.0
@@ -31,22 +29,24 @@ async def test_node_and_iii_trio_stream_to_each_other(sim: ThreadedEngine) -> No
     async with register_worker(sim.url, InitOptions(worker_name="trio-channels")) as worker:
 
         async def consume(data: dict[str, Any]) -> dict[str, Any]:
+            reader = data["reader"]  # Node's ref, as a reader here
+            assert isinstance(reader, ChannelReader)
             texts: list[str] = []
             size, values = 0, set[int]()
-            async with attach_reader(worker, StreamChannelRef.of(data["reader"])) as reader:
-                async for item in reader:
-                    if isinstance(item, str):
-                        texts.append(item)
-                    else:
-                        size += len(item)
-                        values.update(item)
+            async for item in reader:
+                if isinstance(item, str):
+                    texts.append(item)
+                else:
+                    size += len(item)
+                    values.update(item)
             return {"texts": texts, "size": size, "bytes": sorted(values)}
 
         async def produce(data: dict[str, Any]) -> str:
-            async with attach_writer(worker, StreamChannelRef.of(data["writer"])) as writer:
-                await writer.send("from trio")
-                await writer.send(b"hello, trio" * 10_000)
-            return "written"
+            writer = data["writer"]
+            assert isinstance(writer, ChannelWriter)
+            await writer.send("from trio")
+            await writer.send(b"hello, trio" * 10_000)
+            return "written"  # returning ends the stream
 
         worker.register_function("trio::consume", consume)
         worker.register_function("trio::produce", produce)
@@ -60,7 +60,7 @@ async def test_node_and_iii_trio_stream_to_each_other(sim: ThreadedEngine) -> No
             script.process.stdin.write("go\n")
             script.process.stdin.flush()
             with trio.fail_after(WAIT):
-                async with open_channel(worker) as channel, trio.open_nursery() as nursery:
+                async with worker.open_channel() as channel, trio.open_nursery() as nursery:
 
                     async def write() -> None:
                         await channel.writer.send("a text item")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -15,8 +15,7 @@ from trio.testing import MockClock
 from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim.faults import RestartEngine
 from iii_trio import InitOptions, InvocationError, Worker, register_worker
-from iii_trio._channels import ChannelError, ChannelReader, ChannelWriter, open_channel
-from iii_trio._channels_hydrate import channel_wrapper
+from iii_trio._channels import ChannelError, ChannelReader, ChannelWriter
 from iii_trio._channels_ref import StreamChannelRef
 
 
@@ -31,7 +30,7 @@ async def pair() -> AsyncIterator[tuple[Engine, Worker]]:
 
 
 async def test_bytes_and_text_keep_their_type(autojump_clock: MockClock) -> None:
-    async with pair() as (_engine, worker), open_channel(worker, 4) as channel:
+    async with pair() as (_engine, worker), worker.open_channel(4) as channel:
         writer, reader = channel
         await writer.send(b"\x00\x01")
         await writer.send("hello")
@@ -42,7 +41,7 @@ async def test_bytes_and_text_keep_their_type(autojump_clock: MockClock) -> None
 
 async def test_a_big_binary_send_arrives_in_64_kib_chunks(autojump_clock: MockClock) -> None:
     data = bytes(range(256)) * 1000  # 256,000 bytes
-    async with pair() as (_engine, worker), open_channel(worker) as (writer, reader):
+    async with pair() as (_engine, worker), worker.open_channel() as (writer, reader):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer.send, data)
             got: list[bytes] = []
@@ -57,7 +56,7 @@ async def test_a_big_binary_send_arrives_in_64_kib_chunks(autojump_clock: MockCl
 async def test_a_full_channel_holds_the_writer_until_the_reader_reads(
     autojump_clock: MockClock,
 ) -> None:
-    async with pair() as (_engine, worker), open_channel(worker, buffer_size=2) as channel:
+    async with pair() as (_engine, worker), worker.open_channel(buffer_size=2) as channel:
         sent = 0
 
         async def write() -> None:
@@ -88,14 +87,14 @@ async def test_the_ref_of_an_unused_end_goes_to_another_worker(autojump_clock: M
 
             async def consume(data: dict[str, object]) -> str:
                 ref = StreamChannelRef.of(data["reader"])
-                async with consumer_reader(consumer, ref) as reader:
+                async with consumer.channel_reader(ref) as reader:
                     return (await reader.read_all()).decode()
 
             consumer.register_function("test::consume", consume)
             await consumer.ready()
             await producer.ready()
             await engine.wait_for(lambda: "test::consume" in engine.function_ids())
-            async with open_channel(producer) as channel:
+            async with producer.open_channel() as channel:
                 assert not channel.reader.used
                 async with trio.open_nursery() as nursery:
 
@@ -111,18 +110,10 @@ async def test_the_ref_of_an_unused_end_goes_to_another_worker(autojump_clock: M
                     await channel.writer.aclose()
 
 
-def consumer_reader(
-    worker: Worker, ref: StreamChannelRef
-) -> AbstractAsyncContextManager[ChannelReader]:
-    from iii_trio._channels import attach_reader
-
-    return attach_reader(worker, ref)
-
-
 async def test_writing_after_the_reader_left_raises_channel_error(
     autojump_clock: MockClock,
 ) -> None:
-    async with pair() as (_engine, worker), open_channel(worker, buffer_size=1) as channel:
+    async with pair() as (_engine, worker), worker.open_channel(buffer_size=1) as channel:
         await channel.writer.send(b"x")
         assert await channel.reader.receive() == b"x"
         await channel.reader.aclose()
@@ -131,7 +122,7 @@ async def test_writing_after_the_reader_left_raises_channel_error(
 
 
 async def test_a_reader_whose_engine_restarts_mid_stream_raises(autojump_clock: MockClock) -> None:
-    async with pair() as (engine, worker), open_channel(worker) as channel:
+    async with pair() as (engine, worker), worker.open_channel() as channel:
         await channel.writer.send(b"x")
         assert await channel.reader.receive() == b"x"
         engine.faults.inject(RestartEngine())
@@ -140,10 +131,10 @@ async def test_a_reader_whose_engine_restarts_mid_stream_raises(autojump_clock: 
 
 
 async def test_a_wrong_key_cannot_open_an_end(autojump_clock: MockClock) -> None:
-    async with pair() as (_engine, worker), open_channel(worker) as channel:
+    async with pair() as (_engine, worker), worker.open_channel() as channel:
         forged = StreamChannelRef(channel.reader_ref.channel_id, "not-the-key", "read")
         with pytest.raises(ChannelError, match=r"cannot open the read end: .*404"):
-            async with consumer_reader(worker, forged) as reader:
+            async with worker.channel_reader(forged) as reader:
                 await reader.receive()
 
 
@@ -168,12 +159,6 @@ async def write_until_refused(writer: ChannelWriter) -> None:
 # -- handlers get channel ends for the refs in their input ---------------------------------
 
 
-def hydrating(worker: Worker) -> Worker:
-    """Until the Worker installs the channel wrapper itself (harmless twice)."""
-    worker._inbound.wrappers.append(channel_wrapper(worker))
-    return worker
-
-
 class Upload(BaseModel):
     name: str
     body: ChannelReader
@@ -186,9 +171,9 @@ async def test_a_typed_handler_gets_a_reader_for_a_read_ref(autojump_clock: Mock
 
     body = bytes(range(256)) * 700
     async with pair() as (engine, worker):
-        hydrating(worker).register_function("files::checksum", checksum)
+        worker.register_function("files::checksum", checksum)
         await engine.wait_for(lambda: "files::checksum" in engine.function_ids())
-        async with open_channel(worker) as channel, trio.open_nursery() as nursery:
+        async with worker.open_channel() as channel, trio.open_nursery() as nursery:
 
             async def write() -> None:
                 await channel.writer.send(body)
@@ -216,9 +201,9 @@ async def test_a_writer_the_handler_used_ends_its_stream_when_the_handler_return
         return 3
 
     async with pair() as (engine, worker):
-        hydrating(worker).register_function("t::count", count)
+        worker.register_function("t::count", count)
         await engine.wait_for(lambda: "t::count" in engine.function_ids())
-        async with open_channel(worker) as channel:
+        async with worker.open_channel() as channel:
             assert await worker.trigger("t::count", {"out": channel.writer_ref}) == 3
             with trio.fail_after(5):
                 assert [item async for item in channel.reader] == ["0", "1", "2"]
@@ -238,10 +223,10 @@ async def test_an_end_the_handler_does_not_use_passes_on_as_its_ref(
         return (await reader.read_all()).decode()
 
     async with pair() as (engine, worker):
-        hydrating(worker).register_function("t::relay", relay)
+        worker.register_function("t::relay", relay)
         worker.register_function("t::drain", drain)
         await engine.wait_for(lambda: {"t::relay", "t::drain"} <= engine.function_ids())
-        async with open_channel(worker) as channel:
+        async with worker.open_channel() as channel:
             await channel.writer.send(b"passed on")
             await channel.writer.aclose()
             assert await worker.trigger("t::relay", {"in": channel.reader_ref}) == "passed on"
@@ -255,9 +240,9 @@ async def test_a_handler_that_fails_drops_its_writer_and_reports_its_own_error(
         raise ValueError("disk full")
 
     async with pair() as (engine, worker):
-        hydrating(worker).register_function("t::broken", broken)
+        worker.register_function("t::broken", broken)
         await engine.wait_for(lambda: "t::broken" in engine.function_ids())
-        async with open_channel(worker) as channel:
+        async with worker.open_channel() as channel:
             with pytest.raises(InvocationError, match="disk full") as failed:
                 await worker.trigger("t::broken", {"out": channel.writer_ref})
             assert failed.value.code == "invocation_failed"
@@ -276,7 +261,7 @@ async def test_a_payload_without_refs_reaches_the_handler_untouched(
 
     payload = {"a": [1, {"channel_id": "c", "access_key": 5, "direction": "read"}], "b": None}
     async with pair() as (engine, worker):
-        hydrating(worker).register_function("t::echo", echo)
+        worker.register_function("t::echo", echo)
         await engine.wait_for(lambda: "t::echo" in engine.function_ids())
         await worker.trigger("t::echo", payload)
     assert seen == [{**payload, "_caller_worker_id": worker.worker_id}]
@@ -285,7 +270,7 @@ async def test_a_payload_without_refs_reaches_the_handler_untouched(
 async def test_an_end_used_after_its_block_is_closed(autojump_clock: MockClock) -> None:
     async with pair() as (_engine, worker):
         with pytest.raises(RuntimeError, match="left"):
-            async with open_channel(worker) as channel:
+            async with worker.open_channel() as channel:
                 raise RuntimeError("left")
         with pytest.raises(trio.ClosedResourceError):
             await channel.writer.send(b"late")

@@ -17,7 +17,6 @@ import engine_sim.modules as modules
 from engine_sim import Engine
 from engine_sim.modules.http import HttpModule
 from iii_trio import Worker
-from iii_trio._channels_hydrate import channel_wrapper
 from iii_trio._http import HttpReply, HttpRequest, HttpResponse, http
 from tests.modules.test_http_support import http_engine, route, worker
 
@@ -35,8 +34,6 @@ async def served(
     handler: Handler, api_path: str = "/x", method: str = "POST", **config: Any
 ) -> AsyncIterator[tuple[Engine, httpx.AsyncClient, Worker]]:
     async with http_engine(**config) as (engine, client), worker(engine) as w:
-        # Until the Worker installs the channel wrapper itself (harmless twice).
-        w._inbound.wrappers.append(channel_wrapper(w))
         await route(engine, w, "api::x", http(handler), api_path, method)
         yield engine, client, w
 

@@ -17,7 +17,6 @@ import trio
 import engine_sim.modules as modules
 from engine_sim.modules.http import HttpModule
 from iii_trio import InitOptions, register_worker
-from iii_trio._channels_hydrate import channel_wrapper
 from iii_trio._http import HttpReply, HttpRequest, HttpResponse, http
 from tests.modules.test_http_support import http_engine, route
 
@@ -42,7 +41,6 @@ async def serving(
         http_engine(port=0) as (engine, client),
         register_worker(engine.url, InitOptions(worker_name="api")) as w,
     ):
-        w._inbound.wrappers.append(channel_wrapper(w))  # until the Worker installs it
         with trio.fail_after(WAIT):
             await w.ready()
             await route(engine, w, function_id, handler, api_path, method)
