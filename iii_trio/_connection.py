@@ -124,6 +124,11 @@ class Connector:
         self.opened_hooks: list[Callable[[Live], None]] = []
         #: Run once a connection is gone: its calls have failed, its tasks are cancelled.
         self.closed_hooks: list[Callable[[Live], None]] = []
+        #: Tasks run in each connection's nursery for as long as it lives (exporters).
+        self.connection_tasks: list[Callable[[Live], Awaitable[None]]] = []
+        #: Awaited on a graceful shutdown, after the last answers are queued and before
+        #: the close (last telemetry records); bounded by ``connect_timeout_ms``.
+        self.before_close: list[Callable[[Live], Awaitable[None]]] = []
         self.dispatch = Dispatch()
         self.dispatch.on(InvokeFunction, inbound.on_invoke)
         self.dispatch.on(InvocationResult, self._on_result)
@@ -259,6 +264,8 @@ class Connector:
             nursery.start_soon(self._watch_registration, live)
             if self.options.enable_metrics_reporting:
                 nursery.start_soon(self._report_metrics, live.outbox)
+            for task in self.connection_tasks:
+                nursery.start_soon(task, live)
 
     async def _hold_handlers(
         self, live: Live, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -374,6 +381,8 @@ class Connector:
             # Answers made before the drain ended go out before the close, including
             # those still waiting for room in the outbox.
             await self._inbound.answered(live)
+            for flush in self.before_close:
+                await flush(live)
             await live.outbox.wait_empty()
             async with live.send_lock:
                 await live.connection.aclose(1000, "worker shutting down")

@@ -17,7 +17,15 @@ from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Final
 
-__all__ = ["DEFAULT_ENGINE_URL", "InitOptions", "ReconnectionConfig", "resolve_url"]
+from ._telemetry import OtelConfig, otel_config
+
+__all__ = [
+    "DEFAULT_ENGINE_URL",
+    "InitOptions",
+    "ReconnectionConfig",
+    "TelemetryOptions",
+    "resolve_url",
+]
 
 #: Where a worker connects when neither the argument nor ``III_URL`` says.
 DEFAULT_ENGINE_URL: Final = "ws://127.0.0.1:49134"
@@ -66,6 +74,24 @@ class ReconnectionConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TelemetryOptions:
+    """What the worker tells the engine about itself in its announcement's
+    ``telemetry`` (the official SDK's ``TelemetryOptions``); each one left unset is
+    detected: ``language`` from ``LANG``, ``project_name`` from ``pyproject.toml`` in
+    the working directory, ``framework`` is ``"iii-trio"``."""
+
+    language: str | None = None
+    project_name: str | None = None
+    framework: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("language", "project_name", "framework"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"TelemetryOptions.{name} must be a str or None: {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
 class InitOptions:
     """Everything a worker can be told; every field has a production default.
 
@@ -91,6 +117,12 @@ class InitOptions:
       while offline; beyond it callers wait (online) or get ``SendBufferFull`` (offline).
     * ``drain_timeout_ms``: how long shutdown lets running handlers finish before
       cancelling them.
+    * ``telemetry``: ``TelemetryOptions`` (language, project name, framework) the worker
+      reports to the engine in place of the detected ones.
+    * ``otel``: OpenTelemetry (``OtelConfig`` or a dict of its keys, as the official
+      SDK): log export to the engine, and spans per invocation and call with
+      ``iii-trio[otel]``; see docs/guides/logging-and-tracing.md. Unset, nothing is
+      exported or traced.
     * ``env``: where ``III_URL``, ``III_WORKER_NAME``, ``III_NAMESPACE`` and
       ``III_TOKEN`` are read; ``None`` reads ``os.environ`` when the worker is made,
       ``{}`` ignores the environment (the pytest plugin's ``iii_worker`` does, so a
@@ -114,11 +146,17 @@ class InitOptions:
     drain_timeout_ms: float = 10000
     connect_timeout_ms: float = 10000
     max_message_bytes: int = 64 * 1024 * 1024
+    telemetry: TelemetryOptions | None = None
+    otel: OtelConfig | Mapping[str, object] | None = None
     #: Not in ``repr``: an environment holds secrets.
     env: Mapping[str, str] | None = field(default=None, repr=False)
 
     def __post_init__(self, description: str | None) -> None:
         self._take_description(description)
+        if self.telemetry is not None and not isinstance(self.telemetry, TelemetryOptions):
+            raise TypeError(f"telemetry must be a TelemetryOptions or None: {self.telemetry!r}")
+        # A dict of the official SDK's keys becomes an ``OtelConfig`` (a bad key raises).
+        object.__setattr__(self, "otel", otel_config(self.otel))
         if self.namespace is not None and not self.namespace.strip():
             raise ValueError(
                 f"namespace is blank ({self.namespace!r}): give it a name, or leave it "

@@ -245,11 +245,7 @@ class Registrations:
             "pid": os.getpid(),
             "isolation": os.environ.get("III_ISOLATION") or None,
             "namespace": self.namespace,
-            "telemetry": {
-                "language": os.environ.get("LANG", "").split(".")[0] or None,
-                "project_name": project_name(),
-                "framework": "iii-trio",
-            },
+            "telemetry": self._telemetry(),
         }
         if self.features:
             # Only when there are some: a worker with no 0.25 feature announces itself
@@ -260,6 +256,17 @@ class Registrations:
         return InvokeFunction(
             function_id="engine::workers::register", data=data, action=VoidAction()
         )
+
+    def _telemetry(self) -> dict[str, JsonValue]:
+        """The announcement's ``telemetry``: ``InitOptions.telemetry``, else detected."""
+        given = self.options.telemetry
+        return {
+            "language": (given and given.language)
+            or os.environ.get("LANG", "").split(".")[0]
+            or None,
+            "project_name": (given and given.project_name) or project_name(),
+            "framework": (given and given.framework) or "iii-trio",
+        }
 
     def declared_features(self) -> list[JsonValue]:
         """``features`` without repeats, in the official SDK's order, then as added."""

@@ -69,6 +69,7 @@ from ._registrations import Registrations
 from ._registrations import project_name as _project_name
 from ._registrations import project_name_in as _project_name_in
 from ._registry import Registration, Registry, TriggerTypeProvider
+from ._telemetry import Telemetry
 from ._transport import LARGE_MESSAGES, MessageLimit, Transport, WebSocketTransport
 from ._upgrade import check_url
 from ._worker_features import WorkerFeatures
@@ -174,6 +175,12 @@ class Worker(WorkerFeatures):
             lambda live, message: limit.registered(live.connection, message.features)
         )
         self._registrations.features.append(LARGE_MESSAGES)
+        # Telemetry first: its wrapper and interceptor go outermost (spans around the rest).
+        self._telemetry = telemetry = Telemetry.create(options, self.name)
+        telemetry.install(self._inbound, self._calls)
+        if telemetry.exports:
+            self._connector.connection_tasks.append(lambda live: telemetry.export(live.outbox))
+            self._connector.before_close.append(lambda live: telemetry.flush(live.outbox))
         self._install_features()
 
     def _new_uuid(self) -> UUID:

@@ -22,12 +22,14 @@ from ._channels import (
 from ._channels_hydrate import channel_wrapper
 from ._channels_ref import StreamChannelRef
 from ._inbound import Inbound
+from ._logging import Logger
 from ._protocol._messages import RegisterService
 from ._registrations import Registrations
 from ._registry import Registration
 from ._service import register_service
 from ._state_client import StateClient
 from ._stream_client import StreamClient
+from ._telemetry import Telemetry
 
 if TYPE_CHECKING:
     from ._worker import Worker
@@ -40,6 +42,7 @@ class WorkerFeatures:
 
     _registrations: Registrations
     _inbound: Inbound
+    _telemetry: Telemetry
     #: Services declared, by id: re-declared on every connection.
     _services: dict[str, RegisterService]
 
@@ -49,6 +52,13 @@ class WorkerFeatures:
         self._registrations.replay_extras.append(lambda: list(self._services.values()))
         # Innermost wrapper: a handler gets channel ends for the refs in its input.
         self._inbound.wrappers.append(channel_wrapper(cast("Worker", self)))
+
+    @property
+    def logger(self) -> Logger:
+        """A structured logger bound to this worker (``logger.info("msg", {"k": v})``):
+        every record carries the invocation's trace id, span id, function id and
+        invocation id, and goes to the engine too when ``otel`` log export is on."""
+        return self._telemetry.logger
 
     @functools.cached_property
     def state_store(self) -> StateClient:

@@ -11,15 +11,19 @@ play an engine that announces features.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
 from engine_sim import Engine
 from iii_trio import Connection, InitOptions, register_worker
+from iii_trio._options import TelemetryOptions
+from iii_trio._telemetry import OtelConfig
 from iii_trio.protocol import WorkerRegistered, decode, encode
 
 OPTIONS = InitOptions(worker_name="features", enable_metrics_reporting=False)
@@ -139,3 +143,38 @@ async def test_declared_features_are_announced_once_each_in_the_official_order(
         data = _announcement(engine, worker.worker_id)
         assert data["features"] == ["observe.v1", "large-messages.v1", "x-custom.v1"]
         assert data["description"] == "a worker"
+
+
+async def test_telemetry_options_replace_what_the_worker_detects(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    options = InitOptions(
+        worker_name="features",
+        enable_metrics_reporting=False,
+        worker_description="bills customers",
+        telemetry=TelemetryOptions(project_name="billing", framework="my-framework"),
+    )
+    async with register_worker("ws://sim", options, transport=engine.transport) as worker:
+        await worker.ready()
+        assert worker.worker_id is not None
+        data = _announcement(engine, worker.worker_id)
+        language = os.environ.get("LANG", "").split(".")[0] or None
+        assert data["telemetry"] == {
+            "language": language,
+            "project_name": "billing",
+            "framework": "my-framework",
+        }
+        assert data["description"] == "bills customers"
+        (listed,) = [w for w in await worker.list_workers() if w.get("id") == worker.worker_id]
+        assert listed.get("description") == "bills customers"
+
+
+def test_otel_and_telemetry_options_are_checked_when_made() -> None:
+    assert InitOptions().otel is None
+    assert InitOptions(otel={"enabled": False}).otel == OtelConfig(enabled=False)
+    with pytest.raises(TypeError):
+        InitOptions(otel={"no_such_key": 1})
+    with pytest.raises(TypeError, match="telemetry"):
+        InitOptions(telemetry={"language": "x"})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="framework"):
+        TelemetryOptions(framework=3)  # type: ignore[arg-type]
