@@ -276,3 +276,14 @@ async def test_an_end_used_after_its_block_is_closed(autojump_clock: MockClock) 
             await channel.writer.send(b"late")
         with pytest.raises(trio.ClosedResourceError):
             await channel.reader.receive()
+
+
+async def test_waits_on_a_silent_peer_are_cancellable(autojump_clock: MockClock) -> None:
+    async with pair() as (_engine, worker), worker.open_channel(buffer_size=1) as channel:
+        with trio.move_on_after(30) as reading:
+            await channel.reader.receive()  # nobody writes
+        assert reading.cancelled_caught
+        with trio.move_on_after(30) as writing:
+            while True:  # nobody reads: the engine's one item, then the sockets fill up
+                await channel.writer.send(b"x" * 60_000)
+        assert writing.cancelled_caught
