@@ -287,3 +287,15 @@ async def test_waits_on_a_silent_peer_are_cancellable(autojump_clock: MockClock)
             while True:  # nobody reads: the engine's one item, then the sockets fill up
                 await channel.writer.send(b"x" * 60_000)
         assert writing.cancelled_caught
+
+
+async def test_a_second_opener_of_an_end_gets_nothing(autojump_clock: MockClock) -> None:
+    async with pair() as (_engine, worker), worker.open_channel() as channel:
+        await channel.writer.send(b"first")
+        assert channel.writer.used
+        async with worker.channel_writer(channel.writer_ref) as second:
+            with pytest.raises(ChannelError, match="mid-stream"):
+                await write_until_refused(second)
+        assert await channel.reader.receive() == b"first"
+        async with worker.channel_reader(channel.reader_ref) as second_reader:
+            assert [item async for item in second_reader] == []
