@@ -31,7 +31,7 @@ from iii_trio.protocol import (
 
 from ..._records import CallbackReply, FunctionEntry, FunctionKey, Reply, WorkerRecord
 from ._limits import CAPTURE_PARTS
-from ._observer import ACTIVE, DISPOSED, Activation, ObservedCall, Observer
+from ._observer import ACTIVE, DISPOSED, PENDING, Activation, ObservedCall, Observer
 
 if TYPE_CHECKING:
     from ._engine import ObserveEngine
@@ -114,8 +114,8 @@ class Delivery:
             values["metadata"] = call.metadata
         duration_ms = round((self.engine.core.now - call.started_at) * 1000, 3)
         for obs in self.engine.registry.of_source(call.source):
-            if obs.state != ACTIVE or not _on_accepts(obs.on, ok):
-                continue
+            if obs.state == PENDING or not _on_accepts(obs.on, ok):
+                continue  # pending: not set up yet, so nothing it could have missed
             if not obs.filter.matches(values):
                 continue
             self._activate(
@@ -181,7 +181,7 @@ class Delivery:
                 obs = self.engine.registry.get(observer_id)
                 if obs is None or obs.source != key or obs.acked_by != worker.id:
                     continue
-                if obs.state != ACTIVE or not (owner_delivered or _on_accepts(obs.on, ok)):
+                if not (owner_delivered or _on_accepts(obs.on, ok)):
                     continue
                 self._activate(obs, event)
 
@@ -253,7 +253,10 @@ class Delivery:
         limits = self.engine.limits
         depth = event.depth + 1
         refusal: str | None = None
-        if depth > limits.max_depth:
+        if obs.state != ACTIVE:
+            # Its worker or target is away: the event is lost to it, and counted.
+            refusal = obs.state.upper()
+        elif depth > limits.max_depth:
             refusal = "LOOP_GUARD"
         elif obs.max_fires is not None and obs.fires >= obs.max_fires:
             refusal = "MAX_FIRES"

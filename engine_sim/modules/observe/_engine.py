@@ -105,6 +105,18 @@ class ObserveEngine:
                 message.type,
             )
             return
+        try:
+            self._on_frame(worker, message)
+        except Exception:
+            # A bug here must not end the connection, let alone the engine.
+            log.exception(
+                "%s: the observe engine failed on %s", self.core.who(worker), message.type
+            )
+            if isinstance(message, Observe) and self.registry.get(message.id) is None:
+                reason = Reason(code="INTERNAL_ERROR", message="the engine failed on this observer")
+                self.states.refuse(worker.id, message.id, reason)
+
+    def _on_frame(self, worker: WorkerRecord, message: Message) -> None:
         match message:
             case Observe():
                 self._observe(worker, message)
@@ -284,8 +296,11 @@ class ObserveEngine:
         )
 
     def finished(self, call: ObservedCall, result: JsonValue, error: ErrorBody | None) -> None:
-        """A watched call ended."""
-        self.delivery.finished(call, result, error)
+        """A watched call ended (its caller is answered after this, whatever happens here)."""
+        try:
+            self.delivery.finished(call, result, error)
+        except Exception:
+            log.exception("the observe engine failed on an outcome of %s", call.source[1])
 
     def owner_call(
         self, worker: WorkerRecord, message: InvokeFunction, reply: Reply, caller: CallObserve
