@@ -353,3 +353,38 @@ def test_the_error_pickles_whole() -> None:
         str(caught.value),
     )
     assert isinstance(copy, ValueError)
+
+
+class Counting(dict[str, Any]):
+    """A document that counts the keys it is walked through."""
+
+    visits = 0
+
+    def __iter__(self) -> Any:
+        for key in super().__iter__():
+            Counting.visits += 1
+            yield key
+
+    def items(self) -> Any:
+        for item in super().items():
+            Counting.visits += 1
+            yield item
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"input": {"$in": [{"1": 1}] * MAX_SET_ITEMS}},  # every literal matches a member
+        {"input": {"$in": [{"k": 0}] * MAX_SET_ITEMS}},
+        {"input": {"$eq": {str(i): i for i in range(40)}}},
+        {f"input.{i}": {"$exists": True} for i in range(MAX_NODES)},
+    ],
+    ids=["numeric-keys", "word-keys", "wide-literal", "many-paths"],
+)
+def test_a_wide_document_is_walked_once_not_once_per_literal(source: dict[str, Any]) -> None:
+    width = 20_000
+    document = Counting({str(i): i for i in range(width)} | {"k": 0})
+    Counting.visits = 0
+    assert compile_filter(source).matches({"input": document}) in (True, False)
+    # One walk to learn its keys are all strings; the official evaluator walks it per literal.
+    assert Counting.visits <= width + 2 * MAX_SET_ITEMS

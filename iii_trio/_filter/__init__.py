@@ -19,8 +19,10 @@ Bounds (``_limits``): a filter is at most 8192 bytes of compact JSON (unless
 ``trusted``), nests at most 8 filter levels and 120 JSON levels, has at most 64
 operators, 256 items per ``$in`` / ``$nin``, 16 segments per path, literals nested at
 most 32 deep and numbers within ±2**53. Validation visits at most 8192 values;
-evaluation visits each operator once per array element it is applied to, and
-compares values only as deep as the filter's literal. There are no regular
+evaluation visits each operator once per array element it is applied to, compares
+values only as deep as the filter's literal, and walks a dict at most once per
+evaluation to look members up (a document read from JSON: string keys only), not
+once per literal or path as the official evaluator does. There are no regular
 expressions.
 """
 
@@ -30,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ._compiler import compile_source
+from ._host import KeyKinds, key_kinds
 from ._limits import (
     INVALID_FILTER,
     MAX_DEPTH,
@@ -84,10 +87,13 @@ class CompiledFilter:
             return True
         if not isinstance(doc, Mapping):
             doc = {}
+        token = key_kinds.set(KeyKinds())
         try:
             return self._compiled.node.test(doc, None)
         except Exception:
             return False
+        finally:
+            key_kinds.reset(token)
 
     def __repr__(self) -> str:
         return f"CompiledFilter({self.source!r})"
