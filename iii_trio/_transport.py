@@ -183,25 +183,35 @@ async def _send_fragmented(
     it with its pongs and close. Cut short, the link is dropped (see
     ``SansIOWebSocket.send_fragmented``)."""
     start = 0
+    started = False  # part of the message is out: stopping now must drop the link
     try:
         for end in fragment_ends(data, FRAGMENT_BYTES, text=text):
-            if ws._close_reason is not None:
-                raise trio_websocket.ConnectionClosed(ws._close_reason)
-            piece = data[start:end]
-            last = end == len(data)
-            event: TextMessage | BytesMessage
-            if text:
-                event = TextMessage(data=piece.decode(), message_finished=last)
-            else:
-                event = BytesMessage(data=piece, message_finished=last)
-            await ws._send(event)
+            await _send_event(ws, data[start:end], text=text, last=False)
+            started = True
             start = end
+        # An empty last fragment ends it, as in ``SansIOWebSocket.send_fragmented``.
+        await _send_event(ws, b"", text=text, last=True)
+        started = False
     except BaseException:
-        if 0 < start < len(data):
+        if started:
             with trio.CancelScope() as abort:
                 abort.cancel()  # closing under a cancelled scope drops the TCP link
                 await ws.aclose(ABNORMAL_CLOSURE, "a fragmented send was cut short")
         raise
+
+
+async def _send_event(
+    ws: trio_websocket.WebSocketConnection, piece: bytes, *, text: bool, last: bool
+) -> None:
+    """One fragment of a message on trio-websocket (see ``_send_fragmented``)."""
+    if ws._close_reason is not None:
+        raise trio_websocket.ConnectionClosed(ws._close_reason)
+    event: TextMessage | BytesMessage
+    if text:
+        event = TextMessage(data=piece.decode(), message_finished=last)
+    else:
+        event = BytesMessage(data=piece, message_finished=last)
+    await ws._send(event)
 
 
 def allow_large_messages(connection: Connection, engine_features: Collection[str] | None) -> int:

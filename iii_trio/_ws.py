@@ -166,21 +166,30 @@ class SansIOWebSocket:
         protocol = self._protocol
         view = memoryview(data)
         start = 0
+        started = False  # part of the message is out: stopping now must drop the link
         try:
             for end in fragment_ends(view, fragment_bytes, text=text):
-                last = end == len(view)
-                if start:
-                    make = partial(protocol.send_continuation, fin=last)
+                if started:
+                    make = partial(protocol.send_continuation, fin=False)
                 else:
-                    make = partial(protocol.send_text if text else protocol.send_binary, fin=last)
+                    make = partial(protocol.send_text if text else protocol.send_binary, fin=False)
                 await self._write(make, view[start:end])
+                started = True
                 start = end
-                if not last:
-                    # The reader's pongs (or a close) owed meanwhile take their turn
-                    # here, not only once the whole message is out.
-                    await trio.lowlevel.checkpoint()
+                # The reader's pongs (or a close) owed meanwhile take their turn here,
+                # not only once the whole message is out.
+                await trio.lowlevel.checkpoint()
+            # An empty last fragment ends the message, as the official SDK's ends
+            # (websockets' fragmented send), so the two write the same frames.
+            if started:
+                await self._write(partial(protocol.send_continuation, fin=True), b"")
+            else:
+                await self._write(
+                    partial(protocol.send_text if text else protocol.send_binary), b""
+                )
+            started = False
         except BaseException:
-            if 0 < start < len(view) and self._closed is None:
+            if started and self._closed is None:
                 self._closed = ConnectionClosed(ABNORMAL_CLOSURE, "a fragmented send was cut short")
                 await trio.aclose_forcefully(self._stream)
             raise

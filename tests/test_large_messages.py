@@ -170,8 +170,9 @@ async def test_a_message_over_16_mib_goes_in_1_mib_fragments_between_characters(
     data = message.encode()
     assert [f.opcode for f in frames] == [Opcode.TEXT] + [Opcode.CONT] * (len(frames) - 1)
     assert [f.fin for f in frames] == [False] * (len(frames) - 1) + [True]
-    assert [len(f.data) for f in frames] == fragment_sizes(FRAGMENT_BYTES, data)
-    assert all(bytes(f.data).decode() for f in frames)  # each fragment is whole characters
+    # Then an empty last fragment ends the message, as the official SDK ends one.
+    assert [len(f.data) for f in frames] == [*fragment_sizes(FRAGMENT_BYTES, data), 0]
+    assert all(bytes(f.data).decode() or f.fin for f in frames)  # whole characters each
     assert b"".join(f.data for f in frames) == data
 
 
@@ -203,7 +204,7 @@ async def test_no_other_message_starts_before_the_last_fragment(stack: WebSocket
             first = await raw.frames_of_one_message()
             second = await raw.frames_of_one_message()
     assert b"".join(f.data for f in first) == large.encode()
-    assert len(first) == 20
+    assert len(first) == 21  # 20 fragments of 1 MiB and the empty last one
     assert [(f.opcode, bytes(f.data)) for f in second] == [(Opcode.TEXT, small.encode())]
 
 
