@@ -18,8 +18,7 @@ from iii_helpers.http import HttpAuthApiKey, HttpInvocationConfig
 
 from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
 from engine_sim.modules import ModuleSpec
-from iii_trio import InitOptions, Worker, register_worker
-from iii_trio._http_invocation import BearerAuth, HttpInvocation
+from iii_trio import BearerAuth, HmacAuth, HttpInvocation, InitOptions, Worker, register_worker
 from iii_trio.protocol import RegisterFunction
 from tests.modules.official_sdk import sdk_worker
 from tests.modules.test_http_functions_sdk import TEST_CONFIG, Seen, echo, http_server
@@ -107,7 +106,7 @@ def test_the_registration_carries_what_the_official_sdk_sends() -> None:
             id="f",
             invocation=HttpInvocation(
                 url="https://h.example/x", method="PATCH", timeout_ms=900,
-                headers={"a": "b"}, auth=HmacAuthFor("S"),
+                headers={"a": "b"}, auth=HmacAuth(secret_key="S"),
             ).to_wire(),
         ).to_json()
     )["invocation"]  # fmt: skip
@@ -121,12 +120,6 @@ def test_the_registration_carries_what_the_official_sdk_sends() -> None:
         ).to_json()
     )["invocation"]
     assert {k: v for k, v in ours_minimal.items() if v not in (None, {})} == minimal
-
-
-def HmacAuthFor(secret_key: str) -> Any:
-    from iii_trio._http_invocation import HmacAuth
-
-    return HmacAuth(secret_key=secret_key)
 
 
 async def test_node_and_iii_trio_call_each_others_http_functions(sim: ThreadedEngine) -> None:

@@ -14,9 +14,16 @@ from trio.testing import MockClock
 
 from engine_sim import Engine, EngineConfig, open_engine
 from engine_sim.faults import RestartEngine
-from iii_trio import InitOptions, InvocationError, Worker, register_worker
-from iii_trio._channels import ChannelError, ChannelReader, ChannelWriter
-from iii_trio._channels_ref import StreamChannelRef
+from iii_trio import (
+    ChannelError,
+    ChannelReader,
+    ChannelWriter,
+    InitOptions,
+    InvocationError,
+    StreamChannelRef,
+    Worker,
+    register_worker,
+)
 
 
 @asynccontextmanager

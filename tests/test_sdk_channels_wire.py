@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from iii_trio import InitOptions, WebSocketTransport, register_worker
-from iii_trio._channels import ChannelError, open_channel
+from iii_trio import ChannelError, InitOptions, WebSocketTransport, register_worker
 from iii_trio._transport import WebSocketStack
 from tests.served import Served
 
@@ -37,7 +36,7 @@ async def test_a_megabyte_and_text_cross_a_real_channel(
         with trio.fail_after(WAIT):
             await worker.ready()
             async with (
-                open_channel(worker, buffer_size=4) as channel,
+                worker.open_channel(buffer_size=4) as channel,
                 trio.open_nursery() as nursery,
             ):
 
@@ -61,7 +60,7 @@ async def test_a_reader_sees_the_engine_stop_as_a_channel_error(served: Served) 
     async with register_worker(served.url, options) as worker:
         with trio.fail_after(WAIT):
             await worker.ready()
-            async with open_channel(worker) as channel:
+            async with worker.open_channel() as channel:
                 await channel.writer.send(b"x")
                 assert await channel.reader.receive() == b"x"
                 await trio.to_thread.run_sync(served.stop)

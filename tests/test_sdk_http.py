@@ -16,8 +16,7 @@ from trio.testing import MockClock
 import engine_sim.modules as modules
 from engine_sim import Engine
 from engine_sim.modules.http import HttpModule
-from iii_trio import Worker
-from iii_trio._http import HttpReply, HttpRequest, HttpResponse, http
+from iii_trio import HttpReply, HttpRequest, HttpResponse, Worker, http
 from tests.modules.test_http_support import http_engine, route, worker
 
 Handler = Callable[[HttpRequest, HttpResponse], Awaitable[Any]]

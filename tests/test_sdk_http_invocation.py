@@ -17,8 +17,7 @@ from trio.testing import MockClock
 import iii_trio
 from engine_sim import Engine
 from engine_sim.faults import Drop
-from iii_trio import InitOptions, Worker
-from iii_trio._http_invocation import ApiKeyAuth, BearerAuth, HttpInvocation
+from iii_trio import ApiKeyAuth, BearerAuth, HttpInvocation, InitOptions, Worker
 from iii_trio.protocol import RegisterFunction, decode
 from tests.modules.test_http_functions import Request, Server, caller, engine_with, response
 

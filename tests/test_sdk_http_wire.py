@@ -16,8 +16,7 @@ import trio
 
 import engine_sim.modules as modules
 from engine_sim.modules.http import HttpModule
-from iii_trio import InitOptions, register_worker
-from iii_trio._http import HttpReply, HttpRequest, HttpResponse, http
+from iii_trio import HttpReply, HttpRequest, HttpResponse, InitOptions, http, register_worker
 from tests.modules.test_http_support import http_engine, route
 
 WAIT = 30.0
