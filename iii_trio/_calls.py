@@ -36,6 +36,7 @@ from ._options import InitOptions
 from ._outbox import Outbox, Outgoing
 from ._protocol._codec import MAX_FRAME_BYTES, check_size, encode
 from ._protocol._messages import InvocationResult, InvokeFunction
+from ._protocol._observe_types import Activation, Caller
 from ._protocol._types import TriggerAction, VoidAction
 
 __all__ = [
@@ -125,6 +126,10 @@ class OutboundCall:
     metadata: JsonValue
     traceparent: str | None
     baggage: str | None
+    #: 0.25 observe fields an interceptor may stamp on the call (omitted when ``None``).
+    caller: Caller | None = None
+    observe_depth: int | None = None
+    activation: Activation | None = None
 
 
 #: Sends a call on (to the next interceptor, the last one to the engine); its result.
@@ -265,6 +270,9 @@ class Calls:
             action=call.action,
             metadata=call.metadata,
             namespace=call.namespace,
+            caller=call.caller,
+            observe_depth=call.observe_depth,
+            activation=call.activation,
         )
         if invocation_id is None:
             await self._submit(Outgoing(self._check_size(encode(message))), None)

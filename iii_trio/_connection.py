@@ -361,6 +361,8 @@ class Connector:
             registration = self._registrations.registry.functions.get(message.function_id)
             if registration is not None:
                 registration.rejected = error
+            for hook in self._registrations.refused_hooks:
+                hook(live, message.function_id)
             return
         log.error("worker %s: %s; giving up", self.name, error)
         live.fatal = error

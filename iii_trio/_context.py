@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from pydantic import JsonValue
 
@@ -38,6 +38,14 @@ class InvocationContext:
     traceparent: str | None
     baggage: str | None
     caller_worker_id: str | None = None
+    #: 0.25 observe: who started the invocation: the engine-stamped ``worker_id`` /
+    #: ``worker_name`` and the calling handler's ``function_id`` / ``invocation_id``,
+    #: its own caller one level up as ``parent``.
+    caller: dict[str, Any] | None = None
+    #: 0.25 observe: observe hops in the causal chain so far.
+    observe_depth: int = 0
+    #: 0.25 observe: on an observer's activation, ``{observer_id, activation_id?}``.
+    activation: dict[str, Any] | None = None
 
 
 _current: ContextVar[InvocationContext | None] = ContextVar("iii_trio_invocation", default=None)

@@ -27,6 +27,7 @@ from ._exceptions import FrameTooLarge, ProtocolError
 from ._handlers import HandlerInputError
 from ._lifecycle import InvocationFinished, InvocationStarted, WorkerState
 from ._live import Live
+from ._observe_wire import invocation_fields
 from ._options import InitOptions
 from ._outbox import Outgoing
 from ._protocol._codec import encode
@@ -197,6 +198,7 @@ class Inbound:
             traceparent=message.traceparent,
             baggage=message.baggage,
             caller_worker_id=caller_in(message.data),
+            **invocation_fields(message),
         )
         token = _current.set(context)
         try:

@@ -43,6 +43,7 @@ from ._protocol._messages import (
     UnregisterTrigger,
     WorkerRegistered,
 )
+from ._protocol._observe_types import ObserveDescriptor
 from ._protocol._types import VoidAction
 from ._registry import (
     FunctionRegistration,
@@ -89,6 +90,9 @@ class Registrations:
         self.registered_hooks: list[RegisteredHook] = []
         #: Frames sent after the registrations on every connect, in order.
         self.replay_extras: list[ReplayExtra] = []
+        #: Run when the engine refuses one function's id (``FUNCTION_NAMESPACE_CONFLICT``)
+        #: on a connection, with that connection and the function's id.
+        self.refused_hooks: list[Callable[[Live, str], None]] = []
         #: The 0.25 features this worker declares (each added by its feature's module
         #: once enabled), announced in ``engine::workers::register``.
         self.features: list[str] = []
@@ -104,6 +108,7 @@ class Registrations:
         request_format: JsonValue,
         response_format: JsonValue,
         http: HttpInvocation | None = None,
+        observe: ObserveDescriptor | None = None,
     ) -> Registration:
         if not function_id:
             raise ValueError("function_id must not be empty")
@@ -124,6 +129,7 @@ class Registrations:
                 response_format=response_format,
                 metadata=metadata,
                 invocation=http.to_wire(),
+                observe=observe,
             )
         else:
             assert handler is not None
@@ -138,6 +144,7 @@ class Registrations:
                     response_format if response_format is not None else adapted.response_format
                 ),
                 metadata=metadata,
+                observe=observe,
             )
         encode(message)  # refuse a non-JSON description or metadata now, not on connect
         registration = FunctionRegistration(message, adapted)

@@ -8,6 +8,11 @@ virtual clock; with nothing plugged in, behaviour is today's (the rest of the su
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
 import pytest
 import trio
 import trio.lowlevel
@@ -15,11 +20,29 @@ import trio.testing
 from pydantic import JsonValue
 
 from engine_sim import Engine
-from iii_trio import InitOptions, InvocationError, current_invocation, register_worker
+from iii_trio import (
+    Connection,
+    InitOptions,
+    InvocationError,
+    current_invocation,
+    register_worker,
+)
 from iii_trio._calls import OutboundCall, SendCall
 from iii_trio._inbound import InboundCall, RunHandler
 from iii_trio._live import Live
-from iii_trio.protocol import Pong, RegisterService, VoidAction, WorkerRegistered
+from iii_trio._protocol._observe_types import Activation, Caller
+from iii_trio.protocol import (
+    InvocationResult,
+    InvokeFunction,
+    Pong,
+    RegisterService,
+    VoidAction,
+    WorkerRegistered,
+    decode,
+    encode,
+)
+
+M = TypeVar("M")
 
 OPTIONS = InitOptions(worker_name="seams", enable_metrics_reporting=False)
 
@@ -170,3 +193,65 @@ async def test_a_service_is_declared_on_every_connection_until_unregistered(
         second = worker.worker_id
         assert second is not None
         assert "registerservice" not in _sent(engine, second)
+
+
+class _EngineEnd:
+    """A transport whose one connection the test plays the engine on, frame by frame."""
+
+    def __init__(self) -> None:
+        self.to_worker, self._from_test = trio.open_memory_channel[str](10)
+        self._to_test, self.from_worker = trio.open_memory_channel[str](10)
+
+    @asynccontextmanager
+    async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
+        yield self
+
+    async def send(self, frame: str | bytes) -> None:
+        assert isinstance(frame, str)
+        await self._to_test.send(frame)
+
+    async def receive(self) -> str | bytes:
+        return await self._from_test.receive()
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await trio.sleep_forever()
+
+    async def next_of(self, kind: type[M]) -> M:
+        while True:
+            message = decode(await self.from_worker.receive())
+            if isinstance(message, kind):
+                return message
+
+
+async def test_a_handler_sees_the_observe_fields_of_its_invocation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def context(data: JsonValue) -> JsonValue:
+        current = current_invocation()
+        assert current is not None
+        return [current.observe_depth, current.caller, current.activation]
+
+    end = _EngineEnd()
+    async with register_worker("ws://sim", OPTIONS, transport=end) as worker:
+        worker.register_function("seams::context", context)
+        await end.to_worker.send(encode(WorkerRegistered(worker_id="w1")))
+        await worker.ready()
+        caller = Caller(worker_id="w0", function_id="a::b", invocation_id="i0")
+        for invoke in (
+            InvokeFunction(invocation_id=uuid.uuid4(), function_id="seams::context", data=None),
+            InvokeFunction(
+                invocation_id=uuid.uuid4(),
+                function_id="seams::context",
+                data=None,
+                caller=caller,
+                observe_depth=3,
+                activation=Activation(observer_id="o1"),
+            ),
+        ):
+            await end.to_worker.send(encode(invoke))
+            result = await end.next_of(InvocationResult)
+            assert result.error is None
+            if invoke.caller is None:
+                assert result.result == [0, None, None]
+            else:
+                assert result.result == [3, caller.model_dump(), {"observer_id": "o1"}]
