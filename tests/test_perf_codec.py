@@ -105,13 +105,17 @@ def test_a_value_deeper_than_python_recurses_is_refused_as_before() -> None:
 @given(messages)
 def test_a_message_encodes_as_its_fields_written_one_by_one(message: Any) -> None:
     # The encoder's field loop against the rule it implements: every field in
-    # declaration order, ``None`` left out where the model says so, and each value
-    # written by the plain path (models as their own objects, UUIDs as strings).
+    # declaration order, ``None`` (and ``OMITTED``) left out where the model says so,
+    # and each value written by the plain path (models, and lists of them, as their own
+    # objects; UUIDs as strings).
     def plain(model: p.WireModel) -> str:
         parts = []
         for name, value in model._present():
             if isinstance(value, p.WireModel):
                 text = plain(value)
+            elif isinstance(value, list) and value and isinstance(value[0], p.WireModel):
+                # A list of models (0.25's observers, report items, counts).
+                text = "[" + ",".join(plain(item) for item in value) + "]"
             elif isinstance(value, UUID):
                 text = f'"{value}"'
             else:
