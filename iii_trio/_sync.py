@@ -60,6 +60,7 @@ from pydantic import JsonValue
 
 from ._exceptions import WorkerClosed
 from ._handlers import Handler
+from ._http_invocation import HttpInvocation
 from ._lifecycle import WorkerState
 from ._options import InitOptions
 from ._registry import Registration, TriggerTypeProvider
@@ -236,15 +237,17 @@ class SyncWorker(SyncFeatures):
     def register_function(
         self,
         function_id: str,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
         description: str | None = None,
         metadata: JsonValue = None,
         request_format: JsonValue = None,
         response_format: JsonValue = None,
+        http: HttpInvocation | None = None,
     ) -> Registration:
         """Serve ``function_id`` with ``handler``: ``async def`` ones run on the portal
-        thread, plain ones in worker threads. See ``Worker.register_function``."""
+        thread, plain ones in worker threads; or, with ``http=HttpInvocation(url=...)``
+        and no handler, have the engine call that URL. See ``Worker.register_function``."""
         registration = self._do(
             lambda: self._worker.register_function(
                 function_id,
@@ -253,6 +256,7 @@ class SyncWorker(SyncFeatures):
                 metadata=metadata,
                 request_format=request_format,
                 response_format=response_format,
+                http=http,
             )
         )
         return self._bind(registration)

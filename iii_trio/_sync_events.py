@@ -30,6 +30,7 @@ from ._lifecycle import WORKER_LIFECYCLE, Transition, WorkerState
 
 if TYPE_CHECKING:
     from ._sync import SyncWorker
+    from ._sync_features import SyncFeatures
     from ._worker import TransitionStream, Worker
 
 __all__ = ["SyncEvents", "SyncTransitions", "until_closed"]
@@ -68,7 +69,7 @@ class SyncEvents(Generic[T]):
     failed worker raises its failure.
     """
 
-    def __init__(self, facade: SyncWorker, receive: Callable[[], Awaitable[T]]) -> None:
+    def __init__(self, facade: SyncFeatures, receive: Callable[[], Awaitable[T]]) -> None:
         self._facade = facade
         self._receive = receive
 
@@ -77,7 +78,7 @@ class SyncEvents(Generic[T]):
         (``None``: no limit), ``trio.EndOfChannel`` once the watch is over,
         ``WorkerClosed`` once the worker is."""
         seconds = _seconds(timeout)
-        worker = self._facade.async_worker
+        worker = self._facade._worker
 
         async def next_event() -> T:
             with trio.fail_after(seconds):

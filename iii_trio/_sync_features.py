@@ -17,6 +17,7 @@ from pydantic import JsonValue
 
 from ._channels import attach_reader, attach_writer, open_channel
 from ._channels_ref import StreamChannelRef
+from ._logging import Logger
 from ._registry import Registration
 from ._state_client import StateClient
 from ._stream_client import StreamClient
@@ -57,6 +58,12 @@ class SyncFeatures:
         def _enter(
             self, manager: AbstractAsyncContextManager[T], what: str
         ) -> AbstractContextManager[T]: ...
+
+    @property
+    def logger(self) -> Logger:
+        """The worker's structured logger (``Worker.logger``). Safe from any thread: a
+        record is made where it is logged and only queued for the engine."""
+        return self._worker.logger
 
     @property
     def engine_features(self) -> frozenset[str]:

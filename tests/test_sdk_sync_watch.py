@@ -6,6 +6,7 @@ As in ``test_sdk_sync``: a threaded engine over loopback, waits bounded by ``WAI
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -15,9 +16,11 @@ import trio
 from pydantic import JsonValue
 
 import iii_trio
-from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
+from engine_sim import Engine, EngineConfig, ThreadedEngine, run_in_thread
+from iii_trio import HttpInvocation
 from iii_trio import WorkerState as S
 from iii_trio import sync as iii
+from iii_trio.protocol import RegisterFunction
 from tests.test_sdk_sync import WAIT, _options
 
 
@@ -198,3 +201,42 @@ def test_engine_features_are_what_the_engine_announced() -> None:
     ):
         worker.ready(timeout=WAIT)
         assert worker.engine_features == frozenset({"observe.v1", "x-custom.v1"})
+
+
+def test_the_logger_is_the_workers_and_logs_from_the_calling_thread(
+    sim: ThreadedEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="iii_trio.log")
+    with iii.register_worker(sim.url, options=_options("logs")) as worker:
+        assert worker.logger is worker.async_worker.logger
+        worker.logger.info("from a plain thread", {"n": 1})
+    (record,) = [r for r in caplog.records if r.getMessage() == "from a plain thread"]
+    assert record.threadName == threading.current_thread().name
+    assert getattr(record, "data", None) == {"n": 1}
+
+
+def test_an_http_invoked_function_is_registered_through_the_facade() -> None:
+    invocation = HttpInvocation(url="https://billing.example.com/charge", method="PUT")
+    with (
+        run_in_thread(EngineConfig(port=0, record_frames=True)) as sim,
+        iii.register_worker(sim.url, options=_options("http-fn")) as worker,
+    ):
+        with pytest.raises(TypeError):
+            worker.register_function("billing::none")
+        registration = worker.register_function("billing::charge", http=invocation)
+        worker.ready(timeout=WAIT)
+        worker_id = worker.worker_id or ""
+
+        def sent(engine: Engine) -> list[RegisterFunction]:
+            return [
+                f.message
+                for f in engine.frames(worker_id)
+                if isinstance(f.message, RegisterFunction) and f.message.id == "billing::charge"
+            ]
+
+        # (This engine runs no iii-http-functions module: what matters is what was sent.)
+        [message] = sim.wait_for(sent, timeout=WAIT)
+        assert message.invocation is not None
+        assert message.invocation.url == invocation.url
+        registration.unregister()
+        assert not registration.active
