@@ -92,6 +92,17 @@ class StreamChannelRef(dict[str, str]):
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _read_only
     __ior__ = _read_only
 
+    # Read-only, so a copy is the ref itself; pickled, it is rebuilt from its fields (the
+    # default dict protocol would set items one by one, which a read-only dict refuses).
+    def __copy__(self) -> StreamChannelRef:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> StreamChannelRef:
+        return self
+
+    def __reduce__(self) -> tuple[type[StreamChannelRef], tuple[str, str, str]]:
+        return StreamChannelRef, (self.channel_id, self.access_key, self.direction)
+
     @classmethod
     def __get_pydantic_core_schema__(
         cls, source: type[Any], handler: GetCoreSchemaHandler

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import pickle
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -153,6 +155,10 @@ async def test_a_ref_is_a_read_only_json_object_that_hides_its_key() -> None:
         ref["direction"] = "read"
     with pytest.raises(ValueError, match="not a channel ref"):
         StreamChannelRef.of({"channel_id": "c1"})
+    # Payloads get copied (deep copies, pickles): a ref survives them as itself.
+    for copied in (copy.copy(ref), copy.deepcopy({"r": ref})["r"], pickle.loads(pickle.dumps(ref))):
+        assert type(copied) is StreamChannelRef
+        assert copied == ref
 
 
 async def write_until_refused(writer: ChannelWriter) -> None:
