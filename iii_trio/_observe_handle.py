@@ -6,7 +6,6 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Final
 
 import trio
 
@@ -17,11 +16,6 @@ __all__ = ["ObserverHandle", "StateChanges"]
 log = logging.getLogger("iii_trio.observe")
 
 StateListener = Callable[[ObserverState, "ObserveReason | None"], None]
-
-_UNOBSERVED: Final[ObserveReason] = {
-    "code": "UNOBSERVED",
-    "message": "disposed by the observing worker",
-}
 
 
 class StateChanges:
@@ -148,10 +142,8 @@ class ObserverHandle:
 
     async def dispose(self) -> None:
         """Remove the observer (``unobserve``); it is not replayed any more. Idempotent."""
-        if self._state == "disposed":
-            return
-        self.set_state("disposed", _UNOBSERVED)
-        await self._dispose(self)
+        if self._state != "disposed":
+            await self._dispose(self)
 
     def set_state(self, state: ObserverState, reason: ObserveReason | None = None) -> None:
         """A state from the engine (``observeresult``, ``observerstatechanged``) or the worker."""

@@ -22,6 +22,8 @@ def make_handle() -> tuple[ObserverHandle, list[str]]:
     disposed: list[str] = []
 
     async def dispose(handle: ObserverHandle) -> None:
+        # What the worker does: the state, then the engine is told.
+        handle.set_state("disposed", {"code": "UNOBSERVED", "message": "disposed"})
         disposed.append(handle.id)
 
     return ObserverHandle("o1", "{}", dispose), disposed
