@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue
 
-from ._channels import ChannelEnds, _End, open_ends
+from ._channels import ChannelEnds, open_ends
 from ._channels_ref import StreamChannelRef, is_channel_ref
 
 if TYPE_CHECKING:
@@ -39,8 +39,6 @@ def holds_ref(value: Any) -> bool:
     while stack:
         item = pop()
         if isinstance(item, dict):
-            if isinstance(item, _End):
-                continue  # hydrated already
             if "access_key" in item and is_channel_ref(item):
                 return True
             items = item.values()
@@ -53,7 +51,9 @@ def holds_ref(value: Any) -> bool:
 
 
 def _replace(value: Any, ends: ChannelEnds) -> Any:
-    if isinstance(value, dict) and not isinstance(value, _End):  # an end is hydrated already
+    if isinstance(value, dict):
+        # An end in the input (a local call's payload) is a ref too: this invocation
+        # gets an end of its own, as a call through the engine would.
         if is_channel_ref(value):
             return ends.end_for(StreamChannelRef.of(value))
         return {key: _replace(item, ends) for key, item in value.items()}

@@ -312,3 +312,30 @@ async def test_a_second_opener_of_an_end_gets_nothing(autojump_clock: MockClock)
         assert await channel.reader.receive() == b"first"
         async with worker.channel_reader(channel.reader_ref) as second_reader:
             assert [item async for item in second_reader] == []
+
+
+async def test_an_end_passed_on_outlives_the_handler_that_passed_it(
+    autojump_clock: MockClock,
+) -> None:
+    drained: list[bytes] = []
+    done = trio.Event()
+
+    async def relay(data: dict[str, Any]) -> None:
+        # Fire and forget: this handler (and its ends) are gone before the call runs.
+        await worker.trigger_void("t::drain", {"in": data["in"]})
+
+    async def drain(data: dict[str, Any]) -> None:
+        drained.append(await data["in"].read_all())
+        done.set()
+
+    async with pair() as (engine, worker):
+        worker.register_function("t::relay", relay)
+        worker.register_function("t::drain", drain)
+        await engine.wait_for(lambda: {"t::relay", "t::drain"} <= engine.function_ids())
+        async with worker.open_channel() as channel:
+            await channel.writer.send(b"later")
+            await channel.writer.aclose()
+            await worker.trigger("t::relay", {"in": channel.reader_ref})
+            with trio.fail_after(10):
+                await done.wait()
+    assert drained == [b"later"]
