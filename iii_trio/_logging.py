@@ -28,10 +28,13 @@ import time
 import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ._context import current_invocation
 from ._otel_json import any_value, dumps, key_values
+
+if TYPE_CHECKING:
+    from ._worker import Worker
 
 __all__ = [
     "CONTEXT_FIELDS",
@@ -149,15 +152,16 @@ class LogContextFilter(logging.Filter):
 class EngineLogHandler(logging.Handler):
     """Sends the records it handles to the engine, as the worker's ``LOGS`` frames.
 
-    A record goes through the worker running the current invocation (if that worker
-    exports logs, ``OtelConfig.logs_enabled``), or through ``sink`` when given
-    (``worker.log_sink``). A record with no worker to take it is skipped, and a
-    record the worker's ``Logger`` already sent is not sent twice.
+    A record goes through ``worker`` when given, else through the worker running the
+    current invocation, if that worker exports logs (``OtelConfig.logs_enabled``). A
+    record with no worker to take it is skipped, and a record a worker's ``Logger``
+    already sent is not sent twice. Add it to any stdlib logger:
+    ``logging.getLogger("payments").addHandler(EngineLogHandler())``.
     """
 
-    def __init__(self, level: int = logging.NOTSET, *, sink: LogSink | None = None) -> None:
+    def __init__(self, level: int = logging.NOTSET, *, worker: Worker | None = None) -> None:
         super().__init__(level)
-        self._sink = sink
+        self._sink: LogSink | None = None if worker is None else worker._telemetry
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue ``record`` for the engine, if a worker takes it."""

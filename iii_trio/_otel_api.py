@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._logging import log_context
 from ._telemetry import OtelNotInstalled
+
+if TYPE_CHECKING:
+    from ._worker import Worker
 
 __all__ = [
     "all_baggage",
@@ -38,6 +41,15 @@ def _otel() -> ModuleType:
     return _otel
 
 
+def _tracer_of(worker: Worker | None) -> Any:
+    if worker is None:
+        return None
+    tracing = worker._telemetry.tracer
+    if tracing is None:
+        raise ValueError(f"worker {worker.name} does not trace: give it InitOptions(otel=...)")
+    return tracing
+
+
 def current_trace_id() -> str | None:
     """The trace id (32 hex digits) of the current span, or of the invocation's
     ``traceparent`` without tracing; ``None`` outside both."""
@@ -52,18 +64,24 @@ def current_span_id() -> str | None:
 
 @contextmanager
 def span(
-    name: str, *, kind: SpanKindName = "internal", attributes: Mapping[str, Any] | None = None
+    name: str,
+    *,
+    kind: SpanKindName = "internal",
+    attributes: Mapping[str, Any] | None = None,
+    worker: Worker | None = None,
 ) -> Iterator[Any]:
     """A span around the block, child of the current one, current inside the block.
 
-    Made with the tracer of the worker whose invocation runs here (so it goes where
-    that worker's spans go), else with OpenTelemetry's global tracer provider. An
-    exception leaving the block is recorded on it and marks it failed.
+    Made with ``worker``'s tracer when given (outside a handler: the calls the block
+    makes are its children), else with that of the worker whose invocation runs here
+    (so it goes where that worker's spans go), else with OpenTelemetry's global
+    tracer provider. An exception leaving the block is recorded on it and marks it
+    failed.
     """
     otel = _otel()
     from opentelemetry import trace
 
-    tracer = otel.current_tracer.get() or trace.get_tracer(otel.SCOPE)
+    tracer = _tracer_of(worker) or otel.current_tracer.get() or trace.get_tracer(otel.SCOPE)
     with tracer.start_as_current_span(
         name,
         kind=trace.SpanKind[kind.upper()],

@@ -245,6 +245,11 @@ class Telemetry:
         """Whether invocations and calls get spans."""
         return self._tracing is not None
 
+    @property
+    def tracer(self) -> Any:
+        """The OpenTelemetry tracer the worker makes its spans with (``None``: no tracing)."""
+        return None if self._tracing is None else self._tracing.tracer
+
     # -- logs --------------------------------------------------------------------------------
 
     def export_log(self, record: logging.LogRecord) -> None:
