@@ -373,3 +373,25 @@ async def test_spans_go_to_the_engine_as_otlp_frames(
         assert remote["kind"] == {"call solo::f": 3, "execute solo::f": 1}[mine.name]
         assert remote["status_code"] == 1
         assert remote["end_time_unix_nano"] >= remote["start_time_unix_nano"] > 0
+
+
+async def test_a_handler_cancelled_at_shutdown_ends_its_span_failed(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    spans = InMemorySpanExporter()
+    started = trio.Event()
+    async with worker_on(engine, "solo", traced(spans), drain_timeout_ms=100) as worker:
+
+        @worker.function("solo::stuck")
+        async def stuck(data: Any) -> None:
+            started.set()
+            await trio.sleep_forever()
+
+        await engine.wait_for(lambda: "solo::stuck" in engine.function_ids())
+        await worker.trigger_void("solo::stuck", {})
+        await started.wait()
+
+    execute = by_name(spans)["execute solo::stuck"]
+    assert execute.status.status_code is StatusCode.ERROR
+    assert execute.status.description == "cancelled"
+    assert execute.events == ()
