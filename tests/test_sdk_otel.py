@@ -395,3 +395,28 @@ async def test_a_handler_cancelled_at_shutdown_ends_its_span_failed(
     assert execute.status.status_code is StatusCode.ERROR
     assert execute.status.description == "cancelled"
     assert execute.events == ()
+
+
+async def test_with_propagate_trace_context_calls_still_carry_their_own_span(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    spans = InMemorySpanExporter()
+    async with worker_on(engine, "solo", traced(spans), propagate_trace_context=True) as worker:
+
+        @worker.function("solo::leaf")
+        async def leaf(data: Any) -> None:
+            return None
+
+        @worker.function("solo::entry")
+        async def entry(data: Any) -> None:
+            await worker.trigger("solo::leaf", {})
+
+        await engine.wait_for(lambda: "solo::entry" in engine.function_ids())
+        await worker.trigger("solo::entry", {}, traceparent=TRACEPARENT, baggage="k=v")
+
+    named = by_name(spans)
+    [sent] = calls_sent(engine, worker, "solo::leaf")
+    # Not the traceparent the invocation came with: the call's own span, child of it.
+    assert sent.traceparent == f"00-{TRACE_ID}-{hex_span(named['call solo::leaf'])}-01"
+    assert sent.baggage == "k=v"
+    assert parent_of(named["call solo::leaf"]) == hex_span(named["execute solo::entry"])
