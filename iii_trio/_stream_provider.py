@@ -92,6 +92,13 @@ def serve_stream(worker: Worker, stream_name: str, provider: StreamProvider) -> 
     """
     if not isinstance(stream_name, str) or not stream_name:
         raise ValueError(f"stream_name must be a non-empty str: {stream_name!r}")
+    if worker.namespace not in (None, "default"):
+        # Its functions would live in that namespace, where the engine never looks:
+        # every call would quietly go to the engine's own store instead.
+        raise ValueError(
+            f"a worker in namespace {worker.namespace!r} cannot serve a stream: the engine "
+            "looks a stream's provider up in 'default'; serve it from a worker without one"
+        )
 
     async def get(input: StreamGetInput) -> JsonValue:
         return to_json(await provider.get(input))

@@ -228,6 +228,14 @@ async def test_a_namespaced_worker_reaches_the_builtins_in_default(
             await worker.trigger("state::get", {"scope": "s", "key": "k"})
 
 
+async def test_a_namespaced_worker_watches_too(autojump_clock: MockClock) -> None:
+    async with state_worker(namespace="team-a") as (_, _, state):
+        async with state.watch(scope="s") as events:
+            await state.set("s", "k", 1)
+            event = await events.receive()
+        assert (event.event_type, event.new_value) == (StateEventType.CREATED, 1)
+
+
 async def test_a_call_after_the_worker_stopped_raises_worker_closed(
     autojump_clock: MockClock,
 ) -> None:

@@ -258,6 +258,24 @@ async def test_serving_a_stream_twice_is_refused_and_registers_nothing_more(
         }
 
 
+async def test_a_namespaced_worker_cannot_serve_a_stream(autojump_clock: MockClock) -> None:
+    async with (
+        open_engine(EngineConfig(modules=(ModuleSpec("iii-stream"),))) as engine,
+        iii_trio.register_worker(
+            options=iii_trio.InitOptions(
+                worker_name="ns", namespace="team-a", enable_metrics_reporting=False
+            ),
+            transport=engine.transport,
+        ) as worker,
+    ):
+        with pytest.raises(ValueError, match="namespace 'team-a'"):
+            worker.streams.serve("notes", Notes())
+        await worker.ready()
+        # Its calls still reach the built-ins (in default).
+        await worker.streams.set("notes", "g", "a", 1)
+        assert await worker.streams.get("notes", "g", "a") == 1
+
+
 @pytest.fixture
 def served() -> Iterator[Served]:
     server = Served()
