@@ -209,3 +209,27 @@ async def test_without_otel_nothing_but_the_usual_frames_is_sent(
     assert logs_sent(engine, worker_id) == []
     assert "only local" in caplog.text
     assert all(isinstance(record.frame, str) for record in engine.frames(worker_id))
+
+
+async def test_a_record_too_big_for_a_frame_is_sent_cut_not_lost(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    otel = OtelConfig(tracing=False, max_frame_bytes=16 * 1024, max_buffer_bytes=64 * 1024)
+    async with worker_on(engine, otel) as worker:
+        worker.logger.info("x" * 100_000, {"big": "y" * 100_000})
+        worker.logger.info("small")
+        worker_id = worker.worker_id
+        assert worker_id is not None
+        await engine.wait_for(lambda: len(bodies(engine, worker_id)) == 2)
+    frames = logs_sent(engine, worker_id)
+    [cut, small] = [log for _, logs in frames for log in logs]
+    assert cut["body"] == "x" * len(str(cut["body"]))
+    assert 1000 < len(str(cut["body"])) < 16 * 1024
+    assert cut["attributes"]["iii.log.truncated"] is True  # type: ignore[index,call-overload]
+    assert "log.data" not in cut["attributes"]  # type: ignore[operator]
+    assert small["body"] == "small"
+    assert all(
+        len(record.frame) <= 16 * 1024
+        for record in engine.frames(worker_id)
+        if isinstance(record.frame, bytes)
+    )
