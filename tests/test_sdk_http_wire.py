@@ -16,8 +16,17 @@ import trio
 
 import engine_sim.modules as modules
 from engine_sim.modules.http import HttpModule
-from iii_trio import HttpReply, HttpRequest, HttpResponse, InitOptions, http, register_worker
+from iii_trio import (
+    ChannelError,
+    HttpReply,
+    HttpRequest,
+    HttpResponse,
+    InitOptions,
+    http,
+    register_worker,
+)
 from tests.modules.test_http_support import http_engine, route
+from tests.modules.test_http_wire import connect
 
 WAIT = 30.0
 
@@ -107,3 +116,36 @@ async def test_a_plain_client_sees_a_streamed_status_headers_and_body() -> None:
             reply = await client.get("/file")
     assert (reply.status_code, reply.headers["x-part"]) == (206, "1")
     assert reply.content == b"".join(bytes([n]) * 10_000 for n in range(10))
+
+
+async def test_a_handler_streaming_to_a_client_that_left_gets_channel_error() -> None:
+    failures: list[BaseException] = []
+    first_read = trio.Event()
+    handler_done = trio.Event()
+
+    @http
+    async def endless(req: HttpRequest, res: HttpResponse) -> None:
+        try:
+            await res.sse("first")
+            with trio.fail_after(WAIT):
+                await first_read.wait()
+                while True:  # the client is gone: a write fails once the engine knows
+                    await res.sse("more " * 1000)
+                    await trio.sleep(0.01)
+        except ChannelError as exc:
+            failures.append(exc)
+        finally:
+            handler_done.set()
+
+    async with serving("api::endless", endless, "/endless", "GET") as client:
+        with trio.fail_after(WAIT):
+            # A raw socket: the client reads the first event, then hangs up.
+            async with await connect(str(client.base_url)) as sock:
+                await sock.send_all(b"GET /endless HTTP/1.1\r\nHost: sim\r\n\r\n")
+                received = b""
+                while b"data: first" not in received:
+                    received += await sock.receive_some(65536)
+            first_read.set()  # the response is closed: the client left
+            await handler_done.wait()
+    assert len(failures) == 1
+    assert "mid-stream" in str(failures[0])
