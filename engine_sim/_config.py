@@ -115,7 +115,8 @@ class EngineConfig:
     #: ``"trio-websocket"``. Both speak the same wire and enforce the same limits.
     websocket: WebSocketStack = "websockets"
     #: The iii 0.25 features announced in ``workerregistered.features`` (``observe.v1``,
-    #: ``local-dispatch.v1``); a worker gets a feature's frames only if it declared the
+    #: ``local-dispatch.v1``, ``large-messages.v1``); a worker gets a feature's frames
+    #: (observe's, fragments of a message over 16 MiB) only if it declared the
     #: feature too. ``()`` announces none: the pre-0.25 handshake, byte for byte, and no
     #: observe frame to anyone (``iii-sim serve --features ''``).
     features: tuple[str, ...] = field(default_factory=lambda: _observe().ENGINE_FEATURES)

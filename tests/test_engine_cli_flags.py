@@ -114,6 +114,6 @@ def test_a_seed_given_on_the_command_line_makes_ids_repeat_run_after_run() -> No
 
 
 def test_the_features_flag_sets_what_the_engine_announces_and_empty_announces_none() -> None:
-    assert _config().features == ("observe.v1", "local-dispatch.v1")
+    assert _config().features == ("observe.v1", "local-dispatch.v1", "large-messages.v1")
     assert _config("--features", "observe.v1").features == ("observe.v1",)
     assert _config("--features", "").features == ()

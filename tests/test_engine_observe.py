@@ -11,6 +11,7 @@ from trio.testing import MockClock
 
 from engine_sim import Engine, EngineConfig, open_engine
 from iii_trio.protocol import (
+    FEATURE_LARGE_MESSAGES_V1,
     FEATURE_LOCAL_DISPATCH_V1,
     FEATURE_OBSERVE_V1,
     FunctionRegistered,
@@ -70,7 +71,11 @@ async def test_the_engine_announces_its_features_and_none_when_configured_so(
     async with open_engine(EngineConfig()) as engine, engine.connect() as conn:
         hello = await conn.receive_message()
         assert isinstance(hello, WorkerRegistered)
-        assert hello.features == [FEATURE_OBSERVE_V1, FEATURE_LOCAL_DISPATCH_V1]
+        assert hello.features == [
+            FEATURE_OBSERVE_V1,
+            FEATURE_LOCAL_DISPATCH_V1,
+            FEATURE_LARGE_MESSAGES_V1,
+        ]
     async with open_engine(EngineConfig(features=())) as engine, engine.connect() as conn:
         hello = await conn.receive_message()
         assert isinstance(hello, WorkerRegistered)

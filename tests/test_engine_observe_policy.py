@@ -261,7 +261,8 @@ async def test_a_worker_on_a_port_with_a_session_is_offered_no_observe(
     ):
         hello = await conn.receive_message()
         assert isinstance(hello, WorkerRegistered)
-        assert hello.features is None
+        # Its rules must see every call and registration: no observers, no local calls.
+        assert hello.features == ["large-messages.v1"]
 
 
 async def test_unregistertriggertype_withdraws_only_the_providers_own_type(

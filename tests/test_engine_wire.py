@@ -34,7 +34,7 @@ async def test_item_1_first_frame_is_text_workerregistered(served: Engine) -> No
     # iii 0.25: the features the engine speaks follow (the field is left out when it
     # announces none, EngineConfig(features=())).
     assert list(json.loads(frame)) == ["type", "worker_id", "reattach_token", "features"]
-    assert json.loads(frame)["features"] == ["observe.v1", "local-dispatch.v1"]
+    assert json.loads(frame)["features"] == ["observe.v1", "local-dispatch.v1", "large-messages.v1"]
 
 
 async def test_item_3_websocket_ping_is_answered_with_its_payload(served: Engine) -> None:

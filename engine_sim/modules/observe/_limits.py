@@ -32,7 +32,7 @@ FEATURE_LOCAL_DISPATCH: Final = FEATURE_LOCAL_DISPATCH_V1
 #: Messages over 16 MiB travel as fragments (the transport's, not this module's).
 FEATURE_LARGE_MESSAGES: Final = FEATURE_LARGE_MESSAGES_V1
 #: What the engine announces in ``workerregistered`` unless ``EngineConfig.features`` says.
-ENGINE_FEATURES: Final = (FEATURE_OBSERVE, FEATURE_LOCAL_DISPATCH)
+ENGINE_FEATURES: Final = (FEATURE_OBSERVE, FEATURE_LOCAL_DISPATCH, FEATURE_LARGE_MESSAGES)
 
 #: The parts of an invocation an observer may capture, in the order an envelope carries them.
 CAPTURE_PARTS: Final = CAPTURES
