@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 import trio
@@ -19,11 +19,13 @@ from ._exceptions import InvocationError
 from ._handlers import Handler
 from ._registry import Registration
 
-__all__ = ["WatchHost", "list_from", "watch"]
+__all__ = ["Discovery", "WatchHost", "list_from", "watch"]
 
 
 class WatchHost(Protocol):
-    """What ``watch`` needs of a worker."""
+    """What ``watch`` and ``Discovery`` need of a worker."""
+
+    async def trigger(self, function_id: str, data: Any = None) -> Any: ...
 
     def register_function(
         self, function_id: str, handler: Handler, *, description: str | None = None
@@ -70,3 +72,64 @@ async def watch(
         binding.unregister()
         function.unregister()
         send.close()
+
+
+class Discovery:
+    """``Worker``'s ``list_*`` and ``watch_*`` (mixed into ``Worker``), made of its
+    public calls only."""
+
+    def _host(self) -> WatchHost:
+        return cast(WatchHost, self)
+
+    async def list_workers(self) -> list[dict[str, JsonValue]]:
+        """``engine::workers::list``: the connected workers that announced themselves."""
+        return await list_from(self._host().trigger, "engine::workers::list", {}, "workers")
+
+    async def list_functions(self, *, include_internal: bool = False) -> list[dict[str, JsonValue]]:
+        """``engine::functions::list``: every registered function."""
+        return await list_from(
+            self._host().trigger,
+            "engine::functions::list",
+            {"include_internal": include_internal},
+            "functions",
+        )
+
+    async def list_trigger_types(
+        self, *, include_internal: bool = False
+    ) -> list[dict[str, JsonValue]]:
+        """``engine::triggers::list``: the trigger types on offer."""
+        return await list_from(
+            self._host().trigger,
+            "engine::triggers::list",
+            {"include_internal": include_internal},
+            "triggers",
+        )
+
+    async def list_triggers(self, *, include_internal: bool = False) -> list[dict[str, JsonValue]]:
+        """``engine::registered-triggers::list``: the bindings (trigger instances)."""
+        return await list_from(
+            self._host().trigger,
+            "engine::registered-triggers::list",
+            {"include_internal": include_internal},
+            "registered_triggers",
+        )
+
+    @asynccontextmanager
+    async def watch_workers(
+        self, *, buffer: int = 100
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[JsonValue]]:
+        """``engine::workers-available`` events while the block runs (``async for``).
+
+        Registers a private function bound to the trigger type, and removes both on
+        exit. A slow reader holds up that function's invocations (backpressure).
+        """
+        async with watch(self._host(), "engine::workers-available", buffer) as events:
+            yield events
+
+    @asynccontextmanager
+    async def watch_functions(
+        self, *, buffer: int = 100
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[JsonValue]]:
+        """``engine::functions-available`` events (the engine polls, every 5 s by default)."""
+        async with watch(self._host(), "engine::functions-available", buffer) as events:
+            yield events

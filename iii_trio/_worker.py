@@ -1,7 +1,9 @@
 """The worker: one object that registers, calls and serves, across connections.
 
-``Worker`` is the public face; the work is done by parts with narrow interfaces,
-each in a module of its own:
+``Worker`` is the public face (its calls API in ``_worker_calls.CallsAPI``, discovery
+in ``_discovery.Discovery``, the 0.25 feature doorways in
+``_worker_features.WorkerFeatures``, all mixed in); the work is done by parts with
+narrow interfaces, each in a module of its own:
 
 * ``_connection.Connector``: connection attempts one at a time with backoff, each
   open connection (``_live.Live``) in its own nursery with its writer, its reader,
@@ -35,13 +37,12 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 from uuid import UUID
 
 import trio
-from pydantic import JsonValue, TypeAdapter
+from pydantic import JsonValue
 
-from . import _discovery
 from ._backoff import Backoff, ConnectLog
 from ._calls import (
     USE_DEFAULT,
@@ -52,7 +53,8 @@ from ._calls import (
 from ._calls import Pending as _Pending
 from ._calls import check_frame_size as _check_size
 from ._connection import Connector, log
-from ._exceptions import InvalidUrl, InvocationError, ReadyTimeout
+from ._discovery import Discovery
+from ._exceptions import InvalidUrl, ReadyTimeout
 from ._groups import unwrap_single
 from ._handlers import Handler
 from ._http_invocation import HttpInvocation
@@ -63,7 +65,6 @@ from ._live import Live
 from ._live import Live as _Live
 from ._metrics import report_metrics
 from ._options import InitOptions, resolve_url
-from ._protocol._types import EnqueueAction
 from ._provider import Providers
 from ._registrations import Registrations
 from ._registrations import project_name as _project_name
@@ -72,6 +73,7 @@ from ._registry import Registration, Registry, TriggerTypeProvider
 from ._telemetry import Telemetry
 from ._transport import LARGE_MESSAGES, MessageLimit, Transport, WebSocketTransport
 from ._upgrade import check_url
+from ._worker_calls import CallsAPI
 from ._worker_features import WorkerFeatures
 from ._worker_state import CONNECTION_STATE, ConnectionState, Status, TransitionStream
 
@@ -88,11 +90,10 @@ __all__ = [
 #: Private names tests and tools import from here (they moved with the split).
 _REEXPORTED = (_Live, _Pending, _check_size, _project_name, _project_name_in)
 
-T = TypeVar("T")
 F = TypeVar("F", bound=Handler)
 
 
-class Worker(WorkerFeatures):
+class Worker(CallsAPI, Discovery, WorkerFeatures):
     """A worker connected (or connecting) to an iii engine. Get one from ``register_worker``."""
 
     def __init__(
@@ -375,165 +376,6 @@ class Worker(WorkerFeatures):
         return self._registrations.trigger(
             trigger_type, function_id, config, id, metadata, namespace, trigger_namespace
         )
-
-    # -- calls ----------------------------------------------------------------------------------
-
-    @overload
-    async def trigger(
-        self,
-        function_id: str,
-        data: Any = None,
-        *,
-        result_type: type[T],
-        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
-        namespace: str | None = None,
-        metadata: JsonValue = None,
-        traceparent: str | None = None,
-        baggage: str | None = None,
-    ) -> T: ...
-
-    @overload
-    async def trigger(
-        self,
-        function_id: str,
-        data: Any = None,
-        *,
-        result_type: None = None,
-        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
-        namespace: str | None = None,
-        metadata: JsonValue = None,
-        traceparent: str | None = None,
-        baggage: str | None = None,
-    ) -> JsonValue: ...
-
-    @overload  # forwarding a ``type[T] | None`` from a wrapper
-    async def trigger(
-        self,
-        function_id: str,
-        data: Any = None,
-        *,
-        result_type: type[T] | None = None,
-        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
-        namespace: str | None = None,
-        metadata: JsonValue = None,
-        traceparent: str | None = None,
-        baggage: str | None = None,
-    ) -> T | JsonValue: ...
-
-    async def trigger(
-        self,
-        function_id: str,
-        data: Any = None,
-        *,
-        result_type: type[Any] | None = None,
-        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
-        namespace: str | None = None,
-        metadata: JsonValue = None,
-        traceparent: str | None = None,
-        baggage: str | None = None,
-    ) -> Any:
-        """Call ``function_id`` and return its result (validated into ``result_type``).
-
-        ``timeout`` is in seconds (default ``invocation_timeout_ms``; ``None`` waits
-        forever). ``data`` may be a pydantic model. Raises an ``InvocationError``
-        (``FunctionNotFound``, ``InvocationStopped``, ``InvocationTimeout``) for a
-        failed call, ``ConnectionLost`` if the connection drops while it waits.
-        """
-        self._connector.raise_if_closed()
-        answer = await self._calls.call(
-            function_id, data, None, timeout, namespace, metadata, traceparent, baggage
-        )
-        if result_type is None:
-            return answer
-        return TypeAdapter(result_type).validate_python(answer)
-
-    async def trigger_void(
-        self,
-        function_id: str,
-        data: Any = None,
-        *,
-        namespace: str | None = None,
-        metadata: JsonValue = None,
-        traceparent: str | None = None,
-        baggage: str | None = None,
-    ) -> None:
-        """Fire and forget: returns once the call is queued; nobody answers it."""
-        self._connector.raise_if_closed()
-        await self._calls.call_void(function_id, data, namespace, metadata, traceparent, baggage)
-
-    async def enqueue(
-        self,
-        function_id: str,
-        data: Any = None,
-        *,
-        queue: str,
-        timeout: float | UseDefault | None = USE_DEFAULT,  # noqa: ASYNC109 - iii calls carry their own timeout
-        namespace: str | None = None,
-        metadata: JsonValue = None,
-    ) -> EnqueueReceipt:
-        """Hand the call to the engine's durable queue ``queue``; returns its receipt."""
-        self._connector.raise_if_closed()
-        answer = await self._calls.call(
-            function_id, data, EnqueueAction(queue=queue), timeout, namespace, metadata, None, None
-        )
-        if not isinstance(answer, dict) or not isinstance(answer.get("messageReceiptId"), str):
-            raise InvocationError("invalid_response", f"not an enqueue receipt: {answer!r}")
-        return EnqueueReceipt(str(answer["messageReceiptId"]))
-
-    # -- discovery ------------------------------------------------------------------------------
-
-    async def list_workers(self) -> list[dict[str, JsonValue]]:
-        """``engine::workers::list``: the connected workers that announced themselves."""
-        return await _discovery.list_from(self.trigger, "engine::workers::list", {}, "workers")
-
-    async def list_functions(self, *, include_internal: bool = False) -> list[dict[str, JsonValue]]:
-        """``engine::functions::list``: every registered function."""
-        return await _discovery.list_from(
-            self.trigger,
-            "engine::functions::list",
-            {"include_internal": include_internal},
-            "functions",
-        )
-
-    async def list_trigger_types(
-        self, *, include_internal: bool = False
-    ) -> list[dict[str, JsonValue]]:
-        """``engine::triggers::list``: the trigger types on offer."""
-        return await _discovery.list_from(
-            self.trigger,
-            "engine::triggers::list",
-            {"include_internal": include_internal},
-            "triggers",
-        )
-
-    async def list_triggers(self, *, include_internal: bool = False) -> list[dict[str, JsonValue]]:
-        """``engine::registered-triggers::list``: the bindings (trigger instances)."""
-        return await _discovery.list_from(
-            self.trigger,
-            "engine::registered-triggers::list",
-            {"include_internal": include_internal},
-            "registered_triggers",
-        )
-
-    @asynccontextmanager
-    async def watch_workers(
-        self, *, buffer: int = 100
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[JsonValue]]:
-        """``engine::workers-available`` events while the block runs (``async for``).
-
-        Registers a private function bound to the trigger type, and removes both on
-        exit. A slow reader holds up that function's invocations (backpressure).
-        """
-        async with _discovery.watch(self, "engine::workers-available", buffer) as events:
-            yield events
-
-    @asynccontextmanager
-    async def watch_functions(
-        self, *, buffer: int = 100
-    ) -> AsyncIterator[trio.MemoryReceiveChannel[JsonValue]]:
-        """``engine::functions-available`` events (the engine polls, every 5 s by default)."""
-        async with _discovery.watch(self, "engine::functions-available", buffer) as events:
-            yield events
 
     # -- running ----------------------------------------------------------------------------------
 
