@@ -16,6 +16,8 @@ Upstream: https://github.com/iii-hq/iii/tree/main/engine/src/workers/observabili
   (``level`` must equal the record's severity text, lower-cased, as upstream).
 * An ``OTLP`` frame's spans are kept (newest ``spans_max_count``) for tests to read
   (``module.spans``); ``MTRC`` frames are accepted and not kept.
+* ``enabled: false`` (upstream's master switch) or ``logs_enabled: false`` keeps nothing;
+  the functions then answer an empty list, as upstream's do without a store.
 
 Differences from the real engine: no trace queries (``engine::traces::*``), metrics,
 sampling, alerts or rollups (they answer ``not_simulated``); no retention by age; no
@@ -57,6 +59,8 @@ class ObservabilityConfig(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
+    #: Upstream's master switch: off, nothing is kept (the functions answer empty).
+    enabled: bool = True
     logs_enabled: bool = True
     logs_max_count: int = Field(default=1000, ge=1)
     #: engine_sim's own bound: what the kept records may weigh, as JSON.
@@ -157,7 +161,7 @@ class ObservabilityModule(EngineModule):
     def record(self, stored: dict[str, JsonValue]) -> None:
         """Keep one log and fire the ``log`` bindings that want it."""
         assert isinstance(self.config, ObservabilityConfig)
-        if not self.config.logs_enabled:
+        if not (self.config.enabled and self.config.logs_enabled):
             return
         self._logs.add(stored)
         level = str(stored.get("severity_text", "")).lower()
@@ -168,6 +172,9 @@ class ObservabilityModule(EngineModule):
 
     def ingest(self, frame: bytes) -> None:
         """Read one telemetry frame (``LOGS``, ``OTLP`` or ``MTRC``) a connection sent."""
+        assert isinstance(self.config, ObservabilityConfig)
+        if not self.config.enabled:
+            return  # upstream skips ingestion entirely
         prefix, payload = frame[:4], frame[4:]
         try:
             if prefix == b"LOGS":
