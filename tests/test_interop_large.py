@@ -1,0 +1,124 @@
+"""Large messages (``large-messages.v1``) between the official Python SDK 0.25 and iii_trio,
+through engine_sim over loopback: 20 and 63 MiB calls and results each way, and each
+side's refusal of a message over 64 MiB as the other side sees it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+from iii import InvocationError as OfficialInvocationError
+
+import iii_trio
+from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
+from iii_trio._transport import LARGE_MESSAGES
+from tests.test_official_python_sdk import WAIT, Json, _call
+from tests.test_sdk_official_interop import (
+    Pool,
+    _announced,
+    _blocking,
+    _trio_options,
+    _wait,
+)
+
+MiB = 1024 * 1024
+#: Payloads whose whole message (envelope included) is under the 64 MiB limit.
+SIZES = [20 * MiB, 63 * MiB]
+
+
+def blob(size: int, marker: str) -> str:
+    """About ``size`` bytes of UTF-8, some characters multi-byte, whose order shows."""
+    cycle = "".join(chr(0x41 + (i * 7 + ord(marker)) % 26) for i in range(97)) + "é😀中"
+    length = size * 100 // 106 - 100  # 100 characters are 106 bytes
+    return (cycle * (length // len(cycle) + 1))[:length]
+
+
+@pytest.fixture
+def sim() -> Iterator[ThreadedEngine]:
+    """engine_sim on a loopback port, announcing large-messages.v1 (and its defaults)."""
+    features = tuple(dict.fromkeys((*EngineConfig().features, LARGE_MESSAGES)))
+    with run_in_thread(EngineConfig(features=features)) as handle:
+        yield handle
+
+
+@pytest.fixture
+def official(sim: ThreadedEngine) -> Iterator[Pool]:
+    pool = Pool(sim)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+def _echo(data: Json) -> Any:
+    return data["blob"]
+
+
+async def test_official_caller_and_iii_trio_worker_exchange_large_messages(
+    sim: ThreadedEngine,
+    official: Pool,
+) -> None:
+    async def echo(data: Json) -> Any:
+        return data["blob"]
+
+    async def too_big(data: Json) -> Any:
+        return "x" * (64 * MiB + 1)
+
+    async with iii_trio.register_worker(sim.url, options=_trio_options("trio-big")) as worker:
+        worker.register_function("trio::echo", echo)
+        worker.register_function("trio::too-big", too_big)
+        await _wait(sim, _announced("trio-big", ["trio::echo", "trio::too-big"]))
+        caller = await _blocking(partial(official.start, "official-caller"))
+        for size in SIZES:
+            data = blob(size, "a")
+            answer = await _blocking(partial(_call, caller, "trio::echo", {"blob": data}))
+            assert answer == data
+        # iii_trio's result over 64 MiB becomes a small error the caller gets.
+        with pytest.raises(OfficialInvocationError) as refused:
+            await _blocking(partial(_call, caller, "trio::too-big"))
+        assert refused.value.code == "payload_too_large"
+        assert await _blocking(partial(_call, caller, "trio::echo", {"blob": "after"})) == "after"
+
+
+async def test_iii_trio_caller_and_official_worker_exchange_large_messages(
+    sim: ThreadedEngine,
+    official: Pool,
+) -> None:
+    def too_big(data: Json) -> Any:
+        return "x" * (64 * MiB + 1)
+
+    await _blocking(
+        partial(official.start, "official-big", {"sdk::echo": _echo, "sdk::too-big": too_big})
+    )
+    async with iii_trio.register_worker(sim.url, options=_trio_options("trio-caller")) as worker:
+        await _wait(sim, _announced("trio-caller"))
+        # Until the engine's greeting says it reads large messages, 16 MiB is the limit.
+        await worker.ready(timeout=WAIT)
+        with trio.fail_after(4 * WAIT):
+            for size in SIZES:
+                data = blob(size, "b")
+                assert await worker.trigger("sdk::echo", {"blob": data}, timeout=WAIT) == data
+            # The official worker's result over 64 MiB: its small error result.
+            with pytest.raises(iii_trio.InvocationError) as refused:
+                await worker.trigger("sdk::too-big", {}, timeout=WAIT)
+            assert refused.value.code == "payload_too_large"
+            # A call over 64 MiB is refused here, before a byte is sent; the link stays.
+            with pytest.raises(iii_trio.FrameTooLarge) as local:
+                await worker.trigger("sdk::echo", {"blob": "x" * (64 * MiB)}, timeout=WAIT)
+            assert local.value.limit == 64 * MiB
+            assert await worker.trigger("sdk::echo", {"blob": "after"}, timeout=WAIT) == "after"
+
+
+async def test_official_workers_exchange_large_messages_through_the_engine(
+    sim: ThreadedEngine,
+    official: Pool,
+) -> None:
+    # The official SDK sends fragments whatever the engine announced; the engine sends
+    # them to it, as it declared large-messages.v1.
+    await _blocking(partial(official.start, "official-echo", {"sdk::echo": _echo}))
+    caller = await _blocking(partial(official.start, "official-caller"))
+    data = blob(20 * MiB, "c")
+    assert await _blocking(partial(_call, caller, "sdk::echo", {"blob": data})) == data
