@@ -1,0 +1,138 @@
+"""Bad observe frames, in memory on the virtual clock: each is refused or ignored, bounded,
+and never ends its connection or touches another's observers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from trio.testing import MockClock
+
+from engine_sim import EngineConfig, open_engine
+from engine_sim.modules.observe import ObserveLimits
+from engine_sim.modules.observe._schema import args_error
+from iii_trio.protocol import (
+    InvocationsObserved,
+    InvokeFunction,
+    ObservedInvocation,
+    ObserverAck,
+    ObserverAdded,
+    ObserverStateChanged,
+    Unobserve,
+)
+from tests.raw_worker import assert_still_served, raw_workers
+from tests.test_engine_observe import acked_functions, modern, observe, served, state_of
+from tests.test_engine_observe_owner import ack, owner_of
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        "input.n",
+        {"input.n": 5},  # no shorthand: operators only
+        {"input.n": {"$near": 5}},
+        {"$and": "x"},
+        {
+            "input.n": {
+                "$in": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+            }
+        },
+    ],
+)
+async def test_a_bad_filter_is_invalid_filter_and_the_connection_goes_on(
+    autojump_clock: MockClock, filters: Any
+) -> None:
+    async with open_engine(EngineConfig()) as engine, raw_workers(engine) as connect:
+        watcher = await modern(connect, "watcher")
+        result = await state_of(watcher, observe("o1", "app::x", "app::y", filters=filters))
+        assert result.state == "error"
+        assert result.error is not None
+        assert result.error.code == "INVALID_FILTER"
+        executor = await connect("executor")
+        await executor.register("math::add")
+        await executor.owns("math::add")
+        await assert_still_served(watcher, executor)
+
+
+async def test_a_report_carries_a_bounded_number_of_items(autojump_clock: MockClock) -> None:
+    config = EngineConfig(observe=ObserveLimits(max_report_items=2))
+    async with open_engine(config) as engine, raw_workers(engine) as connect:
+        owner, _ = await owner_of(connect, "app::fn")
+        watcher = await modern(connect, "watcher")
+        await served(watcher, "app::dst")
+        await acked_functions(watcher, 1)
+        await watcher.send(observe("o1", "app::fn", "app::dst", max_in_flight=10))
+        await ack(owner, await owner.expect(ObserverAdded))
+        await watcher.next()  # observeresult pending
+        assert (await watcher.expect(ObserverStateChanged)).state == "active"
+        items = [
+            ObservedInvocation(function_id="app::fn", invocation_id=f"i{n}", matched=["o1"])
+            for n in range(5)
+        ]
+        await owner.send(InvocationsObserved(items=items))
+        delivered = [await watcher.expect(InvokeFunction) for _ in range(2)]
+        envelopes = [call.data for call in delivered]
+        assert [e["invocation_id"] for e in envelopes if isinstance(e, dict)] == ["i0", "i1"]
+        await watcher.silent()  # the three over the bound were dropped
+
+
+async def test_nobody_but_its_worker_or_owner_can_dispose_or_reject_an_observer(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_engine(EngineConfig()) as engine, raw_workers(engine) as connect:
+        owner, _ = await owner_of(connect, "app::fn")
+        watcher = await modern(connect, "watcher")
+        await served(watcher, "app::dst")
+        await acked_functions(watcher, 1)
+        await watcher.send(observe("o1", "app::fn", "app::dst"))
+        added = await owner.expect(ObserverAdded)
+        stranger = await modern(connect, "stranger")
+        await stranger.send(Unobserve(id="o1"))
+        await stranger.send(ObserverAck(function_id="app::fn", id="o1", revision=added.revision))
+        await stranger.ok("engine::functions::list")  # both were read before this
+        obs = engine.core.observe.registry.get("o1")
+        assert obs is not None
+        assert (obs.state, obs.acked_by) == ("pending", None)
+
+
+@pytest.mark.parametrize(
+    ("schema", "args", "error"),
+    [
+        ({"type": "object", "required": ["a"]}, {}, "args: missing required field 'a'"),
+        ({"properties": {"a": {"type": "integer"}}}, {"a": 1.5}, "args.a: expected integer"),
+        ({"properties": {"a": {"type": "integer"}}}, {"a": 2.0}, None),
+        ({"properties": {"a": {"enum": [1, 2]}}}, {"a": True}, "args.a: must be one of [1, 2]"),
+        ({"additionalProperties": False}, {"x": 1}, "args: unexpected field 'x'"),
+        ({"additionalProperties": {"type": "string"}}, {"x": 1}, "args.x: expected string"),
+        ({"properties": {"a": {"maxLength": 2}}}, {"a": "abc"}, "args.a: more than 2 characters"),
+        ({"properties": {"a": {"minimum": 1}}}, {"a": 0}, "args.a: less than the minimum 1"),
+        (
+            {"properties": {"a": {"items": {"type": "string"}}}},
+            {"a": ["x", 1]},
+            "args.a[1]: expected string",
+        ),
+        ({"anyOf": [{"required": ["a"]}, {"required": ["b"]}]}, {"b": 1}, None),
+        (
+            {"oneOf": [{"required": ["a"]}, {"required": ["b"]}]},
+            {"a": 1, "b": 1},
+            "args: fits 2 of oneOf, not exactly one",
+        ),
+        ({"properties": {"a": {"pattern": "^x"}}}, {"a": "y"}, None),  # not checked
+        (None, {"anything": 1}, None),
+    ],
+)
+def test_args_format_is_checked_with_a_subset_of_json_schema(
+    schema: Any, args: Any, error: str | None
+) -> None:
+    assert args_error(schema, args) == error
+
+
+def test_a_schema_nested_past_the_bound_is_a_refusal_not_a_crash() -> None:
+    schema: Any = {"type": "object"}
+    value: Any = {}
+    for _ in range(100):
+        schema = {"properties": {"a": schema}}
+        value = {"a": value}
+    error = args_error(schema, value)
+    assert error is not None
+    assert "nested deeper than" in error
