@@ -68,6 +68,10 @@ class ObserveEngine:
         self.core = core
         self.limits: ObserveLimits = core.config.observe
         self.features: tuple[str, ...] = core.config.features
+        # What each kind of connection is offered, worked out once: ``speaks`` runs on
+        # every routed call.
+        self._offered = frozenset(self.features)
+        self._offered_to_sessions = self._offered - _NOT_ON_SESSIONS
         self.registry = Registry()
         self.states = States(self)
         self.owners = Owners(self)
@@ -92,7 +96,8 @@ class ObserveEngine:
 
     def speaks(self, worker: WorkerRecord, feature: str) -> bool:
         """Whether ``worker`` gets ``feature``'s frames: both sides named it."""
-        return feature in worker.features and feature in (self.announced(worker.session) or ())
+        offered = self._offered if worker.session is None else self._offered_to_sessions
+        return feature in offered and feature in worker.features
 
     # -- frames ------------------------------------------------------------------------------
 
