@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from trio.testing import MockClock
 
@@ -26,6 +28,8 @@ from iii_trio import (
     Worker,
     register_worker,
 )
+from iii_trio._channels_hydrate import holds_ref
+from iii_trio._channels_ref import is_channel_ref
 
 
 @asynccontextmanager
@@ -339,3 +343,32 @@ async def test_an_end_passed_on_outlives_the_handler_that_passed_it(
             with trio.fail_after(10):
                 await done.wait()
     assert drained == [b"later"]
+
+
+def _naive_holds_ref(value: Any) -> bool:
+    if isinstance(value, dict):
+        return is_channel_ref(value) or any(_naive_holds_ref(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_naive_holds_ref(v) for v in value)
+    return False
+
+
+_REF_ISH = st.fixed_dictionaries(
+    {
+        "channel_id": st.one_of(st.text(max_size=3), st.integers()),
+        "access_key": st.one_of(st.text(max_size=3), st.none()),
+        "direction": st.sampled_from(["read", "write", "other"]),
+    }
+)
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=4), _REF_ISH),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_JSON)
+def test_the_ref_check_every_call_runs_finds_exactly_the_refs(value: Any) -> None:
+    assert holds_ref(value) == _naive_holds_ref(value)
