@@ -102,6 +102,7 @@ def _official(sim: ThreadedEngine) -> tuple[Handshakes, Json]:
         return seen, _greeting(sim, seen.first_id)
     finally:
         worker.shutdown()
+        worker._loop.close()  # the SDK leaves its loop (and its self-pipe) open
 
 
 @pytest.fixture(scope="module")
