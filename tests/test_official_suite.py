@@ -121,7 +121,7 @@ def test_the_engine_gets_upstreams_test_config_on_the_runs_ports(tmp_path: Path)
     path = tmp_path / "config.yaml"
     runner.write_config(path, ports)
     config, warnings = parse_config(path.read_text(), env={})
-    # Every entry is served but the observability worker (exporters, no engine side).
+    # Every entry is served; of the observability worker, only the log store.
     assert [w for w in warnings if "iii-observability" not in w] == []
     assert config.port == 41001
     (rbac_port,) = config.worker_ports
@@ -130,7 +130,8 @@ def test_the_engine_gets_upstreams_test_config_on_the_runs_ports(tmp_path: Path)
     assert rbac_port.rbac is not None
     modules = {spec.name: dict(spec.config) for spec in config.modules or ()}
     assert set(modules) == {
-        "iii-stream", "iii-state", "iii-http", "iii-pubsub", "iii-http-functions", "iii-cron",
+        "iii-stream", "iii-state", "iii-http", "iii-pubsub", "iii-observability",
+        "iii-http-functions", "iii-cron",
     }  # fmt: skip
     assert modules["iii-http"]["port"] == 41003
     assert modules["iii-stream"]["port"] == 41004  # ${STREAMS_PORT:...} with no such variable

@@ -39,6 +39,7 @@ from .channels import ChannelsModule
 from .cron import CronModule
 from .http import HttpModule
 from .http_functions import HttpFunctionsModule
+from .observability import ObservabilityModule
 from .pubsub import PubSubModule
 from .queue import QueueModule
 from .state import StateModule
@@ -87,6 +88,7 @@ MODULES: Final[tuple[type[EngineModule], ...]] = (
     CronModule,
     HttpModule,
     HttpFunctionsModule,
+    ObservabilityModule,
 )
 
 #: What runs when ``EngineConfig.modules`` is ``None`` (as ``iii`` with no config file).

@@ -567,7 +567,14 @@ def test_an_sdk_test_style_file_loads_with_one_warning_per_unsupported_entry(
     config, warnings = load_config(path, env={"STREAM_PORT": "3999"})
     assert (config.host, config.port) == ("127.0.0.1", 49199)
     assert config.modules is not None
-    entries = ["iii-stream", "iii-state", "iii-http", "iii-pubsub", "iii-http-functions"]
+    entries = [
+        "iii-stream",
+        "iii-state",
+        "iii-http",
+        "iii-pubsub",
+        "iii-observability",
+        "iii-http-functions",
+    ]
     assert [spec.name for spec in config.modules] == [
         name for name in [*entries, "iii-cron"] if modules.module_class(name) is not None
     ]
@@ -576,7 +583,8 @@ def test_an_sdk_test_style_file_loads_with_one_warning_per_unsupported_entry(
     unsimulated = [
         (index, name)
         for index, name in ((4, "iii-http"), (6, "iii-observability"), (7, "iii-http-functions"))
-        if modules.module_class(name) is None
+        # iii-observability keeps logs only: the exporter and sampling keys set are named.
+        if modules.module_class(name) is None or name == "iii-observability"
     ]
     assert [warning.split(": ", 2)[1] for warning in warnings] == [
         f"workers[{index}] {name}" for index, name in unsimulated
@@ -598,7 +606,8 @@ def test_a_builtin_of_a_module_engine_sim_lacks_is_named(toys: None) -> None:
     assert not_simulated("engine::channels::create") == CHANNELS
     assert not_simulated("stream::set") == "iii-stream"
     assert not_simulated_trigger_type("http") == "iii-http"
-    assert not_simulated_trigger_type("log") == "iii-observability"
+    # iii-observability simulates the log store (the ``log`` trigger), not traces.
+    assert not_simulated_trigger_type("trace") == "iii-observability"
 
 
 def test_ids_of_simulated_modules_and_of_workers_are_not_flagged(toys: None) -> None:

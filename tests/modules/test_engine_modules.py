@@ -80,7 +80,7 @@ async def test_a_module_left_out_answers_function_not_found_as_upstream(
 
 @pytest.mark.parametrize(
     ("function_id", "module"),
-    [("engine::logs::clear", "iii-observability"), ("engine::traces::list", None)],
+    [("engine::traces::clear", "iii-observability"), ("engine::traces::list", None)],
 )
 async def test_a_builtin_engine_sim_does_not_simulate_says_so(
     autojump_clock: MockClock, function_id: str, module: str | None
@@ -116,9 +116,9 @@ async def test_from_yaml_reads_a_real_engine_config(
         "        config:\n"
         "          store_method: file_based\n"
         "          file_path: ${STATE_FILE}\n"
-        "  - name: iii-observability\n"
+        "  - name: iii-exec\n"
         "    config:\n"
-        "      enabled: true\n",
+        "      watch: []\n",
         encoding="utf-8",
     )
     with caplog.at_level(logging.WARNING, "engine_sim.config"):
@@ -127,7 +127,7 @@ async def test_from_yaml_reads_a_real_engine_config(
     assert [spec.name for spec in config.modules or ()] == ["iii-state"]
     warnings = [r.getMessage() for r in caplog.records if r.name == "engine_sim.config"]
     assert len(warnings) == 1
-    assert "iii-observability" in warnings[0]
+    assert "iii-exec" in warnings[0]
     async with (
         open_engine(dataclasses.replace(config, port=None)) as engine,
         raw_workers(engine) as connect,

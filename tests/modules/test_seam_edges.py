@@ -267,7 +267,7 @@ async def test_a_trigger_for_a_missing_upstream_module_says_what_provides_it(
         owner = await connect("o")
         await owner.register("w::f")
         with caplog.at_level(logging.WARNING, "engine_sim"):
-            for trigger_type in ("log", "cron", "my-own"):
+            for trigger_type in ("trace", "cron", "my-own"):
                 await owner.send(
                     RegisterTrigger(
                         id=trigger_type, trigger_type=trigger_type, function_id="w::f", config={}
@@ -275,8 +275,8 @@ async def test_a_trigger_for_a_missing_upstream_module_says_what_provides_it(
                 )
             await engine.wait_for(lambda: len(engine.bindings()) == 3)
         warnings = {r.getMessage().split(":")[0]: r.getMessage() for r in caplog.records}
-        assert "iii-observability" in warnings["trigger log"]
-        assert "does not simulate" in warnings["trigger log"]
+        assert "iii-observability" in warnings["trigger trace"]
+        assert "does not simulate" in warnings["trigger trace"]
         assert "switch it on" in warnings["trigger cron"]
         assert "iii-cron" in warnings["trigger cron"]
         assert warnings["trigger my-own"].endswith("it waits for one")

@@ -53,9 +53,40 @@ _LEVELS: Final = ("all", "trace", "debug", "info", "warn", "error")
 log = logging.getLogger("engine_sim.observability")
 
 
+#: Upstream's other config keys: read (so config.yaml loads without "unknown option"
+#: warnings) and not simulated (one warning names those set).
+_NOT_SIMULATED_KEYS: Final = (
+    "service_name",
+    "service_version",
+    "service_namespace",
+    "exporter",
+    "endpoint",
+    "sampling_ratio",
+    "sampling",
+    "memory_max_spans",
+    "trace_storage",
+    "live_spans",
+    "metrics_enabled",
+    "metrics_exporter",
+    "metrics_retention_seconds",
+    "metrics_max_count",
+    "logs_exporter",
+    "logs_retention_seconds",
+    "logs_batch_size",
+    "logs_flush_interval_ms",
+    "logs_sampling_ratio",
+    "logs_console_output",
+    "alerts",
+    "level",
+    "format",
+    "collapse_spans",
+)
+
+
 class ObservabilityConfig(BaseModel):
-    """The ``config:`` of ``iii-observability`` in config.yaml: upstream's keys engine_sim
-    uses (the others, exporters, sampling, alerts, are accepted and ignored)."""
+    """The ``config:`` of ``iii-observability`` in config.yaml (upstream's
+    ``ObservabilityWorkerConfig``): the keys of its log store are used, the others
+    (exporters, sampling, traces, metrics, alerts) are read and not simulated."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -67,6 +98,38 @@ class ObservabilityConfig(BaseModel):
     logs_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     #: engine_sim's own bound on the spans kept for ``module.spans``.
     spans_max_count: int = Field(default=10_000, ge=1)
+
+    service_name: JsonValue = None
+    service_version: JsonValue = None
+    service_namespace: JsonValue = None
+    exporter: JsonValue = None
+    endpoint: JsonValue = None
+    sampling_ratio: JsonValue = None
+    sampling: JsonValue = None
+    memory_max_spans: JsonValue = None
+    trace_storage: JsonValue = None
+    live_spans: JsonValue = None
+    metrics_enabled: JsonValue = None
+    metrics_exporter: JsonValue = None
+    metrics_retention_seconds: JsonValue = None
+    metrics_max_count: JsonValue = None
+    logs_exporter: JsonValue = None
+    logs_retention_seconds: JsonValue = None
+    logs_batch_size: JsonValue = None
+    logs_flush_interval_ms: JsonValue = None
+    logs_sampling_ratio: JsonValue = None
+    logs_console_output: JsonValue = None
+    alerts: JsonValue = None
+    level: JsonValue = None
+    format: JsonValue = None
+    collapse_spans: JsonValue = None
+
+    def config_warnings(self) -> list[str]:
+        """The upstream keys set here that engine_sim reads and does not simulate."""
+        ignored = [key for key in _NOT_SIMULATED_KEYS if getattr(self, key) is not None]
+        if not ignored:
+            return []
+        return [f"engine_sim keeps logs only; not simulated: {', '.join(ignored)}"]
 
 
 class _LogsListInput(BuiltinInput):
@@ -136,6 +199,8 @@ class ObservabilityModule(EngineModule):
         """Serve the log functions and provide the ``log`` trigger type."""
         config = self.config
         assert isinstance(config, ObservabilityConfig)
+        for warning in config.config_warnings():
+            self.host.log.warning("iii-observability: %s", warning)
         self._logs = _Stored(config.logs_max_count, config.logs_max_bytes)
         self._spans: deque[dict[str, JsonValue]] = deque(maxlen=config.spans_max_count)
         self.host.add_function(
