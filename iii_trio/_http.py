@@ -25,6 +25,7 @@ first chunk (``RuntimeError`` after).
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -193,6 +194,11 @@ def http(handler: Handler) -> Callable[[dict[str, Any]], Awaitable[JsonValue]]:
     """Serve ``handler(req, res)`` as a function bound to an ``http`` trigger (put
     ``@worker.function(...)`` above ``@http``). See this module's docstring for the
     two ways to answer."""
+    if not inspect.iscoroutinefunction(handler):
+        raise TypeError(
+            f"http() serves an async def handler(req, res), not {handler!r}; "
+            "iii_trio.sync.http serves a plain function"
+        )
 
     @functools.wraps(handler)
     async def serve_http(data: dict[str, Any]) -> JsonValue:

@@ -134,3 +134,11 @@ async def test_a_raising_handler_is_a_500(autojump_clock: MockClock) -> None:
         reply = await client.post("/x")
     assert reply.status_code == 500
     assert reply.json()["error"]["message"] == "no such item"
+
+
+def test_a_plain_function_is_refused_with_the_way_to_serve_it() -> None:
+    def plain(req: HttpRequest, res: HttpResponse) -> None:
+        return None
+
+    with pytest.raises(TypeError, match=r"iii_trio\.sync\.http serves a plain function"):
+        http(plain)  # type: ignore[arg-type]
