@@ -272,7 +272,9 @@ class WebSocketTransport:
     worker's CPU per call, under the 20% gain that would make it the default).
 
     ``connect_timeout`` bounds the TCP connect and upgrade, ``close_timeout`` the
-    closing handshake (seconds). Messages up to ``max_message_bytes`` are read.
+    closing handshake (seconds). Messages up to ``max_message_bytes`` are read, whole
+    or in fragments; messages over 16 MiB are sent in 1 MiB fragments once the engine
+    announced ``large-messages.v1`` (``allow_large_messages``), else in one frame.
     A connection refused, reset or closed before the upgrade completes, or an
     upgrade answered with an HTTP error, fails at once with ``ConnectFailed``
     saying which, so the worker goes straight to its backoff.
