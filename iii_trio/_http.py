@@ -194,7 +194,8 @@ def http(handler: Handler) -> Callable[[dict[str, Any]], Awaitable[JsonValue]]:
     """Serve ``handler(req, res)`` as a function bound to an ``http`` trigger (put
     ``@worker.function(...)`` above ``@http``). See this module's docstring for the
     two ways to answer."""
-    if not inspect.iscoroutinefunction(handler):
+    call = getattr(handler, "__call__", None)  # noqa: B004 - an object with async __call__
+    if not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)):
         raise TypeError(
             f"http() serves an async def handler(req, res), not {handler!r}; "
             "iii_trio.sync.http serves a plain function"
