@@ -24,8 +24,9 @@ __all__ = [
 # The engine takes tungstenite's defaults (axum's WebSocketUpgrade, no size set):
 # a frame payload over MAX_FRAME_BYTES, or a message reassembled from fragments
 # over MAX_MESSAGE_BYTES, fails the read and the engine drops the connection.
-# No SDK fragments a message (the official ones and this one send each as one
-# frame), so MAX_FRAME_BYTES is the limit a worker's message meets.
+# The official SDK 0.25 sends a message over MAX_FRAME_BYTES in 1 MiB fragments;
+# iii_trio does once its engine announces large-messages.v1 (``_transport``), and
+# otherwise MAX_FRAME_BYTES is the limit a worker's message meets.
 
 #: The largest message the engine reassembles from fragments.
 MAX_MESSAGE_BYTES: Final = 64 * 1024 * 1024
