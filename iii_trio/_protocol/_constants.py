@@ -41,8 +41,9 @@ FEATURE_OBSERVE_V1: Final = "observe.v1"
 #: ``workerregistered.features``: the engine confirms functions for in-process calls
 #: (``functionregistered.local_dispatch``).
 FEATURE_LOCAL_DISPATCH_V1: Final = "local-dispatch.v1"
-#: Declared by a worker in its ``engine::workers::register`` payload (``features``):
-#: it reads JSON messages up to 64 MiB, so the engine may send it messages that large.
+#: Messages up to 64 MiB, over 16 MiB as WebSocket fragments. Declared by a worker
+#: in its ``engine::workers::register`` payload (``features``): the engine may send it
+#: messages that large; announced by an engine in ``workerregistered.features``.
 FEATURE_LARGE_MESSAGES_V1: Final = "large-messages.v1"
 
 
