@@ -166,15 +166,18 @@ async def test_a_failing_handler_marks_both_spans_failed(
     engine: Engine, autojump_clock: trio.testing.MockClock
 ) -> None:
     spans = InMemorySpanExporter()
-    async with worker_on(engine, "solo", traced(spans)) as worker:
+    async with (
+        worker_on(engine, "solo", traced(spans)) as callee,
+        worker_on(engine, "caller", traced(spans)) as caller,
+    ):
 
-        @worker.function("solo::boom")
+        @callee.function("solo::boom")
         async def boom(data: Any) -> None:
             raise RuntimeError("out of stock")
 
         await engine.wait_for(lambda: "solo::boom" in engine.function_ids())
         with pytest.raises(InvocationError):
-            await worker.trigger("solo::boom", {})
+            await caller.trigger("solo::boom", {})
 
     named = by_name(spans)
     execute, call = named["execute solo::boom"], named["call solo::boom"]
@@ -269,17 +272,20 @@ async def test_a_provider_of_the_users_own_is_used_as_it_is(
 async def test_without_tracing_calls_carry_only_what_the_caller_gave(
     engine: Engine, autojump_clock: trio.testing.MockClock, otel: OtelConfig | None
 ) -> None:
-    async with worker_on(engine, "solo", otel) as worker:
+    async with (
+        worker_on(engine, "solo", otel) as callee,
+        worker_on(engine, "caller", otel) as caller,
+    ):
 
-        @worker.function("solo::f")
+        @callee.function("solo::f")
         async def f(data: Any) -> None:
             return None
 
         await engine.wait_for(lambda: "solo::f" in engine.function_ids())
-        await worker.trigger("solo::f", {})
-        await worker.trigger("solo::f", {}, traceparent=TRACEPARENT)
+        await caller.trigger("solo::f", {})
+        await caller.trigger("solo::f", {}, traceparent=TRACEPARENT)
 
-    plain, given = calls_sent(engine, worker, "solo::f")
+    plain, given = calls_sent(engine, caller, "solo::f")
     assert (plain.traceparent, plain.baggage) == (None, None)
     assert (given.traceparent, given.baggage) == (TRACEPARENT, None)
 
@@ -380,16 +386,17 @@ async def test_a_handler_cancelled_at_shutdown_ends_its_span_failed(
 ) -> None:
     spans = InMemorySpanExporter()
     started = trio.Event()
-    async with worker_on(engine, "solo", traced(spans), drain_timeout_ms=100) as worker:
+    async with worker_on(engine, "caller", None) as caller:
+        async with worker_on(engine, "solo", traced(spans), drain_timeout_ms=100) as callee:
 
-        @worker.function("solo::stuck")
-        async def stuck(data: Any) -> None:
-            started.set()
-            await trio.sleep_forever()
+            @callee.function("solo::stuck")
+            async def stuck(data: Any) -> None:
+                started.set()
+                await trio.sleep_forever()
 
-        await engine.wait_for(lambda: "solo::stuck" in engine.function_ids())
-        await worker.trigger_void("solo::stuck", {})
-        await started.wait()
+            await engine.wait_for(lambda: "solo::stuck" in engine.function_ids())
+            await caller.trigger_void("solo::stuck", {})
+            await started.wait()
 
     execute = by_name(spans)["execute solo::stuck"]
     assert execute.status.status_code is StatusCode.ERROR
@@ -401,22 +408,25 @@ async def test_with_propagate_trace_context_calls_still_carry_their_own_span(
     engine: Engine, autojump_clock: trio.testing.MockClock
 ) -> None:
     spans = InMemorySpanExporter()
-    async with worker_on(engine, "solo", traced(spans), propagate_trace_context=True) as worker:
+    async with (
+        worker_on(engine, "front", traced(spans), propagate_trace_context=True) as front,
+        worker_on(engine, "back", traced(InMemorySpanExporter())) as back,
+    ):
 
-        @worker.function("solo::leaf")
+        @back.function("back::leaf")
         async def leaf(data: Any) -> None:
             return None
 
-        @worker.function("solo::entry")
+        @front.function("front::entry")
         async def entry(data: Any) -> None:
-            await worker.trigger("solo::leaf", {})
+            await front.trigger("back::leaf", {})
 
-        await engine.wait_for(lambda: "solo::entry" in engine.function_ids())
-        await worker.trigger("solo::entry", {}, traceparent=TRACEPARENT, baggage="k=v")
+        await engine.wait_for(lambda: {"front::entry", "back::leaf"} <= engine.function_ids())
+        await front.trigger("front::entry", {}, traceparent=TRACEPARENT, baggage="k=v")
 
     named = by_name(spans)
-    [sent] = calls_sent(engine, worker, "solo::leaf")
+    [sent] = calls_sent(engine, front, "back::leaf")
     # Not the traceparent the invocation came with: the call's own span, child of it.
-    assert sent.traceparent == f"00-{TRACE_ID}-{hex_span(named['call solo::leaf'])}-01"
+    assert sent.traceparent == f"00-{TRACE_ID}-{hex_span(named['call back::leaf'])}-01"
     assert sent.baggage == "k=v"
-    assert parent_of(named["call solo::leaf"]) == hex_span(named["execute solo::entry"])
+    assert parent_of(named["call back::leaf"]) == hex_span(named["execute front::entry"])
