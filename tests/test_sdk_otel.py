@@ -386,17 +386,20 @@ async def test_a_handler_cancelled_at_shutdown_ends_its_span_failed(
 ) -> None:
     spans = InMemorySpanExporter()
     started = trio.Event()
-    async with worker_on(engine, "caller", None) as caller:
-        async with worker_on(engine, "solo", traced(spans), drain_timeout_ms=100) as callee:
+    # The callee leaves first (its drain cancels the handler), then the caller.
+    async with (
+        worker_on(engine, "caller", None) as caller,
+        worker_on(engine, "solo", traced(spans), drain_timeout_ms=100) as callee,
+    ):
 
-            @callee.function("solo::stuck")
-            async def stuck(data: Any) -> None:
-                started.set()
-                await trio.sleep_forever()
+        @callee.function("solo::stuck")
+        async def stuck(data: Any) -> None:
+            started.set()
+            await trio.sleep_forever()
 
-            await engine.wait_for(lambda: "solo::stuck" in engine.function_ids())
-            await caller.trigger_void("solo::stuck", {})
-            await started.wait()
+        await engine.wait_for(lambda: "solo::stuck" in engine.function_ids())
+        await caller.trigger_void("solo::stuck", {})
+        await started.wait()
 
     execute = by_name(spans)["execute solo::stuck"]
     assert execute.status.status_code is StatusCode.ERROR
