@@ -182,7 +182,10 @@ class Telemetry:
         logs: RecordBuffer | None = None,
         spans: RecordBuffer | None = None,
         tracing: Tracing | None = None,
+        resource: dict[str, str] | None = None,
     ) -> None:
+        #: The resource attributes of the worker's telemetry (``None``: no ``otel``).
+        self.resource = resource
         self._logs = logs
         self._spans = spans
         self._tracing = tracing
@@ -233,7 +236,7 @@ class Telemetry:
                     512,
                 )
             tracing = _tracing(config, resource, spans)
-        return cls(logs=logs, spans=spans, tracing=tracing)
+        return cls(logs=logs, spans=spans, tracing=tracing, resource=resource)
 
     @property
     def exports(self) -> bool:
