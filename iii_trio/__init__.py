@@ -49,7 +49,24 @@ from ._lifecycle import (
     WorkerStatus,
 )
 from ._logging import EngineLogHandler, LogContextFilter, Logger, get_logger
-from ._options import DEFAULT_ENGINE_URL, InitOptions, ReconnectionConfig, resolve_url
+from ._observe_handle import ObserverHandle
+from ._observe_observer import Observer
+from ._observe_types import (
+    ObserveHooks,
+    ObserveReason,
+    ObserveRejection,
+    ObserverState,
+    ObserveSource,
+    StateChange,
+    TargetRef,
+)
+from ._options import (
+    DEFAULT_ENGINE_URL,
+    InitOptions,
+    ReconnectionConfig,
+    TelemetryOptions,
+    resolve_url,
+)
 from ._registry import Registration, TriggerConfig, TriggerTypeProvider
 from ._telemetry import OtelConfig, OtelNotInstalled
 from ._transport import Connection, Transport, WebSocketTransport
@@ -101,6 +118,13 @@ __all__ = [
     "InvocationTimeout",
     "LogContextFilter",
     "Logger",
+    "ObserveHooks",
+    "ObserveReason",
+    "ObserveRejection",
+    "ObserveSource",
+    "Observer",
+    "ObserverHandle",
+    "ObserverState",
     "OtelConfig",
     "OtelNotInstalled",
     "ProtocolError",
@@ -110,10 +134,13 @@ __all__ = [
     "Registration",
     "RegistrationRejected",
     "SendBufferFull",
+    "StateChange",
     "StateClient",
     "StateMachine",
     "StreamChannelRef",
     "StreamClient",
+    "TargetRef",
+    "TelemetryOptions",
     "Transition",
     "TransitionStream",
     "Transport",
