@@ -5,6 +5,7 @@ each frame); and a message of exactly 16 MiB is one frame from both."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,7 @@ from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
 import iii_trio
-from iii_trio._transport import LARGE_MESSAGES
+from iii_trio._transport import LARGE_MESSAGES, WebSocketStack, WebSocketTransport
 from tests.test_large_messages import fragment_sizes
 from tests.test_official_python_sdk import WAIT, _options
 from tests.test_sdk_official_interop import _trio_options
@@ -42,6 +43,11 @@ class RawEngine:
     arrived: trio.Event = field(default_factory=trio.Event)
 
     async def serve(self, stream: trio.SocketStream) -> None:
+        # A client that leaves may reset the link (unread pongs, say): that ends it.
+        with contextlib.suppress(trio.BrokenResourceError):
+            await self._serve(stream)
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
         protocol = ServerProtocol(max_size=None)
         request: Request | None = None
         while request is None:
@@ -119,9 +125,14 @@ async def official_sends(url: str, payload: str) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def trio_sends(url: str, payload: str) -> AsyncIterator[None]:
-    async with iii_trio.register_worker(url, options=_trio_options("trio-parity")) as worker:
-        await worker.ready(timeout=WAIT)
+async def trio_sends(
+    url: str, payload: str, stack: WebSocketStack = "trio-websocket"
+) -> AsyncIterator[None]:
+    """An iii_trio worker on WebSocket ``stack`` sends one fire-and-forget call to SINK."""
+    transport = WebSocketTransport(websocket=stack)
+    options = _trio_options("trio-parity")
+    async with iii_trio.register_worker(url, options=options, transport=transport) as worker:
+        await worker.ready(timeout=WAIT)  # the greeting says the engine reads fragments
         await worker.trigger_void(SINK, {"blob": payload})
         yield
 
@@ -134,13 +145,18 @@ async def _shape(send: Sender, payload: str) -> tuple[Shape, bytes]:
         return await engine.next_shape()
 
 
-@pytest.mark.parametrize("size", [20 * MiB, 40 * MiB])
-async def test_a_large_message_is_cut_into_the_same_frames_as_the_official_sdk(size: int) -> None:
+@pytest.mark.parametrize(
+    ("size", "stack"),
+    [(20 * MiB, "trio-websocket"), (20 * MiB, "websockets"), (40 * MiB, "trio-websocket")],
+)
+async def test_a_large_message_is_cut_into_the_same_frames_as_the_official_sdk(
+    size: int, stack: WebSocketStack
+) -> None:
     # Multi-byte characters near each 1 MiB boundary move the cuts; both SDKs must
     # cut between characters, at the same rule.
     payload = ("é😀中" + "x" * 1021) * (size // 1030)
     official, official_bytes = await _shape(official_sends, payload)
-    ours, our_bytes = await _shape(trio_sends, payload)
+    ours, our_bytes = await _shape(partial(trio_sends, stack=stack), payload)
     for shape, data in ((official, official_bytes), (ours, our_bytes)):
         # Fragments of 1 MiB cut between characters, all with FIN clear, a text frame
         # then continuations; an empty continuation with FIN ends the message.
