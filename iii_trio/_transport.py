@@ -131,12 +131,15 @@ class WebSocketConnection:
 
     async def send(self, frame: str | bytes) -> None:
         limit = self._fragment_over
-        # A UTF-8 character is at most 4 bytes: a short frame is never measured.
+        # A UTF-8 character is at most 4 bytes: a short frame is never measured, and
+        # an ASCII one (``isascii`` is O(1)) is encoded only to be sent in fragments.
         if limit is not None and 4 * len(frame) > limit:
-            data = frame.encode() if isinstance(frame, str) else frame
-            if len(data) > limit:
-                await self._send_fragmented(data, text=isinstance(frame, str))
-                return
+            text = isinstance(frame, str)
+            if not (text and frame.isascii() and len(frame) <= limit):
+                data = frame.encode() if isinstance(frame, str) else frame
+                if len(data) > limit:
+                    await self._send_fragmented(data, text=text)
+                    return
         while self._fragmenting is not None:
             await self._fragmenting.wait()
         try:
