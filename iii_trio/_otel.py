@@ -32,9 +32,10 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ._context import InvocationContext
+from ._context import ENGINE_INJECTED_KEYS, InvocationContext
 from ._otel_buffer import RecordBuffer
 from ._otel_json import dumps, key_values
+from ._otel_payload import payload_json
 from ._telemetry import OtelConfig, Traced
 from ._version import __version__
 
@@ -150,8 +151,14 @@ class Tracing:
     """A worker's tracer and its two span hooks."""
 
     def __init__(
-        self, config: OtelConfig, resource: Mapping[str, str], buffer: RecordBuffer | None
+        self,
+        config: OtelConfig,
+        resource: Mapping[str, str],
+        buffer: RecordBuffer | None,
+        payload_max_bytes: int | None = None,
     ) -> None:
+        #: Payloads go on invocation spans, cut at this many bytes (``None``: not at all).
+        self.payload_max_bytes = payload_max_bytes
         provider = config.tracer_provider
         if provider is None:
             own = TracerProvider(resource=Resource.create(dict(resource)))
@@ -166,10 +173,10 @@ class Tracing:
         self.tracer: trace.Tracer = provider.get_tracer(SCOPE, __version__)
 
     @contextmanager
-    def invocation(self, context: InvocationContext) -> Iterator[Traced]:
-        """The ``execute <function>`` span around a handler, child of the span the
-        invocation's ``traceparent`` names (a new trace without one), with its
-        ``baggage``; the handler runs with it as the current context."""
+    def invocation(self, context: InvocationContext, data: object = None) -> Iterator[Traced]:
+        """The ``execute <function>`` span around a handler given ``data``, child of the
+        span the invocation's ``traceparent`` names (a new trace without one), with
+        its ``baggage``; the handler runs with it as the current context."""
         parent = PROPAGATOR.extract(carrier_of(context.traceparent, context.baggage), Context())
         attributes: dict[str, Any] = {"iii.function.id": context.function_id}
         if context.invocation_id is not None:
@@ -188,18 +195,35 @@ class Tracing:
         token = otel_context.attach(active)
         tracer_token = current_tracer.set(self.tracer)
         traced = Traced()
+        if isinstance(data, dict) and not ENGINE_INJECTED_KEYS.isdisjoint(data):
+            # As the caller sent it: the engine's additions are the span's attributes.
+            data = {key: value for key, value in data.items() if key not in ENGINE_INJECTED_KEYS}
+        self._payload(span, "iii.invocation.input", data)
         try:
             yield traced
         except BaseException as error:
+            if not isinstance(error, trio.Cancelled):
+                self._payload(span, "iii.invocation.output", {"error": str(error)}, ok=False)
             _failed(span, error)
             raise
         else:
+            self._payload(span, "iii.invocation.output", traced.output, ok=True)
             span.set_status(Status(StatusCode.OK))
         finally:
             traced.traceparent, _ = inject(active)
             current_tracer.reset(tracer_token)
             otel_context.detach(token)
             span.end()
+
+    def _payload(self, span: trace.Span, event: str, value: object, ok: bool | None = None) -> None:
+        """Put ``value`` on ``span`` as a payload event, if payloads are traced."""
+        if self.payload_max_bytes is None or not span.is_recording():
+            return
+        text, cut = payload_json(value, self.payload_max_bytes)
+        attributes: dict[str, Any] = {"iii.payload.json": text, "iii.payload.truncated": cut}
+        if ok is not None:
+            attributes["iii.payload.ok"] = ok
+        span.add_event(event, attributes=attributes)
 
     @contextmanager
     def call(

@@ -86,6 +86,10 @@ class OtelConfig:
     * ``span_processors``: processors added to the worker's own provider, such as
       ``SimpleSpanProcessor(InMemorySpanExporter())`` in a test.
     * ``export_spans``: send the own provider's spans to the engine (``OTLP`` frames).
+    * ``trace_payloads``: put each invocation's input and output on its span (the
+      events the engine's trace view shows), secrets redacted, each cut at
+      ``payload_max_bytes``; off by default, and ``III_DISABLE_TRACE_PAYLOADS=1`` in
+      the worker's environment turns it off.
     * ``spans_flush_interval_ms`` / ``logs_flush_interval_ms``: how long the first
       record waits for others before a frame goes (else ``OTEL_SPANS_FLUSH_INTERVAL_MS``
       / ``OTEL_LOGS_FLUSH_INTERVAL_MS``, else 100 ms), on Trio's clock.
@@ -105,6 +109,8 @@ class OtelConfig:
     tracer_provider: Any = None
     span_processors: Sequence[Any] = ()
     export_spans: bool = True
+    trace_payloads: bool = False
+    payload_max_bytes: int = 16 * 1024
     spans_flush_interval_ms: float | None = None
     logs_enabled: bool = True
     logs_flush_interval_ms: float | None = None
@@ -119,6 +125,8 @@ class OtelConfig:
                 raise ValueError(f"{name} must be zero or more milliseconds: {value!r}")
         if self.logs_batch_size is not None and self.logs_batch_size < 1:
             raise ValueError("logs_batch_size must be at least 1")
+        if self.payload_max_bytes < 64:
+            raise ValueError("payload_max_bytes must be at least 64")
         if self.max_frame_bytes < 16 * 1024:
             raise ValueError("max_frame_bytes must be at least 16 KiB")
         if self.max_buffer_bytes < self.max_frame_bytes:
@@ -164,13 +172,12 @@ def _env_number(env: Mapping[str, str], name: str, default: float, minimum: floa
 
 @dataclass(slots=True)
 class Traced:
-    """What an invocation's span leaves for its answer: the span's own trace context."""
+    """An invocation's span as its wrapper sees it: the handler's result goes in
+    (``output``, for the payload event), the span's own trace context comes out."""
 
+    output: object = None
     traceparent: str | None = None
     baggage: str | None = None
-
-
-_UNTRACED: Final = nullcontext(Traced())
 
 
 class Telemetry:
@@ -235,7 +242,10 @@ class Telemetry:
                     _env_number(env, "OTEL_SPANS_FLUSH_INTERVAL_MS", 100, 0),
                     512,
                 )
-            tracing = _tracing(config, resource, spans)
+            payloads = config.trace_payloads and env.get(
+                "III_DISABLE_TRACE_PAYLOADS", ""
+            ).strip().lower() not in {"1", "true"}
+            tracing = _tracing(config, resource, spans, payloads)
         return cls(logs=logs, spans=spans, tracing=tracing, resource=resource)
 
     @property
@@ -282,8 +292,9 @@ class Telemetry:
             calls.interceptors.insert(0, self._intercept_call)
 
     async def _wrap_invocation(self, call: InboundCall, run: RunHandler) -> JsonValue:
-        with self.invocation(call.context):
-            return await run(call)
+        with self.invocation(call.context, call.data) as traced:
+            traced.output = result = await run(call)
+            return result
 
     async def _intercept_call(self, call: OutboundCall, send_on: SendCall) -> JsonValue:
         traceparent, baggage = call.traceparent, call.baggage
@@ -300,20 +311,23 @@ class Telemetry:
             call.traceparent, call.baggage = traceparent, baggage
             return await send_on(call)
 
-    def invocation(self, context: InvocationContext) -> AbstractContextManager[Traced]:
-        """Around a handler: its span, and this worker as the sink of its records."""
+    def invocation(
+        self, context: InvocationContext, data: object = None
+    ) -> AbstractContextManager[Traced]:
+        """Around a handler given ``data``: its span, and this worker as the sink of
+        its records."""
         if self._inert:
-            return _UNTRACED
-        return self._invocation(context)
+            return nullcontext(Traced())
+        return self._invocation(context, data)
 
     @contextmanager
-    def _invocation(self, context: InvocationContext) -> Iterator[Traced]:
+    def _invocation(self, context: InvocationContext, data: object) -> Iterator[Traced]:
         token = current_sink.set(self) if self._logs is not None else None
         try:
             if self._tracing is None:
                 yield Traced()
             else:
-                with self._tracing.invocation(context) as traced:
+                with self._tracing.invocation(context, data) as traced:
                     yield traced
         finally:
             if token is not None:
@@ -368,9 +382,11 @@ def _buffer(
     )
 
 
-def _tracing(config: OtelConfig, resource: dict[str, str], spans: RecordBuffer | None) -> Tracing:
+def _tracing(
+    config: OtelConfig, resource: dict[str, str], spans: RecordBuffer | None, payloads: bool
+) -> Tracing:
     try:
         from ._otel import Tracing
     except ImportError as exc:
         raise OtelNotInstalled(exc.name or "opentelemetry") from exc
-    return Tracing(config, resource, spans)
+    return Tracing(config, resource, spans, config.payload_max_bytes if payloads else None)

@@ -9,6 +9,7 @@ the calls carried on the wire.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from engine_sim import Engine
 from engine_sim.modules.observability._otlp import parse_spans
 from iii_trio import InitOptions, InvocationError, OtelConfig, Worker, get_logger, tracing
 from iii_trio._logging import CONTEXT_FIELDS
+from iii_trio._otel_payload import is_secret, payload_json
 from iii_trio.protocol import InvokeFunction
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -433,3 +435,107 @@ async def test_with_propagate_trace_context_calls_still_carry_their_own_span(
     assert sent.traceparent == f"00-{TRACE_ID}-{hex_span(named['call back::leaf'])}-01"
     assert sent.baggage == "k=v"
     assert parent_of(named["call back::leaf"]) == hex_span(named["execute front::entry"])
+
+
+# -- payloads on spans --------------------------------------------------------------------------
+
+
+def events_of(span: ReadableSpan) -> dict[str, dict[str, Any]]:
+    return {event.name: dict(event.attributes or {}) for event in span.events}
+
+
+async def test_traced_payloads_go_on_the_span_with_secrets_redacted(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    spans = InMemorySpanExporter()
+    config = traced(spans, trace_payloads=True, payload_max_bytes=200)
+    async with (
+        worker_on(engine, "solo", config) as callee,
+        worker_on(engine, "caller", None) as caller,
+    ):
+
+        @callee.function("solo::login")
+        async def login(data: Any) -> Any:
+            return {"user": data["user"], "accessToken": "t-123"}
+
+        @callee.function("solo::fail")
+        async def fail(data: Any) -> None:
+            raise ValueError("no such user")
+
+        @callee.function("solo::echo")
+        async def echo(data: Any) -> Any:
+            return data
+
+        await engine.wait_for(lambda: "solo::echo" in engine.function_ids())
+        await caller.trigger("solo::login", {"user": "ada", "password": "hunter2"})
+        with pytest.raises(InvocationError):
+            await caller.trigger("solo::fail", {})
+        await caller.trigger("solo::echo", {"text": "é" * 500})
+
+    named = by_name(spans)
+    login_events = events_of(named["execute solo::login"])
+    assert json.loads(login_events["iii.invocation.input"]["iii.payload.json"]) == {
+        "user": "ada",
+        "password": "[REDACTED]",
+    }
+    output = login_events["iii.invocation.output"]
+    assert json.loads(output["iii.payload.json"]) == {"user": "ada", "accessToken": "[REDACTED]"}
+    assert (output["iii.payload.ok"], output["iii.payload.truncated"]) == (True, False)
+    failed = events_of(named["execute solo::fail"])["iii.invocation.output"]
+    assert json.loads(failed["iii.payload.json"]) == {"error": "no such user"}
+    assert failed["iii.payload.ok"] is False
+    cut = events_of(named["execute solo::echo"])["iii.invocation.input"]
+    assert cut["iii.payload.truncated"] is True
+    assert len(cut["iii.payload.json"].encode()) <= 200
+    assert cut["iii.payload.json"].endswith('..."[TRUNCATED]"')
+
+
+async def test_the_environment_can_keep_payloads_off_the_spans(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    spans = InMemorySpanExporter()
+    config = traced(spans, trace_payloads=True)
+    env = {"III_DISABLE_TRACE_PAYLOADS": "1"}
+    async with (
+        worker_on(engine, "solo", config, env=env) as callee,
+        worker_on(engine, "caller", None) as caller,
+    ):
+
+        @callee.function("solo::f")
+        async def f(data: Any) -> int:
+            return 1
+
+        await engine.wait_for(lambda: "solo::f" in engine.function_ids())
+        await caller.trigger("solo::f", {"password": "x"})
+
+    assert by_name(spans)["execute solo::f"].events == ()
+
+
+@pytest.mark.parametrize(
+    ("key", "secret"),
+    [
+        ("password", True),
+        ("userPassword", True),
+        ("API_KEY", True),
+        ("api-key", True),
+        ("client_secret", True),
+        ("Authorization", True),
+        ("token", True),
+        ("access_token", True),
+        ("idToken", True),
+        ("tokens_used", False),
+        ("tokenizer", False),
+        ("monkey", False),
+        ("name", False),
+    ],
+)
+def test_keys_that_name_a_secret(key: str, secret: bool) -> None:
+    assert is_secret(key) is secret
+
+
+def test_a_cut_payload_ends_on_a_whole_character() -> None:
+    text, cut = payload_json({"nested": [{"token": "t", "v": "€" * 100}]}, 64)
+    assert cut is True
+    assert len(text.encode()) <= 64
+    assert '"token": "[REDACTED]"' in text
+    assert payload_json([1, 2], 64) == ("[1, 2]", False)
