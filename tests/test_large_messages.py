@@ -125,7 +125,9 @@ async def worker_end(stack: WebSocketStack) -> AsyncIterator[tuple[WebSocketConn
     # Lockstep: a write waits for the other end to read it, as a full socket does.
     ours, theirs = trio.testing.lockstep_stream_pair()
     if stack == "websockets":
-        client = ClientProtocol(parse_uri("ws://engine/"), state=State.OPEN, max_size=None)
+        # The message limit as the worker's client sets it (``open_sansio_websocket``).
+        uri = parse_uri("ws://engine/")
+        client = ClientProtocol(uri, state=State.OPEN, max_size=MAX_MESSAGE_BYTES)
         raw = ServerProtocol(state=State.OPEN, max_size=None)
         yield (
             WebSocketConnection(SansIOWebSocket(ours, client, [], interrupt_reads=True)),
@@ -324,6 +326,38 @@ async def test_an_endless_fragmented_message_is_cut_at_the_limit_and_nothing_is_
     assert sent <= limit + 2 * MiB  # read no further than the limit
     assert peak < 2 * limit + 4 * MiB  # the message so far, and one frame being read
     assert server._fragments is None  # the refused message's bytes are let go
+
+
+@pytest.mark.parametrize("stack", STACKS)
+async def test_a_worker_cuts_an_endless_message_from_the_engine_at_64_mib(
+    stack: WebSocketStack,
+) -> None:
+    async with worker_end(stack) as (connection, raw):
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            raw.protocol.send_text(b"[", fin=False)
+            while True:
+                raw.protocol.send_continuation(b"1," * (MiB // 2), fin=False)
+                try:
+                    await raw.stream.send_all(b"".join(raw.protocol.data_to_send()))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+                sent += MiB
+
+        async def drain() -> None:  # the engine end takes the worker's close frame
+            while await _receive_or_end(raw.stream):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flood)
+            nursery.start_soon(drain)
+            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(_LIMIT):
+                await connection.receive()
+            nursery.cancel_scope.cancel()
+    assert closed.value.code == 1009
+    assert sent <= MAX_MESSAGE_BYTES + MiB  # read no further than the limit
 
 
 async def test_a_fragmented_message_at_the_limit_arrives_whole() -> None:
