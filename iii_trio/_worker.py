@@ -64,6 +64,9 @@ from ._lifecycle import WorkerState
 from ._live import Live
 from ._live import Live as _Live
 from ._metrics import report_metrics
+from ._observe import ObserveRuntime
+from ._observe_types import ObserveHooks
+from ._observe_wire import observe_descriptor
 from ._options import InitOptions, resolve_url
 from ._provider import Providers
 from ._registrations import Registrations
@@ -182,6 +185,27 @@ class Worker(CallsAPI, Discovery, WorkerFeatures):
         if telemetry.exports:
             self._connector.connection_tasks.append(lambda live: telemetry.export(live.outbox))
             self._connector.before_close.append(lambda live: telemetry.flush(live.outbox))
+        # Observe and local dispatch (0.25): its wrapper goes inside the spans, outside
+        # channel hydration; its interceptor only once an engine allows local dispatch.
+        self._observe = ObserveRuntime(
+            self.name,
+            self.namespace,
+            self._current,
+            lambda: self._connector.worker_id,
+            lambda: str(self._new_uuid()),
+            self.trigger,
+        )
+        self._observe.install(
+            dispatch=self._connector.dispatch,
+            registered_hooks=self._registrations.registered_hooks,
+            interceptors=self._calls.interceptors,
+            features=self._registrations.features,
+            options=options,
+            registration_of=self._registrations.registry.functions.get,
+            wrappers=self._inbound.wrappers,
+            status=self._status,
+        )
+        self._registrations.refused_hooks.append(self._observe.function_refused)
         self._install_features()
 
     def _new_uuid(self) -> UUID:
@@ -303,12 +327,25 @@ class Worker(CallsAPI, Discovery, WorkerFeatures):
     # -- registration -----------------------------------------------------------------------
 
     def function(
-        self, function_id: str, *, description: str | None = None, metadata: JsonValue = None
+        self,
+        function_id: str,
+        *,
+        description: str | None = None,
+        metadata: JsonValue = None,
+        observe: ObserveHooks | dict[str, Any] | None = None,
+        local_dispatch: bool = True,
     ) -> Callable[[F], F]:
         """Decorator form of ``register_function``; returns the handler unchanged."""
 
         def decorate(handler: F) -> F:
-            self.register_function(function_id, handler, description=description, metadata=metadata)
+            self.register_function(
+                function_id,
+                handler,
+                description=description,
+                metadata=metadata,
+                observe=observe,
+                local_dispatch=local_dispatch,
+            )
             return handler
 
         return decorate
@@ -323,6 +360,8 @@ class Worker(CallsAPI, Discovery, WorkerFeatures):
         request_format: JsonValue = None,
         response_format: JsonValue = None,
         http: HttpInvocation | None = None,
+        observe: ObserveHooks | dict[str, Any] | None = None,
+        local_dispatch: bool = True,
     ) -> Registration:
         """Serve ``function_id`` with ``handler`` (async or plain; see ``iii_trio``'s docs).
 
@@ -338,10 +377,31 @@ class Worker(CallsAPI, Discovery, WorkerFeatures):
 
         ``http=HttpInvocation(url=...)`` instead of a handler: the engine runs the
         function by calling that URL; no invocation reaches this worker.
+
+        ``observe``: how the function's observers are served and hooks run when one
+        comes or goes (``ObserveHooks``; see docs/guides/observe.md). ``local_dispatch``:
+        calls this worker makes to it run in process once the engine allows it
+        (``False``: always through the engine).
         """
-        return self._registrations.function(
-            function_id, handler, description, metadata, request_format, response_format, http
+        hooks = ObserveHooks.of(observe)
+        descriptor = observe_descriptor(function_id, hooks)  # refused before anything is kept
+        inner = self._registrations.function(
+            function_id,
+            handler,
+            description,
+            metadata,
+            request_format,
+            response_format,
+            http,
+            descriptor,
         )
+        self._observe.function_added(function_id, hooks, local_dispatch and http is None)
+
+        def remove() -> None:
+            inner.unregister()
+            self._observe.function_removed(function_id)
+
+        return Registration("function", function_id, remove)
 
     def register_trigger_type(
         self,
@@ -430,6 +490,7 @@ async def register_worker(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(worker._run)
             nursery.start_soon(worker._expire_calls)
+            nursery.start_soon(worker._observe.run, worker._connector.stopped)
             try:
                 yield worker
             finally:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
+
+from pydantic import JsonValue
 
 from ._channels import (
     Channel,
@@ -23,6 +25,10 @@ from ._channels_hydrate import channel_wrapper
 from ._channels_ref import StreamChannelRef
 from ._inbound import Inbound
 from ._logging import Logger
+from ._observe import ObserveRuntime
+from ._observe_handle import ObserverHandle
+from ._observe_observer import Observer
+from ._observe_types import ObserveSource, TargetRef
 from ._protocol._messages import RegisterService
 from ._registrations import Registrations
 from ._registry import Registration
@@ -43,6 +49,7 @@ class WorkerFeatures:
     _registrations: Registrations
     _inbound: Inbound
     _telemetry: Telemetry
+    _observe: ObserveRuntime
     #: Services declared, by id: re-declared on every connection.
     _services: dict[str, RegisterService]
 
@@ -92,6 +99,42 @@ class WorkerFeatures:
             description=description,
             parent_service_id=parent_service_id,
         )
+
+    def observe(
+        self,
+        source: ObserveSource | dict[str, Any],
+        target: str | TargetRef | dict[str, Any],
+        *,
+        id: str | None = None,
+        max_fires: int | None = None,
+        expires_in_ms: int | None = None,
+        max_in_flight: int | None = None,
+        metadata: JsonValue = None,
+    ) -> AbstractAsyncContextManager[ObserverHandle]:
+        """Observe a function for the block (``async with worker.observe(...) as handle``).
+
+        Every event of ``source`` (an invocation of an auto-delivered function, or what
+        its owner hands over) that passes ``source["filters"]`` invokes ``target``, a
+        registered function. ``await handle.ready()`` waits until the engine made the
+        observer ``active``; leaving the block disposes it. The observer is replayed,
+        same id, on every reconnect. Against an engine without ``observe.v1`` it turns
+        ``error`` with code ``UNSUPPORTED`` (``ready()`` raises ``ObserveRejection``).
+        See docs/guides/observe.md.
+        """
+        return self._observe.observe(
+            source,
+            target,
+            id=id,
+            max_fires=max_fires,
+            expires_in_ms=expires_in_ms,
+            max_in_flight=max_in_flight,
+            metadata=metadata,
+        )
+
+    def observers(self, function_id: str) -> list[Observer]:
+        """The active observers of a function this worker registered, as its owner sees
+        them (owner delivery: ``observer.emit(event)`` / ``await observer.call(payload)``)."""
+        return self._observe.observers(function_id)
 
     def open_channel(self, buffer_size: int | None = None) -> AbstractAsyncContextManager[Channel]:
         """A new data channel for the block: ``async with worker.open_channel() as

@@ -103,7 +103,11 @@ async def test_a_worker_declares_the_features_it_implements(
     async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
         await worker.ready()
         assert worker.worker_id is not None
-        assert _announcement(engine, worker.worker_id)["features"] == ["large-messages.v1"]
+        assert _announcement(engine, worker.worker_id)["features"] == [
+            "observe.v1",
+            "local-dispatch.v1",
+            "large-messages.v1",
+        ]
 
 
 async def test_the_engines_features_are_kept_until_the_next_greeting_replaces_them(
@@ -141,7 +145,12 @@ async def test_declared_features_are_announced_once_each_in_the_official_order(
         await worker.ready()
         assert worker.worker_id is not None
         data = _announcement(engine, worker.worker_id)
-        assert data["features"] == ["observe.v1", "large-messages.v1", "x-custom.v1"]
+        assert data["features"] == [
+            "observe.v1",
+            "local-dispatch.v1",
+            "large-messages.v1",
+            "x-custom.v1",
+        ]
         assert data["description"] == "a worker"
 
 
