@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
 from iii import InvocationError as OfficialInvocationError
+from iii import register_worker
 
 import iii_trio
 from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
 from iii_trio._transport import LARGE_MESSAGES
-from tests.test_official_python_sdk import WAIT, Json, _call
+from tests.served import Served
+from tests.test_official_python_sdk import WAIT, Json, _call, _options
 from tests.test_sdk_official_interop import (
+    Official,
     Pool,
     _announced,
     _blocking,
@@ -122,3 +125,41 @@ async def test_official_workers_exchange_large_messages_through_the_engine(
     caller = await _blocking(partial(official.start, "official-caller"))
     data = blob(20 * MiB, "c")
     assert await _blocking(partial(_call, caller, "sdk::echo", {"blob": data})) == data
+
+
+async def test_through_iii_sim_serve_both_sdks_exchange_large_messages() -> None:
+    # The engine as users run it, with its default features (large-messages.v1 among them).
+    served = Served()
+    official_worker: Official | None = None
+    try:
+
+        def start_official() -> Official:
+            worker = cast(Official, register_worker(served.url, _options("official-big")))
+            worker.register_function("sdk::echo", _echo)
+            return worker
+
+        official_worker = await _blocking(start_official)
+        # Its registrations come before its announcement, in order on one connection.
+        await _blocking(partial(served.wait_for_log, "(official-big) announced itself"))
+
+        async def echo(data: Json) -> Any:
+            return data["blob"]
+
+        options = _trio_options("trio-big")
+        async with iii_trio.register_worker(served.url, options=options) as worker:
+            worker.register_function("trio::echo", echo)
+            await worker.ready(timeout=WAIT)
+            await _blocking(partial(served.wait_for_log, "(trio-big) announced itself"))
+            data = blob(20 * MiB, "d")
+            with trio.fail_after(4 * WAIT):
+                assert await worker.trigger("sdk::echo", {"blob": data}, timeout=WAIT) == data
+                answer = await _blocking(
+                    partial(_call, official_worker, "trio::echo", {"blob": data})
+                )
+            assert answer == data
+    finally:
+        if official_worker is not None:
+            await _blocking(official_worker.shutdown)
+            official_worker._loop.close()
+        await _blocking(served.stop)
+    assert "frame limit" not in "".join(served.log)
