@@ -57,6 +57,10 @@ class InboundCall:
     context: InvocationContext
     registration: FunctionRegistration
     data: Any
+    #: Set by a wrapper to answer with this trace context (its span's) instead of the
+    #: caller's; ``None`` keeps the rule of ``propagate_trace_context``.
+    reply_traceparent: str | None = None
+    reply_baggage: str | None = None
 
 
 #: Runs the handler (or the next wrapper); the handler's result.
@@ -155,7 +159,7 @@ class Inbound:
         status = self._status
         status.apply(InvocationStarted(key))
         try:
-            result, error = await self._run_handler(
+            result, error, call = await self._run_handler(
                 registration, message, key if invocation_id is not None else None
             )
         finally:
@@ -163,7 +167,7 @@ class Inbound:
             live.notify()
             if status.machine.is_in_flight(key):
                 status.apply(InvocationFinished(key))
-        return self.reply(message, result, error)
+        return self.reply(message, result, error, call)
 
     def _queue_answer(self, live: Live, frame: str, slot: object) -> bool:
         """Queue an invocation's answer without waiting; whether ``slot`` was handed on.
@@ -190,7 +194,8 @@ class Inbound:
 
     async def _run_handler(
         self, registration: FunctionRegistration, message: InvokeFunction, invocation_id: str | None
-    ) -> tuple[JsonValue, ErrorBody | None]:
+    ) -> tuple[JsonValue, ErrorBody | None, InboundCall | None]:
+        """The handler's result or error, and the call the wrappers saw (if any ran)."""
         context = InvocationContext(
             invocation_id=invocation_id,
             function_id=message.function_id,
@@ -200,16 +205,17 @@ class Inbound:
             caller_worker_id=caller_in(message.data),
             **invocation_fields(message),
         )
+        call = InboundCall(context, registration, message.data) if self.wrappers else None
         token = _current.set(context)
         try:
-            if self.wrappers:
-                result = await self._wrapped(InboundCall(context, registration, message.data))
+            if call is not None:
+                result = await self._wrapped(call)
             else:
                 result = await registration.handler.run(message.data, message.metadata)
-            return result, None
+            return result, None, call
         except HandlerInputError as exc:
             text = f"Failed to deserialize input for {message.function_id}: {exc}"
-            return None, ErrorBody(code="deserialization_error", message=text)
+            return None, ErrorBody(code="deserialization_error", message=text), call
         except Exception as exc:
             # Loud in the worker's own process too: the caller only sees the error result.
             log.error(
@@ -220,9 +226,10 @@ class Inbound:
                 exc,
                 exc_info=True,
             )
-            return None, ErrorBody(
+            failed = ErrorBody(
                 code="invocation_failed", message=str(exc), stacktrace=traceback.format_exc()
             )
+            return None, failed, call
         finally:
             _current.reset(token)
 
@@ -233,19 +240,28 @@ class Inbound:
         return await run(call)
 
     def reply(
-        self, message: InvokeFunction, result: JsonValue, error: ErrorBody | None
+        self,
+        message: InvokeFunction,
+        result: JsonValue,
+        error: ErrorBody | None,
+        call: InboundCall | None = None,
     ) -> str | None:
         """The ``invocationresult`` frame answering ``message`` (``None``: nobody waits)."""
         if message.invocation_id is None:
             return None
         trace = self.options.propagate_trace_context
+        traceparent = message.traceparent if trace else None
+        baggage = message.baggage if trace else None
+        if call is not None:
+            traceparent = call.reply_traceparent or traceparent
+            baggage = call.reply_baggage or baggage
         reply = InvocationResult(
             invocation_id=message.invocation_id,
             function_id=message.function_id,
             result=result,
             error=error,
-            traceparent=message.traceparent if trace else None,
-            baggage=message.baggage if trace else None,
+            traceparent=traceparent,
+            baggage=baggage,
         )
         try:
             frame = encode(reply)

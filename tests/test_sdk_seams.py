@@ -255,3 +255,32 @@ async def test_a_handler_sees_the_observe_fields_of_its_invocation(
                 assert result.result == [0, None, None]
             else:
                 assert result.result == [3, caller.model_dump(), {"observer_id": "o1"}]
+
+
+async def test_a_wrapper_may_answer_with_its_own_trace_context(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    span = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    async def traced(call: InboundCall, run: RunHandler) -> JsonValue:
+        if call.data == "traced":
+            call.reply_traceparent, call.reply_baggage = span, "k=v"
+        return await run(call)
+
+    end = _EngineEnd()
+    async with register_worker("ws://sim", OPTIONS, transport=end) as worker:
+        worker._inbound.wrappers.insert(0, traced)
+        worker.register_function("seams::echo", echo)
+        await end.to_worker.send(encode(WorkerRegistered(worker_id="w1")))
+        await worker.ready()
+        for data, expected in (("plain", (None, None)), ("traced", (span, "k=v"))):
+            invoke = InvokeFunction(
+                invocation_id=uuid.uuid4(),
+                function_id="seams::echo",
+                data=data,
+                traceparent="00-11111111111111111111111111111111-2222222222222222-01",
+            )
+            await end.to_worker.send(encode(invoke))
+            result = await end.next_of(InvocationResult)
+            assert result.result == data
+            assert (result.traceparent, result.baggage) == expected
