@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -40,6 +41,9 @@ __all__ = ["HttpReply", "HttpRequest", "HttpResponse", "http"]
 T = TypeVar("T")
 
 _SSE_HEADERS: Final = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+#: What ends a line of an event stream (CR LF, LF, or a lone CR): data is split at each,
+#: so no part of it can begin a line the client reads as a field of its own.
+_SSE_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
 
 
 class HttpReply(BaseModel):
@@ -167,8 +171,9 @@ class HttpResponse:
         retry_ms: int | None = None,
     ) -> None:
         """Send one server-sent event (``data`` over several ``data:`` lines if it has
-        newlines). The first event sets ``Content-Type: text/event-stream`` and
-        ``Cache-Control: no-cache`` unless headers were set already."""
+        line breaks: CR LF, LF or CR). The first event sets ``Content-Type:
+        text/event-stream`` and ``Cache-Control: no-cache`` unless headers were set
+        already."""
         if not self._body_started and not self._headers_sent:
             await self.headers(_SSE_HEADERS)
         lines = []
@@ -179,7 +184,7 @@ class HttpResponse:
                 lines.append(f"{name}: {value}")
         if retry_ms is not None:
             lines.append(f"retry: {int(retry_ms)}")
-        lines.extend(f"data: {line}" for line in data.replace("\r\n", "\n").split("\n"))
+        lines.extend(f"data: {line}" for line in _SSE_LINE_BREAK.split(data))
         await self.send("\n".join(lines) + "\n\n")
 
     async def aclose(self) -> None:

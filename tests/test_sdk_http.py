@@ -99,6 +99,19 @@ async def test_server_sent_events(autojump_clock: MockClock) -> None:
     assert reply.text == "event: greeting\nid: 1\ndata: hello\n\ndata: two\ndata: lines\n\n"
 
 
+async def test_a_carriage_return_in_sse_data_cannot_forge_a_field(
+    autojump_clock: MockClock,
+) -> None:
+    # An event stream's lines end at CR LF, LF or a lone CR: data holding "\r" (a user's
+    # text, say) must not start a line of its own that the client reads as a field.
+    async def handler(req: HttpRequest, res: HttpResponse) -> None:
+        await res.sse("a\revent: forged\r\nb\nc")
+
+    async with served(handler, "/events", "GET") as (_engine, client, _w):
+        reply = await client.get("/events")
+    assert reply.text == "data: a\ndata: event: forged\ndata: b\ndata: c\n\n"
+
+
 async def test_returning_none_without_writing_answers_at_once(autojump_clock: MockClock) -> None:
     async def handler(req: HttpRequest, res: HttpResponse) -> None:
         await res.status(204)
