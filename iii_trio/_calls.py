@@ -139,8 +139,9 @@ CallInterceptor = Callable[[OutboundCall, SendCall], Awaitable[JsonValue]]
 
 
 def check_frame_size(frame: str) -> str:
-    """Refuse a message the engine would refuse: it reads frames of at most 16 MiB, and
-    this SDK, as the official ones, sends each message as one frame."""
+    """Refuse a message over 16 MiB: the limit for a worker whose engine has not
+    announced ``large-messages.v1`` (the default check; the worker passes
+    ``MessageLimit.check``, which grows to 64 MiB once the engine announces it)."""
     check_size(frame, MAX_FRAME_BYTES)
     return frame
 
