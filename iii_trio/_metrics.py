@@ -287,7 +287,12 @@ async def report_metrics(worker: Worker, outbox: Outbox) -> None:
     """
     interval = worker.options.metrics_interval_ms / 1000
     first_connected = _first_connected.setdefault(worker, trio.current_time())
-    resource = resource_attributes()
+    # With ``otel`` set, the service its logs and spans name (one service per worker).
+    named = worker._telemetry.resource
+    if named is not None:
+        resource = [attribute(key, value) for key, value in named.items()]
+    else:
+        resource = resource_attributes()
     cpu = CpuClock.now()
     lag = LagMeter()
     async with trio.open_nursery() as nursery:

@@ -279,6 +279,28 @@ async def test_reports_come_every_interval_with_the_gauges_the_engine_reads(
                 assert isinstance(raw["asDouble"], float | int)
 
 
+async def test_with_otel_the_reports_name_the_service_its_logs_and_spans_name(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    otel = {"service_name": "billing", "service_version": "1.2", "tracing": False}
+    async with (
+        open_engine(EngineConfig()) as engine,
+        iii_trio.register_worker(
+            options=options("w", otel=otel), transport=engine.transport
+        ) as worker,
+    ):
+        await worker.ready()
+        await trio.sleep(1.5)
+        assert worker.worker_id is not None
+        (_, request), *_ = reports(engine, worker.worker_id)
+    (resource_metrics,) = request.resource_metrics
+    assert resource_metrics.resource is not None
+    resource = attributes(resource_metrics.resource.attributes)
+    assert resource["service.name"] == "billing"
+    assert resource["service.version"] == "1.2"
+    assert resource["iii.worker.name"] == "w"
+
+
 async def test_nothing_is_sent_when_reporting_is_off(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
