@@ -292,9 +292,16 @@ class Telemetry:
             calls.interceptors.insert(0, self._intercept_call)
 
     async def _wrap_invocation(self, call: InboundCall, run: RunHandler) -> JsonValue:
-        with self.invocation(call.context, call.data) as traced:
-            traced.output = result = await run(call)
-            return result
+        traced: Traced | None = None
+        try:
+            with self.invocation(call.context, call.data) as traced:
+                traced.output = result = await run(call)
+                return result
+        finally:
+            # The answer names the handler's span (as the official SDK's does), failed
+            # or not: the caller's trace then links to it.
+            if traced is not None and traced.traceparent is not None:
+                call.reply_traceparent = traced.traceparent
 
     async def _intercept_call(self, call: OutboundCall, send_on: SendCall) -> JsonValue:
         traceparent, baggage = call.traceparent, call.baggage

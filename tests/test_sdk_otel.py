@@ -29,7 +29,7 @@ from engine_sim.modules.observability._otlp import parse_spans
 from iii_trio import InitOptions, InvocationError, OtelConfig, Worker, get_logger, tracing
 from iii_trio._logging import CONTEXT_FIELDS
 from iii_trio._otel_payload import is_secret, payload_json
-from iii_trio.protocol import InvokeFunction
+from iii_trio.protocol import InvocationResult, InvokeFunction
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN_ID = "00f067aa0ba902b7"
@@ -74,6 +74,17 @@ def hex_trace(span: ReadableSpan) -> str:
 
 def parent_of(span: ReadableSpan) -> str | None:
     return None if span.parent is None else format(span.parent.span_id, "016x")
+
+
+def answers_sent(engine: Engine, worker: Worker, function_id: str) -> list[InvocationResult]:
+    assert worker.worker_id is not None
+    return [
+        record.message
+        for record in engine.frames(worker.worker_id)
+        if record.direction == "in"
+        and isinstance(record.message, InvocationResult)
+        and record.message.function_id == function_id
+    ]
 
 
 def calls_sent(engine: Engine, worker: Worker, function_id: str) -> list[InvokeFunction]:
@@ -129,6 +140,10 @@ async def test_spans_chain_from_the_callers_traceparent_across_two_workers(
     # On the wire, each call carried the traceparent of its own call span.
     [sent] = calls_sent(engine, front, "back::work")
     assert sent.traceparent == f"00-{TRACE_ID}-{hex_span(inner_call)}-01"
+    # The answer names the span that ran the handler, as the official SDK's does.
+    [answer] = answers_sent(engine, back, "back::work")
+    assert answer.traceparent == f"00-{TRACE_ID}-{hex_span(inner_execute)}-01"
+    assert answer.baggage is None
 
 
 async def test_baggage_comes_in_with_a_call_and_goes_out_with_the_next(
@@ -189,6 +204,10 @@ async def test_a_failing_handler_marks_both_spans_failed(
     assert call.status.status_code is StatusCode.ERROR
     assert call.attributes is not None
     assert call.attributes["iii.error.code"] == "invocation_failed"
+    [answer] = answers_sent(engine, callee, "solo::boom")
+    assert answer.error is not None
+    assert answer.traceparent is not None
+    assert answer.traceparent.split("-")[2] == hex_span(execute)
 
 
 async def test_spans_and_records_made_in_a_handler_belong_to_its_span(
@@ -290,6 +309,8 @@ async def test_without_tracing_calls_carry_only_what_the_caller_gave(
     plain, given = calls_sent(engine, caller, "solo::f")
     assert (plain.traceparent, plain.baggage) == (None, None)
     assert (given.traceparent, given.baggage) == (TRACEPARENT, None)
+    for answer in answers_sent(engine, callee, "solo::f"):
+        assert (answer.traceparent, answer.baggage) == (None, None)
 
 
 async def test_otel_enabled_false_in_the_environment_turns_tracing_off(
