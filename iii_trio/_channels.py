@@ -236,13 +236,25 @@ class ChannelWriter(_End):
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
         super().__init__(owner, ref)
         self._sending = trio.StrictFIFOLock()
+        #: A send was cancelled after it began writing: the stream lacks part of a chunk.
+        self._cut = False
 
     async def send(self, chunk: bytes | bytearray | memoryview | str) -> None:
-        """Send ``chunk``: text as one text item, bytes as binary items."""
+        """Send ``chunk``: text as one text item, bytes as binary items.
+
+        A send cancelled once it began writing leaves the stream without the rest of
+        its chunk (the reader cannot be told), so every later ``send`` raises
+        ``ChannelError``; a send cancelled before it began writing changes nothing."""
         if not isinstance(chunk, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"send takes bytes or str, not {type(chunk).__name__}")
         conn = await self._link()
         async with self._sending:  # a big chunk's pieces stay together
+            if self._cut:
+                raise ChannelError(
+                    self.channel_id,
+                    "an earlier send was cancelled part-way, so the stream lacks the rest "
+                    "of its chunk: nothing more can follow it (start over on a new channel)",
+                )
             try:
                 if isinstance(chunk, str):
                     await conn.send(chunk)
@@ -252,6 +264,10 @@ class ChannelWriter(_End):
                     await conn.send(data[start : start + MAX_CHUNK_BYTES])
             except ConnectionClosed as exc:
                 raise self._broken(exc) from None
+            except BaseException:
+                # Cancelled mid-chunk: what follows would reach the reader after a gap.
+                self._cut = True
+                raise
 
     async def aclose(self) -> None:
         """End the stream (the reader sees its end after every item sent). Opens the

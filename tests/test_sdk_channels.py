@@ -306,6 +306,46 @@ async def test_waits_on_a_silent_peer_are_cancellable(autojump_clock: MockClock)
         assert writing.cancelled_caught
 
 
+async def test_a_first_use_cancelled_while_connecting_leaves_the_end_usable(
+    autojump_clock: MockClock,
+) -> None:
+    # The engine lets an end be opened once: a connect abandoned by the first caller
+    # would leave the writer refused and the reader an empty "complete" stream.
+    async with pair() as (_engine, worker), worker.open_channel() as channel:
+        for first_use in (channel.writer.send(b"never sent"), channel.reader.receive()):
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await first_use
+            assert scope.cancelled_caught
+        await channel.writer.send(b"sent")
+        await channel.writer.aclose()
+        assert [item async for item in channel.reader] == [b"sent"]
+
+
+async def test_a_send_cancelled_part_way_breaks_the_writer(autojump_clock: MockClock) -> None:
+    data = bytes(range(256)) * 4096 * 4  # 4 MiB: far more than the engine and sockets hold
+    async with pair() as (_engine, worker), worker.open_channel(buffer_size=1) as channel:
+        await channel.writer.send(b"head")
+        with trio.CancelScope() as early:
+            early.cancel()
+            await channel.writer.send(b"never sent")  # cancelled before anything went out
+        await channel.writer.send(b"more")
+        with trio.move_on_after(1) as late:
+            await channel.writer.send(data)  # nobody reads: cut off part-way
+        assert early.cancelled_caught
+        assert late.cancelled_caught
+        # The stream lacks the rest of that chunk: carrying on would pass a gap off as data.
+        with pytest.raises(ChannelError, match="an earlier send was cancelled part-way"):
+            await channel.writer.send(b"tail")
+        got = b""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(channel.writer.aclose)
+            got = await channel.reader.read_all()
+        assert got.startswith(b"headmore")
+        assert len(got) < len(data) + 8
+        assert data.startswith(got[8:])
+
+
 async def test_a_second_opener_of_an_end_gets_nothing(autojump_clock: MockClock) -> None:
     async with pair() as (_engine, worker), worker.open_channel() as channel:
         await channel.writer.send(b"first")
