@@ -21,6 +21,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Final
 
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 __all__ = ["OtelConfig", "OtelNotInstalled", "Telemetry", "Traced", "otel_config"]
 
 log = logging.getLogger("iii_trio")
+
+#: Set while a record is being encoded for the engine, in that thread or task.
+_exporting: ContextVar[bool] = ContextVar("iii_trio_exporting", default=False)
 
 #: What to install for tracing (said by ``OtelNotInstalled``).
 INSTALL_HINT: Final = "pip install 'iii-trio[otel]'"
@@ -268,9 +272,12 @@ class Telemetry:
     def export_log(self, record: logging.LogRecord) -> None:
         """Queue ``record`` for the engine (from any thread); once per record."""
         logs = self._logs
-        if logs is None or getattr(record, "_iii_exported", False):
+        if logs is None or getattr(record, "_iii_exported", False) or _exporting.get():
             return
         record._iii_exported = True
+        # What is logged while a record is being exported (the note below, through an
+        # EngineLogHandler on the root logger) is not exported in turn.
+        token = _exporting.set(True)
         try:
             text = encode_log(record)
             if not logs.fits(text):
@@ -279,6 +286,8 @@ class Telemetry:
             logs.add(scope_of(record), text)
         except Exception:  # logging must never break the code that logs
             log.debug("could not encode a log record for the engine", exc_info=True)
+        finally:
+            _exporting.reset(token)
 
     # -- hooks -------------------------------------------------------------------------------
 

@@ -233,3 +233,35 @@ async def test_a_record_too_big_for_a_frame_is_sent_cut_not_lost(
         for record in engine.frames(worker_id)
         if isinstance(record.frame, bytes)
     )
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this")
+
+
+async def test_a_record_that_cannot_be_encoded_is_skipped_and_nothing_loops(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    root = logging.getLogger()
+    handler = EngineLogHandler()
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.DEBUG)  # the note about the failure reaches the handler too
+    try:
+        async with worker_on(engine) as worker:
+
+            @worker.function("orders::odd")
+            async def odd(data: Any) -> None:
+                worker.logger.info("odd data", {"value": Unprintable()})
+                worker.logger.info("fine")
+
+            await engine.wait_for(lambda: "orders::odd" in engine.function_ids())
+            await worker.trigger("orders::odd", {})
+            worker_id = worker.worker_id
+            assert worker_id is not None
+            await engine.wait_for(lambda: bodies(engine, worker_id))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    assert bodies(engine, worker_id) == ["fine"]
