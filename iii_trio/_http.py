@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
 
 from ._channels import READ_ALL_LIMIT, ChannelReader, ChannelWriter
 from ._protocol import _json
@@ -46,16 +46,42 @@ _SSE_HEADERS: Final = {"content-type": "text/event-stream", "cache-control": "no
 _SSE_LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
 
 
+#: A header name: an RFC 9110 token.
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: What a header value cannot hold: control characters other than tab.
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _check_header(name: object, value: object) -> None:
+    """Refuse a header the engine would skip (with a line in its own log only)."""
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(f"header names and values must be str, not {name!r}: {value!r}")
+    if _TOKEN.fullmatch(name) is None:
+        raise ValueError(f"header {name!r}: a name is letters, digits and !#$%&'*+-.^_`|~ only")
+    if _CONTROL.search(value) is not None:
+        raise ValueError(
+            f"header {name!r}: a value cannot hold control characters (CR, LF, NUL...): {value!r}"
+        )
+
+
 class HttpReply(BaseModel):
     """A whole HTTP answer a handler returns: ``status_code`` (default 200),
     ``headers`` and ``body`` (sent as JSON unless ``headers`` set a ``Content-Type``;
-    then a string body is sent as its text)."""
+    then a string body is sent as its text). A header the engine would skip (a name
+    that is not an HTTP token, a value with a control character) is refused here."""
 
     model_config = ConfigDict(extra="forbid")
 
     status_code: int = Field(default=200, ge=100, le=999)
     headers: dict[str, str] = Field(default_factory=dict)
     body: JsonValue = None
+
+    @field_validator("headers")
+    @classmethod
+    def _valid_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            _check_header(name, value)
+        return headers
 
 
 @dataclass
@@ -146,11 +172,12 @@ class HttpResponse:
         await self._control({"type": "set_status", "status_code": status_code})
 
     async def headers(self, headers: Mapping[str, str]) -> None:
-        """Add response headers (a name set again replaces its value) before the body."""
+        """Add response headers (a name set again replaces its value) before the body.
+        ``ValueError`` for a name that is not an HTTP token or a value holding a control
+        character (the engine would skip the header)."""
         values = dict(headers)
         for name, value in values.items():
-            if not isinstance(name, str) or not isinstance(value, str):
-                raise TypeError(f"header names and values must be str, not {name!r}: {value!r}")
+            _check_header(name, value)
         self._headers_sent = self._headers_sent or bool(values)
         await self._control({"type": "set_headers", "headers": dict(values)})
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from trio.testing import MockClock
 
 import engine_sim.modules as modules
@@ -147,6 +147,36 @@ async def test_a_raising_handler_is_a_500(autojump_clock: MockClock) -> None:
         reply = await client.post("/x")
     assert reply.status_code == 500
     assert reply.json()["error"]["message"] == "no such item"
+
+
+async def test_a_header_the_engine_would_skip_is_refused_in_the_handler(
+    autojump_clock: MockClock,
+) -> None:
+    # The engine skips such a header with a line in its own log: the handler's author
+    # would never learn why the header is missing (or that a CR LF was in a value).
+    errors: list[str] = []
+
+    async def handler(req: HttpRequest, res: HttpResponse) -> None:
+        for bad in ({"x-a": "1\r\nset-cookie: forged"}, {"bad name": "v"}, {"x-b": "\x00"}):
+            try:
+                await res.headers(bad)
+            except ValueError as exc:
+                errors.append(str(exc))
+        await res.headers({"x-ok": "tab\tkept"})
+        await res.send("body")
+
+    async with served(handler) as (_engine, client, _w):
+        reply = await client.post("/x")
+    assert (reply.status_code, reply.headers["x-ok"]) == (200, "tab\tkept")
+    assert "set-cookie" not in reply.headers
+    assert errors == [
+        "header 'x-a': a value cannot hold control characters (CR, LF, NUL...): "
+        "'1\\r\\nset-cookie: forged'",
+        "header 'bad name': a name is letters, digits and !#$%&'*+-.^_`|~ only",
+        "header 'x-b': a value cannot hold control characters (CR, LF, NUL...): '\\x00'",
+    ]
+    with pytest.raises(ValidationError, match="a value cannot hold control characters"):
+        HttpReply(headers={"location": "/a\r\nx: y"})
 
 
 def test_a_plain_function_is_refused_with_the_way_to_serve_it() -> None:
