@@ -62,6 +62,7 @@ from ._exceptions import WorkerClosed
 from ._handlers import Handler
 from ._http_invocation import HttpInvocation
 from ._lifecycle import WorkerState
+from ._observe_types import ObserveHooks
 from ._options import InitOptions
 from ._registry import Registration, TriggerTypeProvider
 from ._sync_events import SyncEvents, SyncTransitions
@@ -224,12 +225,25 @@ class SyncWorker(SyncFeatures):
     # -- registration --------------------------------------------------------------------------
 
     def function(
-        self, function_id: str, *, description: str | None = None, metadata: JsonValue = None
+        self,
+        function_id: str,
+        *,
+        description: str | None = None,
+        metadata: JsonValue = None,
+        observe: ObserveHooks | dict[str, Any] | None = None,
+        local_dispatch: bool = True,
     ) -> Callable[[F], F]:
         """Decorator form of ``register_function``; returns the handler unchanged."""
 
         def decorate(handler: F) -> F:
-            self.register_function(function_id, handler, description=description, metadata=metadata)
+            self.register_function(
+                function_id,
+                handler,
+                description=description,
+                metadata=metadata,
+                observe=observe,
+                local_dispatch=local_dispatch,
+            )
             return handler
 
         return decorate
@@ -244,10 +258,14 @@ class SyncWorker(SyncFeatures):
         request_format: JsonValue = None,
         response_format: JsonValue = None,
         http: HttpInvocation | None = None,
+        observe: ObserveHooks | dict[str, Any] | None = None,
+        local_dispatch: bool = True,
     ) -> Registration:
         """Serve ``function_id`` with ``handler``: ``async def`` ones run on the portal
         thread, plain ones in worker threads; or, with ``http=HttpInvocation(url=...)``
-        and no handler, have the engine call that URL. See ``Worker.register_function``."""
+        and no handler, have the engine call that URL. ``observe`` (its hooks run on the
+        portal thread, plain ones in worker threads) and ``local_dispatch`` are
+        ``Worker.register_function``'s."""
         registration = self._do(
             lambda: self._worker.register_function(
                 function_id,
@@ -257,6 +275,8 @@ class SyncWorker(SyncFeatures):
                 request_format=request_format,
                 response_format=response_format,
                 http=http,
+                observe=observe,
+                local_dispatch=local_dispatch,
             )
         )
         return self._bind(registration)

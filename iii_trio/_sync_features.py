@@ -11,18 +11,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import JsonValue
 
 from ._channels import attach_reader, attach_writer, open_channel
 from ._channels_ref import StreamChannelRef
 from ._logging import Logger
+from ._observe_observer import Observer
+from ._observe_types import ObserveSource, TargetRef
 from ._registry import Registration
 from ._state_client import StateClient
 from ._stream_client import StreamClient
 from ._sync_channels import SyncChannel, SyncChannelReader, SyncChannelWriter
 from ._sync_events import SyncEvents
+from ._sync_observe import SyncObserverHandle
 from ._sync_state import SyncStateClient
 from ._sync_streams import SyncStreamClient
 
@@ -143,3 +146,37 @@ class SyncFeatures:
         """The writing end ``ref`` names, for the block; leaving it ends the stream."""
         with self._enter(attach_writer(self._worker, ref), "channel_writer()") as writer:
             yield SyncChannelWriter(self, writer)
+
+    # -- observe ----------------------------------------------------------------------------
+
+    @contextmanager
+    def observe(
+        self,
+        source: ObserveSource | dict[str, Any],
+        target: str | TargetRef | dict[str, Any],
+        *,
+        id: str | None = None,
+        max_fires: int | None = None,
+        expires_in_ms: int | None = None,
+        max_in_flight: int | None = None,
+        metadata: JsonValue = None,
+    ) -> Iterator[SyncObserverHandle]:
+        """Observe a function for the block (see ``Worker.observe``): ``with
+        worker.observe(source, target) as observer: observer.ready(timeout=10)``."""
+        observing = self._worker.observe(
+            source,
+            target,
+            id=id,
+            max_fires=max_fires,
+            expires_in_ms=expires_in_ms,
+            max_in_flight=max_in_flight,
+            metadata=metadata,
+        )
+        with self._enter(observing, "observe()") as handle:
+            yield SyncObserverHandle(self, handle)
+
+    def observers(self, function_id: str) -> list[Observer]:
+        """The observers of ``function_id``, a function this worker owns with owner
+        delivery (see ``Worker.observers``). Use them from the function's handlers (a
+        plain handler's thread may ``emit``), as with the async API."""
+        return self._do(lambda: self._worker.observers(function_id))

@@ -19,6 +19,7 @@ from ._sync import SyncWorker, register_worker
 from ._sync_channels import SyncChannel, SyncChannelReader, SyncChannelWriter
 from ._sync_events import SyncEvents, SyncTransitions
 from ._sync_http import SyncHttpRequest, SyncHttpResponse, http
+from ._sync_observe import SyncObserverHandle
 from ._sync_state import SyncStateClient
 from ._sync_streams import SyncStreamClient
 
@@ -29,6 +30,7 @@ __all__ = [
     "SyncEvents",
     "SyncHttpRequest",
     "SyncHttpResponse",
+    "SyncObserverHandle",
     "SyncStateClient",
     "SyncStreamClient",
     "SyncTransitions",
