@@ -21,12 +21,12 @@ from ._base import Json
 from ._observe_types import (
     DroppedReportCount,
     FunctionTarget,
+    Lenient,
     LocalInvocationCount,
     ObservedInvocation,
     ObserverInfo,
     ObserveSource,
     Reason,
-    _Lenient,
 )
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-class UnregisterTriggerType(_Lenient):
+class UnregisterTriggerType(Lenient):
     """W→E: withdraw trigger type ``id`` this connection provides (``namespace``
     absent: the connection's own)."""
 
@@ -53,7 +53,7 @@ class UnregisterTriggerType(_Lenient):
     type: Literal["unregistertriggertype"] = "unregistertriggertype"
 
 
-class Observe(_Lenient):
+class Observe(Lenient):
     """W→E: create, or idempotently replay, observer ``id``, owned by this connection.
 
     Only what the caller set is sent; the engine applies the defaults. The engine
@@ -70,14 +70,14 @@ class Observe(_Lenient):
     type: Literal["observe"] = "observe"
 
 
-class Unobserve(_Lenient):
+class Unobserve(Lenient):
     """W→E: dispose observer ``id`` (only its owning connection can)."""
 
     id: str
     type: Literal["unobserve"] = "unobserve"
 
 
-class ObserveResult(_Lenient):
+class ObserveResult(Lenient):
     """E→W: the answer to ``observe`` (a replay included): the observer's state now.
 
     ``state`` is one of ``OBSERVER_STATES`` or a newer one, kept as sent.
@@ -90,7 +90,7 @@ class ObserveResult(_Lenient):
     warnings: list[str] | None = None
 
 
-class ObserverStateChanged(_Lenient):
+class ObserverStateChanged(Lenient):
     """E→W: an observer of this connection moved to ``state`` after ``fires`` activations."""
 
     type: Literal["observerstatechanged"] = "observerstatechanged"
@@ -100,7 +100,7 @@ class ObserverStateChanged(_Lenient):
     fires: int = 0
 
 
-class FunctionRegistered(_Lenient):
+class FunctionRegistered(Lenient):
     """E→W: the engine took ``registerfunction`` ``id``, with its current observers.
 
     ``local_dispatch`` allows the worker to run its own calls to the function in
@@ -116,7 +116,7 @@ class FunctionRegistered(_Lenient):
     observers: list[ObserverInfo] = Field(default_factory=list)
 
 
-class ObserverAdded(_Lenient):
+class ObserverAdded(Lenient):
     """E→W: an observer attached to a function this connection hosts; the worker
     answers ``observerack``."""
 
@@ -127,7 +127,7 @@ class ObserverAdded(_Lenient):
     observer: ObserverInfo = Field(default_factory=ObserverInfo)
 
 
-class ObserverRemoved(_Lenient):
+class ObserverRemoved(Lenient):
     """E→W: observer ``id`` no longer observes ``function_id``."""
 
     type: Literal["observerremoved"] = "observerremoved"
@@ -137,7 +137,7 @@ class ObserverRemoved(_Lenient):
     id: str = ""
 
 
-class ObserverAck(_Lenient):
+class ObserverAck(Lenient):
     """W→E: the owner accepts the observer added at ``revision`` (or, with ``error``,
     rejects it)."""
 
@@ -149,14 +149,14 @@ class ObserverAck(_Lenient):
     type: Literal["observerack"] = "observerack"
 
 
-class InvocationsObserved(_Lenient):
+class InvocationsObserved(Lenient):
     """W→E: a batch of reports of matched local invocations and emitted events."""
 
     type: Literal["invocationsobserved"] = "invocationsobserved"
     items: list[ObservedInvocation] = Field(default_factory=list)
 
 
-class LocalInvocationStats(_Lenient):
+class LocalInvocationStats(Lenient):
     """W→E, every 10 s when not all zero: counts of local invocations and of reports
     the worker dropped, over the last ``window_ms``."""
 

@@ -48,7 +48,7 @@ _MaybeJson = Annotated[JsonValue | Omitted, SkipValidation]
 _CALLER_FIELDS: Final = frozenset({"worker_id", "worker_name", "function_id", "invocation_id"})
 
 
-class _Lenient(WireModel):
+class Lenient(WireModel):
     """A wire object whose optional fields read ``null`` as their default, not only
     those whose default is ``None`` (a ``revision`` of ``null`` is ``0``)."""
 
@@ -64,7 +64,7 @@ class _Lenient(WireModel):
         return data
 
 
-class Reason(_Lenient):
+class Reason(Lenient):
     """Why an observer is in its state, or why it failed: a machine ``code`` and a
     human ``message`` (an ``ErrorBody`` read as leniently as the official SDK reads it:
     a missing part is ``""``, a non-string one its text)."""
@@ -79,7 +79,7 @@ class Reason(_Lenient):
         return value if isinstance(value, str) else str(value)
 
 
-class CallerParent(_Lenient):
+class CallerParent(Lenient):
     """The caller of the handler an invocation was made from: one level, no ``parent``."""
 
     worker_id: str | None = None
@@ -117,7 +117,7 @@ class Caller(CallerParent):
         return value if isinstance(value, dict | CallerParent) else None
 
 
-class Activation(_Lenient):
+class Activation(Lenient):
     """``invokefunction.activation``: which observer an activation runs for (engine to
     worker), or that a call is an owner delivery (``obs.call``, worker to engine)."""
 
@@ -125,7 +125,7 @@ class Activation(_Lenient):
     activation_id: str | None = None
 
 
-class ObserveDescriptor(_Lenient):
+class ObserveDescriptor(Lenient):
     """``registerfunction.observe``: how the function's observers are delivered.
 
     Only these four travel; the hooks that run when an observer is added or removed
@@ -139,7 +139,7 @@ class ObserveDescriptor(_Lenient):
     allow: bool | None = None
 
 
-class ObserveSource(_Lenient):
+class ObserveSource(Lenient):
     """``observe.source``: what is observed, and which of its events reach the target.
 
     ``filters`` is kept as sent (an object in the filter language; the engine refuses
@@ -156,14 +156,14 @@ class ObserveSource(_Lenient):
     deliver: str | None = None
 
 
-class FunctionTarget(_Lenient):
+class FunctionTarget(Lenient):
     """``observe.target``: the registered function an observer activates."""
 
     function_id: str
     namespace: str | None = None
 
 
-class LegacyTrigger(_Lenient):
+class LegacyTrigger(Lenient):
     """``observer.legacy``: the old trigger an observer made by the legacy shim came from."""
 
     __keep_null__ = frozenset({"config"})
@@ -172,7 +172,7 @@ class LegacyTrigger(_Lenient):
     config: Json | None = None
 
 
-class ObserverInfo(_Lenient):
+class ObserverInfo(Lenient):
     """An observer as the owner of the observed function sees it (never its metadata,
     policy or worker).
 
@@ -223,7 +223,7 @@ def _report_number(value: float) -> float:
     return value
 
 
-class ObservedInvocation(_Lenient):
+class ObservedInvocation(Lenient):
     """One ``invocationsobserved`` item: a matched local invocation of an auto-delivered
     function, or an event an owner function emitted.
 
@@ -256,7 +256,7 @@ class ObservedInvocation(_Lenient):
         return _report_number(value)
 
 
-class LocalInvocationCount(_Lenient):
+class LocalInvocationCount(Lenient):
     """``localinvocationstats.functions[]``: one function's local calls in the window."""
 
     function_id: str
@@ -265,7 +265,7 @@ class LocalInvocationCount(_Lenient):
     duration_ms_sum: float = 0.0
 
 
-class DroppedReportCount(_Lenient):
+class DroppedReportCount(Lenient):
     """``localinvocationstats.dropped_reports[]``: reports the worker could not send,
     by ``reason`` (``BUFFER_FULL`` or ``TOO_LARGE``)."""
 
