@@ -16,7 +16,8 @@ The handler answers one of two ways:
   res.headers({...})``, then ``await res.send(chunk)`` as often as it likes (``await
   res.sse(data, event=...)`` for server-sent events) and returns ``None``; the stream
   ends when the handler returns. A handler that returns ``None`` without writing
-  answers an empty 200 (or the status it set).
+  answers an empty 200 (or the status it set); one that returns anything else after
+  writing fails (``RuntimeError``), as the client would never see it.
 
 The status and headers travel ahead of the body, so they can be set only before the
 first chunk (``RuntimeError`` after).
@@ -240,6 +241,13 @@ def http(handler: Handler) -> Callable[[dict[str, Any]], Awaitable[JsonValue]]:
         response = data.get("response")
         res = HttpResponse(response if isinstance(response, ChannelWriter) else None)
         answer = await handler(HttpRequest.from_payload(data), res)
+        if answer is not None and res.started:
+            # The engine answers with the stream and drops the result: say so, loudly.
+            raise RuntimeError(
+                f"{handler!r:.100} streamed its answer through res, then returned an "
+                f"{type(answer).__name__} after it, which the client never sees: return "
+                "None once res was written to"
+            )
         if isinstance(answer, HttpReply):
             return answer.model_dump(mode="json")
         if answer is None and res.writer is not None:

@@ -139,6 +139,26 @@ async def test_status_after_the_body_started_is_an_error(autojump_clock: MockClo
     assert errors == ["the status and headers go before the body; a chunk was sent"]
 
 
+async def test_a_reply_returned_after_streaming_is_an_error_not_a_silent_loss(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(req: HttpRequest, res: HttpResponse) -> HttpReply:
+        await res.send("streamed")
+        return HttpReply(status_code=201, body={"lost": True})
+
+    async with served(handler) as (_engine, client, _w):
+        reply = await client.post("/x")
+    # The client has the stream (its status went out with the first chunk) ...
+    assert (reply.status_code, reply.text) == (200, "streamed")
+    # ... and the handler's failure says why the reply went nowhere.
+    (failure,) = [
+        record.getMessage()
+        for record in caplog.records
+        if "returned an HttpReply after" in record.getMessage()
+    ]
+    assert "return None once res was written to" in failure
+
+
 async def test_a_raising_handler_is_a_500(autojump_clock: MockClock) -> None:
     async def handler(req: HttpRequest, res: HttpResponse) -> None:
         raise ValueError("no such item")
