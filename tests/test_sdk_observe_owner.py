@@ -273,3 +273,23 @@ async def test_hooks_of_one_function_run_one_at_a_time_in_the_engines_order(
         ("end", "quick"),
     ]
     assert log[2][2] == log[1][2]  # the second waited for the first, then started at once
+
+
+async def test_a_plain_handler_emits_from_its_thread(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with observe_engine() as engine, worker_on(engine, "owner") as owner:
+
+        def tick(data: dict[str, Any]) -> list[bool]:  # a plain def: runs in a thread
+            return [o.emit({"second": data["second"]}) for o in owner.observers("clock::tick")]
+
+        owner.register_function("clock::tick", tick, observe=ObserveHooks(delivery="owner"))
+        inbox = Inbox()
+        owner.register_function("w::target", inbox)
+        async with owner.observe({"function_id": "clock::tick"}, "w::target") as handle:
+            await handle.ready(timeout=10)
+            assert await owner.trigger("clock::tick", {"second": 7}) == [True]
+            [event] = await inbox.wait(1)
+    assert event["input"] == {"second": 7}
+    # Emitted inside the observed function's own invocation: that invocation's caller.
+    assert event["caller"]["worker_name"] == "owner"
