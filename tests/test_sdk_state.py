@@ -14,7 +14,7 @@ from trio.testing import MockClock
 
 import iii_trio
 from engine_sim import Engine, EngineConfig, open_engine
-from engine_sim.faults import Hold
+from engine_sim.faults import Drop, Hold
 from engine_sim.modules import ModuleSpec
 from iii_trio._state_client import StateClient, StateEvent, StateEventType
 from iii_trio._update_ops import (
@@ -336,3 +336,18 @@ async def test_the_client_is_one_per_worker_and_state_stays_the_lifecycle(
         assert worker.state_store is state
         assert isinstance(state, StateClient)
         assert worker.state in (iii_trio.WorkerState.READY, iii_trio.WorkerState.EXECUTING)
+
+
+async def test_a_watch_goes_on_across_a_reconnect(autojump_clock: MockClock) -> None:
+    async with state_worker() as (engine, worker, state):
+        async with state.watch(scope="s") as events:
+            await state.set("s", "before", 1)
+            assert (await events.receive()).key == "before"
+            first = worker.worker_id
+            engine.faults.inject(Drop())
+            await engine.wait_for(lambda: worker.worker_id not in (None, first))
+            await worker.ready()
+            # The binding and its function were registered again on the new connection.
+            await state.set("s", "after", 2)
+            event = await events.receive()
+        assert (event.key, event.new_value) == ("after", 2)
