@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 
 import pytest
 import trio
@@ -240,3 +240,25 @@ def test_an_http_invoked_function_is_registered_through_the_facade() -> None:
         assert message.invocation.url == invocation.url
         registration.unregister()
         assert not registration.active
+
+
+def test_a_watch_read_raises_the_failure_of_its_worker() -> None:
+    reconnection = iii_trio.ReconnectionConfig(max_retries=0, initial_delay_ms=10)
+    options = _options("doomed", reconnection=reconnection)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        with ExitStack() as engine_running:
+            sim = engine_running.enter_context(run_in_thread(EngineConfig(port=0)))
+            with iii.register_worker(sim.url, options=options) as worker:
+                worker.ready(timeout=WAIT)
+                with worker.watch_workers() as events:
+                    engine_running.close()  # the engine goes away for good
+                    try:
+                        events.receive(timeout=WAIT)
+                    except iii_trio.ReconnectFailed as exc:
+                        raised.append(exc)
+
+    with pytest.raises(iii_trio.ReconnectFailed):
+        run()  # leaving the worker's block raises it too, as always
+    assert [type(e) for e in raised] == [iii_trio.ReconnectFailed]
