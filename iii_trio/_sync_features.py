@@ -21,8 +21,6 @@ from ._logging import Logger
 from ._observe_observer import Observer
 from ._observe_types import ObserveSource, TargetRef
 from ._registry import Registration
-from ._state_client import StateClient
-from ._stream_client import StreamClient
 from ._sync_channels import SyncChannel, SyncChannelReader, SyncChannelWriter
 from ._sync_events import SyncEvents
 from ._sync_observe import SyncObserverHandle
@@ -112,12 +110,12 @@ class SyncFeatures:
     @cached_property
     def state_store(self) -> SyncStateClient:
         """The engine's ``state::*`` built-ins, typed and blocking (see ``Worker.state_store``)."""
-        return SyncStateClient(self, StateClient(self._worker))
+        return SyncStateClient(self, self._worker.state_store)
 
     @cached_property
     def streams(self) -> SyncStreamClient:
         """The engine's ``stream::*`` built-ins, typed and blocking (see ``Worker.streams``)."""
-        return SyncStreamClient(self, StreamClient(self._worker))
+        return SyncStreamClient(self, self._worker.streams)
 
     # -- data channels ----------------------------------------------------------------------
 
