@@ -560,3 +560,25 @@ def test_a_cut_payload_ends_on_a_whole_character() -> None:
     assert len(text.encode()) <= 64
     assert '"token": "[REDACTED]"' in text
     assert payload_json([1, 2], 64) == ("[1, 2]", False)
+
+
+async def test_a_call_dispatched_in_process_is_traced_as_a_remote_one(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    spans = InMemorySpanExporter()
+    async with worker_on(engine, "solo", traced(spans)) as worker:
+
+        @worker.function("solo::inner")
+        async def inner(data: Any) -> str | None:
+            return tracing.current_trace_id()
+
+        @worker.function("solo::outer")
+        async def outer(data: Any) -> Any:
+            return await worker.trigger("solo::inner", {})
+
+        await engine.wait_for(lambda: "solo::inner" in engine.function_ids())
+        assert await worker.trigger("solo::outer", {}, traceparent=TRACEPARENT) == TRACE_ID
+
+    named = by_name(spans)
+    assert parent_of(named["execute solo::inner"]) == hex_span(named["call solo::inner"])
+    assert parent_of(named["call solo::inner"]) == hex_span(named["execute solo::outer"])
