@@ -74,6 +74,23 @@ class ChannelError(IIIError):
         self.problem = problem
 
 
+class _Link:
+    """An end's socket once the end is first used (an end never used holds none of
+    this: a payload may carry many refs)."""
+
+    __slots__ = ("cause", "conn", "failure", "opened", "release", "released")
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        #: Why the socket could not be opened, and the error that said so.
+        self.failure: str | None = None
+        self.cause: Exception | None = None
+        #: Set once the socket opened, or failed to (or its block ended first).
+        self.opened = trio.Event()
+        self.release = trio.Event()
+        self.released = trio.Event()
+
+
 class _End(StreamChannelRef):
     """One end of a channel: connects on first use, in its owner's nursery.
 
@@ -86,16 +103,14 @@ class _End(StreamChannelRef):
         self._owner = owner
         #: The ref naming this end (pass it on instead of using the end here).
         self.ref = ref
-        self._conn: Connection | None = None
-        self._connecting = trio.Lock()
-        self._release = trio.Event()
-        self._released = trio.Event()
+        self._state: _Link | None = None
         self._closed = False
 
     @property
     def used(self) -> bool:
-        """Whether this end opened its socket here (its ref must then not be passed on)."""
-        return self._conn is not None
+        """Whether this end began to open its socket here (its ref must then not be
+        passed on)."""
+        return self._state is not None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(channel_id={self.channel_id!r})"
@@ -115,39 +130,55 @@ class _End(StreamChannelRef):
 
     async def _link(self) -> Connection:
         self._check_open()
-        if self._conn is None:
-            async with self._connecting:
-                self._check_open()
-                if self._conn is None:
-                    self._conn = await self._owner._start(self)
-        return self._conn
+        state = self._state
+        if state is None:
+            # The socket is opened by a task of the end's block, not by this caller:
+            # the engine lets an end be opened once, so a connect this caller's cancel
+            # abandoned after the engine took the end would lose the end for good.
+            state = self._state = _Link()
+            self._owner._nursery.start_soon(self._hold, state)
+        if not state.opened.is_set():
+            await state.opened.wait()
+        self._check_open()
+        if state.conn is None:
+            if state.failure is None:  # the block ended while the socket opened
+                raise trio.ClosedResourceError(f"{self!r} is closed")
+            raise ChannelError(self.channel_id, state.failure) from state.cause
+        return state.conn
 
-    async def _hold(self, *, task_status: trio.TaskStatus[Connection]) -> None:
+    async def _hold(self, state: _Link) -> None:
         """The task owning this end's socket: open it, hand it over, keep it until
         released, then close it (for a writer: the end of the stream)."""
-        started = False
         try:
             async with self._owner._connect(self.ref) as conn:
-                task_status.started(conn)
-                started = True
-                await self._release.wait()
+                state.conn = conn
+                state.opened.set()
+                await state.release.wait()
                 with trio.move_on_after(self._owner.close_timeout):
                     await conn.aclose()
-        except (ConnectionClosed, OSError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-            if not started:
-                problem = f"cannot open the {self.direction} end: {exc}"
-                raise ChannelError(self.channel_id, problem) from exc
-            log.debug("%r: link ended while closing: %s", self, exc)
+        except Exception as exc:
+            if state.conn is None:
+                # Every user of the end gets this (a failure to open is not retried:
+                # the engine refuses an end it does not know, or one already taken).
+                state.failure = f"cannot open the {self.direction} end: {exc}"
+                state.cause = exc
+            elif isinstance(exc, (ConnectionClosed, OSError, trio.BrokenResourceError)):
+                log.debug("%r: link ended while closing: %s", self, exc)
+            else:
+                raise
         finally:
-            self._released.set()
+            state.opened.set()
+            state.released.set()
 
     async def _finish(self) -> None:
-        """Close this end's socket if it has one (no connect just to close)."""
+        """Close this end's socket if it has one, or is opening one (no connect just
+        to close)."""
         self._closed = True
-        if self._conn is None:
+        state = self._state
+        if state is None:
             return
-        self._release.set()
-        await self._released.wait()
+        state.release.set()
+        await state.released.wait()
 
     def _broken(self, exc: ConnectionClosed) -> ChannelError:
         what = "the engine went away" if exc.code == 1001 else "the link dropped"
@@ -306,10 +337,6 @@ class ChannelEnds:
     def _connect(self, ref: StreamChannelRef) -> AbstractAsyncContextManager[Connection]:
         worker = self._worker
         return worker._transport.connect(channel_url(worker.url, ref), worker._headers)
-
-    async def _start(self, end: _End) -> Connection:
-        conn: Connection = await self._nursery.start(end._hold)
-        return conn
 
     def seal(self) -> None:
         """Mark every end closed: using one raises ``trio.ClosedResourceError``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import pickle
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +30,7 @@ from iii_trio import (
 )
 from iii_trio._channels_hydrate import holds_ref
 from iii_trio._channels_ref import is_channel_ref
+from iii_trio._transport import Connection, Transport
 
 
 @asynccontextmanager
@@ -320,6 +321,40 @@ async def test_a_first_use_cancelled_while_connecting_leaves_the_end_usable(
         await channel.writer.send(b"sent")
         await channel.writer.aclose()
         assert [item async for item in channel.reader] == [b"sent"]
+
+
+class _AcceptedLate:
+    """A transport whose channel sockets open, then take a second to say so (the engine
+    took the end; its answer is still on the way)."""
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+
+    @asynccontextmanager
+    async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
+        async with self._inner.connect(url, headers) as conn:
+            if "/ws/channels/" in url:
+                await trio.sleep(1)
+            yield conn
+
+
+async def test_a_first_use_cancelled_once_the_engine_took_the_end_leaves_it_usable(
+    autojump_clock: MockClock,
+) -> None:
+    async with (
+        open_engine(EngineConfig(modules=())) as engine,
+        register_worker(transport=_AcceptedLate(engine.transport)) as worker,
+    ):
+        await worker.ready()
+        async with worker.open_channel() as channel:
+            for first_use in (channel.writer.send(b"first"), channel.reader.receive()):
+                with trio.move_on_after(0.5) as scope:
+                    await first_use
+                assert scope.cancelled_caught
+            await channel.writer.send(b"second")
+            await channel.writer.aclose()
+            with trio.fail_after(5):
+                assert [item async for item in channel.reader] == [b"second"]
 
 
 async def test_a_send_cancelled_part_way_breaks_the_writer(autojump_clock: MockClock) -> None:
