@@ -93,6 +93,11 @@ def test_a_close_held_until_healing_is_not_a_liveness_failure(
     assert capsys.readouterr().out.startswith("seed 0: ok; 2 fault step(s)")
     result = run_scenario(0, from_json(LATE_CLOSE))
     liveness = [call.outcome for call in result.calls if call.liveness]
-    assert liveness == ["FunctionNotFound", "ok", "ok", "ok"]
+    # The first call meets the held close at the same instant: it fails as the function
+    # being gone (FunctionNotFound) or as the call cut by the close (InvocationStopped),
+    # depending on the frames the features the engine announces put before it. Either is
+    # retried; what matters is that the later calls all pass and recovery is in bound.
+    assert liveness[0] in {"FunctionNotFound", "InvocationStopped"}
+    assert liveness[1:] == ["ok", "ok", "ok"]
     assert result.recovered_at is not None
     assert result.recovered_at - result.healed_at <= result.workload.recovery_bound
