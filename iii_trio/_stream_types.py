@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from ._update_ops import UpdateOp
 
 __all__ = [
+    "StreamAuthInput",
+    "StreamAuthResult",
     "StreamChangeEvent",
     "StreamCustomEvent",
     "StreamDeleteInput",
@@ -21,10 +23,13 @@ __all__ = [
     "StreamGetInput",
     "StreamInfo",
     "StreamItemChange",
+    "StreamJoinLeaveEvent",
+    "StreamJoinResult",
     "StreamListGroupsInput",
     "StreamListInput",
     "StreamSentEvent",
     "StreamSetInput",
+    "StreamUnauthorized",
     "StreamUpdateInput",
 ]
 
@@ -97,6 +102,12 @@ class StreamSentEvent(BaseModel):
     data: JsonValue = None
 
 
+class StreamUnauthorized(BaseModel):
+    """What a subscriber on the stream port gets for a join a ``stream:join`` hook refused."""
+
+    type: Literal["unauthorized"]
+
+
 class StreamCustomEvent(BaseModel):
     """A ``stream::send`` event (no item changed)."""
 
@@ -105,7 +116,9 @@ class StreamCustomEvent(BaseModel):
 
 
 class StreamChangeEvent(BaseModel, Generic[T]):
-    """One change in a stream, as a ``stream`` trigger (and a subscriber) receives it.
+    """One change in a stream, as a ``stream`` trigger and a subscriber on the stream port
+    receive it (a subscriber's frames all read as one: ``sync`` on joining, the changes,
+    ``unauthorized`` for a refused join).
 
     ``item_id`` is ``None`` for an event sent to a whole group. ``timestamp`` is Unix
     milliseconds on the engine's clock.
@@ -118,4 +131,46 @@ class StreamChangeEvent(BaseModel, Generic[T]):
     stream_name: str = Field(alias="streamName")
     group_id: str = Field(alias="groupId")
     item_id: str | None = Field(default=None, alias="id")
-    event: Annotated[StreamItemChange[T] | StreamCustomEvent, Field(discriminator="type")]
+    event: Annotated[
+        StreamItemChange[T] | StreamCustomEvent | StreamUnauthorized, Field(discriminator="type")
+    ]
+
+
+class StreamJoinLeaveEvent(BaseModel):
+    """What a function bound to ``stream:join`` or ``stream:leave`` is called with: a
+    subscriber joining (or leaving) a group, or one item of it (``id``).
+
+    ``context`` is what the stream's ``auth_function`` answered for the subscriber's
+    connection (``None`` without one).
+    """
+
+    subscription_id: str
+    stream_name: str
+    group_id: str
+    id: str | None = None
+    context: JsonValue = None
+
+
+class StreamJoinResult(BaseModel):
+    """A ``stream:join`` function's answer: ``unauthorized=True`` refuses the join (the
+    subscriber gets an ``unauthorized`` event and no changes)."""
+
+    unauthorized: bool = False
+
+
+class StreamAuthInput(BaseModel):
+    """What the stream port's ``auth_function`` is called with, once per connection:
+    the upgrade request's headers, path, query (each name with its values) and the
+    peer's address."""
+
+    headers: dict[str, str] = Field(default_factory=dict)
+    path: str = ""
+    query_params: dict[str, list[str]] = Field(default_factory=dict)
+    addr: str = ""
+
+
+class StreamAuthResult(BaseModel):
+    """The ``auth_function``'s answer: ``context`` is handed to the join and leave
+    functions of that connection's subscriptions."""
+
+    context: JsonValue = None

@@ -17,6 +17,8 @@ from ._client_common import EventStream
 from ._stream_client import StreamClient
 from ._stream_provider import StreamProvider, serve_stream
 from ._stream_types import (
+    StreamAuthInput,
+    StreamAuthResult,
     StreamChangeEvent,
     StreamCustomEvent,
     StreamDeleteInput,
@@ -24,10 +26,13 @@ from ._stream_types import (
     StreamGetInput,
     StreamInfo,
     StreamItemChange,
+    StreamJoinLeaveEvent,
+    StreamJoinResult,
     StreamListGroupsInput,
     StreamListInput,
     StreamSentEvent,
     StreamSetInput,
+    StreamUnauthorized,
     StreamUpdateInput,
 )
 from ._update_ops import (
@@ -46,6 +51,8 @@ from ._update_ops import (
 __all__ = [
     "EventStream",
     "SetResult",
+    "StreamAuthInput",
+    "StreamAuthResult",
     "StreamChangeEvent",
     "StreamClient",
     "StreamCustomEvent",
@@ -54,11 +61,14 @@ __all__ = [
     "StreamGetInput",
     "StreamInfo",
     "StreamItemChange",
+    "StreamJoinLeaveEvent",
+    "StreamJoinResult",
     "StreamListGroupsInput",
     "StreamListInput",
     "StreamProvider",
     "StreamSentEvent",
     "StreamSetInput",
+    "StreamUnauthorized",
     "StreamUpdateInput",
     "UpdateAppend",
     "UpdateDecrement",
