@@ -61,6 +61,8 @@ READ_ALL_LIMIT: Final = 64 * 1024 * 1024
 #: Close codes a reader's socket ends with when the stream is complete: upstream's
 #: engine sends a close frame without a status (1005); 1000 is a plain normal close.
 _STREAM_END: Final = frozenset((1000, 1005))
+#: What a link that ends while an end closes its socket raises (logged, not raised).
+_LINK_ERRORS: Final = (ConnectionClosed, OSError, trio.BrokenResourceError, trio.TooSlowError)
 
 
 class ChannelError(IIIError):
@@ -162,7 +164,7 @@ class _End(StreamChannelRef):
                 # the engine refuses an end it does not know, or one already taken).
                 state.failure = f"cannot open the {self.direction} end: {exc}"
                 state.cause = exc
-            elif isinstance(exc, (ConnectionClosed, OSError, trio.BrokenResourceError)):
+            elif isinstance(exc, _LINK_ERRORS):
                 log.debug("%r: link ended while closing: %s", self, exc)
             else:
                 raise
