@@ -14,14 +14,19 @@ GUIDE = Path(__file__).resolve().parent.parent / "docs" / "guides" / "state-and-
 
 def test_the_guides_examples_pass(pytester: pytest.Pytester) -> None:
     files = {name: code for name, code in named_files(GUIDE).items() if name.startswith("test_")}
-    assert sorted(files) == ["test_custom_stream.py", "test_state.py", "test_streams.py"]
+    assert sorted(files) == [
+        "test_custom_stream.py",
+        "test_state.py",
+        "test_stream_hooks.py",
+        "test_streams.py",
+    ]
     pytester.path.joinpath("pyproject.toml").write_text(
         "[tool.pytest.ini_options]\ntrio_mode = true\n", encoding="utf-8"
     )
     for name, code in files.items():
         pytester.path.joinpath(name).write_text(code, encoding="utf-8")
     run = pytester.runpytest_subprocess("-q", "-W", "error", "-p", "no:cacheprovider")
-    run.assert_outcomes(passed=3)
+    run.assert_outcomes(passed=len(files))
 
 
 def test_every_python_block_of_the_guide_is_one_of_its_tests() -> None:
