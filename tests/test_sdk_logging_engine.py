@@ -343,3 +343,25 @@ def test_the_official_sdks_logger_reaches_engine_sim_over_its_telemetry_socket()
     # log was made inside it.
     [execute] = [span for span in spans if span["name"] == "execute official::log"]
     assert execute["span_id"] == log["span_id"]
+
+
+async def test_the_spans_kept_are_the_newest_within_their_bounds(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def frame(*names: str) -> bytes:
+        spans = ",".join(
+            f'{{"traceId":"{"a" * 32}","spanId":"{index:016x}","name":"{name}"}}'
+            for index, name in enumerate(names, start=1)
+        )
+        return f'OTLP{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{spans}]}}]}}]}}'.encode()
+
+    config = observability(spans_max_count=3, spans_max_bytes=100_000)
+    async with open_engine(config) as engine, raw_workers(engine) as connect:
+        sender = await connect("raw")
+        await sender.conn.send(frame("a", "b"))
+        await sender.conn.send(frame("c", "d", "e"))
+        await engine.wait_for(lambda: [s["name"] for s in store(engine).spans][-1:] == ["e"])
+        assert [span["name"] for span in store(engine).spans] == ["c", "d", "e"]
+        await sender.conn.send(frame("x" * 60_000, "y" * 60_000))
+        await engine.wait_for(lambda: len(store(engine).spans[-1]["name"]) == 60_000)  # type: ignore[arg-type]
+        assert [len(str(span["name"])) for span in store(engine).spans] == [60_000]

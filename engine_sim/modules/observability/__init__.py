@@ -14,7 +14,8 @@ Upstream: https://github.com/iii-hq/iii/tree/main/engine/src/workers/observabili
 * Trigger type ``log``, config ``{level?: "all" | "trace" | "debug" | "info" | "warn" |
   "error"}`` (default ``all``): each stored record calls the bound function with it
   (``level`` must equal the record's severity text, lower-cased, as upstream).
-* An ``OTLP`` frame's spans are kept (newest ``spans_max_count``) for tests to read
+* An ``OTLP`` frame's spans are kept (newest ``spans_max_count``, within
+  ``spans_max_bytes``) for tests to read
   (``module.spans``); ``MTRC`` frames are accepted and not kept.
 * ``enabled: false`` (upstream's master switch) or ``logs_enabled: false`` keeps nothing;
   the functions then answer an empty list, as upstream's do without a store.
@@ -96,8 +97,9 @@ class ObservabilityConfig(BaseModel):
     logs_max_count: int = Field(default=1000, ge=1)
     #: engine_sim's own bound: what the kept records may weigh, as JSON.
     logs_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    #: engine_sim's own bound on the spans kept for ``module.spans``.
+    #: engine_sim's own bounds on the spans kept for ``module.spans``.
     spans_max_count: int = Field(default=10_000, ge=1)
+    spans_max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
 
     service_name: JsonValue = None
     service_version: JsonValue = None
@@ -202,7 +204,7 @@ class ObservabilityModule(EngineModule):
         for warning in config.config_warnings():
             self.host.log.warning("iii-observability: %s", warning)
         self._logs = _Stored(config.logs_max_count, config.logs_max_bytes)
-        self._spans: deque[dict[str, JsonValue]] = deque(maxlen=config.spans_max_count)
+        self._spans = _Stored(config.spans_max_count, config.spans_max_bytes)
         self.host.add_function(
             "engine::logs::list",
             self._list,
@@ -221,7 +223,7 @@ class ObservabilityModule(EngineModule):
     @property
     def spans(self) -> list[dict[str, JsonValue]]:
         """The spans received, oldest first (ids in hex, times in ns, ``service_name``)."""
-        return list(self._spans)
+        return self._spans.values()
 
     def record(self, stored: dict[str, JsonValue]) -> None:
         """Keep one log and fire the ``log`` bindings that want it."""
@@ -246,7 +248,8 @@ class ObservabilityModule(EngineModule):
                 for stored in parse_logs(payload.decode("utf-8")):
                     self.record(stored)
             elif prefix == b"OTLP":
-                self._spans.extend(parse_spans(payload.decode("utf-8")))
+                for span in parse_spans(payload.decode("utf-8")):
+                    self._spans.add(span)
         except (OtlpError, UnicodeDecodeError) as exc:
             # Upstream logs the ingestion error and keeps the connection.
             log.warning("dropped a %s telemetry frame: %s", prefix.decode("ascii"), exc)
