@@ -156,7 +156,7 @@ class ObserveRuntime:
 
     async def run(self, stopped: trio.Event) -> None:
         """The worker-lifetime task: report timers and observe hooks run under it until
-        the worker has ``stopped``; then what is buffered goes if it still can."""
+        the worker has ``stopped``."""
         self._token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -167,6 +167,14 @@ class ObserveRuntime:
             await stopped.wait()
             nursery.cancel_scope.cancel()
         self._nursery = None
+
+    async def before_close(self, live: Live) -> None:
+        """The worker is shutting down and ``live`` is about to close: queue the buffered
+        reports and the stats counted so far now, so they are written before the close (as
+        the official SDK flushes on shutdown)."""
+        self.reporter.flush()
+        self.reporter.send_stats()
+        await trio.lowlevel.checkpoint()
 
     async def call_target(
         self,
