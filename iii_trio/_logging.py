@@ -34,6 +34,7 @@ from ._context import current_invocation
 from ._otel_json import any_value, dumps, key_values
 
 if TYPE_CHECKING:
+    from ._sync import SyncWorker
     from ._worker import Worker
 
 __all__ = [
@@ -159,9 +160,16 @@ class EngineLogHandler(logging.Handler):
     ``logging.getLogger("payments").addHandler(EngineLogHandler())``.
     """
 
-    def __init__(self, level: int = logging.NOTSET, *, worker: Worker | None = None) -> None:
+    def __init__(
+        self, level: int = logging.NOTSET, *, worker: Worker | SyncWorker | None = None
+    ) -> None:
         super().__init__(level)
-        self._sink: LogSink | None = None if worker is None else worker._telemetry
+        if worker is None:
+            self._sink: LogSink | None = None
+        else:
+            from ._telemetry import telemetry_of  # it imports this module
+
+            self._sink = telemetry_of(worker)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue ``record`` for the engine, if a worker takes it."""

@@ -15,9 +15,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._logging import log_context
-from ._telemetry import OtelNotInstalled
+from ._telemetry import OtelNotInstalled, telemetry_of
 
 if TYPE_CHECKING:
+    from ._sync import SyncWorker
     from ._worker import Worker
 
 __all__ = [
@@ -41,13 +42,13 @@ def _otel() -> ModuleType:
     return _otel
 
 
-def _tracer_of(worker: Worker | None) -> Any:
+def _tracer_of(worker: Worker | SyncWorker | None) -> Any:
     if worker is None:
         return None
-    tracing = worker._telemetry.tracer
-    if tracing is None:
+    telemetry = telemetry_of(worker)
+    if telemetry.tracer is None:
         raise ValueError(f"worker {worker.name} does not trace: give it InitOptions(otel=...)")
-    return tracing
+    return telemetry.tracer
 
 
 def current_trace_id() -> str | None:
@@ -68,7 +69,7 @@ def span(
     *,
     kind: SpanKindName = "internal",
     attributes: Mapping[str, Any] | None = None,
-    worker: Worker | None = None,
+    worker: Worker | SyncWorker | None = None,
 ) -> Iterator[Any]:
     """A span around the block, child of the current one, current inside the block.
 

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from ._inbound import Inbound, InboundCall, RunHandler
     from ._options import InitOptions
     from ._otel import Tracing
+    from ._sync import SyncWorker
+    from ._worker import Worker
 
 __all__ = ["OtelConfig", "OtelNotInstalled", "Telemetry", "Traced", "otel_config"]
 
@@ -378,6 +380,12 @@ class Telemetry:
         for buffer in (self._logs, self._spans):
             if buffer is not None:
                 await buffer.flush(send)
+
+
+def telemetry_of(worker: Worker | SyncWorker) -> Telemetry:
+    """The telemetry of a worker, or of the worker behind an ``iii_trio.sync`` facade."""
+    inner: Worker = worker.async_worker if hasattr(worker, "async_worker") else worker
+    return inner._telemetry
 
 
 def _buffer(
