@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
 
@@ -118,7 +118,6 @@ class ObserveRuntime:
         self.functions: dict[str, FunctionObservers] = {}
         self._warned: set[str] = set()
         self._nursery: trio.Nursery | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
         self._early: list[Callable[[], Awaitable[None]]] = []
         self._interceptors: list[CallInterceptor] = []
         self._local: LocalDispatch | None = None
@@ -157,7 +156,6 @@ class ObserveRuntime:
     async def run(self, stopped: trio.Event) -> None:
         """The worker-lifetime task: report timers and observe hooks run under it until
         the worker has ``stopped``."""
-        self._token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for job in self._early:
@@ -199,10 +197,6 @@ class ObserveRuntime:
     def new_invocation_id(self) -> str:
         """An id for a local invocation (unguessable, as the worker's own ids)."""
         return self._new_id()
-
-    def trio_token(self) -> trio.lowlevel.TrioToken | None:
-        """The worker's Trio token, once ``run`` started."""
-        return self._token
 
     # -- connection state ------------------------------------------------------------------------
 
@@ -506,7 +500,3 @@ class ObserveRuntime:
             yield handle
         finally:
             self.dispose_now(handle)
-
-    def handles_replayed(self) -> Iterable[ObserverHandle]:
-        """The observers a new connection gets (for tests and diagnostics)."""
-        return list(self.handles.values())

@@ -79,10 +79,6 @@ class OwnerHost(Protocol):
         """``Observer.call``: invoke ``target`` through the engine as an owner delivery."""
         ...
 
-    def trio_token(self) -> trio.lowlevel.TrioToken | None:
-        """The worker's Trio token (hooks that end late come back through it)."""
-        ...
-
 
 class FunctionObservers:
     """One registered function's observers as the engine pushed them."""
@@ -109,8 +105,6 @@ class FunctionObservers:
         self.active: tuple[Observer, ...] = ()
         self._queue: deque[Callable[[], Awaitable[None]]] = deque()
         self._draining = False
-        self._idle = trio.Event()
-        self._idle.set()
         self._confirmed = trio.Event()
         self._disposed = False
         #: Bumped when the function is released: a hook that returns after it is undone.
@@ -133,11 +127,6 @@ class FunctionObservers:
         """Wait until the engine confirmed the function (``functionregistered``) and its
         replayed observers were acked (tests)."""
         await self._confirmed.wait()
-
-    async def wait_idle(self) -> None:
-        """Wait until every queued engine message has been handled (tests, shutdown)."""
-        while not self._idle.is_set():
-            await self._idle.wait()
 
     # -- engine messages ---------------------------------------------------------------------
 
@@ -223,7 +212,6 @@ class FunctionObservers:
         self._queue.append(job)
         if not self._draining:
             self._draining = True
-            self._idle = trio.Event()
             self.host.spawn(self._drain)
 
     async def _drain(self) -> None:
@@ -236,7 +224,6 @@ class FunctionObservers:
                     log.exception("observe: handling an observer of %s failed", self.function_id)
         finally:
             self._draining = False
-            self._idle.set()
 
     # -- the active set ----------------------------------------------------------------------
 
