@@ -101,6 +101,8 @@ class Delivery:
 
     def finished(self, call: ObservedCall, result: JsonValue, error: ErrorBody | None) -> None:
         """The call ended: activate every auto observer its outcome and filters match."""
+        if self.engine.owners.descriptor(call.source).owner_delivered:
+            return  # registered again as owner-delivered while the call ran
         ok = error is None
         values: dict[str, JsonValue] = {"input": call.input}
         if ok:
