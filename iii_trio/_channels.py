@@ -183,7 +183,12 @@ class _End(StreamChannelRef):
         await state.released.wait()
 
     def _broken(self, exc: ConnectionClosed) -> ChannelError:
-        what = "the engine went away" if exc.code == 1001 else "the link dropped"
+        if exc.code == 1001:
+            what = "the engine went away"
+        elif exc.code != 1006 and exc.reason:
+            what = "the engine ended it"  # and says why (a request body over its limit)
+        else:
+            what = "the link dropped"
         return ChannelError(self.channel_id, f"{what} mid-stream ({exc})")
 
     @classmethod

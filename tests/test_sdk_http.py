@@ -10,13 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from pydantic import BaseModel, ValidationError
 from trio.testing import MockClock
 
 import engine_sim.modules as modules
 from engine_sim import Engine
 from engine_sim.modules.http import HttpModule
-from iii_trio import HttpReply, HttpRequest, HttpResponse, Worker, http
+from iii_trio import ChannelError, HttpReply, HttpRequest, HttpResponse, Worker, http
 from tests.modules.test_http_support import http_engine, route, worker
 
 Handler = Callable[[HttpRequest, HttpResponse], Awaitable[Any]]
@@ -70,6 +71,36 @@ async def test_the_raw_body_is_read_from_the_request_channel(autojump_clock: Moc
     async with served(handler) as (_engine, client, _w):
         reply = await client.post("/x", content=upload, headers={"content-type": "text/plain"})
     assert reply.json() == {"size": len(upload), "head": "abcd", "json": None}
+
+
+async def test_a_body_cut_off_at_the_limit_is_an_error_to_the_handler_not_its_end(
+    autojump_clock: MockClock,
+) -> None:
+    # The client is answered 413; a handler already reading must not take the part it
+    # got for the whole body (and act on it: store it, charge for it).
+    seen: list[str] = []
+    handled = trio.Event()
+
+    async def handler(req: HttpRequest, res: HttpResponse) -> HttpReply:
+        try:
+            seen.append(f"read {len(await req.read())} bytes")
+        except ChannelError as exc:
+            seen.append(str(exc))
+        handled.set()
+        return HttpReply()
+
+    async def upload() -> AsyncIterator[bytes]:  # no Content-Length: found out as it comes
+        for _ in range(20):
+            yield b"x" * 10_000
+
+    async with served(handler, body_limit=50_000) as (_engine, client, _w):
+        reply = await client.post("/x", content=upload(), headers={"content-type": "text/plain"})
+        with trio.fail_after(5):
+            await handled.wait()
+    assert reply.status_code == 413
+    (failure,) = seen
+    assert "the engine ended it mid-stream" in failure
+    assert "request body over the 50000-byte limit" in failure
 
 
 async def test_a_streamed_answer_with_status_and_headers(autojump_clock: MockClock) -> None:

@@ -161,6 +161,9 @@ class ChannelBuffer:
         self.reader_taken = False
         #: The writer finished: no item will be added.
         self.ended = False
+        #: Why the stream was cut short (``fail``): the reader's socket is closed with
+        #: it once what is buffered was read, rather than ended as complete.
+        self.failure: str | None = None
         #: The reader is gone: items are discarded, writes fail.
         self.dropped = False
         #: Called once when both ends are done (the module forgets the channel).
@@ -243,6 +246,13 @@ class ChannelBuffer:
         self.ended = True
         self._notify()
         self._check_finished()
+
+    def fail(self, reason: str) -> None:
+        """The writer gives up: the reader gets what is buffered, then ``reason`` as an
+        error (not the end of a complete stream). Ignored once the writer ended."""
+        if not self.ended:
+            self.failure = reason
+            self.end()
 
     def drop(self) -> None:
         """The reader is gone: discard what is buffered; the writer's writes fail."""

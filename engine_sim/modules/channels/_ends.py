@@ -68,6 +68,12 @@ class EngineWriter:
         """End the stream: the reader gets what is buffered, then the end. Idempotent."""
         self._buffer.end()
 
+    def fail(self, reason: str) -> None:
+        """Cut the stream short: the reader gets what is buffered, then its socket is
+        closed with ``reason`` (an error to an SDK, not the end of a complete stream).
+        Does nothing once ``close`` or ``fail`` was called."""
+        self._buffer.fail(reason)
+
 
 class EngineReader:
     """The engine reading from a channel a worker writes (``dir=write`` on its side)."""

@@ -4,7 +4,8 @@ Upstream: https://github.com/iii-hq/iii/blob/main/engine/src/workers/worker/ws_h
 A ``dir=write`` socket turns each text or binary message into one channel item until
 the worker closes it (or its connection drops: the reader then sees a plain end). A
 ``dir=read`` socket gets the items with their frame type, then a close frame without a
-status code once the writer is done. A reader leaving discards what is buffered, and
+status code once the writer is done (1011 with a reason if the engine's own writer cut
+the stream short). A reader leaving discards what is buffered, and
 the writer's socket is dropped without a close frame at its next write.
 """
 
@@ -36,6 +37,9 @@ CHANNEL_PATH: Final = "/ws/channels/"
 _NO_STATUS: Final = CloseReason.NO_STATUS_RCVD
 #: How long a closing handshake may take before the link is dropped.
 _CLOSE_GRACE: Final = 5.0
+#: The close code of a reader whose stream the engine cut short (``ChannelBuffer.fail``:
+#: engine_sim's own, as upstream never does): "internal error", with the reason.
+_CUT_SHORT: Final = 1011
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,9 @@ async def _read_into(buffer: ChannelBuffer, peer: Peer, io: ModuleIO) -> None:
             nursery.cancel_scope.cancel()
         if ended:
             # Outside the watcher's reach: the closing handshake must not be cut short.
-            await peer.close(_NO_STATUS, "", _CLOSE_GRACE)
+            if buffer.failure is not None:
+                await peer.close(_CUT_SHORT, buffer.failure[:120], _CLOSE_GRACE)
+            else:
+                await peer.close(_NO_STATUS, "", _CLOSE_GRACE)
     finally:
         _finish(io, buffer.drop)

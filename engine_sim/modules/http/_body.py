@@ -111,6 +111,10 @@ class RequestBody:
         finally:
             self.done.set()
             if self.writer is not None:
+                if self.too_large:
+                    # A handler already reading must not take the part it got for the
+                    # whole body: the channel fails rather than ends.
+                    self.writer.fail(f"request body over the {self._limit}-byte limit (413)")
                 self.writer.close()
         while (await self._next())["type"] != "http.disconnect":
             pass
