@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,6 +15,9 @@ from pydantic import BaseModel
 from iii_trio import InvocationError
 from iii_trio._observe_handle import ObserverHandle
 from iii_trio._observe_json import encode_value, json_copy
+from iii_trio._observe_observer import ObserverInfo
+from iii_trio._observe_owner import FunctionObservers
+from iii_trio._observe_reporter import Reporter
 from iii_trio._observe_types import ObserveHooks, ObserveRejection, StateChange, to_state
 from iii_trio._observe_wire import observe_descriptor
 
@@ -171,3 +175,91 @@ def test_encode_value_always_gives_text_the_engine_reads() -> None:
     assert encode_value({"é": "ü"}) == '{"é":"ü"}'
     assert encode_value([math.nan, 10**400, object()]) == "[null,null,null]"
     assert encode_value("\ud83d\ude00 \udcff") == '"\U0001f600 \ufffd"'
+
+
+class OwnerHost:
+    """The worker as ``FunctionObservers`` sees it: acks recorded, jobs in a nursery."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.acks: list[tuple[str, int, dict[str, str] | None]] = []
+        self.hook_timeout = 30.0
+        self.reporter = Reporter(self)
+
+    def identity(self) -> dict[str, str]:
+        return {"worker_name": "owner"}
+
+    def send_ack(
+        self,
+        function_id: str,
+        namespace: str | None,
+        observer_id: str,
+        revision: int,
+        error: dict[str, str] | None,
+    ) -> None:
+        self.acks.append((observer_id, revision, error))
+
+    def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        self.nursery.start_soon(job)
+
+    async def call_target(
+        self,
+        target: str,
+        observer_id: str,
+        payload: Any,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> Any:
+        raise AssertionError("not called here")
+
+    def online(self) -> bool:
+        return False
+
+    def status(self, function_id: str) -> Any:
+        return "wait"
+
+    def send(self, frame: str) -> None:
+        return None
+
+
+def info(observer_id: str, **fields: Any) -> ObserverInfo:
+    return ObserverInfo.of({"id": observer_id, "target": "t::x", **fields})
+
+
+async def test_the_owner_diffs_a_replayed_set_ignores_stale_revisions_and_refuses_bad_filters(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[str] = []
+
+    async def added(observer: Any) -> None:
+        log.append(f"+{observer.id}:{observer.args}")
+
+    async def removed(observer: Any) -> None:
+        log.append(f"-{observer.id}")
+
+    hooks = ObserveHooks(on_observer_added=added, on_observer_removed=removed)
+    async with trio.open_nursery() as nursery:
+        host = OwnerHost(nursery)
+        owner = FunctionObservers("f::x", hooks, True, host)
+        live = object()
+        owner.on_function_registered(live, "default", 1, True, [info("a"), info("b")])
+        await trio.testing.wait_all_tasks_blocked()
+        assert log == ["+a:{}", "+b:{}"]
+        owner.on_observer_added("default", 1, info("stale"))  # revision already seen
+        owner.on_observer_added("default", 2, info("bad", filters={"input.x": 5}))
+        await trio.testing.wait_all_tasks_blocked()
+        assert host.acks[-1][0] == "bad"
+        assert host.acks[-1][2] is not None
+        assert host.acks[-1][2]["code"] == "INVALID_FILTER"
+        # A new connection's set: a kept, b gone, c new, and a with other args is another.
+        owner.on_function_registered(
+            live, "default", 5, True, [info("c"), info("a", args={"k": 1})]
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert log[2:] == ["-b", "+c:{}", "-a", "+a:{'k': 1}"]
+        assert [o.id for o in owner.observers()] == ["c", "a"]
+        assert owner.local_dispatch
+        owner.dispose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(log[6:]) == ["-a", "-c"]
+        assert owner.observers() == []
+        assert not owner.local_dispatch
