@@ -354,7 +354,10 @@ class StreamClient:
         adapter = TypeAdapter(of_type(StreamChangeEvent, value_type))
         return watch_binding(self._worker, "stream", config, adapter, buffer)
 
-    def serve(self, stream_name: str, provider: StreamProvider) -> Registration:
+    def serve(
+        self, stream_name: str, provider: StreamProvider, *, with_update: bool = False
+    ) -> Registration:
         """Serve ``stream_name`` from ``provider`` instead of the engine's store (the
-        official SDK's ``create_stream``); see ``serve_stream``."""
-        return serve_stream(self._worker, stream_name, provider)
+        official SDK's ``create_stream``; ``with_update=True`` serves updates too); see
+        ``serve_stream``."""
+        return serve_stream(self._worker, stream_name, provider, with_update=with_update)

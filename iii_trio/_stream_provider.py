@@ -8,10 +8,11 @@ your provider with the typed input. Callers still call ``stream::set`` etc. (thr
 ``worker.streams`` or anything else); the engine still tells subscribers and
 ``stream`` triggers about every ``set`` and ``delete`` the provider answered.
 
-``update`` is served only if the provider has an ``async def update(input:
-StreamUpdateInput)`` returning an ``UpdateResult``; without one, ``stream::update``
-applies the ops to the engine's own store, as upstream does for the official SDK
-(which never registers it).
+``stream::update`` is served only when asked (``with_update=True``: the provider's
+``async def update(input: StreamUpdateInput)`` returning an ``UpdateResult``); by
+default the engine applies the ops to its own store, as with the official SDK's
+``create_stream``, which never registers it (so a ported ``IStream`` whose ``update``
+raises ``NotImplementedError`` behaves as it did).
 
 The engine looks the functions up in the ``default`` namespace, so a worker that
 serves a stream must not have a namespace of its own.
@@ -83,8 +84,11 @@ def _result(adapter: TypeAdapter[Any], answer: Any) -> JsonValue:
     return to_json(checked)
 
 
-def serve_stream(worker: Worker, stream_name: str, provider: StreamProvider) -> Registration:
-    """Register ``provider`` as the storage of ``stream_name`` on ``worker``.
+def serve_stream(
+    worker: Worker, stream_name: str, provider: StreamProvider, *, with_update: bool = False
+) -> Registration:
+    """Register ``provider`` as the storage of ``stream_name`` on ``worker`` (and its
+    ``update`` method with ``with_update=True``).
 
     Returns one handle whose ``unregister()`` removes every function it registered
     (the engine's store serves the stream again). A provider's result of the wrong
@@ -124,7 +128,9 @@ def serve_stream(worker: Worker, stream_name: str, provider: StreamProvider) -> 
         "list": list_items,
         "list_groups": list_groups,
     }
-    update = getattr(provider, "update", None)
+    update = getattr(provider, "update", None) if with_update else None
+    if with_update and not callable(update):
+        raise TypeError("with_update=True needs a provider with an async update(input) method")
     if update is not None:
 
         async def update_item(input: StreamUpdateInput) -> JsonValue:

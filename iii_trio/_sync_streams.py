@@ -272,8 +272,12 @@ class SyncStreamClient:
         )
         return self._facade._events(watch)
 
-    def serve(self, stream_name: str, provider: StreamProvider) -> Registration:
+    def serve(
+        self, stream_name: str, provider: StreamProvider, *, with_update: bool = False
+    ) -> Registration:
         """Serve ``stream_name`` from ``provider`` (its ``async def`` methods run on the
         portal thread); ``unregister()`` works from any thread."""
-        registration = self._facade._do(lambda: self._client.serve(stream_name, provider))
+        registration = self._facade._do(
+            lambda: self._client.serve(stream_name, provider, with_update=with_update)
+        )
         return self._facade._bind(registration)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from iii.helpers import create_stream
@@ -50,6 +50,7 @@ from iii_trio.streams import (
     StreamGetInput,
     StreamListGroupsInput,
     StreamListInput,
+    StreamProvider,
     StreamSetInput,
     UpdateIncrement,
 )
@@ -177,3 +178,20 @@ def test_a_stream_iii_trio_stores_used_by_the_official_sdk(
         # An update goes to the engine's own store (no update provider), as upstream.
         ops = [UpdateIncrement(path="n", by=1).model_dump(mode="json")]
         assert call("stream::update", {**key, "ops": ops})["new_value"] == {"n": 1}
+
+
+def test_an_official_istream_ports_to_serve_unchanged(sim: ThreadedEngine) -> None:
+    """The official SDK's provider class (inputs read by attribute, results as its own
+    models, an update that raises NotImplementedError) served by iii_trio as it is."""
+    store = OfficialStore()
+    with sync.register_worker(sim.url, options=_options("ported")) as ours:
+        ours.streams.serve("ported", cast(StreamProvider, store))
+        ours.ready(timeout=WAIT)
+        assert ours.streams.set("ported", "g", "a", {"n": 1}).new_value == {"n": 1}
+        assert store.items == {("g", "a"): {"n": 1}}
+        assert ours.streams.get("ported", "g", "a") == {"n": 1}
+        assert ours.streams.list_groups("ported") == ["g"]
+        assert ours.streams.delete("ported", "g", "a") == {"n": 1}
+        # As with create_stream: updates go to the engine's store, never to its update().
+        updated = ours.streams.update("ported", "g", "b", UpdateIncrement(path="n", by=2))
+        assert updated.new_value == {"n": 2}

@@ -215,12 +215,27 @@ async def test_a_served_stream_answers_from_the_provider(autojump_clock: MockClo
 async def test_a_served_stream_with_update_gets_the_typed_ops(autojump_clock: MockClock) -> None:
     async with stream_worker() as (engine, _, streams):
         notes = CountingNotes()
-        streams.serve("notes", notes)
+        streams.serve("notes", notes, with_update=True)
         await engine.wait_for(lambda: "stream::update(notes)" in engine.function_ids())
         ops: list[UpdateOp] = [UpdateIncrement(path="n", by=1), UpdateAppend(value="x")]
         result = await streams.update("notes", "g", "a", ops)
         assert result.new_value == {"ops": 2}
         assert [ops_to_json(u.ops) for u in notes.updates] == [ops_to_json(ops)]
+
+
+async def test_updates_go_to_the_engines_store_unless_asked_for(
+    autojump_clock: MockClock,
+) -> None:
+    async with stream_worker() as (engine, _, streams):
+        notes = CountingNotes()  # it has an update method, but it was not asked for
+        streams.serve("notes", notes)
+        await engine.wait_for(lambda: "stream::list_groups(notes)" in engine.function_ids())
+        assert "stream::update(notes)" not in engine.function_ids()
+        result = await streams.update("notes", "g", "a", UpdateSet(path="x", value=1))
+        assert result.new_value == {"x": 1}
+        assert notes.updates == []
+        with pytest.raises(TypeError, match="with_update"):
+            streams.serve("other", Notes(), with_update=True)
 
 
 async def test_a_provider_answer_of_the_wrong_shape_fails_that_call_only(
