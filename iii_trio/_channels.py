@@ -224,13 +224,18 @@ class ChannelReader(_End):
         return self._ended
 
     async def receive(self) -> bytes | str | None:
-        """The next item, or ``None`` once the stream has ended."""
+        """The next item, or ``None`` once the stream has ended; ``trio.ClosedResourceError``
+        if this reader is closed (even while it waits)."""
         if self._ended:
             return None
         conn = await self._link()
         try:
             return await conn.receive()
         except ConnectionClosed as exc:
+            if self._closed:
+                # Closed here (aclose from another task, or the block ended), whatever
+                # the socket says: not the writer's end, nor the link's failure.
+                raise trio.ClosedResourceError(f"{self!r} was closed while reading") from None
             if exc.code in _STREAM_END:
                 self._ended = True
                 return None

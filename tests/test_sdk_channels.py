@@ -381,6 +381,20 @@ async def test_a_send_cancelled_part_way_breaks_the_writer(autojump_clock: MockC
         assert data.startswith(got[8:])
 
 
+async def test_a_receive_waiting_when_the_reader_is_closed_is_not_told_the_stream_ended(
+    autojump_clock: MockClock,
+) -> None:
+    # The writer has not finished: an end of stream here would pass a part for the whole.
+    async with pair() as (_engine, worker), worker.open_channel() as channel:
+        await channel.writer.send(b"part")
+        assert await channel.reader.receive() == b"part"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(channel.reader.aclose)  # from another task, while it waits
+            with pytest.raises(trio.ClosedResourceError):
+                await channel.reader.receive()
+        assert not channel.reader.ended
+
+
 async def test_a_second_opener_of_an_end_gets_nothing(autojump_clock: MockClock) -> None:
     async with pair() as (_engine, worker), worker.open_channel() as channel:
         await channel.writer.send(b"first")
