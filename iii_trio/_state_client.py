@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, TypeAdapter
 from ._calls import USE_DEFAULT, UseDefault
 from ._client_common import (
     EventStream,
+    adapter_for,
     call_builtin,
     check_str,
     invalid_response,
@@ -182,7 +183,7 @@ class StateClient:
         answer = await self._call("state::get", payload, timeout)
         if answer is None or value_type is None:
             return answer
-        return TypeAdapter(value_type).validate_python(answer)
+        return adapter_for(value_type).validate_python(answer)
 
     @overload
     async def set(
@@ -304,7 +305,7 @@ class StateClient:
         answer = await self._call("state::delete", payload, timeout)
         if answer is None or value_type is None:
             return answer
-        return TypeAdapter(value_type).validate_python(answer)
+        return adapter_for(value_type).validate_python(answer)
 
     @overload
     async def list(
@@ -338,7 +339,7 @@ class StateClient:
             raise invalid_response("state::list", answer)
         if value_type is None:
             return answer
-        adapter: TypeAdapter[builtins.list[Any]] = TypeAdapter(of_type(builtins.list, value_type))
+        adapter: TypeAdapter[builtins.list[Any]] = adapter_for(of_type(builtins.list, value_type))
         return adapter.validate_python(answer)
 
     async def list_groups(
@@ -394,5 +395,5 @@ class StateClient:
             config["scope"] = check_str(scope)
         if key is not None:
             config["key"] = check_str(key)
-        adapter = TypeAdapter(of_type(StateEvent, value_type))
+        adapter = adapter_for(of_type(StateEvent, value_type))
         return watch_binding(self._worker, "state", config, adapter, buffer)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter
 from ._calls import USE_DEFAULT, UseDefault
 from ._client_common import (
     EventStream,
+    adapter_for,
     call_builtin,
     check_str,
     invalid_response,
@@ -66,7 +67,7 @@ def _payload(model: BaseModel) -> JsonValue:
 def _typed(value_type: type[Any] | None, answer: JsonValue) -> Any:
     if answer is None or value_type is None:
         return answer
-    return TypeAdapter(value_type).validate_python(answer)
+    return adapter_for(value_type).validate_python(answer)
 
 
 class StreamClient:
@@ -261,7 +262,7 @@ class StreamClient:
             raise invalid_response("stream::list", answer)
         if value_type is None:
             return answer
-        items: TypeAdapter[builtins.list[Any]] = TypeAdapter(of_type(builtins.list, value_type))
+        items: TypeAdapter[builtins.list[Any]] = adapter_for(of_type(builtins.list, value_type))
         return items.validate_python(answer)
 
     async def list_groups(
@@ -351,7 +352,7 @@ class StreamClient:
             config["group_id"] = check_str(group_id)
         if item_id is not None:
             config["item_id"] = check_str(item_id)
-        adapter = TypeAdapter(of_type(StreamChangeEvent, value_type))
+        adapter = adapter_for(of_type(StreamChangeEvent, value_type))
         return watch_binding(self._worker, "stream", config, adapter, buffer)
 
     def serve(
