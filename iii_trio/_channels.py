@@ -306,6 +306,8 @@ class ChannelWriter(_End):
                 for start in range(0, max(len(data), 1), MAX_CHUNK_BYTES):
                     await conn.send(data[start : start + MAX_CHUNK_BYTES])
             except ConnectionClosed as exc:
+                if self._closed:  # closed here (by another task) while this waited
+                    raise trio.ClosedResourceError(f"{self!r} was closed while sending") from None
                 raise self._broken(exc) from None
             except BaseException:
                 # Cancelled mid-chunk: what follows would reach the reader after a gap.

@@ -395,6 +395,26 @@ async def test_a_receive_waiting_when_the_reader_is_closed_is_not_told_the_strea
         assert not channel.reader.ended
 
 
+async def test_a_send_waiting_when_the_writer_is_closed_raises_closed_resource_error(
+    autojump_clock: MockClock,
+) -> None:
+    async with pair() as (_engine, worker), worker.open_channel(buffer_size=1) as channel:
+        await channel.writer.send(b"x")
+        async with trio.open_nursery() as nursery:
+
+            async def write_forever() -> None:
+                while True:  # nobody reads: it ends up waiting for room
+                    await channel.writer.send(b"y" * 60_000)
+
+            async def fill() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await write_forever()
+
+            nursery.start_soon(fill)
+            await trio.sleep(5)
+            await channel.writer.aclose()
+
+
 async def test_a_second_opener_of_an_end_gets_nothing(autojump_clock: MockClock) -> None:
     async with pair() as (_engine, worker), worker.open_channel() as channel:
         await channel.writer.send(b"first")
