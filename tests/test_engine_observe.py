@@ -227,3 +227,18 @@ async def test_a_bad_observer_is_error_with_its_code_and_not_kept(
     assert result.error is not None
     assert result.error.code == code
     assert engine.core.observe.registry.get("o1") is None
+
+
+async def test_filters_on_a_part_the_observer_never_sees_are_answered_with_a_warning(
+    autojump_clock: MockClock, engine: Engine, connect: Connect
+) -> None:
+    watcher = await modern(connect, "watcher")
+    quiet = await state_of(
+        watcher, observe("o1", "app::x", "app::y", filters={"output.n": {"$gt": 1}})
+    )
+    assert quiet.warnings is None
+    warned = await state_of(
+        watcher, observe("o2", "app::x", "app::y", on="error", filters={"output.n": {"$gt": 1}})
+    )
+    assert warned.state == "pending"  # still made: it is legal, only never true
+    assert warned.warnings == ["filters read output, but on is error: a failed invocation has none"]

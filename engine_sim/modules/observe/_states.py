@@ -71,7 +71,8 @@ class States:
         moved = state != obs.state or reason != obs.reason
         obs.state, obs.reason = state, reason
         if answer:
-            self._tell(obs.watcher, ObserveResult(id=obs.id, state=state))
+            warnings = _warnings(obs)
+            self._tell(obs.watcher, ObserveResult(id=obs.id, state=state, warnings=warnings))
         elif moved:
             self._changed(obs)
         if state == ACTIVE:
@@ -132,3 +133,15 @@ class States:
         worker = self.engine.core.workers.get(worker_id)
         if worker is not None and self.engine.speaks(worker, FEATURE_OBSERVE):
             self.engine.core.send(worker.id, message)
+
+
+def _warnings(obs: Observer) -> list[str] | None:
+    """What in an accepted observer can never fire as written (the official SDK logs
+    these): filters on a part its ``on`` never produces."""
+    roots = obs.filter.roots
+    found = []
+    if obs.on == "success" and "error" in roots:
+        found.append("filters read error, but on is success: an invocation that succeeded has none")
+    if obs.on == "error" and "output" in roots:
+        found.append("filters read output, but on is error: a failed invocation has none")
+    return found or None
