@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import builtins
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -44,17 +44,11 @@ from iii_helpers.stream import (
 from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
 from iii_trio import sync
 from iii_trio.streams import (
-    SetResult,
-    StreamDeleteInput,
-    StreamDeleteResult,
-    StreamGetInput,
-    StreamListGroupsInput,
-    StreamListInput,
     StreamProvider,
-    StreamSetInput,
     UpdateIncrement,
 )
 from tests.test_official_python_sdk import Workers
+from tests.test_sdk_streams import Notes
 from tests.test_sdk_sync import WAIT, _options
 
 
@@ -106,28 +100,6 @@ with warnings.catch_warnings():
             raise NotImplementedError
 
 
-class OurStore:
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], Any] = {}
-
-    async def get(self, input: StreamGetInput) -> Any:
-        return self.items.get((input.group_id, input.item_id))
-
-    async def set(self, input: StreamSetInput) -> SetResult[Any]:
-        old = self.items.get((input.group_id, input.item_id))
-        self.items[(input.group_id, input.item_id)] = input.data
-        return SetResult[Any](old_value=old, new_value=input.data)
-
-    async def delete(self, input: StreamDeleteInput) -> StreamDeleteResult:
-        return StreamDeleteResult(old_value=self.items.pop((input.group_id, input.item_id), None))
-
-    async def list(self, input: StreamListInput) -> Sequence[Any]:
-        return [v for (g, _), v in self.items.items() if g == input.group_id]
-
-    async def list_groups(self, input: StreamListGroupsInput) -> Sequence[str]:
-        return sorted({g for g, _ in self.items})
-
-
 def test_a_stream_the_official_sdk_stores_through_worker_streams(
     sim: ThreadedEngine, workers: Workers
 ) -> None:
@@ -152,7 +124,7 @@ def test_a_stream_the_official_sdk_stores_through_worker_streams(
 def test_a_stream_iii_trio_stores_used_by_the_official_sdk(
     sim: ThreadedEngine, workers: Workers
 ) -> None:
-    store = OurStore()
+    store = Notes()
     with sync.register_worker(sim.url, options=_options("store")) as ours:
         ours.streams.serve("local", store)
         ours.ready(timeout=WAIT)

@@ -6,8 +6,7 @@ As in ``test_sdk_sync``: a threaded engine over loopback, waits bounded by ``WAI
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -17,16 +16,11 @@ from engine_sim import EngineConfig, ThreadedEngine, run_in_thread
 from iii_trio import sync as iii
 from iii_trio._state_client import StateEventType
 from iii_trio._stream_types import (
-    StreamDeleteInput,
-    StreamDeleteResult,
-    StreamGetInput,
     StreamInfo,
     StreamItemChange,
-    StreamListGroupsInput,
-    StreamListInput,
-    StreamSetInput,
 )
 from iii_trio._update_ops import SetResult, UpdateAppend, UpdateIncrement
+from tests.test_sdk_streams import Notes
 from tests.test_sdk_sync import WAIT, _options
 
 
@@ -80,30 +74,6 @@ def test_a_state_watch_is_read_by_a_for_loop(sim: ThreadedEngine) -> None:
         assert kinds == [StateEventType.CREATED, StateEventType.DELETED]
 
 
-class Board:
-    """A custom stream: a dict behind the stream ``board``."""
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], Any] = {}
-
-    async def get(self, input: StreamGetInput) -> Any:
-        return self.items.get((input.group_id, input.item_id))
-
-    async def set(self, input: StreamSetInput) -> SetResult[Any]:
-        old = self.items.get((input.group_id, input.item_id))
-        self.items[(input.group_id, input.item_id)] = input.data
-        return SetResult[Any](old_value=old, new_value=input.data)
-
-    async def delete(self, input: StreamDeleteInput) -> StreamDeleteResult:
-        return StreamDeleteResult(old_value=self.items.pop((input.group_id, input.item_id), None))
-
-    async def list(self, input: StreamListInput) -> Sequence[Any]:
-        return [v for (g, _), v in self.items.items() if g == input.group_id]
-
-    async def list_groups(self, input: StreamListGroupsInput) -> Sequence[str]:
-        return sorted({g for g, _ in self.items})
-
-
 def test_every_stream_call_and_a_watch(sim: ThreadedEngine) -> None:
     with iii.register_worker(sim.url, options=_options("streams")) as worker:
         worker.ready(timeout=WAIT)
@@ -126,7 +96,7 @@ def test_every_stream_call_and_a_watch(sim: ThreadedEngine) -> None:
 
 
 def test_a_custom_stream_served_through_the_facade(sim: ThreadedEngine) -> None:
-    board = Board()
+    board = Notes()
     with iii.register_worker(sim.url, options=_options("board")) as worker:
         registration = worker.streams.serve("board", board)
         worker.ready(timeout=WAIT)

@@ -3,7 +3,7 @@ engine_sim's ``iii-stream``, in memory on the virtual clock and over loopback.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -291,30 +291,27 @@ async def test_a_namespaced_worker_cannot_serve_a_stream(autojump_clock: MockClo
         assert await worker.streams.get("notes", "g", "a") == 1
 
 
-@pytest.fixture
-def served() -> Iterator[Served]:
-    server = Served()
+async def test_over_loopback_against_iii_sim_serve() -> None:
+    served = Served()
     try:
-        yield server
+        async with iii_trio.register_worker(served.url, options=_options("loopback")) as worker:
+            with trio.fail_after(30):
+                await worker.ready()
+                streams = worker.streams
+                notes = Notes()
+                # Registered on the connection the calls below follow, so the engine has them.
+                streams.serve("notes", notes)
+                async with streams.watch("chat") as changes:
+                    await streams.set("chat", "room", "m1", Message(text="hi"))
+                    change = await changes.receive()
+                assert change.event == StreamItemChange[Any](
+                    type="create", data={"text": "hi", "likes": 0}
+                )
+                assert await streams.list("chat", "room", value_type=Message) == [
+                    Message(text="hi")
+                ]
+                await streams.set("notes", "g", "a", [1])
+                assert notes.items == {("g", "a"): [1]}
+                assert await streams.get("notes", "g", "a") == [1]
     finally:
-        server.stop()
-
-
-async def test_over_loopback_against_iii_sim_serve(served: Served) -> None:
-    async with iii_trio.register_worker(served.url, options=_options("loopback")) as worker:
-        with trio.fail_after(30):
-            await worker.ready()
-            streams = worker.streams
-            notes = Notes()
-            # Registered on the connection the calls below follow, so the engine has them.
-            streams.serve("notes", notes)
-            async with streams.watch("chat") as changes:
-                await streams.set("chat", "room", "m1", Message(text="hi"))
-                change = await changes.receive()
-            assert change.event == StreamItemChange[Any](
-                type="create", data={"text": "hi", "likes": 0}
-            )
-            assert await streams.list("chat", "room", value_type=Message) == [Message(text="hi")]
-            await streams.set("notes", "g", "a", [1])
-            assert notes.items == {("g", "a"): [1]}
-            assert await streams.get("notes", "g", "a") == [1]
+        served.stop()
