@@ -41,6 +41,10 @@ The trade-offs:
   calls raise that error (later ones ``WorkerClosed``) and leaving the block raises
   it, as the async block does. Interrupting a blocking call (Ctrl-C) cancels its
   task on the loop before the ``KeyboardInterrupt`` goes on.
+* What the async API hands out as async iterators or ``async with`` blocks
+  (``transitions()``, the watches, channels, observers) are plain iterators and
+  ``with`` blocks here (``_sync_events``, ``_sync_features``): every read can time
+  out, and a loop over one ends when what it follows ends instead of blocking.
 
 Errors come out as the async API raises them (``InvocationError``,
 ``InvocationTimeout``, ...), and an exception raised in the block comes out as itself.
