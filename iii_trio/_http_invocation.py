@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from ._protocol._types import ApiKeyAuth, BearerAuth, HmacAuth, HttpInvocationRef
 
@@ -25,11 +26,12 @@ class HttpInvocation(BaseModel):
     """How the engine calls an HTTP-invoked function (the official SDK's
     ``HttpInvocationConfig``).
 
-    ``url`` is the endpoint, ``method`` one of GET, POST (default), PUT, PATCH,
-    DELETE; ``timeout_ms`` bounds each request (the engine's default when unset);
-    ``headers`` are sent with each request; ``auth`` is ``BearerAuth(token_key=...)``,
-    ``ApiKeyAuth(header=..., value_key=...)`` or ``HmacAuth(secret_key=...)`` (each
-    ``*_key`` names an environment variable on the engine's host)."""
+    ``url`` is the endpoint (an absolute ``http://`` or ``https://`` URL), ``method``
+    one of GET, POST (default), PUT, PATCH, DELETE; ``timeout_ms`` bounds each request
+    (the engine's default when unset); ``headers`` are sent with each request;
+    ``auth`` is ``BearerAuth(token_key=...)``, ``ApiKeyAuth(header=..., value_key=...)``
+    or ``HmacAuth(secret_key=...)`` (each ``*_key`` names an environment variable on
+    the engine's host)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,6 +40,16 @@ class HttpInvocation(BaseModel):
     timeout_ms: int | None = Field(default=None, ge=0)
     headers: dict[str, str] | None = None
     auth: HmacAuth | BearerAuth | ApiKeyAuth | None = Field(default=None, discriminator="type")
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_http_url(cls, url: str) -> str:
+        # The engine refuses any other URL with a line in its own log only: the worker's
+        # callers would get function_not_found, or a failed request, and no reason.
+        parts = urlsplit(url.strip())
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be an absolute http:// or https:// URL, not {url!r}")
+        return url
 
     def to_wire(self) -> HttpInvocationRef:
         """The ``invocation`` object of the ``registerfunction`` message."""

@@ -118,6 +118,12 @@ def test_the_config_is_checked_when_it_is_made() -> None:
         HttpInvocation(url="")
     with pytest.raises(ValidationError):
         HttpInvocation(url="https://h.example/", timeout_ms=-1)
+    # The engine refuses these (a line in its own log; callers then get function_not_found
+    # or a failed request), so the worker is told at once.
+    for url in ("not a url", "h.example/charge", "ftp://h.example/", "https:///no-host"):
+        with pytest.raises(ValidationError, match="an absolute http:// or https:// URL"):
+            HttpInvocation(url=url)
+    assert HttpInvocation(url="HTTP://h.example:8080/x?y=1").url == "HTTP://h.example:8080/x?y=1"
 
 
 def test_the_wire_config_carries_every_field() -> None:
