@@ -351,3 +351,16 @@ async def test_a_watch_goes_on_across_a_reconnect(autojump_clock: MockClock) -> 
             await state.set("s", "after", 2)
             event = await events.receive()
         assert (event.key, event.new_value) == ("after", 2)
+
+
+async def test_an_event_that_does_not_fit_raises_and_the_watch_goes_on(
+    autojump_clock: MockClock,
+) -> None:
+    async with state_worker() as (_, _, state):
+        async with state.watch(scope="orders", value_type=Order) as events:
+            await state.set("orders", "bad", {"total": "not a number"})
+            await state.set("orders", "good", Order(total=3))
+            with pytest.raises(ValidationError):
+                await events.receive()
+            event = await events.receive()
+        assert (event.key, event.new_value) == ("good", Order(total=3))
