@@ -180,6 +180,8 @@ class Calls:
         self.offline = Outbox(options.send_buffer_frames)
         #: Run in order around every call (see ``CallInterceptor``).
         self.interceptors: list[CallInterceptor] = []
+        #: The chain built from ``interceptors`` as they were (rebuilt when they change).
+        self._chain: tuple[tuple[CallInterceptor, ...], SendCall] = ((), self._to_engine)
 
     # -- making calls ---------------------------------------------------------------------
 
@@ -238,25 +240,28 @@ class Calls:
         traceparent: str | None,
         baggage: str | None,
     ) -> OutboundCall:
-        message = self.invoke_message(
-            function_id, data, None, action, namespace, metadata, traceparent, baggage
-        )
-        self._timeout(timeout)  # a bad timeout is refused before any interceptor runs
-        return OutboundCall(
-            function_id=message.function_id,
-            data=message.data,
+        resolved, traceparent, baggage = self._resolve(function_id, namespace, traceparent, baggage)
+        call = OutboundCall(
+            function_id=function_id,
+            data=to_json(data),
             action=action,
             timeout=timeout,
-            namespace=message.namespace,
-            metadata=message.metadata,
-            traceparent=message.traceparent,
-            baggage=message.baggage,
+            namespace=resolved,
+            metadata=metadata,
+            traceparent=traceparent,
+            baggage=baggage,
         )
+        self._timeout(timeout)  # a bad timeout is refused before any interceptor runs
+        return call
 
     async def _through_interceptors(self, outbound: OutboundCall) -> JsonValue:
-        chain: SendCall = self._to_engine
-        for interceptor in reversed(self.interceptors):
-            chain = _link(interceptor, chain)
+        interceptors = tuple(self.interceptors)
+        built, chain = self._chain
+        if built != interceptors:
+            chain = self._to_engine
+            for interceptor in reversed(interceptors):
+                chain = _link(interceptor, chain)
+            self._chain = (interceptors, chain)
         return await chain(outbound)
 
     async def _to_engine(self, call: OutboundCall) -> JsonValue:
@@ -291,13 +296,7 @@ class Calls:
         traceparent: str | None,
         baggage: str | None,
     ) -> InvokeFunction:
-        resolved = home_namespace(namespace, self.namespace)
-        if namespace is None and function_id.startswith(_ENGINE_PREFIXES):
-            resolved = "default"
-        current = _current.get()
-        if self.options.propagate_trace_context and current is not None:
-            traceparent = traceparent or current.traceparent
-            baggage = baggage or current.baggage
+        resolved, traceparent, baggage = self._resolve(function_id, namespace, traceparent, baggage)
         return InvokeFunction(
             invocation_id=invocation_id,
             function_id=function_id,
@@ -308,6 +307,24 @@ class Calls:
             metadata=metadata,
             namespace=resolved,
         )
+
+    def _resolve(
+        self,
+        function_id: str,
+        namespace: str | None,
+        traceparent: str | None,
+        baggage: str | None,
+    ) -> tuple[str | None, str | None, str | None]:
+        """The call's namespace (the worker's, ``default`` for engine built-ins) and the
+        trace context it carries (inherited from the invocation it is made in)."""
+        resolved = home_namespace(namespace, self.namespace)
+        if namespace is None and function_id.startswith(_ENGINE_PREFIXES):
+            resolved = "default"
+        current = _current.get()
+        if self.options.propagate_trace_context and current is not None:
+            traceparent = traceparent or current.traceparent
+            baggage = baggage or current.baggage
+        return resolved, traceparent, baggage
 
     async def _send_and_wait(
         self,

@@ -63,6 +63,9 @@ class InboundCall:
     reply_baggage: str | None = None
 
 
+#: The observe fields of an invocation that carries none (``InvocationContext``'s defaults).
+_NOT_OBSERVED: Final[dict[str, Any]] = {}
+
 #: Runs the handler (or the next wrapper); the handler's result.
 RunHandler = Callable[[InboundCall], Awaitable[JsonValue]]
 #: ``async def wrapper(call, run) -> result``: runs inside the invocation's context;
@@ -95,6 +98,8 @@ class Inbound:
         self._new_uuid = new_uuid
         #: Run in order around every handler run (see ``InvocationWrapper``).
         self.wrappers: list[InvocationWrapper] = []
+        #: The chain built from ``wrappers`` as they were (rebuilt when they change).
+        self._chain: tuple[tuple[InvocationWrapper, ...], RunHandler] = ((), _run_handler)
 
     async def on_invoke(self, live: Live, message: InvokeFunction) -> None:
         """An ``invokefunction`` arrived on ``live`` (from the connection's reader)."""
@@ -196,6 +201,11 @@ class Inbound:
         self, registration: FunctionRegistration, message: InvokeFunction, invocation_id: str | None
     ) -> tuple[JsonValue, ErrorBody | None, InboundCall | None]:
         """The handler's result or error, and the call the wrappers saw (if any ran)."""
+        observed = (
+            invocation_fields(message)
+            if message.caller is not None or message.observe_depth or message.activation
+            else _NOT_OBSERVED
+        )
         context = InvocationContext(
             invocation_id=invocation_id,
             function_id=message.function_id,
@@ -203,7 +213,7 @@ class Inbound:
             traceparent=message.traceparent,
             baggage=message.baggage,
             caller_worker_id=caller_in(message.data),
-            **invocation_fields(message),
+            **observed,
         )
         call = InboundCall(context, registration, message.data) if self.wrappers else None
         token = _current.set(context)
@@ -234,9 +244,13 @@ class Inbound:
             _current.reset(token)
 
     async def _wrapped(self, call: InboundCall) -> JsonValue:
-        run: RunHandler = _run_handler
-        for wrapper in reversed(self.wrappers):
-            run = _wrap(wrapper, run)
+        wrappers = tuple(self.wrappers)
+        built, run = self._chain
+        if built != wrappers:
+            run = _run_handler
+            for wrapper in reversed(wrappers):
+                run = _wrap(wrapper, run)
+            self._chain = (wrappers, run)
         return await run(call)
 
     def reply(
