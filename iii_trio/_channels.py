@@ -358,7 +358,13 @@ class ChannelEnds:
             end._closed = True
 
     async def close_all(self) -> None:
-        """Close every end that opened a socket: writers end their streams."""
+        """Close every end that opened a socket: writers end their streams. The ends
+        close together (each socket's task closes its own), so a slow engine costs one
+        closing timeout, not one per end."""
+        for end in self._ends:
+            end._closed = True
+            if end._state is not None:
+                end._state.release.set()
         for end in self._ends:
             await end._finish()
 

@@ -6,7 +6,7 @@ import copy
 import hashlib
 import pickle
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -355,6 +355,49 @@ async def test_a_first_use_cancelled_once_the_engine_took_the_end_leaves_it_usab
             await channel.writer.aclose()
             with trio.fail_after(5):
                 assert [item async for item in channel.reader] == [b"second"]
+
+
+class _SlowClose:
+    """A channel socket whose closing handshake takes 3 s (a busy engine)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.send, self.receive = conn.send, conn.receive
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        await trio.sleep(3)
+        await self._conn.aclose(code, reason)
+
+
+class _ClosesSlowly:
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+
+    @asynccontextmanager
+    async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
+        async with self._inner.connect(url, headers) as conn:
+            yield _SlowClose(conn) if "/ws/channels/" in url else conn
+
+
+async def test_the_ends_of_a_block_close_together(autojump_clock: MockClock) -> None:
+    async def fan_out(data: dict[str, Any]) -> None:
+        for out in data["outs"]:
+            await out.send(b"x")
+
+    async with (
+        open_engine(EngineConfig(modules=())) as engine,
+        register_worker(transport=_ClosesSlowly(engine.transport)) as worker,
+    ):
+        worker.register_function("t::fan_out", fan_out)
+        await engine.wait_for(lambda: "t::fan_out" in engine.function_ids())
+        async with AsyncExitStack() as stack:
+            channels = [await stack.enter_async_context(worker.open_channel()) for _ in range(5)]
+            start = trio.current_time()
+            await worker.trigger("t::fan_out", {"outs": [c.writer_ref for c in channels]})
+            # Five writers ending their streams with a 3 s handshake each: not 15 s.
+            assert trio.current_time() - start < 6
+            for channel in channels:
+                assert [item async for item in channel.reader] == [b"x"]
 
 
 async def test_a_send_cancelled_part_way_breaks_the_writer(autojump_clock: MockClock) -> None:
