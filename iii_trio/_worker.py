@@ -206,6 +206,7 @@ class Worker(CallsAPI, Discovery, WorkerFeatures):
             status=self._status,
         )
         self._registrations.refused_hooks.append(self._observe.function_refused)
+        self._connector.before_close.append(self._observe.before_close)
         self._install_features()
 
     def _new_uuid(self) -> UUID:
