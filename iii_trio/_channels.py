@@ -419,7 +419,9 @@ async def open_channel(worker: Worker, buffer_size: int | None = None) -> AsyncI
 
     ``engine::channels::create`` is called with the worker's invocation timeout;
     leaving the block ends the writer's stream if it was used here."""
-    if buffer_size is not None and (isinstance(buffer_size, bool) or buffer_size < 0):
+    if buffer_size is not None and (
+        type(buffer_size) is not int or buffer_size < 0  # bool and float are no count
+    ):
         raise ValueError(f"buffer_size must be a non-negative int or None, not {buffer_size!r}")
     pair = await worker.trigger(CREATE_FUNCTION, {"buffer_size": buffer_size})
     if not isinstance(pair, dict):

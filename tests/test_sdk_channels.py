@@ -91,6 +91,16 @@ async def test_a_full_channel_holds_the_writer_until_the_reader_reads(
         assert got == [f"item {n}" for n in range(50)]
 
 
+async def test_a_buffer_size_that_is_not_a_count_is_refused_before_any_call(
+    autojump_clock: MockClock,
+) -> None:
+    async with pair() as (_engine, worker):
+        for bad in (-1, 2.5, "4", True):
+            with pytest.raises(ValueError, match="buffer_size must be a non-negative int"):
+                async with worker.open_channel(bad):  # type: ignore[arg-type]
+                    pass
+
+
 async def test_the_ref_of_an_unused_end_goes_to_another_worker(autojump_clock: MockClock) -> None:
     async with open_engine(EngineConfig(modules=())) as engine:
         transport = engine.transport
