@@ -30,6 +30,7 @@ from iii_trio import (
 from iii_trio._calls import OutboundCall, SendCall
 from iii_trio._inbound import InboundCall, RunHandler
 from iii_trio._live import Live
+from iii_trio._outbox import Outgoing
 from iii_trio._protocol._observe_types import Activation, Caller
 from iii_trio.protocol import (
     InvocationResult,
@@ -284,3 +285,39 @@ async def test_a_wrapper_may_answer_with_its_own_trace_context(
             result = await end.next_of(InvocationResult)
             assert result.result == data
             assert (result.traceparent, result.baggage) == expected
+
+
+async def test_connection_hooks_follow_each_connection_and_the_last_flush_precedes_the_close(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    events: list[str] = []
+
+    async def task(live: Live) -> None:
+        events.append("task started")
+        try:
+            await trio.sleep_forever()
+        finally:
+            events.append("task ended")
+
+    async def flush(live: Live) -> None:
+        events.append("flush")
+        await live.outbox.put(Outgoing(encode(RegisterService(id="last-words"))))
+
+    async with register_worker("ws://sim", OPTIONS, transport=engine.transport) as worker:
+        connector = worker._connector
+        connector.opened_hooks.append(lambda live: events.append("opened"))
+        connector.closed_hooks.append(lambda live: events.append("closed"))
+        connector.connection_tasks.append(task)
+        connector.before_close.append(flush)
+        await worker.ready()
+        first = worker.worker_id
+        assert first is not None
+        engine.disconnect(first, code=1011)
+        with trio.fail_after(60):
+            await engine.wait_for(lambda: worker.worker_id not in (None, first))
+        assert events[:5] == ["opened", "task started", "task ended", "closed", "opened"]
+        await worker.ready()
+        last = worker.worker_id
+        assert last is not None
+    assert events[-4:] == ["task started", "flush", "task ended", "closed"]
+    assert _sent(engine, last)[-1] == "registerservice"
