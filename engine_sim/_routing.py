@@ -10,6 +10,7 @@ live here.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
@@ -285,7 +286,7 @@ class Calls:
         if isinstance(caller_reply, ReplyTo):
             worker.issued.add(caller_reply.invocation_id)
         observe = CallObserve(
-            caller=self.core.observe.stamp(worker, message.caller),
+            stamp=partial(self.core.observe.stamp, worker, message.caller),
             depth=message.observe_depth or 0,
             input=message.data,
         )

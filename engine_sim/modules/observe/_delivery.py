@@ -13,6 +13,7 @@ guard past ``max_depth`` and counted against ``max_fires``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
@@ -22,6 +23,8 @@ from pydantic import JsonValue
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
     OMITTED,
+    Activation,
+    Caller,
     ErrorBody,
     InvocationsObserved,
     InvokeFunction,
@@ -31,7 +34,8 @@ from iii_trio.protocol import (
 
 from ..._records import CallbackReply, FunctionEntry, FunctionKey, Reply, WorkerRecord
 from ._limits import CAPTURE_PARTS
-from ._observer import ACTIVE, DISPOSED, PENDING, Activation, ObservedCall, Observer
+from ._observer import ACTIVE, DISPOSED, PENDING, ObservedCall, Observer
+from ._observer import Activation as Pending
 
 if TYPE_CHECKING:
     from ._engine import ObserveEngine
@@ -44,17 +48,40 @@ log = logging.getLogger("engine_sim.observe")
 ENGINE_CALLER_NAME: Final = "iii-engine"
 
 
-@dataclass(frozen=True, slots=True)
 class CallObserve:
     """The observe fields a routed call carries to the worker that runs it: who called
-    (stamped), its observe depth, and the activation it is, if any."""
+    (stamped), its observe depth, and the activation it is, if any.
 
-    caller: dict[str, JsonValue] | None = None
-    depth: int = 0
-    activation: dict[str, JsonValue] | None = None
-    #: The payload as its caller sent it, when the engine added to what the function
-    #: receives (``_caller_worker_id``); observers see the caller's.
-    input: JsonValue | Omitted = OMITTED
+    The stamped caller is made only when something reads it (a callee that speaks
+    observe, an observer of the function): most calls need neither, and making the
+    model costs more than routing the call.
+    """
+
+    __slots__ = ("_caller", "_stamp", "activation", "depth", "input")
+
+    def __init__(
+        self,
+        *,
+        caller: Caller | None = None,
+        stamp: Callable[[], Caller] | None = None,
+        depth: int = 0,
+        activation: Activation | None = None,
+        input: JsonValue | Omitted = OMITTED,
+    ) -> None:
+        self._caller = caller
+        self._stamp = stamp
+        self.depth = depth
+        self.activation = activation
+        #: The payload as its caller sent it, when the engine added to what the function
+        #: receives (``_caller_worker_id``); observers see the caller's.
+        self.input = input
+
+    @property
+    def caller(self) -> Caller | None:
+        """Who called, stamped by the engine (made on first use)."""
+        if self._caller is None and self._stamp is not None:
+            self._caller, self._stamp = self._stamp(), None
+        return self._caller
 
 
 class Delivery:
@@ -91,7 +118,7 @@ class Delivery:
             invocation_id=str(invocation_id) if invocation_id is not None else core.new_id(),
             input=data if observe is None or isinstance(observe.input, Omitted) else observe.input,
             metadata=metadata,
-            caller=observe.caller if observe is not None else None,
+            caller=observe.caller.to_wire() if observe and observe.caller else None,
             depth=observe.depth if observe is not None else 0,
             started_at=core.now,
             started_at_ms=int(core.wall_time(core.now) * 1000),
@@ -250,7 +277,7 @@ class Delivery:
         *,
         reply: Reply | None = None,
         payload: JsonValue = None,
-        caller: dict[str, JsonValue] | None = None,
+        caller: Caller | None = None,
     ) -> None:
         limits = self.engine.limits
         depth = event.depth + 1
@@ -276,7 +303,7 @@ class Delivery:
             return
         activation_id = self.engine.core.new_id()
         data = payload if reply is not None else self._data(obs, activation_id, event)
-        activation = Activation(
+        activation = Pending(
             activation_id=activation_id,
             data=data,
             source=event.source,
@@ -291,7 +318,7 @@ class Delivery:
         obs.queue.append(activation)
         self.pump(obs)
 
-    def _dispatch(self, obs: Observer, activation: Activation) -> None:
+    def _dispatch(self, obs: Observer, activation: Pending) -> None:
         obs.in_flight += 1
         core = self.engine.core
 
@@ -305,11 +332,12 @@ class Delivery:
         function_id = activation.source[1]
         caller = activation.caller
         if caller is None:
-            caller = {
-                "worker_name": ENGINE_CALLER_NAME,
-                "function_id": function_id,
-                "invocation_id": activation.invocation_id,
-            }
+            # Built, not validated: every field is the engine's own string.
+            caller = Caller.model_construct(
+                worker_name=ENGINE_CALLER_NAME,
+                function_id=function_id,
+                invocation_id=activation.invocation_id,
+            )
         core.calls.invoke(
             obs.target[0],
             obs.target[1],
@@ -322,7 +350,9 @@ class Delivery:
             observe=CallObserve(
                 caller=caller,
                 depth=activation.depth,
-                activation={"observer_id": obs.id, "activation_id": activation.activation_id},
+                activation=Activation.model_construct(
+                    observer_id=obs.id, activation_id=activation.activation_id
+                ),
             ),
         )
 

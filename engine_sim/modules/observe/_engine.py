@@ -18,7 +18,6 @@ from pydantic import JsonValue
 
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
-    Activation,
     Caller,
     ErrorBody,
     InvocationsObserved,
@@ -72,6 +71,8 @@ class ObserveEngine:
         # every routed call.
         self._offered = frozenset(self.features)
         self._offered_to_sessions = self._offered - _NOT_ON_SESSIONS
+        #: Per connection, the caller its calls from outside a handler carry.
+        self._top_callers: dict[str, Caller] = {}
         self.registry = Registry()
         self.states = States(self)
         self.owners = Owners(self)
@@ -232,6 +233,7 @@ class ObserveEngine:
     def worker_left(self, worker: WorkerRecord) -> None:
         """``worker``'s connection ended: its observers wait ``grace_ms`` for it to
         reattach, suspended."""
+        self._top_callers.pop(worker.id, None)
         for obs in self.registry.of_watcher(worker.id):
             obs.departed_token = worker.reattach_token
             if obs.grace is None:
@@ -265,18 +267,18 @@ class ObserveEngine:
 
     # -- routing ---------------------------------------------------------------------------
 
-    def stamp(self, worker: WorkerRecord, asserted: Caller | None) -> dict[str, JsonValue]:
+    def stamp(self, worker: WorkerRecord, asserted: Caller | None) -> Caller:
         """The caller a call from ``worker`` carries: the connection, stamped by the
         engine, with the handler it says it calls from (and that handler's caller)."""
-        caller: dict[str, JsonValue] = {}
+        # Not validated again: the asserted part was on decoding, the rest is ours.
         if asserted is not None:
-            caller.update(asserted.to_wire())
-        caller["worker_id"] = worker.id
-        if worker.name is not None:
-            caller["worker_name"] = worker.name
-        else:
-            caller.pop("worker_name", None)
-        return caller
+            return asserted.model_copy(update={"worker_id": worker.id, "worker_name": worker.name})
+        # A call from outside any handler: the same caller every time, made once.
+        known = self._top_callers.get(worker.id)
+        if known is None or known.worker_name != worker.name:
+            known = Caller.model_construct(worker_id=worker.id, worker_name=worker.name)
+            self._top_callers[worker.id] = known
+        return known
 
     def watch(
         self,
@@ -320,11 +322,11 @@ class ObserveEngine:
             return {}
         fields: dict[str, Any] = {}
         if observe.caller is not None:
-            fields["caller"] = Caller.model_validate(observe.caller)
+            fields["caller"] = observe.caller
         if observe.depth:
             fields["observe_depth"] = observe.depth
         if observe.activation is not None:
-            fields["activation"] = Activation.model_validate(observe.activation)
+            fields["activation"] = observe.activation
         return fields
 
     def observers_of(self, watcher: str) -> Sequence[Observer]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import JsonValue
 
-from iii_trio.protocol import Reason
+from iii_trio.protocol import Caller, Reason
 
 if TYPE_CHECKING:
     from iii_trio._filter import CompiledFilter
@@ -137,4 +137,4 @@ class Activation:
     #: ``None`` for auto activations and ``obs.emit`` (nobody waits).
     reply: Reply | None = None
     #: For ``obs.call``: the call's own caller (the owner), instead of the engine.
-    caller: dict[str, JsonValue] | None = None
+    caller: Caller | None = None
