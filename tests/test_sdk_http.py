@@ -118,6 +118,26 @@ async def test_a_streamed_answer_with_status_and_headers(autojump_clock: MockClo
     assert reply.content == b"part 0;part 1;part 2;\x00end"
 
 
+async def test_the_engine_holds_a_bounded_number_of_header_bytes_for_a_streamed_answer(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A handler setting header after header (a bug, or a hostile worker) must not grow
+    # the engine's memory without end while the body has not started.
+    async def handler(req: HttpRequest, res: HttpResponse) -> None:
+        for n in range(5_000):
+            await res.headers({f"x-h{n:05}": "v" * 100})
+        await res.send("body")
+
+    async with served(handler) as (_engine, client, _w):
+        reply = await client.post("/x")
+    assert (reply.status_code, reply.text) == (200, "body")
+    kept = [name for name in reply.headers if name.startswith("x-h")]
+    assert 0 < len(kept) < 5_000
+    assert sum(len(name) + 100 for name in kept) <= 256 * 1024
+    assert "x-h00000" in kept  # the first ones are kept, those past the bound dropped
+    assert "headers over 262144 bytes" in caplog.text
+
+
 async def test_server_sent_events(autojump_clock: MockClock) -> None:
     async def handler(req: HttpRequest, res: HttpResponse) -> None:
         await res.sse("hello", event="greeting", id="1")

@@ -41,6 +41,7 @@ from ._request import (
 )
 from ._response import (
     Answer,
+    StreamedHeaders,
     apply_control,
     error_answer,
     from_function_return,
@@ -332,7 +333,7 @@ class Exchange:
             await call.done.wait()
             return self._returned(route, call)
         status = Answer(200)
-        headers: dict[str, str] = {}
+        headers = StreamedHeaders()
         first: bytes | None = None
         ended = False
 

@@ -25,7 +25,9 @@ from pydantic import JsonValue
 from iii_trio._protocol import _json
 
 __all__ = [
+    "MAX_STREAMED_HEADER_BYTES",
     "Answer",
+    "StreamedHeaders",
     "apply_control",
     "error_answer",
     "from_function_return",
@@ -155,9 +157,38 @@ def error_answer(
     return Answer(status, [_JSON], json_bytes({"error": error, **extra}))
 
 
-def apply_control(text: str, answer: Answer, headers: dict[str, str]) -> None:
+#: Bytes (names and values) of the headers a streamed answer may set through its
+#: channel: engine_sim's own bound (upstream keeps them all), far above what HTTP
+#: clients take, so that a handler setting header after header cannot grow the engine.
+MAX_STREAMED_HEADER_BYTES: Final = 256 * 1024
+
+
+class StreamedHeaders(dict[str, str]):
+    """The headers ``set_headers`` gave a streamed answer, at most ``limit`` bytes."""
+
+    def __init__(self, limit: int = MAX_STREAMED_HEADER_BYTES) -> None:
+        super().__init__()
+        self.limit = limit
+        self.size = 0
+        #: Headers dropped for the bound.
+        self.dropped = 0
+
+    def put(self, name: str, value: str) -> None:
+        """Set ``name`` (replacing its value), unless that would pass the bound."""
+        old = self.get(name)
+        grows = len(value) if old is not None else len(name) + len(value)
+        size = self.size + grows - (len(old) if old is not None else 0)
+        if size > self.limit:
+            self.dropped += 1
+            return
+        self[name] = value
+        self.size = size
+
+
+def apply_control(text: str, answer: Answer, headers: StreamedHeaders) -> None:
     """Apply a text message of the response channel: ``set_status`` (100-599) sets
-    ``answer.status``; ``set_headers`` adds to ``headers`` (same name replaces)."""
+    ``answer.status``; ``set_headers`` adds to ``headers`` (same name replaces; past
+    their bound in bytes, the rest are dropped with a warning)."""
     try:
         message = _json.loads(text)
     except Exception:
@@ -174,7 +205,15 @@ def apply_control(text: str, answer: Answer, headers: dict[str, str]) -> None:
     elif kind == "set_headers":
         values = message.get("headers")
         if isinstance(values, dict):
-            headers.update((name, text) for name, text in values.items() if isinstance(text, str))
+            dropped = headers.dropped
+            for name, value in values.items():
+                if isinstance(value, str):
+                    headers.put(name, value)
+            if headers.dropped and not dropped:
+                log.warning(
+                    "iii-http: response channel: headers over %d bytes; dropping the rest",
+                    headers.limit,
+                )
     else:
         log.debug("iii-http: response channel: unknown text message %.100r", text)
 
