@@ -242,3 +242,21 @@ async def test_filters_on_a_part_the_observer_never_sees_are_answered_with_a_war
     )
     assert warned.state == "pending"  # still made: it is legal, only never true
     assert warned.warnings == ["filters read output, but on is error: a failed invocation has none"]
+
+
+async def test_a_built_in_function_can_be_observed_and_needs_no_owners_ack(
+    autojump_clock: MockClock, engine: Engine, connect: Connect
+) -> None:
+    watcher = await modern(connect, "watcher")
+    await served(watcher, "app::dst")
+    await acked_functions(watcher, 1)
+    listing = observe("o1", "engine::functions::list", "app::dst", capture=["input", "caller"])
+    assert (await state_of(watcher, listing)).state == "active"
+    caller = await connect("caller")
+    await caller.ok("engine::functions::list", {"prefix": "app::"})
+    activation = await watcher.expect(InvokeFunction)
+    envelope = activation.data
+    assert isinstance(envelope, dict)
+    assert envelope["function_id"] == "engine::functions::list"
+    assert envelope["input"] == {"prefix": "app::"}
+    assert envelope["caller"] == {"worker_id": caller.id, "worker_name": "caller"}
