@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field
 from ._channels import READ_ALL_LIMIT, ChannelReader, ChannelWriter
 from ._protocol import _json
 
-__all__ = ["HttpReply", "HttpRequest", "HttpResponse", "http"]
+__all__ = ["HttpReply", "HttpRequest", "HttpResponse", "check_no_reply_after_stream", "http"]
 
 T = TypeVar("T")
 
@@ -223,6 +223,17 @@ class HttpResponse:
 Handler = Callable[[HttpRequest, HttpResponse], Awaitable[HttpReply | JsonValue | None]]
 
 
+def check_no_reply_after_stream(handler: object, answer: object, res: HttpResponse) -> None:
+    """``RuntimeError`` if ``handler`` wrote to ``res`` and then returned ``answer``: the
+    engine answers with the stream and drops the result, so say so, loudly."""
+    if answer is not None and res.started:
+        raise RuntimeError(
+            f"{handler!r:.100} streamed its answer through res, then returned an "
+            f"{type(answer).__name__} after it, which the client never sees: return "
+            "None once res was written to"
+        )
+
+
 def http(handler: Handler) -> Callable[[dict[str, Any]], Awaitable[JsonValue]]:
     """Serve ``handler(req, res)`` as a function bound to an ``http`` trigger (put
     ``@worker.function(...)`` above ``@http``). See this module's docstring for the
@@ -241,13 +252,7 @@ def http(handler: Handler) -> Callable[[dict[str, Any]], Awaitable[JsonValue]]:
         response = data.get("response")
         res = HttpResponse(response if isinstance(response, ChannelWriter) else None)
         answer = await handler(HttpRequest.from_payload(data), res)
-        if answer is not None and res.started:
-            # The engine answers with the stream and drops the result: say so, loudly.
-            raise RuntimeError(
-                f"{handler!r:.100} streamed its answer through res, then returned an "
-                f"{type(answer).__name__} after it, which the client never sees: return "
-                "None once res was written to"
-            )
+        check_no_reply_after_stream(handler, answer, res)
         if isinstance(answer, HttpReply):
             return answer.model_dump(mode="json")
         if answer is None and res.writer is not None:
