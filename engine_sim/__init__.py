@@ -47,6 +47,7 @@ from ._peers import MemoryConnection
 from ._rbac import FunctionFilter, RbacConfig, WorkerPort
 from ._thread import ThreadedEngine, run_in_thread
 from ._trace import Trace, TraceLine
+from .modules.observe import ObserveLimits
 
 __all__ = [
     "DEFAULT_PORT",
@@ -67,6 +68,7 @@ __all__ = [
     "LinkClosed",
     "LinkOpened",
     "MemoryConnection",
+    "ObserveLimits",
     "RbacConfig",
     "Send",
     "StatusChanged",
