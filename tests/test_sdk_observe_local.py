@@ -4,6 +4,7 @@ still see them (reports), end to end against engine_sim in memory."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -253,3 +254,34 @@ async def test_cancelling_the_caller_cancels_a_local_handler_and_plain_handlers_
         assert stopped.is_set()
         assert await w.trigger("f::square", {"n": 12}) == 144
         assert calls_to(engine, w, "f::slow") == calls_to(engine, w, "f::square") == []
+
+
+async def test_a_worker_that_shuts_down_sends_its_buffered_reports_and_stats_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with observe_engine() as engine, worker_on(engine, "audit") as audit:
+        audit.register_function("audit::all", Inbox())
+        async with (
+            audit.observe({"function_id": "shop::create"}, "audit::all") as handle,
+            worker_on(engine, "shop") as shop,
+        ):
+            shop.register_function("shop::create", _echo)
+            await confirmed(engine, shop, "shop::create")
+            await handle.ready(timeout=10)
+            # Neither timer would fire before the shutdown.
+            shop._observe.reporter.with_limits(linger=3600, stats_interval=3600)
+            await shop.trigger("shop::create", {"n": 1})
+            shop_id = shop.worker_id
+            assert shop_id is not None
+            assert shop._observe.reporter.size == 1
+        # Both went out before the worker closed its connection.
+        [report] = sent_by(engine, shop_id, "invocationsobserved")
+        [stats] = sent_by(engine, shop_id, "localinvocationstats")
+    assert report["items"][0]["input"] == {"n": 1}
+    assert stats["functions"][0]["function_id"] == "shop::create"
+    assert stats["functions"][0]["count"] == 1
+
+
+def sent_by(engine: Engine, worker_id: str, message_type: str) -> list[dict[str, Any]]:
+    frames = [json.loads(r.frame) for r in engine.frames(worker_id) if r.direction == "in"]
+    return [f for f in frames if f.get("type") == message_type]
