@@ -17,6 +17,7 @@ stream of every writer used in it and closes every reader.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -30,9 +31,10 @@ from pydantic_core import core_schema
 from ._channels_ref import StreamChannelRef, channel_url
 from ._exceptions import ConnectionClosed, IIIError
 from ._groups import unwrap_single
+from ._transport import WebSocketTransport
 
 if TYPE_CHECKING:
-    from ._transport import Connection
+    from ._transport import Connection, Transport
     from ._worker import Worker
 
 __all__ = [
@@ -350,7 +352,10 @@ class ChannelEnds:
 
     def _connect(self, ref: StreamChannelRef) -> AbstractAsyncContextManager[Connection]:
         worker = self._worker
-        return worker._transport.connect(channel_url(worker.url, ref), worker._headers)
+        transport = worker._transport
+        if ref.direction == "write":
+            transport = _without_pings(transport)
+        return transport.connect(channel_url(worker.url, ref), worker._headers)
 
     def seal(self) -> None:
         """Mark every end closed: using one raises ``trio.ClosedResourceError``."""
@@ -367,6 +372,21 @@ class ChannelEnds:
                 end._state.release.set()
         for end in self._ends:
             await end._finish()
+
+
+def _without_pings(transport: Transport) -> Transport:
+    """``transport`` without keepalive pings, for a writer's socket.
+
+    The engine stops reading a writer's socket while the channel is full (upstream
+    does too), so a ping waits unanswered behind a slow reader for as long as it reads
+    slowly: a keepalive would drop a healthy writer (and its reader would see a short
+    stream end as if complete). A writer's ``send`` thus waits as long as its reader
+    does not read, on a dead link too: bound it with ``trio.move_on_after``."""
+    if isinstance(transport, WebSocketTransport) and transport.ping_interval is not None:
+        quiet = copy.copy(transport)
+        quiet.ping_interval = None
+        return quiet
+    return transport
 
 
 def _ref_for(ref: StreamChannelRef | Mapping[str, str], direction: str) -> StreamChannelRef:

@@ -66,3 +66,33 @@ async def test_a_reader_sees_the_engine_stop_as_a_channel_error(served: Served) 
                 await trio.to_thread.run_sync(served.stop)
                 with pytest.raises(ChannelError, match="mid-stream"):
                     await channel.reader.receive()
+
+
+@pytest.mark.parametrize("stack", ["trio-websocket", "websockets"])
+async def test_a_writer_held_back_by_a_slow_reader_outlasts_the_keepalive(
+    served: Served, stack: WebSocketStack
+) -> None:
+    # The engine stops reading a writer's socket while the channel is full (so it
+    # answers no ping): a keepalive counting that wait would drop a healthy writer, and
+    # the reader would then see a short stream end as if it were complete.
+    transport = WebSocketTransport(websocket=stack, ping_interval=0.2, ping_timeout=0.2)
+    options = InitOptions(worker_name=f"slow-{stack}")
+    items = 200
+    async with register_worker(served.url, options, transport=transport) as worker:
+        with trio.fail_after(WAIT):
+            await worker.ready()
+            async with (
+                worker.open_channel(buffer_size=1) as channel,
+                trio.open_nursery() as nursery,
+            ):
+
+                async def write() -> None:
+                    for _ in range(items):
+                        await channel.writer.send(b"x" * 60_000)
+                    await channel.writer.aclose()
+
+                nursery.start_soon(write)
+                assert await channel.reader.receive() == b"x" * 60_000
+                await trio.sleep(2)  # the reader pauses: ten keepalive periods
+                rest = [item async for item in channel.reader]
+    assert len(rest) == items - 1
