@@ -119,6 +119,7 @@ class ObserveRuntime:
         self._warned: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._early: list[Callable[[], Awaitable[None]]] = []
+        self._stopped = False
         self._interceptors: list[CallInterceptor] = []
         self._local: LocalDispatch | None = None
 
@@ -156,15 +157,19 @@ class ObserveRuntime:
     async def run(self, stopped: trio.Event) -> None:
         """The worker-lifetime task: report timers and observe hooks run under it until
         the worker has ``stopped``."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            for job in self._early:
-                nursery.start_soon(job)
-            self._early = []
-            nursery.start_soon(self.reporter.run)
-            await stopped.wait()
-            nursery.cancel_scope.cancel()
-        self._nursery = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for job in self._early:
+                    nursery.start_soon(job)
+                self._early = []
+                nursery.start_soon(self.reporter.run)
+                await stopped.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            # Also when cancelled (the worker failed): nothing may be spawned any more.
+            self._stopped = True
+            self._nursery = None
 
     async def before_close(self, live: Live) -> None:
         """The worker is shutting down and ``live`` is about to close: queue the buffered
@@ -188,11 +193,18 @@ class ObserveRuntime:
             return await self._trigger(target, payload, timeout=wait)
 
     def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` in the observe nursery (queued until ``run`` starts)."""
-        if self._nursery is None:
+        """Run ``job`` in the observe nursery (queued until ``run`` starts). Once the
+        worker has stopped nothing runs any more: the job is dropped (an unregister
+        after a failure must not raise into the user's block)."""
+        if self._stopped:
+            log.debug("worker %s: stopped; observe work dropped", self.name)
+        elif self._nursery is None:
             self._early.append(job)
         else:
-            self._nursery.start_soon(job)
+            try:
+                self._nursery.start_soon(job)
+            except RuntimeError:  # the nursery is closing: the worker is stopping
+                log.debug("worker %s: stopping; observe work dropped", self.name)
 
     def new_invocation_id(self) -> str:
         """An id for a local invocation (unguessable, as the worker's own ids)."""

@@ -15,6 +15,7 @@ import trio.testing
 
 import iii_trio
 from engine_sim import Engine, EngineConfig, open_engine
+from engine_sim.faults import Drop
 from iii_trio import InitOptions, ObserveHooks, ObserveRejection, StateChange, Worker
 
 
@@ -243,3 +244,26 @@ async def test_an_observer_the_engine_disposes_after_max_fires_is_not_unobserved
         await trio.sleep(1)
         assert len(inbox.items) == 2
         assert sent(engine, w, "unobserve") == []
+
+
+async def test_unregistering_after_the_worker_failed_raises_only_the_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    options = InitOptions(
+        worker_name="w",
+        enable_metrics_reporting=False,
+        reconnection_config=iii_trio.ReconnectionConfig(max_retries=0),
+    )
+    async with observe_engine() as engine:
+        with pytest.raises(iii_trio.ReconnectFailed):  # noqa: PT012 - the block is the subject
+            async with iii_trio.register_worker(options=options, transport=engine.transport) as w:
+                registration = w.register_function("f::x", _echo)
+                await w.ready()
+                try:
+                    engine.faults.inject(Drop())
+                    await trio.sleep_forever()
+                finally:
+                    # Let the failed worker's tasks end first, observe's included.
+                    with trio.CancelScope(shield=True):
+                        await trio.testing.wait_all_tasks_blocked()
+                    registration.unregister()  # nothing left to run it: dropped, no error
