@@ -136,3 +136,18 @@ def test_a_schema_nested_past_the_bound_is_a_refusal_not_a_crash() -> None:
     error = args_error(schema, value)
     assert error is not None
     assert "nested deeper than" in error
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"properties": {"a": {"items": {"allOf": [{}] * 1000}}}},
+        {"properties": {"a": {"items": {"enum": list(range(1000))}}}},
+    ],
+)
+def test_args_that_would_cost_too_much_to_check_are_refused_not_walked(schema: Any) -> None:
+    # The owner writes the schema, the observer the args: a wide schema applied to every
+    # item of a long list is a product of the two, which must not stall the engine.
+    error = args_error(schema, {"a": [999] * 1000})
+    assert error is not None
+    assert "too costly to check" in error

@@ -7,6 +7,11 @@ the exclusive forms), ``allOf``/``anyOf``/``oneOf`` and ``not``. Other keywords
 (``pattern``, ``format``, ``$ref``, ...) are not checked: an owner that relies on them
 sees such args in its hook and may reject them there. ``pattern`` is left out on
 purpose: an expression from a worker must not be able to stall the engine.
+
+The work is bounded too: the owner writes the schema and the observer the args, and
+a wide schema applied to each item of a long list costs their product. A check that
+takes more than ``MAX_STEPS`` steps (a value checked against a schema, a value
+compared with an ``enum`` option, a ``required`` name looked up) is a refusal.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from typing import Final
 
 from pydantic import JsonValue
 
-__all__ = ["args_error"]
+__all__ = ["MAX_STEPS", "args_error"]
 
 #: Deepest schema (or value) walked; deeper is a refusal, not a recursion error.
 _MAX_DEPTH: Final = 32
+#: Steps one check may take: far more than any honest args need (a few fields against
+#: a few keywords), few enough that a refusal costs the engine milliseconds.
+MAX_STEPS: Final = 10_000
 
 _TYPES: Final = {
     "object": lambda v: isinstance(v, dict),
@@ -35,12 +43,36 @@ _TYPES: Final = {
 }
 
 
+class _TooCostly(Exception):
+    """The check ran out of steps."""
+
+
+class _Steps:
+    """The steps a check has left."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_STEPS
+
+    def take(self, count: int = 1) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise _TooCostly
+
+
 def args_error(schema: JsonValue, args: JsonValue) -> str | None:
     """Why ``args`` does not fit ``schema``, or ``None`` when it does."""
-    return _check(schema, args, "args", 0)
+    try:
+        return _check(schema, args, "args", 0, _Steps())
+    except _TooCostly:
+        return f"args: too costly to check against args_format (over {MAX_STEPS} steps)"
 
 
-def _check(schema: JsonValue, value: JsonValue, where: str, depth: int) -> str | None:
+def _check(
+    schema: JsonValue, value: JsonValue, where: str, depth: int, steps: _Steps
+) -> str | None:
+    steps.take()
     if depth > _MAX_DEPTH:
         return f"{where}: nested deeper than {_MAX_DEPTH} levels"
     if schema is True or schema is None:
@@ -50,14 +82,14 @@ def _check(schema: JsonValue, value: JsonValue, where: str, depth: int) -> str |
     if not isinstance(schema, Mapping):
         return None  # not a schema: nothing to check against
     for check in (_check_type, _check_values, _check_object, _check_array, _check_combined):
-        error = check(schema, value, where, depth)
+        error = check(schema, value, where, depth, steps)
         if error is not None:
             return error
     return None
 
 
 def _check_type(
-    schema: Mapping[str, JsonValue], value: JsonValue, where: str, _: int
+    schema: Mapping[str, JsonValue], value: JsonValue, where: str, _: int, __: _Steps
 ) -> str | None:
     wanted = schema.get("type")
     names = [wanted] if isinstance(wanted, str) else wanted if isinstance(wanted, list) else []
@@ -68,11 +100,13 @@ def _check_type(
 
 
 def _check_values(
-    schema: Mapping[str, JsonValue], value: JsonValue, where: str, _: int
+    schema: Mapping[str, JsonValue], value: JsonValue, where: str, _: int, steps: _Steps
 ) -> str | None:
     enum = schema.get("enum")
-    if isinstance(enum, list) and not any(_same(value, option) for option in enum):
-        return f"{where}: must be one of {enum}"
+    if isinstance(enum, list):
+        steps.take(len(enum))
+        if not any(_same(value, option) for option in enum):
+            return f"{where}: must be one of {enum}"
     if "const" in schema and not _same(value, schema["const"]):
         return f"{where}: must be {schema['const']!r}"
     if isinstance(value, str):
@@ -110,12 +144,13 @@ def _size(
 
 
 def _check_object(
-    schema: Mapping[str, JsonValue], value: JsonValue, where: str, depth: int
+    schema: Mapping[str, JsonValue], value: JsonValue, where: str, depth: int, steps: _Steps
 ) -> str | None:
     if not isinstance(value, dict):
         return None
     required = schema.get("required")
     if isinstance(required, list):
+        steps.take(len(required))
         for name in required:
             if isinstance(name, str) and name not in value:
                 return f"{where}: missing required field {name!r}"
@@ -124,18 +159,18 @@ def _check_object(
     extra = schema.get("additionalProperties", True)
     for name, item in value.items():
         if name in props:
-            error = _check(props[name], item, f"{where}.{name}", depth + 1)
+            error = _check(props[name], item, f"{where}.{name}", depth + 1, steps)
         elif extra is False:
             error = f"{where}: unexpected field {name!r}"
         else:
-            error = _check(extra, item, f"{where}.{name}", depth + 1)
+            error = _check(extra, item, f"{where}.{name}", depth + 1, steps)
         if error is not None:
             return error
     return None
 
 
 def _check_array(
-    schema: Mapping[str, JsonValue], value: JsonValue, where: str, depth: int
+    schema: Mapping[str, JsonValue], value: JsonValue, where: str, depth: int, steps: _Steps
 ) -> str | None:
     if not isinstance(value, list):
         return None
@@ -145,20 +180,20 @@ def _check_array(
     items = schema.get("items")
     if isinstance(items, (dict, bool)):
         for index, item in enumerate(value):
-            error = _check(items, item, f"{where}[{index}]", depth + 1)
+            error = _check(items, item, f"{where}[{index}]", depth + 1, steps)
             if error is not None:
                 return error
     return None
 
 
 def _check_combined(
-    schema: Mapping[str, JsonValue], value: JsonValue, where: str, depth: int
+    schema: Mapping[str, JsonValue], value: JsonValue, where: str, depth: int, steps: _Steps
 ) -> str | None:
     for key in ("allOf", "anyOf", "oneOf"):
         options = schema.get(key)
         if not isinstance(options, list):
             continue
-        errors = [_check(option, value, where, depth + 1) for option in options]
+        errors = [_check(option, value, where, depth + 1, steps) for option in options]
         fits = errors.count(None)
         if key == "allOf" and fits < len(options):
             return next(error for error in errors if error is not None)
@@ -166,7 +201,7 @@ def _check_combined(
             return f"{where}: fits none of anyOf ({errors[0]})"
         if key == "oneOf" and options and fits != 1:
             return f"{where}: fits {fits} of oneOf, not exactly one"
-    if "not" in schema and _check(schema["not"], value, where, depth + 1) is None:
+    if "not" in schema and _check(schema["not"], value, where, depth + 1, steps) is None:
         return f"{where}: must not fit the schema under 'not'"
     return None
 
