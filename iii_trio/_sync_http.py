@@ -20,6 +20,7 @@ plain handler, it can poll ``trio.from_thread.check_cancelled()``).
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -27,7 +28,7 @@ import trio
 from pydantic import BaseModel, JsonValue
 
 from ._channels import READ_ALL_LIMIT, ChannelWriter
-from ._http import HttpReply, HttpRequest, HttpResponse
+from ._http import HttpReply, HttpRequest, HttpResponse, check_no_reply_after_stream
 
 __all__ = ["SyncHttpRequest", "SyncHttpResponse", "http"]
 
@@ -110,6 +111,13 @@ def http(handler: SyncHandler) -> Callable[[dict[str, Any]], JsonValue]:
     one of its ``sync_handler_threads``, holding a virtual clock still while it works.
     """
 
+    call = getattr(handler, "__call__", None)  # noqa: B004 - an object with a __call__
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"sync.http serves a plain function, not the async {handler!r}; "
+            "iii_trio.http serves an async def handler(req, res)"
+        )
+
     @functools.wraps(handler)
     def serve_http(data: dict[str, Any]) -> JsonValue:
         if not isinstance(data, Mapping):
@@ -119,6 +127,7 @@ def http(handler: SyncHandler) -> Callable[[dict[str, Any]], JsonValue]:
         answer = handler(
             SyncHttpRequest(HttpRequest.from_payload(data)), SyncHttpResponse(response)
         )
+        check_no_reply_after_stream(handler, answer, response)
         if answer is None and response.writer is not None:
             # As ``iii_trio.http``: a None result means "the answer streams"; end it now.
             _blocking(response.aclose)

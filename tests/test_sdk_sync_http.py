@@ -103,3 +103,29 @@ async def test_a_raising_plain_handler_is_a_500(autojump_clock: MockClock) -> No
         reply = await client.post("/x")
     assert reply.status_code == 500
     assert reply.json()["error"]["message"] == "no such item"
+
+
+async def test_a_reply_returned_after_streaming_is_an_error(
+    autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def handler(req: SyncHttpRequest, res: SyncHttpResponse) -> HttpReply:
+        res.send("part")
+        return HttpReply(body="never seen")
+
+    async with served(handler) as (_, client):
+        reply = await client.post("/x")
+    # The client has the stream; the handler's failure says why the reply went nowhere.
+    assert (reply.status_code, reply.content) == (200, b"part")
+    failures = [
+        r.getMessage() for r in caplog.records if "returned an HttpReply after" in r.getMessage()
+    ]
+    assert len(failures) == 1
+    assert "return None once res was written to" in failures[0]
+
+
+def test_an_async_handler_is_refused_at_once() -> None:
+    async def handler(req: Any, res: Any) -> None:
+        pass  # pragma: no cover
+
+    with pytest.raises(TypeError, match=r"iii_trio\.http"):
+        http(handler)  # type: ignore[arg-type]
