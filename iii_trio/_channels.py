@@ -352,9 +352,7 @@ class ChannelEnds:
 
     def _connect(self, ref: StreamChannelRef) -> AbstractAsyncContextManager[Connection]:
         worker = self._worker
-        transport = worker._transport
-        if ref.direction == "write":
-            transport = _without_pings(transport)
+        transport = _without_pings(worker._transport)
         return transport.connect(channel_url(worker.url, ref), worker._headers)
 
     def seal(self) -> None:
@@ -375,13 +373,15 @@ class ChannelEnds:
 
 
 def _without_pings(transport: Transport) -> Transport:
-    """``transport`` without keepalive pings, for a writer's socket.
+    """``transport`` without keepalive pings, for a channel socket.
 
-    The engine stops reading a writer's socket while the channel is full (upstream
-    does too), so a ping waits unanswered behind a slow reader for as long as it reads
-    slowly: a keepalive would drop a healthy writer (and its reader would see a short
-    stream end as if complete). A writer's ``send`` thus waits as long as its reader
-    does not read, on a dead link too: bound it with ``trio.move_on_after``."""
+    The engine reads a channel socket only to fill the channel: it stops reading a
+    writer's while the channel is full, and upstream never reads a reader's at all (it
+    only writes items to it). A ping there waits unanswered behind a slow reader, or a
+    quiet writer, for as long as they take: a keepalive would drop a healthy end (and a
+    reader would see a writer's short stream end as if complete). So a ``send`` waits as
+    long as its reader does not read, and a ``receive`` as long as its writer is quiet,
+    on a dead link too: bound them with ``trio.move_on_after``."""
     if isinstance(transport, WebSocketTransport) and transport.ping_interval is not None:
         quiet = copy.copy(transport)
         quiet.ping_interval = None

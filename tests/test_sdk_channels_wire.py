@@ -5,11 +5,21 @@ closing handshake that ends a stream and an engine that goes away are the wire's
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request
 
-from iii_trio import ChannelError, InitOptions, WebSocketTransport, register_worker
+from iii_trio import (
+    ChannelError,
+    InitOptions,
+    StreamChannelRef,
+    WebSocketTransport,
+    Worker,
+    register_worker,
+)
 from iii_trio._transport import WebSocketStack
 from tests.served import Served
 
@@ -96,3 +106,34 @@ async def test_a_writer_held_back_by_a_slow_reader_outlasts_the_keepalive(
                 await trio.sleep(2)  # the reader pauses: ten keepalive periods
                 rest = [item async for item in channel.reader]
     assert len(rest) == items - 1
+
+
+async def _accept_and_never_read(stream: trio.SocketStream) -> None:
+    """A channel socket as upstream's engine serves a reader's: it only ever writes
+    (items, then a close), so it never reads, and never answers, a ping."""
+    ws = WSConnection(ConnectionType.SERVER)
+    while True:
+        ws.receive_data(await stream.receive_some(65536))
+        if any(isinstance(event, Request) for event in ws.events()):
+            await stream.send_all(ws.send(AcceptConnection()))
+            break
+    await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("stack", ["trio-websocket", "websockets"])
+async def test_a_reader_waiting_on_a_quiet_writer_is_not_dropped_by_its_keepalive(
+    stack: WebSocketStack,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        (listener,) = await nursery.start(
+            partial(trio.serve_tcp, _accept_and_never_read, 0, host="127.0.0.1")
+        )
+        port = listener.socket.getsockname()[1]
+        transport = WebSocketTransport(websocket=stack, ping_interval=0.2, ping_timeout=0.2)
+        worker = Worker(f"ws://127.0.0.1:{port}", transport=transport)
+        ref = StreamChannelRef("c1", "k1", "read")
+        async with worker.channel_reader(ref) as reader:
+            with trio.move_on_after(2) as waiting:  # ten keepalive periods of silence
+                await reader.receive()
+        assert waiting.cancelled_caught
+        nursery.cancel_scope.cancel()
