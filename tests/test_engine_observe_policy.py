@@ -24,6 +24,7 @@ from iii_trio.protocol import (
     ObserverStateChanged,
     Reattach,
     RegisterTriggerType,
+    Unobserve,
     UnregisterTriggerType,
     WorkerRegistered,
 )
@@ -286,3 +287,26 @@ async def test_a_legacy_owner_hears_nothing_of_the_observers_of_its_function(
     await one_call(owner, caller)
     assert (await watcher.expect(InvokeFunction)).function_id == "app::dst"
     await owner.silent()  # no functionregistered, observeradded or activation frame
+
+
+async def test_the_queue_is_bounded_in_bytes_per_connection(autojump_clock: MockClock) -> None:
+    # A target that never answers and big events must not make the engine hold them all:
+    # what waits for a slot counts against its watcher's bytes, over all its observers.
+    async with limited(max_queued_bytes=1500) as (engine, connect):
+        owner, watcher, caller = await watched(connect, max_in_flight=1, capture=["input"])
+        big = "x" * 1000
+        for n in range(3):
+            await one_call(owner, caller, {"n": n, "pad": big})
+        info = (await caller.ok("engine::observers::get", {"id": "o1"}))["observer"]
+        assert (info["in_flight"], info["queued"], info["dropped"]) == (1, 1, {"QUEUE_FULL": 1})
+        first = await watcher.expect(InvokeFunction)
+        await watcher.answer(first, None)  # frees the slot: the queued one goes, and its bytes
+        await watcher.expect(InvokeFunction)
+        await one_call(owner, caller, {"n": 3, "pad": big})
+        info = (await caller.ok("engine::observers::get", {"id": "o1"}))["observer"]
+        assert (info["queued"], info["dropped"]) == (1, {"QUEUE_FULL": 1})
+        delivery = engine.core.observe.delivery
+        assert 1000 < delivery.queued_bytes(watcher.id) <= 1500
+        await watcher.send(Unobserve(id="o1"))
+        await watcher.ok("engine::functions::list")  # the unobserve was read before this
+        assert delivery.queued_bytes(watcher.id) == 0

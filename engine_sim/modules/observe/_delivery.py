@@ -13,6 +13,7 @@ guard past ``max_depth`` and counted against ``max_fires``.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -20,6 +21,7 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
+from iii_trio._protocol import _json
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
     OMITTED,
@@ -92,6 +94,8 @@ class Delivery:
         #: Observers whose queue is being drained: a target that answers at once (a
         #: built-in) must not drain it again from inside (recursion per queued item).
         self._pumping: set[str] = set()
+        #: Bytes of queued activations per watcher connection (``max_queued_bytes``).
+        self._queued_bytes: dict[str, int] = {}
 
     # -- the routed path -----------------------------------------------------------------
 
@@ -265,10 +269,43 @@ class Delivery:
         self._pumping.add(obs.id)
         try:
             while obs.queue and obs.in_flight < obs.max_in_flight and obs.state == ACTIVE:
-                self._dispatch(obs, obs.queue.popleft())
+                activation = obs.queue.popleft()
+                self._release(obs, activation.size)
+                self._dispatch(obs, activation)
         finally:
             self._pumping.discard(obs.id)
         self._check_spent(obs)
+
+    def queued_bytes(self, watcher: str) -> int:
+        """Bytes of the activations waiting for a slot in ``watcher``'s observers."""
+        return self._queued_bytes.get(watcher, 0)
+
+    def take_queue(self, obs: Observer) -> deque[Pending]:
+        """Empty ``obs``'s queue (it ended): what was in it, its bytes released."""
+        queued, obs.queue = obs.queue, deque()
+        self._release(obs, obs.queued_bytes)
+        return queued
+
+    def rehome(self, obs: Observer, watcher: str) -> None:
+        """``obs`` now belongs to connection ``watcher``: so do the bytes it queued."""
+        size = obs.queued_bytes
+        self._release(obs, size)
+        self._charge(watcher, obs, size)
+
+    def _charge(self, watcher: str, obs: Observer, size: int) -> None:
+        if size:
+            obs.queued_bytes += size
+            self._queued_bytes[watcher] = self._queued_bytes.get(watcher, 0) + size
+
+    def _release(self, obs: Observer, size: int) -> None:
+        if not size:
+            return
+        obs.queued_bytes -= size
+        left = self._queued_bytes.get(obs.watcher, 0) - size
+        if left > 0:
+            self._queued_bytes[obs.watcher] = left
+        else:
+            self._queued_bytes.pop(obs.watcher, None)
 
     def _activate(
         self,
@@ -281,6 +318,7 @@ class Delivery:
     ) -> None:
         limits = self.engine.limits
         depth = event.depth + 1
+        waits = obs.in_flight >= obs.max_in_flight or bool(obs.queue)
         refusal: str | None = None
         if obs.state != ACTIVE:
             # Its worker or target is away: the event is lost to it, and counted.
@@ -289,8 +327,17 @@ class Delivery:
             refusal = "LOOP_GUARD"
         elif obs.max_fires is not None and obs.fires >= obs.max_fires:
             refusal = "MAX_FIRES"
-        elif obs.in_flight >= obs.max_in_flight and len(obs.queue) >= limits.max_queued:
+        elif waits and len(obs.queue) >= limits.max_queued:
             refusal = "QUEUE_FULL"
+        activation_id = data = None
+        size = 0
+        if refusal is None:
+            activation_id = self.engine.core.new_id()
+            data = payload if reply is not None else self._data(obs, activation_id, event)
+            # Measured only when it must wait for a slot: most activations never do.
+            size = len(_json.write(data)) if waits else 0
+            if self.queued_bytes(obs.watcher) + size > limits.max_queued_bytes:
+                refusal = "QUEUE_FULL"
         if refusal is not None:
             obs.dropped[refusal] += 1
             if reply is not None:
@@ -301,8 +348,7 @@ class Delivery:
                     ErrorBody(code=refusal, message=f"observer {obs.id} did not run: {refusal}"),
                 )
             return
-        activation_id = self.engine.core.new_id()
-        data = payload if reply is not None else self._data(obs, activation_id, event)
+        assert activation_id is not None
         activation = Pending(
             activation_id=activation_id,
             data=data,
@@ -313,8 +359,10 @@ class Delivery:
             baggage=event.baggage,
             reply=reply,
             caller=caller,
+            size=size,
         )
         obs.fires += 1
+        self._charge(obs.watcher, obs, size)
         obs.queue.append(activation)
         self.pump(obs)
 

@@ -262,6 +262,7 @@ class ObserveEngine:
             if obs.grace is not None:
                 obs.grace.cancel()
                 obs.grace = None
+            self.delivery.rehome(obs, worker.id)
             self.registry.move_watcher(obs, worker.id)
             self.states.settle(obs)
 

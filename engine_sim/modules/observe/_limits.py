@@ -62,6 +62,10 @@ class ObserveLimits:
     default_max_in_flight: int = 64
     #: Activations of one observer waiting for a slot; more are dropped (``QUEUE_FULL``).
     max_queued: int = 1_000
+    #: Bytes (of the JSON each delivers) of the activations waiting for a slot, over all
+    #: the observers of one connection; more are dropped (``QUEUE_FULL``). A target that
+    #: never answers must not make the engine hold every event, however big.
+    max_queued_bytes: int = 64 * 1024 * 1024
     #: Deepest observe level an activation may run at: an activation of an
     #: invocation made at this depth or deeper is dropped (``LOOP_GUARD``).
     max_depth: int = 8
@@ -76,6 +80,7 @@ class ObserveLimits:
             "max_observers",
             "default_max_in_flight",
             "max_queued",
+            "max_queued_bytes",
             "max_depth",
             "max_report_items",
             "max_id_length",

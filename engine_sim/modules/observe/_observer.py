@@ -77,6 +77,8 @@ class Observer:
     departed_token: str | None = None
     in_flight: int = 0
     queue: deque[Activation] = field(default_factory=deque)
+    #: Bytes of ``queue``, counted against its watcher's ``max_queued_bytes``.
+    queued_bytes: int = 0
     #: Activations not delivered, by reason (``LOOP_GUARD``, ``QUEUE_FULL``, ...).
     dropped: Counter[str] = field(default_factory=Counter)
     expires_at_ms: int | None = None
@@ -138,3 +140,5 @@ class Activation:
     reply: Reply | None = None
     #: For ``obs.call``: the call's own caller (the owner), instead of the engine.
     caller: Caller | None = None
+    #: Bytes of ``data`` when it was queued (0: it was dispatched at once).
+    size: int = 0

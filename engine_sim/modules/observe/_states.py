@@ -10,7 +10,6 @@ those changed and sends ``observerstatechanged`` when it moved; ``finish`` ends 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 from iii_trio.protocol import ErrorBody, ObserveResult, ObserverStateChanged, Reason
@@ -97,7 +96,7 @@ class States:
         assert state in (ERROR, DISPOSED)
         obs.state, obs.reason = state, reason
         obs.cancel_timers()
-        queued, obs.queue = obs.queue, deque()
+        queued = self.engine.delivery.take_queue(obs)
         for activation in queued:
             if activation.reply is not None:
                 self.engine.core.calls.complete(
