@@ -139,3 +139,45 @@ async def test_iii_trio_observes_an_official_function_and_an_official_owner_can_
     assert envelope["function_id"] == "pay::charge"
     assert envelope["input"] == {"amount": 7}
     assert envelope["output"] == {"charged": 7}
+
+
+async def test_an_iii_trio_owner_hands_events_to_an_official_observer_with_args(
+    sim: ThreadedEngine, official: Workers
+) -> None:
+    async def tick(data: Json) -> Json:
+        for observer in clock.observers("clock::tick"):
+            if observer.args.get("every") == data["second"] % 10:
+                observer.emit({"second": data["second"]})
+        return {"ok": True}
+
+    hooks = ObserveHooks(
+        delivery="owner",
+        args_format={
+            "type": "object",
+            "required": ["every"],
+            "properties": {"every": {"type": "integer"}},
+        },
+    )
+    options = _trio_options("trio-clock")
+    async with iii_trio.register_worker(sim.url, options=options) as clock:
+        clock.register_function("clock::tick", tick, observe=hooks)
+        await _wait(sim, _announced("trio-clock", ["clock::tick"]))
+        received = Received()
+        watcher = cast(III, await _blocking(partial(official.start, "official-ticks")))
+        watcher.register_function("official::every3", received)
+        refused = watcher.observe(
+            {"function_id": "clock::tick", "args": {"every": "3"}}, "official::every3"
+        )
+        with pytest.raises(OfficialRejection) as caught:
+            await _blocking(partial(refused.ready, WAIT))
+        assert caught.value.code == "INVALID_ARGS"
+        handle = watcher.observe(
+            {"function_id": "clock::tick", "args": {"every": 3}}, "official::every3"
+        )
+        await _blocking(partial(handle.ready, WAIT))
+        for second in (1, 13, 22):
+            await clock.trigger("clock::tick", {"second": second})
+        assert await _blocking(partial(received.arrived.wait, WAIT))
+    [event] = received.items
+    assert event["input"] == {"second": 13}
+    assert event["observer_id"] == handle.id
