@@ -22,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from urllib.parse import quote
 
 import trio
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
@@ -63,6 +64,8 @@ READ_ALL_LIMIT: Final = 64 * 1024 * 1024
 #: Close codes a reader's socket ends with when the stream is complete: upstream's
 #: engine sends a close frame without a status (1005); 1000 is a plain normal close.
 _STREAM_END: Final = frozenset((1000, 1005))
+#: Stands for the access key in a socket URL an error shows.
+_HIDDEN_KEY: Final = "key=<access_key>&"
 #: What a link that ends while an end closes its socket raises (logged, not raised).
 _LINK_ERRORS: Final = (ConnectionClosed, OSError, trio.BrokenResourceError, trio.TooSlowError)
 
@@ -82,13 +85,12 @@ class _Link:
     """An end's socket once the end is first used (an end never used holds none of
     this: a payload may carry many refs)."""
 
-    __slots__ = ("cause", "conn", "failure", "opened", "release", "released")
+    __slots__ = ("conn", "failure", "opened", "release", "released")
 
     def __init__(self) -> None:
         self.conn: Connection | None = None
-        #: Why the socket could not be opened, and the error that said so.
+        #: Why the socket could not be opened.
         self.failure: str | None = None
-        self.cause: Exception | None = None
         #: Set once the socket opened, or failed to (or its block ended first).
         self.opened = trio.Event()
         self.release = trio.Event()
@@ -147,7 +149,7 @@ class _End(StreamChannelRef):
         if state.conn is None:
             if state.failure is None:  # the block ended while the socket opened
                 raise trio.ClosedResourceError(f"{self!r} is closed")
-            raise ChannelError(self.channel_id, state.failure) from state.cause
+            raise ChannelError(self.channel_id, state.failure) from None
         return state.conn
 
     async def _hold(self, state: _Link) -> None:
@@ -164,8 +166,10 @@ class _End(StreamChannelRef):
             if state.conn is None:
                 # Every user of the end gets this (a failure to open is not retried:
                 # the engine refuses an end it does not know, or one already taken).
-                state.failure = f"cannot open the {self.direction} end: {exc}"
-                state.cause = exc
+                # The socket's URL holds the access key: it is kept out of the message,
+                # and the error that holds it is not chained (tracebacks reach logs).
+                told = str(exc).replace(f"key={quote(self.access_key, safe='')}&", _HIDDEN_KEY)
+                state.failure = f"cannot open the {self.direction} end: {told}"
             elif isinstance(exc, _LINK_ERRORS):
                 log.debug("%r: link ended while closing: %s", self, exc)
             else:
