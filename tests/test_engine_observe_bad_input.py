@@ -19,6 +19,7 @@ from iii_trio.protocol import (
     ObserverAdded,
     ObserverStateChanged,
     Unobserve,
+    encode,
 )
 from tests.raw_worker import assert_still_served, raw_workers
 from tests.test_engine_observe import acked_functions, modern, observe, served, state_of
@@ -151,3 +152,50 @@ def test_args_that_would_cost_too_much_to_check_are_refused_not_walked(schema: A
     error = args_error(schema, {"a": [999] * 1000})
     assert error is not None
     assert "too costly to check" in error
+
+
+@pytest.mark.parametrize("field", ["args", "metadata"])
+async def test_an_observer_with_huge_args_or_metadata_is_refused(
+    autojump_clock: MockClock, field: str
+) -> None:
+    config = EngineConfig(observe=ObserveLimits(max_observer_bytes=1000))
+    async with open_engine(config) as engine, raw_workers(engine) as connect:
+        watcher = await modern(connect, "watcher")
+        big = {"pad": "x" * 1000}
+        result = await state_of(watcher, observe("o1", "app::x", "app::y", **{field: big}))
+        assert result.state == "error"
+        assert result.error is not None
+        assert result.error.code == "INVALID_OBSERVER"
+        assert field in result.error.message
+        assert engine.core.observe.registry.get("o1") is None
+        small = await state_of(watcher, observe("o2", "app::x", "app::y", **{field: {"a": 1}}))
+        assert small.state == "pending"
+
+
+async def test_observers_one_owner_is_told_of_at_once_are_bounded_in_bytes(
+    autojump_clock: MockClock,
+) -> None:
+    # functionregistered lists every observer of the function: other connections'
+    # observers must not make it a frame the owner cannot take (and takes again on
+    # every reconnect).
+    config = EngineConfig(observe=ObserveLimits(max_function_observer_bytes=5000))
+    async with open_engine(config) as engine, raw_workers(engine) as connect:
+        watcher = await modern(connect, "watcher")
+        args = {"pad": "x" * 1500}
+        states = [
+            (await state_of(watcher, observe(f"o{n}", "app::fn", "app::dst", args=args))).state
+            for n in range(4)
+        ]
+        assert states == ["pending", "pending", "pending", "error"]
+        other = await modern(connect, "other")
+        refused = await state_of(other, observe("p1", "app::fn", "app::dst2", args=args))
+        assert refused.error is not None
+        assert refused.error.code == "TOO_MANY_OBSERVERS"
+        assert (await state_of(other, observe("p2", "app::other", "app::dst2"))).state == "pending"
+        await watcher.send(Unobserve(id="o0"))
+        assert (await state_of(other, observe("p3", "app::fn", "app::dst2", args=args))).state == (
+            "pending"
+        )
+        _, registered = await owner_of(connect, "app::fn", delivery="owner")
+        assert [info.id for info in registered.observers or []] == ["o1", "o2", "p3"]
+        assert len(encode(registered)) < 6000

@@ -165,6 +165,14 @@ class ObserveEngine:
             )
             self.states.refuse(worker.id, message.id, reason)
             return
+        limit = self.limits.max_function_observer_bytes
+        if self.registry.bytes_of_source(spec.source) + spec.info_bytes > limit:
+            reason = Reason(
+                code="TOO_MANY_OBSERVERS",
+                message=f"the observers of {spec.source[1]} may take {limit} bytes in all",
+            )
+            self.states.refuse(worker.id, message.id, reason)
+            return
         obs = self._make(worker, spec)
         self.registry.add(obs)
         log.info(
@@ -197,6 +205,7 @@ class ObserveEngine:
             metadata=spec.metadata,
             max_fires=spec.max_fires,
             max_in_flight=spec.max_in_flight,
+            info_bytes=spec.info_bytes,
             created_at_ms=int(core.wall_time(core.now) * 1000),
         )
         if spec.expires_in_ms is not None:

@@ -73,6 +73,15 @@ class ObserveLimits:
     max_report_items: int = 1_000
     #: Longest observer id accepted, in characters.
     max_id_length: int = 256
+    #: Bytes (of its JSON) an observer's ``args`` may take, and its ``metadata``: the
+    #: engine keeps both while it lives and sends them on (to the owner, with every
+    #: activation).
+    max_observer_bytes: int = 64 * 1024
+    #: Bytes of the observers of one function, as its owner is told of them all at once
+    #: (``functionregistered``, on every registration): more are refused
+    #: (``TOO_MANY_OBSERVERS``), so other connections' observers never make that frame
+    #: one the owner cannot take.
+    max_function_observer_bytes: int = 8 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in (
@@ -84,6 +93,8 @@ class ObserveLimits:
             "max_depth",
             "max_report_items",
             "max_id_length",
+            "max_observer_bytes",
+            "max_function_observer_bytes",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"observe.{name} must be at least 1, got {getattr(self, name)!r}")

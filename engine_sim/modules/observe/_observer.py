@@ -61,6 +61,8 @@ class Observer:
     max_fires: int | None
     max_in_flight: int
     created_at_ms: int
+    #: Bytes of what its owner is told of it (``max_function_observer_bytes``).
+    info_bytes: int = 0
     state: State = PENDING
     reason: Reason | None = None
     #: Activations started (``max_fires`` counts these).

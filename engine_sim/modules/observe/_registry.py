@@ -23,6 +23,8 @@ class Registry:
         self._by_source: dict[FunctionKey, dict[str, Observer]] = {}
         self._by_target: dict[FunctionKey, dict[str, Observer]] = {}
         self._by_watcher: dict[str, dict[str, Observer]] = {}
+        #: ``info_bytes`` of the observers of each function, summed.
+        self._source_bytes: dict[FunctionKey, int] = {}
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -38,6 +40,7 @@ class Registry:
         self._by_source.setdefault(obs.source, {})[obs.id] = obs
         self._by_target.setdefault(obs.target, {})[obs.id] = obs
         self._by_watcher.setdefault(obs.watcher, {})[obs.id] = obs
+        self._source_bytes[obs.source] = self.bytes_of_source(obs.source) + obs.info_bytes
 
     def remove(self, obs: Observer) -> None:
         if self.by_id.get(obs.id) is not obs:
@@ -46,6 +49,11 @@ class Registry:
         _drop(self._by_source, obs.source, obs.id)
         _drop(self._by_target, obs.target, obs.id)
         _drop(self._by_watcher, obs.watcher, obs.id)
+        left = self.bytes_of_source(obs.source) - obs.info_bytes
+        if obs.source in self._by_source:
+            self._source_bytes[obs.source] = left
+        else:
+            self._source_bytes.pop(obs.source, None)
 
     def move_watcher(self, obs: Observer, watcher: str) -> None:
         """``obs`` now belongs to connection ``watcher`` (its worker reconnected)."""
@@ -61,6 +69,10 @@ class Registry:
     def observes(self, key: FunctionKey) -> bool:
         """Whether any observer watches ``key`` (the routed path asks on every call)."""
         return key in self._by_source
+
+    def bytes_of_source(self, key: FunctionKey) -> int:
+        """``info_bytes`` of the observers of function ``key``, summed."""
+        return self._source_bytes.get(key, 0)
 
     def of_target(self, key: FunctionKey) -> list[Observer]:
         found = self._by_target.get(key)

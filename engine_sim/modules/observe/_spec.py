@@ -7,10 +7,12 @@ function (``INVALID_ARGS``, ``NOT_OBSERVABLE``) waits until the function is ther
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from pydantic import JsonValue
 
 from iii_trio._filter import CompiledFilter, FilterError, compile_filter
+from iii_trio._protocol import _json
 from iii_trio.protocol import Observe, Reason, is_blank_namespace
 
 from ..._records import FunctionKey
@@ -39,6 +41,12 @@ class Spec:
     max_fires: int | None
     expires_in_ms: int | None
     max_in_flight: int
+    #: Bytes of what the owner is told of it (``ObserverInfo``), near enough.
+    info_bytes: int
+
+
+#: Bytes of an ``ObserverInfo`` besides its id, args, filters and target.
+_INFO_OVERHEAD: Final = 128
 
 
 def read_spec(message: Observe, namespace: str, limits: ObserveLimits) -> Spec | Reason:
@@ -73,6 +81,11 @@ def read_spec(message: Observe, namespace: str, limits: ObserveLimits) -> Spec |
             message=f"{source.function_id} cannot be its own observer's target (it would "
             "activate itself)",
         )
+    args = dict(source.args or {})
+    sizes = {"args": _size_of(args), "metadata": _size_of(message.metadata)}
+    for name, size in sizes.items():
+        if size > limits.max_observer_bytes:
+            return _invalid(f"{name} takes {size} bytes; at most {limits.max_observer_bytes}")
     try:
         compiled = compile_filter(source.filters if source.filters is not None else {})
     except FilterError as exc:
@@ -81,7 +94,7 @@ def read_spec(message: Observe, namespace: str, limits: ObserveLimits) -> Spec |
         id=message.id,
         source=source_key,
         target=target_key,
-        args=dict(source.args or {}),
+        args=args,
         filter=compiled,
         capture=tuple(dict.fromkeys(capture)),
         on=on,
@@ -90,7 +103,16 @@ def read_spec(message: Observe, namespace: str, limits: ObserveLimits) -> Spec |
         max_fires=message.max_fires,
         expires_in_ms=message.expires_in_ms,
         max_in_flight=message.max_in_flight or limits.default_max_in_flight,
+        info_bytes=sizes["args"]
+        + _size_of(compiled.source)
+        + len(message.id)
+        + len(target.function_id)
+        + _INFO_OVERHEAD,
     )
+
+
+def _size_of(value: JsonValue) -> int:
+    return len(_json.write(value).encode())
 
 
 def _invalid(message: str) -> Reason:
