@@ -34,7 +34,7 @@ from typing import Any, Final, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
 
-from ._channels import READ_ALL_LIMIT, ChannelReader, ChannelWriter
+from ._channels import READ_ALL_LIMIT, ChannelError, ChannelReader, ChannelWriter
 from ._protocol import _json
 
 __all__ = ["HttpReply", "HttpRequest", "HttpResponse", "check_no_reply_after_stream", "http"]
@@ -94,7 +94,8 @@ class HttpRequest:
     maps (header names in lower case; a repeated name keeps its last value). ``body``
     is the parsed JSON for a ``Content-Type: application/json`` request, else
     ``None``; the raw bytes are in ``body_stream`` either way (read them with
-    ``await req.read()`` or ``async for chunk in req.body_stream``; each once)."""
+    ``await req.read()``, which keeps them, or once with ``async for chunk in
+    req.body_stream``)."""
 
     method: str
     path: str = ""
@@ -103,13 +104,26 @@ class HttpRequest:
     headers: dict[str, Any] = field(default_factory=dict)
     body: JsonValue = None
     body_stream: ChannelReader | None = None
+    _raw: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _reading: bool = field(default=False, init=False, repr=False, compare=False)
 
     async def read(self, max_bytes: int = READ_ALL_LIMIT) -> bytes:
         """The raw request body (empty when the engine sent no body channel);
-        ``ChannelError`` past ``max_bytes``."""
+        ``ChannelError`` past ``max_bytes``. Read once from ``body_stream``, then kept:
+        a second ``read`` gives it again (or ``ChannelError`` if the first failed)."""
         if self.body_stream is None:
             return b""
-        return await self.body_stream.read_all(max_bytes)
+        if self._raw is None:
+            if self._reading:
+                # What is left is not the body: part of it was read by the read that failed.
+                raise ChannelError(
+                    self.body_stream.channel_id,
+                    "an earlier read of the body failed or was cancelled part-way: "
+                    "the body cannot be read again",
+                )
+            self._reading = True
+            self._raw = await self.body_stream.read_all(max_bytes)
+        return self._raw
 
     def body_as(self, model: type[T]) -> T:
         """``body`` validated into ``model`` (a pydantic model or any type pydantic

@@ -73,6 +73,26 @@ async def test_the_raw_body_is_read_from_the_request_channel(autojump_clock: Moc
     assert reply.json() == {"size": len(upload), "head": "abcd", "json": None}
 
 
+async def test_reading_the_body_again_gives_it_again(autojump_clock: MockClock) -> None:
+    # A second read found the channel at its end and got b"": an empty body, silently.
+    async def handler(req: HttpRequest, res: HttpResponse) -> HttpReply:
+        if req.query_params.get("cap"):
+            with pytest.raises(ChannelError, match="over 1000 bytes"):
+                await req.read(max_bytes=1000)
+            # Part of the body is gone: the rest must not pass for the body.
+            with pytest.raises(ChannelError, match="the body cannot be read again"):
+                await req.read()
+            return HttpReply(body="refused twice")
+        first, again = await req.read(), await req.read()
+        return HttpReply(body={"first": len(first), "again": len(again)})
+
+    async with served(handler) as (_engine, client, _w):
+        reply = await client.post("/x", content=b"x" * 70_000)
+        capped = await client.post("/x?cap=1", content=b"x" * 70_000)
+    assert reply.json() == {"first": 70_000, "again": 70_000}
+    assert capped.json() == "refused twice"
+
+
 async def test_a_body_cut_off_at_the_limit_is_an_error_to_the_handler_not_its_end(
     autojump_clock: MockClock,
 ) -> None:
