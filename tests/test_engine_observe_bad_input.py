@@ -199,3 +199,25 @@ async def test_observers_one_owner_is_told_of_at_once_are_bounded_in_bytes(
         _, registered = await owner_of(connect, "app::fn", delivery="owner")
         assert [info.id for info in registered.observers or []] == ["o1", "o2", "p3"]
         assert len(encode(registered)) < 6000
+
+
+async def test_a_report_cannot_carry_a_negative_depth_past_the_loop_guard(
+    autojump_clock: MockClock,
+) -> None:
+    # A depth below 0 would be carried on by every worker the activation calls, and
+    # an honest observe loop between two of them would never meet the guard.
+    async with open_engine(EngineConfig()) as engine, raw_workers(engine) as connect:
+        owner, _ = await owner_of(connect, "app::fn")
+        watcher = await modern(connect, "watcher")
+        await served(watcher, "app::dst")
+        await acked_functions(watcher, 1)
+        await watcher.send(observe("o1", "app::fn", "app::dst"))
+        await ack(owner, await owner.expect(ObserverAdded))
+        await watcher.next()  # observeresult pending
+        assert (await watcher.expect(ObserverStateChanged)).state == "active"
+        item = ObservedInvocation(
+            function_id="app::fn", invocation_id="i1", matched=["o1"], observe_depth=-1000
+        )
+        await owner.send(InvocationsObserved(items=[item]))
+        activation = await watcher.expect(InvokeFunction)
+        assert activation.observe_depth == 1

@@ -206,7 +206,9 @@ class Delivery:
                 values,
                 item.started_at_ms,
                 item.duration_ms,
-                item.observe_depth,
+                # Below 0, every worker the activation calls would carry it on, and
+                # their loops would never meet the guard.
+                max(item.observe_depth, 0),
                 item.traceparent,
                 item.baggage,
             )
