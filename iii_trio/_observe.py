@@ -45,6 +45,7 @@ from ._protocol._observe import (
 )
 from ._protocol._observe_types import FunctionTarget, Reason
 from ._protocol._observe_types import ObserveSource as SourceWire
+from ._transport import MessageLimit
 
 if TYPE_CHECKING:
     from ._dispatch import Dispatch
@@ -122,6 +123,9 @@ class ObserveRuntime:
         self._stopped = False
         self._interceptors: list[CallInterceptor] = []
         self._local: LocalDispatch | None = None
+        #: The largest message the engine takes (16 MiB, 64 MiB with large-messages.v1):
+        #: a local call's payload and result meet it as the routed call's frames would.
+        self.message_limit = MessageLimit()
 
     # -- the worker's seams ----------------------------------------------------------------------
 
@@ -261,6 +265,7 @@ class ObserveRuntime:
         """``workerregistered``: the features decide what this connection gets."""
         features = frozenset(message.features or ())
         self._features[live] = features
+        self.message_limit.registered(live.connection, features)
         intercept = self._local.intercept if self._local is not None else None
         if (
             FEATURE_OBSERVE in features

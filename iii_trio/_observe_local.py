@@ -7,9 +7,10 @@ timeout. It runs in the calling task, so a timeout or a cancellation of the call
 cancels the handler (through the engine the handler would run on, unseen); the
 caller gets ``InvocationTimeout`` exactly as from the remote path. The handler gets
 a copy of the payload and the caller a copy of the result, as JSON, so neither sees
-what the other does to its own. A function registered with ``local_dispatch=False``,
-an ``enqueue``, and a chain of local calls deeper than ``MAX_LOCAL_DEPTH`` go
-through the engine.
+what the other does to its own; both copies meet the engine's message limit
+(``FrameTooLarge`` for the payload, ``payload_too_large`` for the answer). A
+function registered with ``local_dispatch=False``, an ``enqueue``, and a chain of
+local calls deeper than ``MAX_LOCAL_DEPTH`` go through the engine.
 
 Observers of a local call are evaluated when it ends, against the observers active
 when it started; matches are reported (``_observe_reporter``). Every call made from
@@ -33,7 +34,7 @@ from pydantic import JsonValue
 
 from ._calls import USE_DEFAULT, OutboundCall, SendCall
 from ._context import CALLER_WORKER_ID_KEY, InvocationContext, _current
-from ._exceptions import InvocationError, InvocationTimeout, ProtocolError
+from ._exceptions import FrameTooLarge, InvocationError, InvocationTimeout, ProtocolError
 from ._handlers import HandlerInputError
 from ._inbound import InboundCall, InvocationWrapper, RunHandler
 from ._lifecycle import InvocationFinished, InvocationStarted, WorkerState
@@ -170,9 +171,20 @@ class LocalDispatch:
     ) -> JsonValue:
         # What the engine would have received: the same encoding (so the same errors for
         # what JSON cannot carry), parsed back into the handler's own copy.
+        # The routed call's frame, checked against the engine's limit: a payload too large
+        # for the engine raises ``FrameTooLarge`` here as it would there, before any run.
         sent = encode(
-            InvokeFunction(function_id=call.function_id, data=call.data, metadata=call.metadata)
+            InvokeFunction(
+                invocation_id=uuid4(),
+                function_id=call.function_id,
+                data=call.data,
+                metadata=call.metadata,
+                namespace=call.namespace,
+                traceparent=call.traceparent,
+                baggage=call.baggage,
+            )
         )
+        self._runtime.message_limit.check(sent)
         copy = json.loads(sent)
         data, metadata = copy.get("data"), copy.get("metadata")
         caller_id = self._runtime.identity().get("worker_id")
@@ -273,7 +285,13 @@ class LocalDispatch:
         try:
             # As the answer's frame would carry it, parsed back into the caller's copy.
             reply = InvocationResult(invocation_id=uuid4(), function_id=function_id, result=output)
-            result: JsonValue = json.loads(encode(reply)).get("result")
+            answer = encode(reply)
+            # An answer too large for the engine: the routed path's ``payload_too_large``.
+            self._runtime.message_limit.check(answer)
+            result: JsonValue = json.loads(answer).get("result")
+        except FrameTooLarge as exc:
+            finish(False, None, {"code": "payload_too_large", "message": str(exc)})
+            raise InvocationError("payload_too_large", str(exc), function_id=function_id) from exc
         except ProtocolError as exc:
             text = f"result is not JSON: {exc}"
             finish(False, None, {"code": "serialization_error", "message": text})
