@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import quote
 
@@ -272,7 +272,12 @@ class ChannelReader(_End):
 
     async def aclose(self) -> None:
         """Stop reading: the engine discards what is buffered and fails the writer's
-        next write."""
+        next write. Opens the socket if this end never did, so the writer is not left
+        waiting on a reader that never comes (leaving a block does not: an unused
+        end's ref may have gone elsewhere)."""
+        if not self._closed and self._state is None:
+            with suppress(ChannelError):  # a channel already gone has nobody to tell
+                await self._link()
         await self._finish()
 
 

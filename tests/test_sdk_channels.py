@@ -146,6 +146,19 @@ async def test_writing_after_the_reader_left_raises_channel_error(
             await write_until_refused(channel.writer)
 
 
+async def test_a_reader_closed_before_it_read_fails_the_writer_at_once(
+    autojump_clock: MockClock,
+) -> None:
+    # Without telling the engine, the writer would wait on a reader that never comes
+    # until the engine drops the channel (five minutes and more).
+    async with pair() as (_engine, worker), worker.open_channel(buffer_size=1) as channel:
+        await channel.reader.aclose()
+        start = trio.current_time()
+        with pytest.raises(ChannelError, match="mid-stream"):
+            await write_until_refused(channel.writer)
+        assert trio.current_time() - start < 60
+
+
 async def test_a_reader_whose_engine_restarts_mid_stream_raises(autojump_clock: MockClock) -> None:
     async with pair() as (engine, worker), worker.open_channel() as channel:
         await channel.writer.send(b"x")
