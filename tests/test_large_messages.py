@@ -136,6 +136,7 @@ async def worker_end(stack: WebSocketStack) -> AsyncIterator[tuple[WebSocketConn
         return
     async with trio.open_nursery() as nursery:
         raw = ServerProtocol(max_size=None)
+        answered = trio.Event()
 
         async def answer_upgrade() -> None:
             while True:
@@ -144,6 +145,7 @@ async def worker_end(stack: WebSocketStack) -> AsyncIterator[tuple[WebSocketConn
                 if requests:
                     raw.send_response(raw.accept(requests[0]))  # type: ignore[arg-type]
                     await theirs.send_all(b"".join(raw.data_to_send()))
+                    answered.set()
                     return
 
         nursery.start_soon(answer_upgrade)
@@ -154,6 +156,7 @@ async def worker_end(stack: WebSocketStack) -> AsyncIterator[tuple[WebSocketConn
             "/",
             max_message_size=MAX_MESSAGE_BYTES,
         )
+        await answered.wait()  # its write is over: the test's may start
         yield WebSocketConnection(ws), RawPeer(theirs, raw)
         nursery.cancel_scope.cancel()
 
@@ -219,23 +222,25 @@ async def test_a_pong_may_go_between_fragments() -> None:
         done = trio.Event()
 
         async def engine() -> None:
+            pinged = False
             while not (seen and seen[-1].fin and seen[-1].opcode is Opcode.CONT):
                 raw.protocol.receive_data(await raw.stream.receive_some(65536))
                 seen.extend(e for e in raw.protocol.events_received() if isinstance(e, Frame))
-                if len(seen) == 3:  # a few fragments in: ping the worker
+                if len(seen) >= 3 and not pinged:  # a few fragments in: ping the worker once
+                    pinged = True
                     await raw.send("send_ping")
             done.set()
 
         async def reader() -> None:
             await ws.get_message()  # takes the ping; the pong is owed to the peer
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(engine)
-            nursery.start_soon(reader)
-            await ws.send_fragmented(b"x" * 8 * MiB, MiB, text=False)
-            with trio.fail_after(_LIMIT):
+        with trio.fail_after(_LIMIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(engine)
+                nursery.start_soon(reader)
+                await ws.send_fragmented(b"x" * 8 * MiB, MiB, text=False)
                 await done.wait()
-            nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()
     kinds = [f.opcode for f in seen]
     pong = kinds.index(Opcode.PONG)
     assert 0 < pong < len(kinds) - 1  # between the first and the last fragment
