@@ -310,3 +310,28 @@ async def test_the_queue_is_bounded_in_bytes_per_connection(autojump_clock: Mock
         await watcher.send(Unobserve(id="o1"))
         await watcher.ok("engine::functions::list")  # the unobserve was read before this
         assert delivery.queued_bytes(watcher.id) == 0
+
+
+async def test_queued_bytes_follow_an_observer_to_its_reattached_worker_and_go_with_it(
+    autojump_clock: MockClock, engine: Engine, connect: Connect
+) -> None:
+    owner, watcher, caller = await watched(connect, max_in_flight=1)
+    delivery = engine.core.observe.delivery
+    for n in range(2):
+        await one_call(owner, caller, n)
+    assert delivery.queued_bytes(watcher.id) > 0  # one in flight, one queued
+    await watcher.close()
+    queued = delivery.queued_bytes(watcher.id)
+    assert queued > 0  # suspended: it waits for its worker
+    async with engine.connect() as conn:
+        hello = await conn.receive_message()
+        assert isinstance(hello, WorkerRegistered)
+        back = RawWorker(engine, conn, hello)
+        await back.send(Reattach(previous_worker_id=watcher.id, reattach_token=watcher.token))
+        await back.announce("watcher", features=SPEAKS)
+        await back.ok("engine::functions::list")  # the reattach was read before this
+        assert (delivery.queued_bytes(watcher.id), delivery.queued_bytes(back.id)) == (0, queued)
+        await back.close()
+        await trio.sleep(31)  # not back within the grace: disposed, and its queue freed
+        assert engine.core.observe.registry.get("o1") is None
+        assert delivery.queued_bytes(back.id) == 0
