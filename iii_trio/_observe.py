@@ -196,19 +196,22 @@ class ObserveRuntime:
             wait = USE_DEFAULT if timeout is None else timeout
             return await self._trigger(target, payload, timeout=wait)
 
-    def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` in the observe nursery (queued until ``run`` starts). Once the
-        worker has stopped nothing runs any more: the job is dropped (an unregister
-        after a failure must not raise into the user's block)."""
+    def spawn(self, job: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``job`` in the observe nursery (queued until ``run`` starts); ``False``
+        if it will not run. Once the worker has stopped nothing runs any more: the job
+        is dropped (an unregister after a failure must not raise into the user's block)."""
         if self._stopped:
             log.debug("worker %s: stopped; observe work dropped", self.name)
-        elif self._nursery is None:
+            return False
+        if self._nursery is None:
             self._early.append(job)
-        else:
-            try:
-                self._nursery.start_soon(job)
-            except RuntimeError:  # the nursery is closing: the worker is stopping
-                log.debug("worker %s: stopping; observe work dropped", self.name)
+            return True
+        try:
+            self._nursery.start_soon(job)
+        except RuntimeError:  # the nursery is closing: the worker is stopping
+            log.debug("worker %s: stopping; observe work dropped", self.name)
+            return False
+        return True
 
     def new_invocation_id(self) -> str:
         """An id for a local invocation (unguessable, as the worker's own ids)."""

@@ -10,7 +10,8 @@ a copy of the payload and the caller a copy of the result, as JSON, so neither s
 what the other does to its own; both copies meet the engine's message limit
 (``FrameTooLarge`` for the payload, ``payload_too_large`` for the answer). A
 function registered with ``local_dispatch=False``, an ``enqueue``, and a chain of
-local calls deeper than ``MAX_LOCAL_DEPTH`` go through the engine.
+local calls deeper than ``MAX_LOCAL_DEPTH`` go through the engine, as does a void call
+while ``max_concurrent_invocations`` void calls already run here.
 
 Observers of a local call are evaluated when it ends, against the observers active
 when it started; matches are reported (``_observe_reporter``). Every call made from
@@ -111,6 +112,8 @@ class LocalDispatch:
         self._registration_of = registration_of
         #: The worker's inbound wrappers: a local run goes through them as a remote one.
         self._wrappers = wrappers
+        #: Void calls running here (spawned, not yet ended).
+        self._voids_running = 0
 
     async def intercept(self, call: OutboundCall, send_on: SendCall) -> JsonValue:
         """Run ``call`` here if it may be, else stamp its observe fields and pass it on."""
@@ -119,7 +122,7 @@ class LocalDispatch:
             # The engine routes an owner delivery to the observer's stored target.
             call.activation = Activation(observer_id=observer_id)
             call.namespace = None
-        elif not isinstance(call.action, EnqueueAction):
+        elif not isinstance(call.action, EnqueueAction) and self._may_run_here(call):
             local = self._local_target(call)
             if local is not None:
                 return await self._run_local(call, *local)
@@ -129,6 +132,15 @@ class LocalDispatch:
                 call.caller = Caller.model_validate(caller_of(current))
                 call.observe_depth = current.observe_depth or None
         return await send_on(call)
+
+    def _may_run_here(self, call: OutboundCall) -> bool:
+        # A void call's handler outlives its caller: past ``max_concurrent_invocations``
+        # of them running here, the next goes through the engine, whose delivery waits
+        # for a free handler slot, so a loop of ``trigger_void`` cannot start tasks
+        # without bound.
+        if isinstance(call.action, VoidAction):
+            return self._voids_running < self._options.max_concurrent_invocations
+        return True
 
     def _local_target(self, call: OutboundCall) -> tuple[Any, FunctionRegistration] | None:
         state = self._runtime.functions.get(call.function_id)
@@ -229,7 +241,9 @@ class LocalDispatch:
         run = self._chain()
         inbound = InboundCall(context, registration, data)
         if isinstance(call.action, VoidAction):
-            self._runtime.spawn(lambda: self._void(run, inbound, finish))
+            self._voids_running += 1
+            if not self._runtime.spawn(lambda: self._void(run, inbound, finish)):
+                self._voids_running -= 1
             return None
         seconds = self._seconds(call)
         with trio.move_on_after(seconds) as scope:
@@ -311,6 +325,8 @@ class LocalDispatch:
             log.error(
                 "error invoking function %s (void, local): %s", inbound.context.function_id, exc
             )
+        finally:
+            self._voids_running -= 1
 
 
 def _link(wrapper: InvocationWrapper, run: RunHandler) -> RunHandler:

@@ -65,8 +65,8 @@ class OwnerHost(Protocol):
         """Send an ``observerack`` if connected; a replayed set re-acks otherwise."""
         ...
 
-    def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
-        """Run ``job`` in the worker's observe nursery."""
+    def spawn(self, job: Callable[[], Awaitable[None]]) -> bool:
+        """Run ``job`` in the worker's observe nursery; ``False`` if it will not run."""
         ...
 
     async def call_target(

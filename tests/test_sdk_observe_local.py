@@ -285,3 +285,41 @@ async def test_a_worker_that_shuts_down_sends_its_buffered_reports_and_stats_fir
 def sent_by(engine: Engine, worker_id: str, message_type: str) -> list[dict[str, Any]]:
     frames = [json.loads(r.frame) for r in engine.frames(worker_id) if r.direction == "in"]
     return [f for f in frames if f.get("type") == message_type]
+
+
+async def test_void_local_calls_past_max_concurrent_invocations_wait_their_turn_through_the_engine(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    running = peak = done = 0
+    all_done = trio.Event()
+
+    async def slow(data: Any) -> None:
+        nonlocal running, peak, done
+        running += 1
+        peak = max(peak, running)
+        try:
+            await trio.sleep(10)
+        finally:
+            running -= 1
+            done += 1
+            if done == 50:
+                all_done.set()
+
+    options = iii_trio.InitOptions(
+        worker_name="w", enable_metrics_reporting=False, max_concurrent_invocations=2
+    )
+    async with (
+        observe_engine() as engine,
+        iii_trio.register_worker(options=options, transport=engine.transport) as w,
+    ):
+        await w.ready()
+        w.register_function("f::slow", slow)
+        await confirmed(engine, w, "f::slow")
+        for _ in range(50):
+            await w.trigger_void("f::slow", {})
+        with trio.fail_after(600):
+            await all_done.wait()
+        # Two ran here at a time, the rest went through the engine and waited for a
+        # handler slot (two more): never 50 handlers at once.
+        assert peak <= 4
+        assert len(calls_to(engine, w, "f::slow")) >= 40

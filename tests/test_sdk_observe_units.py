@@ -199,8 +199,9 @@ class OwnerHost:
     ) -> None:
         self.acks.append((observer_id, revision, error))
 
-    def spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+    def spawn(self, job: Callable[[], Awaitable[None]]) -> bool:
         self.nursery.start_soon(job)
+        return True
 
     async def call_target(
         self,
