@@ -104,13 +104,19 @@ class _End(StreamChannelRef):
     (``data["reader"]["channel_id"]``) keeps working, and an end nobody used here is
     passed on in a payload as the ref it is."""
 
+    # No __dict__: a payload may carry many refs, each becoming an end.
+    __slots__ = ("_closed", "_owner", "_state")
+
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
         super().__init__(ref.channel_id, ref.access_key, ref.direction)
         self._owner = owner
-        #: The ref naming this end (pass it on instead of using the end here).
-        self.ref = ref
         self._state: _Link | None = None
         self._closed = False
+
+    @property
+    def ref(self) -> StreamChannelRef:
+        """The ref naming this end (pass it on instead of using the end here)."""
+        return StreamChannelRef(self.channel_id, self.access_key, self.direction)
 
     @property
     def used(self) -> bool:
@@ -220,6 +226,8 @@ class ChannelReader(_End):
     cancellable; a reader waits as long as its writer stays connected (wrap it in
     ``trio.move_on_after`` to bound it)."""
 
+    __slots__ = ("_ended",)
+
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
         super().__init__(owner, ref)
         self._ended = False
@@ -286,6 +294,8 @@ class ChannelWriter(_End):
     items of at most 64 KiB, ``str`` as one text item), ``await writer.aclose()`` to end
     the stream. ``send`` waits while the channel is full; ``ChannelError`` once the
     reader has left or the link dropped."""
+
+    __slots__ = ("_cut", "_sending")
 
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
         super().__init__(owner, ref)
