@@ -45,7 +45,7 @@ from ._records import (
     WorkerRecord,
 )
 from .modules._seam import BuiltinError, BuiltinHandler, CallContext, Deferred
-from .modules.observe import CallObserve
+from .modules.observe import FEATURE_OBSERVE, CallObserve
 from .modules.worker_manager import ENQUEUE_FUNCTION
 
 if TYPE_CHECKING:
@@ -290,8 +290,9 @@ class Calls:
             depth=message.observe_depth or 0,
             input=message.data,
         )
-        if message.activation is not None:
-            # An owner's ``obs.call``: the observer names the target.
+        if message.activation is not None and self.core.observe.speaks(worker, FEATURE_OBSERVE):
+            # An owner's ``obs.call``: the observer names the target. (From a worker
+            # that does not speak observe the field means nothing, as it did before.)
             self.core.observe.owner_call(worker, message, caller_reply, observe)
             return
         if isinstance(message.action, EnqueueAction):

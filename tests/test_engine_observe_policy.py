@@ -335,3 +335,19 @@ async def test_queued_bytes_follow_an_observer_to_its_reattached_worker_and_go_w
         await trio.sleep(31)  # not back within the grace: disposed, and its queue freed
         assert engine.core.observe.registry.get("o1") is None
         assert delivery.queued_bytes(back.id) == 0
+
+
+async def test_a_worker_that_does_not_speak_observe_has_its_calls_routed_as_before(
+    autojump_clock: MockClock,
+) -> None:
+    # An activation field from a worker that did not declare observe.v1 (or to an
+    # engine that offers none) means nothing: the call goes where it names, as before.
+    for config in (EngineConfig(features=()), EngineConfig()):
+        async with open_engine(config) as engine, raw_workers(engine) as connect:
+            owner = await connect("owner")
+            await served(owner, "app::fn")
+            legacy = await connect("legacy")
+            await legacy.call("app::fn", {"n": 1}, activation={"observer_id": "o1"})
+            assert (await owner.serve_once("done")).function_id == "app::fn"
+            answer = await legacy.expect(InvocationResult)
+            assert (answer.error, answer.result) == (None, "done")
