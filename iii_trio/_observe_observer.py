@@ -37,6 +37,13 @@ class ObserverInfo:
     on: str
     legacy: dict[str, Any] | None
 
+    @property
+    def size(self) -> int:
+        """About the bytes this observer takes on the wire (its id, args, filters, target
+        and legacy config): what bounds the observers an owner holds."""
+        parts = (self.id, self.args, self.filters, self.target, self.legacy)
+        return len(json.dumps(parts, separators=(",", ":"), default=repr).encode())
+
     @classmethod
     def of(cls, raw: Any) -> ObserverInfo:
         """Decoded leniently, as the official SDK: defaults for what is absent or malformed,
@@ -106,6 +113,8 @@ class Observer:
         #: A late rejection, acked again with every replayed set until the engine drops it.
         self._rejection: dict[str, str] | None = None
         self._adding = False
+        #: Its ``ObserverInfo.size``: what it counts against its owner's bound.
+        self._size = info.size
 
     def _update(self, info: ObserverInfo, compiled: CompiledFilter) -> None:
         self.filters: Any = info.filters

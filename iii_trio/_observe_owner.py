@@ -42,6 +42,12 @@ log = logging.getLogger("iii_trio.observe")
 HOOK_TIMEOUT: Final = 30.0
 #: Engine messages waiting for one function's hooks; more is an engine gone wrong.
 MAX_QUEUED: Final = 10_000
+#: The observers one function holds, in bytes (``ObserverInfo.size``): twice what the
+#: engine itself lets one function have, so only an engine gone wrong meets it; past
+#: it a new observer is refused (``OBSERVE_REJECTED``) instead of growing the worker.
+MAX_HELD_BYTES: Final = 16 * 1024 * 1024
+#: The observers waiting in one function's queue, in bytes (a whole replayed set counts).
+MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
 
 
 class OwnerHost(Protocol):
@@ -104,6 +110,9 @@ class FunctionObservers:
         self._known: dict[str, Observer] = {}
         self.active: tuple[Observer, ...] = ()
         self._queue: deque[Callable[[], Awaitable[None]]] = deque()
+        #: Bytes of the observers held (``_known``) and of those waiting in the queue.
+        self._held_bytes = 0
+        self._queued_bytes = 0
         self._draining = False
         self._confirmed = trio.Event()
         self._disposed = False
@@ -146,9 +155,13 @@ class FunctionObservers:
         self.namespace = namespace
         self.revision = revision
         releases = self._releases
+        size = sum(info.size for info in observers)
+        if not self._reserve(size):
+            return
 
         async def apply() -> None:
             try:
+                self._queued_bytes -= size
                 await self._apply_set(observers, revision, namespace, releases)
             finally:
                 # Held reports go once the engine holds the acks of the replayed set.
@@ -164,7 +177,15 @@ class FunctionObservers:
             return
         self.revision = revision
         releases = self._releases
-        self._enqueue(lambda: self._add(info, revision, namespace, releases, fresh=True))
+        if not self._reserve(info.size):
+            self._ack(info.id, revision, namespace, self._too_many())
+            return
+
+        async def add() -> None:
+            self._queued_bytes -= info.size
+            await self._add(info, revision, namespace, releases, fresh=True)
+
+        self._enqueue(add)
 
     def on_observer_removed(self, revision: int, observer_id: str) -> None:
         """``observerremoved``; stale revisions are ignored."""
@@ -200,6 +221,26 @@ class FunctionObservers:
                 await self._remove(observer_id)
 
         self._enqueue(remove_all)
+
+    def _reserve(self, size: int) -> bool:
+        """Count ``size`` bytes of observers into the queue, unless over its bound."""
+        if self._queued_bytes + size > MAX_QUEUED_BYTES or len(self._queue) >= MAX_QUEUED:
+            log.error(
+                "observe: %s has %d engine messages (%d bytes) waiting; one dropped",
+                self.function_id,
+                len(self._queue),
+                self._queued_bytes,
+            )
+            return False
+        self._queued_bytes += size
+        return True
+
+    def _too_many(self) -> dict[str, str]:
+        return {
+            "code": "OBSERVE_REJECTED",
+            "message": f"the owner of {self.function_id} holds its most observers "
+            f"({MAX_HELD_BYTES} bytes)",
+        }
 
     def _enqueue(self, job: Callable[[], Awaitable[None]]) -> None:
         if len(self._queue) >= MAX_QUEUED:
@@ -292,6 +333,9 @@ class FunctionObservers:
                     info.id, revision, namespace, {"code": "INVALID_FILTER", "message": str(error)}
                 )
                 return
+        if self._known.get(obs.id) is obs:
+            self._held_bytes += info.size - obs._size
+        obs._size = info.size
         obs._update(info, compiled)
         self._ack(info.id, revision, namespace, None if self._activate(obs) else obs._rejection)
 
@@ -309,6 +353,9 @@ class FunctionObservers:
             await self._remove(info.id)  # a fresh add after a late rejection starts anew
             if self._released_since(releases):
                 return
+        if self._held_bytes + info.size > MAX_HELD_BYTES:
+            self._ack(info.id, revision, namespace, self._too_many())
+            return
         try:
             compiled = compile_filters(info.filters)
         except ValueError as error:
@@ -330,11 +377,13 @@ class FunctionObservers:
                 await self._call_removed(obs)  # released while the hook ran: undo it, no ack
             return
         self._known[obs.id] = obs
+        self._held_bytes += obs._size
         self._ack(info.id, revision, namespace, None if self._activate(obs) else obs._rejection)
 
     async def _remove(self, observer_id: str) -> None:
         obs = self._known.pop(observer_id, None)
         if obs is not None:
+            self._held_bytes -= obs._size
             self._deactivate(obs)
             await self._call_removed(obs)
 

@@ -1,0 +1,94 @@
+"""An engine that misbehaves on observe never crashes the worker nor grows its memory
+without bound: floods of ``observeradded``, stale or odd revisions, fields of the
+wrong type (in memory, on the virtual clock; the engine's frames are handed to the
+worker as its reader would)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+import trio.testing
+
+from iii_trio import Worker
+from iii_trio._exceptions import ProtocolError
+from iii_trio._observe_owner import MAX_HELD_BYTES
+from iii_trio._protocol._codec import decode
+from tests.test_sdk_observe import observe_engine, sent, worker_on
+from tests.test_sdk_observe_local import confirmed
+
+
+async def _ok(data: Any) -> Any:
+    return {"ok": True}
+
+
+async def from_engine(worker: Worker, frame: dict[str, Any]) -> None:
+    """Hand ``frame`` to ``worker`` as its connection's reader does."""
+    live = worker._current()
+    assert live is not None
+    try:
+        message = decode(json.dumps(frame))
+    except ProtocolError:
+        return  # the reader skips a malformed frame
+    handler = worker._connector.dispatch.handler_for(type(message))
+    assert handler is not None
+    await handler(live, message)
+
+
+def added(function_id: str, revision: int, observer_id: str, **fields: Any) -> dict[str, Any]:
+    observer = {"id": observer_id, "target": "f::target", **fields}
+    return {
+        "type": "observeradded",
+        "function_id": function_id,
+        "namespace": "default",
+        "revision": revision,
+        "observer": observer,
+    }
+
+
+async def test_a_flood_of_observers_is_held_up_to_a_byte_bound_and_the_rest_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with observe_engine() as engine, worker_on(engine, "owner") as w:
+        w.register_function("f::watched", _ok)
+        await confirmed(engine, w, "f::watched")
+        big = {"blob": "x" * (64 * 1024)}
+        count = MAX_HELD_BYTES // (64 * 1024) + 50
+        for revision in range(1, count + 1):
+            await from_engine(w, added("f::watched", 1000 + revision, f"o{revision}", args=big))
+        with trio.fail_after(60):
+            await engine.wait_for(lambda: len(sent(engine, w, "observerack")) >= count or None)
+        held = w.observers("f::watched")
+        assert MAX_HELD_BYTES - 64 * 1024 * 2 < len(held) * 64 * 1024 <= MAX_HELD_BYTES
+        refused = [a for a in sent(engine, w, "observerack") if "error" in a]
+        assert len(refused) == count - len(held)
+        assert refused[0]["error"]["code"] == "OBSERVE_REJECTED"
+        # The worker still serves its function.
+        assert await w.trigger("f::watched", {}) == {"ok": True}
+
+
+async def test_fields_of_the_wrong_type_and_stale_revisions_are_skipped_not_fatal(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with observe_engine() as engine, worker_on(engine, "owner") as w:
+        w.register_function("f::watched", _ok)
+        await confirmed(engine, w, "f::watched")
+        hostile: list[dict[str, Any]] = [
+            {**added("f::watched", 1, "o1"), "revision": "one"},
+            {**added("f::watched", 1, "o1"), "observer": [1, 2]},
+            added("f::watched", 5000, "bad", filters=5),
+            added("f::watched", 10, "stale"),  # revision already passed
+            added("f::unknown", 6000, "elsewhere"),
+            {"type": "observerremoved", "function_id": "f::watched", "revision": 1, "id": "x"},
+            {"type": "functionregistered", "id": "f::unknown", "revision": 7, "observers": []},
+            {"type": "observerstatechanged", "id": "nobody", "state": "exploded"},
+        ]
+        for frame in hostile:
+            await from_engine(w, frame)
+        with trio.fail_after(60):
+            await engine.wait_for(lambda: sent(engine, w, "observerack") or None)
+        [ack] = sent(engine, w, "observerack")
+        assert (ack["id"], ack["error"]["code"]) == ("bad", "INVALID_FILTER")
+        assert w.observers("f::watched") == []
+        assert await w.trigger("f::watched", {}) == {"ok": True}
