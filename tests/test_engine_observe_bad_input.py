@@ -10,7 +10,7 @@ from trio.testing import MockClock
 
 from engine_sim import EngineConfig, open_engine
 from engine_sim.modules.observe import ObserveLimits
-from engine_sim.modules.observe._schema import args_error
+from engine_sim.modules.observe._schema import StepBudget, args_error
 from iii_trio.protocol import (
     InvocationsObserved,
     InvokeFunction,
@@ -221,3 +221,32 @@ async def test_a_report_cannot_carry_a_negative_depth_past_the_loop_guard(
         await owner.send(InvocationsObserved(items=[item]))
         activation = await watcher.expect(InvokeFunction)
         assert activation.observe_depth == 1
+
+
+def test_checks_sharing_a_budget_stop_when_it_is_spent() -> None:
+    # An owner's registration checks the args of every observer of its function: all
+    # together take at most one budget, however many observers there are.
+    schema: Any = {"properties": {"a": {"items": {"type": "integer"}}}}
+    args: Any = {"a": [0] * 4000}  # about 4,000 steps
+    budget = StepBudget(10_000)
+    verdicts = [args_error(schema, args, budget) for _ in range(3)]
+    assert verdicts[:2] == [None, None]
+    assert verdicts[2] is not None
+    assert "too costly to check" in verdicts[2]
+    assert args_error(schema, args, budget) is not None  # spent: it stays spent
+
+
+async def test_a_registration_checks_the_args_of_its_observers_within_one_budget(
+    autojump_clock: MockClock,
+) -> None:
+    async with open_engine(EngineConfig()) as engine, raw_workers(engine) as connect:
+        watcher = await modern(connect, "watcher")
+        args = {"a": [0] * 9000}  # about 9,000 steps each against the schema below
+        for n in range(80):
+            result = await state_of(watcher, observe(f"o{n}", "app::fn", "app::dst", args=args))
+            assert result.state == "pending"
+        schema = {"properties": {"a": {"items": {"type": "integer"}}}}
+        _, registered = await owner_of(connect, "app::fn", delivery="owner", args_format=schema)
+        kept = len(registered.observers or [])
+        assert 60 <= kept < 80  # 64 checks' worth of steps, and no more
+        assert len(engine.core.observe.registry) == kept

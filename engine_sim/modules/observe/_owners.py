@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pydantic import JsonValue
 
@@ -30,7 +30,7 @@ from iii_trio.protocol import (
 from ..._records import FunctionEntry, FunctionKey, WorkerRecord
 from ._limits import FEATURE_LOCAL_DISPATCH, FEATURE_OBSERVE
 from ._observer import ERROR, Observer
-from ._schema import args_error
+from ._schema import MAX_STEPS, StepBudget, args_error
 
 if TYPE_CHECKING:
     from ._engine import ObserveEngine
@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 __all__ = ["Descriptor", "Owners"]
 
 log = logging.getLogger("engine_sim.observe")
+
+#: Steps the args checks of one registration take in all (each observer's at most
+#: ``MAX_STEPS``): a registration costs the engine a bounded time however many
+#: observers wait for the function; those past it are refused ``INVALID_ARGS``.
+REGISTRATION_STEPS: Final = 64 * MAX_STEPS
 
 
 @dataclass(frozen=True)
@@ -77,14 +82,17 @@ class Owners:
         owner = self.engine.core.workers.get(entry.owner)
         return owner is not None and self.engine.speaks(owner, FEATURE_OBSERVE)
 
-    def bind_error(self, obs: Observer, key: FunctionKey) -> Reason | None:
-        """Why ``obs`` cannot observe the function now registered at ``key``."""
+    def bind_error(
+        self, obs: Observer, key: FunctionKey, budget: StepBudget | None = None
+    ) -> Reason | None:
+        """Why ``obs`` cannot observe the function now registered at ``key`` (its args
+        check takes its steps from ``budget``, when given)."""
         function_id = key[1]
         descriptor = self.descriptor(key)
         if not descriptor.allow:
             return Reason(code="NOT_OBSERVABLE", message=f"{function_id} refuses observers")
         if descriptor.owner_delivered:
-            error = args_error(descriptor.args_format, obs.args)
+            error = args_error(descriptor.args_format, obs.args, budget)
             if error is not None:
                 return Reason(code="INVALID_ARGS", message=f"{function_id}: {error}")
         elif obs.args:
@@ -106,10 +114,11 @@ class Owners:
         key = entry.key
         self._descriptors[key] = Descriptor.read(descriptor)
         kept: list[Observer] = []
+        budget = StepBudget(REGISTRATION_STEPS)
         for obs in self.engine.registry.of_source(key):
             obs.acked_by = obs.pushed_to = None
             _stop_ack_wait(obs)
-            reason = self.bind_error(obs, key)
+            reason = self.bind_error(obs, key, budget)
             if reason is not None:
                 self.engine.states.finish(obs, ERROR, reason)
             else:

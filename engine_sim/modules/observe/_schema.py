@@ -21,7 +21,7 @@ from typing import Final
 
 from pydantic import JsonValue
 
-__all__ = ["MAX_STEPS", "args_error"]
+__all__ = ["MAX_STEPS", "StepBudget", "args_error"]
 
 #: Deepest schema (or value) walked; deeper is a refusal, not a recursion error.
 _MAX_DEPTH: Final = 32
@@ -47,13 +47,23 @@ class _TooCostly(Exception):
     """The check ran out of steps."""
 
 
-class _Steps:
-    """The steps a check has left."""
+class StepBudget:
+    """Steps several checks share (the args of every observer of a function, checked
+    when its owner registers it): each takes at most ``MAX_STEPS`` of it."""
 
     __slots__ = ("left",)
 
-    def __init__(self) -> None:
-        self.left = MAX_STEPS
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+
+class _Steps:
+    """The steps one check has left."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
 
     def take(self, count: int = 1) -> None:
         self.left -= count
@@ -61,12 +71,18 @@ class _Steps:
             raise _TooCostly
 
 
-def args_error(schema: JsonValue, args: JsonValue) -> str | None:
-    """Why ``args`` does not fit ``schema``, or ``None`` when it does."""
+def args_error(schema: JsonValue, args: JsonValue, budget: StepBudget | None = None) -> str | None:
+    """Why ``args`` does not fit ``schema``, or ``None`` when it does; the steps it
+    takes come out of ``budget`` when given."""
+    allowed = MAX_STEPS if budget is None else max(0, min(MAX_STEPS, budget.left))
+    steps = _Steps(allowed)
     try:
-        return _check(schema, args, "args", 0, _Steps())
+        return _check(schema, args, "args", 0, steps)
     except _TooCostly:
-        return f"args: too costly to check against args_format (over {MAX_STEPS} steps)"
+        return f"args: too costly to check against args_format (over {allowed} steps)"
+    finally:
+        if budget is not None:
+            budget.left -= allowed - max(steps.left, 0)
 
 
 def _check(
