@@ -175,6 +175,12 @@ class ObserveRuntime:
             self._stopped = True
             self._nursery = None
 
+    async def drain(self) -> None:
+        """A graceful shutdown began: wait (at most ``drain_timeout_ms``) for the void
+        calls running in process, as the worker waits for its routed handlers."""
+        if self._local is not None:
+            await self._local.drain()
+
     async def before_close(self, live: Live) -> None:
         """The worker is shutting down and ``live`` is about to close: queue the buffered
         reports and the stats counted so far now, so they are written before the close (as

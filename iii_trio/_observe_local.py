@@ -112,8 +112,9 @@ class LocalDispatch:
         self._registration_of = registration_of
         #: The worker's inbound wrappers: a local run goes through them as a remote one.
         self._wrappers = wrappers
-        #: Void calls running here (spawned, not yet ended).
+        #: Void calls running here (spawned, not yet ended), and an event set at each end.
         self._voids_running = 0
+        self._void_ended = trio.Event()
 
     async def intercept(self, call: OutboundCall, send_on: SendCall) -> JsonValue:
         """Run ``call`` here if it may be, else stamp its observe fields and pass it on."""
@@ -327,6 +328,15 @@ class LocalDispatch:
             )
         finally:
             self._voids_running -= 1
+            self._void_ended.set()
+            self._void_ended = trio.Event()
+
+    async def drain(self) -> None:
+        """The worker is shutting down: give the void calls running here the time a
+        routed handler gets (``drain_timeout_ms``) before the worker's end cancels them."""
+        with trio.move_on_after(self._options.drain_timeout_ms / 1000):
+            while self._voids_running:
+                await self._void_ended.wait()
 
 
 def _link(wrapper: InvocationWrapper, run: RunHandler) -> RunHandler:
