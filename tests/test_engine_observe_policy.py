@@ -351,3 +351,25 @@ async def test_a_worker_that_does_not_speak_observe_has_its_calls_routed_as_befo
             assert (await owner.serve_once("done")).function_id == "app::fn"
             answer = await legacy.expect(InvocationResult)
             assert (answer.error, answer.result) == (None, "done")
+
+
+async def test_the_functions_access_control_calls_cannot_be_observed(
+    autojump_clock: MockClock,
+) -> None:
+    # Their input is every guarded connection's credentials (headers, the session's
+    # context): an observer on the open port must not read them.
+    rbac = RbacConfig(auth_function_id="auth::check", on_function_registration_function_id="hook")
+    ports = (
+        WorkerPort(port=0, name="guarded", rbac=rbac),
+        WorkerPort(port=0, name="filtered", middleware_function_id="mw::gate"),
+    )
+    async with (
+        open_engine(EngineConfig(worker_ports=ports)) as engine,
+        raw_workers(engine) as connect,
+    ):
+        watcher = await modern(connect, "watcher")
+        for n, source in enumerate(["auth::check", "hook", "mw::gate"]):
+            refused = await state_of(watcher, observe(f"o{n}", source, "app::dst"))
+            assert refused.error is not None
+            assert refused.error.code == "NOT_OBSERVABLE"
+        assert (await state_of(watcher, observe("ok", "app::fn", "app::dst"))).state == "pending"

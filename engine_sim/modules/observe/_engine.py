@@ -42,8 +42,9 @@ from ._spec import Spec, read_spec
 from ._states import States
 
 if TYPE_CHECKING:
+    from ..._config import EngineConfig
     from ..._core import EngineCore
-    from ..._rbac import Session
+    from ..._rbac import RbacConfig, Session
 
 __all__ = ["OBSERVE_FRAMES", "ObserveEngine"]
 
@@ -73,6 +74,7 @@ class ObserveEngine:
         self._offered_to_sessions = self._offered - _NOT_ON_SESSIONS
         #: Per connection, the caller its calls from outside a handler carry.
         self._top_callers: dict[str, Caller] = {}
+        self._guards = _access_control_functions(core.config)
         self.registry = Registry()
         self.states = States(self)
         self.owners = Owners(self)
@@ -154,6 +156,14 @@ class ObserveEngine:
         spec = read_spec(message, worker.namespace or DEFAULT_NAMESPACE, self.limits)
         if isinstance(spec, Reason):
             self.states.refuse(worker.id, message.id, spec)
+            return
+        if spec.source[1] in self._guards:
+            reason = Reason(
+                code="NOT_OBSERVABLE",
+                message=f"{spec.source[1]} guards a port: the engine calls it with its "
+                "connections' credentials",
+            )
+            self.states.refuse(worker.id, message.id, reason)
             return
         if (
             self.registry.count_of_watcher(worker.id) >= self.limits.max_per_connection
@@ -342,3 +352,26 @@ class ObserveEngine:
     def observers_of(self, watcher: str) -> Sequence[Observer]:
         """The observers connection ``watcher`` holds (discovery, tests)."""
         return self.registry.of_watcher(watcher)
+
+
+def _access_control_functions(config: EngineConfig) -> frozenset[str]:
+    """The ids of the functions the engine calls to guard its ports (auth, registration
+    hooks, middleware): their input is a guarded connection's headers or session
+    context, which no observer may read. Refused whatever the namespace (a middleware
+    is looked up in the call's)."""
+    found: set[str | None] = {config.middleware_function_id}
+    rbacs: list[RbacConfig | None] = [config.rbac]
+    for port in config.worker_ports:
+        found.add(port.middleware_function_id)
+        rbacs.append(port.rbac)
+    for rbac in rbacs:
+        if rbac is not None:
+            found.update(
+                (
+                    rbac.auth_function_id,
+                    rbac.on_function_registration_function_id,
+                    rbac.on_trigger_registration_function_id,
+                    rbac.on_trigger_type_registration_function_id,
+                )
+            )
+    return frozenset(f for f in found if f is not None)
