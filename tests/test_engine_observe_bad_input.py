@@ -250,3 +250,19 @@ async def test_a_registration_checks_the_args_of_its_observers_within_one_budget
         kept = len(registered.observers or [])
         assert 60 <= kept < 80  # 64 checks' worth of steps, and no more
         assert len(engine.core.observe.registry) == kept
+
+
+async def test_a_function_has_a_bounded_number_of_observers(autojump_clock: MockClock) -> None:
+    # Each call of the function runs every observer's filters and activations: however
+    # many connections observe it, one call costs the engine a bounded amount of work.
+    config = EngineConfig(observe=ObserveLimits(max_function_observers=2))
+    async with open_engine(config) as engine, raw_workers(engine) as connect:
+        first, second = await modern(connect, "first"), await modern(connect, "second")
+        assert (await state_of(first, observe("a1", "app::fn", "app::dst1"))).state == "pending"
+        assert (await state_of(second, observe("b1", "app::fn", "app::dst2"))).state == "pending"
+        refused = await state_of(second, observe("b2", "app::fn", "app::dst2"))
+        assert refused.error is not None
+        assert refused.error.code == "TOO_MANY_OBSERVERS"
+        assert (await state_of(second, observe("b3", "app::other", "app::dst2"))).state == (
+            "pending"
+        )

@@ -175,7 +175,15 @@ class ObserveEngine:
             )
             self.states.refuse(worker.id, message.id, reason)
             return
-        limit = self.limits.max_function_observer_bytes
+        limits = self.limits
+        if self.registry.count_of_source(spec.source) >= limits.max_function_observers:
+            reason = Reason(
+                code="TOO_MANY_OBSERVERS",
+                message=f"{spec.source[1]} may have {limits.max_function_observers} observers",
+            )
+            self.states.refuse(worker.id, message.id, reason)
+            return
+        limit = limits.max_function_observer_bytes
         if self.registry.bytes_of_source(spec.source) + spec.info_bytes > limit:
             reason = Reason(
                 code="TOO_MANY_OBSERVERS",

@@ -58,6 +58,9 @@ class ObserveLimits:
     max_per_connection: int = 1_000
     #: Observers in the whole engine.
     max_observers: int = 100_000
+    #: Observers of one function, from all connections: each call of it runs every
+    #: one's filters (and activations), so this bounds what one call costs the engine.
+    max_function_observers: int = 1_000
     #: Activations of one observer running at once when it does not say (``max_in_flight``).
     default_max_in_flight: int = 64
     #: Activations of one observer waiting for a slot; more are dropped (``QUEUE_FULL``).
@@ -87,6 +90,7 @@ class ObserveLimits:
         for name in (
             "max_per_connection",
             "max_observers",
+            "max_function_observers",
             "default_max_in_flight",
             "max_queued",
             "max_queued_bytes",

@@ -70,6 +70,10 @@ class Registry:
         """Whether any observer watches ``key`` (the routed path asks on every call)."""
         return key in self._by_source
 
+    def count_of_source(self, key: FunctionKey) -> int:
+        """How many observers function ``key`` has."""
+        return len(self._by_source.get(key, ()))
+
     def bytes_of_source(self, key: FunctionKey) -> int:
         """``info_bytes`` of the observers of function ``key``, summed."""
         return self._source_bytes.get(key, 0)
