@@ -21,7 +21,7 @@ import copy
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Final, NamedTuple
 from urllib.parse import quote
 
 import trio
@@ -29,7 +29,7 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from ._channels_ref import StreamChannelRef, channel_url
+from ._channels_ref import Direction, StreamChannelRef, channel_url, is_channel_ref
 from ._exceptions import ConnectionClosed, IIIError
 from ._groups import unwrap_single
 from ._transport import WebSocketTransport
@@ -106,6 +106,8 @@ class _End(StreamChannelRef):
 
     # No __dict__: a payload may carry many refs, each becoming an end.
     __slots__ = ("_closed", "_owner", "_state")
+    #: The direction of the refs this kind of end is opened for.
+    _direction: ClassVar[Direction]
 
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
         super().__init__(ref.channel_id, ref.access_key, ref.direction)
@@ -208,7 +210,20 @@ class _End(StreamChannelRef):
         cls, source: type[Any], handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
         """In a handler's input model: the end the invocation opened for the ref."""
-        return core_schema.is_instance_schema(cls)
+        direction = cls._direction
+
+        def end_for_ref(value: object) -> _End:
+            if isinstance(value, cls):
+                return value
+            # Said in the terms of the wire: the caller may be any SDK, in any language.
+            ref = StreamChannelRef.of(value) if is_channel_ref(value) else None
+            got = f"a {ref.direction!r} ref" if ref is not None else f"{value!r:.100}"
+            raise ValueError(
+                f"expected a channel ref whose direction is {direction!r} ({{'channel_id': "
+                f"str, 'access_key': str, 'direction': {direction!r}}}), got {got}"
+            )
+
+        return core_schema.no_info_plain_validator_function(end_for_ref)
 
     @classmethod
     def __get_pydantic_json_schema__(
@@ -227,6 +242,7 @@ class ChannelReader(_End):
     ``trio.move_on_after`` to bound it)."""
 
     __slots__ = ("_ended",)
+    _direction: ClassVar[Direction] = "read"
 
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
         super().__init__(owner, ref)
@@ -296,6 +312,7 @@ class ChannelWriter(_End):
     reader has left or the link dropped."""
 
     __slots__ = ("_cut", "_sending")
+    _direction: ClassVar[Direction] = "write"
 
     def __init__(self, owner: ChannelEnds, ref: StreamChannelRef) -> None:
         super().__init__(owner, ref)

@@ -236,6 +236,24 @@ async def test_a_typed_handler_gets_a_reader_for_a_read_ref(autojump_clock: Mock
     assert field["required"] == ["channel_id", "access_key", "direction"]
 
 
+async def test_a_typed_handler_given_no_read_ref_tells_the_caller_what_it_wants(
+    autojump_clock: MockClock,
+) -> None:
+    async def checksum(upload: Upload) -> None:
+        return None
+
+    async with pair() as (engine, worker):
+        worker.register_function("files::checksum", checksum)
+        await engine.wait_for(lambda: "files::checksum" in engine.function_ids())
+        async with worker.open_channel() as channel:
+            for wrong in (channel.writer_ref, {"channel_id": "c"}, "text"):
+                with pytest.raises(InvocationError) as failed:
+                    await worker.trigger("files::checksum", {"name": "b", "body": wrong})
+                # The caller may be any SDK: "an instance of ChannelReader" means nothing there.
+                assert "a channel ref whose direction is 'read'" in failed.value.message
+                assert "ChannelReader" not in failed.value.message
+
+
 async def test_a_writer_the_handler_used_ends_its_stream_when_the_handler_returns(
     autojump_clock: MockClock,
 ) -> None:
