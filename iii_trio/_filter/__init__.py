@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ._compiler import compile_source
-from ._host import KeyKinds, key_kinds
+from ._evaluation import Evaluation, current
 from ._limits import (
     INVALID_FILTER,
     MAX_DEPTH,
@@ -87,13 +87,13 @@ class CompiledFilter:
             return True
         if not isinstance(doc, Mapping):
             doc = {}
-        token = key_kinds.set(KeyKinds())
+        token = current.set(Evaluation())
         try:
             return self._compiled.node.test(doc, None)
         except Exception:
             return False
         finally:
-            key_kinds.reset(token)
+            current.reset(token)
 
     def __repr__(self) -> str:
         return f"CompiledFilter({self.source!r})"

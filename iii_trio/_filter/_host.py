@@ -21,13 +21,14 @@ or a comparison reaches it.
 from __future__ import annotations
 
 import math
-from contextvars import ContextVar
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, Final
 
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
+
+from ._evaluation import current
 
 __all__ = [
     "ABSENT",
@@ -114,37 +115,11 @@ def json_key(key: Any) -> str | None:
     return None
 
 
-class KeyKinds:
-    """Which dicts met during one evaluation have string keys only, so that a key
-    spelled like a number is looked up directly instead of by a walk of the dict (a
-    filter repeats such lookups, up to thousands of times, on one document).
-
-    Holds each dict it answered for until the evaluation ends: its id stays its own.
-    """
-
-    __slots__ = ("_seen",)
-
-    def __init__(self) -> None:
-        self._seen: dict[int, tuple[dict[Any, Any], bool]] = {}
-
-    def only_strings(self, obj: dict[Any, Any]) -> bool:
-        """Whether every key of ``obj`` is a string."""
-        known = self._seen.get(id(obj))
-        if known is None:
-            known = (obj, all(isinstance(key, str) for key in obj))
-            self._seen[id(obj)] = known
-        return known[1]
-
-
-#: The ``KeyKinds`` of the evaluation running in this context, if any.
-key_kinds: ContextVar[KeyKinds | None] = ContextVar("iii_trio_filter_key_kinds", default=None)
-
-
 def member(obj: dict[Any, Any], key: str) -> Any:
     """Member ``key`` of a dict as JSON would read it, or ``ABSENT``."""
     if _may_be_written_by_another_key(key):
-        kinds = key_kinds.get()
-        if kinds is not None and kinds.only_strings(obj):
+        evaluation = current.get()
+        if evaluation is not None and evaluation.only_strings(obj):
             return view(obj[key]) if key in obj else ABSENT
         # A non-string key may write as this text: the last key that does wins.
         found: Any = ABSENT
@@ -206,8 +181,8 @@ def _no_other_members(obj: dict[Any, Any], literal: dict[str, Any]) -> bool:
     # None; any string key, when there are no others) is a member of its own: the
     # first such key outside ``literal`` with a value answers, after a look at a few
     # keys for a document read from JSON.
-    kinds = key_kinds.get()
-    strings_only = kinds is not None and kinds.only_strings(obj)
+    evaluation = current.get()
+    strings_only = evaluation is not None and evaluation.only_strings(obj)
     unsure = False
     for key, value in obj.items():
         if not strings_only and (not isinstance(key, str) or _may_be_written_by_another_key(key)):
