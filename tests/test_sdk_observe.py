@@ -267,3 +267,30 @@ async def test_unregistering_after_the_worker_failed_raises_only_the_failure(
                     with trio.CancelScope(shield=True):
                         await trio.testing.wait_all_tasks_blocked()
                     registration.unregister()  # nothing left to run it: dropped, no error
+
+
+async def test_an_observer_left_as_its_connection_drops_is_unobserved_on_the_next_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with observe_engine() as engine, worker_on(engine, "owner") as owner:
+        owner.register_function("f::src", _echo, local_dispatch=False)
+        async with worker_on(engine, "watcher") as w:
+            inbox = Inbox()
+            w.register_function("f::target", inbox)
+            async with w.observe({"function_id": "f::src"}, "f::target") as handle:
+                await handle.ready(timeout=10)
+                await owner.trigger("f::src", {"n": 0})
+                await inbox.wait(1)
+                first = w.worker_id
+                assert first is not None
+                # The link drops; the worker has not noticed yet when the block ends, so
+                # its unobserve goes on the dead link, and the engine keeps the observer
+                # for the reconnect (reattach) to claim.
+                engine.disconnect(first)
+            with trio.fail_after(30):
+                await engine.wait_for(lambda: w.worker_id not in (None, first) or None)
+                await engine.wait_for(lambda: sent(engine, w, "unobserve") or None)
+            assert [f["id"] for f in sent(engine, w, "unobserve")] == [handle.id]
+            await owner.trigger("f::src", {"n": 1})
+            await trio.sleep(5)
+            assert [item["input"] for item in inbox.items] == [{"n": 0}]
