@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -73,7 +74,8 @@ class ObserverHandle:
         self._state: ObserverState = "pending"
         self._reason: ObserveReason | None = None
         self._listeners: list[StateListener] = []
-        self._streams: list[StateChanges] = []
+        #: The ``changes()`` iterators still referenced: one its reader dropped goes.
+        self._streams: weakref.WeakSet[StateChanges] = weakref.WeakSet()
         self._settled = trio.Event()
         #: Sent on some connection: the engine may hold it, so disposing needs an ``unobserve``.
         self.sent = False
@@ -137,7 +139,7 @@ class ObserverHandle:
         if self._state == "disposed":
             stream._push(StateChange(self._state, self._reason))
         else:
-            self._streams.append(stream)
+            self._streams.add(stream)
         return stream
 
     async def dispose(self) -> None:
@@ -158,10 +160,10 @@ class ObserverHandle:
         if not changed:
             return
         change = StateChange(state, reason)
-        for stream in self._streams:
+        for stream in list(self._streams):
             stream._push(change)
         if state == "disposed":
-            self._streams = []
+            self._streams = weakref.WeakSet()
         for listener in list(self._listeners):
             try:
                 listener(state, reason)

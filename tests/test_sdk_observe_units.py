@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -104,6 +106,20 @@ async def test_a_reader_that_falls_behind_gets_too_slow(
     assert (await changes.__anext__()).state == "suspended"
     with pytest.raises(trio.TooSlowError):
         await changes.__anext__()
+
+
+async def test_a_changes_iterator_the_reader_dropped_is_not_kept_by_the_handle(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Polling "the next change" with a new iterator each time must not pile iterators
+    # (each buffering up to 64 changes) on a long-lived handle.
+    handle, _ = make_handle()
+    dropped = weakref.ref(handle.changes())
+    gc.collect()
+    assert dropped() is None
+    kept = handle.changes()
+    handle.set_state("active")
+    assert (await kept.__anext__()).state == "active"
 
 
 def test_an_unknown_wire_state_reads_as_pending() -> None:
