@@ -23,7 +23,9 @@ evaluation visits each operator once per array element it is applied to, compare
 values only as deep as the filter's literal, and walks a dict at most once per
 evaluation to look members up (a document read from JSON: string keys only), not
 once per literal or path as the official evaluator does. There are no regular
-expressions.
+expressions. What is left grows with the document (``$any`` over a long array,
+``$in`` compared per element): a ``MatchBudget`` passed to ``matches`` caps it, each
+array element tested and each set item compared taking one step.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ._compiler import compile_source
-from ._evaluation import Evaluation, current
+from ._evaluation import Evaluation, MatchBudget, current
 from ._limits import (
     INVALID_FILTER,
     MAX_DEPTH,
@@ -59,6 +61,7 @@ __all__ = [
     "MAX_SET_ITEMS",
     "CompiledFilter",
     "FilterError",
+    "MatchBudget",
     "compile_filter",
 ]
 
@@ -78,16 +81,20 @@ class CompiledFilter:
         self.roots: frozenset[str] = self._compiled.roots
         self.match_all: bool = not self._compiled.node.clauses
 
-    def matches(self, doc: Mapping[str, Any]) -> bool:
+    def matches(self, doc: Mapping[str, Any], budget: MatchBudget | None = None) -> bool:
         """Whether ``doc`` (``{"input": ..., "output": ..., "error": ..., "caller": ...,
         "metadata": ...}``; a missing key is an absent root, ``None`` is ``null``)
         matches. Never raises: a document that cannot be read (not a mapping, a value
-        whose methods fail) does not match, unless the filter matches everything."""
+        whose methods fail) does not match, unless the filter matches everything.
+
+        ``budget``: the steps this evaluation may take (``MatchBudget``); one that runs
+        out does not match. Without one the work is bounded only by the document.
+        """
         if self.match_all:
             return True
         if not isinstance(doc, Mapping):
             doc = {}
-        token = current.set(Evaluation())
+        token = current.set(Evaluation(budget))
         try:
             return self._compiled.node.test(doc, None)
         except Exception:

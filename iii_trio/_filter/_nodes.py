@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ._evaluation import current
 from ._host import ABSENT, element, is_number, same_json, to_double
 from ._path import Path
 
@@ -128,7 +129,14 @@ class In(Operator):
     def accepts(self, value: Any, doc: Doc) -> bool:
         if value is ABSENT:
             return self.negated
-        found = any(same_json(value, item) for item in self.items)
+        evaluation = current.get()
+        found = False
+        for item in self.items:
+            if evaluation is not None:
+                evaluation.step()
+            if same_json(value, item):
+                found = True
+                break
         return found is not self.negated
 
 
@@ -194,7 +202,10 @@ class AnyElement(Operator):
     def accepts(self, value: Any, doc: Doc) -> bool:
         if not isinstance(value, list | tuple):
             return False
+        evaluation = current.get()
         for index in range(len(value)):
+            if evaluation is not None:
+                evaluation.step()
             item = element(value, index)
             if self.each is not None:
                 if self.each.test(doc, item):
