@@ -17,6 +17,7 @@ from iii_trio.protocol import (
     ObservedInvocation,
     ObserverAck,
     ObserverAdded,
+    ObserverRemoved,
     ObserverStateChanged,
     Unobserve,
     encode,
@@ -266,3 +267,38 @@ async def test_a_function_has_a_bounded_number_of_observers(autojump_clock: Mock
         assert (await state_of(second, observe("b3", "app::other", "app::dst2"))).state == (
             "pending"
         )
+
+
+async def test_an_observer_id_belongs_to_its_connection_and_cannot_be_squatted(
+    autojump_clock: MockClock,
+) -> None:
+    # Ids may be chosen by hand (observe(..., id="audit")): another connection taking
+    # one first must not keep a worker from its own observer, nor touch it.
+    async with open_engine(EngineConfig()) as engine, raw_workers(engine) as connect:
+        owner, _ = await owner_of(connect, "app::fn")
+        squatter, worker = await modern(connect, "squatter"), await modern(connect, "worker")
+        await served(worker, "app::dst")
+        await acked_functions(worker, 1)
+        assert (await state_of(squatter, observe("audit", "app::fn", "app::x"))).state == (
+            "pending"
+        )
+        squatted = await owner.expect(ObserverAdded)
+        assert (await state_of(worker, observe("audit", "app::fn", "app::dst"))).state == (
+            "pending"
+        )
+        added = await owner.expect(ObserverAdded)
+        assert added.observer.id != squatted.observer.id  # the owner tells them apart
+        await ack(owner, added)
+        assert (await worker.expect(ObserverStateChanged)).state == "active"
+        await squatter.send(Unobserve(id="audit"))  # its own, not the worker's
+        removed = await owner.expect(ObserverRemoved)
+        assert removed.id == squatted.observer.id
+        item = ObservedInvocation(
+            function_id="app::fn", invocation_id="i1", matched=[added.observer.id]
+        )
+        await owner.send(InvocationsObserved(items=[item]))
+        activation = await worker.expect(InvokeFunction)
+        assert isinstance(activation.data, dict)
+        assert activation.data["observer_id"] == "audit"  # the id its worker gave
+        assert activation.activation is not None
+        assert activation.activation.observer_id == "audit"

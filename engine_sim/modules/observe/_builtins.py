@@ -47,7 +47,9 @@ def add_builtins(engine: ObserveEngine) -> None:
 
     def get_observer(ctx: CallContext) -> JsonValue:
         query = parse_input(_Get, ctx)
-        obs = engine.registry.get(query.id)
+        # The caller's own observer by its id, else anyone's by the engine's key.
+        obs = engine.registry.mine(ctx.caller, query.id) if ctx.caller is not None else None
+        obs = obs or engine.registry.get(query.id)
         if obs is None or not _visible(engine, ctx, obs):
             raise BuiltinError("NOT_FOUND", f"Observer '{query.id}' not found.")
         return {"observer": observer_summary(engine, obs)}
@@ -70,6 +72,7 @@ def observer_summary(engine: ObserveEngine, obs: Observer) -> dict[str, JsonValu
     watcher = engine.core.workers.get(obs.watcher)
     summary: dict[str, JsonValue] = {
         "id": obs.id,
+        "key": obs.key,
         "state": obs.state,
         "source": {
             "function_id": function_id,

@@ -266,16 +266,16 @@ class Delivery:
 
     def pump(self, obs: Observer) -> None:
         """Start queued activations of ``obs`` while it has free slots."""
-        if obs.id in self._pumping:
+        if obs.key in self._pumping:
             return
-        self._pumping.add(obs.id)
+        self._pumping.add(obs.key)
         try:
             while obs.queue and obs.in_flight < obs.max_in_flight and obs.state == ACTIVE:
                 activation = obs.queue.popleft()
                 self._release(obs, activation.size)
                 self._dispatch(obs, activation)
         finally:
-            self._pumping.discard(obs.id)
+            self._pumping.discard(obs.key)
         self._check_spent(obs)
 
     def queued_bytes(self, watcher: str) -> int:

@@ -120,7 +120,7 @@ class ObserveEngine:
             log.exception(
                 "%s: the observe engine failed on %s", self.core.who(worker), message.type
             )
-            if isinstance(message, Observe) and self.registry.get(message.id) is None:
+            if isinstance(message, Observe) and self.registry.mine(worker.id, message.id) is None:
                 reason = Reason(code="INTERNAL_ERROR", message="the engine failed on this observer")
                 self.states.refuse(worker.id, message.id, reason)
 
@@ -129,8 +129,8 @@ class ObserveEngine:
             case Observe():
                 self._observe(worker, message)
             case Unobserve():
-                obs = self.registry.get(message.id)
-                if obs is not None and obs.watcher == worker.id:
+                obs = self.registry.mine(worker.id, message.id)
+                if obs is not None:
                     reason = Reason(code="UNOBSERVED", message="disposed by the observing worker")
                     # Its worker ended it and forgot it: nobody to tell.
                     self.states.finish(obs, DISPOSED, reason, notify=False)
@@ -142,16 +142,9 @@ class ObserveEngine:
                 pass  # counters for the worker's own dashboards; the engine keeps none
 
     def _observe(self, worker: WorkerRecord, message: Observe) -> None:
-        existing = self.registry.get(message.id)
+        existing = self.registry.mine(worker.id, message.id)
         if existing is not None:
-            if existing.watcher == worker.id:
-                self.states.settle(existing, answer=True)  # a replay: where it stands
-            else:
-                reason = Reason(
-                    code="OBSERVER_ID_TAKEN",
-                    message=f"observer {message.id} belongs to another connection",
-                )
-                self.states.refuse(worker.id, message.id, reason)
+            self.states.settle(existing, answer=True)  # a replay: where it stands
             return
         spec = read_spec(message, worker.namespace or DEFAULT_NAMESPACE, self.limits)
         if isinstance(spec, Reason):
@@ -210,8 +203,12 @@ class ObserveEngine:
 
     def _make(self, worker: WorkerRecord, spec: Spec) -> Observer:
         core = self.core
+        # Ids are the worker's (and may be chosen by hand): one another connection took
+        # first gets a key of the engine's, so nobody can squat a known id.
+        key = spec.id if self.registry.get(spec.id) is None else core.new_id()
         obs = Observer(
             id=spec.id,
+            key=key,
             watcher=worker.id,
             source=spec.source,
             target=spec.target,
@@ -285,6 +282,8 @@ class ObserveEngine:
         for obs in self.registry.of_watcher(previous_id):
             if token is None or obs.departed_token != token:
                 continue
+            if self.registry.mine(worker.id, obs.id) is not None:
+                continue  # it made a new one with that id before it reattached
             obs.departed_token = None
             if obs.grace is not None:
                 obs.grace.cancel()

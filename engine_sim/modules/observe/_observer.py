@@ -46,9 +46,14 @@ class Observer:
     ``watcher`` is the connection that made it (it hears the state changes and owns
     the target it usually names); ``acked_by`` the source's owner connection that
     accepted it, when that owner speaks observe.
+
+    ``id`` is its worker's name for it, unique within that connection only; ``key`` is
+    the engine's, unique in the engine: the id itself unless another connection's
+    observer has it already. Owners know it by ``key``.
     """
 
     id: str
+    key: str
     watcher: str
     source: FunctionKey
     target: FunctionKey

@@ -184,7 +184,7 @@ class Owners:
                 function_id=function_id,
                 namespace=namespace,
                 revision=self._next_revision(obs.source),
-                id=obs.id,
+                id=obs.key,
             ),
         )
 
@@ -250,7 +250,7 @@ class Owners:
     @staticmethod
     def _info(obs: Observer) -> ObserverInfo:
         return ObserverInfo(
-            id=obs.id,
+            id=obs.key,
             args=obs.args,
             filters=obs.filters,
             target=obs.target[1],

@@ -1,5 +1,6 @@
-"""The live observers, by id and by the three things that change their state: the
-function they observe, the function they activate, and the connection that made them."""
+"""The live observers, by key (the engine's id for each) and by the three things that
+change their state: the function they observe, the function they activate, and the
+connection that made them (which knows each by its own id)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ class Registry:
     """Indexes of the live observers; every index stays in step with ``by_id``."""
 
     def __init__(self) -> None:
+        #: By ``key``.
         self.by_id: dict[str, Observer] = {}
-        # Dicts as ordered sets: observers of a function are told in the order made.
+        # Dicts as ordered sets (by key): observers of a function are told in the order
+        # made. Per watcher, by the watcher's own id.
         self._by_source: dict[FunctionKey, dict[str, Observer]] = {}
         self._by_target: dict[FunctionKey, dict[str, Observer]] = {}
         self._by_watcher: dict[str, dict[str, Observer]] = {}
@@ -32,22 +35,27 @@ class Registry:
     def __iter__(self) -> Iterator[Observer]:
         return iter(list(self.by_id.values()))
 
-    def get(self, observer_id: str) -> Observer | None:
-        return self.by_id.get(observer_id)
+    def get(self, key: str) -> Observer | None:
+        """The observer the engine knows as ``key`` (owners name observers so)."""
+        return self.by_id.get(key)
+
+    def mine(self, watcher: str, observer_id: str) -> Observer | None:
+        """Connection ``watcher``'s observer it calls ``observer_id``."""
+        return self._by_watcher.get(watcher, {}).get(observer_id)
 
     def add(self, obs: Observer) -> None:
-        self.by_id[obs.id] = obs
-        self._by_source.setdefault(obs.source, {})[obs.id] = obs
-        self._by_target.setdefault(obs.target, {})[obs.id] = obs
+        self.by_id[obs.key] = obs
+        self._by_source.setdefault(obs.source, {})[obs.key] = obs
+        self._by_target.setdefault(obs.target, {})[obs.key] = obs
         self._by_watcher.setdefault(obs.watcher, {})[obs.id] = obs
         self._source_bytes[obs.source] = self.bytes_of_source(obs.source) + obs.info_bytes
 
     def remove(self, obs: Observer) -> None:
-        if self.by_id.get(obs.id) is not obs:
+        if self.by_id.get(obs.key) is not obs:
             return
-        del self.by_id[obs.id]
-        _drop(self._by_source, obs.source, obs.id)
-        _drop(self._by_target, obs.target, obs.id)
+        del self.by_id[obs.key]
+        _drop(self._by_source, obs.source, obs.key)
+        _drop(self._by_target, obs.target, obs.key)
         _drop(self._by_watcher, obs.watcher, obs.id)
         left = self.bytes_of_source(obs.source) - obs.info_bytes
         if obs.source in self._by_source:
