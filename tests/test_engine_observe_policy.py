@@ -376,3 +376,36 @@ async def test_the_functions_access_control_calls_cannot_be_observed(
             assert refused.error is not None
             assert refused.error.code == "NOT_OBSERVABLE"
         assert (await state_of(watcher, observe("ok", "app::fn", "app::dst"))).state == "pending"
+
+
+async def test_filters_of_one_connection_take_a_bounded_number_of_steps_per_call(
+    autojump_clock: MockClock,
+) -> None:
+    # A filter walks arrays of the call's input ($any): another worker's big input must
+    # not make one connection's observers stall the engine on every call.
+    async with limited(max_match_steps=100) as (_, connect):
+        found = {"input.items": {"$any": {"@": {"$eq": 500}}}}
+        owner, watcher, caller = await watched(connect, filters=found)
+        await one_call(owner, caller, {"items": list(range(450, 550))})  # found at step 51
+        await watcher.answer(await watcher.expect(InvokeFunction), None)
+        await one_call(owner, caller, {"items": list(range(1000))})  # at step 501: too far
+        await watcher.silent()
+        info = (await caller.ok("engine::observers::get", {"id": "o1"}))["observer"]
+        assert (info["fires"], info["dropped"]) == (1, {"MATCH_BUDGET": 1})
+
+
+async def test_one_connections_filters_do_not_spend_anothers_steps(
+    autojump_clock: MockClock,
+) -> None:
+    async with limited(max_match_steps=100) as (_, connect):
+        slow = {"input.items": {"$any": {"@": {"$eq": -1}}}}  # walks every item, finds none
+        owner, hog, caller = await watched(connect, "hog", filters=slow)
+        other = await modern(connect, "other")
+        await served(other, "app::dst2")
+        await acked_functions(other, 1)
+        found = {"input.items": {"$any": {"@": {"$eq": 50}}}}
+        result = await state_of(other, observe("p1", "app::fn", "app::dst2", filters=found))
+        assert result.state == "active"
+        await one_call(owner, caller, {"items": list(range(100))})
+        assert (await other.expect(InvokeFunction)).function_id == "app::dst2"
+        await hog.silent()

@@ -21,6 +21,7 @@ from uuid import UUID
 
 from pydantic import JsonValue
 
+from iii_trio._filter import MatchBudget
 from iii_trio._protocol import _json
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
@@ -41,6 +42,7 @@ from ._observer import Activation as Pending
 
 if TYPE_CHECKING:
     from ._engine import ObserveEngine
+    from ._limits import ObserveLimits
 
 __all__ = ["ENGINE_CALLER_NAME", "CallObserve", "Delivery"]
 
@@ -146,10 +148,11 @@ class Delivery:
         if call.metadata is not None:
             values["metadata"] = call.metadata
         duration_ms = round((self.engine.core.now - call.started_at) * 1000, 3)
+        steps = _Steps(self.engine.limits)
         for obs in self.engine.registry.of_source(call.source):
             if obs.state == PENDING or not _on_accepts(obs.on, ok):
                 continue  # pending: not set up yet, so nothing it could have missed
-            if not obs.filter.matches(values):
+            if not steps.matches(obs, values):
                 continue
             self._activate(
                 obs,
@@ -452,6 +455,33 @@ class _Event:
     depth: int
     traceparent: str | None
     baggage: str | None
+
+
+class _Steps:
+    """The filter steps one call's observers may take: each connection's own share, and
+    all of them together."""
+
+    __slots__ = ("_left", "_per_watcher", "_total")
+
+    def __init__(self, limits: ObserveLimits) -> None:
+        self._per_watcher = limits.max_match_steps
+        self._total = limits.max_call_match_steps
+        self._left: dict[str, int] = {}
+
+    def matches(self, obs: Observer, values: dict[str, JsonValue]) -> bool:
+        """Whether ``obs``'s filters match, within its connection's steps (a miss for
+        want of steps is counted: ``MATCH_BUDGET``)."""
+        if obs.filter.match_all:
+            return True
+        allowed = min(self._left.get(obs.watcher, self._per_watcher), self._total)
+        budget = MatchBudget(allowed)
+        matched = obs.filter.matches(values, budget)
+        used = allowed - budget.left
+        self._left[obs.watcher] = self._left.get(obs.watcher, self._per_watcher) - used
+        self._total -= used
+        if not matched and budget.left == 0 and used:
+            obs.dropped["MATCH_BUDGET"] += 1
+        return matched
 
 
 def _on_accepts(on: str, ok: bool) -> bool:

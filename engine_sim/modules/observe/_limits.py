@@ -72,6 +72,13 @@ class ObserveLimits:
     #: Deepest observe level an activation may run at: an activation of an
     #: invocation made at this depth or deeper is dropped (``LOOP_GUARD``).
     max_depth: int = 8
+    #: Steps (an array element ``$any`` tests, an item ``$in`` compares) the filters of
+    #: one connection's observers may take on one call; an observer whose filter needs
+    #: more misses the call (``MATCH_BUDGET``). A big input must not make one
+    #: connection's filters stall the engine on every call of the function.
+    max_match_steps: int = 10_000
+    #: Steps the filters of all observers may take on one call, together.
+    max_call_match_steps: int = 1_000_000
     #: Items one ``invocationsobserved`` frame may carry; the rest are dropped (``TOO_MANY_ITEMS``).
     max_report_items: int = 1_000
     #: Longest observer id accepted, in characters.
@@ -95,6 +102,8 @@ class ObserveLimits:
             "max_queued",
             "max_queued_bytes",
             "max_depth",
+            "max_match_steps",
+            "max_call_match_steps",
             "max_report_items",
             "max_id_length",
             "max_observer_bytes",
