@@ -10,6 +10,7 @@ import inspect
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -37,7 +38,7 @@ class ObserverInfo:
     on: str
     legacy: dict[str, Any] | None
 
-    @property
+    @cached_property
     def size(self) -> int:
         """About the bytes this observer takes on the wire (its id, args, filters, target
         and legacy config): what bounds the observers an owner holds."""

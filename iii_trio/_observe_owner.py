@@ -9,7 +9,7 @@ The engine tells the worker that hosts a function who observes it
 revision order (a queue drained by one task); those of different functions run
 side by side.
 
-The active set is an immutable tuple swapped on change, so ``Observer.emit`` and
+The active set is an immutable tuple swapped on change (``_publish``), so ``Observer.emit`` and
 ``FunctionObservers.report_local`` read it from any thread without a lock.
 """
 
@@ -48,6 +48,8 @@ MAX_QUEUED: Final = 10_000
 MAX_HELD_BYTES: Final = 16 * 1024 * 1024
 #: The observers waiting in one function's queue, in bytes (a whole replayed set counts).
 MAX_QUEUED_BYTES: Final = 64 * 1024 * 1024
+#: A replayed set yields to the rest of the worker after this many observers.
+_CHECKPOINT_EVERY: Final = 1_000
 
 
 class OwnerHost(Protocol):
@@ -109,6 +111,11 @@ class FunctionObservers:
         self.revision = -1
         self._known: dict[str, Observer] = {}
         self.active: tuple[Observer, ...] = ()
+        #: The active observers in order: changed in Trio's thread, published as ``active``
+        #: (a tuple swapped whole, so threads read it without a lock) before any wait, so
+        #: a set of thousands is taken in linear time.
+        self._active_map: dict[str, Observer] = {}
+        self._dirty = False
         self._queue: deque[Callable[[], Awaitable[None]]] = deque()
         #: Bytes of the observers held (``_known``) and of those waiting in the queue.
         self._held_bytes = 0
@@ -212,8 +219,10 @@ class FunctionObservers:
 
     def _drop_all(self) -> None:
         self._releases += 1
-        for obs in self.active:
+        for obs in self._active_map.values():
             obs._active = False
+        self._active_map.clear()
+        self._dirty = False
         self.active = ()
 
         async def remove_all() -> None:
@@ -263,6 +272,8 @@ class FunctionObservers:
                     await job()
                 except Exception:
                     log.exception("observe: handling an observer of %s failed", self.function_id)
+                finally:
+                    self._publish()
         finally:
             self._draining = False
 
@@ -273,13 +284,23 @@ class FunctionObservers:
             return False
         if not obs._active:
             obs._active = True
-            self.active = (*self.active, obs)
+            self._active_map[obs.id] = obs
+            self._dirty = True
         return True
 
     def _deactivate(self, obs: Observer) -> None:
         if obs._active:
             obs._active = False
-            self.active = tuple(o for o in self.active if o is not obs)
+            if self._active_map.get(obs.id) is obs:
+                del self._active_map[obs.id]
+            self._dirty = True
+
+    def _publish(self) -> None:
+        """Swap in the active set as it is now (before any wait: the acks queued so far
+        cannot reach the engine before the next checkpoint)."""
+        if self._dirty:
+            self._dirty = False
+            self.active = tuple(self._active_map.values())
 
     def _ack(
         self,
@@ -302,7 +323,11 @@ class FunctionObservers:
         for observer_id in list(self._known):
             if observer_id not in incoming:
                 await self._remove(observer_id)
-        for info in observers:
+        self._publish()
+        for index, info in enumerate(observers):
+            if index % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
+                self._publish()
+                await trio.lowlevel.checkpoint()  # a set of thousands: let the worker run
             if self._released_since(releases):
                 return
             held = self._known.get(info.id)
@@ -407,6 +432,7 @@ class FunctionObservers:
         returned, else ``(code, message)``. At the timeout an async hook is cancelled;
         a plain one's thread cannot be, so it runs on, and should it then succeed, its
         add is undone (``on_observer_removed``) since the observer was refused."""
+        self._publish()
         run = HookRun()
 
         async def call() -> None:
@@ -448,4 +474,5 @@ class FunctionObservers:
         if obs._adding or self._known.get(obs.id) is not obs:
             return  # an add in progress acks with it once its hook returns
         self._deactivate(obs)
+        self._publish()
         self._ack(obs.id, obs._revision, self.namespace, obs._rejection)

@@ -92,3 +92,37 @@ async def test_fields_of_the_wrong_type_and_stale_revisions_are_skipped_not_fata
         assert (ack["id"], ack["error"]["code"]) == ("bad", "INVALID_FILTER")
         assert w.observers("f::watched") == []
         assert await w.trigger("f::watched", {}) == {"ok": True}
+
+
+async def test_a_set_of_20_000_observers_is_taken_without_holding_the_worker(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with observe_engine() as engine, worker_on(engine, "w") as w:
+        w.register_function("f::watched", _ok)
+        await confirmed(engine, w, "f::watched")
+        observers = [{"id": f"o{i}", "target": "f::target"} for i in range(20_000)]
+        ticks: list[int] = []
+        taken = trio.Event()
+
+        async def tick() -> None:
+            while not taken.is_set():
+                ticks.append(len(w.observers("f::watched")))
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(tick)
+            frame = {
+                "type": "functionregistered",
+                "id": "f::watched",
+                "namespace": "default",
+                "revision": 99,
+                "local_dispatch": True,
+                "observers": observers,
+            }
+            await from_engine(w, frame)
+            with trio.fail_after(60):
+                await engine.wait_for(lambda: len(w.observers("f::watched")) == 20_000 or None)
+            taken.set()
+        # The rest of the worker ran while the set was taken, which it saw grow.
+        assert len({count for count in ticks if 0 < count < 20_000}) > 10
+        assert await w.trigger("f::watched", {}) == {"ok": True}
