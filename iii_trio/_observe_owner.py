@@ -9,8 +9,9 @@ The engine tells the worker that hosts a function who observes it
 revision order (a queue drained by one task); those of different functions run
 side by side.
 
-The active set is an immutable tuple swapped on change (``_publish``), so ``Observer.emit`` and
-``FunctionObservers.report_local`` read it from any thread without a lock.
+The active set (``FunctionObservers.active``) is an immutable snapshot, made again
+when read after a change; ``Observer.emit`` from a plain handler's thread reads only
+the observer's own flag.
 """
 
 from __future__ import annotations
@@ -110,11 +111,11 @@ class FunctionObservers:
         self.namespace: str | None = None
         self.revision = -1
         self._known: dict[str, Observer] = {}
-        self.active: tuple[Observer, ...] = ()
-        #: The active observers in order: changed in Trio's thread, published as ``active``
-        #: (a tuple swapped whole, so threads read it without a lock) before any wait, so
-        #: a set of thousands is taken in linear time.
+        #: The active observers in order; ``active`` is a snapshot of them, made again
+        #: only when read after a change, so a set or a flood of thousands is taken in
+        #: linear time.
         self._active_map: dict[str, Observer] = {}
+        self._snapshot: tuple[Observer, ...] = ()
         self._dirty = False
         self._queue: deque[Callable[[], Awaitable[None]]] = deque()
         #: Bytes of the observers held (``_known``) and of those waiting in the queue.
@@ -125,6 +126,15 @@ class FunctionObservers:
         self._disposed = False
         #: Bumped when the function is released: a hook that returns after it is undone.
         self._releases = 0
+
+    @property
+    def active(self) -> tuple[Observer, ...]:
+        """The active observers, in the order they turned active (an immutable snapshot:
+        what a local call is evaluated against, whatever changes meanwhile)."""
+        if self._dirty:
+            self._dirty = False
+            self._snapshot = tuple(self._active_map.values())
+        return self._snapshot
 
     @property
     def needs_observe(self) -> bool:
@@ -222,8 +232,7 @@ class FunctionObservers:
         for obs in self._active_map.values():
             obs._active = False
         self._active_map.clear()
-        self._dirty = False
-        self.active = ()
+        self._dirty = True
 
         async def remove_all() -> None:
             for observer_id in list(self._known):
@@ -272,8 +281,6 @@ class FunctionObservers:
                     await job()
                 except Exception:
                     log.exception("observe: handling an observer of %s failed", self.function_id)
-                finally:
-                    self._publish()
         finally:
             self._draining = False
 
@@ -294,13 +301,6 @@ class FunctionObservers:
             if self._active_map.get(obs.id) is obs:
                 del self._active_map[obs.id]
             self._dirty = True
-
-    def _publish(self) -> None:
-        """Swap in the active set as it is now (before any wait: the acks queued so far
-        cannot reach the engine before the next checkpoint)."""
-        if self._dirty:
-            self._dirty = False
-            self.active = tuple(self._active_map.values())
 
     def _ack(
         self,
@@ -323,10 +323,8 @@ class FunctionObservers:
         for observer_id in list(self._known):
             if observer_id not in incoming:
                 await self._remove(observer_id)
-        self._publish()
         for index, info in enumerate(observers):
             if index % _CHECKPOINT_EVERY == _CHECKPOINT_EVERY - 1:
-                self._publish()
                 await trio.lowlevel.checkpoint()  # a set of thousands: let the worker run
             if self._released_since(releases):
                 return
@@ -432,7 +430,6 @@ class FunctionObservers:
         returned, else ``(code, message)``. At the timeout an async hook is cancelled;
         a plain one's thread cannot be, so it runs on, and should it then succeed, its
         add is undone (``on_observer_removed``) since the observer was refused."""
-        self._publish()
         run = HookRun()
 
         async def call() -> None:
@@ -474,5 +471,4 @@ class FunctionObservers:
         if obs._adding or self._known.get(obs.id) is not obs:
             return  # an add in progress acks with it once its hook returns
         self._deactivate(obs)
-        self._publish()
         self._ack(obs.id, obs._revision, self.namespace, obs._rejection)
