@@ -121,6 +121,8 @@ class FunctionObservers:
         #: Bytes of the observers held (``_known``) and of those waiting in the queue.
         self._held_bytes = 0
         self._queued_bytes = 0
+        #: Engine messages dropped since the queue overflowed (logged once, then counted).
+        self._drops = 0
         self._draining = False
         self._confirmed = trio.Event()
         self._disposed = False
@@ -243,15 +245,22 @@ class FunctionObservers:
     def _reserve(self, size: int) -> bool:
         """Count ``size`` bytes of observers into the queue, unless over its bound."""
         if self._queued_bytes + size > MAX_QUEUED_BYTES or len(self._queue) >= MAX_QUEUED:
+            self._dropped()
+            return False
+        self._queued_bytes += size
+        return True
+
+    def _dropped(self) -> None:
+        # One line when the queue overflows and one when it has drained, not one per
+        # message: a flooding engine must not flood the log too.
+        self._drops += 1
+        if self._drops == 1:
             log.error(
-                "observe: %s has %d engine messages (%d bytes) waiting; one dropped",
+                "observe: %s has %d engine messages (%d bytes) waiting; dropping more",
                 self.function_id,
                 len(self._queue),
                 self._queued_bytes,
             )
-            return False
-        self._queued_bytes += size
-        return True
 
     def _too_many(self) -> dict[str, str]:
         return {
@@ -262,11 +271,7 @@ class FunctionObservers:
 
     def _enqueue(self, job: Callable[[], Awaitable[None]]) -> None:
         if len(self._queue) >= MAX_QUEUED:
-            log.error(
-                "observe: %s has %d engine messages waiting; one dropped",
-                self.function_id,
-                MAX_QUEUED,
-            )
+            self._dropped()
             return
         self._queue.append(job)
         if not self._draining:
@@ -283,6 +288,9 @@ class FunctionObservers:
                     log.exception("observe: handling an observer of %s failed", self.function_id)
         finally:
             self._draining = False
+            if self._drops and not self._queue:
+                log.error("observe: %s: %d engine messages dropped", self.function_id, self._drops)
+                self._drops = 0
 
     # -- the active set ----------------------------------------------------------------------
 

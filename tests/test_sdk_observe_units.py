@@ -18,7 +18,7 @@ from iii_trio import InvocationError
 from iii_trio._observe_handle import ObserverHandle
 from iii_trio._observe_json import encode_value, json_copy
 from iii_trio._observe_observer import ObserverInfo
-from iii_trio._observe_owner import FunctionObservers
+from iii_trio._observe_owner import MAX_QUEUED, FunctionObservers
 from iii_trio._observe_reporter import Reporter
 from iii_trio._observe_types import ObserveHooks, ObserveRejection, StateChange, to_state
 from iii_trio._observe_wire import observe_descriptor
@@ -280,3 +280,25 @@ async def test_the_owner_diffs_a_replayed_set_ignores_stale_revisions_and_refuse
         assert sorted(log[6:]) == ["-a", "-c"]
         assert owner.observers() == []
         assert not owner.local_dispatch
+
+
+async def test_an_overflowing_hook_queue_refuses_the_rest_and_logs_once_not_per_message(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with trio.open_nursery() as nursery:
+        host = OwnerHost(nursery)
+        owner = FunctionObservers("f::x", None, True, host)
+        # All queued before the queue's task runs: the first MAX_QUEUED wait, the rest
+        # are refused at once (acked with an error), with one log line for them all.
+        for revision in range(1, MAX_QUEUED + 101):
+            owner.on_observer_added("default", revision, info(f"o{revision}"))
+        refused = [ack for ack in host.acks if ack[2] is not None]
+        assert len(refused) == 100
+        assert refused[0][2] is not None
+        assert refused[0][2]["code"] == "OBSERVE_REJECTED"
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(owner.observers()) == MAX_QUEUED
+        messages = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert messages[1] == "observe: f::x: 100 engine messages dropped"
