@@ -409,3 +409,40 @@ async def test_one_connections_filters_do_not_spend_anothers_steps(
         await one_call(owner, caller, {"items": list(range(100))})
         assert (await other.expect(InvokeFunction)).function_id == "app::dst2"
         await hog.silent()
+
+
+async def test_the_inputs_kept_for_a_functions_running_calls_are_bounded_in_bytes(
+    autojump_clock: MockClock,
+) -> None:
+    # Observers see a call's input at its outcome, so the engine keeps it meanwhile: a
+    # flood of big calls to a function that is slow to answer must not pile them up.
+    async with limited(max_recorded_bytes=1500) as (engine, connect):
+        owner, watcher, caller = await watched(connect, capture=["input"])
+        big = "x" * 1000
+        for n in range(2):
+            await caller.call("app::fn", {"n": n, "pad": big})
+        calls = [await owner.expect(InvokeFunction) for _ in range(2)]
+        for call in calls:
+            await owner.answer(call, "ok")
+            await caller.expect(InvocationResult)
+        activation = await watcher.expect(InvokeFunction)
+        assert isinstance(activation.data, dict)
+        assert activation.data["input"] == {"n": 0, "pad": big}
+        await watcher.silent()
+        info = (await caller.ok("engine::observers::get", {"id": "o1"}))["observer"]
+        assert info["dropped"] == {"UNRECORDED": 1}
+        assert engine.core.observe.delivery.recorded_bytes(("default", "app::fn")) == 0
+
+
+async def test_an_observer_that_reads_no_input_has_none_kept_for_it(
+    autojump_clock: MockClock,
+) -> None:
+    async with limited(max_recorded_bytes=100) as (engine, connect):
+        owner, watcher, caller = await watched(connect, capture=["output"])
+        await caller.call("app::fn", {"pad": "x" * 1000})
+        call = await owner.expect(InvokeFunction)
+        assert engine.core.observe.delivery.recorded_bytes(("default", "app::fn")) == 0
+        await owner.answer(call, "done")
+        activation = await watcher.expect(InvokeFunction)  # observed all the same
+        assert isinstance(activation.data, dict)
+        assert (activation.data["output"], "input" in activation.data) == ("done", False)

@@ -98,6 +98,8 @@ class Delivery:
         self._pumping: set[str] = set()
         #: Bytes of queued activations per watcher connection (``max_queued_bytes``).
         self._queued_bytes: dict[str, int] = {}
+        #: Bytes kept of each function's running calls (``max_recorded_bytes``).
+        self._recorded: dict[FunctionKey, int] = {}
 
     # -- the routed path -----------------------------------------------------------------
 
@@ -118,11 +120,26 @@ class Delivery:
             return None
         if self.engine.owners.descriptor(key).owner_delivered:
             return None  # its owner decides what its observers get
+        observers = self.engine.registry.of_source(key)
+        reads = frozenset().union(*(obs.reads for obs in observers))
+        # Kept only if an observer reads it, and counted: it waits for the outcome.
+        value = data if observe is None or isinstance(observe.input, Omitted) else observe.input
+        value = value if "input" in reads else None
+        metadata = metadata if "metadata" in reads else None
+        size = 0
+        if value is not None or metadata is not None:
+            size = len(_json.write(value).encode()) + len(_json.write(metadata).encode())
+            if self.recorded_bytes(key) + size > self.engine.limits.max_recorded_bytes:
+                for obs in observers:
+                    obs.dropped["UNRECORDED"] += 1
+                return None
+            self._recorded[key] = self.recorded_bytes(key) + size
         core = self.engine.core
         return ObservedCall(
             source=key,
             invocation_id=str(invocation_id) if invocation_id is not None else core.new_id(),
-            input=data if observe is None or isinstance(observe.input, Omitted) else observe.input,
+            input=value,
+            recorded=size,
             metadata=metadata,
             caller=observe.caller.to_wire() if observe and observe.caller else None,
             depth=observe.depth if observe is not None else 0,
@@ -134,6 +151,13 @@ class Delivery:
 
     def finished(self, call: ObservedCall, result: JsonValue, error: ErrorBody | None) -> None:
         """The call ended: activate every auto observer its outcome and filters match."""
+        if call.recorded:
+            left = self.recorded_bytes(call.source) - call.recorded
+            call.recorded = 0
+            if left > 0:
+                self._recorded[call.source] = left
+            else:
+                self._recorded.pop(call.source, None)
         if self.engine.owners.descriptor(call.source).owner_delivered:
             return  # registered again as owner-delivered while the call ran
         ok = error is None
@@ -280,6 +304,10 @@ class Delivery:
         finally:
             self._pumping.discard(obs.key)
         self._check_spent(obs)
+
+    def recorded_bytes(self, key: FunctionKey) -> int:
+        """Bytes kept of function ``key``'s running calls for its observers."""
+        return self._recorded.get(key, 0)
 
     def queued_bytes(self, watcher: str) -> int:
         """Bytes of the activations waiting for a slot in ``watcher``'s observers."""

@@ -69,6 +69,11 @@ class ObserveLimits:
     #: the observers of one connection; more are dropped (``QUEUE_FULL``). A target that
     #: never answers must not make the engine hold every event, however big.
     max_queued_bytes: int = 64 * 1024 * 1024
+    #: Bytes (of their JSON) of the inputs and metadata the engine keeps of one
+    #: function's running calls, for its observers to see at their outcome (only when
+    #: one of them reads that part). A call past it is not observed (``UNRECORDED``):
+    #: a flood of big calls to a slow function must not pile up in the engine.
+    max_recorded_bytes: int = 64 * 1024 * 1024
     #: Deepest observe level an activation may run at: an activation of an
     #: invocation made at this depth or deeper is dropped (``LOOP_GUARD``).
     max_depth: int = 8
@@ -102,6 +107,7 @@ class ObserveLimits:
             "max_queued",
             "max_queued_bytes",
             "max_depth",
+            "max_recorded_bytes",
             "max_match_steps",
             "max_call_match_steps",
             "max_report_items",

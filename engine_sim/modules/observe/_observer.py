@@ -37,6 +37,8 @@ ERROR: Final = "error"
 DISPOSED: Final = "disposed"
 #: States an observer is still held in; ``error`` and ``disposed`` end it.
 LIVE_STATES: Final = frozenset({PENDING, ACTIVE, SUSPENDED})
+#: The parts of a call the engine keeps from its start to its outcome.
+_KEPT: Final = frozenset({"input", "metadata"})
 
 
 @dataclass(eq=False)
@@ -94,6 +96,15 @@ class Observer:
     grace: Timer | None = None
 
     @property
+    def reads(self) -> frozenset[str]:
+        """The parts of a call kept from its start that this observer needs: ``input``
+        and ``metadata``, when it captures, delivers or filters on them."""
+        parts = (set(self.capture) | set(self.filter.roots)) & _KEPT
+        if self.deliver == "input":
+            parts.add("input")
+        return frozenset(parts)
+
+    @property
     def live(self) -> bool:
         return self.state in LIVE_STATES
 
@@ -128,6 +139,8 @@ class ObservedCall:
     started_at_ms: int
     traceparent: str | None = None
     baggage: str | None = None
+    #: Bytes of ``input`` and ``metadata`` counted against ``max_recorded_bytes``.
+    recorded: int = 0
 
 
 @dataclass(slots=True)
