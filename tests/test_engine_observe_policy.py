@@ -446,3 +446,19 @@ async def test_an_observer_that_reads_no_input_has_none_kept_for_it(
         activation = await watcher.expect(InvokeFunction)  # observed all the same
         assert isinstance(activation.data, dict)
         assert (activation.data["output"], "input" in activation.data) == ("done", False)
+
+
+async def test_observers_list_answers_at_most_a_page_and_says_so(autojump_clock: MockClock) -> None:
+    # Each observer may carry 64 KiB of args: a list of every one in the engine could
+    # be gigabytes, built in the engine's memory for any caller.
+    async with limited(max_list_observers=3) as (_, connect):
+        watcher = await modern(connect, "watcher")
+        for n in range(5):
+            await state_of(watcher, observe(f"o{n}", "app::fn", "app::dst"))
+        page = await watcher.ok("engine::observers::list", {})
+        assert ([o["id"] for o in page["observers"]], page["truncated"]) == (
+            ["o0", "o1", "o2"],
+            True,
+        )
+        whole = await watcher.ok("engine::observers::list", {"function_id": "app::other"})
+        assert whole == {"observers": [], "truncated": False}

@@ -34,6 +34,8 @@ def add_builtins(engine: ObserveEngine) -> None:
     def list_observers(ctx: CallContext) -> JsonValue:
         query = parse_input(_List, ctx)
         found: list[JsonValue] = []
+        page = engine.limits.max_list_observers
+        truncated = False
         for obs in engine.registry:
             if query.function_id is not None and obs.source[1] != query.function_id:
                 continue
@@ -42,8 +44,11 @@ def add_builtins(engine: ObserveEngine) -> None:
             if query.worker_id is not None and obs.watcher != query.worker_id:
                 continue
             if _visible(engine, ctx, obs):
+                if len(found) == page:
+                    truncated = True
+                    break
                 found.append(observer_summary(engine, obs))
-        return {"observers": found}
+        return {"observers": found, "truncated": truncated}
 
     def get_observer(ctx: CallContext) -> JsonValue:
         query = parse_input(_Get, ctx)

@@ -86,6 +86,9 @@ class ObserveLimits:
     max_call_match_steps: int = 1_000_000
     #: Items one ``invocationsobserved`` frame may carry; the rest are dropped (``TOO_MANY_ITEMS``).
     max_report_items: int = 1_000
+    #: Observers one ``engine::observers::list`` answer carries (then ``truncated``):
+    #: each may hold 64 KiB of args, and the answer is built in the engine's memory.
+    max_list_observers: int = 1_000
     #: Longest observer id accepted, in characters.
     max_id_length: int = 256
     #: Bytes (of its JSON) an observer's ``args`` may take, and its ``metadata``: the
@@ -112,6 +115,7 @@ class ObserveLimits:
             "max_call_match_steps",
             "max_report_items",
             "max_id_length",
+            "max_list_observers",
             "max_observer_bytes",
             "max_function_observer_bytes",
         ):
