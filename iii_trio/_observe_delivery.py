@@ -10,11 +10,12 @@ this worker. Callable from a plain handler's thread (the reporter takes the lock
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 from uuid import uuid4
 
 from ._context import InvocationContext, current_invocation
 from ._exceptions import InvocationError
+from ._filter import MatchBudget
 from ._observe_json import to_json_value
 from ._observe_reporter import ReportInit, wall_ms
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from ._observe_owner import FunctionObservers
 
 __all__ = ["check_call", "emit", "report_local"]
+
+#: Steps all the observers of one function may take on one local call together (the
+#: engine's ``max_call_match_steps``); each one also has its own ``MAX_MATCH_STEPS``.
+MAX_EVENT_STEPS: Final = 1_000_000
 
 
 def _require_owner(owner: FunctionObservers, what: str) -> None:
@@ -123,8 +128,9 @@ def report_local(
         return
     matched: list[str] = []
     captures: dict[str, None] = {}
+    budget = MatchBudget(MAX_EVENT_STEPS)
     for obs in active:
-        if _accepts(obs.on, ok) and obs.matches(init.values):
+        if _accepts(obs.on, ok) and obs.matches(init.values, budget):
             matched.append(obs.id)
             captures.update(dict.fromkeys(obs.capture))
     if matched:

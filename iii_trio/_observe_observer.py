@@ -11,17 +11,20 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
-from ._filter import CompiledFilter, compile_filter
+from ._filter import CompiledFilter, MatchBudget, compile_filter
 from ._handlers import run_in_thread
 from ._observe_delivery import check_call, emit
 from ._observe_types import DEFAULT_CAPTURE, ObserveHook, ObserveRejection
 
 if TYPE_CHECKING:
     from ._observe_owner import FunctionObservers
+
+#: Steps one observer's filters may take on one event (the engine's ``max_match_steps``).
+MAX_MATCH_STEPS: Final = 10_000
 
 __all__ = ["HookRun", "Observer", "ObserverInfo", "hook_error", "invoke_hook", "same_json"]
 
@@ -124,9 +127,21 @@ class Observer:
         self.on = info.on
         self._filter = compiled
 
-    def matches(self, doc: Mapping[str, Any]) -> bool:
-        """Whether the filters accept ``{input?, output?, error?, caller?, metadata?}``."""
-        return self._filter.matches(doc)
+    def matches(self, doc: Mapping[str, Any], budget: MatchBudget | None = None) -> bool:
+        """Whether the filters accept ``{input?, output?, error?, caller?, metadata?}``.
+
+        At most ``MAX_MATCH_STEPS`` steps (``$any`` elements tested, ``$in`` items
+        compared), fewer if ``budget`` has fewer left (it is charged with those taken):
+        a filter that would walk further does not match, as in the engine, so an
+        observer another worker made cannot stall this one's calls.
+        """
+        allowed = MAX_MATCH_STEPS if budget is None else min(MAX_MATCH_STEPS, budget.left)
+        steps = MatchBudget(allowed)
+        try:
+            return self._filter.matches(doc, steps)
+        finally:
+            if budget is not None:
+                budget.left -= allowed - steps.left
 
     def emit(self, event: Any) -> bool:
         """Owner delivery, fire and forget: hand ``event`` to this observer.

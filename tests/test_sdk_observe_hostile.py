@@ -126,3 +126,30 @@ async def test_a_set_of_20_000_observers_is_taken_without_holding_the_worker(
         # The rest of the worker ran while the set was taken, which it saw grow.
         assert len({count for count in ticks if 0 < count < 20_000}) > 10
         assert await w.trigger("f::watched", {}) == {"ok": True}
+
+
+async def test_an_observer_whose_filter_would_walk_too_far_misses_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # As the engine does (ObserveLimits.max_match_steps): 10,000 steps per observer and
+    # event, so an observer another worker made cannot stall this one's calls.
+    async with observe_engine() as engine, worker_on(engine, "owner") as w:
+        w.register_function("f::watched", _ok)
+        w.register_function("f::target", _ok)
+        await confirmed(engine, w, "f::watched")
+        for revision, (observer_id, wanted) in enumerate((("far", 19_999), ("near", 5_000))):
+            observer = {
+                "id": observer_id,
+                "target": "f::target",
+                "filters": {"input.items": {"$any": {"@.x": {"$eq": wanted}}}},
+            }
+            await from_engine(
+                w, {**added("f::watched", 100 + revision, observer_id), "observer": observer}
+            )
+        with trio.fail_after(10):
+            await engine.wait_for(lambda: len(w.observers("f::watched")) == 2 or None)
+        await w.trigger("f::watched", {"items": [{"x": i} for i in range(20_000)]})
+        with trio.fail_after(10):
+            await engine.wait_for(lambda: sent(engine, w, "invocationsobserved") or None)
+        [report] = sent(engine, w, "invocationsobserved")
+        assert [item["matched"] for item in report["items"]] == [["near"]]
