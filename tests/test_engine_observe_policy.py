@@ -462,3 +462,17 @@ async def test_observers_list_answers_at_most_a_page_and_says_so(autojump_clock:
         )
         whole = await watcher.ok("engine::observers::list", {"function_id": "app::other"})
         assert whole == {"observers": [], "truncated": False}
+
+
+async def test_the_caller_a_call_asserts_counts_against_what_is_kept_of_it(
+    autojump_clock: MockClock,
+) -> None:
+    async with limited(max_recorded_bytes=1500) as (_, connect):
+        owner, watcher, caller = await watched(connect, capture=["caller"])
+        asserted = Caller(function_id="x" * 2000, invocation_id="i")
+        await caller.call("app::fn", None, caller=asserted)
+        await owner.answer(await owner.expect(InvokeFunction), "ok")
+        await caller.expect(InvocationResult)
+        await watcher.silent()
+        info = (await caller.ok("engine::observers::get", {"id": "o1"}))["observer"]
+        assert info["dropped"] == {"UNRECORDED": 1}

@@ -126,9 +126,13 @@ class Delivery:
         value = data if observe is None or isinstance(observe.input, Omitted) else observe.input
         value = value if "input" in reads else None
         metadata = metadata if "metadata" in reads else None
+        # The caller's function_id / invocation_id are the calling worker's to assert.
+        caller = (
+            observe.caller.to_wire() if "caller" in reads and observe and observe.caller else None
+        )
         size = 0
-        if value is not None or metadata is not None:
-            size = len(_json.write(value).encode()) + len(_json.write(metadata).encode())
+        if value is not None or metadata is not None or caller is not None:
+            size = sum(len(_json.write(part).encode()) for part in (value, metadata, caller))
             if self.recorded_bytes(key) + size > self.engine.limits.max_recorded_bytes:
                 for obs in observers:
                     obs.dropped["UNRECORDED"] += 1
@@ -141,7 +145,7 @@ class Delivery:
             input=value,
             recorded=size,
             metadata=metadata,
-            caller=observe.caller.to_wire() if observe and observe.caller else None,
+            caller=caller,
             depth=observe.depth if observe is not None else 0,
             started_at=core.now,
             started_at_ms=int(core.wall_time(core.now) * 1000),

@@ -69,7 +69,7 @@ class ObserveLimits:
     #: the observers of one connection; more are dropped (``QUEUE_FULL``). A target that
     #: never answers must not make the engine hold every event, however big.
     max_queued_bytes: int = 64 * 1024 * 1024
-    #: Bytes (of their JSON) of the inputs and metadata the engine keeps of one
+    #: Bytes (of their JSON) of the inputs, metadata and callers the engine keeps of one
     #: function's running calls, for its observers to see at their outcome (only when
     #: one of them reads that part). A call past it is not observed (``UNRECORDED``):
     #: a flood of big calls to a slow function must not pile up in the engine.

@@ -38,7 +38,7 @@ DISPOSED: Final = "disposed"
 #: States an observer is still held in; ``error`` and ``disposed`` end it.
 LIVE_STATES: Final = frozenset({PENDING, ACTIVE, SUSPENDED})
 #: The parts of a call the engine keeps from its start to its outcome.
-_KEPT: Final = frozenset({"input", "metadata"})
+_KEPT: Final = frozenset({"input", "metadata", "caller"})
 
 
 @dataclass(eq=False)
@@ -97,8 +97,8 @@ class Observer:
 
     @property
     def reads(self) -> frozenset[str]:
-        """The parts of a call kept from its start that this observer needs: ``input``
-        and ``metadata``, when it captures, delivers or filters on them."""
+        """The parts of a call kept from its start that this observer needs: ``input``,
+        ``metadata`` and ``caller``, when it captures, delivers or filters on them."""
         parts = (set(self.capture) | set(self.filter.roots)) & _KEPT
         if self.deliver == "input":
             parts.add("input")
