@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import JsonValue
@@ -95,7 +96,7 @@ class Observer:
     ack_wait: Timer | None = None
     grace: Timer | None = None
 
-    @property
+    @cached_property
     def reads(self) -> frozenset[str]:
         """The parts of a call kept from its start that this observer needs: ``input``,
         ``metadata`` and ``caller``, when it captures, delivers or filters on them."""
