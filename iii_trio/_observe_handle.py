@@ -111,6 +111,8 @@ class ObserverHandle:
         """
         if timeout is not None and (math.isnan(timeout) or timeout < 0):
             raise ValueError(f"timeout must be a number of seconds >= 0 or None: {timeout!r}")
+        # A checkpoint even when it is already settled, as every Trio wait is.
+        await trio.lowlevel.checkpoint()
         with trio.move_on_after(math.inf if timeout is None else timeout):
             while not self._is_settled():
                 await self._settled.wait()
@@ -144,8 +146,10 @@ class ObserverHandle:
 
     async def dispose(self) -> None:
         """Remove the observer (``unobserve``); it is not replayed any more. Idempotent."""
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller disposes nothing
         if self._state != "disposed":
             await self._dispose(self)
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def set_state(self, state: ObserverState, reason: ObserveReason | None = None) -> None:
         """A state from the engine (``observeresult``, ``observerstatechanged``) or the worker."""

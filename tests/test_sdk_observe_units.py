@@ -122,6 +122,25 @@ async def test_a_changes_iterator_the_reader_dropped_is_not_kept_by_the_handle(
     assert (await kept.__anext__()).state == "active"
 
 
+async def test_ready_and_dispose_are_checkpoints_even_when_there_is_nothing_to_wait_for(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    handle, disposed = make_handle()
+    handle.set_state("active")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await handle.ready()
+        raise AssertionError("ready() let a cancelled caller through")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await handle.dispose()
+        raise AssertionError("dispose() let a cancelled caller through")
+    # A cancelled dispose() did nothing; the observer is still there to dispose.
+    assert disposed == []
+    await handle.dispose()
+    assert disposed == ["o1"]
+
+
 def test_an_unknown_wire_state_reads_as_pending() -> None:
     assert to_state("hibernating") == "pending"
     assert to_state("active") == "active"
