@@ -476,3 +476,23 @@ async def test_the_caller_a_call_asserts_counts_against_what_is_kept_of_it(
         await watcher.silent()
         info = (await caller.ok("engine::observers::get", {"id": "o1"}))["observer"]
         assert info["dropped"] == {"UNRECORDED": 1}
+
+
+async def test_an_activation_its_target_never_answers_frees_its_slot_after_a_while(
+    autojump_clock: MockClock,
+) -> None:
+    # The engine waits for each activation to free its slot: a target that hangs must
+    # not wedge the observer for good (every event after queued, then dropped).
+    async with limited(activation_timeout_ms=60_000) as (_, connect):
+        owner, watcher, caller = await watched(connect, max_in_flight=1, capture=["input"])
+        await one_call(owner, caller, 1)
+        await one_call(owner, caller, 2)
+        first = await watcher.expect(InvokeFunction)
+        start = trio.current_time()
+        second = await watcher.expect(InvokeFunction, 120)  # the first was given up on
+        assert trio.current_time() - start == 60
+        assert isinstance(second.data, dict)
+        assert second.data["input"] == 2
+        await watcher.answer(first, None)  # too late: dropped, the slot is not freed twice
+        info = (await caller.ok("engine::observers::get", {"id": "o1"}))["observer"]
+        assert (info["in_flight"], info["queued"]) == (1, 0)

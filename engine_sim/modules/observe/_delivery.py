@@ -406,8 +406,17 @@ class Delivery:
     def _dispatch(self, obs: Observer, activation: Pending) -> None:
         obs.in_flight += 1
         core = self.engine.core
+        invocation_id = UUID(core.new_id())
+        timeout_ms = self.engine.limits.activation_timeout_ms
+        # The engine is this call's caller, and waits for it to free the slot: a target
+        # that never answers is given up on (its late answer is dropped as unknown).
+        gave_up = ErrorBody(code="timeout", message=f"no answer within {timeout_ms} ms")
+        timer = core.timers.call_at(
+            core.now + timeout_ms / 1000, lambda _: core.calls.abandon(invocation_id, gave_up)
+        )
 
         def done(result: JsonValue, error: ErrorBody | None) -> None:
+            timer.cancel()
             obs.in_flight -= 1
             if activation.reply is not None:
                 core.calls.complete(activation.reply, obs.target[1], result, error)
@@ -429,6 +438,7 @@ class Delivery:
             activation.data,
             reply=CallbackReply(done),
             now=core.now,
+            invocation_id=invocation_id,
             metadata=obs.metadata,
             traceparent=activation.traceparent,
             baggage=activation.baggage,

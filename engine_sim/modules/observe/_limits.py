@@ -61,6 +61,9 @@ class ObserveLimits:
     #: Observers of one function, from all connections: each call of it runs every
     #: one's filters (and activations), so this bounds what one call costs the engine.
     max_function_observers: int = 1_000
+    #: How long the engine waits for a target to answer an activation before it gives
+    #: up on it (the slot is freed; an ``obs.call`` is answered ``timeout``).
+    activation_timeout_ms: int = 300_000
     #: Activations of one observer running at once when it does not say (``max_in_flight``).
     default_max_in_flight: int = 64
     #: Activations of one observer waiting for a slot; more are dropped (``QUEUE_FULL``).
@@ -121,7 +124,7 @@ class ObserveLimits:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"observe.{name} must be at least 1, got {getattr(self, name)!r}")
-        for name in ("grace_ms", "ack_timeout_ms"):
+        for name in ("grace_ms", "ack_timeout_ms", "activation_timeout_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(
                     f"observe.{name} must not be negative, got {getattr(self, name)!r}"
