@@ -129,6 +129,10 @@ class Connector:
         #: Awaited on a graceful shutdown, after the last answers are queued and before
         #: the close (last telemetry records); bounded by ``connect_timeout_ms``.
         self.before_close: list[Callable[[Live], Awaitable[None]]] = []
+        #: Awaited on a graceful shutdown alongside the drain of the running handlers
+        #: (work the worker runs outside them, e.g. in-process calls); each bounds itself
+        #: by ``drain_timeout_ms`` and never raises.
+        self.drain_hooks: list[Callable[[], Awaitable[None]]] = []
         self.dispatch = Dispatch()
         self.dispatch.on(InvokeFunction, inbound.on_invoke)
         self.dispatch.on(InvocationResult, self._on_result)
@@ -376,7 +380,13 @@ class Connector:
 
     async def _drain_on_shutdown(self, live: Live) -> None:
         await self.shutdown_requested.wait()
-        await self._inbound.drain(live)
+        if self.drain_hooks:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._inbound.drain, live)
+                for hook in self.drain_hooks:
+                    nursery.start_soon(hook)
+        else:
+            await self._inbound.drain(live)
         closed = WorkerClosed(_CLOSED_WHILE_WAITING)
         self._calls.fail_waiting(lambda _: closed, live)
         with trio.move_on_after(self.options.connect_timeout_ms / 1000):

@@ -207,6 +207,7 @@ class Worker(CallsAPI, Discovery, WorkerFeatures):
         )
         self._registrations.refused_hooks.append(self._observe.function_refused)
         self._connector.before_close.append(self._observe.before_close)
+        self._connector.drain_hooks.append(self._observe.drain)
         self._install_features()
 
     def _new_uuid(self) -> UUID:

@@ -321,3 +321,35 @@ async def test_connection_hooks_follow_each_connection_and_the_last_flush_preced
         assert last is not None
     assert events[-4:] == ["task started", "flush", "task ended", "closed"]
     assert _sent(engine, last)[-1] == "registerservice"
+
+
+async def test_drain_hooks_run_alongside_the_handlers_drain_on_shutdown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    times: dict[str, float] = {}
+    started = trio.Event()
+
+    async def slow(data: JsonValue) -> JsonValue:
+        started.set()
+        await trio.sleep(3)
+        times["handler done"] = trio.current_time()
+        return data
+
+    async def hook() -> None:
+        times["hook started"] = trio.current_time()
+        await trio.sleep(1)
+        times["hook done"] = trio.current_time()
+
+    end = _EngineEnd()
+    async with register_worker("ws://sim", OPTIONS, transport=end) as worker:
+        worker._connector.drain_hooks.append(hook)
+        worker.register_function("seams::slow", slow)
+        await end.to_worker.send(encode(WorkerRegistered(worker_id="w1")))
+        await worker.ready()
+        invoke = InvokeFunction(invocation_id=uuid.uuid4(), function_id="seams::slow", data=1)
+        await end.to_worker.send(encode(invoke))
+        await started.wait()
+        leaving = trio.current_time()
+    assert times["hook started"] == leaving
+    assert times["hook done"] == leaving + 1
+    assert times["handler done"] == leaving + 3
