@@ -23,6 +23,7 @@ from iii_trio.protocol import (
     InvokeFunction,
     ObserverStateChanged,
     Reattach,
+    RegisterTrigger,
     RegisterTriggerType,
     Unobserve,
     UnregisterTriggerType,
@@ -496,3 +497,32 @@ async def test_an_activation_its_target_never_answers_frees_its_slot_after_a_whi
         await watcher.answer(first, None)  # too late: dropped, the slot is not freed twice
         info = (await caller.ok("engine::observers::get", {"id": "o1"}))["observer"]
         assert (info["in_flight"], info["queued"]) == (1, 0)
+
+
+async def test_an_activation_of_a_built_in_that_waits_is_given_up_on_too(
+    autojump_clock: MockClock,
+) -> None:
+    # engine::register_trigger waits (10 s) for the provider's verdict: a built-in the
+    # engine runs itself must not hold the slot past the activation's timeout either.
+    async with limited(activation_timeout_ms=1000) as (_, connect):
+        provider = await connect("provider")
+        await provider.send(RegisterTriggerType(id="hook", description="Hooks"))
+        await provider.provides("hook")
+        owner = await connect("owner")
+        await served(owner, "app::fn")
+        watcher = await modern(connect, "watcher")
+        options: dict[str, Any] = {"deliver": "input", "max_in_flight": 1}
+        result = await state_of(
+            watcher, observe("o1", "app::fn", "engine::register_trigger", **options)
+        )
+        assert result.state == "active"
+        caller = await connect("caller")
+        for n in range(2):
+            await one_call(
+                owner, caller, {"trigger_type": "hook", "function_id": f"app::t{n}", "config": {}}
+            )
+        start = trio.current_time()
+        first = await provider.expect(RegisterTrigger)
+        second = await provider.expect(RegisterTrigger)
+        assert (first.function_id, second.function_id) == ("app::t0", "app::t1")
+        assert trio.current_time() - start == 1

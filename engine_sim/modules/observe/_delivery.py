@@ -411,11 +411,21 @@ class Delivery:
         # The engine is this call's caller, and waits for it to free the slot: a target
         # that never answers is given up on (its late answer is dropped as unknown).
         gave_up = ErrorBody(code="timeout", message=f"no answer within {timeout_ms} ms")
-        timer = core.timers.call_at(
-            core.now + timeout_ms / 1000, lambda _: core.calls.abandon(invocation_id, gave_up)
-        )
+        over = False
+
+        def give_up(_when: float) -> None:
+            # A worker's call: forgetting it answers ``done``. A built-in that waits
+            # has nothing to forget: ``done`` is answered here, and its late end ignored.
+            core.calls.abandon(invocation_id, gave_up)
+            done(None, gave_up)
+
+        timer = core.timers.call_at(core.now + timeout_ms / 1000, give_up)
 
         def done(result: JsonValue, error: ErrorBody | None) -> None:
+            nonlocal over
+            if over:
+                return
+            over = True
             timer.cancel()
             obs.in_flight -= 1
             if activation.reply is not None:
