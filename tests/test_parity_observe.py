@@ -274,7 +274,16 @@ callers = st.recursive(
     lenient_values,
     lambda inner: st.dictionaries(
         st.sampled_from(
-            ["worker_id", "worker_name", "function_id", "invocation_id", "parent", "x"]
+            [
+                "worker_id",
+                "worker_name",
+                "function_id",
+                "invocation_id",
+                "parent",
+                "observer_id",
+                "activation_id",
+                "x",
+            ]
         ),
         inner,
         max_size=4,
@@ -283,7 +292,7 @@ callers = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=500)
 @given(caller=callers, depth=lenient_values, activation=callers)
 def test_caller_depth_and_activation_read_as_the_official_decoders_read_them(
     caller: Any, depth: Any, activation: Any

@@ -354,9 +354,19 @@ def test_an_observe_depth_that_is_not_a_non_negative_integer_is_absent(depth: An
 
 
 @pytest.mark.parametrize(
-    "activation", [{"activation_id": "a"}, {"observer_id": 3}, "o", None], ids=repr
+    "activation",
+    [
+        {"activation_id": "a"},
+        {"observer_id": 3},
+        {"observer_id": "o", "activation_id": 5},
+        "o",
+        None,
+    ],
+    ids=repr,
 )
-def test_an_activation_without_an_observer_id_is_absent(activation: Any) -> None:
+def test_a_malformed_activation_is_absent(
+    activation: Any,
+) -> None:
     call = decode(
         {"type": "invokefunction", "function_id": "f", "data": 1, "activation": activation}
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ._base import WRITE_NULL, Json, Uuid, WireModel
 from ._observe import (
@@ -160,7 +160,11 @@ class InvokeFunction(WireModel):
         if isinstance(value, Activation):
             return value
         if isinstance(value, dict) and isinstance(value.get("observer_id"), str):
-            return value
+            try:
+                return Activation.model_validate(value)
+            except ValidationError:
+                # A wrong-typed activation_id drops the activation, not the call.
+                return None
         return None
 
 
