@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from uuid import uuid4
 
 import trio
 import trio.testing
 
+import iii_trio
 from iii_trio import Worker
 from iii_trio._exceptions import ProtocolError
 from iii_trio._observe_owner import MAX_HELD_BYTES
@@ -153,3 +155,32 @@ async def test_an_observer_whose_filter_would_walk_too_far_misses_the_call(
             await engine.wait_for(lambda: sent(engine, w, "invocationsobserved") or None)
         [report] = sent(engine, w, "invocationsobserved")
         assert [item["matched"] for item in report["items"]] == [["near"]]
+
+
+async def test_an_activation_of_the_wrong_type_still_runs_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ran: list[Any] = []
+
+    async def target(data: Any) -> Any:
+        ran.append(iii_trio.current_invocation())
+        return {"ok": True}
+
+    async with observe_engine() as engine, worker_on(engine, "w") as w:
+        w.register_function("f::target", target)
+        await confirmed(engine, w, "f::target")
+        for activation in ({"observer_id": "o", "activation_id": 5}, "o", 7):
+            await from_engine(
+                w,
+                {
+                    "type": "invokefunction",
+                    "invocation_id": str(uuid4()),
+                    "function_id": "f::target",
+                    "data": {},
+                    "activation": activation,
+                },
+            )
+        with trio.fail_after(10):
+            await engine.wait_for(lambda: len(sent(engine, w, "invocationresult")) == 3 or None)
+        assert len(ran) == 3
+        assert all(context is not None and context.activation is None for context in ran)

@@ -323,3 +323,30 @@ async def test_void_local_calls_past_max_concurrent_invocations_wait_their_turn_
         # handler slot (two more): never 50 handlers at once.
         assert peak <= 4
         assert len(calls_to(engine, w, "f::slow")) >= 40
+
+
+async def test_a_void_local_call_gets_the_drain_timeout_on_a_graceful_shutdown(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[tuple[str, float]] = []
+
+    async def slow(data: Any) -> None:
+        try:
+            await trio.sleep(data["seconds"])
+            log.append(("done", trio.current_time()))
+        except trio.Cancelled:
+            log.append(("cancelled", trio.current_time()))
+            raise
+
+    options = iii_trio.InitOptions(
+        worker_name="w", enable_metrics_reporting=False, drain_timeout_ms=10_000
+    )
+    async with observe_engine() as engine:
+        async with iii_trio.register_worker(options=options, transport=engine.transport) as w:
+            w.register_function("f::slow", slow)
+            await confirmed(engine, w, "f::slow")
+            start = trio.current_time()
+            await w.trigger_void("f::slow", {"seconds": 5})  # ends within the drain
+            await w.trigger_void("f::slow", {"seconds": 50})  # does not
+        assert calls_to(engine, w, "f::slow") == []
+    assert [(what, at - start) for what, at in log] == [("done", 5), ("cancelled", 10)]
