@@ -15,13 +15,11 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from uuid import UUID
 
 from pydantic import JsonValue
 
-from iii_trio._filter import MatchBudget
 from iii_trio._protocol import _json
 from iii_trio.protocol import (
     DEFAULT_NAMESPACE,
@@ -37,12 +35,12 @@ from iii_trio.protocol import (
 
 from ..._records import CallbackReply, FunctionEntry, FunctionKey, Reply, WorkerRecord
 from ._limits import CAPTURE_PARTS
+from ._matching import Event, MatchSteps, on_accepts
 from ._observer import ACTIVE, DISPOSED, PENDING, ObservedCall, Observer
 from ._observer import Activation as Pending
 
 if TYPE_CHECKING:
     from ._engine import ObserveEngine
-    from ._limits import ObserveLimits
 
 __all__ = ["ENGINE_CALLER_NAME", "CallObserve", "Delivery"]
 
@@ -176,15 +174,15 @@ class Delivery:
         if call.metadata is not None:
             values["metadata"] = call.metadata
         duration_ms = round((self.engine.core.now - call.started_at) * 1000, 3)
-        steps = _Steps(self.engine.limits)
+        steps = MatchSteps(self.engine.limits)
         for obs in self.engine.registry.of_source(call.source):
-            if obs.state == PENDING or not _on_accepts(obs.on, ok):
+            if obs.state == PENDING or not on_accepts(obs.on, ok):
                 continue  # pending: not set up yet, so nothing it could have missed
             if not steps.matches(obs, values):
                 continue
             self._activate(
                 obs,
-                _Event(
+                Event(
                     call.source,
                     call.invocation_id,
                     "success" if ok else "error",
@@ -230,7 +228,7 @@ class Delivery:
             if item.caller is not None:
                 values["caller"] = item.caller.to_wire()
             ok = item.status != "error"
-            event = _Event(
+            event = Event(
                 key,
                 item.invocation_id,
                 "success" if ok else "error",
@@ -247,7 +245,7 @@ class Delivery:
                 obs = self.engine.registry.get(observer_id)
                 if obs is None or obs.source != key or obs.acked_by != worker.id:
                     continue
-                if not (owner_delivered or _on_accepts(obs.on, ok)):
+                if not (owner_delivered or on_accepts(obs.on, ok)):
                     continue
                 self._activate(obs, event)
 
@@ -280,7 +278,7 @@ class Delivery:
             self.engine.core.calls.complete(reply, message.function_id, None, refusal)
             return
         assert obs is not None
-        event = _Event(
+        event = Event(
             obs.source,
             str(message.invocation_id or self.engine.core.new_id()),
             "success",
@@ -347,7 +345,7 @@ class Delivery:
     def _activate(
         self,
         obs: Observer,
-        event: _Event,
+        event: Event,
         *,
         reply: Reply | None = None,
         payload: JsonValue = None,
@@ -471,7 +469,7 @@ class Delivery:
             )
 
     @staticmethod
-    def _data(obs: Observer, activation_id: str, event: _Event) -> JsonValue:
+    def _data(obs: Observer, activation_id: str, event: Event) -> JsonValue:
         """What the target receives: the envelope, or the input or output alone."""
         if obs.deliver == "input":
             return event.values.get("input")
@@ -492,49 +490,3 @@ class Delivery:
         envelope["started_at_ms"] = event.started_at_ms
         envelope["duration_ms"] = event.duration_ms
         return envelope
-
-
-@dataclass(frozen=True, slots=True)
-class _Event:
-    """One observed invocation or emitted event, as the envelope reports it."""
-
-    source: FunctionKey
-    invocation_id: str
-    status: str
-    values: dict[str, JsonValue]
-    started_at_ms: int
-    duration_ms: float
-    depth: int
-    traceparent: str | None
-    baggage: str | None
-
-
-class _Steps:
-    """The filter steps one call's observers may take: each connection's own share, and
-    all of them together."""
-
-    __slots__ = ("_left", "_per_watcher", "_total")
-
-    def __init__(self, limits: ObserveLimits) -> None:
-        self._per_watcher = limits.max_match_steps
-        self._total = limits.max_call_match_steps
-        self._left: dict[str, int] = {}
-
-    def matches(self, obs: Observer, values: dict[str, JsonValue]) -> bool:
-        """Whether ``obs``'s filters match, within its connection's steps (a miss for
-        want of steps is counted: ``MATCH_BUDGET``)."""
-        if obs.filter.match_all:
-            return True
-        allowed = min(self._left.get(obs.watcher, self._per_watcher), self._total)
-        budget = MatchBudget(allowed)
-        matched = obs.filter.matches(values, budget)
-        used = allowed - budget.left
-        self._left[obs.watcher] = self._left.get(obs.watcher, self._per_watcher) - used
-        self._total -= used
-        if not matched and budget.left == 0 and used:
-            obs.dropped["MATCH_BUDGET"] += 1
-        return matched
-
-
-def _on_accepts(on: str, ok: bool) -> bool:
-    return on == "complete" or (on == "success") == ok
