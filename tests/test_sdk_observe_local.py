@@ -252,6 +252,7 @@ async def test_cancelling_the_caller_cancels_a_local_handler_and_plain_handlers_
             await w.trigger("f::slow", {}, timeout=None)
         assert scope.cancelled_caught
         assert stopped.is_set()
+        assert w.state is iii_trio.WorkerState.READY  # no invocation left in flight
         assert await w.trigger("f::square", {"n": 12}) == 144
         assert calls_to(engine, w, "f::slow") == calls_to(engine, w, "f::square") == []
 
@@ -350,3 +351,32 @@ async def test_a_void_local_call_gets_the_drain_timeout_on_a_graceful_shutdown(
             await w.trigger_void("f::slow", {"seconds": 50})  # does not
         assert calls_to(engine, w, "f::slow") == []
     assert [(what, at - start) for what, at in log] == [("done", 5), ("cancelled", 10)]
+
+
+async def test_a_function_unregistered_while_a_local_call_runs_answers_it_then_is_gone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with observe_engine() as engine, worker_on(engine, "w") as w:
+        release = trio.Event()
+
+        async def held(data: Any) -> str:
+            await release.wait()
+            return "answered"
+
+        registration = w.register_function("f::held", held)
+        await confirmed(engine, w, "f::held")
+        async with trio.open_nursery() as nursery:
+            answers: list[Any] = []
+
+            async def call() -> None:
+                answers.append(await w.trigger("f::held", {}))
+
+            nursery.start_soon(call)
+            await trio.sleep(1)
+            registration.unregister()
+            release.set()
+        assert answers == ["answered"]
+        with pytest.raises(InvocationError) as caught:
+            await w.trigger("f::held", {}, timeout=5)
+        assert caught.value.code == "function_not_found"
+        assert len(calls_to(engine, w, "f::held")) == 1
