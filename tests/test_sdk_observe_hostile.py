@@ -66,6 +66,22 @@ async def test_a_flood_of_observers_is_held_up_to_a_byte_bound_and_the_rest_refu
         refused = [a for a in sent(engine, w, "observerack") if "error" in a]
         assert len(refused) == count - len(held)
         assert refused[0]["error"]["code"] == "OBSERVE_REJECTED"
+        # Removing observers makes room again.
+        revision = 1000 + count
+        for obs in held[:2]:
+            revision += 1
+            removed = {"type": "observerremoved", "function_id": "f::watched", "id": obs.id}
+            await from_engine(w, {**removed, "revision": revision})
+        await from_engine(w, added("f::watched", revision + 1, "late", args=big))
+        with trio.fail_after(60):
+            await engine.wait_for(lambda: len(sent(engine, w, "observerack")) > count or None)
+        assert sent(engine, w, "observerack")[-1] == {
+            "type": "observerack",
+            "function_id": "f::watched",
+            "namespace": "default",
+            "id": "late",
+            "revision": revision + 1,
+        }
         # The worker still serves its function.
         assert await w.trigger("f::watched", {}) == {"ok": True}
 
