@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Final
@@ -31,6 +30,7 @@ from ._observe_local import LocalDispatch, owner_delivery
 from ._observe_owner import HOOK_TIMEOUT, FunctionObservers, Observer, ObserverInfo
 from ._observe_reporter import FunctionStatus, Reporter
 from ._observe_types import ObserveHooks, ObserveReason, ObserveSource, TargetRef, to_state
+from ._observe_unobserve import Unobserves
 from ._outbox import Outgoing
 from ._protocol._codec import encode
 from ._protocol._messages import Message, WorkerRegistered
@@ -46,7 +46,7 @@ from ._protocol._observe import (
 )
 from ._protocol._observe_types import FunctionTarget, Reason
 from ._protocol._observe_types import ObserveSource as SourceWire
-from ._transport import PING_INTERVAL, PING_TIMEOUT, MessageLimit
+from ._transport import MessageLimit
 
 if TYPE_CHECKING:
     from ._dispatch import Dispatch
@@ -81,11 +81,6 @@ _UNOBSERVED: Final[ObserveReason] = {
     "message": "disposed by the observing worker",
 }
 _ENGINE_PREFIXES: Final = ("engine::", "configuration::")
-#: An ``unobserve`` written this long ago on a connection still alive was read by the
-#: engine: a keepalive ping sent after it has been answered since.
-_READ_SURELY_AFTER: Final = PING_INTERVAL + PING_TIMEOUT
-#: ``unobserve`` frames kept to be sent again should their connection turn out dead.
-_MAX_RECENT_UNOBSERVE: Final = 10_000
 #: The keys of ``ObserveSource`` that travel as given (namespace is resolved first).
 _SOURCE_FIELDS: Final = ("args", "filters", "capture", "on", "deliver")
 
@@ -120,11 +115,8 @@ class ObserveRuntime:
             weakref.WeakKeyDictionary()
         )
         self.handles: dict[str, ObserverHandle] = {}
-        #: Observers disposed while offline after being sent: their ``unobserve`` is owed.
-        self._owed_unobserve: dict[str, str] = {}
-        #: ``unobserve`` frames sent on a connection that may have died before the engine
-        #: read them (a reattach then keeps the observer): id, connection, frame, when.
-        self._recent_unobserve: deque[tuple[str, Live, Outgoing, float]] = deque()
+        #: The ``unobserve`` frames the next connection must (re)send.
+        self._unobserves = Unobserves()
         self.functions: dict[str, FunctionObservers] = {}
         self._warned: set[str] = set()
         self._nursery: trio.Nursery | None = None
@@ -292,19 +284,13 @@ class ObserveRuntime:
         ):
             self._interceptors.append(intercept)
         if FEATURE_OBSERVE in features:
-            owed, self._owed_unobserve = self._owed_unobserve, {}
-            for observer_id, earlier, _, _ in self._recent_unobserve:
-                if earlier is not live:
-                    owed[observer_id] = observer_id  # the engine ignores one it has not
-            self._recent_unobserve.clear()
-            for observer_id in owed:
+            for observer_id in self._unobserves.due(live):
                 self._send_control(Unobserve(id=observer_id))
             for handle in list(self.handles.values()):
                 self._send_observe(handle)
             self.reporter.flush()
             return
-        self._owed_unobserve.clear()
-        self._recent_unobserve.clear()
+        self._unobserves.clear()
         if intercept is not None and intercept in self._interceptors:
             # Nothing local any more: this engine confirms no function for it.
             self._interceptors.remove(intercept)
@@ -528,24 +514,11 @@ class ObserveRuntime:
         live = self._live()
         if live is None or not self.supports_observe():
             # Offline: a reattach may keep the old connection's observer alive.
-            self._owed_unobserve[handle.id] = handle.id
+            self._unobserves.owe(handle.id)
             return
         item = Outgoing(encode(Unobserve(id=handle.id)))
         live.outbox.put_nowait(item, control=True)
-        self._remember_unobserve(handle.id, live, item)
-
-    def _remember_unobserve(self, observer_id: str, live: Live, item: Outgoing) -> None:
-        """Keep a sent ``unobserve`` until its connection outlived it: a link that
-        drops unnoticed loses it, and the reconnect's reattach would keep the observer."""
-        now = trio.current_time()
-        recent = self._recent_unobserve
-        while recent:
-            _, earlier, frame, sent_at = recent[0]
-            read = earlier is live and frame.box is None and now - sent_at >= _READ_SURELY_AFTER
-            if not read and len(recent) < _MAX_RECENT_UNOBSERVE:
-                break
-            recent.popleft()
-        recent.append((observer_id, live, item, now))
+        self._unobserves.sent(handle.id, live, item)
 
     @asynccontextmanager
     async def observe(
