@@ -189,11 +189,14 @@ class Connector:
                 self._attempt_scope.cancel()
             try:
                 async with self._transport.connect(self.url, self._headers) as connection:
-                    # From here shutdown drains the connection instead of cancelling it.
-                    self._attempt_scope = None
-                    live = Live(connection, Outbox(self.options.send_buffer_frames))
-                    self._status.apply(SocketOpened())
-                    await self._serve(live)
+                    # Shutdown may have begun after the connect's last checkpoint, too
+                    # late for its cancel to reach it: leave that connection unused.
+                    if not self.shutdown_requested.is_set():
+                        # From here shutdown drains the connection instead of cancelling it.
+                        self._attempt_scope = None
+                        live = Live(connection, Outbox(self.options.send_buffer_frames))
+                        self._status.apply(SocketOpened())
+                        await self._serve(live)
             except (OSError, ConnectionClosed, trio.TooSlowError) as exc:
                 log.debug("worker %s: connection failed or lost: %s", self.name, exc)
                 self.last_error = failed = exc

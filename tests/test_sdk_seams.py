@@ -353,3 +353,24 @@ async def test_drain_hooks_run_alongside_the_handlers_drain_on_shutdown(
     assert times["hook started"] == leaving
     assert times["hook done"] == leaving + 1
     assert times["handler done"] == leaving + 3
+
+
+async def test_a_connection_made_just_as_shutdown_begins_is_left_unused(
+    engine: Engine, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The connect's last checkpoint is behind it when the block is left: shutdown's
+    cancel cannot reach it, and the worker must not go on to serve that connection."""
+    gate = trio.Event()
+
+    class Late:
+        @asynccontextmanager
+        async def connect(self, url: str, headers: Mapping[str, str]) -> AsyncIterator[Connection]:
+            async with engine.transport.connect(url, headers) as connection:
+                await gate.wait()  # the connect's last checkpoint
+                yield connection
+
+    async with register_worker("ws://sim", OPTIONS, transport=Late()) as worker:
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()  # the attempt is woken, but the block is left before it runs
+    assert worker.state.value == "exited"
+    assert engine.workers() == []
