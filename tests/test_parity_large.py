@@ -44,8 +44,9 @@ class RawEngine:
 
     async def serve(self, stream: trio.SocketStream) -> None:
         # A client that leaves may reset the link (unread pongs, say): that ends it.
-        with contextlib.suppress(trio.BrokenResourceError):
-            await self._serve(stream)
+        async with stream:
+            with contextlib.suppress(trio.BrokenResourceError):
+                await self._serve(stream)
 
     async def _serve(self, stream: trio.SocketStream) -> None:
         protocol = ServerProtocol(max_size=None)
@@ -69,6 +70,10 @@ class RawEngine:
             out = protocol.data_to_send()
             if out:
                 await stream.send_all(b"".join(out))
+            if protocol.close_expected():
+                # The closing handshake is done: a server ends TCP first, and a client
+                # (the official SDK's) waits 10 s for that before it gives up.
+                return
             data = await stream.receive_some()
             if not data:
                 return
@@ -145,13 +150,12 @@ async def _shape(send: Sender, payload: str) -> tuple[Shape, bytes]:
         return await engine.next_shape()
 
 
-@pytest.mark.parametrize(
-    ("size", "stack"),
-    [(20 * MiB, "trio-websocket"), (20 * MiB, "websockets")],
-)
+@pytest.mark.parametrize("stack", ["trio-websocket", "websockets"])
 async def test_a_large_message_is_cut_into_the_same_frames_as_the_official_sdk(
-    size: int, stack: WebSocketStack
+    stack: WebSocketStack,
 ) -> None:
+    # Just over the 16 MiB frame limit: fragments, and a last one shorter than 1 MiB.
+    size = 17 * MiB
     # Multi-byte characters near each 1 MiB boundary move the cuts; both SDKs must
     # cut between characters, at the same rule.
     payload = ("é😀中" + "x" * 1021) * (size // 1030)
