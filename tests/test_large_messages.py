@@ -1,8 +1,8 @@
 """Large messages (``large-messages.v1``) on the WebSocket itself, both stacks, in memory:
 how a message over the 16 MiB frame limit is cut into 1 MiB fragments (between UTF-8
 characters), that nothing else starts before its last fragment, that a send cut short
-drops the link, and that an inbound fragmented message is bounded by the message limit
-and nothing of a refused one is kept."""
+drops the link, that an inbound fragmented message just under the 64 MiB limit arrives
+whole at either end, and that one over it is cut at the limit and nothing of it is kept."""
 
 from __future__ import annotations
 
@@ -381,6 +381,30 @@ async def test_a_fragmented_message_at_the_limit_arrives_whole() -> None:
     assert isinstance(message, str)
     assert message.encode() == data
     assert json.loads(message)["type"] == "ping"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+async def test_a_worker_takes_a_fragmented_message_at_the_limit_whole(
+    stack: WebSocketStack,
+) -> None:
+    data = envelope(63 * MiB, prefix="é😀").encode()
+    starts = [0, *fragment_ends(data, FRAGMENT_BYTES, text=True)]
+
+    async def engine_sends(raw: RawPeer) -> None:
+        for n, (a, b) in enumerate(itertools.pairwise(starts)):
+            last = b == len(data)
+            if n == 0:
+                raw.protocol.send_text(data[a:b], fin=last)
+            else:
+                raw.protocol.send_continuation(data[a:b], fin=last)
+            await raw.stream.send_all(b"".join(raw.protocol.data_to_send()))
+
+    async with worker_end(stack) as (connection, raw), trio.open_nursery() as nursery:
+        nursery.start_soon(engine_sends, raw)
+        with trio.fail_after(_LIMIT):
+            message = await connection.receive()
+    assert isinstance(message, str)
+    assert message.encode() == data
 
 
 # -- negotiation --------------------------------------------------------------------------------
