@@ -1,5 +1,5 @@
 """Large messages (``large-messages.v1``) as an iii_trio user sees them, in memory on the
-virtual clock: calls and results of 20 and 63 MiB both ways between two workers once
+virtual clock: calls and results of 63 MiB (just under the limit) both ways between two workers once
 the engine announced the feature; over 64 MiB a call is refused before anything is
 sent and a result becomes a small ``payload_too_large`` error; an engine that does not
 announce the feature keeps the 16 MiB limit exactly as before."""
@@ -23,9 +23,12 @@ MiB = 1024 * 1024
 
 
 def blob(size: int) -> str:
-    """About ``size`` bytes of UTF-8 (a little under), some characters multi-byte."""
-    cycle = "".join(chr(0x41 + i % 26) for i in range(97)) + "é😀中"  # 100 chars, 106 bytes
-    length = size * 100 // 106 - 100
+    """About ``size`` bytes of UTF-8 (a little under), some characters two bytes."""
+    # Only Latin-1 characters: Python keeps the string at one byte a character, so its
+    # JSON coding (several times a call) costs a quarter of a string with an emoji. Where
+    # fragments are cut between 2-, 3- and 4-byte characters is tested on the WebSocket.
+    cycle = "".join(chr(0x41 + i % 26) for i in range(97)) + "éßü"  # 100 chars, 103 bytes
+    length = size * 100 // 103 - 100
     return (cycle * (length // len(cycle) + 1))[:length]
 
 
@@ -60,9 +63,10 @@ async def pair(features: tuple[str, ...]) -> AsyncIterator[tuple[Engine, iii_tri
                 yield engine, caller
 
 
-@pytest.mark.parametrize("size", [20 * MiB, 63 * MiB], ids=["20MiB", "63MiB"])
-async def test_large_calls_and_results_cross_whole(autojump_clock: MockClock, size: int) -> None:
-    data = blob(size)
+async def test_large_calls_and_results_cross_whole(autojump_clock: MockClock) -> None:
+    # Just under the 64 MiB limit: any smaller large message is let through by the same
+    # limit (there are no fragments in memory to cut differently).
+    data = blob(63 * MiB)
     async with pair((LARGE_MESSAGES,)) as (_, caller):
         assert await caller.trigger("big::echo", data, timeout=60) == data
 
