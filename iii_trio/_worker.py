@@ -50,8 +50,6 @@ from ._calls import (
     EnqueueReceipt,
     UseDefault,
 )
-from ._calls import Pending as _Pending
-from ._calls import check_frame_size as _check_size
 from ._connection import Connector, log
 from ._discovery import Discovery
 from ._exceptions import InvalidUrl, ReadyTimeout
@@ -62,7 +60,6 @@ from ._ids import new_uuid
 from ._inbound import Inbound
 from ._lifecycle import WorkerState
 from ._live import Live
-from ._live import Live as _Live
 from ._metrics import report_metrics
 from ._observe import ObserveRuntime
 from ._observe_types import ObserveHooks
@@ -70,8 +67,6 @@ from ._observe_wire import observe_descriptor
 from ._options import InitOptions, resolve_url
 from ._provider import Providers
 from ._registrations import Registrations
-from ._registrations import project_name as _project_name
-from ._registrations import project_name_in as _project_name_in
 from ._registry import Registration, Registry, TriggerTypeProvider
 from ._telemetry import Telemetry
 from ._transport import LARGE_MESSAGES, MessageLimit, Transport, WebSocketTransport
@@ -89,9 +84,6 @@ __all__ = [
     "Worker",
     "register_worker",
 ]
-
-#: Private names tests and tools import from here (they moved with the split).
-_REEXPORTED = (_Live, _Pending, _check_size, _project_name, _project_name_in)
 
 F = TypeVar("F", bound=Handler)
 

@@ -17,7 +17,7 @@ import trio.testing
 
 from engine_sim import Engine
 from iii_trio import IIIError, InitOptions, Worker, register_worker
-from iii_trio._worker import _Live
+from iii_trio._live import Live as _Live
 
 
 async def echo(data: object) -> object:

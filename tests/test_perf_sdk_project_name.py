@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from iii_trio._worker import _project_name, _project_name_in
+from iii_trio._registrations import project_name as _project_name
+from iii_trio._registrations import project_name_in as _project_name_in
 
 
 def _write(path: Path, name: str, mtime_ns: int) -> None:
